@@ -1,0 +1,129 @@
+//! The gateway's address plan and settings. Defaults follow slirp (QEMU `-netdev user`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// An IPv4 network: address and prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, String> {
+        if prefix > 30 {
+            return Err(format!("prefix /{prefix} leaves no room for guests (at most /30)"));
+        }
+        Ok(Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & Self::mask_bits(prefix)), prefix })
+    }
+    fn mask_bits(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        }
+    }
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(Self::mask_bits(self.prefix))
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        self.addr
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !Self::mask_bits(self.prefix))
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & Self::mask_bits(self.prefix) == u32::from(self.addr)
+    }
+    /// Parses `A.B.C.D/N` (a bare address means /24, as slirp's `net=` does).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| format!("bad prefix length in {s:?}"))?),
+            None => (s, 24),
+        };
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("bad IPv4 address in {s:?}"))?;
+        Self::new(addr, p)
+    }
+}
+
+/// Everything the gateway needs to know. Construct with [`Config::default`] and adjust.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The virtual LAN (default 10.0.2.0/24).
+    pub net: Ipv4Net,
+    /// The gateway's address (default 10.0.2.2); maps to the host's 127.0.0.1 unless `host_loopback` is off.
+    pub gateway: Ipv4Addr,
+    /// The DNS forwarder's address (default 10.0.2.3).
+    pub dns: Ipv4Addr,
+    /// First DHCP lease (default 10.0.2.15).
+    pub dhcp_start: Ipv4Addr,
+    /// The gateway's MAC address (slirp uses 52:55:0a:00:02:02).
+    pub gateway_mac: [u8; 6],
+    /// Link MTU (default 1500, up to 65520).
+    pub mtu: u16,
+    /// Whether the gateway address reaches the host's loopback.
+    pub host_loopback: bool,
+    /// Upstream DNS servers; empty means "use /etc/resolv.conf".
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// DHCP option 119 domain search list.
+    pub dns_search: Vec<String>,
+    /// DHCP option 15 domain name.
+    pub domain_name: Option<String>,
+    /// DHCP lease time.
+    pub lease_time: Duration,
+    /// How long a DNS query waits for an upstream before SERVFAIL (tried across upstreams).
+    pub dns_timeout: Duration,
+    /// Most simultaneous NAT flows (TCP+UDP+ICMP) per guest address.
+    pub max_flows_per_guest: usize,
+    /// Most half-open (connecting) TCP flows per guest, a SYN flood bound.
+    pub max_pending_per_guest: usize,
+    /// UDP flow idle timeout.
+    pub udp_idle: Duration,
+    /// ICMP echo flow idle timeout.
+    pub icmp_idle: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            net: Ipv4Net { addr: Ipv4Addr::new(10, 0, 2, 0), prefix: 24 },
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: Ipv4Addr::new(10, 0, 2, 3),
+            dhcp_start: Ipv4Addr::new(10, 0, 2, 15),
+            gateway_mac: [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02],
+            mtu: 1500,
+            host_loopback: true,
+            dns_upstreams: Vec::new(),
+            dns_search: Vec::new(),
+            domain_name: None,
+            lease_time: Duration::from_secs(86400),
+            dns_timeout: Duration::from_secs(5),
+            max_flows_per_guest: 4096,
+            max_pending_per_guest: 256,
+            udp_idle: Duration::from_secs(120),
+            icmp_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the addresses agree with each other. Returns a one-line reason on failure.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, ip) in [("gateway", self.gateway), ("dns", self.dns), ("dhcp start", self.dhcp_start)] {
+            if !self.net.contains(ip) {
+                return Err(format!("{name} address {ip} is outside {}/{}", self.net.addr, self.net.prefix));
+            }
+            if ip == self.net.network() || ip == self.net.broadcast() {
+                return Err(format!("{name} address {ip} is the network or broadcast address"));
+            }
+        }
+        if self.gateway == self.dns {
+            return Err("gateway and DNS addresses must differ".into());
+        }
+        if !(576..=65520).contains(&self.mtu) {
+            return Err(format!("MTU {} out of range 576..=65520", self.mtu));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! icmp (in progress)

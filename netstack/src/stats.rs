@@ -1,0 +1,64 @@
+//! Counters for everything the gateway drops or does. Every drop has a counter.
+
+/// Plain counters; the core increments them, the driver reports them.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub drop_malformed: u64,
+    pub drop_bad_checksum: u64,
+    pub drop_not_for_us: u64,
+    pub drop_unsupported: u64,
+    pub drop_spoofed: u64,
+    pub drop_flow_limit: u64,
+    pub drop_syn_flood: u64,
+    pub drop_tx_queue_full: u64,
+    pub arp_replies: u64,
+    pub dhcp_replies: u64,
+    pub dhcp_bad: u64,
+    pub dns_queries: u64,
+    pub dns_bad: u64,
+    pub dns_servfail: u64,
+    pub tcp_flows_opened: u64,
+    pub tcp_flows_closed: u64,
+    pub tcp_refused: u64,
+    pub tcp_unreachable: u64,
+    pub tcp_retransmits: u64,
+    pub udp_flows_opened: u64,
+    pub udp_flows_expired: u64,
+    pub icmp_echo_sent: u64,
+    pub icmp_unavailable: u64,
+}
+
+impl Stats {
+    /// Name/value pairs, for the `stats` API and logs.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("frames_in", self.frames_in),
+            ("frames_out", self.frames_out),
+            ("drop_malformed", self.drop_malformed),
+            ("drop_bad_checksum", self.drop_bad_checksum),
+            ("drop_not_for_us", self.drop_not_for_us),
+            ("drop_unsupported", self.drop_unsupported),
+            ("drop_spoofed", self.drop_spoofed),
+            ("drop_flow_limit", self.drop_flow_limit),
+            ("drop_syn_flood", self.drop_syn_flood),
+            ("drop_tx_queue_full", self.drop_tx_queue_full),
+            ("arp_replies", self.arp_replies),
+            ("dhcp_replies", self.dhcp_replies),
+            ("dhcp_bad", self.dhcp_bad),
+            ("dns_queries", self.dns_queries),
+            ("dns_bad", self.dns_bad),
+            ("dns_servfail", self.dns_servfail),
+            ("tcp_flows_opened", self.tcp_flows_opened),
+            ("tcp_flows_closed", self.tcp_flows_closed),
+            ("tcp_refused", self.tcp_refused),
+            ("tcp_unreachable", self.tcp_unreachable),
+            ("tcp_retransmits", self.tcp_retransmits),
+            ("udp_flows_opened", self.udp_flows_opened),
+            ("udp_flows_expired", self.udp_flows_expired),
+            ("icmp_echo_sent", self.icmp_echo_sent),
+            ("icmp_unavailable", self.icmp_unavailable),
+        ]
+    }
+}

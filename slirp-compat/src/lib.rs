@@ -1,0 +1,1 @@
+//! slirp vocabulary (address plan, option strings). Filled in by the slirp-compat issue.
