@@ -1,1 +1,45 @@
-//! arp (in progress)
+//! ARP: the gateway answers for its own addresses (gateway and DNS) and nothing else.
+
+use crate::gateway::Gateway;
+use crate::host::HostIo;
+use crate::wire::arp::{self, ArpRepr};
+use crate::wire::ethernet::{self, Frame};
+use crate::Instant;
+use std::net::IpAddr;
+
+impl Gateway {
+    pub(crate) fn handle_arp(&mut self, now: Instant, eth: &Frame<'_>, io: &mut dyn HostIo) {
+        let a = match ArpRepr::parse(eth.payload()) {
+            Ok(a) => a,
+            Err(e) => return self.bad(now, "arp", e),
+        };
+        let ours = |ip| ip == self.cfg.gateway || ip == self.cfg.dns;
+        if ours(a.sender_ip) {
+            // Somebody claims the gateway's or DNS address: never learn it.
+            self.stats.drop_spoofed += 1;
+            let m = ethernet::fmt_mac(&a.sender_mac);
+            let ip = a.sender_ip;
+            self.note(now, || format!("dropped ARP from {m} claiming the gateway's address {ip}"));
+            return;
+        }
+        if self.cfg.net.contains(a.sender_ip) && !a.sender_ip.is_unspecified() && a.sender_mac == eth.src() {
+            self.neigh.insert(IpAddr::V4(a.sender_ip), a.sender_mac);
+        }
+        if a.op != arp::OP_REQUEST || !ours(a.target_ip) {
+            return;
+        }
+        let reply = ArpRepr {
+            op: arp::OP_REPLY,
+            sender_mac: self.cfg.gateway_mac,
+            sender_ip: a.target_ip,
+            target_mac: a.sender_mac,
+            target_ip: a.sender_ip,
+        };
+        let mut buf = [0u8; ethernet::HEADER_LEN + arp::LEN];
+        ethernet::write_header(&mut buf, eth.src(), self.cfg.gateway_mac, ethernet::ETHERTYPE_ARP);
+        reply.emit(&mut buf[ethernet::HEADER_LEN..]);
+        io.transmit(&buf);
+        self.stats.arp_replies += 1;
+        self.stats.frames_out += 1;
+    }
+}

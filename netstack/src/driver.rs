@@ -1,1 +1,560 @@
-//! driver (in progress)
+//! The tokio driver: owns the host sockets and implements [`HostIo`] for the core.
+//!
+//! Every host socket is a tokio `AsyncFd`. Readiness is delivered without scanning: each socket polls its
+//! readiness with its own waker, which pushes the socket's [`Token`] onto one [`ReadyQueue`] and wakes the
+//! event loop. The loop (in the switch) drains the queue in batches and calls [`Driver::handle`] per token,
+//! so the cost per event does not depend on how many flows exist.
+
+use crate::flow::{FlowId, Proto};
+use crate::gateway::Gateway;
+use crate::host::HostIo;
+use crate::Instant;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use tokio::io::unix::AsyncFd;
+
+/// What became ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Token {
+    Flow(FlowId),
+    /// The upstream DNS socket (0: IPv4, 1: IPv6).
+    Dns(u8),
+    /// Anything the embedding event loop owns (ports, listeners).
+    Ext(u64),
+}
+
+/// Tokens whose sockets became ready, and the event loop's waker.
+#[derive(Default)]
+pub struct ReadyQueue {
+    inner: Mutex<(Vec<Token>, Option<Waker>)>,
+}
+
+impl ReadyQueue {
+    pub fn push(&self, t: Token) {
+        let w = {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            g.0.push(t);
+            g.1.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+    /// Takes the ready tokens into `out`, or registers `cx`'s waker when there are none.
+    pub fn poll_drain(&self, cx: &mut Context<'_>, out: &mut Vec<Token>) -> Poll<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.is_empty() {
+            g.1 = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut g.0, out);
+        Poll::Ready(())
+    }
+    /// A waker that reports `t` when woken.
+    pub fn waker(self: &Arc<Self>, t: Token) -> Waker {
+        Waker::from(Arc::new(TokenWaker { token: t, queue: self.clone() }))
+    }
+}
+
+struct TokenWaker {
+    token: Token,
+    queue: Arc<ReadyQueue>,
+}
+
+impl Wake for TokenWaker {
+    fn wake(self: Arc<Self>) {
+        self.queue.push(self.token);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.push(self.token);
+    }
+}
+
+/// Polls read (or write) readiness with `waker`: `true` if ready now. When not ready, the waker is
+/// registered and will report the token later.
+fn ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
+    let mut cx = Context::from_waker(waker);
+    let r = if write { fd.poll_write_ready(&mut cx).map(|r| r.is_ok()) } else { fd.poll_read_ready(&mut cx).map(|r| r.is_ok()) };
+    matches!(r, Poll::Ready(true))
+}
+
+/// Clears readiness after EAGAIN and re-registers the waker; if readiness raced back, queue the token.
+fn rearm(fd: &AsyncFd<Socket>, waker: &Waker, write: bool, q: &ReadyQueue, t: Token) {
+    let mut cx = Context::from_waker(waker);
+    if write {
+        if let Poll::Ready(Ok(mut g)) = fd.poll_write_ready(&mut cx) {
+            g.clear_ready();
+        }
+    } else if let Poll::Ready(Ok(mut g)) = fd.poll_read_ready(&mut cx) {
+        g.clear_ready();
+    }
+    if ready(fd, waker, write) {
+        q.push(t);
+    }
+}
+
+struct HostSock {
+    gen: u32,
+    fd: AsyncFd<Socket>,
+    waker: Waker,
+    connecting: bool,
+    want_write: bool,
+    /// The kernel's SO_PEEK_OFF as we last set or advanced it.
+    peek_off: usize,
+    raw_icmp: Option<(IpAddr, u16)>,
+}
+
+/// How ICMP echo is forwarded on this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpMode {
+    PingSocket,
+    Raw,
+    Unavailable,
+}
+
+/// Checks which ICMP socket kind this process may open.
+pub fn probe_icmp() -> IcmpMode {
+    if Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).is_ok() {
+        IcmpMode::PingSocket
+    } else if Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).is_ok() {
+        IcmpMode::Raw
+    } else {
+        IcmpMode::Unavailable
+    }
+}
+
+/// The host sockets, per protocol, indexed like the core's flow slabs.
+pub struct HostSockets {
+    queue: Arc<ReadyQueue>,
+    socks: [Vec<Option<HostSock>>; 3],
+    dns: [Option<(AsyncFd<Socket>, Waker)>; 2],
+    icmp_mode: IcmpMode,
+    discard: Vec<u8>,
+}
+
+fn pidx(p: Proto) -> usize {
+    match p {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+        Proto::Icmp => 2,
+    }
+}
+
+/// Registers a socket with the tokio reactor.
+fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: a socket2::Socket owns its fd; it stays open and refers to the same socket until the
+    // Socket is dropped, which happens only when the AsyncFd that owns it is dropped.
+    unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+fn not_open() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "no host socket for this flow")
+}
+
+impl HostSockets {
+    pub fn new(queue: Arc<ReadyQueue>, icmp_mode: IcmpMode) -> Self {
+        HostSockets { queue, socks: [Vec::new(), Vec::new(), Vec::new()], dns: [None, None], icmp_mode, discard: Vec::new() }
+    }
+
+    fn get(&mut self, id: FlowId) -> Option<&mut HostSock> {
+        match self.socks[pidx(id.proto)].get_mut(id.idx as usize) {
+            Some(Some(s)) if s.gen == id.gen => Some(s),
+            _ => None,
+        }
+    }
+
+    fn install(&mut self, id: FlowId, sock: Socket, connecting: bool, raw_icmp: Option<(IpAddr, u16)>) -> io::Result<()> {
+        let fd = register(sock)?;
+        let waker = self.queue.waker(Token::Flow(id));
+        let v = &mut self.socks[pidx(id.proto)];
+        let i = id.idx as usize;
+        if v.len() <= i {
+            v.resize_with(i + 1, || None);
+        }
+        v[i] = Some(HostSock { gen: id.gen, fd, waker, connecting, want_write: false, peek_off: 0, raw_icmp });
+        // Poll once so the waker is registered (and pick up anything already pending).
+        self.queue.push(Token::Flow(id));
+        Ok(())
+    }
+
+    fn remove(&mut self, id: FlowId) -> Option<HostSock> {
+        let slot = self.socks[pidx(id.proto)].get_mut(id.idx as usize)?;
+        if slot.as_ref().is_some_and(|s| s.gen == id.gen) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    /// Number of open host sockets.
+    pub fn open_count(&self) -> usize {
+        self.socks.iter().map(|v| v.iter().filter(|s| s.is_some()).count()).sum()
+    }
+
+    fn dns_socket(&mut self, v6: bool) -> io::Result<&AsyncFd<Socket>> {
+        let i = usize::from(v6);
+        if self.dns[i].is_none() {
+            let (domain, any) = if v6 {
+                (Domain::IPV6, SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
+            } else {
+                (Domain::IPV4, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+            };
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_nonblocking(true)?;
+            s.bind(&any.into())?;
+            let fd = register(s)?;
+            let waker = self.queue.waker(Token::Dns(i as u8));
+            ready(&fd, &waker, false);
+            self.dns[i] = Some((fd, waker));
+            self.queue.push(Token::Dns(i as u8));
+        }
+        match &self.dns[i] {
+            Some((fd, _)) => Ok(fd),
+            None => Err(not_open()),
+        }
+    }
+}
+
+/// A [`HostIo`] for one call into the core: the sockets plus where transmitted frames go.
+pub struct IoCtx<'a> {
+    pub socks: &'a mut HostSockets,
+    pub sink: &'a mut dyn FnMut(&[u8]),
+}
+
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+impl HostIo for IoCtx<'_> {
+    fn transmit(&mut self, frame: &[u8]) {
+        (self.sink)(frame)
+    }
+
+    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_nonblocking(true)?;
+        s.set_tcp_nodelay(true)?;
+        let fd = s.as_raw_fd();
+        let zero: libc::c_int = 0;
+        // SAFETY: fd is a valid socket we own; the option value is a c_int of the size we pass.
+        unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&zero as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+        }
+        match s.connect(&SockAddr::from(dst)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        self.socks.install(id, s, true, None)
+    }
+
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
+        let q = self.socks.queue.clone();
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        // SAFETY: the pointer and length describe `data`, valid for reads for the call's duration.
+        let r = unsafe { libc::send(s.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn tcp_peek(&mut self, id: FlowId, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let q = self.socks.queue.clone();
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        let fd = s.fd.as_raw_fd();
+        if s.peek_off != offset {
+            let off = libc::c_int::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: fd is a valid socket; the option value is a c_int of the size we pass.
+            let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&off as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+            cvt(r as isize)?;
+            s.peek_off = offset;
+        }
+        // SAFETY: msghdr is plain data; zeroed is a valid "no name, no control" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_mut_ptr().cast();
+        msg.msg_iovlen = bufs.len();
+        // SAFETY: IoSliceMut is ABI-compatible with iovec and each one points to writable memory that
+        // outlives the call; msg points to them only for this call.
+        let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        match cvt(r) {
+            Ok(n) => {
+                s.peek_off += n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tcp_consume(&mut self, id: FlowId, mut n: usize) {
+        let mut discard = std::mem::take(&mut self.socks.discard);
+        if discard.len() < 65536 {
+            discard.resize(65536, 0);
+        }
+        if let Some(s) = self.socks.get(id) {
+            let fd = s.fd.as_raw_fd();
+            s.peek_off = s.peek_off.saturating_sub(n);
+            while n > 0 {
+                let chunk = n.min(discard.len());
+                // SAFETY: `discard` is valid for writes of `chunk` bytes; with MSG_TRUNC TCP drops the
+                // bytes without copying them.
+                let r = unsafe { libc::recv(fd, discard.as_mut_ptr().cast(), chunk, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+                if r <= 0 {
+                    break;
+                }
+                n = n.saturating_sub(r as usize);
+            }
+        }
+        self.socks.discard = discard;
+    }
+
+    fn tcp_want_write(&mut self, id: FlowId) {
+        if let Some(s) = self.socks.get(id) {
+            s.want_write = true;
+            self.socks.queue.push(Token::Flow(id));
+        }
+    }
+
+    fn tcp_shutdown_write(&mut self, id: FlowId) {
+        if let Some(s) = self.socks.get(id) {
+            let _ = s.fd.get_ref().shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn tcp_close(&mut self, id: FlowId, reset: bool) {
+        if let Some(s) = self.socks.remove(id) {
+            if reset {
+                let _ = s.fd.get_ref().set_linger(Some(std::time::Duration::ZERO));
+            }
+        }
+    }
+
+    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        let s = Socket::new(Domain::for_address(dst), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_nonblocking(true)?;
+        s.connect(&SockAddr::from(dst))?;
+        self.socks.install(id, s, false, None)
+    }
+
+    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        s.fd.get_ref().send(data).map(|_| ())
+    }
+
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let q = self.socks.queue.clone();
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
+        let r = unsafe { libc::recv(s.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn udp_close(&mut self, id: FlowId) {
+        self.socks.remove(id);
+    }
+
+    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> io::Result<()> {
+        if !dst.is_ipv4() {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        let (ty, raw) = match self.socks.icmp_mode {
+            IcmpMode::PingSocket => (Type::DGRAM, false),
+            IcmpMode::Raw => (Type::RAW, true),
+            IcmpMode::Unavailable => {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, "neither ping sockets nor raw sockets are permitted"))
+            }
+        };
+        let s = Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?;
+        s.set_nonblocking(true)?;
+        s.connect(&SockAddr::from(SocketAddr::new(dst, 0)))?;
+        self.socks.install(id, s, false, raw.then_some((dst, 0)))
+    }
+
+    fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> io::Result<()> {
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        if let Some((dst, _)) = s.raw_icmp {
+            // Raw sockets keep our identifier: remember it to match replies.
+            if msg.len() >= 8 {
+                s.raw_icmp = Some((dst, u16::from_be_bytes([msg[4], msg[5]])));
+            }
+        }
+        s.fd.get_ref().send(msg).map(|_| ())
+    }
+
+    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let q = self.socks.queue.clone();
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        loop {
+            // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
+            let r = unsafe { libc::recv(s.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            let n = match cvt(r) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+                Ok(n) => n,
+            };
+            let Some((_, ident)) = s.raw_icmp else { return Ok(n) };
+            // Raw sockets see every ICMP message with its IP header: keep only our echo replies.
+            let ihl = usize::from(buf.first().copied().unwrap_or(0) & 0x0f) * 4;
+            if ihl < 20 || n < ihl + 8 || buf[ihl] != 0 || u16::from_be_bytes([buf[ihl + 4], buf[ihl + 5]]) != ident {
+                continue;
+            }
+            buf.copy_within(ihl..n, 0);
+            return Ok(n - ihl);
+        }
+    }
+
+    fn icmp_close(&mut self, id: FlowId) {
+        self.socks.remove(id);
+    }
+
+    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
+        let fd = self.socks.dns_socket(upstream.is_ipv6())?;
+        fd.get_ref().send_to(query, &SockAddr::from(upstream)).map(|_| ())
+    }
+
+    fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        for (fd, waker) in self.socks.dns.iter().flatten() {
+            let raw = fd.as_raw_fd();
+            // SAFETY: try_init hands us a zeroed address buffer and its length; recvfrom writes at
+            // most that many bytes there, and `buf` is valid for writes of its length.
+            let r = unsafe {
+                SockAddr::try_init(|ss, len| {
+                    cvt(libc::recvfrom(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, ss.cast(), len))
+                })
+            };
+            match r {
+                Ok((n, addr)) => {
+                    if let Some(a) = addr.as_socket() {
+                        return Ok((n, a));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(waker);
+                    if let Poll::Ready(Ok(mut g)) = fd.poll_read_ready(&mut cx) {
+                        g.clear_ready();
+                    }
+                    let _ = fd.poll_read_ready(&mut cx);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(would_block())
+    }
+}
+
+/// The gateway and its host sockets.
+pub struct Driver {
+    pub gw: Gateway,
+    pub socks: HostSockets,
+}
+
+impl Driver {
+    pub fn new(gw: Gateway, queue: Arc<ReadyQueue>) -> Self {
+        let mode = probe_icmp();
+        match mode {
+            IcmpMode::PingSocket => log::info!("ICMP echo: unprivileged ping sockets"),
+            IcmpMode::Raw => log::info!("ICMP echo: raw sockets"),
+            IcmpMode::Unavailable => log::warn!(
+                "ICMP echo from guests will not be forwarded: this user may not open ping sockets \
+                 (sysctl net.ipv4.ping_group_range) nor raw sockets"
+            ),
+        }
+        Driver { gw, socks: HostSockets::new(queue, mode) }
+    }
+
+    /// One frame from the LAN for the gateway.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], sink: &mut dyn FnMut(&[u8])) {
+        let mut io = IoCtx { socks: &mut self.socks, sink };
+        self.gw.handle_frame(now, frame, &mut io);
+    }
+
+    /// A token from the ready queue that belongs to the driver.
+    pub fn handle(&mut self, now: Instant, t: Token, sink: &mut dyn FnMut(&[u8])) {
+        match t {
+            Token::Flow(id) => self.handle_flow(now, id, sink),
+            Token::Dns(_) => {
+                let mut io = IoCtx { socks: &mut self.socks, sink };
+                self.gw.on_dns_readable(now, &mut io);
+            }
+            Token::Ext(_) => {}
+        }
+    }
+
+    fn handle_flow(&mut self, now: Instant, id: FlowId, sink: &mut dyn FnMut(&[u8])) {
+        let Some(s) = self.socks.get(id) else { return };
+        if s.connecting {
+            if !ready(&s.fd, &s.waker, true) {
+                return;
+            }
+            s.connecting = false;
+            let res = match s.fd.get_ref().take_error() {
+                Ok(Some(e)) => Err(e),
+                Err(e) => Err(e),
+                Ok(None) => match s.fd.get_ref().peer_addr() {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                },
+            };
+            let mut io = IoCtx { socks: &mut self.socks, sink };
+            self.gw.on_tcp_connected(now, id, res, &mut io);
+        }
+        let Some(s) = self.socks.get(id) else { return };
+        if s.want_write && ready(&s.fd, &s.waker, true) {
+            s.want_write = false;
+            let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
+            self.gw.on_tcp_writable(now, id, &mut io);
+        }
+        let Some(s) = self.socks.get(id) else { return };
+        if ready(&s.fd, &s.waker, false) {
+            let mut io = IoCtx { socks: &mut self.socks, sink };
+            match id.proto {
+                Proto::Tcp => self.gw.on_tcp_readable(now, id, &mut io),
+                Proto::Udp => self.gw.on_udp_readable(now, id, &mut io),
+                Proto::Icmp => self.gw.on_icmp_readable(now, id, &mut io),
+            }
+        }
+    }
+
+    /// Sends deferred ACKs after a batch.
+    pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
+        let mut io = IoCtx { socks: &mut self.socks, sink };
+        self.gw.end_batch(now, &mut io);
+    }
+
+    pub fn poll_timers(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
+        let mut io = IoCtx { socks: &mut self.socks, sink };
+        self.gw.poll_timers(now, &mut io);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.gw.next_deadline()
+    }
+}

@@ -1,1 +1,48 @@
-//! host (in progress)
+//! The host side of the core: every socket operation the gateway asks for goes through [`HostIo`].
+//!
+//! The tokio driver implements it over real non-blocking sockets; tests implement it with a simulated
+//! host. All calls are non-blocking: "would block" is `ErrorKind::WouldBlock`, and the driver later
+//! reports readiness through the gateway's `on_*` methods.
+
+use crate::flow::FlowId;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+
+pub trait HostIo {
+    /// Delivers a frame from the gateway to the LAN.
+    fn transmit(&mut self, frame: &[u8]);
+
+    /// Starts a non-blocking connect; completion comes back as `Gateway::on_tcp_connected`.
+    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()>;
+    /// Writes what the socket accepts now.
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize>;
+    /// Copies received-but-unconsumed bytes starting `offset` bytes past the oldest one into `bufs`,
+    /// without consuming them. `Ok(0)` means the host closed its side and nothing is left past `offset`.
+    fn tcp_peek(&mut self, id: FlowId, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize>;
+    /// Drops the oldest `n` received bytes (the guest acknowledged them).
+    fn tcp_consume(&mut self, id: FlowId, n: usize);
+    /// Asks for one `on_tcp_writable` call when the socket can take more data.
+    fn tcp_want_write(&mut self, id: FlowId);
+    fn tcp_shutdown_write(&mut self, id: FlowId);
+    /// Closes the socket; `reset` aborts it (RST to the peer).
+    fn tcp_close(&mut self, id: FlowId, reset: bool);
+
+    /// Opens a UDP socket connected to `dst`.
+    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()>;
+    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()>;
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize>;
+    fn udp_close(&mut self, id: FlowId);
+
+    /// Opens an ICMP echo socket towards `dst` (ping socket or raw socket).
+    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> io::Result<()>;
+    /// Sends one ICMP echo request (header included; the socket may rewrite the identifier).
+    fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> io::Result<()>;
+    /// Receives one ICMP message (header first, no IP header).
+    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize>;
+    fn icmp_close(&mut self, id: FlowId);
+
+    /// Sends a DNS query to an upstream over UDP.
+    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()>;
+    /// Receives a datagram from the upstream socket.
+    fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+}

@@ -1,1 +1,170 @@
-//! icmp (in progress)
+//! ICMP: echo requests from guests go out through host ICMP sockets (unprivileged ping sockets where
+//! `net.ipv4.ping_group_range` allows, raw sockets when privileged); replies are real, never forged.
+//! Also builds the ICMP errors the gateway sends to guests (unreachable).
+
+use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::gateway::Gateway;
+use crate::host::HostIo;
+use crate::wire::ethernet;
+use crate::wire::icmp::{self as icmpw, IcmpMessage};
+use crate::wire::ip::{self, IpPacket};
+use crate::{Instant, Mac};
+use rustc_hash::FxHashMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr};
+
+pub(crate) struct IcmpFlow {
+    key: FlowKey,
+    guest_mac: Mac,
+    last: Instant,
+}
+
+#[derive(Default)]
+pub struct IcmpNat {
+    flows: Slab<IcmpFlow>,
+    by_key: FxHashMap<FlowKey, (u32, u32)>,
+    timers: TimerHeap,
+    unavailable_logged: bool,
+}
+
+impl IcmpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+fn fid(idx: u32, gen: u32) -> FlowId {
+    FlowId { proto: Proto::Icmp, idx, gen }
+}
+
+impl Gateway {
+    pub(crate) fn icmp_input(&mut self, now: Instant, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+        let m = match IcmpMessage::parse(p.payload) {
+            Ok(m) => m,
+            Err(e) => return self.bad(now, "icmp", e),
+        };
+        if m.kind != icmpw::ECHO_REQUEST || m.code != 0 {
+            self.stats.drop_unsupported += 1;
+            return;
+        }
+        let Some(&mac) = self.neigh.get(&p.src) else { return };
+        let key = FlowKey { guest: p.src, guest_port: m.ident, remote: p.dst, remote_port: 0 };
+        let (idx, gen) = match self.icmp.by_key.get(&key) {
+            Some(&v) => v,
+            None => {
+                let Some(target) = self.icmp_target(p.dst) else {
+                    self.stats.drop_not_for_us += 1;
+                    return;
+                };
+                if !self.flow_allowed(now, &key) {
+                    return;
+                }
+                let (idx, gen) = self.icmp.flows.insert(IcmpFlow { key, guest_mac: mac, last: now });
+                if let Err(e) = io.icmp_open(fid(idx, gen), target) {
+                    self.icmp.flows.remove(idx, gen);
+                    self.stats.icmp_unavailable += 1;
+                    if !self.icmp.unavailable_logged {
+                        self.icmp.unavailable_logged = true;
+                        log::warn!("ping from guests cannot be forwarded: {e} (allow it with sysctl net.ipv4.ping_group_range)");
+                    }
+                    return;
+                }
+                self.icmp.by_key.insert(key, (idx, gen));
+                self.icmp.timers.push(now + self.cfg.icmp_idle, fid(idx, gen));
+                self.flow_opened(key.guest);
+                (idx, gen)
+            }
+        };
+        if let Some(f) = self.icmp.flows.get_mut(idx, gen) {
+            f.last = now;
+            f.guest_mac = mac;
+        }
+        match io.icmp_send(fid(idx, gen), p.payload) {
+            Ok(()) => self.stats.icmp_echo_sent += 1,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Err(e) => {
+                let d = p.dst;
+                self.note(now, || format!("ping to {d} failed: {e}"));
+            }
+        }
+    }
+
+    fn icmp_target(&self, dst: IpAddr) -> Option<IpAddr> {
+        let IpAddr::V4(d) = dst else { return None };
+        if d == self.cfg.gateway {
+            return self.cfg.host_loopback.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        if d == self.cfg.dns || self.cfg.net.contains(d) || d.is_broadcast() || d.is_multicast() || d.is_unspecified() {
+            return None;
+        }
+        Some(dst)
+    }
+
+    /// The ICMP socket of `id` has replies.
+    pub fn on_icmp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
+        let mut tx = std::mem::take(&mut self.tx);
+        for _ in 0..64 {
+            let Some(f) = self.icmp.flows.get_mut(id.idx, id.gen) else { break };
+            let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
+            let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(f.key.guest));
+            match io.icmp_recv(id, &mut tx[off..off + max]) {
+                Ok(n) if n >= icmpw::HEADER_LEN => {
+                    if tx[off] != icmpw::ECHO_REPLY {
+                        continue;
+                    }
+                    f.last = now;
+                    let (key, mac) = (f.key, f.guest_mac);
+                    let seqb = [tx[off + 6], tx[off + 7]];
+                    let ident = key.guest_port.to_be_bytes();
+                    icmpw::write(&mut tx[off..off + n], icmpw::ECHO_REPLY, 0, [ident[0], ident[1], seqb[0], seqb[1]]);
+                    let len = self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_ICMP, n);
+                    io.transmit(&tx[..len]);
+                    self.stats.frames_out += 1;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::debug!("ICMP receive: {e}");
+                    break;
+                }
+            }
+        }
+        self.tx = tx;
+    }
+
+    pub(crate) fn icmp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
+        while let Some(id) = self.icmp.timers.pop_due(now) {
+            let Some(f) = self.icmp.flows.get(id.idx, id.gen) else { continue };
+            let expires = f.last + self.cfg.icmp_idle;
+            if expires > now {
+                self.icmp.timers.push(expires, id);
+                continue;
+            }
+            if let Some(f) = self.icmp.flows.remove(id.idx, id.gen) {
+                self.icmp.by_key.remove(&f.key);
+                io.icmp_close(id);
+                self.flow_closed(f.key.guest);
+            }
+        }
+    }
+
+    /// Sends an ICMP error (`kind`/`code`) from `src` to the guest at `dst`, quoting `quote`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_icmp_error(&mut self, mac: Mac, src: IpAddr, dst: IpAddr, kind: u8, code: u8, quote: &[u8], io: &mut dyn HostIo) {
+        let off = ethernet::HEADER_LEN + ip::header_len(dst);
+        let n = icmpw::HEADER_LEN + quote.len();
+        let mut tx = std::mem::take(&mut self.tx);
+        tx[off + icmpw::HEADER_LEN..off + n].copy_from_slice(quote);
+        icmpw::write(&mut tx[off..off + n], kind, code, [0; 4]);
+        let len = self.finish_frame(&mut tx, mac, src, dst, ip::PROTO_ICMP, n);
+        io.transmit(&tx[..len]);
+        self.stats.frames_out += 1;
+        self.tx = tx;
+    }
+}

@@ -1,1 +1,783 @@
-//! tcp (in progress)
+//! TCP NAT: guest connections become host `connect()`s.
+//!
+//! The gateway terminates the guest's TCP and relays bytes to a host socket:
+//! - A guest SYN starts a non-blocking host `connect()`; the guest gets SYN-ACK only once it succeeds, a
+//!   RST when refused, and ICMP unreachable when the host network says so.
+//! - Guest → host: in-order payload is written straight from the guest frame to the host socket. What the
+//!   socket cannot take now is kept (bounded by the window we advertise) and flushed on writability.
+//! - Host → guest: bytes are *peeked* from the host socket directly into outgoing frames and consumed only
+//!   when the guest acknowledges them, so the kernel's receive queue is our retransmission buffer (one
+//!   user-space copy per byte). Loss recovery is go-back-N from `snd_una` on timeout or triple dup-ACK.
+//! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
+
+use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::gateway::Gateway;
+use crate::host::HostIo;
+use crate::wire::ethernet;
+use crate::wire::icmp as icmpw;
+use crate::wire::ip::{self, IpPacket};
+use crate::wire::tcp::{self as tcpw, seq_le, seq_lt, TcpHeader, TcpSegment, ACK, FIN, PSH, RST, SYN};
+use crate::{Instant, Mac};
+use rustc_hash::FxHashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::{ErrorKind, IoSliceMut};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Our window-scale shift, offered to guests that offer theirs.
+pub const OUR_WSCALE: u8 = 7;
+/// Most guest bytes we accept ahead of the host socket (the window we advertise).
+pub const RCV_WINDOW: u32 = 4 << 20;
+/// Most segments built per host read.
+const MAX_BATCH: usize = 64;
+const RTO_INITIAL: Duration = Duration::from_millis(250);
+const RTO_MAX: Duration = Duration::from_secs(30);
+const MAX_RETRIES: u32 = 12;
+const SYNACK_RTO: Duration = Duration::from_secs(1);
+const SYNACK_RETRIES: u32 = 6;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Host connect() in progress; the guest has sent SYN.
+    Connecting,
+    /// SYN-ACK sent to the guest, waiting for its ACK.
+    SynAckSent,
+    /// Data flows (including half-closed states, tracked by the FIN flags).
+    Established,
+}
+
+pub(crate) struct TcpFlow {
+    key: FlowKey,
+    guest_mac: Mac,
+    state: State,
+    // Guest → host.
+    rcv_nxt: u32,
+    guest_fin: bool,
+    shut_wr_done: bool,
+    pending: Vec<u8>,
+    want_write: bool,
+    // Host → guest.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_wnd: u32,
+    guest_wscale: u8,
+    wscale_ok: bool,
+    mss: u16,
+    host_eof: bool,
+    fin_sent: bool,
+    dupacks: u8,
+    last_wnd_seen: u32,
+    rto: Duration,
+    retries: u32,
+    deadline: Option<Instant>,
+    timer_queued: bool,
+    ack_due: bool,
+    last_adv_wnd: u32,
+}
+
+impl TcpFlow {
+    /// Data bytes sent to the guest and not yet acknowledged (the host socket's peek offset).
+    fn inflight_data(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una) - u32::from(self.fin_sent)
+    }
+    fn fin_acked(&self) -> bool {
+        self.fin_sent && self.snd_una == self.snd_nxt
+    }
+    fn adv_window(&self) -> u32 {
+        RCV_WINDOW.saturating_sub(self.pending.len() as u32)
+    }
+    fn window_field(&self) -> u16 {
+        let w = self.adv_window();
+        if self.wscale_ok {
+            (w >> OUR_WSCALE).min(65535) as u16
+        } else {
+            w.min(65535) as u16
+        }
+    }
+}
+
+/// All TCP flows, indexed by guest-side key.
+pub struct TcpNat {
+    flows: Slab<TcpFlow>,
+    by_key: FxHashMap<FlowKey, (u32, u32)>,
+    connecting_per_guest: FxHashMap<IpAddr, usize>,
+    timers: TimerHeap,
+    ack_pending: Vec<(u32, u32)>,
+    segbufs: Vec<Vec<u8>>,
+    isn_state: u64,
+}
+
+impl Default for TcpNat {
+    fn default() -> Self {
+        TcpNat {
+            flows: Slab::default(),
+            by_key: FxHashMap::default(),
+            connecting_per_guest: FxHashMap::default(),
+            timers: TimerHeap::default(),
+            ack_pending: Vec::new(),
+            segbufs: Vec::new(),
+            isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+}
+
+impl TcpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+    fn next_isn(&mut self) -> u32 {
+        let mut x = self.isn_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.isn_state = x;
+        (x >> 16) as u32
+    }
+}
+
+fn fid(idx: u32, gen: u32) -> FlowId {
+    FlowId { proto: Proto::Tcp, idx, gen }
+}
+
+/// Sets a flow's deadline, queueing a heap entry only when it has none.
+fn arm(timers: &mut TimerHeap, f: &mut TcpFlow, idx: u32, gen: u32, at: Instant) {
+    f.deadline = Some(at);
+    if !f.timer_queued {
+        f.timer_queued = true;
+        timers.push(at, fid(idx, gen));
+    }
+}
+
+impl Gateway {
+    pub(crate) fn tcp_input(&mut self, now: Instant, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+        let seg = match TcpSegment::parse(p.payload, p.src, p.dst) {
+            Ok(s) => s,
+            Err(e) => return self.bad(now, "tcp", e),
+        };
+        let key = FlowKey { guest: p.src, guest_port: seg.src_port, remote: p.dst, remote_port: seg.dst_port };
+        let Some(&(idx, gen)) = self.tcp.by_key.get(&key) else {
+            return self.tcp_no_flow(now, key, &seg, io);
+        };
+        self.tcp_segment(now, idx, gen, &seg, io);
+    }
+
+    fn tcp_no_flow(&mut self, now: Instant, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+        if seg.has(RST) {
+            return;
+        }
+        if !seg.has(SYN) || seg.has(ACK) {
+            // A segment for a connection we do not know: reset it (RFC 9293 §3.10.7.1).
+            self.tcp_send_reset_for(key, seg, io);
+            return;
+        }
+        let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Tcp) else {
+            if key.remote == IpAddr::V4(self.cfg.gateway) || key.remote == IpAddr::V4(self.cfg.dns) {
+                self.stats.tcp_refused += 1;
+                self.tcp_send_reset_for(key, seg, io);
+            } else {
+                self.stats.drop_not_for_us += 1;
+            }
+            return;
+        };
+        if !self.flow_allowed(now, &key) {
+            self.tcp_send_reset_for(key, seg, io);
+            return;
+        }
+        let connecting = self.tcp.connecting_per_guest.get(&key.guest).copied().unwrap_or(0);
+        if connecting >= self.cfg.max_pending_per_guest {
+            self.stats.drop_syn_flood += 1;
+            let g = key.guest;
+            self.note(now, || format!("guest {g} has too many connections in progress; SYN dropped"));
+            return;
+        }
+        let Some(&guest_mac) = self.neigh.get(&key.guest) else { return };
+        let iss = self.tcp.next_isn();
+        let max_mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let flow = TcpFlow {
+            key,
+            guest_mac,
+            state: State::Connecting,
+            rcv_nxt: seg.seq.wrapping_add(1),
+            guest_fin: false,
+            shut_wr_done: false,
+            pending: Vec::new(),
+            want_write: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: u32::from(seg.window),
+            guest_wscale: seg.wscale.unwrap_or(0),
+            wscale_ok: seg.wscale.is_some(),
+            mss: seg.mss.unwrap_or(536).clamp(64, max_mss),
+            host_eof: false,
+            fin_sent: false,
+            dupacks: 0,
+            last_wnd_seen: 0,
+            rto: RTO_INITIAL,
+            retries: 0,
+            deadline: None,
+            timer_queued: false,
+            ack_due: false,
+            last_adv_wnd: RCV_WINDOW,
+        };
+        let (idx, gen) = self.tcp.flows.insert(flow);
+        self.tcp.by_key.insert(key, (idx, gen));
+        *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
+        self.flow_opened(key.guest);
+        self.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
+            arm(&mut self.tcp.timers, f, idx, gen, now + CONNECT_TIMEOUT);
+        }
+        if let Err(e) = io.tcp_connect(fid(idx, gen), target) {
+            self.on_tcp_connected(now, fid(idx, gen), Err(e), io);
+        }
+    }
+
+    /// The host connect() for `id` finished.
+    pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: std::io::Result<()>, io: &mut dyn HostIo) {
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+        if f.state != State::Connecting {
+            return;
+        }
+        let guest = f.key.guest;
+        if let Some(n) = self.tcp.connecting_per_guest.get_mut(&guest) {
+            *n = n.saturating_sub(1);
+        }
+        match result {
+            Ok(()) => {
+                f.state = State::SynAckSent;
+                f.snd_nxt = f.iss.wrapping_add(1);
+                f.retries = 0;
+                arm(&mut self.tcp.timers, f, id.idx, id.gen, now + SYNACK_RTO);
+                self.tcp_send_ctl(id, SYN | ACK, io);
+            }
+            Err(e) => {
+                let (key, irs) = (f.key, f.rcv_nxt.wrapping_sub(1));
+                let rcv_nxt = f.rcv_nxt;
+                let mac = f.guest_mac;
+                self.tcp_remove(id, io, false);
+                if e.kind() == ErrorKind::ConnectionRefused {
+                    self.stats.tcp_refused += 1;
+                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                } else {
+                    self.stats.tcp_unreachable += 1;
+                    let code = match e.raw_os_error() {
+                        Some(libc::ENETUNREACH) => icmpw::CODE_NET_UNREACHABLE,
+                        _ => icmpw::CODE_HOST_UNREACHABLE,
+                    };
+                    let r = key.remote;
+                    self.note(now, || format!("connect to {r}:{} failed: {e}", key.remote_port));
+                    self.tcp_send_unreachable(mac, key, irs, code, io);
+                }
+            }
+        }
+    }
+
+    fn tcp_segment(&mut self, now: Instant, idx: u32, gen: u32, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+        let id = fid(idx, gen);
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        if seg.has(RST) {
+            // Accept a reset whose sequence number is within the window (RFC 5961 simplified).
+            let ok = seq_le(f.rcv_nxt, seg.seq) && seq_lt(seg.seq, f.rcv_nxt.wrapping_add(f.adv_window().max(1)));
+            if ok || f.state == State::Connecting {
+                self.tcp_remove(id, io, true);
+            }
+            return;
+        }
+        match f.state {
+            State::Connecting => return, // Retransmitted SYNs wait for the host connect.
+            State::SynAckSent => {
+                if seg.has(SYN) && !seg.has(ACK) {
+                    self.tcp_send_ctl(id, SYN | ACK, io);
+                    return;
+                }
+                if !seg.has(ACK) || seg.ack != f.iss.wrapping_add(1) {
+                    let key = f.key;
+                    self.tcp_send_reset_for(key, seg, io);
+                    return;
+                }
+                f.state = State::Established;
+                f.snd_una = seg.ack;
+                f.retries = 0;
+                f.rto = RTO_INITIAL;
+                f.deadline = None;
+                f.snd_wnd = u32::from(seg.window) << f.guest_wscale;
+                f.last_wnd_seen = f.snd_wnd;
+            }
+            State::Established => {
+                if seg.has(SYN) {
+                    // A SYN on an established connection: answer with an ACK (challenge ACK).
+                    self.tcp_queue_ack(idx, gen);
+                    return;
+                }
+                if !seg.has(ACK) {
+                    return;
+                }
+                if seq_lt(f.snd_nxt, seg.ack) {
+                    // Acknowledges data we never sent.
+                    self.tcp_queue_ack(idx, gen);
+                    return;
+                }
+                let wnd = u32::from(seg.window) << f.guest_wscale;
+                if seq_lt(f.snd_una, seg.ack) {
+                    let acked = seg.ack.wrapping_sub(f.snd_una);
+                    let fin_now_acked = f.fin_sent && seg.ack == f.snd_nxt;
+                    let data_acked = acked - u32::from(fin_now_acked);
+                    if data_acked > 0 {
+                        io.tcp_consume(id, data_acked as usize);
+                    }
+                    f.snd_una = seg.ack;
+                    f.retries = 0;
+                    f.rto = RTO_INITIAL;
+                    f.dupacks = 0;
+                    f.deadline = if f.snd_una == f.snd_nxt { None } else { Some(now + f.rto) };
+                    if let Some(at) = f.deadline {
+                        arm(&mut self.tcp.timers, f, idx, gen, at);
+                    }
+                } else if seg.ack == f.snd_una
+                    && seg.payload.is_empty()
+                    && !seg.has(FIN)
+                    && f.snd_nxt != f.snd_una
+                    && wnd == f.last_wnd_seen
+                {
+                    f.dupacks = f.dupacks.saturating_add(1);
+                    if f.dupacks == 3 {
+                        // Fast retransmit: go back to the oldest unacknowledged byte.
+                        f.snd_nxt = f.snd_una;
+                        f.fin_sent = false;
+                        self.stats.tcp_retransmits += 1;
+                    }
+                }
+                f.snd_wnd = wnd;
+                f.last_wnd_seen = wnd;
+            }
+        }
+        self.tcp_receive(now, idx, gen, seg, io);
+        if self.tcp.flows.get(idx, gen).is_some() {
+            self.tcp_push(now, idx, gen, io);
+            self.tcp_maybe_finish(idx, gen, io);
+        }
+    }
+
+    /// Guest payload and FIN.
+    fn tcp_receive(&mut self, _now: Instant, idx: u32, gen: u32, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+        let id = fid(idx, gen);
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        let mut data = seg.payload;
+        let mut seq = seg.seq;
+        if !data.is_empty() {
+            if f.guest_fin {
+                return;
+            }
+            if seq_lt(seq, f.rcv_nxt) {
+                let skip = f.rcv_nxt.wrapping_sub(seq) as usize;
+                if skip >= data.len() {
+                    // Entirely old: a retransmission of something we have.
+                    self.tcp_queue_ack(idx, gen);
+                    return;
+                }
+                data = &data[skip..];
+                seq = f.rcv_nxt;
+            }
+            if seq != f.rcv_nxt {
+                // Out of order: drop it and repeat our ACK so the guest retransmits.
+                self.tcp_queue_ack(idx, gen);
+                return;
+            }
+            let room = f.adv_window() as usize;
+            let take = data.len().min(room);
+            let data = &data[..take];
+            if take > 0 {
+                let mut written = 0;
+                if f.pending.is_empty() {
+                    match io.tcp_send(id, data) {
+                        Ok(n) => written = n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => {
+                            self.tcp_abort(id, io);
+                            return;
+                        }
+                    }
+                }
+                if written < data.len() {
+                    f.pending.extend_from_slice(&data[written..]);
+                    if !f.want_write {
+                        f.want_write = true;
+                        io.tcp_want_write(id);
+                    }
+                }
+                f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
+            }
+            // Bytes beyond our window were dropped: say at once how far we got.
+            self.tcp_queue_ack(idx, gen);
+        }
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        if seg.has(FIN) && !f.guest_fin && seg.seq.wrapping_add(seg.payload.len() as u32) == f.rcv_nxt {
+            f.guest_fin = true;
+            f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
+            if f.pending.is_empty() {
+                f.shut_wr_done = true;
+                io.tcp_shutdown_write(id);
+            }
+            self.tcp_queue_ack(idx, gen);
+        } else if seg.has(FIN) && f.guest_fin {
+            // A retransmitted FIN.
+            self.tcp_queue_ack(idx, gen);
+        }
+    }
+
+    /// The host socket has data (or EOF) for the guest.
+    pub fn on_tcp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
+        if self.tcp.flows.get(id.idx, id.gen).is_some() {
+            self.tcp_push(now, id.idx, id.gen, io);
+            self.tcp_maybe_finish(id.idx, id.gen, io);
+        }
+    }
+
+    /// The host socket can take the guest bytes we are holding.
+    pub fn on_tcp_writable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+        f.want_write = false;
+        while !f.pending.is_empty() {
+            match io.tcp_send(id, &f.pending) {
+                Ok(0) => break,
+                Ok(n) => {
+                    f.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return self.tcp_abort(id, io),
+            }
+        }
+        if !f.pending.is_empty() {
+            f.want_write = true;
+            io.tcp_want_write(id);
+        } else {
+            f.pending = Vec::new();
+            if f.guest_fin && !f.shut_wr_done {
+                f.shut_wr_done = true;
+                io.tcp_shutdown_write(id);
+            }
+        }
+        // Tell the guest the window opened again if it had closed noticeably.
+        if f.last_adv_wnd < RCV_WINDOW / 2 && f.adv_window() > f.last_adv_wnd {
+            self.tcp_queue_ack(id.idx, id.gen);
+        }
+        self.tcp_maybe_finish(id.idx, id.gen, io);
+        let _ = now;
+    }
+
+    /// Sends host data to the guest while its window allows; then FIN after host EOF.
+    fn tcp_push(&mut self, now: Instant, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let id = fid(idx, gen);
+        let gw_mac = self.cfg.gateway_mac;
+        let tcp = &mut self.tcp;
+        let Some(f) = tcp.flows.get_mut(idx, gen) else { return };
+        if f.state != State::Established {
+            return;
+        }
+        let iphl = ip::header_len(f.key.guest);
+        let off = ethernet::HEADER_LEN + iphl + tcpw::HEADER_LEN;
+        let mss = usize::from(f.mss);
+        loop {
+            if f.host_eof {
+                if !f.fin_sent {
+                    let h = TcpHeader {
+                        src_port: f.key.remote_port,
+                        dst_port: f.key.guest_port,
+                        seq: f.snd_nxt,
+                        ack: f.rcv_nxt,
+                        flags: FIN | ACK,
+                        window: f.window_field(),
+                        syn_opts: None,
+                    };
+                    f.fin_sent = true;
+                    f.snd_nxt = f.snd_nxt.wrapping_add(1);
+                    f.ack_due = false;
+                    f.last_adv_wnd = f.adv_window();
+                    let buf = segbuf_first(&mut tcp.segbufs, off);
+                    let n = build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, 0);
+                    io.transmit(&buf[..n]);
+                    self.stats.frames_out += 1;
+                    if f.deadline.is_none() {
+                        arm(&mut tcp.timers, f, idx, gen, now + f.rto);
+                    }
+                }
+                break;
+            }
+            let inflight = f.snd_nxt.wrapping_sub(f.snd_una);
+            if inflight >= f.snd_wnd {
+                if f.snd_wnd == 0 && f.deadline.is_none() {
+                    // Zero window: probe later.
+                    arm(&mut tcp.timers, f, idx, gen, now + f.rto);
+                }
+                break;
+            }
+            let room = (f.snd_wnd - inflight) as usize;
+            let nseg = room.div_ceil(mss).min(MAX_BATCH);
+            while tcp.segbufs.len() < nseg {
+                tcp.segbufs.push(Vec::new());
+            }
+            let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(nseg);
+            let mut left = room;
+            for b in tcp.segbufs.iter_mut().take(nseg) {
+                let want = left.min(mss);
+                if b.len() < off + want {
+                    b.resize(off + mss.max(want), 0);
+                }
+                iov.push(IoSliceMut::new(&mut b[off..off + want]));
+                left -= want;
+            }
+            let asked: usize = iov.iter().map(|s| s.len()).sum();
+            let res = io.tcp_peek(id, f.inflight_data() as usize, &mut iov);
+            drop(iov);
+            match res {
+                Ok(0) => {
+                    f.host_eof = true;
+                    continue;
+                }
+                Ok(n) => {
+                    let mut left = n;
+                    let mut i = 0;
+                    while left > 0 {
+                        let len = left.min(mss).min(room);
+                        left -= len;
+                        let h = TcpHeader {
+                            src_port: f.key.remote_port,
+                            dst_port: f.key.guest_port,
+                            seq: f.snd_nxt,
+                            ack: f.rcv_nxt,
+                            flags: if left == 0 { ACK | PSH } else { ACK },
+                            window: f.window_field(),
+                            syn_opts: None,
+                        };
+                        let buf = &mut tcp.segbufs[i];
+                        let fl = build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
+                        io.transmit(&buf[..fl]);
+                        self.stats.frames_out += 1;
+                        f.snd_nxt = f.snd_nxt.wrapping_add(len as u32);
+                        i += 1;
+                    }
+                    f.ack_due = false;
+                    f.last_adv_wnd = f.adv_window();
+                    if f.deadline.is_none() {
+                        arm(&mut tcp.timers, f, idx, gen, now + f.rto);
+                    }
+                    if n < asked {
+                        // Drained for now; the next read finds WouldBlock (or EOF) and re-arms readiness.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.tcp_abort(id, io);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Frees the flow once both directions are closed and everything is acknowledged.
+    fn tcp_maybe_finish(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let Some(f) = self.tcp.flows.get(idx, gen) else { return };
+        if f.guest_fin && f.fin_acked() && f.pending.is_empty() {
+            let id = fid(idx, gen);
+            if f.ack_due {
+                self.tcp_send_ctl(id, ACK, io);
+            }
+            self.tcp_remove(id, io, false);
+        }
+    }
+
+    /// Resets both sides.
+    fn tcp_abort(&mut self, id: FlowId, io: &mut dyn HostIo) {
+        let Some(f) = self.tcp.flows.get(id.idx, id.gen) else { return };
+        let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
+        self.tcp_emit(mac, key, seq, ack, RST | ACK, 0, None, 0, io);
+        self.tcp_remove(id, io, true);
+    }
+
+    fn tcp_remove(&mut self, id: FlowId, io: &mut dyn HostIo, reset: bool) {
+        let Some(f) = self.tcp.flows.remove(id.idx, id.gen) else { return };
+        self.tcp.by_key.remove(&f.key);
+        if f.state == State::Connecting {
+            if let Some(n) = self.tcp.connecting_per_guest.get_mut(&f.key.guest) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if self.tcp.connecting_per_guest.get(&f.key.guest) == Some(&0) {
+            self.tcp.connecting_per_guest.remove(&f.key.guest);
+        }
+        io.tcp_close(id, reset);
+        self.flow_closed(f.key.guest);
+        self.stats.tcp_flows_closed += 1;
+    }
+
+    /// Marks an ACK as due; ACKs are sent at the end of the batch unless data carries them first.
+    fn tcp_queue_ack(&mut self, idx: u32, gen: u32) {
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        if !f.ack_due {
+            f.ack_due = true;
+            self.tcp.ack_pending.push((idx, gen));
+        }
+    }
+
+    pub(crate) fn tcp_flush_acks(&mut self, _now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.tcp.ack_pending);
+        for &(idx, gen) in &list {
+            let due = self.tcp.flows.get(idx, gen).is_some_and(|f| f.ack_due);
+            if due {
+                self.tcp_send_ctl(fid(idx, gen), ACK, io);
+            }
+        }
+        let mut list = list;
+        list.clear();
+        if self.tcp.ack_pending.is_empty() {
+            self.tcp.ack_pending = list;
+        }
+    }
+
+    /// Sends a segment without payload on a flow (SYN-ACK, ACK, window probe) with current numbers.
+    fn tcp_send_ctl(&mut self, id: FlowId, flags: u8, io: &mut dyn HostIo) {
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+        let syn = flags & SYN != 0;
+        let seq = if syn { f.iss } else { f.snd_nxt };
+        let opts = syn.then(|| (f.mss, f.wscale_ok.then_some(OUR_WSCALE)));
+        let window = if syn { 65535 } else { f.window_field() };
+        f.ack_due = false;
+        f.last_adv_wnd = f.adv_window();
+        let (mac, key, ack) = (f.guest_mac, f.key, f.rcv_nxt);
+        self.tcp_emit(mac, key, seq, ack, flags, window, opts, 0, io);
+    }
+
+    /// Builds one segment from the remote to the guest in the scratch buffer and transmits it.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_emit(
+        &mut self,
+        mac: Mac,
+        key: FlowKey,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        syn_opts: Option<(u16, Option<u8>)>,
+        payload: usize,
+        io: &mut dyn HostIo,
+    ) {
+        let h = TcpHeader { src_port: key.remote_port, dst_port: key.guest_port, seq, ack, flags, window, syn_opts };
+        let mut tx = std::mem::take(&mut self.tx);
+        let n = build_tcp(&mut tx, self.cfg.gateway_mac, mac, key.remote, key.guest, &h, payload);
+        io.transmit(&tx[..n]);
+        self.tx = tx;
+        self.stats.frames_out += 1;
+    }
+
+    /// RST for a segment that matches no connection.
+    fn tcp_send_reset_for(&mut self, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+        let Some(&mac) = self.neigh.get(&key.guest) else { return };
+        if seg.has(ACK) {
+            self.tcp_emit(mac, key, seg.ack, 0, RST, 0, None, 0, io);
+        } else {
+            let ack = seg.seq.wrapping_add(seg.seq_len());
+            self.tcp_emit(mac, key, 0, ack, RST | ACK, 0, None, 0, io);
+        }
+    }
+
+    /// ICMP destination unreachable for the guest's SYN (quoting its IP header and first 8 TCP bytes).
+    fn tcp_send_unreachable(&mut self, mac: Mac, key: FlowKey, irs: u32, code: u8, io: &mut dyn HostIo) {
+        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else { return };
+        let mut quote = [0u8; ip::IPV4_HEADER_LEN + 8];
+        ip::write_header(&mut quote, key.guest, key.remote, ip::PROTO_TCP, tcpw::HEADER_LEN);
+        quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
+        quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
+        quote[24..28].copy_from_slice(&irs.to_be_bytes());
+        let src = IpAddr::V4(self.cfg.gateway);
+        self.send_icmp_error(mac, src, key.guest, icmpw::DEST_UNREACHABLE, code, &quote, io);
+    }
+
+    pub(crate) fn tcp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
+        while let Some(id) = self.tcp.timers.pop_due(now) {
+            let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { continue };
+            f.timer_queued = false;
+            let Some(at) = f.deadline else { continue };
+            if at > now {
+                arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                continue;
+            }
+            f.deadline = None;
+            match f.state {
+                State::Connecting => {
+                    // The host connect is taking too long: give up like a timed-out connect.
+                    let err = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
+                    self.on_tcp_connected(now, id, Err(err), io);
+                }
+                State::SynAckSent => {
+                    f.retries += 1;
+                    if f.retries > SYNACK_RETRIES {
+                        self.tcp_remove(id, io, true);
+                    } else {
+                        let at = now + SYNACK_RTO * (1 << f.retries.min(5));
+                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        self.tcp_send_ctl(id, SYN | ACK, io);
+                    }
+                }
+                State::Established => {
+                    if f.snd_una == f.snd_nxt && f.snd_wnd > 0 {
+                        continue;
+                    }
+                    f.retries += 1;
+                    if f.retries > MAX_RETRIES {
+                        self.tcp_abort(id, io);
+                        continue;
+                    }
+                    f.rto = (f.rto * 2).min(RTO_MAX);
+                    if f.snd_una == f.snd_nxt {
+                        // Zero-window probe: an old sequence number makes the guest answer with an ACK.
+                        let at = now + f.rto;
+                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        let (mac, key, seq, ack, w) = (f.guest_mac, f.key, f.snd_una.wrapping_sub(1), f.rcv_nxt, f.window_field());
+                        self.tcp_emit(mac, key, seq, ack, ACK, w, None, 0, io);
+                        continue;
+                    }
+                    // Retransmission timeout: go back to the oldest unacknowledged byte.
+                    f.snd_nxt = f.snd_una;
+                    f.fin_sent = false;
+                    self.stats.tcp_retransmits += 1;
+                    self.tcp_push(now, id.idx, id.gen, io);
+                }
+            }
+        }
+    }
+}
+
+/// The first segment buffer, large enough for a header-only frame.
+fn segbuf_first(bufs: &mut Vec<Vec<u8>>, off: usize) -> &mut Vec<u8> {
+    if bufs.is_empty() {
+        bufs.push(Vec::new());
+    }
+    let b = &mut bufs[0];
+    if b.len() < off + 8 {
+        b.resize(off + 8, 0);
+    }
+    b
+}
+
+/// Writes Ethernet, IP and TCP headers in front of `payload` bytes already at their offset in `buf`.
+fn build_tcp(buf: &mut [u8], src_mac: Mac, dst_mac: Mac, src: IpAddr, dst: IpAddr, h: &TcpHeader, payload: usize) -> usize {
+    let iphl = ip::header_len(dst);
+    let t0 = ethernet::HEADER_LEN + iphl;
+    let tlen = h.len() + payload;
+    tcpw::write_header(&mut buf[t0..t0 + tlen], h, src, dst);
+    let ethertype = if dst.is_ipv4() { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+    ethernet::write_header(buf, dst_mac, src_mac, ethertype);
+    ip::write_header(&mut buf[ethernet::HEADER_LEN..], src, dst, ip::PROTO_TCP, tlen);
+    t0 + tlen
+}

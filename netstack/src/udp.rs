@@ -1,1 +1,161 @@
-//! udp (in progress)
+//! UDP NAT: one connected host socket per guest flow (guest address/port, remote address/port).
+//!
+//! Replies come from the right source address because the flow key remembers what the guest sent to;
+//! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
+
+use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::gateway::Gateway;
+use crate::host::HostIo;
+use crate::wire::ethernet;
+use crate::wire::icmp as icmpw;
+use crate::wire::ip::{self, IpPacket};
+use crate::wire::udp::{self as udpw, UdpDatagram};
+use crate::{Instant, Mac};
+use rustc_hash::FxHashMap;
+use std::io::ErrorKind;
+use std::net::IpAddr;
+
+pub(crate) struct UdpFlow {
+    key: FlowKey,
+    guest_mac: Mac,
+    last: Instant,
+    last_len: u16,
+}
+
+#[derive(Default)]
+pub struct UdpNat {
+    flows: Slab<UdpFlow>,
+    by_key: FxHashMap<FlowKey, (u32, u32)>,
+    timers: TimerHeap,
+}
+
+impl UdpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+fn fid(idx: u32, gen: u32) -> FlowId {
+    FlowId { proto: Proto::Udp, idx, gen }
+}
+
+impl Gateway {
+    pub(crate) fn udp_input(&mut self, now: Instant, src_mac: Mac, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+        let d = match UdpDatagram::parse(p.payload, p.src, p.dst) {
+            Ok(d) => d,
+            Err(e) => return self.bad(now, "udp", e),
+        };
+        if self.udp_local(now, src_mac, p, &d, io) {
+            return;
+        }
+        if p.src.is_unspecified() {
+            self.stats.drop_spoofed += 1;
+            return;
+        }
+        let key = FlowKey { guest: p.src, guest_port: d.src_port, remote: p.dst, remote_port: d.dst_port };
+        let (idx, gen) = match self.udp.by_key.get(&key) {
+            Some(&v) => v,
+            None => {
+                let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Udp) else {
+                    self.stats.drop_not_for_us += 1;
+                    return;
+                };
+                if !self.flow_allowed(now, &key) {
+                    return;
+                }
+                let (idx, gen) = self.udp.flows.insert(UdpFlow { key, guest_mac: src_mac, last: now, last_len: 0 });
+                if let Err(e) = io.udp_open(fid(idx, gen), target) {
+                    self.udp.flows.remove(idx, gen);
+                    self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
+                    return;
+                }
+                self.udp.by_key.insert(key, (idx, gen));
+                self.udp.timers.push(now + self.cfg.udp_idle, fid(idx, gen));
+                self.flow_opened(key.guest);
+                self.stats.udp_flows_opened += 1;
+                (idx, gen)
+            }
+        };
+        let Some(f) = self.udp.flows.get_mut(idx, gen) else { return };
+        f.last = now;
+        f.guest_mac = src_mac;
+        f.last_len = d.payload.len() as u16;
+        match io.udp_send(fid(idx, gen), d.payload) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.udp_refused(idx, gen, io),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Err(e) => {
+                let r = key.remote;
+                self.note(now, || format!("UDP send to {r}:{} failed: {e}", key.remote_port));
+            }
+        }
+    }
+
+    /// The host socket of `id` has datagrams (or an error) for the guest.
+    pub fn on_udp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
+        let mut tx = std::mem::take(&mut self.tx);
+        for _ in 0..64 {
+            let Some(f) = self.udp.flows.get_mut(id.idx, id.gen) else { break };
+            let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
+            let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(f.key.guest) + udpw::HEADER_LEN);
+            let start = off + udpw::HEADER_LEN;
+            match io.udp_recv(id, &mut tx[start..start + max]) {
+                Ok(n) => {
+                    f.last = now;
+                    let (key, mac) = (f.key, f.guest_mac);
+                    udpw::write(&mut tx[off..start + n], key.remote, key.guest, key.remote_port, key.guest_port);
+                    let len = self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_UDP, udpw::HEADER_LEN + n);
+                    io.transmit(&tx[..len]);
+                    self.stats.frames_out += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.tx = std::mem::take(&mut tx);
+                    self.udp_refused(id.idx, id.gen, io);
+                    tx = std::mem::take(&mut self.tx);
+                }
+                Err(e) => {
+                    log::debug!("UDP receive: {e}");
+                    break;
+                }
+            }
+        }
+        self.tx = tx;
+    }
+
+    /// ICMP port unreachable to the guest, quoting its last datagram's headers.
+    fn udp_refused(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let Some(f) = self.udp.flows.get(idx, gen) else { return };
+        let (key, mac, len) = (f.key, f.guest_mac, f.last_len);
+        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else { return };
+        let mut quote = [0u8; ip::IPV4_HEADER_LEN + udpw::HEADER_LEN];
+        ip::write_header(&mut quote, key.guest, key.remote, ip::PROTO_UDP, udpw::HEADER_LEN + usize::from(len));
+        quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
+        quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
+        quote[24..26].copy_from_slice(&(len.saturating_add(8)).to_be_bytes());
+        self.send_icmp_error(mac, key.remote, key.guest, icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE, &quote, io);
+    }
+
+    pub(crate) fn udp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
+        while let Some(id) = self.udp.timers.pop_due(now) {
+            let Some(f) = self.udp.flows.get(id.idx, id.gen) else { continue };
+            let expires = f.last + self.cfg.udp_idle;
+            if expires > now {
+                self.udp.timers.push(expires, id);
+                continue;
+            }
+            if let Some(f) = self.udp.flows.remove(id.idx, id.gen) {
+                self.udp.by_key.remove(&f.key);
+                io.udp_close(id);
+                self.flow_closed(f.key.guest);
+                self.stats.udp_flows_expired += 1;
+            }
+        }
+    }
+}

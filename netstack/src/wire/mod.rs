@@ -1,1 +1,47 @@
-//! Packet views.
+//! Typed views over packet bytes and small builders, one protocol per file.
+//!
+//! Views (`Frame`, `Ipv4Packet`, `TcpSegment`, …) check lengths once in `parse` and then read fields
+//! without further bounds checks failing; builders write headers into caller-provided buffers.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod icmp;
+pub mod ip;
+pub mod tcp;
+pub mod udp;
+
+/// Why a packet was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    Truncated,
+    BadVersion,
+    BadHeaderLength,
+    BadLength,
+    BadChecksum,
+    Fragment,
+    Unsupported,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            WireError::Truncated => "truncated packet",
+            WireError::BadVersion => "bad IP version",
+            WireError::BadHeaderLength => "bad header length",
+            WireError::BadLength => "bad length field",
+            WireError::BadChecksum => "bad checksum",
+            WireError::Fragment => "IP fragment (unsupported)",
+            WireError::Unsupported => "unsupported packet",
+        };
+        f.write_str(s)
+    }
+}
+
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}

@@ -1,0 +1,44 @@
+//! ARP for IPv4 over Ethernet (RFC 826).
+
+use super::{be16, WireError};
+use crate::Mac;
+use std::net::Ipv4Addr;
+
+pub const LEN: usize = 28;
+pub const OP_REQUEST: u16 = 1;
+pub const OP_REPLY: u16 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpRepr {
+    pub op: u16,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: Mac,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRepr {
+    pub fn parse(b: &[u8]) -> Result<Self, WireError> {
+        if b.len() < LEN {
+            return Err(WireError::Truncated);
+        }
+        // Ethernet hardware (1), IPv4 protocol, 6-byte and 4-byte addresses.
+        if be16(b, 0) != 1 || be16(b, 2) != 0x0800 || b[4] != 6 || b[5] != 4 {
+            return Err(WireError::Unsupported);
+        }
+        let mac = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]];
+        let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+        Ok(ArpRepr { op: be16(b, 6), sender_mac: mac(8), sender_ip: ip(14), target_mac: mac(18), target_ip: ip(24) })
+    }
+    pub fn emit(&self, b: &mut [u8]) {
+        b[0..2].copy_from_slice(&1u16.to_be_bytes());
+        b[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        b[4] = 6;
+        b[5] = 4;
+        b[6..8].copy_from_slice(&self.op.to_be_bytes());
+        b[8..14].copy_from_slice(&self.sender_mac);
+        b[14..18].copy_from_slice(&self.sender_ip.octets());
+        b[18..24].copy_from_slice(&self.target_mac);
+        b[24..28].copy_from_slice(&self.target_ip.octets());
+    }
+}

@@ -1,0 +1,57 @@
+//! Ethernet II frames (no FCS, as QEMU and taps carry them).
+
+use super::{be16, WireError};
+use crate::Mac;
+
+pub const HEADER_LEN: usize = 14;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const BROADCAST: Mac = [0xff; 6];
+
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
+        if buf.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Frame { buf })
+    }
+    pub fn dst(&self) -> Mac {
+        mac_at(self.buf, 0)
+    }
+    pub fn src(&self) -> Mac {
+        mac_at(self.buf, 6)
+    }
+    pub fn ethertype(&self) -> u16 {
+        be16(self.buf, 12)
+    }
+    pub fn payload(&self) -> &'a [u8] {
+        &self.buf[HEADER_LEN..]
+    }
+}
+
+fn mac_at(b: &[u8], at: usize) -> Mac {
+    [b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]]
+}
+
+/// Multicast or broadcast (group bit set).
+pub fn is_group(mac: &Mac) -> bool {
+    mac[0] & 1 == 1
+}
+
+/// Writes an Ethernet header into `buf[..14]`.
+pub fn write_header(buf: &mut [u8], dst: Mac, src: Mac, ethertype: u16) {
+    buf[0..6].copy_from_slice(&dst);
+    buf[6..12].copy_from_slice(&src);
+    buf[12..14].copy_from_slice(&ethertype.to_be_bytes());
+}
+
+/// Formats a MAC as `52:54:00:12:34:56`.
+pub fn fmt_mac(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}

@@ -1,0 +1,44 @@
+//! ICMPv4 (RFC 792): echo and destination-unreachable.
+
+use super::{be16, checksum, WireError};
+
+pub const HEADER_LEN: usize = 8;
+pub const ECHO_REPLY: u8 = 0;
+pub const DEST_UNREACHABLE: u8 = 3;
+pub const ECHO_REQUEST: u8 = 8;
+pub const TIME_EXCEEDED: u8 = 11;
+pub const CODE_NET_UNREACHABLE: u8 = 0;
+pub const CODE_HOST_UNREACHABLE: u8 = 1;
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
+
+#[derive(Clone, Copy, Debug)]
+pub struct IcmpMessage<'a> {
+    pub kind: u8,
+    pub code: u8,
+    /// Identifier and sequence for echo messages (bytes 4..8 otherwise).
+    pub ident: u16,
+    pub seq: u16,
+    pub payload: &'a [u8],
+}
+
+impl<'a> IcmpMessage<'a> {
+    pub fn parse(b: &'a [u8]) -> Result<Self, WireError> {
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if checksum::checksum(b) != 0 {
+            return Err(WireError::BadChecksum);
+        }
+        Ok(IcmpMessage { kind: b[0], code: b[1], ident: be16(b, 4), seq: be16(b, 6), payload: &b[HEADER_LEN..] })
+    }
+}
+
+/// Writes an ICMP header (type, code, bytes 4..8) for the payload at `msg[8..]`, with its checksum.
+pub fn write(msg: &mut [u8], kind: u8, code: u8, rest: [u8; 4]) {
+    msg[0] = kind;
+    msg[1] = code;
+    msg[2..4].copy_from_slice(&[0, 0]);
+    msg[4..8].copy_from_slice(&rest);
+    let c = checksum::checksum(msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+}
