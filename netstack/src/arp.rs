@@ -19,10 +19,15 @@ impl Gateway {
             self.stats.drop_spoofed += 1;
             let m = ethernet::fmt_mac(&a.sender_mac);
             let ip = a.sender_ip;
-            self.note(now, || format!("dropped ARP from {m} claiming the gateway's address {ip}"));
+            self.note(now, || {
+                format!("dropped ARP from {m} claiming the gateway's address {ip}")
+            });
             return;
         }
-        if self.cfg.net.contains(a.sender_ip) && !a.sender_ip.is_unspecified() && a.sender_mac == eth.src() {
+        if self.cfg.net.contains(a.sender_ip)
+            && !a.sender_ip.is_unspecified()
+            && a.sender_mac == eth.src()
+        {
             self.neigh.insert(IpAddr::V4(a.sender_ip), a.sender_mac);
         }
         if a.op != arp::OP_REQUEST || !ours(a.target_ip) {
@@ -36,7 +41,12 @@ impl Gateway {
             target_ip: a.sender_ip,
         };
         let mut buf = [0u8; ethernet::HEADER_LEN + arp::LEN];
-        ethernet::write_header(&mut buf, eth.src(), self.cfg.gateway_mac, ethernet::ETHERTYPE_ARP);
+        ethernet::write_header(
+            &mut buf,
+            eth.src(),
+            self.cfg.gateway_mac,
+            ethernet::ETHERTYPE_ARP,
+        );
         reply.emit(&mut buf[ethernet::HEADER_LEN..]);
         io.transmit(&buf);
         self.stats.arp_replies += 1;

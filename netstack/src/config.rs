@@ -13,9 +13,14 @@ pub struct Ipv4Net {
 impl Ipv4Net {
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, String> {
         if prefix > 30 {
-            return Err(format!("prefix /{prefix} leaves no room for guests (at most /30)"));
+            return Err(format!(
+                "prefix /{prefix} leaves no room for guests (at most /30)"
+            ));
         }
-        Ok(Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & Self::mask_bits(prefix)), prefix })
+        Ok(Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & Self::mask_bits(prefix)),
+            prefix,
+        })
     }
     fn mask_bits(prefix: u8) -> u32 {
         if prefix == 0 {
@@ -39,10 +44,16 @@ impl Ipv4Net {
     /// Parses `A.B.C.D/N` (a bare address means /24, as slirp's `net=` does).
     pub fn parse(s: &str) -> Result<Self, String> {
         let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| format!("bad prefix length in {s:?}"))?),
+            Some((a, p)) => (
+                a,
+                p.parse::<u8>()
+                    .map_err(|_| format!("bad prefix length in {s:?}"))?,
+            ),
             None => (s, 24),
         };
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("bad IPv4 address in {s:?}"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("bad IPv4 address in {s:?}"))?;
         Self::new(addr, p)
     }
 }
@@ -87,7 +98,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            net: Ipv4Net { addr: Ipv4Addr::new(10, 0, 2, 0), prefix: 24 },
+            net: Ipv4Net {
+                addr: Ipv4Addr::new(10, 0, 2, 0),
+                prefix: 24,
+            },
             gateway: Ipv4Addr::new(10, 0, 2, 2),
             dns: Ipv4Addr::new(10, 0, 2, 3),
             dhcp_start: Ipv4Addr::new(10, 0, 2, 15),
@@ -110,12 +124,21 @@ impl Default for Config {
 impl Config {
     /// Checks that the addresses agree with each other. Returns a one-line reason on failure.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, ip) in [("gateway", self.gateway), ("dns", self.dns), ("dhcp start", self.dhcp_start)] {
+        for (name, ip) in [
+            ("gateway", self.gateway),
+            ("dns", self.dns),
+            ("dhcp start", self.dhcp_start),
+        ] {
             if !self.net.contains(ip) {
-                return Err(format!("{name} address {ip} is outside {}/{}", self.net.addr, self.net.prefix));
+                return Err(format!(
+                    "{name} address {ip} is outside {}/{}",
+                    self.net.addr, self.net.prefix
+                ));
             }
             if ip == self.net.network() || ip == self.net.broadcast() {
-                return Err(format!("{name} address {ip} is the network or broadcast address"));
+                return Err(format!(
+                    "{name} address {ip} is the network or broadcast address"
+                ));
             }
         }
         if self.gateway == self.dns {

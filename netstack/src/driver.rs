@@ -56,7 +56,10 @@ impl ReadyQueue {
     }
     /// A waker that reports `t` when woken.
     pub fn waker(self: &Arc<Self>, t: Token) -> Waker {
-        Waker::from(Arc::new(TokenWaker { token: t, queue: self.clone() }))
+        Waker::from(Arc::new(TokenWaker {
+            token: t,
+            queue: self.clone(),
+        }))
     }
 }
 
@@ -78,7 +81,11 @@ impl Wake for TokenWaker {
 /// registered and will report the token later.
 fn ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
     let mut cx = Context::from_waker(waker);
-    let r = if write { fd.poll_write_ready(&mut cx).map(|r| r.is_ok()) } else { fd.poll_read_ready(&mut cx).map(|r| r.is_ok()) };
+    let r = if write {
+        fd.poll_write_ready(&mut cx).map(|r| r.is_ok())
+    } else {
+        fd.poll_read_ready(&mut cx).map(|r| r.is_ok())
+    };
     matches!(r, Poll::Ready(true))
 }
 
@@ -161,7 +168,13 @@ fn not_open() -> io::Error {
 
 impl HostSockets {
     pub fn new(queue: Arc<ReadyQueue>, icmp_mode: IcmpMode) -> Self {
-        HostSockets { queue, socks: [Vec::new(), Vec::new(), Vec::new()], dns: [None, None], icmp_mode, discard: Vec::new() }
+        HostSockets {
+            queue,
+            socks: [Vec::new(), Vec::new(), Vec::new()],
+            dns: [None, None],
+            icmp_mode,
+            discard: Vec::new(),
+        }
     }
 
     fn get(&mut self, id: FlowId) -> Option<&mut HostSock> {
@@ -171,7 +184,13 @@ impl HostSockets {
         }
     }
 
-    fn install(&mut self, id: FlowId, sock: Socket, connecting: bool, raw_icmp: Option<(IpAddr, u16)>) -> io::Result<()> {
+    fn install(
+        &mut self,
+        id: FlowId,
+        sock: Socket,
+        connecting: bool,
+        raw_icmp: Option<(IpAddr, u16)>,
+    ) -> io::Result<()> {
         let fd = register(sock)?;
         let waker = self.queue.waker(Token::Flow(id));
         let v = &mut self.socks[pidx(id.proto)];
@@ -179,7 +198,15 @@ impl HostSockets {
         if v.len() <= i {
             v.resize_with(i + 1, || None);
         }
-        v[i] = Some(HostSock { gen: id.gen, fd, waker, connecting, want_write: false, peek_off: 0, raw_icmp });
+        v[i] = Some(HostSock {
+            gen: id.gen,
+            fd,
+            waker,
+            connecting,
+            want_write: false,
+            peek_off: 0,
+            raw_icmp,
+        });
         // Poll once so the waker is registered (and pick up anything already pending).
         self.queue.push(Token::Flow(id));
         Ok(())
@@ -196,16 +223,25 @@ impl HostSockets {
 
     /// Number of open host sockets.
     pub fn open_count(&self) -> usize {
-        self.socks.iter().map(|v| v.iter().filter(|s| s.is_some()).count()).sum()
+        self.socks
+            .iter()
+            .map(|v| v.iter().filter(|s| s.is_some()).count())
+            .sum()
     }
 
     fn dns_socket(&mut self, v6: bool) -> io::Result<&AsyncFd<Socket>> {
         let i = usize::from(v6);
         if self.dns[i].is_none() {
             let (domain, any) = if v6 {
-                (Domain::IPV6, SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
+                (
+                    Domain::IPV6,
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                )
             } else {
-                (Domain::IPV4, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+                (
+                    Domain::IPV4,
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                )
             };
             let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_nonblocking(true)?;
@@ -250,7 +286,13 @@ impl HostIo for IoCtx<'_> {
         let zero: libc::c_int = 0;
         // SAFETY: fd is a valid socket we own; the option value is a c_int of the size we pass.
         unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&zero as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
         match s.connect(&SockAddr::from(dst)) {
             Ok(()) => {}
@@ -264,7 +306,14 @@ impl HostIo for IoCtx<'_> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         // SAFETY: the pointer and length describe `data`, valid for reads for the call's duration.
-        let r = unsafe { libc::send(s.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let r = unsafe {
+            libc::send(
+                s.fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
@@ -274,14 +323,28 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn tcp_peek(&mut self, id: FlowId, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    fn tcp_peek(
+        &mut self,
+        id: FlowId,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         let fd = s.fd.as_raw_fd();
         if s.peek_off != offset {
-            let off = libc::c_int::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let off = libc::c_int::try_from(offset)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             // SAFETY: fd is a valid socket; the option value is a c_int of the size we pass.
-            let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&off as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PEEK_OFF,
+                    (&off as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
             cvt(r as isize)?;
             s.peek_off = offset;
         }
@@ -317,7 +380,14 @@ impl HostIo for IoCtx<'_> {
                 let chunk = n.min(discard.len());
                 // SAFETY: `discard` is valid for writes of `chunk` bytes; with MSG_TRUNC TCP drops the
                 // bytes without copying them.
-                let r = unsafe { libc::recv(fd, discard.as_mut_ptr().cast(), chunk, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+                let r = unsafe {
+                    libc::recv(
+                        fd,
+                        discard.as_mut_ptr().cast(),
+                        chunk,
+                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    )
+                };
                 if r <= 0 {
                     break;
                 }
@@ -364,7 +434,14 @@ impl HostIo for IoCtx<'_> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
-        let r = unsafe { libc::recv(s.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let r = unsafe {
+            libc::recv(
+                s.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
@@ -386,7 +463,10 @@ impl HostIo for IoCtx<'_> {
             IcmpMode::PingSocket => (Type::DGRAM, false),
             IcmpMode::Raw => (Type::RAW, true),
             IcmpMode::Unavailable => {
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, "neither ping sockets nor raw sockets are permitted"))
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "neither ping sockets nor raw sockets are permitted",
+                ))
             }
         };
         let s = Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?;
@@ -411,7 +491,14 @@ impl HostIo for IoCtx<'_> {
         let s = self.socks.get(id).ok_or_else(not_open)?;
         loop {
             // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
-            let r = unsafe { libc::recv(s.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            let r = unsafe {
+                libc::recv(
+                    s.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             let n = match cvt(r) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
@@ -420,10 +507,16 @@ impl HostIo for IoCtx<'_> {
                 Err(e) => return Err(e),
                 Ok(n) => n,
             };
-            let Some((_, ident)) = s.raw_icmp else { return Ok(n) };
+            let Some((_, ident)) = s.raw_icmp else {
+                return Ok(n);
+            };
             // Raw sockets see every ICMP message with its IP header: keep only our echo replies.
             let ihl = usize::from(buf.first().copied().unwrap_or(0) & 0x0f) * 4;
-            if ihl < 20 || n < ihl + 8 || buf[ihl] != 0 || u16::from_be_bytes([buf[ihl + 4], buf[ihl + 5]]) != ident {
+            if ihl < 20
+                || n < ihl + 8
+                || buf[ihl] != 0
+                || u16::from_be_bytes([buf[ihl + 4], buf[ihl + 5]]) != ident
+            {
                 continue;
             }
             buf.copy_within(ihl..n, 0);
@@ -437,7 +530,9 @@ impl HostIo for IoCtx<'_> {
 
     fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
         let fd = self.socks.dns_socket(upstream.is_ipv6())?;
-        fd.get_ref().send_to(query, &SockAddr::from(upstream)).map(|_| ())
+        fd.get_ref()
+            .send_to(query, &SockAddr::from(upstream))
+            .map(|_| ())
     }
 
     fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -447,7 +542,14 @@ impl HostIo for IoCtx<'_> {
             // most that many bytes there, and `buf` is valid for writes of its length.
             let r = unsafe {
                 SockAddr::try_init(|ss, len| {
-                    cvt(libc::recvfrom(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, ss.cast(), len))
+                    cvt(libc::recvfrom(
+                        raw,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                        ss.cast(),
+                        len,
+                    ))
                 })
             };
             match r {
@@ -487,12 +589,18 @@ impl Driver {
                  (sysctl net.ipv4.ping_group_range) nor raw sockets"
             ),
         }
-        Driver { gw, socks: HostSockets::new(queue, mode) }
+        Driver {
+            gw,
+            socks: HostSockets::new(queue, mode),
+        }
     }
 
     /// One frame from the LAN for the gateway.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8], sink: &mut dyn FnMut(&[u8])) {
-        let mut io = IoCtx { socks: &mut self.socks, sink };
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
         self.gw.handle_frame(now, frame, &mut io);
     }
 
@@ -501,7 +609,10 @@ impl Driver {
         match t {
             Token::Flow(id) => self.handle_flow(now, id, sink),
             Token::Dns(_) => {
-                let mut io = IoCtx { socks: &mut self.socks, sink };
+                let mut io = IoCtx {
+                    socks: &mut self.socks,
+                    sink,
+                };
                 self.gw.on_dns_readable(now, &mut io);
             }
             Token::Ext(_) => {}
@@ -523,18 +634,27 @@ impl Driver {
                     Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
                 },
             };
-            let mut io = IoCtx { socks: &mut self.socks, sink };
+            let mut io = IoCtx {
+                socks: &mut self.socks,
+                sink,
+            };
             self.gw.on_tcp_connected(now, id, res, &mut io);
         }
         let Some(s) = self.socks.get(id) else { return };
         if s.want_write && ready(&s.fd, &s.waker, true) {
             s.want_write = false;
-            let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
+            let mut io = IoCtx {
+                socks: &mut self.socks,
+                sink: &mut *sink,
+            };
             self.gw.on_tcp_writable(now, id, &mut io);
         }
         let Some(s) = self.socks.get(id) else { return };
         if ready(&s.fd, &s.waker, false) {
-            let mut io = IoCtx { socks: &mut self.socks, sink };
+            let mut io = IoCtx {
+                socks: &mut self.socks,
+                sink,
+            };
             match id.proto {
                 Proto::Tcp => self.gw.on_tcp_readable(now, id, &mut io),
                 Proto::Udp => self.gw.on_udp_readable(now, id, &mut io),
@@ -545,12 +665,18 @@ impl Driver {
 
     /// Sends deferred ACKs after a batch.
     pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
-        let mut io = IoCtx { socks: &mut self.socks, sink };
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
         self.gw.end_batch(now, &mut io);
     }
 
     pub fn poll_timers(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
-        let mut io = IoCtx { socks: &mut self.socks, sink };
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
         self.gw.poll_timers(now, &mut io);
     }
 

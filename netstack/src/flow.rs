@@ -44,7 +44,11 @@ pub struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { slots: Vec::new(), free: Vec::new(), len: 0 }
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 }
 
@@ -91,7 +95,10 @@ impl<T> Slab<T> {
         self.len == 0
     }
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, (g, v))| v.as_ref().map(|v| (i as u32, *g, v)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (g, v))| v.as_ref().map(|v| (i as u32, *g, v)))
     }
 }
 
@@ -110,6 +117,13 @@ impl TimerHeap {
     pub fn pop_due(&mut self, now: Instant) -> Option<FlowId> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, id))| id),
+            _ => None,
+        }
+    }
+    /// Pops one entry due at `now`, with its time.
+    pub fn pop_due_at(&mut self, now: Instant) -> Option<(Instant, FlowId)> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
     }

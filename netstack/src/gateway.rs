@@ -96,7 +96,9 @@ impl Gateway {
                 Ok(p) => self.handle_ip(now, eth.src(), &p, io),
                 Err(WireError::Fragment) => {
                     self.stats.drop_unsupported += 1;
-                    self.note(now, || "dropped an IPv4 fragment (fragments are not reassembled)".into());
+                    self.note(now, || {
+                        "dropped an IPv4 fragment (fragments are not reassembled)".into()
+                    });
                 }
                 Err(e) => self.bad(now, "ipv4", e),
             },
@@ -113,7 +115,11 @@ impl Gateway {
         // DHCP clients send from 0.0.0.0 before they have a lease.
         let unconfigured = src4.is_unspecified() && p.proto == ip::PROTO_UDP;
         if !unconfigured {
-            if !self.cfg.net.contains(src4) || src4 == self.cfg.gateway || src4 == self.cfg.dns || src4.is_broadcast() {
+            if !self.cfg.net.contains(src4)
+                || src4 == self.cfg.gateway
+                || src4 == self.cfg.dns
+                || src4.is_broadcast()
+            {
                 self.stats.drop_spoofed += 1;
                 let m = ethernet::fmt_mac(&src_mac);
                 self.note(now, || format!("dropped a packet from {m} with source address {src4} (not a guest address)"));
@@ -130,14 +136,31 @@ impl Gateway {
     }
 
     /// UDP to the gateway's own services (DHCP, DNS). Returns false if the datagram is not for them.
-    pub(crate) fn udp_local(&mut self, now: Instant, src_mac: Mac, p: &IpPacket<'_>, d: &udp::UdpDatagram<'_>, io: &mut dyn HostIo) -> bool {
+    pub(crate) fn udp_local(
+        &mut self,
+        now: Instant,
+        src_mac: Mac,
+        p: &IpPacket<'_>,
+        d: &udp::UdpDatagram<'_>,
+        io: &mut dyn HostIo,
+    ) -> bool {
         let dst = p.dst;
-        if d.dst_port == 67 && (dst == IpAddr::V4(Ipv4Addr::BROADCAST) || dst == IpAddr::V4(self.cfg.gateway)) {
+        if d.dst_port == 67
+            && (dst == IpAddr::V4(Ipv4Addr::BROADCAST) || dst == IpAddr::V4(self.cfg.gateway))
+        {
             match self.dhcp.handle(now, src_mac, d.payload) {
                 Ok(Some(reply)) => {
                     self.stats.dhcp_replies += 1;
                     self.neigh.insert(IpAddr::V4(reply.dst_ip), reply.dst_mac);
-                    self.send_udp_to(reply.dst_mac, IpAddr::V4(self.cfg.gateway), 67, IpAddr::V4(reply.dst_ip), 68, &reply.payload, io);
+                    self.send_udp_to(
+                        reply.dst_mac,
+                        IpAddr::V4(self.cfg.gateway),
+                        67,
+                        IpAddr::V4(reply.dst_ip),
+                        68,
+                        &reply.payload,
+                        io,
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -174,8 +197,18 @@ impl Gateway {
                     if response.len() >= 4 && response[3] & 0x0f == 2 {
                         self.stats.dns_servfail += 1;
                     }
-                    let Some(&mac) = self.neigh.get(&client.ip()) else { continue };
-                    self.send_udp_to(mac, IpAddr::V4(self.cfg.dns), 53, client.ip(), client.port(), &response, io);
+                    let Some(&mac) = self.neigh.get(&client.ip()) else {
+                        continue;
+                    };
+                    self.send_udp_to(
+                        mac,
+                        IpAddr::V4(self.cfg.dns),
+                        53,
+                        client.ip(),
+                        client.port(),
+                        &response,
+                        io,
+                    );
                 }
             }
         }
@@ -203,7 +236,17 @@ impl Gateway {
     }
 
     /// Builds and transmits one UDP datagram to a guest.
-    pub(crate) fn send_udp_to(&mut self, dst_mac: Mac, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8], io: &mut dyn HostIo) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_udp_to(
+        &mut self,
+        dst_mac: Mac,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        payload: &[u8],
+        io: &mut dyn HostIo,
+    ) {
         let off = ethernet::HEADER_LEN + ip::header_len(dst);
         let tlen = udp::HEADER_LEN + payload.len();
         if off + tlen > self.tx.len() || tlen > usize::from(self.cfg.mtu) {
@@ -221,8 +264,20 @@ impl Gateway {
 
     /// Writes the Ethernet and IP headers in front of `tlen` transport bytes already placed after them.
     /// Returns the frame length.
-    pub(crate) fn finish_frame(&self, buf: &mut [u8], dst_mac: Mac, src: IpAddr, dst: IpAddr, proto: u8, tlen: usize) -> usize {
-        let ethertype = if dst.is_ipv4() { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+    pub(crate) fn finish_frame(
+        &self,
+        buf: &mut [u8],
+        dst_mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        tlen: usize,
+    ) -> usize {
+        let ethertype = if dst.is_ipv4() {
+            ethernet::ETHERTYPE_IPV4
+        } else {
+            ethernet::ETHERTYPE_IPV6
+        };
         ethernet::write_header(buf, dst_mac, self.cfg.gateway_mac, ethertype);
         let hl = ip::write_header(&mut buf[ethernet::HEADER_LEN..], src, dst, proto, tlen);
         ethernet::HEADER_LEN + hl + tlen
@@ -230,10 +285,18 @@ impl Gateway {
 
     /// Where a guest's packet to `remote` goes on the host: the gateway address means host loopback
     /// (unless disabled); the DNS address carries TCP DNS to the first upstream. `None`: nowhere.
-    pub(crate) fn host_target(&self, remote: IpAddr, port: u16, proto: Proto) -> Option<SocketAddr> {
+    pub(crate) fn host_target(
+        &self,
+        remote: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Option<SocketAddr> {
         let IpAddr::V4(r) = remote else { return None };
         if r == self.cfg.gateway {
-            return self.cfg.host_loopback.then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+            return self
+                .cfg
+                .host_loopback
+                .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
         }
         if r == self.cfg.dns {
             if proto == Proto::Tcp && port == 53 {
@@ -254,7 +317,9 @@ impl Gateway {
             self.stats.drop_flow_limit += 1;
             let g = key.guest;
             let max = self.cfg.max_flows_per_guest;
-            self.note(now, || format!("guest {g} reached its limit of {max} flows; new flow refused"));
+            self.note(now, || {
+                format!("guest {g} reached its limit of {max} flows; new flow refused")
+            });
             return false;
         }
         true
@@ -284,10 +349,15 @@ impl Gateway {
 
     /// When `poll_timers` next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.tcp.next_deadline(), self.udp.next_deadline(), self.icmp.next_deadline(), self.dns.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.tcp.next_deadline(),
+            self.udp.next_deadline(),
+            self.icmp.next_deadline(),
+            self.dns.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Called by the driver after a batch of frames and events: sends deferred ACKs.

@@ -18,7 +18,12 @@ pub trait HostIo {
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize>;
     /// Copies received-but-unconsumed bytes starting `offset` bytes past the oldest one into `bufs`,
     /// without consuming them. `Ok(0)` means the host closed its side and nothing is left past `offset`.
-    fn tcp_peek(&mut self, id: FlowId, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize>;
+    fn tcp_peek(
+        &mut self,
+        id: FlowId,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize>;
     /// Drops the oldest `n` received bytes (the guest acknowledged them).
     fn tcp_consume(&mut self, id: FlowId, n: usize);
     /// Asks for one `on_tcp_writable` call when the socket can take more data.

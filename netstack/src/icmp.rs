@@ -40,7 +40,11 @@ impl IcmpNat {
 }
 
 fn fid(idx: u32, gen: u32) -> FlowId {
-    FlowId { proto: Proto::Icmp, idx, gen }
+    FlowId {
+        proto: Proto::Icmp,
+        idx,
+        gen,
+    }
 }
 
 impl Gateway {
@@ -53,8 +57,15 @@ impl Gateway {
             self.stats.drop_unsupported += 1;
             return;
         }
-        let Some(&mac) = self.neigh.get(&p.src) else { return };
-        let key = FlowKey { guest: p.src, guest_port: m.ident, remote: p.dst, remote_port: 0 };
+        let Some(&mac) = self.neigh.get(&p.src) else {
+            return;
+        };
+        let key = FlowKey {
+            guest: p.src,
+            guest_port: m.ident,
+            remote: p.dst,
+            remote_port: 0,
+        };
         let (idx, gen) = match self.icmp.by_key.get(&key) {
             Some(&v) => v,
             None => {
@@ -65,7 +76,11 @@ impl Gateway {
                 if !self.flow_allowed(now, &key) {
                     return;
                 }
-                let (idx, gen) = self.icmp.flows.insert(IcmpFlow { key, guest_mac: mac, last: now });
+                let (idx, gen) = self.icmp.flows.insert(IcmpFlow {
+                    key,
+                    guest_mac: mac,
+                    last: now,
+                });
                 if let Err(e) = io.icmp_open(fid(idx, gen), target) {
                     self.icmp.flows.remove(idx, gen);
                     self.stats.icmp_unavailable += 1;
@@ -76,7 +91,9 @@ impl Gateway {
                     return;
                 }
                 self.icmp.by_key.insert(key, (idx, gen));
-                self.icmp.timers.push(now + self.cfg.icmp_idle, fid(idx, gen));
+                self.icmp
+                    .timers
+                    .push(now + self.cfg.icmp_idle, fid(idx, gen));
                 self.flow_opened(key.guest);
                 (idx, gen)
             }
@@ -98,9 +115,17 @@ impl Gateway {
     fn icmp_target(&self, dst: IpAddr) -> Option<IpAddr> {
         let IpAddr::V4(d) = dst else { return None };
         if d == self.cfg.gateway {
-            return self.cfg.host_loopback.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            return self
+                .cfg
+                .host_loopback
+                .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        if d == self.cfg.dns || self.cfg.net.contains(d) || d.is_broadcast() || d.is_multicast() || d.is_unspecified() {
+        if d == self.cfg.dns
+            || self.cfg.net.contains(d)
+            || d.is_broadcast()
+            || d.is_multicast()
+            || d.is_unspecified()
+        {
             return None;
         }
         Some(dst)
@@ -110,7 +135,9 @@ impl Gateway {
     pub fn on_icmp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
         let mut tx = std::mem::take(&mut self.tx);
         for _ in 0..64 {
-            let Some(f) = self.icmp.flows.get_mut(id.idx, id.gen) else { break };
+            let Some(f) = self.icmp.flows.get_mut(id.idx, id.gen) else {
+                break;
+            };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
             let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(f.key.guest));
             match io.icmp_recv(id, &mut tx[off..off + max]) {
@@ -122,8 +149,14 @@ impl Gateway {
                     let (key, mac) = (f.key, f.guest_mac);
                     let seqb = [tx[off + 6], tx[off + 7]];
                     let ident = key.guest_port.to_be_bytes();
-                    icmpw::write(&mut tx[off..off + n], icmpw::ECHO_REPLY, 0, [ident[0], ident[1], seqb[0], seqb[1]]);
-                    let len = self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_ICMP, n);
+                    icmpw::write(
+                        &mut tx[off..off + n],
+                        icmpw::ECHO_REPLY,
+                        0,
+                        [ident[0], ident[1], seqb[0], seqb[1]],
+                    );
+                    let len =
+                        self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_ICMP, n);
                     io.transmit(&tx[..len]);
                     self.stats.frames_out += 1;
                 }
@@ -140,7 +173,9 @@ impl Gateway {
 
     pub(crate) fn icmp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
         while let Some(id) = self.icmp.timers.pop_due(now) {
-            let Some(f) = self.icmp.flows.get(id.idx, id.gen) else { continue };
+            let Some(f) = self.icmp.flows.get(id.idx, id.gen) else {
+                continue;
+            };
             let expires = f.last + self.cfg.icmp_idle;
             if expires > now {
                 self.icmp.timers.push(expires, id);
@@ -156,7 +191,16 @@ impl Gateway {
 
     /// Sends an ICMP error (`kind`/`code`) from `src` to the guest at `dst`, quoting `quote`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn send_icmp_error(&mut self, mac: Mac, src: IpAddr, dst: IpAddr, kind: u8, code: u8, quote: &[u8], io: &mut dyn HostIo) {
+    pub(crate) fn send_icmp_error(
+        &mut self,
+        mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        kind: u8,
+        code: u8,
+        quote: &[u8],
+        io: &mut dyn HostIo,
+    ) {
         let off = ethernet::HEADER_LEN + ip::header_len(dst);
         let n = icmpw::HEADER_LEN + quote.len();
         let mut tx = std::mem::take(&mut self.tx);

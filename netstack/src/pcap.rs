@@ -24,7 +24,9 @@ impl<W: Write> PcapWriter<W> {
 
     /// Appends one frame stamped with the current wall-clock time.
     pub fn frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let len = frame.len() as u32;
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&(t.as_secs() as u32).to_le_bytes());

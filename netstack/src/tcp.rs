@@ -16,7 +16,9 @@ use crate::host::HostIo;
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
-use crate::wire::tcp::{self as tcpw, seq_le, seq_lt, TcpHeader, TcpSegment, ACK, FIN, PSH, RST, SYN};
+use crate::wire::tcp::{
+    self as tcpw, seq_le, seq_lt, TcpHeader, TcpSegment, ACK, FIN, PSH, RST, SYN,
+};
 use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::RandomState;
@@ -73,7 +75,8 @@ pub(crate) struct TcpFlow {
     rto: Duration,
     retries: u32,
     deadline: Option<Instant>,
-    timer_queued: bool,
+    /// The earliest heap entry outstanding for this flow.
+    queued: Option<Instant>,
     ack_due: bool,
     last_adv_wnd: u32,
 }
@@ -145,14 +148,18 @@ impl TcpNat {
 }
 
 fn fid(idx: u32, gen: u32) -> FlowId {
-    FlowId { proto: Proto::Tcp, idx, gen }
+    FlowId {
+        proto: Proto::Tcp,
+        idx,
+        gen,
+    }
 }
 
-/// Sets a flow's deadline, queueing a heap entry only when it has none.
+/// Sets a flow's deadline, queueing a heap entry only when none is due at or before it.
 fn arm(timers: &mut TimerHeap, f: &mut TcpFlow, idx: u32, gen: u32, at: Instant) {
     f.deadline = Some(at);
-    if !f.timer_queued {
-        f.timer_queued = true;
+    if f.queued.is_none_or(|q| at < q) {
+        f.queued = Some(at);
         timers.push(at, fid(idx, gen));
     }
 }
@@ -163,14 +170,25 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => return self.bad(now, "tcp", e),
         };
-        let key = FlowKey { guest: p.src, guest_port: seg.src_port, remote: p.dst, remote_port: seg.dst_port };
+        let key = FlowKey {
+            guest: p.src,
+            guest_port: seg.src_port,
+            remote: p.dst,
+            remote_port: seg.dst_port,
+        };
         let Some(&(idx, gen)) = self.tcp.by_key.get(&key) else {
             return self.tcp_no_flow(now, key, &seg, io);
         };
         self.tcp_segment(now, idx, gen, &seg, io);
     }
 
-    fn tcp_no_flow(&mut self, now: Instant, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+    fn tcp_no_flow(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        io: &mut dyn HostIo,
+    ) {
         if seg.has(RST) {
             return;
         }
@@ -180,7 +198,8 @@ impl Gateway {
             return;
         }
         let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Tcp) else {
-            if key.remote == IpAddr::V4(self.cfg.gateway) || key.remote == IpAddr::V4(self.cfg.dns) {
+            if key.remote == IpAddr::V4(self.cfg.gateway) || key.remote == IpAddr::V4(self.cfg.dns)
+            {
                 self.stats.tcp_refused += 1;
                 self.tcp_send_reset_for(key, seg, io);
             } else {
@@ -192,14 +211,23 @@ impl Gateway {
             self.tcp_send_reset_for(key, seg, io);
             return;
         }
-        let connecting = self.tcp.connecting_per_guest.get(&key.guest).copied().unwrap_or(0);
+        let connecting = self
+            .tcp
+            .connecting_per_guest
+            .get(&key.guest)
+            .copied()
+            .unwrap_or(0);
         if connecting >= self.cfg.max_pending_per_guest {
             self.stats.drop_syn_flood += 1;
             let g = key.guest;
-            self.note(now, || format!("guest {g} has too many connections in progress; SYN dropped"));
+            self.note(now, || {
+                format!("guest {g} has too many connections in progress; SYN dropped")
+            });
             return;
         }
-        let Some(&guest_mac) = self.neigh.get(&key.guest) else { return };
+        let Some(&guest_mac) = self.neigh.get(&key.guest) else {
+            return;
+        };
         let iss = self.tcp.next_isn();
         let max_mss = self.cfg.mtu.saturating_sub(40).max(536);
         let flow = TcpFlow {
@@ -225,7 +253,7 @@ impl Gateway {
             rto: RTO_INITIAL,
             retries: 0,
             deadline: None,
-            timer_queued: false,
+            queued: None,
             ack_due: false,
             last_adv_wnd: RCV_WINDOW,
         };
@@ -243,8 +271,16 @@ impl Gateway {
     }
 
     /// The host connect() for `id` finished.
-    pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: std::io::Result<()>, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+    pub fn on_tcp_connected(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        result: std::io::Result<()>,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+            return;
+        };
         if f.state != State::Connecting {
             return;
         }
@@ -275,19 +311,31 @@ impl Gateway {
                         _ => icmpw::CODE_HOST_UNREACHABLE,
                     };
                     let r = key.remote;
-                    self.note(now, || format!("connect to {r}:{} failed: {e}", key.remote_port));
+                    self.note(now, || {
+                        format!("connect to {r}:{} failed: {e}", key.remote_port)
+                    });
                     self.tcp_send_unreachable(mac, key, irs, code, io);
                 }
             }
         }
     }
 
-    fn tcp_segment(&mut self, now: Instant, idx: u32, gen: u32, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+    fn tcp_segment(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        gen: u32,
+        seg: &TcpSegment<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
         if seg.has(RST) {
             // Accept a reset whose sequence number is within the window (RFC 5961 simplified).
-            let ok = seq_le(f.rcv_nxt, seg.seq) && seq_lt(seg.seq, f.rcv_nxt.wrapping_add(f.adv_window().max(1)));
+            let ok = seq_le(f.rcv_nxt, seg.seq)
+                && seq_lt(seg.seq, f.rcv_nxt.wrapping_add(f.adv_window().max(1)));
             if ok || f.state == State::Connecting {
                 self.tcp_remove(id, io, true);
             }
@@ -339,7 +387,11 @@ impl Gateway {
                     f.retries = 0;
                     f.rto = RTO_INITIAL;
                     f.dupacks = 0;
-                    f.deadline = if f.snd_una == f.snd_nxt { None } else { Some(now + f.rto) };
+                    f.deadline = if f.snd_una == f.snd_nxt {
+                        None
+                    } else {
+                        Some(now + f.rto)
+                    };
                     if let Some(at) = f.deadline {
                         arm(&mut self.tcp.timers, f, idx, gen, at);
                     }
@@ -369,9 +421,18 @@ impl Gateway {
     }
 
     /// Guest payload and FIN.
-    fn tcp_receive(&mut self, _now: Instant, idx: u32, gen: u32, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
+    fn tcp_receive(
+        &mut self,
+        _now: Instant,
+        idx: u32,
+        gen: u32,
+        seg: &TcpSegment<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
         let mut data = seg.payload;
         let mut seq = seg.seq;
         if !data.is_empty() {
@@ -420,8 +481,13 @@ impl Gateway {
             // Bytes beyond our window were dropped: say at once how far we got.
             self.tcp_queue_ack(idx, gen);
         }
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
-        if seg.has(FIN) && !f.guest_fin && seg.seq.wrapping_add(seg.payload.len() as u32) == f.rcv_nxt {
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
+        if seg.has(FIN)
+            && !f.guest_fin
+            && seg.seq.wrapping_add(seg.payload.len() as u32) == f.rcv_nxt
+        {
             f.guest_fin = true;
             f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
             if f.pending.is_empty() {
@@ -445,7 +511,9 @@ impl Gateway {
 
     /// The host socket can take the guest bytes we are holding.
     pub fn on_tcp_writable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+            return;
+        };
         f.want_write = false;
         while !f.pending.is_empty() {
             match io.tcp_send(id, &f.pending) {
@@ -480,7 +548,9 @@ impl Gateway {
         let id = fid(idx, gen);
         let gw_mac = self.cfg.gateway_mac;
         let tcp = &mut self.tcp;
-        let Some(f) = tcp.flows.get_mut(idx, gen) else { return };
+        let Some(f) = tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
         if f.state != State::Established {
             return;
         }
@@ -560,7 +630,8 @@ impl Gateway {
                             syn_opts: None,
                         };
                         let buf = &mut tcp.segbufs[i];
-                        let fl = build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
+                        let fl =
+                            build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
                         io.transmit(&buf[..fl]);
                         self.stats.frames_out += 1;
                         f.snd_nxt = f.snd_nxt.wrapping_add(len as u32);
@@ -587,7 +658,9 @@ impl Gateway {
 
     /// Frees the flow once both directions are closed and everything is acknowledged.
     fn tcp_maybe_finish(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(idx, gen) else { return };
+        let Some(f) = self.tcp.flows.get(idx, gen) else {
+            return;
+        };
         if f.guest_fin && f.fin_acked() && f.pending.is_empty() {
             let id = fid(idx, gen);
             if f.ack_due {
@@ -599,14 +672,18 @@ impl Gateway {
 
     /// Resets both sides.
     fn tcp_abort(&mut self, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(id.idx, id.gen) else { return };
+        let Some(f) = self.tcp.flows.get(id.idx, id.gen) else {
+            return;
+        };
         let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
         self.tcp_emit(mac, key, seq, ack, RST | ACK, 0, None, 0, io);
         self.tcp_remove(id, io, true);
     }
 
     fn tcp_remove(&mut self, id: FlowId, io: &mut dyn HostIo, reset: bool) {
-        let Some(f) = self.tcp.flows.remove(id.idx, id.gen) else { return };
+        let Some(f) = self.tcp.flows.remove(id.idx, id.gen) else {
+            return;
+        };
         self.tcp.by_key.remove(&f.key);
         if f.state == State::Connecting {
             if let Some(n) = self.tcp.connecting_per_guest.get_mut(&f.key.guest) {
@@ -623,7 +700,9 @@ impl Gateway {
 
     /// Marks an ACK as due; ACKs are sent at the end of the batch unless data carries them first.
     fn tcp_queue_ack(&mut self, idx: u32, gen: u32) {
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else { return };
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
         if !f.ack_due {
             f.ack_due = true;
             self.tcp.ack_pending.push((idx, gen));
@@ -647,7 +726,9 @@ impl Gateway {
 
     /// Sends a segment without payload on a flow (SYN-ACK, ACK, window probe) with current numbers.
     fn tcp_send_ctl(&mut self, id: FlowId, flags: u8, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { return };
+        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+            return;
+        };
         let syn = flags & SYN != 0;
         let seq = if syn { f.iss } else { f.snd_nxt };
         let opts = syn.then(|| (f.mss, f.wscale_ok.then_some(OUR_WSCALE)));
@@ -672,9 +753,25 @@ impl Gateway {
         payload: usize,
         io: &mut dyn HostIo,
     ) {
-        let h = TcpHeader { src_port: key.remote_port, dst_port: key.guest_port, seq, ack, flags, window, syn_opts };
+        let h = TcpHeader {
+            src_port: key.remote_port,
+            dst_port: key.guest_port,
+            seq,
+            ack,
+            flags,
+            window,
+            syn_opts,
+        };
         let mut tx = std::mem::take(&mut self.tx);
-        let n = build_tcp(&mut tx, self.cfg.gateway_mac, mac, key.remote, key.guest, &h, payload);
+        let n = build_tcp(
+            &mut tx,
+            self.cfg.gateway_mac,
+            mac,
+            key.remote,
+            key.guest,
+            &h,
+            payload,
+        );
         io.transmit(&tx[..n]);
         self.tx = tx;
         self.stats.frames_out += 1;
@@ -682,7 +779,9 @@ impl Gateway {
 
     /// RST for a segment that matches no connection.
     fn tcp_send_reset_for(&mut self, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
-        let Some(&mac) = self.neigh.get(&key.guest) else { return };
+        let Some(&mac) = self.neigh.get(&key.guest) else {
+            return;
+        };
         if seg.has(ACK) {
             self.tcp_emit(mac, key, seg.ack, 0, RST, 0, None, 0, io);
         } else {
@@ -692,24 +791,51 @@ impl Gateway {
     }
 
     /// ICMP destination unreachable for the guest's SYN (quoting its IP header and first 8 TCP bytes).
-    fn tcp_send_unreachable(&mut self, mac: Mac, key: FlowKey, irs: u32, code: u8, io: &mut dyn HostIo) {
-        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else { return };
+    fn tcp_send_unreachable(
+        &mut self,
+        mac: Mac,
+        key: FlowKey,
+        irs: u32,
+        code: u8,
+        io: &mut dyn HostIo,
+    ) {
+        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else {
+            return;
+        };
         let mut quote = [0u8; ip::IPV4_HEADER_LEN + 8];
-        ip::write_header(&mut quote, key.guest, key.remote, ip::PROTO_TCP, tcpw::HEADER_LEN);
+        ip::write_header(
+            &mut quote,
+            key.guest,
+            key.remote,
+            ip::PROTO_TCP,
+            tcpw::HEADER_LEN,
+        );
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..28].copy_from_slice(&irs.to_be_bytes());
         let src = IpAddr::V4(self.cfg.gateway);
-        self.send_icmp_error(mac, src, key.guest, icmpw::DEST_UNREACHABLE, code, &quote, io);
+        self.send_icmp_error(
+            mac,
+            src,
+            key.guest,
+            icmpw::DEST_UNREACHABLE,
+            code,
+            &quote,
+            io,
+        );
     }
 
     pub(crate) fn tcp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        while let Some(id) = self.tcp.timers.pop_due(now) {
-            let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else { continue };
-            f.timer_queued = false;
-            let Some(at) = f.deadline else { continue };
-            if at > now {
-                arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+        while let Some((at, id)) = self.tcp.timers.pop_due_at(now) {
+            let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+                continue;
+            };
+            if f.queued == Some(at) {
+                f.queued = None;
+            }
+            let Some(deadline) = f.deadline else { continue };
+            if deadline > now {
+                arm(&mut self.tcp.timers, f, id.idx, id.gen, deadline);
                 continue;
             }
             f.deadline = None;
@@ -743,7 +869,13 @@ impl Gateway {
                         // Zero-window probe: an old sequence number makes the guest answer with an ACK.
                         let at = now + f.rto;
                         arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
-                        let (mac, key, seq, ack, w) = (f.guest_mac, f.key, f.snd_una.wrapping_sub(1), f.rcv_nxt, f.window_field());
+                        let (mac, key, seq, ack, w) = (
+                            f.guest_mac,
+                            f.key,
+                            f.snd_una.wrapping_sub(1),
+                            f.rcv_nxt,
+                            f.window_field(),
+                        );
                         self.tcp_emit(mac, key, seq, ack, ACK, w, None, 0, io);
                         continue;
                     }
@@ -771,13 +903,31 @@ fn segbuf_first(bufs: &mut Vec<Vec<u8>>, off: usize) -> &mut Vec<u8> {
 }
 
 /// Writes Ethernet, IP and TCP headers in front of `payload` bytes already at their offset in `buf`.
-fn build_tcp(buf: &mut [u8], src_mac: Mac, dst_mac: Mac, src: IpAddr, dst: IpAddr, h: &TcpHeader, payload: usize) -> usize {
+fn build_tcp(
+    buf: &mut [u8],
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    h: &TcpHeader,
+    payload: usize,
+) -> usize {
     let iphl = ip::header_len(dst);
     let t0 = ethernet::HEADER_LEN + iphl;
     let tlen = h.len() + payload;
     tcpw::write_header(&mut buf[t0..t0 + tlen], h, src, dst);
-    let ethertype = if dst.is_ipv4() { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+    let ethertype = if dst.is_ipv4() {
+        ethernet::ETHERTYPE_IPV4
+    } else {
+        ethernet::ETHERTYPE_IPV6
+    };
     ethernet::write_header(buf, dst_mac, src_mac, ethertype);
-    ip::write_header(&mut buf[ethernet::HEADER_LEN..], src, dst, ip::PROTO_TCP, tlen);
+    ip::write_header(
+        &mut buf[ethernet::HEADER_LEN..],
+        src,
+        dst,
+        ip::PROTO_TCP,
+        tlen,
+    );
     t0 + tlen
 }

@@ -42,11 +42,21 @@ impl UdpNat {
 }
 
 fn fid(idx: u32, gen: u32) -> FlowId {
-    FlowId { proto: Proto::Udp, idx, gen }
+    FlowId {
+        proto: Proto::Udp,
+        idx,
+        gen,
+    }
 }
 
 impl Gateway {
-    pub(crate) fn udp_input(&mut self, now: Instant, src_mac: Mac, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+    pub(crate) fn udp_input(
+        &mut self,
+        now: Instant,
+        src_mac: Mac,
+        p: &IpPacket<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let d = match UdpDatagram::parse(p.payload, p.src, p.dst) {
             Ok(d) => d,
             Err(e) => return self.bad(now, "udp", e),
@@ -58,7 +68,12 @@ impl Gateway {
             self.stats.drop_spoofed += 1;
             return;
         }
-        let key = FlowKey { guest: p.src, guest_port: d.src_port, remote: p.dst, remote_port: d.dst_port };
+        let key = FlowKey {
+            guest: p.src,
+            guest_port: d.src_port,
+            remote: p.dst,
+            remote_port: d.dst_port,
+        };
         let (idx, gen) = match self.udp.by_key.get(&key) {
             Some(&v) => v,
             None => {
@@ -69,7 +84,12 @@ impl Gateway {
                 if !self.flow_allowed(now, &key) {
                     return;
                 }
-                let (idx, gen) = self.udp.flows.insert(UdpFlow { key, guest_mac: src_mac, last: now, last_len: 0 });
+                let (idx, gen) = self.udp.flows.insert(UdpFlow {
+                    key,
+                    guest_mac: src_mac,
+                    last: now,
+                    last_len: 0,
+                });
                 if let Err(e) = io.udp_open(fid(idx, gen), target) {
                     self.udp.flows.remove(idx, gen);
                     self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
@@ -82,7 +102,9 @@ impl Gateway {
                 (idx, gen)
             }
         };
-        let Some(f) = self.udp.flows.get_mut(idx, gen) else { return };
+        let Some(f) = self.udp.flows.get_mut(idx, gen) else {
+            return;
+        };
         f.last = now;
         f.guest_mac = src_mac;
         f.last_len = d.payload.len() as u16;
@@ -92,7 +114,9 @@ impl Gateway {
             Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
             Err(e) => {
                 let r = key.remote;
-                self.note(now, || format!("UDP send to {r}:{} failed: {e}", key.remote_port));
+                self.note(now, || {
+                    format!("UDP send to {r}:{} failed: {e}", key.remote_port)
+                });
             }
         }
     }
@@ -101,16 +125,32 @@ impl Gateway {
     pub fn on_udp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
         let mut tx = std::mem::take(&mut self.tx);
         for _ in 0..64 {
-            let Some(f) = self.udp.flows.get_mut(id.idx, id.gen) else { break };
+            let Some(f) = self.udp.flows.get_mut(id.idx, id.gen) else {
+                break;
+            };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
-            let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(f.key.guest) + udpw::HEADER_LEN);
+            let max = usize::from(self.cfg.mtu)
+                .saturating_sub(ip::header_len(f.key.guest) + udpw::HEADER_LEN);
             let start = off + udpw::HEADER_LEN;
             match io.udp_recv(id, &mut tx[start..start + max]) {
                 Ok(n) => {
                     f.last = now;
                     let (key, mac) = (f.key, f.guest_mac);
-                    udpw::write(&mut tx[off..start + n], key.remote, key.guest, key.remote_port, key.guest_port);
-                    let len = self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_UDP, udpw::HEADER_LEN + n);
+                    udpw::write(
+                        &mut tx[off..start + n],
+                        key.remote,
+                        key.guest,
+                        key.remote_port,
+                        key.guest_port,
+                    );
+                    let len = self.finish_frame(
+                        &mut tx,
+                        mac,
+                        key.remote,
+                        key.guest,
+                        ip::PROTO_UDP,
+                        udpw::HEADER_LEN + n,
+                    );
                     io.transmit(&tx[..len]);
                     self.stats.frames_out += 1;
                 }
@@ -131,20 +171,40 @@ impl Gateway {
 
     /// ICMP port unreachable to the guest, quoting its last datagram's headers.
     fn udp_refused(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.udp.flows.get(idx, gen) else { return };
+        let Some(f) = self.udp.flows.get(idx, gen) else {
+            return;
+        };
         let (key, mac, len) = (f.key, f.guest_mac, f.last_len);
-        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else { return };
+        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else {
+            return;
+        };
         let mut quote = [0u8; ip::IPV4_HEADER_LEN + udpw::HEADER_LEN];
-        ip::write_header(&mut quote, key.guest, key.remote, ip::PROTO_UDP, udpw::HEADER_LEN + usize::from(len));
+        ip::write_header(
+            &mut quote,
+            key.guest,
+            key.remote,
+            ip::PROTO_UDP,
+            udpw::HEADER_LEN + usize::from(len),
+        );
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..26].copy_from_slice(&(len.saturating_add(8)).to_be_bytes());
-        self.send_icmp_error(mac, key.remote, key.guest, icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE, &quote, io);
+        self.send_icmp_error(
+            mac,
+            key.remote,
+            key.guest,
+            icmpw::DEST_UNREACHABLE,
+            icmpw::CODE_PORT_UNREACHABLE,
+            &quote,
+            io,
+        );
     }
 
     pub(crate) fn udp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
         while let Some(id) = self.udp.timers.pop_due(now) {
-            let Some(f) = self.udp.flows.get(id.idx, id.gen) else { continue };
+            let Some(f) = self.udp.flows.get(id.idx, id.gen) else {
+                continue;
+            };
             let expires = f.last + self.cfg.udp_idle;
             if expires > now {
                 self.udp.timers.push(expires, id);

@@ -1,1 +1,59 @@
-//! End-to-end test harness.
+//! End-to-end test harness for warren.
+//!
+//! Boots a real Linux guest (Debian bookworm's kernel + busybox-static in a
+//! generated initramfs) under `qemu-system-x86_64 -accel tcg`, attaches it to
+//! warren (or, for validating the guest side, QEMU's built-in slirp), and
+//! provides small host-loopback servers (HTTP, upload sink, TFTP/UDP, DNS)
+//! for the guest to talk to through the gateway address 10.0.2.2.
+//!
+//! Everything here assumes the Debian packages listed in `README.md` of this
+//! package are installed; a missing tool fails with a message naming it.
+
+pub mod backend;
+pub mod cpio;
+pub mod guest;
+pub mod kernel;
+pub mod paths;
+pub mod qemu;
+pub mod servers;
+pub mod warren;
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(data))
+}
+
+/// Lower-case hex encoding.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Whether the current process runs as root (euid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `cmd`, panicking with a clear message (including stderr) unless it
+/// exits successfully. Returns stdout.
+pub fn run_checked(cmd: &mut std::process::Command) -> String {
+    let what = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("failed to run {what}: {e} (is the Debian package providing it installed?)")
+    });
+    if !out.status.success() {
+        panic!(
+            "{what} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -55,7 +55,8 @@ pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn ipv4(opt: &str, v: &str) -> Result<Ipv4Addr, String> {
-    v.parse().map_err(|_| format!("{opt} {v:?}: not an IPv4 address"))
+    v.parse()
+        .map_err(|_| format!("{opt} {v:?}: not an IPv4 address"))
 }
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
@@ -91,19 +92,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
             "--socket" => o.listen.push(Listen::Unix(PathBuf::from(value(&mut it)?))),
             "--listen" => {
                 let v = value(&mut it)?;
-                let a: SocketAddr = v.parse().map_err(|_| format!("--listen {v:?}: expected HOST:PORT (e.g. 127.0.0.1:5555)"))?;
+                let a: SocketAddr = v.parse().map_err(|_| {
+                    format!("--listen {v:?}: expected HOST:PORT (e.g. 127.0.0.1:5555)")
+                })?;
                 o.listen.push(Listen::Tcp(a));
             }
-            "--net" => net_given = Some(Ipv4Net::parse(&value(&mut it)?).map_err(|e| format!("--net: {e}"))?),
+            "--net" => {
+                net_given =
+                    Some(Ipv4Net::parse(&value(&mut it)?).map_err(|e| format!("--net: {e}"))?)
+            }
             "--gateway" | "--host" => gw = Some(ipv4("--gateway", &value(&mut it)?)?),
             "--dns-addr" => dns = Some(ipv4("--dns-addr", &value(&mut it)?)?),
             "--dhcp-start" => start = Some(ipv4("--dhcp-start", &value(&mut it)?)?),
             "--mtu" => {
                 let v = value(&mut it)?;
-                o.config.mtu = v.parse().map_err(|_| format!("--mtu {v:?}: not a number"))?;
+                o.config.mtu = v
+                    .parse()
+                    .map_err(|_| format!("--mtu {v:?}: not a number"))?;
             }
             "--no-host-loopback" => o.config.host_loopback = false,
-            "--dns-upstream" => o.config.dns_upstreams.push(parse_dns_upstream(&value(&mut it)?)?),
+            "--dns-upstream" => o
+                .config
+                .dns_upstreams
+                .push(parse_dns_upstream(&value(&mut it)?)?),
             "--dns-search" => {
                 o.dns_search_given = true;
                 o.config.dns_search.push(value(&mut it)?);
@@ -111,7 +122,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
             "--domain" => o.config.domain_name = Some(value(&mut it)?),
             "--max-flows" => {
                 let v = value(&mut it)?;
-                o.config.max_flows_per_guest = v.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
+                o.config.max_flows_per_guest = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
             }
             "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
             other => return Err(format!("unknown option {other:?} (see warren --help)")),
@@ -158,7 +173,9 @@ mod tests {
         assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
         assert!(p(&["--mtu"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--mtu", "70000"]).is_err());
-        assert!(p(&["--gateway", "10.0.3.2"]).unwrap_err().contains("outside"));
+        assert!(p(&["--gateway", "10.0.3.2"])
+            .unwrap_err()
+            .contains("outside"));
         assert!(p(&["--dns-upstream", "nope"]).is_err());
         assert!(p(&["--listen", "nope"]).is_err());
         assert!(p(&["--max-flows", "0"]).is_err());
@@ -166,8 +183,17 @@ mod tests {
 
     #[test]
     fn dns_upstream_forms() {
-        assert_eq!(parse_dns_upstream("127.0.0.1").expect("ok"), "127.0.0.1:53".parse().expect("addr"));
-        assert_eq!(parse_dns_upstream("127.0.0.1:5353").expect("ok"), "127.0.0.1:5353".parse().expect("addr"));
-        assert_eq!(parse_dns_upstream("::1").expect("ok"), "[::1]:53".parse().expect("addr"));
+        assert_eq!(
+            parse_dns_upstream("127.0.0.1").expect("ok"),
+            "127.0.0.1:53".parse().expect("addr")
+        );
+        assert_eq!(
+            parse_dns_upstream("127.0.0.1:5353").expect("ok"),
+            "127.0.0.1:5353".parse().expect("addr")
+        );
+        assert_eq!(
+            parse_dns_upstream("::1").expect("ok"),
+            "[::1]:53".parse().expect("addr")
+        );
     }
 }

@@ -9,7 +9,11 @@ pub const MAX_FRAME: usize = 65535 + 14;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// A complete frame at `start..start+len`; the record takes `consumed` bytes.
-    Frame { start: usize, len: usize, consumed: usize },
+    Frame {
+        start: usize,
+        len: usize,
+        consumed: usize,
+    },
     /// More bytes are needed.
     Incomplete,
     /// The length field is impossible; the connection must be dropped.
@@ -29,7 +33,11 @@ pub fn decode(buf: &[u8]) -> Decoded {
     if buf.len() < 4 + l {
         return Decoded::Incomplete;
     }
-    Decoded::Frame { start: 4, len: l, consumed: 4 + l }
+    Decoded::Frame {
+        start: 4,
+        len: l,
+        consumed: 4 + l,
+    }
 }
 
 /// The 4-byte header for a frame of `len` bytes.
@@ -54,13 +62,21 @@ mod tests {
             let mut got = Vec::new();
             for piece in stream.chunks(chunk) {
                 buf.extend_from_slice(piece);
-                while let Decoded::Frame { start, len, consumed } = decode(&buf) {
+                while let Decoded::Frame {
+                    start,
+                    len,
+                    consumed,
+                } = decode(&buf)
+                {
                     got.push(buf[start..start + len].to_vec());
                     buf.drain(..consumed);
                 }
             }
             assert!(buf.is_empty());
-            assert_eq!(got.iter().map(|f| f.len()).collect::<Vec<_>>(), vec![14, 60, 1514, 65549]);
+            assert_eq!(
+                got.iter().map(|f| f.len()).collect::<Vec<_>>(),
+                vec![14, 60, 1514, 65549]
+            );
             assert!(got.iter().all(|f| f.iter().all(|&b| b == f.len() as u8)));
         }
     }
@@ -69,7 +85,10 @@ mod tests {
     fn bad_lengths() {
         assert_eq!(decode(&[0, 0, 0, 13]), Decoded::BadLength(13));
         assert_eq!(decode(&[0, 1, 0, 14]), Decoded::BadLength(65550));
-        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff, 0]), Decoded::BadLength(u32::MAX));
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff, 0xff, 0]),
+            Decoded::BadLength(u32::MAX)
+        );
         assert_eq!(decode(&[0, 0, 0]), Decoded::Incomplete);
         assert_eq!(decode(&[0, 0, 0, 20, 1, 2]), Decoded::Incomplete);
     }

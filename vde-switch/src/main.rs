@@ -47,7 +47,10 @@ fn main() -> ExitCode {
     if !opts.dns_search_given {
         opts.config.dns_search = rc.search.clone();
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warren: cannot start the event loop: {e}");

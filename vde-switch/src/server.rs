@@ -51,7 +51,11 @@ fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
 
 fn poll_ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
     let mut cx = Context::from_waker(waker);
-    let r = if write { fd.poll_write_ready(&mut cx).map(|r| r.is_ok()) } else { fd.poll_read_ready(&mut cx).map(|r| r.is_ok()) };
+    let r = if write {
+        fd.poll_write_ready(&mut cx).map(|r| r.is_ok())
+    } else {
+        fd.poll_read_ready(&mut cx).map(|r| r.is_ok())
+    };
     matches!(r, Poll::Ready(true))
 }
 
@@ -146,7 +150,9 @@ impl Ports {
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else { return };
+        let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else {
+            return;
+        };
         if frame.len() > self.mtu_frame {
             p.counters.drop_oversize += 1;
             return;
@@ -190,16 +196,31 @@ impl Ports {
         let dirty = std::mem::take(&mut self.dirty);
         for idx in dirty {
             let gen = self.slots.get(idx).map(|s| s.0).unwrap_or(0);
-            let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else { continue };
+            let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else {
+                continue;
+            };
             while p.tx_off < p.tx.len() {
                 let buf = &p.tx[p.tx_off..];
                 // SAFETY: buf is valid for reads of its length for the call's duration.
-                let r = unsafe { libc::send(p.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+                let r = unsafe {
+                    libc::send(
+                        p.fd.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
                 if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::WouldBlock {
                         p.write_blocked = true;
-                        clear_ready(&p.fd, &p.waker, true, &self.queue, Token::Ext(ext(idx, gen)));
+                        clear_ready(
+                            &p.fd,
+                            &p.waker,
+                            true,
+                            &self.queue,
+                            Token::Ext(ext(idx, gen)),
+                        );
                     } else {
                         dead.push(idx);
                     }
@@ -235,13 +256,24 @@ impl Server {
     pub fn bind(queue: Arc<ReadyQueue>, driver: &Driver, opts: &ServerOptions) -> io::Result<Self> {
         let pcap = match &opts.pcap {
             Some(p) => {
-                let f = File::create(p).map_err(|e| io::Error::new(e.kind(), format!("cannot create pcap file {}: {e}", p.display())))?;
+                let f = File::create(p).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create pcap file {}: {e}", p.display()),
+                    )
+                })?;
                 Some(PcapWriter::new(BufWriter::with_capacity(1 << 20, f))?)
             }
             None => None,
         };
         let mtu_frame = usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN;
-        let mut ports = Ports { slots: Vec::new(), queue: queue.clone(), mtu_frame, dirty: Vec::new(), pcap };
+        let mut ports = Ports {
+            slots: Vec::new(),
+            queue: queue.clone(),
+            mtu_frame,
+            dirty: Vec::new(),
+            pcap,
+        };
         let mut unix_paths = Vec::new();
         for l in &opts.listen {
             let sock = match l {
@@ -251,22 +283,32 @@ impl Server {
                         if meta.file_type().is_socket() {
                             // A stale socket from an earlier run: replace it only if nobody answers.
                             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                                return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is in use by another process", path.display())));
+                                return Err(io::Error::new(
+                                    io::ErrorKind::AddrInUse,
+                                    format!("{} is in use by another process", path.display()),
+                                ));
                             }
                             let _ = std::fs::remove_file(path);
                         } else {
-                            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+                            return Err(io::Error::new(
+                                io::ErrorKind::AlreadyExists,
+                                format!("{} exists and is not a socket", path.display()),
+                            ));
                         }
                     }
                     let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-                    s.bind(&SockAddr::unix(path)?).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
+                    s.bind(&SockAddr::unix(path)?).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+                    })?;
                     unix_paths.push(path.clone());
                     s
                 }
                 Listen::Tcp(addr) => {
                     let s = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
                     s.set_reuse_address(true)?;
-                    s.bind(&SockAddr::from(*addr)).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+                    s.bind(&SockAddr::from(*addr)).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                    })?;
                     s
                 }
             };
@@ -288,7 +330,10 @@ impl Server {
 
     /// Runs until SIGINT or SIGTERM.
     pub async fn serve(mut self, mut driver: Driver) -> io::Result<()> {
-        for kind in [tokio::signal::unix::SignalKind::interrupt(), tokio::signal::unix::SignalKind::terminate()] {
+        for kind in [
+            tokio::signal::unix::SignalKind::interrupt(),
+            tokio::signal::unix::SignalKind::terminate(),
+        ] {
             let mut sig = tokio::signal::unix::signal(kind)?;
             let stop = self.stop.clone();
             let q = self.queue.clone();
@@ -359,7 +404,9 @@ impl Server {
     fn handle_ext(&mut self, now: Instant, x: u64, driver: &mut Driver) {
         let idx = (x & 0xffff_ffff) as usize;
         let gen = (x >> 32) as u32;
-        let Some((g, Some(ep))) = self.ports.slots.get(idx) else { return };
+        let Some((g, Some(ep))) = self.ports.slots.get(idx) else {
+            return;
+        };
         if *g != gen {
             return;
         }
@@ -375,7 +422,9 @@ impl Server {
     fn accept(&mut self, idx: usize) {
         let gen = self.ports.slots[idx].0;
         loop {
-            let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else { return };
+            let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else {
+                return;
+            };
             if !poll_ready(&l.fd, &l.waker, false) {
                 return;
             }
@@ -383,15 +432,26 @@ impl Server {
                 Ok((s, addr)) => {
                     let name = match &l.what {
                         Listen::Unix(p) => format!("unix:{}", p.display()),
-                        Listen::Tcp(_) => format!("tcp:{}", addr.as_socket().map(|a| a.to_string()).unwrap_or_default()),
+                        Listen::Tcp(_) => format!(
+                            "tcp:{}",
+                            addr.as_socket().map(|a| a.to_string()).unwrap_or_default()
+                        ),
                     };
                     if let Err(e) = self.add_port(s, name.clone()) {
                         log::warn!("cannot add a port for {name}: {e}");
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else { return };
-                    clear_ready(&l.fd, &l.waker, false, &self.queue, Token::Ext(ext(idx, gen)));
+                    let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else {
+                        return;
+                    };
+                    clear_ready(
+                        &l.fd,
+                        &l.waker,
+                        false,
+                        &self.queue,
+                        Token::Ext(ext(idx, gen)),
+                    );
                     return;
                 }
                 Err(e) => {
@@ -430,7 +490,9 @@ impl Server {
     }
 
     fn port_writable(&mut self, idx: usize, _gen: u32) {
-        let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else { return };
+        let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
+            return;
+        };
         if p.write_blocked && poll_ready(&p.fd, &p.waker, true) {
             p.write_blocked = false;
             self.ports.dirty.push(idx);
@@ -440,20 +502,35 @@ impl Server {
     fn port_readable(&mut self, now: Instant, idx: usize, gen: u32, driver: &mut Driver) {
         // Bound the work per wakeup so one busy guest cannot starve the others.
         for _ in 0..16 {
-            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else { return };
+            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
+                return;
+            };
             if !poll_ready(&p.fd, &p.waker, false) {
                 return;
             }
             let free = &mut p.rx[p.rx_len..];
             // SAFETY: `free` is valid for writes of its length for the call's duration.
-            let r = unsafe { libc::recv(p.fd.as_raw_fd(), free.as_mut_ptr().cast(), free.len(), libc::MSG_DONTWAIT) };
+            let r = unsafe {
+                libc::recv(
+                    p.fd.as_raw_fd(),
+                    free.as_mut_ptr().cast(),
+                    free.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if r == 0 {
                 return self.close_port(idx, "disconnected");
             }
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    clear_ready(&p.fd, &p.waker, false, &self.queue, Token::Ext(ext(idx, gen)));
+                    clear_ready(
+                        &p.fd,
+                        &p.waker,
+                        false,
+                        &self.queue,
+                        Token::Ext(ext(idx, gen)),
+                    );
                     return;
                 }
                 return self.close_port(idx, &format!("read failed: {e}"));
@@ -464,9 +541,13 @@ impl Server {
             let mut bad = None;
             while pos < rx_len {
                 match framing::decode(&rx[pos..rx_len]) {
-                    Decoded::Frame { start, len, consumed } => {
+                    Decoded::Frame {
+                        start,
+                        len,
+                        consumed,
+                    } => {
                         let frame = &rx[pos + start..pos + start + len];
-                        self.from_port(now, idx, id, frame, driver);
+                        self.switch_frame(now, idx, id, frame, driver);
                         pos += consumed;
                     }
                     Decoded::Incomplete => break,
@@ -476,7 +557,9 @@ impl Server {
                     }
                 }
             }
-            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else { return };
+            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
+                return;
+            };
             rx.copy_within(pos..rx_len, 0);
             p.rx_len = rx_len - pos;
             p.rx = rx;
@@ -488,7 +571,14 @@ impl Server {
         self.queue.push(Token::Ext(ext(idx, gen)));
     }
 
-    fn from_port(&mut self, now: Instant, idx: usize, port: PortId, frame: &[u8], driver: &mut Driver) {
+    fn switch_frame(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        port: PortId,
+        frame: &[u8],
+        driver: &mut Driver,
+    ) {
         if let Some(pc) = self.ports.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
@@ -514,7 +604,9 @@ impl Server {
         };
         let (ports, macs, gw) = (&mut self.ports, &self.macs, self.gateway_mac);
         match dest {
-            Dest::Gateway => driver.handle_frame(now, frame, &mut |f| from_gateway(ports, macs, gw, now, f)),
+            Dest::Gateway => {
+                driver.handle_frame(now, frame, &mut |f| from_gateway(ports, macs, gw, now, f))
+            }
             Dest::Port(p) => {
                 if let Some((i, _)) = ports.port_mut(p) {
                     ports.send_raw(i, frame);
@@ -540,7 +632,9 @@ impl Server {
     }
 
     fn close_port(&mut self, idx: usize, why: &str) {
-        let Some(slot) = self.ports.slots.get_mut(idx) else { return };
+        let Some(slot) = self.ports.slots.get_mut(idx) else {
+            return;
+        };
         if let Some(Endpoint::Port(p)) = slot.1.take() {
             log::info!("port {} ({}) closed: {why}; {:?}", p.id, p.name, p.counters);
             self.macs.remove_port(p.id);
@@ -576,8 +670,13 @@ fn from_gateway(ports: &mut Ports, macs: &MacTable, gw: Mac, now: Instant, frame
             if let Some(pc) = ports.pcap.as_mut() {
                 let _ = pc.frame(frame);
             }
-            let targets: Vec<usize> =
-                ports.slots.iter().enumerate().filter(|(_, (_, e))| matches!(e, Some(Endpoint::Port(_)))).map(|(i, _)| i).collect();
+            let targets: Vec<usize> = ports
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, e))| matches!(e, Some(Endpoint::Port(_))))
+                .map(|(i, _)| i)
+                .collect();
             for i in targets {
                 ports.send_raw(i, frame);
             }

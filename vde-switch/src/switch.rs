@@ -48,7 +48,14 @@ pub struct MacTable {
 
 impl MacTable {
     /// Learns `src` on `port` and decides where a frame to `dst` goes.
-    pub fn forward(&mut self, now: Instant, port: PortId, src: Mac, dst: Mac, gateway: Mac) -> Result<Dest, Refused> {
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        src: Mac,
+        dst: Mac,
+        gateway: Mac,
+    ) -> Result<Dest, Refused> {
         if src == gateway {
             return Err(Refused::GatewayMac);
         }
@@ -73,10 +80,16 @@ impl MacTable {
     /// Where a frame to `dst` goes (from the gateway when `from` is None).
     pub fn lookup(&self, now: Instant, dst: Mac, gateway: Mac, from: Option<PortId>) -> Dest {
         if dst == gateway {
-            return if from.is_some() { Dest::Gateway } else { Dest::Drop };
+            return if from.is_some() {
+                Dest::Gateway
+            } else {
+                Dest::Drop
+            };
         }
         if dst[0] & 1 == 1 {
-            return Dest::Flood { gateway: from.is_some() };
+            return Dest::Flood {
+                gateway: from.is_some(),
+            };
         }
         match self.entries.get(&dst) {
             Some(e) if now.saturating_duration_since(e.seen) < MAC_AGING => {
@@ -97,7 +110,8 @@ impl MacTable {
 
     /// Drops entries older than the aging time.
     pub fn expire(&mut self, now: Instant) {
-        self.entries.retain(|_, e| now.saturating_duration_since(e.seen) < MAC_AGING);
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.seen) < MAC_AGING);
     }
 
     pub fn len(&self) -> usize {
@@ -121,11 +135,17 @@ mod tests {
     fn learns_floods_and_unicasts() {
         let mut t = MacTable::default();
         let now = Instant::now();
-        assert_eq!(t.forward(now, 1, A, BC, GW), Ok(Dest::Flood { gateway: true }));
+        assert_eq!(
+            t.forward(now, 1, A, BC, GW),
+            Ok(Dest::Flood { gateway: true })
+        );
         assert_eq!(t.forward(now, 2, B, A, GW), Ok(Dest::Port(1)));
         assert_eq!(t.forward(now, 1, A, B, GW), Ok(Dest::Port(2)));
         assert_eq!(t.forward(now, 1, A, GW, GW), Ok(Dest::Gateway));
-        assert_eq!(t.forward(now, 1, A, [0x52, 0x54, 0, 0, 0, 9], GW), Ok(Dest::Flood { gateway: false }));
+        assert_eq!(
+            t.forward(now, 1, A, [0x52, 0x54, 0, 0, 0, 9], GW),
+            Ok(Dest::Flood { gateway: false })
+        );
         assert_eq!(t.lookup(now, A, GW, None), Dest::Port(1));
         assert_eq!(t.lookup(now, BC, GW, None), Dest::Flood { gateway: false });
     }

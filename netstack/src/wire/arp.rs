@@ -28,7 +28,13 @@ impl ArpRepr {
         }
         let mac = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]];
         let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
-        Ok(ArpRepr { op: be16(b, 6), sender_mac: mac(8), sender_ip: ip(14), target_mac: mac(18), target_ip: ip(24) })
+        Ok(ArpRepr {
+            op: be16(b, 6),
+            sender_mac: mac(8),
+            sender_ip: ip(14),
+            target_mac: mac(18),
+            target_ip: ip(24),
+        })
     }
     pub fn emit(&self, b: &mut [u8]) {
         b[0..2].copy_from_slice(&1u16.to_be_bytes());

@@ -29,7 +29,13 @@ impl<'a> IcmpMessage<'a> {
         if checksum::checksum(b) != 0 {
             return Err(WireError::BadChecksum);
         }
-        Ok(IcmpMessage { kind: b[0], code: b[1], ident: be16(b, 4), seq: be16(b, 6), payload: &b[HEADER_LEN..] })
+        Ok(IcmpMessage {
+            kind: b[0],
+            code: b[1],
+            ident: be16(b, 4),
+            seq: be16(b, 6),
+            payload: &b[HEADER_LEN..],
+        })
     }
 }
 

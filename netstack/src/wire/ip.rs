@@ -100,7 +100,13 @@ pub fn header_len(addr: IpAddr) -> usize {
 
 /// Writes an IP header (v4 with checksum, or v6) for `payload_len` bytes of `proto` into `buf`.
 /// Returns the header length. Both addresses must be of the same family.
-pub fn write_header(buf: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8, payload_len: usize) -> usize {
+pub fn write_header(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    payload_len: usize,
+) -> usize {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total = (IPV4_HEADER_LEN + payload_len) as u16;
@@ -147,11 +153,17 @@ mod tests {
         let d = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2));
         write_header(&mut b, s, d, PROTO_UDP, 8);
         let p = IpPacket::parse_v4(&b).expect("valid");
-        assert_eq!((p.src, p.dst, p.proto, p.payload.len()), (s, d, PROTO_UDP, 8));
+        assert_eq!(
+            (p.src, p.dst, p.proto, p.payload.len()),
+            (s, d, PROTO_UDP, 8)
+        );
         let mut bad = b.clone();
         bad[15] ^= 1;
         assert_eq!(IpPacket::parse_v4(&bad).err(), Some(WireError::BadChecksum));
-        assert_eq!(IpPacket::parse_v4(&b[..10]).err(), Some(WireError::Truncated));
+        assert_eq!(
+            IpPacket::parse_v4(&b[..10]).err(),
+            Some(WireError::Truncated)
+        );
         let mut long = b.clone();
         long[3] = 200;
         assert!(IpPacket::parse_v4(&long).is_err());

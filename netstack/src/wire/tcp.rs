@@ -161,10 +161,16 @@ mod tests {
         b[h.len()..].copy_from_slice(b"abc");
         write_header(&mut b, &h, s, d);
         let p = TcpSegment::parse(&b, s, d).expect("valid");
-        assert_eq!((p.seq, p.ack, p.flags, p.mss, p.wscale, p.payload), (7, 9, SYN | ACK, Some(1460), Some(7), &b"abc"[..]));
+        assert_eq!(
+            (p.seq, p.ack, p.flags, p.mss, p.wscale, p.payload),
+            (7, 9, SYN | ACK, Some(1460), Some(7), &b"abc"[..])
+        );
         assert_eq!(p.seq_len(), 4);
         b[25] ^= 0xff;
-        assert_eq!(TcpSegment::parse(&b, s, d).err(), Some(WireError::BadChecksum));
+        assert_eq!(
+            TcpSegment::parse(&b, s, d).err(),
+            Some(WireError::BadChecksum)
+        );
     }
 
     #[test]
@@ -176,7 +182,10 @@ mod tests {
         b[21] = 9; // option longer than the header
         let c = checksum::transport(s, s, PROTO_TCP, &b);
         b[16..18].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(TcpSegment::parse(&b, s, s).err(), Some(WireError::BadHeaderLength));
+        assert_eq!(
+            TcpSegment::parse(&b, s, s).err(),
+            Some(WireError::BadHeaderLength)
+        );
     }
 
     #[test]

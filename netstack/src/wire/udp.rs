@@ -27,7 +27,11 @@ impl<'a> UdpDatagram<'a> {
         if (sum != 0 || src.is_ipv6()) && checksum::transport(src, dst, PROTO_UDP, b) != 0 {
             return Err(WireError::BadChecksum);
         }
-        Ok(UdpDatagram { src_port: be16(b, 0), dst_port: be16(b, 2), payload: &b[HEADER_LEN..] })
+        Ok(UdpDatagram {
+            src_port: be16(b, 0),
+            dst_port: be16(b, 2),
+            payload: &b[HEADER_LEN..],
+        })
     }
 }
 

@@ -1,0 +1,925 @@
+//! Deterministic tests of the gateway core against a simulated host: virtual time, in-memory sockets.
+
+use netstack::config::Config;
+use netstack::flow::{FlowId, Proto};
+use netstack::gateway::Gateway;
+use netstack::host::HostIo;
+use netstack::wire::arp::{self, ArpRepr};
+use netstack::wire::ethernet::{self, Frame};
+use netstack::wire::icmp as icmpw;
+use netstack::wire::ip::{self, IpPacket};
+use netstack::wire::tcp::{self as tcpw, TcpHeader, TcpSegment, ACK, FIN, PSH, RST, SYN};
+use netstack::wire::udp::{self as udpw, UdpDatagram};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+const GW_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+fn guest_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15))
+}
+fn gw_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2))
+}
+fn remote_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 80))
+}
+
+#[derive(Default)]
+struct SimTcp {
+    dst: Option<SocketAddr>,
+    /// Bytes the host peer sent us, not yet consumed.
+    rx: VecDeque<u8>,
+    rx_eof: bool,
+    /// Bytes we wrote to the host peer.
+    written: Vec<u8>,
+    /// How many more bytes the socket accepts (None: unlimited).
+    send_room: Option<usize>,
+    shut_wr: bool,
+    closed: Option<bool>,
+}
+
+#[derive(Default)]
+struct SimHost {
+    frames: Vec<Vec<u8>>,
+    tcp: HashMap<FlowId, SimTcp>,
+    udp: HashMap<FlowId, (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>)>,
+    want_write: Vec<FlowId>,
+}
+
+impl HostIo for SimHost {
+    fn transmit(&mut self, frame: &[u8]) {
+        self.frames.push(frame.to_vec());
+    }
+    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.tcp.insert(
+            id,
+            SimTcp {
+                dst: Some(dst),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        let n = s.send_room.map_or(data.len(), |r| r.min(data.len()));
+        if n == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        if let Some(r) = s.send_room.as_mut() {
+            *r -= n;
+        }
+        s.written.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+    fn tcp_peek(
+        &mut self,
+        id: FlowId,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        if offset >= s.rx.len() {
+            return if s.rx_eof {
+                Ok(0)
+            } else {
+                Err(ErrorKind::WouldBlock.into())
+            };
+        }
+        let mut n = 0;
+        let mut it = s.rx.iter().skip(offset);
+        for b in bufs.iter_mut() {
+            for slot in b.iter_mut() {
+                match it.next() {
+                    Some(&v) => {
+                        *slot = v;
+                        n += 1;
+                    }
+                    None => return Ok(n),
+                }
+            }
+        }
+        Ok(n)
+    }
+    fn tcp_consume(&mut self, id: FlowId, n: usize) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            s.rx.drain(..n.min(s.rx.len()));
+        }
+    }
+    fn tcp_want_write(&mut self, id: FlowId) {
+        self.want_write.push(id);
+    }
+    fn tcp_shutdown_write(&mut self, id: FlowId) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            s.shut_wr = true;
+        }
+    }
+    fn tcp_close(&mut self, id: FlowId, reset: bool) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            s.closed = Some(reset);
+        }
+    }
+    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.udp.insert(id, (dst, Vec::new(), VecDeque::new()));
+        Ok(())
+    }
+    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
+        self.udp
+            .get_mut(&id)
+            .ok_or(ErrorKind::NotConnected)?
+            .1
+            .push(data.to_vec());
+        Ok(())
+    }
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let d = self
+            .udp
+            .get_mut(&id)
+            .ok_or(ErrorKind::NotConnected)?
+            .2
+            .pop_front()
+            .ok_or(ErrorKind::WouldBlock)?;
+        buf[..d.len()].copy_from_slice(&d);
+        Ok(d.len())
+    }
+    fn udp_close(&mut self, id: FlowId) {
+        self.udp.remove(&id);
+    }
+    fn icmp_open(&mut self, _id: FlowId, _dst: IpAddr) -> io::Result<()> {
+        Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            "no ping sockets in the simulation",
+        ))
+    }
+    fn icmp_send(&mut self, _id: FlowId, _msg: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn icmp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(ErrorKind::WouldBlock.into())
+    }
+    fn icmp_close(&mut self, _id: FlowId) {}
+    fn dns_send(&mut self, _upstream: SocketAddr, _query: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn dns_recv(&mut self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(ErrorKind::WouldBlock.into())
+    }
+}
+
+/// A parsed TCP segment the gateway sent to the guest.
+#[derive(Debug, Clone)]
+struct Out {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    mss: Option<u16>,
+    wscale: Option<u8>,
+    payload: Vec<u8>,
+}
+
+struct Harness {
+    gw: Gateway,
+    host: SimHost,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(cfg: Config) -> Self {
+        Harness {
+            gw: Gateway::new(cfg),
+            host: SimHost::default(),
+            now: Instant::now(),
+        }
+    }
+
+    fn send(&mut self, frame: Vec<u8>) {
+        self.gw.handle_frame(self.now, &frame, &mut self.host);
+        self.gw.end_batch(self.now, &mut self.host);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.gw.poll_timers(self.now, &mut self.host);
+        self.gw.end_batch(self.now, &mut self.host);
+    }
+
+    fn take_frames(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.host.frames)
+    }
+
+    fn take_tcp(&mut self) -> Vec<Out> {
+        self.take_frames()
+            .iter()
+            .filter_map(|f| {
+                let e = Frame::parse(f).ok()?;
+                assert_eq!(e.dst(), GUEST_MAC, "frames go to the guest's MAC");
+                assert_eq!(e.src(), GW_MAC);
+                let p = IpPacket::parse_v4(e.payload()).expect("valid IPv4 from the gateway");
+                if p.proto != ip::PROTO_TCP {
+                    return None;
+                }
+                let s = TcpSegment::parse(p.payload, p.src, p.dst)
+                    .expect("valid TCP checksum from the gateway");
+                Some(Out {
+                    seq: s.seq,
+                    ack: s.ack,
+                    flags: s.flags,
+                    window: s.window,
+                    mss: s.mss,
+                    wscale: s.wscale,
+                    payload: s.payload.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    fn flow(&self) -> FlowId {
+        *self.host.tcp.keys().next().expect("a host socket")
+    }
+}
+
+fn ipv4_frame(src: IpAddr, dst: IpAddr, proto: u8, transport: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + transport.len()];
+    ethernet::write_header(&mut f, GW_MAC, GUEST_MAC, ethernet::ETHERTYPE_IPV4);
+    ip::write_header(&mut f[14..], src, dst, proto, transport.len());
+    f[34..].copy_from_slice(transport);
+    f
+}
+
+fn tcp_frame(
+    dst: IpAddr,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    syn_opts: Option<(u16, Option<u8>)>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: 40000,
+        dst_port: dport,
+        seq,
+        ack,
+        flags,
+        window,
+        syn_opts,
+    };
+    let mut seg = vec![0u8; h.len() + payload.len()];
+    seg[h.len()..].copy_from_slice(payload);
+    tcpw::write_header(&mut seg, &h, guest_ip(), dst);
+    ipv4_frame(guest_ip(), dst, ip::PROTO_TCP, &seg)
+}
+
+fn udp_frame(dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut seg = vec![0u8; 8 + payload.len()];
+    seg[8..].copy_from_slice(payload);
+    udpw::write(&mut seg, guest_ip(), dst, 5555, dport);
+    ipv4_frame(guest_ip(), dst, ip::PROTO_UDP, &seg)
+}
+
+const ISN: u32 = 1000;
+
+/// Guest SYN → host connect → SYN-ACK → ACK. Returns the gateway's ISN + 1.
+fn establish(h: &mut Harness, dst: IpAddr, port: u16) -> u32 {
+    h.send(tcp_frame(
+        dst,
+        port,
+        ISN,
+        0,
+        SYN,
+        65535,
+        Some((1460, Some(7))),
+        b"",
+    ));
+    assert!(
+        h.take_tcp().is_empty(),
+        "no SYN-ACK before the host connect succeeds"
+    );
+    let id = h.flow();
+    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    let out = h.take_tcp();
+    assert_eq!(out.len(), 1);
+    let synack = &out[0];
+    assert_eq!(synack.flags, SYN | ACK);
+    assert_eq!(synack.ack, ISN + 1);
+    assert_eq!(synack.mss, Some(1460));
+    assert_eq!(synack.wscale, Some(7));
+    let ours = synack.seq.wrapping_add(1);
+    // The guest's window: 65535 << 7 bytes.
+    h.send(tcp_frame(dst, port, ISN + 1, ours, ACK, 65535, None, b""));
+    assert!(h.take_tcp().is_empty());
+    ours
+}
+
+#[test]
+fn arp_answers_only_for_gateway_and_dns() {
+    let mut h = Harness::new(Config::default());
+    for (target, answered) in [
+        ([10, 0, 2, 2], true),
+        ([10, 0, 2, 3], true),
+        ([10, 0, 2, 77], false),
+    ] {
+        let req = ArpRepr {
+            op: arp::OP_REQUEST,
+            sender_mac: GUEST_MAC,
+            sender_ip: Ipv4Addr::new(10, 0, 2, 15),
+            target_mac: [0; 6],
+            target_ip: Ipv4Addr::from(target),
+        };
+        let mut f = vec![0u8; 42];
+        ethernet::write_header(
+            &mut f,
+            ethernet::BROADCAST,
+            GUEST_MAC,
+            ethernet::ETHERTYPE_ARP,
+        );
+        req.emit(&mut f[14..]);
+        h.send(f);
+        let out = h.take_frames();
+        assert_eq!(out.len(), usize::from(answered), "ARP for {target:?}");
+        if answered {
+            let r = ArpRepr::parse(&out[0][14..]).expect("arp");
+            assert_eq!(
+                (r.op, r.sender_mac, r.sender_ip),
+                (arp::OP_REPLY, GW_MAC, Ipv4Addr::from(target))
+            );
+        }
+    }
+}
+
+#[test]
+fn tcp_full_exchange_and_orderly_close() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    assert_eq!(
+        h.host.tcp[&id].dst,
+        Some("192.0.2.80:80".parse().expect("addr"))
+    );
+
+    // Guest → host.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK | PSH,
+        65535,
+        None,
+        b"GET / HTTP/1.0\r\n\r\n",
+    ));
+    assert_eq!(h.host.tcp[&id].written, b"GET / HTTP/1.0\r\n\r\n");
+    let acks = h.take_tcp();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].ack, ISN + 1 + 18);
+
+    // Host → guest: 4000 bytes become MSS-sized segments.
+    let body: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(body.iter().copied());
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let segs = h.take_tcp();
+    assert_eq!(
+        segs.iter().map(|s| s.payload.len()).collect::<Vec<_>>(),
+        vec![1460, 1460, 1080]
+    );
+    let got: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(got, body);
+    assert_eq!(segs[0].seq, ours);
+    assert_eq!(segs[2].seq, ours + 2920);
+    assert_eq!(
+        h.host.tcp[&id].rx.len(),
+        4000,
+        "nothing consumed before the guest ACKs"
+    );
+
+    // The guest ACKs part: that much is consumed.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 19,
+        ours + 1460,
+        ACK,
+        65535,
+        None,
+        b"",
+    ));
+    assert_eq!(h.host.tcp[&id].rx.len(), 2540);
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 19,
+        ours + 4000,
+        ACK,
+        65535,
+        None,
+        b"",
+    ));
+    assert_eq!(h.host.tcp[&id].rx.len(), 0);
+
+    // Host closes → FIN to the guest after the data.
+    h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let fin = h.take_tcp();
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0].flags & FIN, FIN);
+    assert_eq!(fin[0].seq, ours + 4000);
+
+    // Guest ACKs our FIN and sends its own: shutdown, then the flow is freed.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 19,
+        ours + 4001,
+        ACK | FIN,
+        65535,
+        None,
+        b"",
+    ));
+    assert!(h.host.tcp[&id].shut_wr);
+    assert_eq!(h.host.tcp[&id].closed, Some(false));
+    let last = h.take_tcp();
+    assert_eq!(last.last().map(|s| (s.flags, s.ack)), Some((ACK, ISN + 20)));
+    assert_eq!(h.gw.flow_counts().0, 0);
+    assert_eq!(h.gw.stats().tcp_flows_closed, 1);
+}
+
+#[test]
+fn guest_half_close_keeps_host_to_guest_open() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK | FIN,
+        65535,
+        None,
+        b"upload",
+    ));
+    assert_eq!(h.host.tcp[&id].written, b"upload");
+    assert!(
+        h.host.tcp[&id].shut_wr,
+        "guest FIN becomes shutdown(SHUT_WR)"
+    );
+    let a = h.take_tcp();
+    assert_eq!(a.last().map(|s| s.ack), Some(ISN + 1 + 6 + 1));
+    // The host still answers.
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(b"ok".iter().copied());
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let d = h.take_tcp();
+    assert_eq!(d[0].payload, b"ok");
+    assert_eq!(h.gw.flow_counts().0, 1);
+}
+
+#[test]
+fn refused_connect_is_reset_at_once() {
+    let mut h = Harness::new(Config::default());
+    h.send(tcp_frame(
+        gw_ip(),
+        9,
+        ISN,
+        0,
+        SYN,
+        65535,
+        Some((1460, None)),
+        b"",
+    ));
+    let id = h.flow();
+    assert_eq!(
+        h.host.tcp[&id].dst,
+        Some("127.0.0.1:9".parse().expect("addr")),
+        "the gateway address is host loopback"
+    );
+    h.gw.on_tcp_connected(
+        h.now,
+        id,
+        Err(io::Error::from(ErrorKind::ConnectionRefused)),
+        &mut h.host,
+    );
+    let out = h.take_tcp();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, RST | ACK);
+    assert_eq!(out[0].ack, ISN + 1);
+    assert_eq!(h.gw.stats().tcp_refused, 1);
+    assert_eq!(h.gw.flow_counts().0, 0);
+}
+
+#[test]
+fn unreachable_connect_becomes_icmp() {
+    let mut h = Harness::new(Config::default());
+    h.send(tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b""));
+    let id = h.flow();
+    h.gw.on_tcp_connected(
+        h.now,
+        id,
+        Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+        &mut h.host,
+    );
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
+    assert_eq!(p.proto, ip::PROTO_ICMP);
+    let m = icmpw::IcmpMessage::parse(p.payload).expect("icmp checksum");
+    assert_eq!(
+        (m.kind, m.code),
+        (icmpw::DEST_UNREACHABLE, icmpw::CODE_HOST_UNREACHABLE)
+    );
+    // The quote names the guest's connection: ports and sequence number.
+    // The quote is the SYN's IP header (its length field names the whole SYN) and 8 TCP bytes.
+    assert_eq!(m.payload.len(), 28);
+    assert_eq!(&m.payload[12..16], &[10, 0, 2, 15]);
+    assert_eq!(&m.payload[16..20], &[192, 0, 2, 80]);
+    assert_eq!(&m.payload[20..24], &[0x9c, 0x40, 0, 80]);
+    assert_eq!(&m.payload[24..28], &ISN.to_be_bytes());
+}
+
+#[test]
+fn host_loopback_can_be_disabled() {
+    let cfg = Config {
+        host_loopback: false,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(tcp_frame(gw_ip(), 22, ISN, 0, SYN, 65535, None, b""));
+    assert!(h.host.tcp.is_empty());
+    let out = h.take_tcp();
+    assert_eq!(out[0].flags & RST, RST);
+}
+
+#[test]
+fn out_of_order_data_is_not_written_and_dup_acked() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1 + 100,
+        ours,
+        ACK,
+        65535,
+        None,
+        b"later",
+    ));
+    assert!(h.host.tcp[&id].written.is_empty());
+    let a = h.take_tcp();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].ack,
+        ISN + 1,
+        "duplicate ACK asks for the missing bytes"
+    );
+    // A retransmission overlapping what we have is trimmed.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK,
+        65535,
+        None,
+        b"abc",
+    ));
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 2,
+        ours,
+        ACK,
+        65535,
+        None,
+        b"bcdef",
+    ));
+    assert_eq!(h.host.tcp[&id].written, b"abcdef");
+}
+
+#[test]
+fn full_host_socket_buffers_within_window_then_flushes() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.host.tcp.get_mut(&id).expect("sock").send_room = Some(4);
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK,
+        65535,
+        None,
+        b"0123456789",
+    ));
+    assert_eq!(h.host.tcp[&id].written, b"0123");
+    assert_eq!(h.host.want_write, vec![id]);
+    let a = h.take_tcp();
+    assert_eq!(
+        a[0].ack,
+        ISN + 11,
+        "accepted bytes are acknowledged: we hold them"
+    );
+    assert!(
+        u32::from(a[0].window) << 7 < netstack::tcp::RCV_WINDOW,
+        "the window shrinks by what we hold"
+    );
+    h.host.tcp.get_mut(&id).expect("sock").send_room = None;
+    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    assert_eq!(h.host.tcp[&id].written, b"0123456789");
+}
+
+#[test]
+fn lost_segments_are_retransmitted_from_snd_una() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(vec![7u8; 3000]);
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    assert_eq!(h.take_tcp().len(), 3);
+    // Nothing is acknowledged: after the retransmission timeout everything goes again.
+    h.advance(Duration::from_millis(300));
+    let again = h.take_tcp();
+    assert_eq!(again.first().map(|s| s.seq), Some(ours));
+    assert_eq!(again.iter().map(|s| s.payload.len()).sum::<usize>(), 3000);
+    assert_eq!(h.gw.stats().tcp_retransmits, 1);
+    // Three duplicate ACKs trigger a fast retransmit from the acknowledged point.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours + 1460,
+        ACK,
+        65535,
+        None,
+        b"",
+    ));
+    h.take_tcp();
+    for _ in 0..3 {
+        h.send(tcp_frame(
+            remote_ip(),
+            80,
+            ISN + 1,
+            ours + 1460,
+            ACK,
+            65535,
+            None,
+            b"",
+        ));
+    }
+    let fast = h.take_tcp();
+    assert_eq!(fast.first().map(|s| s.seq), Some(ours + 1460));
+}
+
+#[test]
+fn guest_window_limits_what_is_sent() {
+    let mut h = Harness::new(Config::default());
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN,
+        0,
+        SYN,
+        2000,
+        Some((1460, None)),
+        b"",
+    ));
+    let id = h.flow();
+    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    let ours = h.take_tcp()[0].seq + 1;
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK,
+        2000,
+        None,
+        b"",
+    ));
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(vec![1u8; 10000]);
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let segs = h.take_tcp();
+    assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 2000);
+    // The window slides as the guest acknowledges.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours + 2000,
+        ACK,
+        2000,
+        None,
+        b"",
+    ));
+    let more = h.take_tcp();
+    assert_eq!(more.iter().map(|s| s.payload.len()).sum::<usize>(), 2000);
+    assert_eq!(more[0].seq, ours + 2000);
+}
+
+#[test]
+fn rst_from_guest_resets_host_and_unknown_segments_get_rst() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.send(tcp_frame(remote_ip(), 80, ISN + 1, ours, RST, 0, None, b""));
+    assert_eq!(h.host.tcp[&id].closed, Some(true));
+    assert_eq!(h.gw.flow_counts().0, 0);
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours,
+        ACK,
+        100,
+        None,
+        b"x",
+    ));
+    let r = h.take_tcp();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].flags, r[0].seq), (RST, ours));
+}
+
+#[test]
+fn malformed_frames_are_counted_not_fatal() {
+    let mut h = Harness::new(Config::default());
+    let good = tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b"");
+    let mut bad_sum = good.clone();
+    let last = bad_sum.len() - 1;
+    bad_sum[last] ^= 0xff;
+    h.send(bad_sum);
+    h.send(good[..20].to_vec());
+    h.send(vec![0u8; 5]);
+    let mut bad_ver = good.clone();
+    bad_ver[14] = 0x55;
+    h.send(bad_ver);
+    let s = h.gw.stats();
+    assert_eq!(s.drop_bad_checksum, 1);
+    assert!(s.drop_malformed >= 3, "{s:?}");
+    assert!(h.host.tcp.is_empty());
+    // Random garbage never panics.
+    let mut x: u64 = 0x1234_5678;
+    for len in 0..400usize {
+        let mut f = good.clone();
+        f.truncate(len.min(f.len()));
+        for b in f.iter_mut().skip(14) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 5 == 0 {
+                *b = x as u8;
+            }
+        }
+        h.send(f);
+    }
+}
+
+#[test]
+fn spoofed_sources_are_dropped() {
+    let mut h = Harness::new(Config::default());
+    let mut seg = vec![0u8; 20];
+    let hdr = TcpHeader {
+        src_port: 1,
+        dst_port: 80,
+        seq: 1,
+        ack: 0,
+        flags: SYN,
+        window: 1,
+        syn_opts: None,
+    };
+    tcpw::write_header(&mut seg, &hdr, gw_ip(), remote_ip());
+    h.send(ipv4_frame(gw_ip(), remote_ip(), ip::PROTO_TCP, &seg));
+    assert_eq!(h.gw.stats().drop_spoofed, 1);
+    assert!(h.host.tcp.is_empty());
+}
+
+#[test]
+fn flow_cap_per_guest() {
+    let cfg = Config {
+        max_flows_per_guest: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    for port in [1u16, 2, 3] {
+        let h2 = TcpHeader {
+            src_port: 40000 + port,
+            dst_port: 80,
+            seq: 1,
+            ack: 0,
+            flags: SYN,
+            window: 100,
+            syn_opts: None,
+        };
+        let mut seg = vec![0u8; 20];
+        tcpw::write_header(&mut seg, &h2, guest_ip(), remote_ip());
+        h.send(ipv4_frame(guest_ip(), remote_ip(), ip::PROTO_TCP, &seg));
+    }
+    assert_eq!(h.host.tcp.len(), 2);
+    assert_eq!(h.gw.stats().drop_flow_limit, 1);
+}
+
+#[test]
+fn syn_flood_is_bounded() {
+    let cfg = Config {
+        max_pending_per_guest: 10,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    for port in 0..50u16 {
+        let h2 = TcpHeader {
+            src_port: 1000 + port,
+            dst_port: 80,
+            seq: 1,
+            ack: 0,
+            flags: SYN,
+            window: 100,
+            syn_opts: None,
+        };
+        let mut seg = vec![0u8; 20];
+        tcpw::write_header(&mut seg, &h2, guest_ip(), remote_ip());
+        h.send(ipv4_frame(guest_ip(), remote_ip(), ip::PROTO_TCP, &seg));
+    }
+    assert_eq!(h.host.tcp.len(), 10);
+    assert_eq!(h.gw.stats().drop_syn_flood, 40);
+}
+
+#[test]
+fn udp_round_trip_and_idle_expiry() {
+    let mut h = Harness::new(Config::default());
+    h.send(udp_frame(gw_ip(), 7, b"ping"));
+    let (&id, (dst, sent, _)) = h.host.udp.iter().next().expect("udp socket");
+    assert_eq!(*dst, "127.0.0.1:7".parse().expect("addr"));
+    assert_eq!(sent, &vec![b"ping".to_vec()]);
+    assert_eq!(id.proto, Proto::Udp);
+    h.host
+        .udp
+        .get_mut(&id)
+        .expect("udp")
+        .2
+        .push_back(b"pong".to_vec());
+    h.gw.on_udp_readable(h.now, id, &mut h.host);
+    let f = h.take_frames();
+    let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
+    assert_eq!(
+        (p.src, p.dst),
+        (gw_ip(), guest_ip()),
+        "the reply comes from the address the guest used"
+    );
+    let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp checksum");
+    assert_eq!((d.src_port, d.dst_port, d.payload), (7, 5555, &b"pong"[..]));
+    h.advance(Duration::from_secs(121));
+    assert!(h.host.udp.is_empty());
+    assert_eq!(h.gw.stats().udp_flows_expired, 1);
+}
+
+#[test]
+fn many_flows_demultiplex_by_hash() {
+    // Ten thousand open flows; a segment for one of them reaches exactly that one.
+    let cfg = Config {
+        max_flows_per_guest: 20000,
+        max_pending_per_guest: 20000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    for i in 0..10000u32 {
+        let hdr = TcpHeader {
+            src_port: (10000 + i) as u16,
+            dst_port: 80,
+            seq: i,
+            ack: 0,
+            flags: SYN,
+            window: 100,
+            syn_opts: None,
+        };
+        let mut seg = vec![0u8; 20];
+        tcpw::write_header(&mut seg, &hdr, guest_ip(), remote_ip());
+        h.send(ipv4_frame(guest_ip(), remote_ip(), ip::PROTO_TCP, &seg));
+    }
+    assert_eq!(h.gw.flow_counts().0, 10000);
+    assert_eq!(h.host.tcp.len(), 10000);
+}

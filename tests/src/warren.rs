@@ -1,0 +1,213 @@
+//! Running the `warren` binary for a test.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// uid/gid warren runs as when the tests run as root (`nobody`).
+pub const NOBODY: u32 = 65534;
+
+/// Shell snippet run as root inside a fresh network namespace before the
+/// real command: loopback up, unprivileged ICMP echo sockets allowed for all
+/// groups (the sysctl is per network namespace).
+pub const NETNS_SETUP: &str = "ip link set lo up && \
+    echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range && exec \"$@\"";
+
+/// Command prefix running the rest inside a fresh network namespace set up
+/// by [`NETNS_SETUP`]. Needs root.
+pub fn fresh_netns_prefix() -> Vec<String> {
+    assert!(
+        crate::is_root(),
+        "a fresh network namespace (unshare --net) needs root"
+    );
+    ["unshare", "--net", "--", "sh", "-c", NETNS_SETUP, "sh"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The `warren` binary built alongside the tests: `WARREN_BIN` if set, else
+/// `target/<profile>/warren`.
+pub fn warren_binary() -> PathBuf {
+    let bin = std::env::var_os("WARREN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::paths::profile_dir().join("warren"));
+    assert!(
+        bin.is_file(),
+        "warren binary not found at {}: build it first: cargo build --workspace --bins",
+        bin.display()
+    );
+    bin
+}
+
+/// How to start warren.
+#[derive(Debug, Clone, Default)]
+pub struct WarrenConfig {
+    /// Arguments after `--socket PATH`.
+    pub args: Vec<String>,
+    /// Also pass `--pcap DIR/capture.pcap`.
+    pub pcap: bool,
+    /// Run inside a fresh network namespace (see [`NETNS_SETUP`]).
+    pub fresh_netns: bool,
+}
+
+/// A running warren; killed on drop.
+pub struct Warren {
+    child: Child,
+    dir: TempDir,
+    socket: PathBuf,
+    pcap: Option<PathBuf>,
+}
+
+impl Warren {
+    /// Starts `warren --socket DIR/warren.sock ARGS...`.
+    pub fn spawn(args: &[&str]) -> Warren {
+        Self::spawn_with(WarrenConfig {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..WarrenConfig::default()
+        })
+    }
+
+    /// Starts warren as `cfg` says. As root, it runs as `nobody`
+    /// (`setpriv --reuid=65534 --regid=65534 --clear-groups`) from a copy of
+    /// the binary in a temp dir owned by that user. Waits for the socket.
+    pub fn spawn_with(cfg: WarrenConfig) -> Warren {
+        let bin = warren_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("warren-e2e-")
+            .tempdir()
+            .expect("create temp dir for warren");
+        let exe = dir.path().join("warren");
+        fs::copy(&bin, &exe).expect("copy warren binary");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod warren");
+        let root = crate::is_root();
+        if root {
+            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY))
+                .expect("chown warren dir to nobody");
+        }
+        let socket = dir.path().join("warren.sock");
+        let pcap = cfg.pcap.then(|| dir.path().join("capture.pcap"));
+
+        let mut argv: Vec<String> = Vec::new();
+        if cfg.fresh_netns {
+            argv.extend(fresh_netns_prefix());
+        }
+        if root {
+            argv.extend(
+                [
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                ]
+                .map(String::from),
+            );
+        }
+        argv.push(exe.display().to_string());
+        argv.push("--socket".into());
+        argv.push(socket.display().to_string());
+        if let Some(p) = &pcap {
+            argv.push("--pcap".into());
+            argv.push(p.display().to_string());
+        }
+        argv.extend(cfg.args);
+
+        let log =
+            |name: &str| fs::File::create(dir.path().join(name)).expect("create warren log file");
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log"))
+            .stderr(log("stderr.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "warren exited ({status}) before creating its socket; argv {argv:?}\nstderr:\n{}",
+                    fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "warren did not create {} within 10 s; argv {argv:?}\nstderr:\n{}",
+                    socket.display(),
+                    fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Warren {
+            child,
+            dir,
+            socket,
+            pcap,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The QEMU `-netdev` value connecting to this warren (id `n0`).
+    pub fn netdev(&self) -> String {
+        format!(
+            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+            self.socket.display()
+        )
+    }
+
+    /// The pcap file, if [`WarrenConfig::pcap`] was set.
+    pub fn pcap(&self) -> Option<&Path> {
+        self.pcap.as_deref()
+    }
+
+    /// The directory warren runs in (owned by nobody when root).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// warren's stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Whether warren is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops warren with SIGTERM (so it can flush e.g. the pcap), waiting up
+    /// to `timeout` before SIGKILL.
+    pub fn stop(&mut self, timeout: Duration) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
