@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod framing;
 pub mod logger;
+pub mod port;
 pub mod server;
 pub mod switch;

@@ -1,40 +1,43 @@
-//! The event loop: listeners, stream ports, the switch and the gateway driver on one thread.
+//! The event loop: front ends, the switch and the gateway driver on one thread.
 //!
-//! Every socket is a tokio `AsyncFd` whose waker reports a token on the shared ready queue; the loop
-//! drains the queue in batches, so a wakeup costs the same whatever the number of ports and flows.
+//! Two tables: **endpoints** are what the loop reads from (listeners, stream connections, datagram
+//! sockets, tap fds), **ports** are what the switch sends to (see `port.rs`). A front end registers its
+//! endpoint and creates ports; the endpoint's handler turns what it reads into frames and hands them to
+//! [`Server::frame_in`]. Every fd is a tokio `AsyncFd` whose waker reports a token on the shared ready
+//! queue; the loop drains the queue in batches, so a wakeup costs the same whatever the number of ports
+//! and flows.
 
 use crate::framing::{self, Decoded};
+use crate::port::{Port, PortCounters, Sent, Tx};
 use crate::switch::{Dest, MacTable, PortId, Refused};
 use netstack::driver::{Driver, ReadyQueue, Token};
 use netstack::pcap::PcapWriter;
 use netstack::wire::ethernet;
 use netstack::Mac;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, BufWriter, IoSlice};
+use std::io::{self, BufWriter};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
-/// Bytes a port may have queued towards its guest before frames are dropped.
-const TX_QUEUE_CAP: usize = 8 << 20;
-/// Frames at least this long are written directly (no copy into the queue) when the queue is empty.
-const DIRECT_WRITE_MIN: usize = 16 << 10;
-/// Receive buffer per port (several maximum-size frames).
+/// Receive buffer per stream connection (several maximum-size frames).
 const RX_BUF: usize = 256 << 10;
-const SIGNAL_TOKEN: u64 = u64::MAX;
 
 /// What to listen on.
 #[derive(Clone, Debug)]
 pub enum Listen {
+    /// Unix stream socket (QEMU `-netdev stream,addr.type=unix`).
     Unix(PathBuf),
+    /// TCP (QEMU `-netdev stream,addr.type=inet` and `-netdev socket,connect=`).
     Tcp(SocketAddr),
 }
 
@@ -43,13 +46,15 @@ pub struct ServerOptions {
     pub pcap: Option<PathBuf>,
 }
 
-fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
-    // SAFETY: a socket2::Socket owns its fd; it stays open and unchanged until the Socket is dropped,
-    // which happens only when the AsyncFd that owns it is dropped.
-    unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::other(e.to_string()))
+/// Registers an fd with the tokio reactor.
+pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns its descriptor; it stays open and refers to the same file description until
+    // the OwnedFd is dropped, which happens only when the AsyncFd that owns it is dropped.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
 }
 
-fn poll_ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
+/// Whether `fd` is readable (or writable) now; if not, `waker` is registered to report it later.
+pub fn poll_ready(fd: &AsyncFd<OwnedFd>, waker: &Waker, write: bool) -> bool {
     let mut cx = Context::from_waker(waker);
     let r = if write {
         fd.poll_write_ready(&mut cx).map(|r| r.is_ok())
@@ -59,7 +64,8 @@ fn poll_ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
     matches!(r, Poll::Ready(true))
 }
 
-fn clear_ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool, q: &ReadyQueue, t: Token) {
+/// After EAGAIN: clears readiness and re-registers `waker`; if readiness raced back, queues `t`.
+pub fn clear_ready(fd: &AsyncFd<OwnedFd>, waker: &Waker, write: bool, q: &ReadyQueue, t: Token) {
     let mut cx = Context::from_waker(waker);
     if write {
         if let Poll::Ready(Ok(mut g)) = fd.poll_write_ready(&mut cx) {
@@ -73,180 +79,69 @@ fn clear_ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool, q: &ReadyQueue,
     }
 }
 
-#[derive(Default, Debug, Clone)]
-pub struct PortCounters {
-    pub frames_in: u64,
-    pub frames_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub drop_tx_full: u64,
-    pub drop_refused: u64,
-    pub drop_oversize: u64,
-}
-
-struct StreamPort {
-    id: PortId,
-    fd: AsyncFd<Socket>,
-    waker: Waker,
-    name: String,
-    rx: Vec<u8>,
-    rx_len: usize,
-    tx: Vec<u8>,
-    tx_off: usize,
-    write_blocked: bool,
-    counters: PortCounters,
-}
-
-struct Listener {
-    fd: AsyncFd<Socket>,
-    waker: Waker,
+/// A listening stream socket.
+pub struct Listener {
+    fd: AsyncFd<OwnedFd>,
     what: Listen,
 }
 
-enum Endpoint {
+/// The receive side of a stream connection.
+pub struct StreamRx {
+    fd: Rc<AsyncFd<OwnedFd>>,
+    port: PortId,
+    rx: Vec<u8>,
+    rx_len: usize,
+}
+
+/// Something the loop reads from. Front ends add their variants here.
+pub enum Endpoint {
     Listener(Listener),
-    Port(Box<StreamPort>),
+    StreamRx(StreamRx),
 }
 
-/// Token numbers for endpoints: slot index in the low 32 bits, generation above.
-fn ext(idx: usize, gen: u32) -> u64 {
-    (u64::from(gen) << 32) | idx as u64
+/// What an endpoint handler wants done with its endpoint afterwards.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keep {
+    Yes,
+    /// Drop it (its fd closes).
+    No,
 }
 
-struct Ports {
-    slots: Vec<(u32, Option<Endpoint>)>,
-    queue: Arc<ReadyQueue>,
-    mtu_frame: usize,
-    dirty: Vec<usize>,
-    pcap: Option<PcapWriter<BufWriter<File>>>,
+const KIND_SHIFT: u32 = 62;
+const KIND_ENDPOINT: u64 = 0;
+const KIND_PORT: u64 = 1;
+const SIGNAL_TOKEN: u64 = 3 << KIND_SHIFT;
+
+fn token(kind: u64, idx: usize, gen: u32) -> Token {
+    Token::Ext((kind << KIND_SHIFT) | (u64::from(gen & 0x3fff_ffff) << 32) | idx as u64)
 }
 
-impl Ports {
-    fn add(&mut self, make: impl FnOnce(Waker, usize, u32) -> Endpoint) -> usize {
-        let idx = match self.slots.iter().position(|(_, e)| e.is_none()) {
-            Some(i) => i,
-            None => {
-                self.slots.push((0, None));
-                self.slots.len() - 1
-            }
-        };
-        let gen = self.slots[idx].0.wrapping_add(1);
-        let waker = self.queue.waker(Token::Ext(ext(idx, gen)));
-        self.slots[idx] = (gen, Some(make(waker, idx, gen)));
-        self.queue.push(Token::Ext(ext(idx, gen)));
-        idx
-    }
+struct EndpointSlot {
+    gen: u32,
+    ep: Option<Endpoint>,
+    waker: Option<Waker>,
+}
 
-    /// Port ids are slot indices (a closed port's MACs are forgotten before its slot is reused).
-    fn port_mut(&mut self, id: PortId) -> Option<(usize, &mut StreamPort)> {
-        match self.slots.get_mut(id as usize) {
-            Some((_, Some(Endpoint::Port(p)))) => Some((id as usize, p.as_mut())),
-            _ => None,
-        }
-    }
-
-    /// Queues (or writes) one frame towards a port's guest.
-    fn send(&mut self, idx: usize, frame: &[u8]) {
-        if let Some(pc) = self.pcap.as_mut() {
-            let _ = pc.frame(frame);
-        }
-        let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else {
-            return;
-        };
-        if frame.len() > self.mtu_frame {
-            p.counters.drop_oversize += 1;
-            return;
-        }
-        p.counters.frames_out += 1;
-        p.counters.bytes_out += frame.len() as u64;
-        let hdr = framing::header(frame.len());
-        if p.tx.len() == p.tx_off && !p.write_blocked && frame.len() >= DIRECT_WRITE_MIN {
-            let iov = [IoSlice::new(&hdr), IoSlice::new(frame)];
-            // SAFETY: IoSlice is ABI-compatible with iovec; both slices outlive the call.
-            let r = unsafe { libc::writev(p.fd.as_raw_fd(), iov.as_ptr().cast(), 2) };
-            let n = if r < 0 { 0 } else { r as usize };
-            if n == 4 + frame.len() {
-                return;
-            }
-            p.tx.clear();
-            p.tx_off = 0;
-            if n < 4 {
-                p.tx.extend_from_slice(&hdr[n..]);
-                p.tx.extend_from_slice(frame);
-            } else {
-                p.tx.extend_from_slice(&frame[n - 4..]);
-            }
-            self.dirty.push(idx);
-            return;
-        }
-        if p.tx.len() - p.tx_off + 4 + frame.len() > TX_QUEUE_CAP {
-            p.counters.drop_tx_full += 1;
-            return;
-        }
-        if p.tx.len() == p.tx_off {
-            self.dirty.push(idx);
-        }
-        p.tx.extend_from_slice(&hdr);
-        p.tx.extend_from_slice(frame);
-    }
-
-    /// Writes queued bytes of every port that has some.
-    fn flush(&mut self) -> Vec<usize> {
-        let mut dead = Vec::new();
-        let dirty = std::mem::take(&mut self.dirty);
-        for idx in dirty {
-            let gen = self.slots.get(idx).map(|s| s.0).unwrap_or(0);
-            let Some((_, Some(Endpoint::Port(p)))) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            while p.tx_off < p.tx.len() {
-                let buf = &p.tx[p.tx_off..];
-                // SAFETY: buf is valid for reads of its length for the call's duration.
-                let r = unsafe {
-                    libc::send(
-                        p.fd.as_raw_fd(),
-                        buf.as_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        p.write_blocked = true;
-                        clear_ready(
-                            &p.fd,
-                            &p.waker,
-                            true,
-                            &self.queue,
-                            Token::Ext(ext(idx, gen)),
-                        );
-                    } else {
-                        dead.push(idx);
-                    }
-                    break;
-                }
-                p.tx_off += r as usize;
-            }
-            if p.tx_off == p.tx.len() {
-                p.tx.clear();
-                p.tx_off = 0;
-                p.write_blocked = false;
-                if p.tx.capacity() > (1 << 20) {
-                    p.tx.shrink_to(1 << 16);
-                }
-            }
-        }
-        dead
-    }
+struct PortSlot {
+    gen: u32,
+    port: Option<Port>,
+    waker: Option<Waker>,
 }
 
 /// Everything on the loop's thread.
 pub struct Server {
-    queue: Arc<ReadyQueue>,
-    ports: Ports,
+    pub(crate) queue: Arc<ReadyQueue>,
+    endpoints: Vec<EndpointSlot>,
+    free_endpoints: Vec<usize>,
+    ports: Vec<PortSlot>,
+    free_ports: Vec<usize>,
+    dirty: Vec<PortId>,
+    dead: Vec<(PortId, &'static str)>,
     macs: MacTable,
     gateway_mac: Mac,
+    /// Largest frame on the LAN (MTU + Ethernet header).
+    pub(crate) mtu_frame: usize,
+    pcap: Option<PcapWriter<BufWriter<File>>>,
     stop: Arc<AtomicBool>,
     unix_paths: Vec<PathBuf>,
 }
@@ -266,66 +161,130 @@ impl Server {
             }
             None => None,
         };
-        let mtu_frame = usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN;
-        let mut ports = Ports {
-            slots: Vec::new(),
-            queue: queue.clone(),
-            mtu_frame,
+        let mut s = Server {
+            queue,
+            endpoints: Vec::new(),
+            free_endpoints: Vec::new(),
+            ports: Vec::new(),
+            free_ports: Vec::new(),
             dirty: Vec::new(),
+            dead: Vec::new(),
+            macs: MacTable::default(),
+            gateway_mac: driver.gw.mac(),
+            mtu_frame: usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN,
             pcap,
+            stop: Arc::new(AtomicBool::new(false)),
+            unix_paths: Vec::new(),
         };
-        let mut unix_paths = Vec::new();
         for l in &opts.listen {
             let sock = match l {
                 Listen::Unix(path) => {
-                    if let Ok(meta) = std::fs::symlink_metadata(path) {
-                        use std::os::unix::fs::FileTypeExt;
-                        if meta.file_type().is_socket() {
-                            // A stale socket from an earlier run: replace it only if nobody answers.
-                            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::AddrInUse,
-                                    format!("{} is in use by another process", path.display()),
-                                ));
-                            }
-                            let _ = std::fs::remove_file(path);
-                        } else {
-                            return Err(io::Error::new(
-                                io::ErrorKind::AlreadyExists,
-                                format!("{} exists and is not a socket", path.display()),
-                            ));
-                        }
-                    }
-                    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-                    s.bind(&SockAddr::unix(path)?).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-                    })?;
-                    unix_paths.push(path.clone());
-                    s
+                    let sock = bind_unix(path, Type::STREAM)?;
+                    s.unix_paths.push(path.clone());
+                    sock
                 }
                 Listen::Tcp(addr) => {
-                    let s = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
-                    s.set_reuse_address(true)?;
-                    s.bind(&SockAddr::from(*addr)).map_err(|e| {
+                    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+                    sock.set_reuse_address(true)?;
+                    sock.bind(&SockAddr::from(*addr)).map_err(|e| {
                         io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                     })?;
-                    s
+                    sock
                 }
             };
             sock.listen(64)?;
             sock.set_nonblocking(true)?;
-            let fd = register(sock)?;
-            let what = l.clone();
-            ports.add(move |waker, _, _| Endpoint::Listener(Listener { fd, waker, what }));
+            let fd = register(OwnedFd::from(sock))?;
+            s.add_endpoint(Endpoint::Listener(Listener {
+                fd,
+                what: l.clone(),
+            }));
         }
-        Ok(Server {
-            queue,
-            ports,
-            macs: MacTable::default(),
-            gateway_mac: driver.gw.mac(),
-            stop: Arc::new(AtomicBool::new(false)),
-            unix_paths,
-        })
+        Ok(s)
+    }
+
+    /// Also removes `path` when the server stops.
+    pub fn remove_on_exit(&mut self, path: PathBuf) {
+        self.unix_paths.push(path);
+    }
+
+    /// Registers an endpoint; its handler runs once right away (to register its waker).
+    pub fn add_endpoint(&mut self, ep: Endpoint) -> usize {
+        let idx = match self.free_endpoints.pop() {
+            Some(i) => i,
+            None => {
+                self.endpoints.push(EndpointSlot {
+                    gen: 0,
+                    ep: None,
+                    waker: None,
+                });
+                self.endpoints.len() - 1
+            }
+        };
+        let slot = &mut self.endpoints[idx];
+        slot.gen = slot.gen.wrapping_add(1) & 0x3fff_ffff;
+        let t = token(KIND_ENDPOINT, idx, slot.gen);
+        slot.waker = Some(self.queue.waker(t));
+        slot.ep = Some(ep);
+        self.queue.push(t);
+        idx
+    }
+
+    /// The waker and token of endpoint `idx` (for handlers polling readiness).
+    pub fn endpoint_waker(&self, idx: usize) -> (Waker, Token) {
+        let slot = &self.endpoints[idx];
+        (
+            slot.waker.clone().unwrap_or_else(|| Waker::noop().clone()),
+            token(KIND_ENDPOINT, idx, slot.gen),
+        )
+    }
+
+    /// Creates a switch port.
+    pub fn add_port(&mut self, name: String, tx: Tx, max_frame: usize) -> PortId {
+        let idx = match self.free_ports.pop() {
+            Some(i) => i,
+            None => {
+                self.ports.push(PortSlot {
+                    gen: 0,
+                    port: None,
+                    waker: None,
+                });
+                self.ports.len() - 1
+            }
+        };
+        let slot = &mut self.ports[idx];
+        slot.gen = slot.gen.wrapping_add(1) & 0x3fff_ffff;
+        slot.waker = Some(self.queue.waker(token(KIND_PORT, idx, slot.gen)));
+        log::info!("port {idx} connected ({name})");
+        slot.port = Some(Port::new(name, tx, max_frame.min(self.mtu_frame)));
+        idx as PortId
+    }
+
+    /// Removes a port and forgets its MACs.
+    pub fn close_port(&mut self, id: PortId, why: &str) {
+        let Some(slot) = self.ports.get_mut(id as usize) else {
+            return;
+        };
+        if let Some(p) = slot.port.take() {
+            log::info!("port {id} ({}) closed: {why}; {:?}", p.name, p.counters);
+            slot.waker = None;
+            self.free_ports.push(id as usize);
+            self.macs.remove_port(id);
+        }
+    }
+
+    pub fn port_exists(&self, id: PortId) -> bool {
+        self.ports
+            .get(id as usize)
+            .is_some_and(|s| s.port.is_some())
+    }
+
+    pub fn port_counters(&self, id: PortId) -> Option<&PortCounters> {
+        self.ports
+            .get(id as usize)?
+            .port
+            .as_ref()
+            .map(|p| &p.counters)
     }
 
     /// Runs until SIGINT or SIGTERM.
@@ -365,25 +324,30 @@ impl Server {
             for t in tokens.drain(..) {
                 match t {
                     Token::Ext(SIGNAL_TOKEN) => {}
-                    Token::Ext(x) => self.handle_ext(now, x, &mut driver),
-                    other => {
-                        let (ports, macs, gw) = (&mut self.ports, &self.macs, self.gateway_mac);
-                        driver.handle(now, other, &mut |f| from_gateway(ports, macs, gw, now, f));
+                    Token::Ext(x) => {
+                        let (kind, gen, idx) = (
+                            x >> KIND_SHIFT,
+                            ((x >> 32) & 0x3fff_ffff) as u32,
+                            (x & 0xffff_ffff) as usize,
+                        );
+                        if kind == KIND_PORT {
+                            self.port_writable(idx, gen);
+                        } else {
+                            self.handle_endpoint(now, idx, gen, &mut driver);
+                        }
                     }
+                    other => driver.handle(now, other, &mut |f| self.gateway_out(now, f)),
                 }
             }
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let (ports, macs, gw) = (&mut self.ports, &self.macs, self.gateway_mac);
             if deadline.is_some_and(|d| d <= now) {
-                driver.poll_timers(now, &mut |f| from_gateway(ports, macs, gw, now, f));
+                driver.poll_timers(now, &mut |f| self.gateway_out(now, f));
             }
-            driver.end_batch(now, &mut |f| from_gateway(ports, macs, gw, now, f));
-            for idx in self.ports.flush() {
-                self.close_port(idx, "write failed");
-            }
-            if let Some(pc) = self.ports.pcap.as_mut() {
+            driver.end_batch(now, &mut |f| self.gateway_out(now, f));
+            self.flush_ports();
+            if let Some(pc) = self.pcap.as_mut() {
                 let _ = pc.flush();
             }
             if now.saturating_duration_since(last_expire) > Duration::from_secs(30) {
@@ -391,7 +355,7 @@ impl Server {
                 self.macs.expire(now);
             }
         }
-        if let Some(pc) = self.ports.pcap.as_mut() {
+        if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.flush();
         }
         for p in &self.unix_paths {
@@ -401,198 +365,184 @@ impl Server {
         Ok(())
     }
 
-    fn handle_ext(&mut self, now: Instant, x: u64, driver: &mut Driver) {
-        let idx = (x & 0xffff_ffff) as usize;
-        let gen = (x >> 32) as u32;
-        let Some((g, Some(ep))) = self.ports.slots.get(idx) else {
+    fn handle_endpoint(&mut self, now: Instant, idx: usize, gen: u32, driver: &mut Driver) {
+        let Some(slot) = self.endpoints.get_mut(idx) else {
             return;
         };
-        if *g != gen {
+        if slot.gen != gen {
             return;
         }
-        match ep {
-            Endpoint::Listener(_) => self.accept(idx),
-            Endpoint::Port(_) => {
-                self.port_writable(idx, gen);
-                self.port_readable(now, idx, gen, driver);
+        // Taken out while its handler runs (the slot is not free, so nothing else lands in it).
+        let Some(mut ep) = slot.ep.take() else { return };
+        let keep = match &mut ep {
+            Endpoint::Listener(l) => self.accept(idx, l),
+            Endpoint::StreamRx(s) => self.stream_readable(now, idx, s, driver),
+        };
+        match keep {
+            Keep::Yes => self.endpoints[idx].ep = Some(ep),
+            Keep::No => {
+                self.endpoints[idx].waker = None;
+                self.free_endpoints.push(idx);
             }
         }
     }
 
-    fn accept(&mut self, idx: usize) {
-        let gen = self.ports.slots[idx].0;
+    fn accept(&mut self, idx: usize, l: &mut Listener) -> Keep {
+        let (waker, tok) = self.endpoint_waker(idx);
         loop {
-            let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else {
-                return;
-            };
-            if !poll_ready(&l.fd, &l.waker, false) {
-                return;
+            if !poll_ready(&l.fd, &waker, false) {
+                return Keep::Yes;
             }
-            match l.fd.get_ref().accept() {
+            match SockRef::from(l.fd.get_ref()).accept() {
                 Ok((s, addr)) => {
                     let name = match &l.what {
-                        Listen::Unix(p) => format!("unix:{}", p.display()),
+                        Listen::Unix(p) => format!("stream unix:{}", p.display()),
                         Listen::Tcp(_) => format!(
-                            "tcp:{}",
+                            "stream tcp:{}",
                             addr.as_socket().map(|a| a.to_string()).unwrap_or_default()
                         ),
                     };
-                    if let Err(e) = self.add_port(s, name.clone()) {
+                    if let Err(e) = self.add_stream(s, name.clone()) {
                         log::warn!("cannot add a port for {name}: {e}");
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let Some((_, Some(Endpoint::Listener(l)))) = self.ports.slots.get(idx) else {
-                        return;
-                    };
-                    clear_ready(
-                        &l.fd,
-                        &l.waker,
-                        false,
-                        &self.queue,
-                        Token::Ext(ext(idx, gen)),
-                    );
-                    return;
+                    clear_ready(&l.fd, &waker, false, &self.queue, tok);
+                    return Keep::Yes;
                 }
                 Err(e) => {
                     log::warn!("accept failed: {e}");
-                    return;
+                    return Keep::Yes;
                 }
             }
         }
     }
 
-    fn add_port(&mut self, s: Socket, name: String) -> io::Result<()> {
+    /// Adds a connected stream socket (QEMU framing) as a port.
+    pub fn add_stream(&mut self, s: Socket, name: String) -> io::Result<PortId> {
         s.set_nonblocking(true)?;
         if s.domain().ok() != Some(Domain::UNIX) {
             let _ = s.set_tcp_nodelay(true);
         }
         let _ = s.set_send_buffer_size(4 << 20);
         let _ = s.set_recv_buffer_size(4 << 20);
-        let fd = register(s)?;
-        self.ports.add(move |waker, idx, _| {
-            let id = idx as PortId;
-            log::info!("port {id} connected ({name})");
-            Endpoint::Port(Box::new(StreamPort {
-                id,
-                fd,
-                waker,
-                name,
-                rx: vec![0; RX_BUF],
-                rx_len: 0,
-                tx: Vec::new(),
-                tx_off: 0,
-                write_blocked: false,
-                counters: PortCounters::default(),
-            }))
-        });
-        Ok(())
+        let fd = Rc::new(register(OwnedFd::from(s))?);
+        let port = self.add_port(
+            name,
+            Tx::Stream {
+                fd: fd.clone(),
+                queue: Vec::new(),
+                off: 0,
+                blocked: false,
+            },
+            framing::MAX_FRAME,
+        );
+        self.add_endpoint(Endpoint::StreamRx(StreamRx {
+            fd,
+            port,
+            rx: vec![0; RX_BUF],
+            rx_len: 0,
+        }));
+        Ok(port)
     }
 
-    fn port_writable(&mut self, idx: usize, _gen: u32) {
-        let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
-            return;
-        };
-        if p.write_blocked && poll_ready(&p.fd, &p.waker, true) {
-            p.write_blocked = false;
-            self.ports.dirty.push(idx);
+    fn stream_readable(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        s: &mut StreamRx,
+        driver: &mut Driver,
+    ) -> Keep {
+        if !self.port_exists(s.port) {
+            return Keep::No;
         }
-    }
-
-    fn port_readable(&mut self, now: Instant, idx: usize, gen: u32, driver: &mut Driver) {
+        let (waker, tok) = self.endpoint_waker(idx);
         // Bound the work per wakeup so one busy guest cannot starve the others.
         for _ in 0..16 {
-            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
-                return;
-            };
-            if !poll_ready(&p.fd, &p.waker, false) {
-                return;
+            if !poll_ready(&s.fd, &waker, false) {
+                return Keep::Yes;
             }
-            let free = &mut p.rx[p.rx_len..];
+            let free = &mut s.rx[s.rx_len..];
             // SAFETY: `free` is valid for writes of its length for the call's duration.
             let r = unsafe {
                 libc::recv(
-                    p.fd.as_raw_fd(),
+                    s.fd.as_raw_fd(),
                     free.as_mut_ptr().cast(),
                     free.len(),
                     libc::MSG_DONTWAIT,
                 )
             };
             if r == 0 {
-                return self.close_port(idx, "disconnected");
+                self.close_port(s.port, "disconnected");
+                return Keep::No;
             }
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    clear_ready(
-                        &p.fd,
-                        &p.waker,
-                        false,
-                        &self.queue,
-                        Token::Ext(ext(idx, gen)),
-                    );
-                    return;
+                    clear_ready(&s.fd, &waker, false, &self.queue, tok);
+                    return Keep::Yes;
                 }
-                return self.close_port(idx, &format!("read failed: {e}"));
+                self.close_port(s.port, "read failed");
+                return Keep::No;
             }
-            p.rx_len += r as usize;
-            let (id, mut rx, rx_len) = (p.id, std::mem::take(&mut p.rx), p.rx_len);
+            s.rx_len += r as usize;
             let mut pos = 0;
-            let mut bad = None;
-            while pos < rx_len {
-                match framing::decode(&rx[pos..rx_len]) {
+            while pos < s.rx_len {
+                match framing::decode(&s.rx[pos..s.rx_len]) {
                     Decoded::Frame {
                         start,
                         len,
                         consumed,
                     } => {
-                        let frame = &rx[pos + start..pos + start + len];
-                        self.switch_frame(now, idx, id, frame, driver);
+                        self.frame_in(now, s.port, &s.rx[pos + start..pos + start + len], driver);
                         pos += consumed;
                     }
                     Decoded::Incomplete => break,
                     Decoded::BadLength(l) => {
-                        bad = Some(l);
-                        break;
+                        let why = format!(
+                            "bad frame length {l} (must be {}..={})",
+                            framing::MIN_FRAME,
+                            framing::MAX_FRAME
+                        );
+                        log::warn!("port {}: {why}; dropping the connection", s.port);
+                        self.close_port(s.port, "bad frame length");
+                        return Keep::No;
                     }
                 }
             }
-            let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) else {
-                return;
-            };
-            rx.copy_within(pos..rx_len, 0);
-            p.rx_len = rx_len - pos;
-            p.rx = rx;
-            if let Some(l) = bad {
-                return self.close_port(idx, &format!("bad frame length {l} (must be 14..=65549)"));
+            s.rx.copy_within(pos..s.rx_len, 0);
+            s.rx_len -= pos;
+            if !self.port_exists(s.port) {
+                return Keep::No;
             }
         }
         // More may be waiting: come back after the others had their turn.
-        self.queue.push(Token::Ext(ext(idx, gen)));
+        self.queue.push(tok);
+        Keep::Yes
     }
 
-    fn switch_frame(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        port: PortId,
-        frame: &[u8],
-        driver: &mut Driver,
-    ) {
-        if let Some(pc) = self.ports.pcap.as_mut() {
+    /// A frame received on `port`: learn, then switch it to ports and/or the gateway.
+    pub fn frame_in(&mut self, now: Instant, port: PortId, frame: &[u8], driver: &mut Driver) {
+        if frame.len() < ethernet::HEADER_LEN {
+            return;
+        }
+        if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        if let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) {
-            p.counters.frames_in += 1;
-            p.counters.bytes_in += frame.len() as u64;
-        }
+        let Some(p) = self
+            .ports
+            .get_mut(port as usize)
+            .and_then(|s| s.port.as_mut())
+        else {
+            return;
+        };
+        p.counters.frames_in += 1;
+        p.counters.bytes_in += frame.len() as u64;
         let (dst, src) = (mac_at(frame, 0), mac_at(frame, 6));
         let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
             Ok(d) => d,
             Err(r) => {
-                if let Some((_, Some(Endpoint::Port(p)))) = self.ports.slots.get_mut(idx) {
-                    p.counters.drop_refused += 1;
-                }
+                p.counters.drop_refused += 1;
                 let why = match r {
                     Refused::GatewayMac => "uses the gateway's MAC".to_string(),
                     Refused::GroupSource => "has a multicast source MAC".to_string(),
@@ -602,85 +552,141 @@ impl Server {
                 return;
             }
         };
-        let (ports, macs, gw) = (&mut self.ports, &self.macs, self.gateway_mac);
         match dest {
-            Dest::Gateway => {
-                driver.handle_frame(now, frame, &mut |f| from_gateway(ports, macs, gw, now, f))
-            }
-            Dest::Port(p) => {
-                if let Some((i, _)) = ports.port_mut(p) {
-                    ports.send_raw(i, frame);
-                }
-            }
+            Dest::Gateway => driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f)),
+            Dest::Port(p) => self.port_send(p, frame),
             Dest::Flood { gateway } => {
-                let targets: Vec<usize> = ports
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, (_, e))| *i != idx && matches!(e, Some(Endpoint::Port(_))))
-                    .map(|(i, _)| i)
-                    .collect();
-                for i in targets {
-                    ports.send_raw(i, frame);
+                for i in 0..self.ports.len() {
+                    if i != port as usize && self.ports[i].port.is_some() {
+                        self.port_send(i as PortId, frame);
+                    }
                 }
                 if gateway {
-                    driver.handle_frame(now, frame, &mut |f| from_gateway(ports, macs, gw, now, f));
+                    driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
                 }
             }
             Dest::Drop => {}
         }
     }
 
-    fn close_port(&mut self, idx: usize, why: &str) {
-        let Some(slot) = self.ports.slots.get_mut(idx) else {
+    /// A frame from the gateway: to its port, or flooded.
+    fn gateway_out(&mut self, now: Instant, frame: &[u8]) {
+        if frame.len() < ethernet::HEADER_LEN {
+            return;
+        }
+        if let Some(pc) = self.pcap.as_mut() {
+            let _ = pc.frame(frame);
+        }
+        match self
+            .macs
+            .lookup(now, mac_at(frame, 0), self.gateway_mac, None)
+        {
+            Dest::Port(p) => self.port_send(p, frame),
+            Dest::Flood { .. } => {
+                for i in 0..self.ports.len() {
+                    if self.ports[i].port.is_some() {
+                        self.port_send(i as PortId, frame);
+                    }
+                }
+            }
+            Dest::Gateway | Dest::Drop => {}
+        }
+    }
+
+    fn port_send(&mut self, id: PortId, frame: &[u8]) {
+        let Some(p) = self
+            .ports
+            .get_mut(id as usize)
+            .and_then(|s| s.port.as_mut())
+        else {
             return;
         };
-        if let Some(Endpoint::Port(p)) = slot.1.take() {
-            log::info!("port {} ({}) closed: {why}; {:?}", p.id, p.name, p.counters);
-            self.macs.remove_port(p.id);
+        match p.send(frame) {
+            Sent::Done => {}
+            Sent::Queued => self.dirty.push(id),
+            Sent::Failed => self.dead.push((id, "send failed")),
+        }
+    }
+
+    fn flush_ports(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
+            let Some(slot) = self.ports.get_mut(id as usize) else {
+                continue;
+            };
+            let Some(p) = slot.port.as_mut() else {
+                continue;
+            };
+            match p.flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let (Some(fd), Some(w)) = (p.stream_fd(), slot.waker.as_ref()) {
+                        clear_ready(
+                            fd,
+                            w,
+                            true,
+                            &self.queue,
+                            token(KIND_PORT, id as usize, slot.gen),
+                        );
+                    }
+                }
+                Err(_) => self.dead.push((id, "write failed")),
+            }
+        }
+        for (id, why) in std::mem::take(&mut self.dead) {
+            self.close_port(id, why);
+        }
+    }
+
+    fn port_writable(&mut self, idx: usize, gen: u32) {
+        let Some(slot) = self.ports.get_mut(idx) else {
+            return;
+        };
+        if slot.gen != gen {
+            return;
+        }
+        let (Some(p), Some(w)) = (slot.port.as_ref(), slot.waker.as_ref()) else {
+            return;
+        };
+        if let Some(fd) = p.stream_fd() {
+            if poll_ready(fd, w, true) {
+                self.dirty.push(idx as PortId);
+            }
         }
     }
 }
 
-impl Ports {
-    /// Frame switched between guests (recorded once, on input).
-    fn send_raw(&mut self, idx: usize, frame: &[u8]) {
-        let pcap = self.pcap.take();
-        self.send(idx, frame);
-        self.pcap = pcap;
+/// Binds a unix socket at `path`, replacing a stale socket file but never a live one or a non-socket.
+pub fn bind_unix(path: &std::path::Path, ty: Type) -> io::Result<Socket> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        let live = if ty == Type::STREAM {
+            std::os::unix::net::UnixStream::connect(path).is_ok()
+        } else {
+            std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|d| d.connect(path))
+                .is_ok()
+        };
+        if live {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
     }
+    let s = Socket::new(Domain::UNIX, ty, None)?;
+    s.bind(&SockAddr::unix(path)?)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
+    Ok(s)
 }
 
-fn mac_at(f: &[u8], at: usize) -> Mac {
+pub fn mac_at(f: &[u8], at: usize) -> Mac {
     [f[at], f[at + 1], f[at + 2], f[at + 3], f[at + 4], f[at + 5]]
-}
-
-/// A frame from the gateway: to its port, or flooded.
-fn from_gateway(ports: &mut Ports, macs: &MacTable, gw: Mac, now: Instant, frame: &[u8]) {
-    if frame.len() < 14 {
-        return;
-    }
-    match macs.lookup(now, mac_at(frame, 0), gw, None) {
-        Dest::Port(p) => {
-            if let Some((i, _)) = ports.port_mut(p) {
-                ports.send(i, frame);
-            }
-        }
-        Dest::Flood { .. } => {
-            if let Some(pc) = ports.pcap.as_mut() {
-                let _ = pc.frame(frame);
-            }
-            let targets: Vec<usize> = ports
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, e))| matches!(e, Some(Endpoint::Port(_))))
-                .map(|(i, _)| i)
-                .collect();
-            for i in targets {
-                ports.send_raw(i, frame);
-            }
-        }
-        Dest::Gateway | Dest::Drop => {}
-    }
 }

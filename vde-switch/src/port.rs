@@ -1,0 +1,215 @@
+//! Switch ports: the transmit side of every front end.
+//!
+//! A port is where the switch sends frames: a stream connection (QEMU length framing, queued and flushed
+//! in batches), or a datagram destination (a `-netdev dgram` peer on a shared socket, a VDE2 data
+//! socket, a tap fd: one frame per write). The receive side lives in the front end's own endpoint
+//! (`server.rs` and the front-end modules), which shares the fd through an `Rc`.
+
+use crate::framing;
+use socket2::SockAddr;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use tokio::io::unix::AsyncFd;
+
+/// Bytes a stream port may have queued towards its guest before frames are dropped.
+pub const TX_QUEUE_CAP: usize = 8 << 20;
+/// Frames at least this long are written directly (no copy into the queue) when the queue is empty.
+const DIRECT_WRITE_MIN: usize = 16 << 10;
+
+/// Per-port counters.
+#[derive(Default, Debug, Clone)]
+pub struct PortCounters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub drop_tx_full: u64,
+    pub drop_refused: u64,
+    pub drop_oversize: u64,
+}
+
+/// How frames leave a port.
+pub enum Tx {
+    /// A byte stream with 4-byte big-endian length framing.
+    Stream {
+        fd: Rc<AsyncFd<OwnedFd>>,
+        queue: Vec<u8>,
+        off: usize,
+        blocked: bool,
+    },
+    /// One frame per datagram/write: to `peer` on a shared socket, or (None) on a connected socket or a
+    /// tap fd.
+    Packet {
+        fd: Rc<AsyncFd<OwnedFd>>,
+        peer: Option<SockAddr>,
+    },
+}
+
+pub struct Port {
+    pub name: String,
+    pub tx: Tx,
+    pub counters: PortCounters,
+    /// Largest frame this port carries (VDE2 peers: 1518; others: the LAN's MTU + 14).
+    pub max_frame: usize,
+}
+
+/// What `Port::send` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Written, or queued with nothing else pending.
+    Done,
+    /// Queued behind earlier bytes: the port needs a flush.
+    Queued,
+    /// The transport failed: the port should be closed.
+    Failed,
+}
+
+impl Port {
+    pub fn new(name: String, tx: Tx, max_frame: usize) -> Self {
+        Port {
+            name,
+            tx,
+            counters: PortCounters::default(),
+            max_frame,
+        }
+    }
+
+    /// Sends or queues one frame.
+    pub fn send(&mut self, frame: &[u8]) -> Sent {
+        if frame.len() > self.max_frame {
+            self.counters.drop_oversize += 1;
+            return Sent::Done;
+        }
+        self.counters.frames_out += 1;
+        self.counters.bytes_out += frame.len() as u64;
+        match &mut self.tx {
+            Tx::Stream {
+                fd,
+                queue,
+                off,
+                blocked,
+            } => {
+                let hdr = framing::header(frame.len());
+                if queue.len() == *off && !*blocked && frame.len() >= DIRECT_WRITE_MIN {
+                    let iov = [IoSlice::new(&hdr), IoSlice::new(frame)];
+                    // SAFETY: IoSlice is ABI-compatible with iovec; both slices outlive the call.
+                    let r = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr().cast(), 2) };
+                    if r < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            return Sent::Failed;
+                        }
+                    }
+                    let n = r.max(0) as usize;
+                    if n == 4 + frame.len() {
+                        return Sent::Done;
+                    }
+                    queue.clear();
+                    *off = 0;
+                    if n < 4 {
+                        queue.extend_from_slice(&hdr[n..]);
+                        queue.extend_from_slice(frame);
+                    } else {
+                        queue.extend_from_slice(&frame[n - 4..]);
+                    }
+                    return Sent::Queued;
+                }
+                if queue.len() - *off + 4 + frame.len() > TX_QUEUE_CAP {
+                    self.counters.drop_tx_full += 1;
+                    return Sent::Done;
+                }
+                let was_empty = queue.len() == *off;
+                queue.extend_from_slice(&hdr);
+                queue.extend_from_slice(frame);
+                if was_empty {
+                    Sent::Queued
+                } else {
+                    Sent::Done
+                }
+            }
+            Tx::Packet { fd, peer } => {
+                let raw = fd.as_raw_fd();
+                let r = match peer {
+                    // SAFETY: frame is valid for reads of its length; the address is a valid sockaddr of
+                    // the length it reports.
+                    Some(p) => unsafe {
+                        libc::sendto(
+                            raw,
+                            frame.as_ptr().cast(),
+                            frame.len(),
+                            libc::MSG_DONTWAIT,
+                            p.as_ptr().cast(),
+                            p.len(),
+                        )
+                    },
+                    // SAFETY: frame is valid for reads of its length.
+                    None => unsafe { libc::write(raw, frame.as_ptr().cast(), frame.len()) },
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => self.counters.drop_tx_full += 1,
+                        // A dgram peer that went away: its socket path is gone. Not fatal for others.
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
+                            return Sent::Failed
+                        }
+                        _ if peer.is_some() => self.counters.drop_tx_full += 1,
+                        _ => return Sent::Failed,
+                    }
+                }
+                Sent::Done
+            }
+        }
+    }
+
+    /// Writes queued stream bytes. `Ok(true)`: all written; `Ok(false)`: the socket is full (wait for
+    /// writability); `Err`: the connection failed.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let Tx::Stream {
+            fd,
+            queue,
+            off,
+            blocked,
+        } = &mut self.tx
+        else {
+            return Ok(true);
+        };
+        while *off < queue.len() {
+            let buf = &queue[*off..];
+            // SAFETY: buf is valid for reads of its length for the call's duration.
+            let r = unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    *blocked = true;
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+            *off += r as usize;
+        }
+        queue.clear();
+        *off = 0;
+        *blocked = false;
+        if queue.capacity() > (1 << 20) {
+            queue.shrink_to(1 << 16);
+        }
+        Ok(true)
+    }
+
+    /// The fd whose write readiness matters (stream ports).
+    pub fn stream_fd(&self) -> Option<&Rc<AsyncFd<OwnedFd>>> {
+        match &self.tx {
+            Tx::Stream { fd, .. } => Some(fd),
+            Tx::Packet { .. } => None,
+        }
+    }
+}
