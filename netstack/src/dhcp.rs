@@ -1890,7 +1890,7 @@ mod tests {
                 0 => {
                     let len = (rng.next() % 600) as usize;
                     let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                    if len >= 240 && rng.next() % 2 == 0 {
+                    if len >= 240 && rng.next().is_multiple_of(2) {
                         b[0] = 1;
                         b[1] = 1;
                         b[2] = 6;
@@ -1914,10 +1914,10 @@ mod tests {
                     b
                 }
             };
-            if rng.next() % 16 == 0 {
+            if rng.next().is_multiple_of(16) {
                 buf.extend((0..rng.next() % 64).map(|_| rng.next() as u8));
             }
-            let src = if rng.next() % 4 == 0 {
+            let src = if rng.next().is_multiple_of(4) {
                 mac(rng.next() as u32 % 8)
             } else {
                 MAC_A

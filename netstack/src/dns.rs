@@ -152,6 +152,15 @@ impl DnsForwarder {
         &self.upstreams
     }
 
+    /// The upstream new queries go to first: the one that last gave a usable answer (initially
+    /// the first). A good target for DNS-over-TCP retries from guests.
+    pub fn preferred_upstream(&self) -> Option<SocketAddr> {
+        self.upstreams
+            .get(self.preferred)
+            .or(self.upstreams.first())
+            .copied()
+    }
+
     /// Changes the cap on pending queries (at most 65535, the id space less one).
     pub fn set_max_pending(&mut self, n: usize) {
         self.max_pending = n.min(usize::from(u16::MAX));
@@ -808,7 +817,9 @@ mod tests {
         );
         sent(&f.poll_timeouts(t0 + TIMEOUT / 2));
         let a = answer(id_of(&fq), "a.example.", ResponseCode::NoError);
+        assert_eq!(f.preferred_upstream(), Some(up(1)));
         f.on_upstream_response(t0 + TIMEOUT / 2, up(2), &a).unwrap();
+        assert_eq!(f.preferred_upstream(), Some(up(2)));
         let (to, _) = sent(
             &f.on_guest_query(t0 + TIMEOUT, guest(1), &query(2, "b.example."))
                 .unwrap(),
@@ -845,6 +856,7 @@ mod tests {
         assert_eq!(f.pending(), 0);
         assert_eq!(f.next_deadline(), None);
         assert_eq!(f.servfails(), 1);
+        assert_eq!(f.preferred_upstream(), None);
         // Still validates input first.
         assert!(f.on_guest_query(now, guest(9), b"junk").is_err());
     }
@@ -1133,7 +1145,7 @@ mod tests {
                     s
                 }
             };
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 if let Ok(acts) = f.on_guest_query(now, guest((rng.next() % 4) as u16), &buf) {
                     for a in acts {
                         if let DnsAction::SendUpstream { query, .. } = a {
@@ -1143,7 +1155,7 @@ mod tests {
                 }
             } else {
                 // Sometimes aim at a live id so deeper checks run.
-                if buf.len() >= 2 && !ids.is_empty() && rng.next() % 2 == 0 {
+                if buf.len() >= 2 && !ids.is_empty() && rng.next().is_multiple_of(2) {
                     let id = ids[(rng.next() as usize) % ids.len()];
                     buf[..2].copy_from_slice(&id.to_be_bytes());
                 }

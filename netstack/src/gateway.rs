@@ -151,7 +151,10 @@ impl Gateway {
             match self.dhcp.handle(now, src_mac, d.payload) {
                 Ok(Some(reply)) => {
                     self.stats.dhcp_replies += 1;
-                    self.neigh.insert(IpAddr::V4(reply.dst_ip), reply.dst_mac);
+                    // Learn only real unicast destinations (a broadcast reply names no guest).
+                    if !reply.dst_ip.is_broadcast() && !ethernet::is_group(&reply.dst_mac) {
+                        self.neigh.insert(IpAddr::V4(reply.dst_ip), reply.dst_mac);
+                    }
                     self.send_udp_to(
                         reply.dst_mac,
                         IpAddr::V4(self.cfg.gateway),

@@ -42,11 +42,14 @@ struct SimTcp {
     closed: Option<bool>,
 }
 
+/// A UDP socket: destination, datagrams sent, datagrams waiting to be received.
+type SimUdp = (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>);
+
 #[derive(Default)]
 struct SimHost {
     frames: Vec<Vec<u8>>,
     tcp: HashMap<FlowId, SimTcp>,
-    udp: HashMap<FlowId, (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>)>,
+    udp: HashMap<FlowId, SimUdp>,
     want_write: Vec<FlowId>,
 }
 
@@ -251,6 +254,7 @@ fn ipv4_frame(src: IpAddr, dst: IpAddr, proto: u8, transport: &[u8]) -> Vec<u8> 
     f
 }
 
+#[allow(clippy::too_many_arguments)]
 fn tcp_frame(
     dst: IpAddr,
     dport: u16,
@@ -791,7 +795,7 @@ fn malformed_frames_are_counted_not_fatal() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 *b = x as u8;
             }
         }
