@@ -13,8 +13,8 @@ impl Gateway {
             Ok(a) => a,
             Err(e) => return self.bad(now, "arp", e),
         };
-        let ours = |ip| ip == self.cfg.gateway || ip == self.cfg.dns;
-        if ours(a.sender_ip) {
+        let (sender_virtual, target_virtual) = (self.is_virtual(a.sender_ip), self.is_virtual(a.target_ip));
+        if sender_virtual {
             // Somebody claims the gateway's or DNS address: never learn it.
             self.stats.drop_spoofed += 1;
             let m = ethernet::fmt_mac(&a.sender_mac);
@@ -30,7 +30,7 @@ impl Gateway {
         {
             self.neigh.insert(IpAddr::V4(a.sender_ip), a.sender_mac);
         }
-        if a.op != arp::OP_REQUEST || !ours(a.target_ip) {
+        if a.op != arp::OP_REQUEST || !target_virtual {
             return;
         }
         let reply = ArpRepr {

@@ -58,6 +58,23 @@ impl Ipv4Net {
     }
 }
 
+/// Where a guestfwd's connections go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestFwdTarget {
+    /// Connect to this host address.
+    Connect(SocketAddr),
+    /// Run this shell command with the connection on its stdin/stdout.
+    Command(String),
+}
+
+/// A guestfwd: connections from guests to `addr:port` (a virtual address in the LAN) go to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestFwd {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub target: GuestFwdTarget,
+}
+
 /// Everything the gateway needs to know. Construct with [`Config::default`] and adjust.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -93,6 +110,11 @@ pub struct Config {
     pub udp_idle: Duration,
     /// ICMP echo flow idle timeout.
     pub icmp_idle: Duration,
+    /// Guests may not open outbound connections (QEMU `restrict=on`): only the gateway's services,
+    /// forwards and guestfwds work.
+    pub restrict: bool,
+    /// Virtual services in the LAN that lead to host addresses or commands.
+    pub guestfwds: Vec<GuestFwd>,
 }
 
 impl Default for Config {
@@ -117,6 +139,8 @@ impl Default for Config {
             max_pending_per_guest: 256,
             udp_idle: Duration::from_secs(120),
             icmp_idle: Duration::from_secs(30),
+            restrict: false,
+            guestfwds: Vec::new(),
         }
     }
 }
@@ -139,6 +163,11 @@ impl Config {
                 return Err(format!(
                     "{name} address {ip} is the network or broadcast address"
                 ));
+            }
+        }
+        for g in &self.guestfwds {
+            if !self.net.contains(g.addr) || [self.gateway, self.dns, self.net.network(), self.net.broadcast()].contains(&g.addr) {
+                return Err(format!("guestfwd address {} must be a free address inside the network", g.addr));
             }
         }
         if self.gateway == self.dns {

@@ -14,6 +14,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+use rustc_hash::FxHashMap;
 use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::unix::AsyncFd;
 
@@ -23,6 +24,8 @@ pub enum Token {
     Flow(FlowId),
     /// The upstream DNS socket (0: IPv4, 1: IPv6).
     Dns(u8),
+    /// A host forward's listening (TCP) or bound (UDP) socket.
+    Fwd(u32),
     /// Anything the embedding event loop owns (ports, listeners).
     Ext(u64),
 }
@@ -134,10 +137,25 @@ pub fn probe_icmp() -> IcmpMode {
     }
 }
 
+/// A host→guest forward: a listening TCP socket or a bound UDP socket on the host.
+pub struct Forward {
+    pub proto: Proto,
+    /// The address actually bound (port 0 resolved).
+    pub host: SocketAddr,
+    pub guest: SocketAddr,
+    fd: AsyncFd<Socket>,
+    waker: Waker,
+    /// UDP: the flow of each client.
+    peers: FxHashMap<SocketAddr, FlowId>,
+}
+
 /// The host sockets, per protocol, indexed like the core's flow slabs.
 pub struct HostSockets {
     queue: Arc<ReadyQueue>,
     socks: [Vec<Option<HostSock>>; 3],
+    forwards: Vec<Option<Forward>>,
+    /// UDP flows that belong to a forward: (forward, client).
+    fwd_udp: FxHashMap<FlowId, (u32, SocketAddr)>,
     dns: [Option<(AsyncFd<Socket>, Waker)>; 2],
     icmp_mode: IcmpMode,
     discard: Vec<u8>,
@@ -149,6 +167,21 @@ fn pidx(p: Proto) -> usize {
         Proto::Udp => 1,
         Proto::Icmp => 2,
     }
+}
+
+/// Sets SO_PEEK_OFF (peeks then start that far into the receive queue and advance it).
+fn set_peek_off(s: &Socket, off: libc::c_int) -> bool {
+    // SAFETY: the fd is a valid socket we own; the option value is a c_int of the size we pass.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
 }
 
 /// Registers a socket with the tokio reactor.
@@ -171,6 +204,8 @@ impl HostSockets {
         HostSockets {
             queue,
             socks: [Vec::new(), Vec::new(), Vec::new()],
+            forwards: Vec::new(),
+            fwd_udp: FxHashMap::default(),
             dns: [None, None],
             icmp_mode,
             discard: Vec::new(),
@@ -282,24 +317,44 @@ impl HostIo for IoCtx<'_> {
         let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
         s.set_nonblocking(true)?;
         s.set_tcp_nodelay(true)?;
-        let fd = s.as_raw_fd();
-        let zero: libc::c_int = 0;
-        // SAFETY: fd is a valid socket we own; the option value is a c_int of the size we pass.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_PEEK_OFF,
-                (&zero as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_peek_off(&s, 0);
         match s.connect(&SockAddr::from(dst)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
         self.socks.install(id, s, true, None)
+    }
+
+    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
+        let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        let stdin = std::os::fd::OwnedFd::from(theirs.try_clone()?);
+        let stdout = std::os::fd::OwnedFd::from(theirs);
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(stdin)
+            .stdout(stdout)
+            .spawn()?;
+        // Reap it whenever it exits; it talks to us only through the socket pair.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        ours.set_nonblocking(true)?;
+        set_peek_off(&ours, 0);
+        self.socks.install(id, ours, true, None)
+    }
+
+    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()> {
+        let f = self
+            .socks
+            .forwards
+            .get_mut(fwd as usize)
+            .and_then(|f| f.as_mut())
+            .ok_or_else(not_open)?;
+        f.peers.insert(client, id);
+        self.socks.fwd_udp.insert(id, (fwd, client));
+        Ok(())
     }
 
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
@@ -426,6 +481,10 @@ impl HostIo for IoCtx<'_> {
     }
 
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
+        if let Some(&(fwd, client)) = self.socks.fwd_udp.get(&id) {
+            let f = self.socks.forwards.get(fwd as usize).and_then(|f| f.as_ref()).ok_or_else(not_open)?;
+            return f.fd.get_ref().send_to(data, &SockAddr::from(client)).map(|_| ());
+        }
         let s = self.socks.get(id).ok_or_else(not_open)?;
         s.fd.get_ref().send(data).map(|_| ())
     }
@@ -452,6 +511,11 @@ impl HostIo for IoCtx<'_> {
     }
 
     fn udp_close(&mut self, id: FlowId) {
+        if let Some((fwd, client)) = self.socks.fwd_udp.remove(&id) {
+            if let Some(Some(f)) = self.socks.forwards.get_mut(fwd as usize) {
+                f.peers.remove(&client);
+            }
+        }
         self.socks.remove(id);
     }
 
@@ -615,8 +679,130 @@ impl Driver {
                 };
                 self.gw.on_dns_readable(now, &mut io);
             }
+            Token::Fwd(fwd) => self.handle_forward(now, fwd, sink),
             Token::Ext(_) => {}
         }
+    }
+
+    /// Opens a host→guest forward: a TCP listener or a bound UDP socket at `host`, whose connections
+    /// or datagrams go to `guest`. Returns its id.
+    pub fn add_forward(&mut self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> io::Result<u32> {
+        let (ty, p) = match proto {
+            Proto::Tcp => (Type::STREAM, Protocol::TCP),
+            Proto::Udp => (Type::DGRAM, Protocol::UDP),
+            Proto::Icmp => return Err(io::Error::new(io::ErrorKind::InvalidInput, "forwards are TCP or UDP")),
+        };
+        let s = Socket::new(Domain::for_address(host), ty, Some(p))?;
+        s.set_reuse_address(true)?;
+        if host.is_ipv6() {
+            let _ = s.set_only_v6(false);
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&SockAddr::from(host))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {host}: {e}")))?;
+        if proto == Proto::Tcp {
+            s.listen(128)?;
+        }
+        let bound = s.local_addr()?.as_socket().unwrap_or(host);
+        let fd = register(s)?;
+        let slots = &mut self.socks.forwards;
+        let idx = slots.iter().position(|f| f.is_none()).unwrap_or(slots.len());
+        if idx == slots.len() {
+            slots.push(None);
+        }
+        let waker = self.socks.queue.waker(Token::Fwd(idx as u32));
+        slots[idx] = Some(Forward { proto, host: bound, guest, fd, waker, peers: FxHashMap::default() });
+        self.socks.queue.push(Token::Fwd(idx as u32));
+        Ok(idx as u32)
+    }
+
+    /// Closes a forward's socket (connections already made through it go on). False if unknown.
+    pub fn remove_forward(&mut self, id: u32) -> bool {
+        match self.socks.forwards.get_mut(id as usize) {
+            Some(slot @ Some(_)) => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The open forwards: (id, forward).
+    pub fn forwards(&self) -> impl Iterator<Item = (u32, &Forward)> {
+        self.socks.forwards.iter().enumerate().filter_map(|(i, f)| f.as_ref().map(|f| (i as u32, f)))
+    }
+
+    fn handle_forward(&mut self, now: Instant, fwd: u32, sink: &mut dyn FnMut(&[u8])) {
+        let mut buf = std::mem::take(&mut self.socks.discard);
+        if buf.len() < 65536 {
+            buf.resize(65536, 0);
+        }
+        for _ in 0..64 {
+            let Some(Some(f)) = self.socks.forwards.get(fwd as usize) else { break };
+            if !ready(&f.fd, &f.waker, false) {
+                break;
+            }
+            let (proto, guest) = (f.proto, f.guest);
+            if proto == Proto::Tcp {
+                match f.fd.get_ref().accept() {
+                    Ok((conn, addr)) => {
+                        let Some(client) = addr.as_socket() else { continue };
+                        let _ = conn.set_nonblocking(true);
+                        let _ = conn.set_tcp_nodelay(true);
+                        set_peek_off(&conn, 0);
+                        let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
+                        match self.gw.tcp_inbound(now, client, guest, &mut io) {
+                            Ok(id) => {
+                                if let Err(e) = self.socks.install(id, conn, false, None) {
+                                    log::warn!("forward to {guest}: cannot register the connection: {e}");
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!("forward {client} -> {guest} refused: {e}");
+                                let _ = conn.set_linger(Some(std::time::Duration::ZERO));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        rearm(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("accept on forward {}: {e}", f.host);
+                        break;
+                    }
+                }
+            } else {
+                let raw = f.fd.as_raw_fd();
+                // SAFETY: try_init hands us a zeroed address buffer and its length; recvfrom writes at
+                // most that many bytes there, and `buf` is valid for writes of its length.
+                let r = unsafe {
+                    SockAddr::try_init(|ss, len| {
+                        cvt(libc::recvfrom(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, ss.cast(), len))
+                    })
+                };
+                match r {
+                    Ok((n, from)) => {
+                        let Some(client) = from.as_socket() else { continue };
+                        let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
+                        if let Err(e) = self.gw.udp_inbound(now, fwd, client, guest, &buf[..n], &mut io) {
+                            log::debug!("UDP forward {client} -> {guest}: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Some(Some(f)) = self.socks.forwards.get(fwd as usize) {
+                            rearm(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        log::debug!("UDP forward receive: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.socks.discard = buf;
     }
 
     fn handle_flow(&mut self, now: Instant, id: FlowId, sink: &mut dyn FnMut(&[u8])) {

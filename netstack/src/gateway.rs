@@ -4,7 +4,7 @@
 //! their own types); this file dispatches frames, remembers which MAC each guest address uses, builds
 //! outgoing frames and runs the timers.
 
-use crate::config::Config;
+use crate::config::{Config, GuestFwdTarget};
 use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsForwarder};
 use crate::flow::{FlowKey, Proto};
@@ -20,6 +20,13 @@ use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+/// Where a guest flow goes on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    Command(String),
+}
 
 /// Largest frame the gateway builds: an MTU of 65520 plus the Ethernet header.
 pub const MAX_FRAME: usize = 65535 + ethernet::HEADER_LEN;
@@ -115,10 +122,7 @@ impl Gateway {
         // DHCP clients send from 0.0.0.0 before they have a lease.
         let unconfigured = src4.is_unspecified() && p.proto == ip::PROTO_UDP;
         if !unconfigured {
-            if !self.cfg.net.contains(src4)
-                || src4 == self.cfg.gateway
-                || src4 == self.cfg.dns
-                || src4.is_broadcast()
+            if !self.cfg.net.contains(src4) || self.is_virtual(src4) || src4.is_broadcast()
             {
                 self.stats.drop_spoofed += 1;
                 let m = ethernet::fmt_mac(&src_mac);
@@ -286,31 +290,67 @@ impl Gateway {
         ethernet::HEADER_LEN + hl + tlen
     }
 
-    /// Where a guest's packet to `remote` goes on the host: the gateway address means host loopback
-    /// (unless disabled); the DNS address carries TCP DNS to the first upstream. `None`: nowhere.
-    pub(crate) fn host_target(
-        &self,
-        remote: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Option<SocketAddr> {
+    /// Where a guest's packet to `remote:port` goes on the host: the gateway address means host loopback
+    /// (unless disabled); the DNS address carries TCP DNS to an upstream; guestfwd addresses lead to their
+    /// targets. `None`: nowhere (including everything outbound under `restrict`).
+    pub(crate) fn host_target(&self, remote: IpAddr, port: u16, proto: Proto) -> Option<Target> {
         let IpAddr::V4(r) = remote else { return None };
+        if proto == Proto::Tcp {
+            if let Some(g) = self.cfg.guestfwds.iter().find(|g| g.addr == r && g.port == port) {
+                return Some(match &g.target {
+                    GuestFwdTarget::Connect(a) => Target::Addr(*a),
+                    GuestFwdTarget::Command(c) => Target::Command(c.clone()),
+                });
+            }
+        }
+        if r == self.cfg.dns {
+            if proto == Proto::Tcp && port == 53 {
+                return self.dns.preferred_upstream().map(Target::Addr);
+            }
+            return None;
+        }
+        if self.cfg.restrict {
+            return None;
+        }
         if r == self.cfg.gateway {
             return self
                 .cfg
                 .host_loopback
-                .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-        }
-        if r == self.cfg.dns {
-            if proto == Proto::Tcp && port == 53 {
-                return self.dns.upstreams().first().copied();
-            }
-            return None;
+                .then(|| Target::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
         }
         if self.cfg.net.contains(r) || r.is_broadcast() || r.is_multicast() || r.is_unspecified() {
             return None;
         }
-        Some(SocketAddr::new(remote, port))
+        Some(Target::Addr(SocketAddr::new(remote, port)))
+    }
+
+    /// Addresses the gateway itself answers for (gateway, DNS, guestfwds).
+    pub(crate) fn is_virtual(&self, ip: Ipv4Addr) -> bool {
+        ip == self.cfg.gateway || ip == self.cfg.dns || self.cfg.guestfwds.iter().any(|g| g.addr == ip)
+    }
+
+    /// How a host peer's address appears to guests: loopback (and anything a guest could not tell apart
+    /// from its own LAN, or IPv6 for IPv4 guests) shows as the gateway; other addresses as themselves.
+    pub(crate) fn guest_visible(&self, peer: IpAddr) -> IpAddr {
+        match peer {
+            IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() && !self.cfg.net.contains(v4) => peer,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.guest_visible(IpAddr::V4(v4)),
+                None => IpAddr::V4(self.cfg.gateway),
+            },
+            _ => IpAddr::V4(self.cfg.gateway),
+        }
+    }
+
+    /// The MAC of a guest address: learned from its traffic, or from its DHCP lease.
+    pub(crate) fn guest_mac(&self, ip: IpAddr) -> Option<Mac> {
+        if let Some(m) = self.neigh.get(&ip) {
+            return Some(*m);
+        }
+        match ip {
+            IpAddr::V4(v4) => self.dhcp.mac_for_ip(v4),
+            IpAddr::V6(_) => None,
+        }
     }
 
     /// The guest-visible remote address for a host address (host loopback shows as the gateway).

@@ -14,6 +14,9 @@ pub trait HostIo {
 
     /// Starts a non-blocking connect; completion comes back as `Gateway::on_tcp_connected`.
     fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()>;
+    /// Runs `command` (through `/bin/sh -c`) with one end of a socket pair on its stdin/stdout; the other
+    /// end becomes the flow's host socket. Completion is reported like a connect.
+    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()>;
     /// Writes what the socket accepts now.
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize>;
     /// Copies received-but-unconsumed bytes starting `offset` bytes past the oldest one into `bufs`,
@@ -32,6 +35,9 @@ pub trait HostIo {
     /// Closes the socket; `reset` aborts it (RST to the peer).
     fn tcp_close(&mut self, id: FlowId, reset: bool);
 
+    /// Makes `id` a flow of UDP forward `fwd`: datagrams to the host go out of the forward's socket to
+    /// `client`; datagrams from `client` arrive through `Gateway::udp_inbound`.
+    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()>;
     /// Opens a UDP socket connected to `dst`.
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()>;
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()>;

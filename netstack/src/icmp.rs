@@ -114,6 +114,9 @@ impl Gateway {
 
     fn icmp_target(&self, dst: IpAddr) -> Option<IpAddr> {
         let IpAddr::V4(d) = dst else { return None };
+        if self.cfg.restrict {
+            return None;
+        }
         if d == self.cfg.gateway {
             return self
                 .cfg

@@ -11,7 +11,7 @@
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::{ErrorKind, IoSliceMut};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Our window-scale shift, offered to guests that offer theirs.
@@ -46,6 +46,8 @@ pub(crate) enum State {
     Connecting,
     /// SYN-ACK sent to the guest, waiting for its ACK.
     SynAckSent,
+    /// A forwarded connection: SYN sent to the guest, waiting for its SYN-ACK.
+    SynSent,
     /// Data flows (including half-closed states, tracked by the FIN flags).
     Established,
 }
@@ -198,8 +200,8 @@ impl Gateway {
             return;
         }
         let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Tcp) else {
-            if key.remote == IpAddr::V4(self.cfg.gateway) || key.remote == IpAddr::V4(self.cfg.dns)
-            {
+            let virt = matches!(key.remote, IpAddr::V4(r) if self.is_virtual(r));
+            if virt || self.cfg.restrict {
                 self.stats.tcp_refused += 1;
                 self.tcp_send_reset_for(key, seg, io);
             } else {
@@ -265,9 +267,74 @@ impl Gateway {
         if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
             arm(&mut self.tcp.timers, f, idx, gen, now + CONNECT_TIMEOUT);
         }
-        if let Err(e) = io.tcp_connect(fid(idx, gen), target) {
+        let started = match &target {
+            Target::Addr(a) => io.tcp_connect(fid(idx, gen), *a),
+            Target::Command(c) => io.tcp_spawn(fid(idx, gen), c),
+        };
+        if let Err(e) = started {
             self.on_tcp_connected(now, fid(idx, gen), Err(e), io);
         }
+    }
+
+    /// A host client connected to a TCP forward for `guest`. Sends SYN to the guest from the client's
+    /// address (host loopback shows as the gateway) and returns the flow id the driver binds the accepted
+    /// socket to. Errors are one-line reasons; the driver then resets the client.
+    pub fn tcp_inbound(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        guest: SocketAddr,
+        io: &mut dyn HostIo,
+    ) -> Result<FlowId, String> {
+        let remote = self.guest_visible(client.ip());
+        let key = FlowKey { guest: guest.ip(), guest_port: guest.port(), remote, remote_port: client.port() };
+        let guest_mac = self
+            .guest_mac(guest.ip())
+            .ok_or_else(|| format!("guest {} is not on the LAN (no lease, no traffic yet)", guest.ip()))?;
+        if self.tcp.by_key.contains_key(&key) {
+            return Err(format!("a connection {remote}:{} -> {guest} already exists", client.port()));
+        }
+        if !self.flow_allowed(now, &key) {
+            return Err(format!("guest {} has too many flows", guest.ip()));
+        }
+        let iss = self.tcp.next_isn();
+        let mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let flow = TcpFlow {
+            key,
+            guest_mac,
+            state: State::SynSent,
+            rcv_nxt: 0,
+            guest_fin: false,
+            shut_wr_done: false,
+            pending: Vec::new(),
+            want_write: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_wnd: 0,
+            guest_wscale: 0,
+            wscale_ok: true,
+            mss,
+            host_eof: false,
+            fin_sent: false,
+            dupacks: 0,
+            last_wnd_seen: 0,
+            rto: RTO_INITIAL,
+            retries: 0,
+            deadline: None,
+            queued: None,
+            ack_due: false,
+            last_adv_wnd: RCV_WINDOW,
+        };
+        let (idx, gen) = self.tcp.flows.insert(flow);
+        self.tcp.by_key.insert(key, (idx, gen));
+        self.flow_opened(key.guest);
+        self.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
+            arm(&mut self.tcp.timers, f, idx, gen, now + SYNACK_RTO);
+        }
+        self.tcp_send_ctl(fid(idx, gen), SYN, io);
+        Ok(fid(idx, gen))
     }
 
     /// The host connect() for `id` finished.
@@ -336,13 +403,36 @@ impl Gateway {
             // Accept a reset whose sequence number is within the window (RFC 5961 simplified).
             let ok = seq_le(f.rcv_nxt, seg.seq)
                 && seq_lt(seg.seq, f.rcv_nxt.wrapping_add(f.adv_window().max(1)));
-            if ok || f.state == State::Connecting {
+            let synsent_ok = f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
+            if ok || f.state == State::Connecting || synsent_ok {
                 self.tcp_remove(id, io, true);
             }
             return;
         }
         match f.state {
             State::Connecting => return, // Retransmitted SYNs wait for the host connect.
+            State::SynSent => {
+                if !(seg.has(SYN) && seg.has(ACK)) || seg.ack != f.iss.wrapping_add(1) {
+                    if seg.has(ACK) && !seg.has(SYN) {
+                        let key = f.key;
+                        self.tcp_send_reset_for(key, seg, io);
+                    }
+                    return;
+                }
+                f.state = State::Established;
+                f.rcv_nxt = seg.seq.wrapping_add(1);
+                f.snd_una = seg.ack;
+                f.wscale_ok = seg.wscale.is_some();
+                f.guest_wscale = seg.wscale.unwrap_or(0);
+                f.mss = seg.mss.unwrap_or(536).clamp(64, f.mss);
+                f.snd_wnd = u32::from(seg.window);
+                f.last_wnd_seen = f.snd_wnd;
+                f.retries = 0;
+                f.deadline = None;
+                self.tcp_queue_ack(idx, gen);
+                self.tcp_push(now, idx, gen, io);
+                return;
+            }
             State::SynAckSent => {
                 if seg.has(SYN) && !seg.has(ACK) {
                     self.tcp_send_ctl(id, SYN | ACK, io);
@@ -731,6 +821,7 @@ impl Gateway {
         };
         let syn = flags & SYN != 0;
         let seq = if syn { f.iss } else { f.snd_nxt };
+        // Our own SYN (forwards) always offers window scaling.
         let opts = syn.then(|| (f.mss, f.wscale_ok.then_some(OUR_WSCALE)));
         let window = if syn { 65535 } else { f.window_field() };
         f.ack_due = false;
@@ -845,14 +936,15 @@ impl Gateway {
                     let err = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
                     self.on_tcp_connected(now, id, Err(err), io);
                 }
-                State::SynAckSent => {
+                State::SynAckSent | State::SynSent => {
                     f.retries += 1;
+                    let flags = if f.state == State::SynSent { SYN } else { SYN | ACK };
                     if f.retries > SYNACK_RETRIES {
                         self.tcp_remove(id, io, true);
                     } else {
                         let at = now + SYNACK_RTO * (1 << f.retries.min(5));
                         arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
-                        self.tcp_send_ctl(id, SYN | ACK, io);
+                        self.tcp_send_ctl(id, flags, io);
                     }
                 }
                 State::Established => {

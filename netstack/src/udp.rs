@@ -4,7 +4,7 @@
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
@@ -13,7 +13,7 @@ use crate::wire::udp::{self as udpw, UdpDatagram};
 use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
 use std::io::ErrorKind;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub(crate) struct UdpFlow {
     key: FlowKey,
@@ -77,7 +77,7 @@ impl Gateway {
         let (idx, gen) = match self.udp.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Udp) else {
+                let Some(Target::Addr(target)) = self.host_target(key.remote, key.remote_port, Proto::Udp) else {
                     self.stats.drop_not_for_us += 1;
                     return;
                 };
@@ -119,6 +119,53 @@ impl Gateway {
                 });
             }
         }
+    }
+
+    /// A datagram from `client` arrived on UDP forward `fwd` for `guest`: finds or makes the flow (whose
+    /// replies leave through the forward's socket) and delivers the datagram to the guest from the
+    /// client's address (host loopback shows as the gateway).
+    pub fn udp_inbound(
+        &mut self,
+        now: Instant,
+        fwd: u32,
+        client: SocketAddr,
+        guest: SocketAddr,
+        payload: &[u8],
+        io: &mut dyn HostIo,
+    ) -> Result<FlowId, String> {
+        let remote = self.guest_visible(client.ip());
+        let key = FlowKey { guest: guest.ip(), guest_port: guest.port(), remote, remote_port: client.port() };
+        let mac = self
+            .guest_mac(guest.ip())
+            .ok_or_else(|| format!("guest {} is not on the LAN (no lease, no traffic yet)", guest.ip()))?;
+        let (idx, gen) = match self.udp.by_key.get(&key) {
+            Some(&v) => v,
+            None => {
+                if !self.flow_allowed(now, &key) {
+                    return Err(format!("guest {} has too many flows", guest.ip()));
+                }
+                let (idx, gen) = self.udp.flows.insert(UdpFlow { key, guest_mac: mac, last: now, last_len: 0 });
+                if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
+                    self.udp.flows.remove(idx, gen);
+                    return Err(format!("cannot track UDP peer {client}: {e}"));
+                }
+                self.udp.by_key.insert(key, (idx, gen));
+                self.udp.timers.push(now + self.cfg.udp_idle, fid(idx, gen));
+                self.flow_opened(key.guest);
+                self.stats.udp_flows_opened += 1;
+                (idx, gen)
+            }
+        };
+        if let Some(f) = self.udp.flows.get_mut(idx, gen) {
+            f.last = now;
+        }
+        let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(key.guest) + udpw::HEADER_LEN);
+        if payload.len() > max {
+            self.stats.drop_unsupported += 1;
+            return Ok(fid(idx, gen));
+        }
+        self.send_udp_to(mac, remote, client.port(), key.guest, key.guest_port, payload, io);
+        Ok(fid(idx, gen))
     }
 
     /// The host socket of `id` has datagrams (or an error) for the guest.

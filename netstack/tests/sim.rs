@@ -1,6 +1,6 @@
 //! Deterministic tests of the gateway core against a simulated host: virtual time, in-memory sockets.
 
-use netstack::config::Config;
+use netstack::config::{Config, GuestFwd, GuestFwdTarget};
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
 use netstack::host::HostIo;
@@ -51,6 +51,8 @@ struct SimHost {
     tcp: HashMap<FlowId, SimTcp>,
     udp: HashMap<FlowId, SimUdp>,
     want_write: Vec<FlowId>,
+    spawned: Vec<String>,
+    udp_forwards: Vec<(FlowId, u32)>,
 }
 
 impl HostIo for SimHost {
@@ -65,6 +67,16 @@ impl HostIo for SimHost {
                 ..Default::default()
             },
         );
+        Ok(())
+    }
+    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
+        self.spawned.push(command.to_string());
+        self.tcp.insert(id, SimTcp::default());
+        Ok(())
+    }
+    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()> {
+        self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
+        self.udp_forwards.push((id, fwd));
         Ok(())
     }
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
@@ -926,4 +938,142 @@ fn many_flows_demultiplex_by_hash() {
     }
     assert_eq!(h.gw.flow_counts().0, 10000);
     assert_eq!(h.host.tcp.len(), 10000);
+}
+
+/// Makes the guest known to the gateway (as DHCP or any traffic would).
+fn announce_guest(h: &mut Harness) {
+    h.send(udp_frame(remote_ip(), 9, b"hello"));
+    h.take_frames();
+}
+
+#[test]
+fn tcp_forward_opens_to_guest_with_client_address() {
+    let mut h = Harness::new(Config::default());
+    announce_guest(&mut h);
+    let guest: SocketAddr = "10.0.2.15:22".parse().expect("addr");
+    let client: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
+    let id = h.gw.tcp_inbound(h.now, client, guest, &mut h.host).expect("forwarded");
+    h.host.tcp.insert(id, SimTcp::default());
+    let syn = h.take_frames();
+    assert_eq!(syn.len(), 1);
+    let p = IpPacket::parse_v4(&syn[0][14..]).expect("ip");
+    assert_eq!((p.src, p.dst), (gw_ip(), guest_ip()), "a loopback client shows as the gateway");
+    let s = TcpSegment::parse(p.payload, p.src, p.dst).expect("tcp");
+    assert_eq!((s.flags, s.src_port, s.dst_port, s.wscale), (SYN, 50000, 22, Some(7)));
+    // The guest answers SYN-ACK; we ACK; data flows both ways.
+    let synack = {
+        let hdr = TcpHeader { src_port: 22, dst_port: 50000, seq: 7000, ack: s.seq + 1, flags: SYN | ACK, window: 65535, syn_opts: Some((1460, Some(7))) };
+        let mut seg = vec![0u8; hdr.len()];
+        tcpw::write_header(&mut seg, &hdr, guest_ip(), gw_ip());
+        ipv4_frame(guest_ip(), gw_ip(), ip::PROTO_TCP, &seg)
+    };
+    h.send(synack);
+    let ack = h.take_tcp();
+    assert_eq!(ack.len(), 1);
+    assert_eq!((ack[0].flags, ack[0].ack), (ACK, 7001));
+    h.host.tcp.get_mut(&id).expect("sock").rx.extend(b"SSH-2.0-client".iter().copied());
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let d = h.take_tcp();
+    assert_eq!(d[0].payload, b"SSH-2.0-client");
+    let data = {
+        let hdr = TcpHeader { src_port: 22, dst_port: 50000, seq: 7001, ack: s.seq + 1 + 14, flags: ACK | PSH, window: 65535, syn_opts: None };
+        let mut seg = vec![0u8; 20 + 14];
+        seg[20..].copy_from_slice(b"SSH-2.0-server");
+        tcpw::write_header(&mut seg, &hdr, guest_ip(), gw_ip());
+        ipv4_frame(guest_ip(), gw_ip(), ip::PROTO_TCP, &seg)
+    };
+    h.send(data);
+    assert_eq!(h.host.tcp[&id].written, b"SSH-2.0-server");
+    assert!(h.host.tcp[&id].rx.is_empty(), "acknowledged bytes consumed");
+}
+
+#[test]
+fn tcp_forward_to_closed_guest_port_resets_client() {
+    let mut h = Harness::new(Config::default());
+    announce_guest(&mut h);
+    let id = h
+        .gw
+        .tcp_inbound(h.now, "192.0.2.9:4000".parse().expect("addr"), "10.0.2.15:23".parse().expect("addr"), &mut h.host)
+        .expect("forwarded");
+    h.host.tcp.insert(id, SimTcp::default());
+    let syn = h.take_tcp();
+    let rst = {
+        let hdr = TcpHeader { src_port: 23, dst_port: 4000, seq: 0, ack: syn[0].seq + 1, flags: RST | ACK, window: 0, syn_opts: None };
+        let mut seg = vec![0u8; 20];
+        tcpw::write_header(&mut seg, &hdr, guest_ip(), remote_ip_for("192.0.2.9"));
+        ipv4_frame(guest_ip(), remote_ip_for("192.0.2.9"), ip::PROTO_TCP, &seg)
+    };
+    h.send(rst);
+    assert_eq!(h.host.tcp[&id].closed, Some(true), "the client is reset");
+    assert_eq!(h.gw.flow_counts().0, 0);
+}
+
+fn remote_ip_for(s: &str) -> IpAddr {
+    s.parse().expect("addr")
+}
+
+#[test]
+fn tcp_forward_to_unknown_guest_is_refused() {
+    let mut h = Harness::new(Config::default());
+    let r = h.gw.tcp_inbound(h.now, "127.0.0.1:1".parse().expect("addr"), "10.0.2.15:22".parse().expect("addr"), &mut h.host);
+    assert!(r.unwrap_err().contains("not on the LAN"));
+}
+
+#[test]
+fn udp_forward_round_trip_keeps_client_address() {
+    let mut h = Harness::new(Config::default());
+    announce_guest(&mut h);
+    let client: SocketAddr = "192.0.2.33:6000".parse().expect("addr");
+    let id = h.gw.udp_inbound(h.now, 3, client, "10.0.2.15:53".parse().expect("addr"), b"query", &mut h.host).expect("ok");
+    assert_eq!(h.host.udp_forwards, vec![(id, 3)]);
+    let f = h.take_frames();
+    let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
+    assert_eq!(p.src, remote_ip_for("192.0.2.33"));
+    let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp");
+    assert_eq!((d.src_port, d.dst_port, d.payload), (6000, 53, &b"query"[..]));
+    // The guest's answer goes back through the same flow.
+    let mut seg = vec![0u8; 8 + 6];
+    seg[8..].copy_from_slice(b"answer");
+    udpw::write(&mut seg, guest_ip(), remote_ip_for("192.0.2.33"), 53, 6000);
+    h.send(ipv4_frame(guest_ip(), remote_ip_for("192.0.2.33"), ip::PROTO_UDP, &seg));
+    assert_eq!(h.host.udp[&id].1, vec![b"answer".to_vec()]);
+}
+
+#[test]
+fn restrict_blocks_outbound_but_not_dns_or_guestfwd() {
+    let cfg = Config {
+        restrict: true,
+        guestfwds: vec![GuestFwd { addr: Ipv4Addr::new(10, 0, 2, 100), port: 8080, target: GuestFwdTarget::Connect("127.0.0.1:9999".parse().expect("addr")) }],
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b""));
+    assert!(h.host.tcp.is_empty(), "no outbound connect under restrict");
+    assert_eq!(h.take_tcp()[0].flags & RST, RST, "refused at once");
+    h.send(tcp_frame(gw_ip(), 22, ISN, 0, SYN, 65535, None, b""));
+    assert!(h.host.tcp.is_empty(), "not even host loopback");
+    h.take_frames();
+    h.send(udp_frame(remote_ip(), 53, b"x"));
+    assert!(h.host.udp.is_empty());
+    let vip = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100));
+    h.send(tcp_frame(vip, 8080, ISN, 0, SYN, 65535, None, b""));
+    let id = h.flow();
+    assert_eq!(h.host.tcp[&id].dst, Some("127.0.0.1:9999".parse().expect("addr")));
+}
+
+#[test]
+fn guestfwd_command_and_arp() {
+    let cfg = Config {
+        guestfwds: vec![GuestFwd { addr: Ipv4Addr::new(10, 0, 2, 100), port: 7, target: GuestFwdTarget::Command("cat".into()) }],
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let req = ArpRepr { op: arp::OP_REQUEST, sender_mac: GUEST_MAC, sender_ip: Ipv4Addr::new(10, 0, 2, 15), target_mac: [0; 6], target_ip: Ipv4Addr::new(10, 0, 2, 100) };
+    let mut f = vec![0u8; 42];
+    ethernet::write_header(&mut f, ethernet::BROADCAST, GUEST_MAC, ethernet::ETHERTYPE_ARP);
+    req.emit(&mut f[14..]);
+    h.send(f);
+    assert_eq!(h.take_frames().len(), 1, "the guestfwd address answers ARP");
+    h.send(tcp_frame(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100)), 7, ISN, 0, SYN, 65535, None, b""));
+    assert_eq!(h.host.spawned, vec!["cat".to_string()]);
 }
