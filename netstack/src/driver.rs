@@ -378,6 +378,25 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+        let q = self.socks.queue.clone();
+        let s = self.socks.get(id).ok_or_else(not_open)?;
+        // SAFETY: msghdr is plain data; zeroed is a valid "no name, no control" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len();
+        // SAFETY: IoSlice is ABI-compatible with iovec; each points to readable memory that outlives
+        // the call, and the kernel only reads through msg_iov for sendmsg.
+        let r = unsafe { libc::sendmsg(s.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
     fn tcp_peek(
         &mut self,
         id: FlowId,
@@ -657,6 +676,12 @@ impl Driver {
             gw,
             socks: HostSockets::new(queue, mode),
         }
+    }
+
+    /// Several frames from the LAN for the gateway (see `Gateway::handle_frames`).
+    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], sink: &mut dyn FnMut(&[u8])) {
+        let mut io = IoCtx { socks: &mut self.socks, sink };
+        self.gw.handle_frames(now, frames, &mut io);
     }
 
     /// One frame from the LAN for the gateway.

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub(crate) icmp: IcmpNat,
     /// Scratch buffer for building one frame.
     pub(crate) tx: Vec<u8>,
+    /// While `handle_frames` runs: (index of the current frame, its address).
+    pub(crate) batch: Option<(usize, usize)>,
     log: LogLimiter,
 }
 
@@ -63,6 +65,7 @@ impl Gateway {
             flows_per_guest: FxHashMap::default(),
             stats: Stats::default(),
             tx: vec![0; MAX_FRAME],
+            batch: None,
             log: LogLimiter::default(),
             cfg,
         }
@@ -83,6 +86,17 @@ impl Gateway {
     /// Number of live flows of each protocol.
     pub fn flow_counts(&self) -> (usize, usize, usize) {
         (self.tcp.len(), self.udp.len(), self.icmp.len())
+    }
+
+    /// Several frames at once (e.g. all those one read from a guest produced). Guest TCP payload for the
+    /// same flow is gathered and written to the host socket with one `writev` at the end.
+    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], io: &mut dyn HostIo) {
+        for (i, f) in frames.iter().enumerate() {
+            self.batch = Some((i, f.as_ptr() as usize));
+            self.handle_frame(now, f, io);
+        }
+        self.batch = None;
+        self.tcp_flush_writes(frames, io);
     }
 
     /// One frame from the LAN addressed to the gateway (unicast to its MAC, or broadcast).

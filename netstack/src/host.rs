@@ -19,6 +19,8 @@ pub trait HostIo {
     fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()>;
     /// Writes what the socket accepts now.
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize>;
+    /// Writes what the socket accepts now from several buffers, in order.
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
     /// Copies received-but-unconsumed bytes starting `offset` bytes past the oldest one into `bufs`,
     /// without consuming them. `Ok(0)` means the host closed its side and nothing is left past `offset`.
     fn tcp_peek(

@@ -81,6 +81,8 @@ pub(crate) struct TcpFlow {
     queued: Option<Instant>,
     ack_due: bool,
     last_adv_wnd: u32,
+    /// Has bytes gathered in the current batch (`TcpNat::wbatch`).
+    in_batch: bool,
 }
 
 impl TcpFlow {
@@ -113,6 +115,18 @@ pub struct TcpNat {
     ack_pending: Vec<(u32, u32)>,
     segbufs: Vec<Vec<u8>>,
     isn_state: u64,
+    /// Guest payload gathered during a batch of frames, written per flow at its end.
+    wbatch: Vec<BatchWrite>,
+}
+
+/// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchWrite {
+    idx: u32,
+    gen: u32,
+    frame: usize,
+    off: usize,
+    len: usize,
 }
 
 impl Default for TcpNat {
@@ -124,6 +138,7 @@ impl Default for TcpNat {
             timers: TimerHeap::default(),
             ack_pending: Vec::new(),
             segbufs: Vec::new(),
+            wbatch: Vec::new(),
             isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
         }
     }
@@ -258,6 +273,7 @@ impl Gateway {
             queued: None,
             ack_due: false,
             last_adv_wnd: RCV_WINDOW,
+            in_batch: false,
         };
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
@@ -325,6 +341,7 @@ impl Gateway {
             queued: None,
             ack_due: false,
             last_adv_wnd: RCV_WINDOW,
+            in_batch: false,
         };
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
@@ -547,7 +564,17 @@ impl Gateway {
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if take > 0 {
+            if take > 0 && f.pending.is_empty() && self.batch.is_some() {
+                // Gathered: written with the flow's other segments of this batch in one writev.
+                let base = self.batch.map_or(0, |b| b.1);
+                let off = (data.as_ptr() as usize).wrapping_sub(base);
+                let frame = self.batch.map_or(0, |b| b.0);
+                if !f.in_batch {
+                    f.in_batch = true;
+                }
+                self.tcp.wbatch.push(BatchWrite { idx, gen, frame, off, len: take });
+                f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
+            } else if take > 0 {
                 let mut written = 0;
                 if f.pending.is_empty() {
                     match io.tcp_send(id, data) {
@@ -580,7 +607,8 @@ impl Gateway {
         {
             f.guest_fin = true;
             f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
-            if f.pending.is_empty() {
+            // With gathered bytes still to write, the shutdown follows the batch's writes.
+            if f.pending.is_empty() && !f.in_batch {
                 f.shut_wr_done = true;
                 io.tcp_shutdown_write(id);
             }
@@ -589,6 +617,80 @@ impl Gateway {
             // A retransmitted FIN.
             self.tcp_queue_ack(idx, gen);
         }
+    }
+
+    /// Writes the guest bytes gathered during a batch: one `writev` per flow, in order. What the socket
+    /// does not take now is kept (as with single writes) until it is writable.
+    pub(crate) fn tcp_flush_writes(&mut self, frames: &[&[u8]], io: &mut dyn HostIo) {
+        let mut batch = std::mem::take(&mut self.tcp.wbatch);
+        if batch.is_empty() {
+            self.tcp.wbatch = batch;
+            return;
+        }
+        // Stable: each flow's segments keep their order.
+        batch.sort_by_key(|b| (b.idx, b.gen));
+        let mut i = 0;
+        while i < batch.len() {
+            let (idx, gen) = (batch[i].idx, batch[i].gen);
+            let mut j = i;
+            while j < batch.len() && batch[j].idx == idx && batch[j].gen == gen {
+                j += 1;
+            }
+            let group = &batch[i..j];
+            i = j;
+            let id = fid(idx, gen);
+            if self.tcp.flows.get(idx, gen).is_none() {
+                continue;
+            }
+            let slice = |b: &BatchWrite| frames.get(b.frame).and_then(|f| f.get(b.off..b.off + b.len)).unwrap_or(&[]);
+            let total: usize = group.iter().map(|b| b.len).sum();
+            let mut written = 0;
+            let mut failed = false;
+            for chunk in group.chunks(512) {
+                let iov: Vec<std::io::IoSlice<'_>> = chunk.iter().map(|b| std::io::IoSlice::new(slice(b))).collect();
+                let want: usize = chunk.iter().map(|b| b.len).sum();
+                match io.tcp_send_vectored(id, &iov) {
+                    Ok(n) => {
+                        written += n;
+                        if n < want {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                self.tcp_abort(id, io);
+                continue;
+            }
+            let Some(f) = self.tcp.flows.get_mut(idx, gen) else { continue };
+            f.in_batch = false;
+            if written < total {
+                let mut skip = written;
+                for b in group {
+                    let s = slice(b);
+                    if skip >= s.len() {
+                        skip -= s.len();
+                        continue;
+                    }
+                    f.pending.extend_from_slice(&s[skip..]);
+                    skip = 0;
+                }
+                if !f.want_write {
+                    f.want_write = true;
+                    io.tcp_want_write(id);
+                }
+            } else if f.guest_fin && !f.shut_wr_done {
+                f.shut_wr_done = true;
+                io.tcp_shutdown_write(id);
+            }
+        }
+        batch.clear();
+        self.tcp.wbatch = batch;
     }
 
     /// The host socket has data (or EOF) for the guest.

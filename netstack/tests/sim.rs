@@ -91,6 +91,10 @@ impl HostIo for SimHost {
         s.written.extend_from_slice(&data[..n]);
         Ok(n)
     }
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.tcp_send(id, &all)
+    }
     fn tcp_peek(
         &mut self,
         id: FlowId,
@@ -1076,4 +1080,30 @@ fn guestfwd_command_and_arp() {
     assert_eq!(h.take_frames().len(), 1, "the guestfwd address answers ARP");
     h.send(tcp_frame(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100)), 7, ISN, 0, SYN, 65535, None, b""));
     assert_eq!(h.host.spawned, vec!["cat".to_string()]);
+}
+
+#[test]
+fn batched_segments_are_written_together_before_the_shutdown() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    let frames = [
+        tcp_frame(remote_ip(), 80, ISN + 1, ours, ACK, 65535, None, b"aaa"),
+        tcp_frame(remote_ip(), 80, ISN + 4, ours, ACK, 65535, None, b"bbb"),
+        tcp_frame(remote_ip(), 80, ISN + 7, ours, ACK | FIN, 65535, None, b"ccc"),
+    ];
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    // The socket takes 5 bytes now: the rest is held, and the shutdown waits for it.
+    h.host.tcp.get_mut(&id).expect("sock").send_room = Some(5);
+    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.end_batch(h.now, &mut h.host);
+    assert_eq!(h.host.tcp[&id].written, b"aaabb");
+    assert!(!h.host.tcp[&id].shut_wr, "no shutdown before all bytes are written");
+    let acks = h.take_tcp();
+    assert_eq!(acks.len(), 1, "one ACK for the batch");
+    assert_eq!(acks[0].ack, ISN + 11);
+    h.host.tcp.get_mut(&id).expect("sock").send_room = None;
+    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    assert_eq!(h.host.tcp[&id].written, b"aaabbbccc");
+    assert!(h.host.tcp[&id].shut_wr);
 }
