@@ -27,7 +27,7 @@ const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 const WARREN_MTU: u16 = 1400;
 const BIG_LEN: usize = 20 * 1024 * 1024;
 const TFTP_LEN: usize = 64 * 1024 + 100;
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Outcome of the shared guest run.
@@ -158,17 +158,23 @@ r refused_ms $((t1 - t0))
 fn main_run() -> &'static MainRun {
     static RUN: OnceLock<Result<MainRun, String>> = OnceLock::new();
     let run = RUN.get_or_init(|| {
-        std::panic::catch_unwind(run_main_guest).map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".to_owned())
-        })
+        // Boot the ping guest alongside (TCG guests are single-threaded).
+        std::thread::spawn(|| {
+            let _ = ping_run();
+        });
+        std::panic::catch_unwind(run_main_guest).map_err(panic_message)
     });
     match run {
         Ok(run) => run,
         Err(e) => panic!("setting up the shared guest run failed: {e}"),
     }
+}
+
+fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 fn run_main_guest() -> MainRun {
@@ -219,22 +225,34 @@ fn run_main_guest() -> MainRun {
         .map(|done| eprintln!("gateway-main: script done after {done:?}"))
         .err();
     let _ = guest.wait_exit(Duration::from_secs(10));
-    eprintln!("gateway-main: total {:?}", started.elapsed());
+    eprintln!("gateway-main: QEMU gone after {:?}", started.elapsed());
     let console = guest.output();
     drop(guest);
+    let mut diagnostics = net.diagnostics();
     if let Some(w) = net.warren.as_mut() {
+        if !w.is_running() {
+            diagnostics.insert_str(0, "warren had EXITED before the guest run ended\n");
+        }
         w.stop(Duration::from_secs(5));
     }
-    let pcap = net.pcap().filter(|p| p.exists()).map(|p| PcapSummary {
-        dhcp: tshark(p, "dhcp"),
-        http_tcp: tshark(p, &format!("tcp.port == {}", http.port)),
+    let t = Instant::now();
+    let pcap = net.pcap().filter(|p| p.exists()).map(|p| {
+        // One tshark run (it is slow to start); split the frames after.
+        let frames = tshark(p, &format!("dhcp || tcp.port == {}", http.port));
+        let (dhcp, http_tcp): (Vec<&str>, Vec<&str>) =
+            frames.lines().partition(|l| l.contains("DHCP"));
+        PcapSummary {
+            dhcp: dhcp.join("\n"),
+            http_tcp: http_tcp.join("\n"),
+        }
     });
+    eprintln!("gateway-main: pcap summarised in {:?}", t.elapsed());
     MainRun {
         backend,
         error,
         results: warren_tests::qemu::parse_results(&console),
         console,
-        diagnostics: net.diagnostics(),
+        diagnostics,
         http_port: http.port,
         http,
         sink,
@@ -418,8 +436,21 @@ fn pcap_shows_dhcp_and_tcp() {
     );
 }
 
-#[test]
-fn ping_gateway_in_fresh_netns() {
+/// Outcome of the ping guest (a separate boot: its gateway lives in a fresh
+/// network namespace).
+struct PingRun {
+    results: BTreeMap<String, String>,
+    context: String,
+}
+
+/// The ping guest, booted once. [`main_run`] starts it in the background so
+/// both guests boot in parallel whatever order the tests run in.
+fn ping_run() -> &'static Result<PingRun, String> {
+    static RUN: OnceLock<Result<PingRun, String>> = OnceLock::new();
+    RUN.get_or_init(|| std::panic::catch_unwind(run_ping_guest).map_err(panic_message))
+}
+
+fn run_ping_guest() -> PingRun {
     let backend = Backend::from_env();
     let image = Image::build(
         "gateway-ping",
@@ -441,19 +472,29 @@ echo "@@RESULT ping_replies=$(echo "$out" | grep -c 'bytes from 10.0.2.2')"
         },
     );
     let guest = Guest::spawn_with(&image, &net.attach, DEFAULT_MAC);
-    let done = guest.wait_for(DONE_MARKER, Duration::from_secs(120));
-    let ctx = format!(
-        "({backend:?})\n{}\nconsole:\n{}",
+    let done = guest.wait_for(DONE_MARKER, Duration::from_secs(180));
+    let context = format!(
+        "({backend:?} backend)\n{}\nconsole:\n{}",
         net.diagnostics(),
         guest.output()
     );
-    done.unwrap_or_else(|e| panic!("guest did not finish: {e}\n{ctx}"));
-    eprintln!("ping guest done after {:?}", guest.elapsed());
-    let r = guest.results();
-    assert_eq!(r.get("ping_exit").map(String::as_str), Some("0"), "{ctx}");
-    assert_eq!(
-        r.get("ping_replies").map(String::as_str),
-        Some("3"),
-        "{ctx}"
-    );
+    if let Err(e) = done {
+        panic!("ping guest did not finish: {e}\n{context}");
+    }
+    eprintln!("gateway-ping: done after {:?}", guest.elapsed());
+    PingRun {
+        results: guest.results(),
+        context,
+    }
+}
+
+#[test]
+fn ping_gateway_in_fresh_netns() {
+    let run = match ping_run() {
+        Ok(run) => run,
+        Err(e) => panic!("ping guest run failed: {e}"),
+    };
+    let get = |k: &str| run.results.get(k).map(String::as_str);
+    assert_eq!(get("ping_exit"), Some("0"), "{}", run.context);
+    assert_eq!(get("ping_replies"), Some("3"), "{}", run.context);
 }

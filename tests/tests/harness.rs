@@ -34,7 +34,7 @@ echo "@@RESULT modules=$(lsmod | grep -c '^virtio_net ')"
     let net = Network::start(Backend::Slirp, &NetOptions::default());
     let mut guest = Guest::spawn_with(&image, &net.attach, DEFAULT_MAC);
     guest
-        .wait_for(DONE_MARKER, Duration::from_secs(90))
+        .wait_for(DONE_MARKER, Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("guest did not finish: {e}"));
     eprintln!("self-test guest done after {:?}", guest.elapsed());
     let r = guest.results();
