@@ -297,7 +297,7 @@ impl HostSockets {
 /// A [`HostIo`] for one call into the core: the sockets plus where transmitted frames go.
 pub struct IoCtx<'a> {
     pub socks: &'a mut HostSockets,
-    pub sink: &'a mut dyn FnMut(&[u8]),
+    pub sink: &'a mut dyn FnMut(&[u8]) -> bool,
 }
 
 fn cvt(r: isize) -> io::Result<usize> {
@@ -309,7 +309,7 @@ fn cvt(r: isize) -> io::Result<usize> {
 }
 
 impl HostIo for IoCtx<'_> {
-    fn transmit(&mut self, frame: &[u8]) {
+    fn transmit(&mut self, frame: &[u8]) -> bool {
         (self.sink)(frame)
     }
 
@@ -679,13 +679,13 @@ impl Driver {
     }
 
     /// Several frames from the LAN for the gateway (see `Gateway::handle_frames`).
-    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], sink: &mut dyn FnMut(&[u8])) {
+    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut io = IoCtx { socks: &mut self.socks, sink };
         self.gw.handle_frames(now, frames, &mut io);
     }
 
     /// One frame from the LAN for the gateway.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], sink: &mut dyn FnMut(&[u8])) {
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut io = IoCtx {
             socks: &mut self.socks,
             sink,
@@ -694,7 +694,7 @@ impl Driver {
     }
 
     /// A token from the ready queue that belongs to the driver.
-    pub fn handle(&mut self, now: Instant, t: Token, sink: &mut dyn FnMut(&[u8])) {
+    pub fn handle(&mut self, now: Instant, t: Token, sink: &mut dyn FnMut(&[u8]) -> bool) {
         match t {
             Token::Flow(id) => self.handle_flow(now, id, sink),
             Token::Dns(_) => {
@@ -757,7 +757,7 @@ impl Driver {
         self.socks.forwards.iter().enumerate().filter_map(|(i, f)| f.as_ref().map(|f| (i as u32, f)))
     }
 
-    fn handle_forward(&mut self, now: Instant, fwd: u32, sink: &mut dyn FnMut(&[u8])) {
+    fn handle_forward(&mut self, now: Instant, fwd: u32, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut buf = std::mem::take(&mut self.socks.discard);
         if buf.len() < 65536 {
             buf.resize(65536, 0);
@@ -830,7 +830,7 @@ impl Driver {
         self.socks.discard = buf;
     }
 
-    fn handle_flow(&mut self, now: Instant, id: FlowId, sink: &mut dyn FnMut(&[u8])) {
+    fn handle_flow(&mut self, now: Instant, id: FlowId, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let Some(s) = self.socks.get(id) else { return };
         if s.connecting {
             if !ready(&s.fd, &s.waker, true) {
@@ -874,8 +874,14 @@ impl Driver {
         }
     }
 
+    /// The way to the guests has room again: resumes flows that paused on congestion.
+    pub fn link_ready(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
+        let mut io = IoCtx { socks: &mut self.socks, sink };
+        self.gw.on_link_ready(now, &mut io);
+    }
+
     /// Sends deferred ACKs after a batch.
-    pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
+    pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut io = IoCtx {
             socks: &mut self.socks,
             sink,
@@ -883,7 +889,7 @@ impl Driver {
         self.gw.end_batch(now, &mut io);
     }
 
-    pub fn poll_timers(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8])) {
+    pub fn poll_timers(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut io = IoCtx {
             socks: &mut self.socks,
             sink,

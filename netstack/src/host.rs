@@ -9,8 +9,10 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
 pub trait HostIo {
-    /// Delivers a frame from the gateway to the LAN.
-    fn transmit(&mut self, frame: &[u8]);
+    /// Delivers a frame from the gateway to the LAN. Returns false when the way to that guest is
+    /// congested: the frame was still accepted, but bulk senders should pause until
+    /// `Gateway::on_link_ready`.
+    fn transmit(&mut self, frame: &[u8]) -> bool;
 
     /// Starts a non-blocking connect; completion comes back as `Gateway::on_tcp_connected`.
     fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()>;

@@ -24,6 +24,8 @@ pub struct Stats {
     pub tcp_refused: u64,
     pub tcp_unreachable: u64,
     pub tcp_retransmits: u64,
+    /// Guest bytes the host socket could not take at once (held until writable).
+    pub tcp_host_full: u64,
     pub udp_flows_opened: u64,
     pub udp_flows_expired: u64,
     pub icmp_echo_sent: u64,
@@ -55,6 +57,7 @@ impl Stats {
             ("tcp_refused", self.tcp_refused),
             ("tcp_unreachable", self.tcp_unreachable),
             ("tcp_retransmits", self.tcp_retransmits),
+            ("tcp_host_full", self.tcp_host_full),
             ("udp_flows_opened", self.udp_flows_opened),
             ("udp_flows_expired", self.udp_flows_expired),
             ("icmp_echo_sent", self.icmp_echo_sent),

@@ -33,6 +33,8 @@ pub const OUR_WSCALE: u8 = 7;
 pub const RCV_WINDOW: u32 = 4 << 20;
 /// Most segments built per host read.
 const MAX_BATCH: usize = 64;
+/// Most bytes read from a host socket at once (then the link's congestion is checked again).
+const MAX_PEEK: usize = 1 << 20;
 const RTO_INITIAL: Duration = Duration::from_millis(250);
 const RTO_MAX: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 12;
@@ -83,6 +85,8 @@ pub(crate) struct TcpFlow {
     last_adv_wnd: u32,
     /// Has bytes gathered in the current batch (`TcpNat::wbatch`).
     in_batch: bool,
+    /// Paused because the way to the guest is congested (see `TcpNat::tx_blocked`).
+    tx_blocked: bool,
 }
 
 impl TcpFlow {
@@ -117,6 +121,8 @@ pub struct TcpNat {
     isn_state: u64,
     /// Guest payload gathered during a batch of frames, written per flow at its end.
     wbatch: Vec<BatchWrite>,
+    /// Flows paused on congestion towards their guest.
+    tx_blocked: Vec<(u32, u32)>,
 }
 
 /// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
@@ -139,6 +145,7 @@ impl Default for TcpNat {
             ack_pending: Vec::new(),
             segbufs: Vec::new(),
             wbatch: Vec::new(),
+            tx_blocked: Vec::new(),
             isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
         }
     }
@@ -274,6 +281,7 @@ impl Gateway {
             ack_due: false,
             last_adv_wnd: RCV_WINDOW,
             in_batch: false,
+            tx_blocked: false,
         };
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
@@ -342,6 +350,7 @@ impl Gateway {
             ack_due: false,
             last_adv_wnd: RCV_WINDOW,
             in_batch: false,
+            tx_blocked: false,
         };
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
@@ -670,6 +679,7 @@ impl Gateway {
             let Some(f) = self.tcp.flows.get_mut(idx, gen) else { continue };
             f.in_batch = false;
             if written < total {
+                self.stats.tcp_host_full += 1;
                 let mut skip = written;
                 for b in group {
                     let s = slice(b);
@@ -691,6 +701,20 @@ impl Gateway {
         }
         batch.clear();
         self.tcp.wbatch = batch;
+    }
+
+    /// The way to the guests has room again: resumes the flows that paused on congestion.
+    pub fn on_link_ready(&mut self, now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.tcp.tx_blocked);
+        for &(idx, gen) in &list {
+            if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
+                f.tx_blocked = false;
+            }
+        }
+        for (idx, gen) in list {
+            self.tcp_push(now, idx, gen, io);
+            self.tcp_maybe_finish(idx, gen, io);
+        }
     }
 
     /// The host socket has data (or EOF) for the guest.
@@ -743,9 +767,10 @@ impl Gateway {
         let Some(f) = tcp.flows.get_mut(idx, gen) else {
             return;
         };
-        if f.state != State::Established {
+        if f.state != State::Established || f.tx_blocked {
             return;
         }
+        let mut congested = false;
         let iphl = ip::header_len(f.key.guest);
         let off = ethernet::HEADER_LEN + iphl + tcpw::HEADER_LEN;
         let mss = usize::from(f.mss);
@@ -783,7 +808,7 @@ impl Gateway {
                 }
                 break;
             }
-            let room = (f.snd_wnd - inflight) as usize;
+            let room = ((f.snd_wnd - inflight) as usize).min(MAX_PEEK);
             let nseg = room.div_ceil(mss).min(MAX_BATCH);
             while tcp.segbufs.len() < nseg {
                 tcp.segbufs.push(Vec::new());
@@ -824,7 +849,7 @@ impl Gateway {
                         let buf = &mut tcp.segbufs[i];
                         let fl =
                             build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
-                        io.transmit(&buf[..fl]);
+                        congested |= !io.transmit(&buf[..fl]);
                         self.stats.frames_out += 1;
                         f.snd_nxt = f.snd_nxt.wrapping_add(len as u32);
                         i += 1;
@@ -833,6 +858,12 @@ impl Gateway {
                     f.last_adv_wnd = f.adv_window();
                     if f.deadline.is_none() {
                         arm(&mut tcp.timers, f, idx, gen, now + f.rto);
+                    }
+                    if congested {
+                        // The guest's link is full: wait for `on_link_ready` rather than drop.
+                        f.tx_blocked = true;
+                        tcp.tx_blocked.push((idx, gen));
+                        break;
                     }
                     if n < asked {
                         // Drained for now; the next read finds WouldBlock (or EOF) and re-arms readiness.
@@ -1051,6 +1082,12 @@ impl Gateway {
                 }
                 State::Established => {
                     if f.snd_una == f.snd_nxt && f.snd_wnd > 0 {
+                        continue;
+                    }
+                    if f.tx_blocked {
+                        // Waiting for the link, not for the guest: nothing is lost yet.
+                        let at = now + f.rto;
+                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
                         continue;
                     }
                     f.retries += 1;

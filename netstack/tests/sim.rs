@@ -52,12 +52,15 @@ struct SimHost {
     udp: HashMap<FlowId, SimUdp>,
     want_write: Vec<FlowId>,
     spawned: Vec<String>,
+    /// Report congestion once this many frames are waiting.
+    congest_after: Option<usize>,
     udp_forwards: Vec<(FlowId, u32)>,
 }
 
 impl HostIo for SimHost {
-    fn transmit(&mut self, frame: &[u8]) {
+    fn transmit(&mut self, frame: &[u8]) -> bool {
         self.frames.push(frame.to_vec());
+        self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
     }
     fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
         self.tcp.insert(
@@ -1106,4 +1109,25 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     h.gw.on_tcp_writable(h.now, id, &mut h.host);
     assert_eq!(h.host.tcp[&id].written, b"aaabbbccc");
     assert!(h.host.tcp[&id].shut_wr);
+}
+
+#[test]
+fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
+    let mut h = Harness::new(Config::default());
+    establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.host.tcp.get_mut(&id).expect("sock").rx.extend(vec![3u8; 200 * 1460]);
+    h.host.congest_after = Some(4);
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let first = h.take_tcp();
+    assert!(first.len() < 200, "stops when the link says so ({} frames)", first.len());
+    // More readiness or ACK-less wakeups send nothing while paused.
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    assert!(h.take_frames().is_empty());
+    h.host.congest_after = None;
+    h.gw.on_link_ready(h.now, &mut h.host);
+    let rest = h.take_tcp();
+    let total: usize = first.iter().chain(rest.iter()).map(|s| s.payload.len()).sum();
+    assert_eq!(total, 200 * 1460, "everything arrives, nothing dropped or repeated");
+    assert_eq!(h.gw.stats().tcp_retransmits, 0);
 }

@@ -1,1 +1,192 @@
-//! slirp vocabulary (address plan, option strings). Filled in by the slirp-compat issue.
+//! slirp's vocabulary for warren: QEMU `hostfwd`/`guestfwd` rules, `-netdev user` option
+//! strings, the `slirp4netns` command line, and the slirp4netns API socket's JSON protocol.
+//!
+//! Everything here is pure (no sockets, no processes): parsers, validators, response builders
+//! and a forwarding table the daemon owns. Errors are one-line `String`s (or [`api::ApiError`]),
+//! never panics on user input.
+
+pub mod api;
+pub mod ctl;
+pub mod guestfwd;
+pub mod hostfwd;
+pub mod options;
+pub mod slirp4netns;
+
+pub use api::{
+    handle_request, parse_request, AddHostFwd, ApiBackend, ApiError, ApiRequest, HostFwdEntry,
+    HostFwdTable, LeaseInfo,
+};
+pub use ctl::{parse_ctl_args, render_reply, Ctl, CtlCommand};
+pub use guestfwd::{GuestFwd, GuestFwdTarget};
+pub use hostfwd::{HostFwd, HostFwdRule, PortRange, Proto, ResolvedHostFwd};
+pub use options::SlirpOptions;
+pub use slirp4netns::{Slirp4netnsCommand, Slirp4netnsOptions};
+
+#[cfg(test)]
+mod fuzz {
+    //! Deterministic pseudo-random inputs: no parser may panic, errors are one line, and
+    //! whatever parses prints back to the same value.
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[(self.next() % xs.len() as u64) as usize]
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "tcp",
+        "udp",
+        ":",
+        ":",
+        "-",
+        "-",
+        "[",
+        "]",
+        "::1",
+        "10.0.2.15",
+        "0.0.0.0",
+        "127.0.0.1",
+        "22",
+        "80",
+        "0",
+        "65535",
+        "65536",
+        "2000-2010",
+        "cmd:",
+        "unix:",
+        "/x",
+        ",",
+        ",,",
+        "=",
+        "net",
+        "host",
+        "dns",
+        "hostfwd=",
+        "guestfwd=",
+        "restrict",
+        "on",
+        "user",
+        "id",
+        "é",
+        " ",
+        "10.0.2.0/24",
+        "/",
+        "255.255.255.0",
+        "--mtu",
+        "-c",
+        "-m",
+        "--cidr",
+        "{",
+        "}",
+        "\"",
+        "execute",
+        "add_hostfwd",
+        "arguments",
+        "proto",
+        "host_port",
+        "1e3",
+        "null",
+        "\u{0}",
+    ];
+
+    fn gen(r: &mut Rng) -> String {
+        let n = (r.next() % 12) as usize;
+        (0..n).map(|_| r.pick(PIECES)).collect()
+    }
+
+    /// Mostly well-formed forwarding specs with random fields.
+    fn gen_spec(r: &mut Rng) -> String {
+        let proto = r.pick(&["tcp", "udp", "", "tcp", "sctp"]);
+        let addr = |r: &mut Rng| {
+            r.pick(&[
+                "",
+                "",
+                "127.0.0.1",
+                "10.0.2.15",
+                "[::1]",
+                "[fd00::5]",
+                "1.2.3",
+                "[x]",
+            ])
+        };
+        let ports =
+            |r: &mut Rng| r.pick(&["22", "80", "2000-2002", "3000-3002", "0", "1-65535", "9-8"]);
+        let (h, hp, g, gp) = (addr(r), ports(r), addr(r), ports(r));
+        if r.next() & 1 == 0 {
+            format!("{proto}:{h}:{hp}-{g}:{gp}")
+        } else {
+            let g4 = r.pick(&["", "10.0.2.100", "10.0.2.2", "10.0.3.1"]);
+            let t = r.pick(&[
+                "cmd:cat",
+                "tcp:127.0.0.1:80",
+                "h:1",
+                "unix:/s",
+                "tcp:[::1]:5",
+                "x",
+            ]);
+            format!("{proto}:{g4}:{gp}-{t}")
+        }
+    }
+
+    fn one_line(e: &str) {
+        assert!(!e.contains('\n'), "multi-line error {e:?}");
+    }
+
+    #[test]
+    fn parsers_never_panic() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut parsed, mut parsed_g) = (0, 0);
+        for _ in 0..20_000 {
+            let s = if r.next() & 1 == 0 {
+                gen(&mut r)
+            } else {
+                gen_spec(&mut r)
+            };
+            match HostFwd::parse(&s) {
+                Ok(h) => {
+                    parsed += 1;
+                    assert_eq!(HostFwd::parse(&h.to_string()), Ok(h.clone()), "{s}");
+                    let _ = h.expand();
+                    let _ = h.resolve(&netstack::config::Config::default());
+                }
+                Err(e) => one_line(&e),
+            }
+            match GuestFwd::parse(&s) {
+                Ok(g) => {
+                    parsed_g += 1;
+                    assert_eq!(GuestFwd::parse(&g.to_string()), Ok(g.clone()), "{s}");
+                }
+                Err(e) => one_line(&e),
+            }
+            match SlirpOptions::parse(&s) {
+                Ok(o) => {
+                    let mut c = netstack::config::Config::default();
+                    if let Err(e) = o.apply(&mut c) {
+                        one_line(&e);
+                    }
+                }
+                Err(e) => one_line(&e),
+            }
+            if let Err(e) = slirp4netns::parse_args(s.split(' ')) {
+                one_line(&e);
+            }
+            if let Err(e) = ctl::parse_ctl_args(s.split(' ')) {
+                one_line(&e);
+            }
+            if let Err(e) = api::parse_request(s.as_bytes()) {
+                one_line(&e.desc);
+            }
+        }
+        assert!(parsed > 100, "too few valid hostfwd specs: {parsed}");
+        assert!(parsed_g > 100, "too few valid guestfwd specs: {parsed_g}");
+    }
+}

@@ -14,6 +14,10 @@ use tokio::io::unix::AsyncFd;
 
 /// Bytes a stream port may have queued towards its guest before frames are dropped.
 pub const TX_QUEUE_CAP: usize = 8 << 20;
+/// Queued bytes above which a stream port reports congestion (senders pause, nothing is dropped).
+pub const TX_QUEUE_SOFT: usize = 1 << 20;
+/// Bytes a datagram port may have queued while its peer's receive queue is full.
+pub const DGRAM_QUEUE_CAP: usize = 1 << 20;
 /// Frames at least this long are written directly (no copy into the queue) when the queue is empty.
 const DIRECT_WRITE_MIN: usize = 16 << 10;
 
@@ -27,6 +31,10 @@ pub struct PortCounters {
     pub drop_tx_full: u64,
     pub drop_refused: u64,
     pub drop_oversize: u64,
+    /// Frames claiming the gateway's or the DNS forwarder's address (`guard.rs`).
+    pub drop_spoofed: u64,
+    /// Guest-to-guest frames suppressed by `--isolate`.
+    pub drop_isolated: u64,
 }
 
 /// How frames leave a port.
@@ -44,6 +52,32 @@ pub enum Tx {
         fd: Rc<AsyncFd<OwnedFd>>,
         peer: Option<SockAddr>,
     },
+    /// One frame per datagram on a connected socket (`-netdev dgram` peers, VDE2 data sockets), queued
+    /// (up to [`DGRAM_QUEUE_CAP`]) while the peer's receive queue is full: a unix datagram receiver
+    /// holds only `net.unix.max_dgram_qlen` (often 10) datagrams from senders it is not connected to.
+    /// The kernel reports the socket writable again once the peer has read.
+    Datagram {
+        fd: Rc<AsyncFd<OwnedFd>>,
+        queue: std::collections::VecDeque<Vec<u8>>,
+        bytes: usize,
+    },
+}
+
+/// One datagram on a connected socket.
+fn send_datagram(fd: &AsyncFd<OwnedFd>, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: frame is valid for reads of its length for the call's duration.
+    let r = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub struct Port {
@@ -128,6 +162,30 @@ impl Port {
                     Sent::Done
                 }
             }
+            Tx::Datagram { fd, queue, bytes } => {
+                if queue.is_empty() {
+                    match send_datagram(fd, frame) {
+                        Ok(()) => return Sent::Done,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            self.counters.drop_tx_full += 1;
+                            return Sent::Done;
+                        }
+                        Err(_) => return Sent::Failed,
+                    }
+                } else if *bytes + frame.len() > DGRAM_QUEUE_CAP {
+                    self.counters.drop_tx_full += 1;
+                    return Sent::Done;
+                }
+                let was_empty = queue.is_empty();
+                queue.push_back(frame.to_vec());
+                *bytes += frame.len();
+                if was_empty {
+                    Sent::Queued
+                } else {
+                    Sent::Done
+                }
+            }
             Tx::Packet { fd, peer } => {
                 let raw = fd.as_raw_fd();
                 let r = match peer {
@@ -166,6 +224,21 @@ impl Port {
     /// Writes queued stream bytes. `Ok(true)`: all written; `Ok(false)`: the socket is full (wait for
     /// writability); `Err`: the connection failed.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Tx::Datagram { fd, queue, bytes } = &mut self.tx {
+            while let Some(f) = queue.front() {
+                match send_datagram(fd, f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        self.counters.drop_tx_full += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+                *bytes -= f.len();
+                queue.pop_front();
+            }
+            return Ok(true);
+        }
         let Tx::Stream {
             fd,
             queue,
@@ -203,6 +276,15 @@ impl Port {
             queue.shrink_to(1 << 16);
         }
         Ok(true)
+    }
+
+    /// Whether senders should pause until the queue drains.
+    pub fn congested(&self) -> bool {
+        match &self.tx {
+            Tx::Stream { queue, off, .. } => queue.len() - off > TX_QUEUE_SOFT,
+            Tx::Datagram { bytes, .. } => *bytes > DGRAM_QUEUE_CAP / 4,
+            Tx::Packet { .. } => false,
+        }
     }
 
     /// The fd whose write readiness matters (stream ports).

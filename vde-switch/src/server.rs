@@ -41,9 +41,16 @@ pub enum Listen {
     Tcp(SocketAddr),
 }
 
+#[derive(Default)]
 pub struct ServerOptions {
     pub listen: Vec<Listen>,
     pub pcap: Option<PathBuf>,
+    /// Unix datagram sockets for QEMU `-netdev dgram` (see `dgram.rs`).
+    pub dgram: Vec<PathBuf>,
+    /// VDE2 switch directories (see `vde.rs`).
+    pub vde: Vec<crate::vde::VdeOptions>,
+    /// Guests reach only the gateway, not each other.
+    pub isolate: bool,
 }
 
 /// Registers an fd with the tokio reactor.
@@ -97,6 +104,12 @@ pub struct StreamRx {
 pub enum Endpoint {
     Listener(Listener),
     StreamRx(StreamRx),
+    /// A shared `-netdev dgram` socket (`dgram.rs`).
+    Dgram(crate::dgram::DgramRx),
+    /// A VDE2 `ctl` listener (`vde.rs`).
+    VdeListener(crate::vde::VdeListener),
+    /// A VDE2 control connection and, once attached, its data socket (`vde.rs`).
+    VdeConn(crate::vde::VdeConn),
 }
 
 /// What an endpoint handler wants done with its endpoint afterwards.
@@ -137,6 +150,8 @@ pub struct Server {
     free_ports: Vec<usize>,
     dirty: Vec<PortId>,
     dead: Vec<(PortId, &'static str)>,
+    /// The gateway paused a sender on a congested port.
+    link_waiting: bool,
     macs: MacTable,
     gateway_mac: Mac,
     /// Largest frame on the LAN (MTU + Ethernet header).
@@ -144,6 +159,11 @@ pub struct Server {
     pcap: Option<PcapWriter<BufWriter<File>>>,
     stop: Arc<AtomicBool>,
     unix_paths: Vec<PathBuf>,
+    /// Directories removed (if empty) when the server stops.
+    unix_dirs: Vec<PathBuf>,
+    /// Addresses only the gateway may claim (its own and the DNS forwarder's).
+    protected_ips: [[u8; 4]; 2],
+    isolate: bool,
 }
 
 impl Server {
@@ -169,12 +189,19 @@ impl Server {
             free_ports: Vec::new(),
             dirty: Vec::new(),
             dead: Vec::new(),
+            link_waiting: false,
             macs: MacTable::default(),
             gateway_mac: driver.gw.mac(),
             mtu_frame: usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN,
             pcap,
             stop: Arc::new(AtomicBool::new(false)),
             unix_paths: Vec::new(),
+            unix_dirs: Vec::new(),
+            protected_ips: [
+                driver.gw.config().gateway.octets(),
+                driver.gw.config().dns.octets(),
+            ],
+            isolate: opts.isolate,
         };
         for l in &opts.listen {
             let sock = match l {
@@ -200,7 +227,18 @@ impl Server {
                 what: l.clone(),
             }));
         }
+        for path in &opts.dgram {
+            crate::dgram::bind(&mut s, path)?;
+        }
+        for v in &opts.vde {
+            crate::vde::bind(&mut s, v)?;
+        }
         Ok(s)
+    }
+
+    /// Also removes directory `path` (if empty) when the server stops.
+    pub fn remove_dir_on_exit(&mut self, path: PathBuf) {
+        self.unix_dirs.push(path);
     }
 
     /// Also removes `path` when the server stops.
@@ -279,6 +317,21 @@ impl Server {
             .is_some_and(|s| s.port.is_some())
     }
 
+    /// The generation of port `id` if it exists: a front end that remembers a port checks it to notice
+    /// that the port was closed (and its number perhaps reused) behind its back.
+    pub fn port_gen(&self, id: PortId) -> Option<u32> {
+        let slot = self.ports.get(id as usize)?;
+        slot.port.as_ref().map(|_| slot.gen)
+    }
+
+    pub fn port_counters_mut(&mut self, id: PortId) -> Option<&mut PortCounters> {
+        self.ports
+            .get_mut(id as usize)?
+            .port
+            .as_mut()
+            .map(|p| &mut p.counters)
+    }
+
     pub fn port_counters(&self, id: PortId) -> Option<&PortCounters> {
         self.ports
             .get(id as usize)?
@@ -346,22 +399,37 @@ impl Server {
                 driver.poll_timers(now, &mut |f| self.gateway_out(now, f));
             }
             driver.end_batch(now, &mut |f| self.gateway_out(now, f));
-            self.flush_ports();
+            self.flush_and_resume(now, &mut driver);
             if let Some(pc) = self.pcap.as_mut() {
                 let _ = pc.flush();
             }
             if now.saturating_duration_since(last_expire) > Duration::from_secs(30) {
                 last_expire = now;
                 self.macs.expire(now);
+                self.tick_endpoints(now);
             }
         }
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.flush();
         }
+        // Closes every fd first; front ends remove their own socket files when dropped.
+        self.endpoints.clear();
         for p in &self.unix_paths {
             let _ = std::fs::remove_file(p);
         }
-        log::info!("stopped");
+        for d in &self.unix_dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        let (t, u, i) = driver.gw.flow_counts();
+        let counters: Vec<String> = driver
+            .gw
+            .stats()
+            .pairs()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        log::info!("stopped; flows tcp={t} udp={u} icmp={i}; {}", counters.join(" "));
         Ok(())
     }
 
@@ -377,13 +445,35 @@ impl Server {
         let keep = match &mut ep {
             Endpoint::Listener(l) => self.accept(idx, l),
             Endpoint::StreamRx(s) => self.stream_readable(now, idx, s, driver),
+            Endpoint::Dgram(d) => self.dgram_readable(now, idx, d, driver),
+            Endpoint::VdeListener(l) => self.vde_accept(now, idx, l),
+            Endpoint::VdeConn(c) => self.vde_readable(now, idx, c, driver),
         };
+        self.finish_endpoint(idx, ep, keep);
+    }
+
+    fn finish_endpoint(&mut self, idx: usize, ep: Endpoint, keep: Keep) {
         match keep {
             Keep::Yes => self.endpoints[idx].ep = Some(ep),
             Keep::No => {
                 self.endpoints[idx].waker = None;
                 self.free_endpoints.push(idx);
             }
+        }
+    }
+
+    /// Periodic housekeeping of front ends (idle datagram peers, stalled VDE handshakes).
+    fn tick_endpoints(&mut self, now: Instant) {
+        for idx in 0..self.endpoints.len() {
+            let Some(mut ep) = self.endpoints[idx].ep.take() else {
+                continue;
+            };
+            let keep = match &mut ep {
+                Endpoint::Dgram(d) => self.dgram_tick(now, d),
+                Endpoint::VdeConn(c) => self.vde_tick(now, c),
+                _ => Keep::Yes,
+            };
+            self.finish_endpoint(idx, ep, keep);
         }
     }
 
@@ -487,18 +577,19 @@ impl Server {
             }
             s.rx_len += r as usize;
             let mut pos = 0;
+            let mut for_gateway: Vec<&[u8]> = Vec::new();
             while pos < s.rx_len {
                 match framing::decode(&s.rx[pos..s.rx_len]) {
-                    Decoded::Frame {
-                        start,
-                        len,
-                        consumed,
-                    } => {
-                        self.frame_in(now, s.port, &s.rx[pos + start..pos + start + len], driver);
+                    Decoded::Frame { start, len, consumed } => {
+                        let frame = &s.rx[pos + start..pos + start + len];
+                        if self.switch_in(now, s.port, frame) {
+                            for_gateway.push(frame);
+                        }
                         pos += consumed;
                     }
                     Decoded::Incomplete => break,
                     Decoded::BadLength(l) => {
+                        driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
                         let why = format!(
                             "bad frame length {l} (must be {}..={})",
                             framing::MIN_FRAME,
@@ -510,6 +601,14 @@ impl Server {
                     }
                 }
             }
+            if !for_gateway.is_empty() {
+                driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+                // Acknowledge what this read carried now, not after the whole wakeup: the guest's
+                // sending rate follows our ACKs.
+                driver.end_batch(now, &mut |f| self.gateway_out(now, f));
+                self.flush_and_resume(now, driver);
+            }
+            drop(for_gateway);
             s.rx.copy_within(pos..s.rx_len, 0);
             s.rx_len -= pos;
             if !self.port_exists(s.port) {
@@ -523,21 +622,30 @@ impl Server {
 
     /// A frame received on `port`: learn, then switch it to ports and/or the gateway.
     pub fn frame_in(&mut self, now: Instant, port: PortId, frame: &[u8], driver: &mut Driver) {
+        if self.switch_in(now, port, frame) {
+            driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
+        }
+    }
+
+    /// Learns and switches a frame from `port` to other ports; true if the gateway must see it too
+    /// (the caller delivers it, possibly batched with others).
+    pub fn switch_in(&mut self, now: Instant, port: PortId, frame: &[u8]) -> bool {
         if frame.len() < ethernet::HEADER_LEN {
-            return;
+            return false;
         }
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        let Some(p) = self
-            .ports
-            .get_mut(port as usize)
-            .and_then(|s| s.port.as_mut())
-        else {
-            return;
+        let Some(p) = self.ports.get_mut(port as usize).and_then(|s| s.port.as_mut()) else {
+            return false;
         };
         p.counters.frames_in += 1;
         p.counters.bytes_in += frame.len() as u64;
+        if let Some(claim) = crate::guard::claims(frame, &self.protected_ips) {
+            p.counters.drop_spoofed += 1;
+            log::debug!("port {port}: dropped a frame that {claim}");
+            return false;
+        }
         let (dst, src) = (mac_at(frame, 0), mac_at(frame, 6));
         let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
             Ok(d) => d,
@@ -549,47 +657,71 @@ impl Server {
                     Refused::MacInUse(other) => format!("uses a MAC live on port {other}"),
                 };
                 log::debug!("port {port}: dropped a frame that {why}");
-                return;
+                return false;
             }
         };
         match dest {
-            Dest::Gateway => driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f)),
-            Dest::Port(p) => self.port_send(p, frame),
+            Dest::Gateway => true,
+            Dest::Port(_) | Dest::Flood { gateway: false } if self.isolate => {
+                if let Some(c) = self.port_counters_mut(port) {
+                    c.drop_isolated += 1;
+                }
+                false
+            }
+            Dest::Port(p) => {
+                self.port_send(p, frame);
+                false
+            }
             Dest::Flood { gateway } => {
                 for i in 0..self.ports.len() {
-                    if i != port as usize && self.ports[i].port.is_some() {
+                    if !self.isolate && i != port as usize && self.ports[i].port.is_some() {
                         self.port_send(i as PortId, frame);
                     }
                 }
-                if gateway {
-                    driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
-                }
+                gateway
             }
-            Dest::Drop => {}
+            Dest::Drop => false,
         }
     }
 
-    /// A frame from the gateway: to its port, or flooded.
-    fn gateway_out(&mut self, now: Instant, frame: &[u8]) {
+    /// A frame from the gateway: to its port, or flooded. False when that port is congested (the
+    /// frame was queued; the gateway pauses bulk data until `link_ready`).
+    fn gateway_out(&mut self, now: Instant, frame: &[u8]) -> bool {
         if frame.len() < ethernet::HEADER_LEN {
-            return;
+            return true;
         }
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        match self
-            .macs
-            .lookup(now, mac_at(frame, 0), self.gateway_mac, None)
-        {
-            Dest::Port(p) => self.port_send(p, frame),
+        match self.macs.lookup(now, mac_at(frame, 0), self.gateway_mac, None) {
+            Dest::Port(p) => {
+                self.port_send(p, frame);
+                let congested = self.ports.get(p as usize).and_then(|s| s.port.as_ref()).is_some_and(|p| p.congested());
+                if congested {
+                    self.link_waiting = true;
+                }
+                !congested
+            }
             Dest::Flood { .. } => {
                 for i in 0..self.ports.len() {
                     if self.ports[i].port.is_some() {
                         self.port_send(i as PortId, frame);
                     }
                 }
+                true
             }
-            Dest::Gateway | Dest::Drop => {}
+            Dest::Gateway | Dest::Drop => true,
+        }
+    }
+
+    /// Flushes port queues; if the gateway paused on congestion and every port has room again, lets it
+    /// resume.
+    fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
+        self.flush_ports();
+        if self.link_waiting && !self.ports.iter().any(|s| s.port.as_ref().is_some_and(|p| p.congested())) {
+            self.link_waiting = false;
+            driver.link_ready(now, &mut |f| self.gateway_out(now, f));
+            self.flush_ports();
         }
     }
 

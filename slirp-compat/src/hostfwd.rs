@@ -1,0 +1,563 @@
+//! `hostfwd` rules in QEMU's syntax: `[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`.
+//!
+//! Accepted, as in QEMU's `net/slirp.c` `slirp_hostfwd()`:
+//! - the protocol field must be present but may be empty (`::8080-:80` is TCP);
+//! - an empty HOSTADDR means 0.0.0.0 (QEMU binds INADDR_ANY);
+//! - an empty GUESTADDR means "the first DHCP lease" (libslirp forwards to `vdhcp_start` then),
+//!   kept as `None` here and resolved by [`HostFwd::resolve`].
+//!
+//! warren's extensions and where it is stricter:
+//! - **Port ranges**: HOSTPORT and GUESTPORT may each be `A-B` (inclusive), e.g.
+//!   `tcp::2000-2010-:3000-3010`, mapping port by port (as passt's `-t 2000-2010:3000-3010`).
+//!   A guest range needs a host range of the same length; a host range needs a guest range of the
+//!   same length. QEMU has no ranges.
+//! - **How the `-` separator is found**: ports never contain `:` and addresses never contain `-`,
+//!   so after the protocol and host address, the *last* `:` starts GUESTPORT and the *last* `-`
+//!   before it starts GUESTADDR. Everything between the host address and that `-` is HOSTPORT
+//!   (which may itself be a range `A-B`). In other words: the separator is the `-` followed by
+//!   a `:` with no other `-` in between.
+//! - **IPv6** host (and guest) addresses in brackets: `tcp:[::1]:2222-:22`.
+//! - Addresses must be dotted quads (QEMU's `inet_aton` also takes `127.1` or hex parts).
+//! - Ports are decimal without leading zeros (QEMU reads ports with base 0, so `080` would be
+//!   octal 64 there; rejecting it avoids a silent difference), and host port 0 is refused (QEMU
+//!   would bind an ephemeral port nobody can find out).
+//! - `unix:` host forwarding (libslirp ≥ 4.7) is not supported.
+
+use netstack::config::Config;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+/// Transport protocol of a forwarding rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            _ => Err(format!("bad protocol {s:?}: expected tcp or udp")),
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+    /// Number of ports in the range (1 for a single port).
+    pub fn len(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+    /// Never true: a range holds at least one port. (For clippy's `len_without_is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    pub fn is_single(&self) -> bool {
+        self.first == self.last
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+    /// Parses `P` or `A-B` (decimal, 1..=65535, A <= B). `what` names the field in errors.
+    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        match s.split_once('-') {
+            None => Ok(PortRange::single(parse_port(s, what)?)),
+            Some((a, b)) => {
+                let first = parse_port(a, what)?;
+                let last = parse_port(b, what)?;
+                if first > last {
+                    return Err(format!(
+                        "{what} range {s:?} is backwards (first port above last)"
+                    ));
+                }
+                Ok(PortRange { first, last })
+            }
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Parses a decimal port 1..=65535 without sign or leading zeros.
+pub(crate) fn parse_port(s: &str, what: &str) -> Result<u16, String> {
+    if s.is_empty() {
+        return Err(format!("missing {what}"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what} {s:?} is not a decimal number"));
+    }
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(format!(
+            "{what} {s:?} has a leading zero (ambiguous: QEMU's hostfwd reads it as octal)"
+        ));
+    }
+    match s.parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        _ => Err(format!("{what} {s:?} out of range 1-65535")),
+    }
+}
+
+/// Parses an address field: empty → `None`, `[v6]` or a dotted quad.
+pub(crate) fn parse_addr_field(s: &str, what: &str) -> Result<Option<IpAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Some(inner) = s.strip_prefix('[') {
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("{what} {s:?}: missing ']'"))?;
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| Some(IpAddr::V6(a)))
+            .map_err(|_| format!("{what} {s:?} is not an IPv6 address"));
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|a| Some(IpAddr::V4(a)))
+        .map_err(|_| {
+            if s.contains(':') {
+                format!("{what} {s:?}: put IPv6 addresses in brackets, e.g. [::1]")
+            } else {
+                format!("{what} {s:?} is not an IPv4 address")
+            }
+        })
+}
+
+/// Formats an address as the spec syntax wants it (IPv6 in brackets).
+pub(crate) fn fmt_addr(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// One `hostfwd` rule, possibly covering a range of ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFwd {
+    pub proto: Proto,
+    /// Where the host listens; 0.0.0.0 when the spec left it empty.
+    pub host_addr: IpAddr,
+    pub host_ports: PortRange,
+    /// The guest's address; `None` means the first DHCP lease (QEMU's default).
+    pub guest_addr: Option<IpAddr>,
+    /// Same length as `host_ports`.
+    pub guest_ports: PortRange,
+}
+
+/// One single-port forwarding, as produced by [`HostFwd::expand`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFwdRule {
+    pub proto: Proto,
+    pub host: SocketAddr,
+    pub guest_addr: Option<IpAddr>,
+    pub guest_port: u16,
+}
+
+/// A single-port forwarding with the guest address filled in against a gateway config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedHostFwd {
+    pub proto: Proto,
+    pub host: SocketAddr,
+    pub guest: SocketAddr,
+}
+
+const HOSTFWD_SYNTAX: &str = "expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT";
+
+impl HostFwd {
+    /// Parses a QEMU `hostfwd=` value (see the module docs for the exact rules).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        Self::parse_inner(spec).map_err(|e| format!("hostfwd {spec:?}: {e}"))
+    }
+
+    fn parse_inner(spec: &str) -> Result<Self, String> {
+        let (proto_s, rest) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("no ':' separators ({HOSTFWD_SYNTAX})"))?;
+        let proto = match proto_s {
+            "" | "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            "unix" => return Err("unix: host forwarding is not supported".into()),
+            other => {
+                return Err(format!(
+                    "bad protocol {other:?}: expected tcp or udp ({HOSTFWD_SYNTAX})"
+                ))
+            }
+        };
+        // Host address: bracketed IPv6 up to ']' then ':', otherwise up to the next ':'.
+        let (host_s, rest) = if rest.starts_with('[') {
+            let close = rest
+                .find(']')
+                .ok_or_else(|| format!("host address {rest:?}: missing ']'"))?;
+            let after = &rest[close + 1..];
+            let after = after
+                .strip_prefix(':')
+                .ok_or_else(|| format!("missing ':' after host address ({HOSTFWD_SYNTAX})"))?;
+            (&rest[..=close], after)
+        } else {
+            rest.split_once(':')
+                .ok_or_else(|| format!("missing ':' after host address ({HOSTFWD_SYNTAX})"))?
+        };
+        let host_addr =
+            parse_addr_field(host_s, "host address")?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // rest = HOSTPORT[-HOSTPORT2]-[GUESTADDR]:GUESTPORT[-GUESTPORT2]
+        let colon = rest
+            .rfind(':')
+            .ok_or_else(|| format!("missing guest address ({HOSTFWD_SYNTAX})"))?;
+        let (before, guest_ports_s) = (&rest[..colon], &rest[colon + 1..]);
+        let dash = before
+            .rfind('-')
+            .ok_or_else(|| format!("missing '-' between host and guest ({HOSTFWD_SYNTAX})"))?;
+        let (host_ports_s, guest_s) = (&before[..dash], &before[dash + 1..]);
+        if guest_s.contains(']') && !guest_s.starts_with('[') {
+            return Err(format!("guest address {guest_s:?}: missing '['"));
+        }
+        let host_ports = PortRange::parse(host_ports_s, "host port")?;
+        let guest_addr = parse_addr_field(guest_s, "guest address")?;
+        let guest_ports = PortRange::parse(guest_ports_s, "guest port")?;
+        if host_ports.len() != guest_ports.len() {
+            return Err(if host_ports.is_single() {
+                format!("guest port range {guest_ports} needs a host port range of the same length")
+            } else {
+                format!(
+                    "host port range {host_ports} ({} ports) and guest port range {guest_ports} ({} ports) differ in length",
+                    host_ports.len(),
+                    guest_ports.len()
+                )
+            });
+        }
+        if let (Some(g), h) = (guest_addr, host_addr) {
+            if g.is_ipv6() != h.is_ipv6() && !h.is_unspecified() {
+                // Allowed in principle (libslirp can cross families), but we keep the families
+                // apart until IPv6 forwarding exists: say so clearly.
+                return Err(format!(
+                    "host address {} and guest address {} are of different IP versions",
+                    fmt_addr(&h),
+                    fmt_addr(&g)
+                ));
+            }
+        }
+        Ok(HostFwd {
+            proto,
+            host_addr,
+            host_ports,
+            guest_addr,
+            guest_ports,
+        })
+    }
+
+    /// The single-port rules this rule stands for, in port order.
+    pub fn expand(&self) -> Vec<HostFwdRule> {
+        (0..self.host_ports.len())
+            .map(|i| HostFwdRule {
+                proto: self.proto,
+                host: SocketAddr::new(
+                    self.host_addr,
+                    (u32::from(self.host_ports.first) + i) as u16,
+                ),
+                guest_addr: self.guest_addr,
+                guest_port: (u32::from(self.guest_ports.first) + i) as u16,
+            })
+            .collect()
+    }
+
+    /// Expands and fills in the guest address against `cfg` (an empty guest address means the
+    /// first DHCP lease, as in libslirp). The guest address must be an IPv4 address on the LAN
+    /// other than the gateway, DNS, network and broadcast addresses.
+    pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, String> {
+        let guest = match self.guest_addr {
+            None => cfg.dhcp_start,
+            Some(IpAddr::V4(a)) => a,
+            Some(IpAddr::V6(a)) => {
+                return Err(format!(
+                    "hostfwd {self}: IPv6 guest address {a} is not supported yet"
+                ))
+            }
+        };
+        check_guest_addr(cfg, guest).map_err(|e| format!("hostfwd {self}: {e}"))?;
+        Ok(self
+            .expand()
+            .into_iter()
+            .map(|r| ResolvedHostFwd {
+                proto: r.proto,
+                host: r.host,
+                guest: SocketAddr::new(IpAddr::V4(guest), r.guest_port),
+            })
+            .collect())
+    }
+}
+
+/// Checks that `ip` can be a guest on `cfg`'s LAN.
+pub(crate) fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), String> {
+    if !cfg.net.contains(ip) {
+        return Err(format!(
+            "guest address {ip} is outside {}/{}",
+            cfg.net.addr, cfg.net.prefix
+        ));
+    }
+    if ip == cfg.net.network() || ip == cfg.net.broadcast() {
+        return Err(format!(
+            "guest address {ip} is the network or broadcast address"
+        ));
+    }
+    if ip == cfg.gateway || ip == cfg.dns {
+        return Err(format!(
+            "guest address {ip} is the gateway's or the DNS forwarder's"
+        ));
+    }
+    Ok(())
+}
+
+impl FromStr for HostFwd {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        HostFwd::parse(s)
+    }
+}
+
+/// Writes the rule back in the spec syntax, with the protocol and host address explicit
+/// (`tcp:0.0.0.0:2222-:22`); parsing the output gives the same rule.
+impl fmt::Display for HostFwd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let guest = self.guest_addr.as_ref().map(fmt_addr).unwrap_or_default();
+        write!(
+            f,
+            "{}:{}:{}-{}:{}",
+            self.proto,
+            fmt_addr(&self.host_addr),
+            self.host_ports,
+            guest,
+            self.guest_ports
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> HostFwd {
+        HostFwd::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+    fn err(s: &str) -> String {
+        match HostFwd::parse(s) {
+            Ok(h) => panic!("{s} parsed as {h:?}"),
+            Err(e) => {
+                assert!(!e.contains('\n'), "multi-line error {e:?}");
+                assert!(e.starts_with("hostfwd "), "{e}");
+                e
+            }
+        }
+    }
+    fn v4(a: &str) -> IpAddr {
+        a.parse().expect("addr")
+    }
+
+    #[test]
+    fn qemu_forms() {
+        let h = p("tcp::2222-:22");
+        assert_eq!(h.proto, Proto::Tcp);
+        assert_eq!(h.host_addr, v4("0.0.0.0"));
+        assert_eq!(h.host_ports, PortRange::single(2222));
+        assert_eq!(h.guest_addr, None);
+        assert_eq!(h.guest_ports, PortRange::single(22));
+
+        let h = p("udp:127.0.0.1:5353-10.0.2.15:53");
+        assert_eq!(h.proto, Proto::Udp);
+        assert_eq!(h.host_addr, v4("127.0.0.1"));
+        assert_eq!(h.guest_addr, Some(v4("10.0.2.15")));
+        assert_eq!(h.guest_ports.first, 53);
+
+        let h = p("::8080-:80");
+        assert_eq!(h.proto, Proto::Tcp);
+        assert_eq!(h.host_ports.first, 8080);
+        assert_eq!(h.guest_ports.first, 80);
+
+        let h = p(":127.0.0.1:65535-10.0.2.100:1");
+        assert_eq!(h.host_ports.first, 65535);
+        assert_eq!(h.guest_ports.first, 1);
+    }
+
+    #[test]
+    fn ranges() {
+        let h = p("tcp::2000-2010-:3000-3010");
+        assert_eq!(
+            h.host_ports,
+            PortRange {
+                first: 2000,
+                last: 2010
+            }
+        );
+        assert_eq!(
+            h.guest_ports,
+            PortRange {
+                first: 3000,
+                last: 3010
+            }
+        );
+        let rules = h.expand();
+        assert_eq!(rules.len(), 11);
+        assert_eq!(rules[0].host.port(), 2000);
+        assert_eq!(rules[0].guest_port, 3000);
+        assert_eq!(rules[10].host.port(), 2010);
+        assert_eq!(rules[10].guest_port, 3010);
+
+        let h = p("udp:127.0.0.1:2000-2001-10.0.2.15:2000-2001");
+        assert_eq!(h.guest_addr, Some(v4("10.0.2.15")));
+        assert_eq!(h.expand().len(), 2);
+
+        // A range up to the last port does not overflow.
+        let h = p("tcp::65534-65535-:1-2");
+        let r = h.expand();
+        assert_eq!((r[1].host.port(), r[1].guest_port), (65535, 2));
+    }
+
+    #[test]
+    fn range_errors() {
+        assert!(err("tcp::2000-:3000-3010").contains("needs a host port range"));
+        assert!(err("tcp::2000-2010-:3000-3005").contains("differ in length"));
+        assert!(err("tcp::2000-2010-:3000").contains("differ in length"));
+        assert!(err("tcp::2010-2000-:3010-3000").contains("backwards"));
+        assert!(err("tcp::2000-2010-2020-:1-11").contains("host port"));
+    }
+
+    #[test]
+    fn ipv6_in_brackets() {
+        let h = p("tcp:[::1]:2222-:22");
+        assert_eq!(h.host_addr, "::1".parse::<IpAddr>().expect("v6"));
+        assert_eq!(h.to_string(), "tcp:[::1]:2222-:22");
+        let h = p("tcp:[fd00::1]:2222-[fd00::5]:22");
+        assert_eq!(h.guest_addr, Some("fd00::5".parse().expect("v6")));
+        assert!(err("tcp:::1:2222-:22").contains("host"));
+        assert!(err("tcp:[::1:2222-:22").contains("']'"));
+        assert!(err("tcp:[::1]2222-:22").contains("missing ':'"));
+        assert!(err("tcp:[1.2.3.4]:1-:2").contains("IPv6"));
+        assert!(err("tcp::1-fd00::5]:2").contains("'['"));
+        assert!(err("tcp:[::1]:1-10.0.2.15:2").contains("different IP versions"));
+    }
+
+    #[test]
+    fn bad_specs_have_clear_errors() {
+        assert!(err("").contains("no ':'"));
+        assert!(err("2222-:22").contains("bad protocol"));
+        assert!(err("sctp::1-:2").contains("bad protocol"));
+        assert!(err("unix:/tmp/s-:22").contains("not supported"));
+        assert!(err("tcp:2222-:22").contains("host address"));
+        assert!(err("tcp::2222:22").contains("'-'"));
+        assert!(err("tcp::2222-22").contains("missing guest address"));
+        assert!(err("tcp::-:22").contains("missing host port"));
+        assert!(err("tcp::2222-:").contains("missing guest port"));
+        assert!(err("tcp::0-:22").contains("out of range"));
+        assert!(err("tcp::2222-:0").contains("out of range"));
+        assert!(err("tcp::65536-:22").contains("out of range"));
+        assert!(err("tcp::99999999999999999999-:22").contains("out of range"));
+        assert!(err("tcp::080-:22").contains("leading zero"));
+        assert!(err("tcp::0x50-:22").contains("decimal"));
+        assert!(err("tcp::+80-:22").contains("decimal"));
+        assert!(err("tcp:localhost:80-:22").contains("not an IPv4"));
+        assert!(err("tcp:127.1:80-:22").contains("not an IPv4"));
+        assert!(err("tcp::80-10.0.2:22").contains("guest address"));
+        assert!(err("tcp::80-:22:23").contains("guest address"));
+        assert!(err("tcp::80-:2 2").contains("decimal"));
+        // Non-ASCII input never panics on a char boundary.
+        assert!(err("tcp:é:80-:22").contains("host address"));
+        assert!(err("tcp:[é]:80-:22").contains("IPv6"));
+        assert!(err("é").contains("no ':'"));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "tcp::2222-:22",
+            "udp:127.0.0.1:5353-10.0.2.15:53",
+            "::8080-:80",
+            "tcp::2000-2010-:3000-3010",
+            "tcp:[::1]:2222-:22",
+            "tcp:[fd00::1]:1-2-[fd00::5]:3-4",
+        ] {
+            let h = p(s);
+            let shown = h.to_string();
+            assert_eq!(p(&shown), h, "{s} -> {shown}");
+        }
+        assert_eq!(p("::8080-:80").to_string(), "tcp:0.0.0.0:8080-:80");
+        assert_eq!(
+            p("udp:127.0.0.1:2000-2001-10.0.2.15:3000-3001").to_string(),
+            "udp:127.0.0.1:2000-2001-10.0.2.15:3000-3001"
+        );
+        assert_eq!("tcp::1-:2".parse::<HostFwd>().expect("ok"), p("tcp::1-:2"));
+    }
+
+    #[test]
+    fn resolve_against_config() {
+        let cfg = Config::default();
+        let r = p("tcp::2222-:22").resolve(&cfg).expect("ok");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].guest, "10.0.2.15:22".parse().expect("sa"));
+        assert_eq!(r[0].host, "0.0.0.0:2222".parse().expect("sa"));
+        let r = p("udp::5000-5001-10.0.2.100:6000-6001")
+            .resolve(&cfg)
+            .expect("ok");
+        assert_eq!(r[1].guest, "10.0.2.100:6001".parse().expect("sa"));
+        assert_eq!(r[1].proto, Proto::Udp);
+        for bad in [
+            "tcp::1-10.0.3.5:2",
+            "tcp::1-10.0.2.2:2",
+            "tcp::1-10.0.2.3:2",
+            "tcp::1-10.0.2.0:2",
+            "tcp::1-10.0.2.255:2",
+            "tcp::1-[fd00::5]:2",
+        ] {
+            let e = p(bad).resolve(&cfg).unwrap_err();
+            assert!(e.starts_with("hostfwd tcp:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn port_range_helpers() {
+        let r = PortRange::parse("10-12", "port").expect("ok");
+        assert_eq!(r.len(), 3);
+        assert!(r.contains(11) && !r.contains(13));
+        assert!(!r.is_empty() && !r.is_single());
+        assert_eq!(r.to_string(), "10-12");
+        assert_eq!(PortRange::parse("1-65535", "p").expect("ok").len(), 65535);
+        assert!("ftp".parse::<Proto>().is_err());
+        assert_eq!("udp".parse::<Proto>(), Ok(Proto::Udp));
+    }
+}
