@@ -2,6 +2,9 @@
 
 use crate::server::Listen;
 use netstack::config::{Config, Ipv4Net};
+use slirp_compat::guestfwd::{GuestFwd, GuestFwdTarget};
+use slirp_compat::hostfwd::HostFwd;
+use slirp_compat::options::SlirpOptions;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -14,6 +17,11 @@ Unprivileged virtual networking for QEMU guests: a virtual switch with a built-i
 Front ends (repeatable; any number of guests on one LAN):
   --socket PATH           unix stream socket for QEMU -netdev stream,addr.type=unix
   --listen HOST:PORT      TCP socket for -netdev stream,addr.type=inet and -netdev socket,connect=
+  --dgram PATH            unix datagram socket for -netdev dgram (remote.path=PATH; one port per guest)
+  --vde DIR               VDE2 switch directory for -netdev vde,sock=DIR and vde_plug (frames <= 1518)
+  --vde-mode MODE         permissions of the VDE sockets, octal (default 0600; directory gets +x, setgid)
+  --vde-group GROUP       group owner of the VDE directory and sockets
+  --isolate               guests reach only the gateway, not each other
 Address plan:
   --net CIDR              virtual network (default 10.0.2.0/24)
   --gateway IP            gateway address, = host loopback (default 10.0.2.2)
@@ -25,6 +33,14 @@ DNS and DHCP:
   --dns-upstream ADDR[:PORT]  upstream DNS server (repeatable; default: /etc/resolv.conf's)
   --dns-search DOMAIN     DHCP domain search list entry (repeatable; default: resolv.conf's)
   --domain NAME           DHCP domain name
+Forwarding and control:
+  --hostfwd [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
+                          host port to guest (QEMU syntax; ranges A-B; guest defaults to the first lease)
+  --guestfwd tcp:[GUESTADDR]:PORT-HOST:PORT | tcp:[GUESTADDR]:PORT-cmd:COMMAND
+                          a virtual service in the LAN leading to a host address or a command
+  --restrict              guests may not open outbound connections (forwards, guestfwds, DNS still work)
+  --slirp-options STRING  a QEMU -netdev user option string (net=,host=,dns=,dhcpstart=,hostfwd=,...)
+  --api PATH              control socket (slirp4netns JSON API; see warren ctl --help)
 Limits and diagnostics:
   --max-flows N           NAT flows per guest (default 4096)
   --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
@@ -36,11 +52,41 @@ Limits and diagnostics:
 pub struct Options {
     pub config: Config,
     pub listen: Vec<Listen>,
+    pub dgram: Vec<PathBuf>,
+    pub vde: Vec<PathBuf>,
+    pub vde_mode: Option<u32>,
+    pub vde_group: Option<u32>,
+    pub isolate: bool,
     pub pcap: Option<PathBuf>,
     pub verbosity: i8,
     pub dns_search_given: bool,
     pub help: bool,
     pub version: bool,
+    /// Host→guest forwards (`--hostfwd`, and those of `--slirp-options`).
+    pub hostfwd: Vec<HostFwd>,
+    /// The control socket (`--api`).
+    pub api: Option<PathBuf>,
+}
+
+/// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
+fn netstack_guestfwd(g: &GuestFwd, cfg: &Config) -> Result<netstack::config::GuestFwd, String> {
+    use std::net::ToSocketAddrs;
+    let addr = g.resolved_addr(cfg).map_err(|e| format!("--guestfwd {g}: {e}"))?;
+    let target = match &g.target {
+        GuestFwdTarget::Tcp { host, port } => {
+            let a = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| format!("--guestfwd {g}: cannot resolve {host}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("--guestfwd {g}: {host} has no address"))?;
+            netstack::config::GuestFwdTarget::Connect(a)
+        }
+        GuestFwdTarget::Cmd(c) => netstack::config::GuestFwdTarget::Command(c.clone()),
+        GuestFwdTarget::Unix(p) => {
+            return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()))
+        }
+    };
+    Ok(netstack::config::GuestFwd { addr, port: g.guest_port, target })
 }
 
 /// Parses `ADDR`, `ADDR:PORT`, `[V6]:PORT` or a bare IPv6 address; the port defaults to 53.
@@ -63,12 +109,21 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
     let mut o = Options {
         config: Config::default(),
         listen: Vec::new(),
+        dgram: Vec::new(),
+        vde: Vec::new(),
+        vde_mode: None,
+        vde_group: None,
+        isolate: false,
         pcap: None,
         verbosity: 0,
         dns_search_given: false,
         help: false,
         version: false,
+        hostfwd: Vec::new(),
+        api: None,
     };
+    let mut guestfwd: Vec<GuestFwd> = Vec::new();
+    let mut slirp: Option<SlirpOptions> = None;
     let mut net_given = None;
     let (mut gw, mut dns, mut start) = (None, None, None);
     let mut it = args.into_iter();
@@ -97,6 +152,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                 })?;
                 o.listen.push(Listen::Tcp(a));
             }
+            "--dgram" => o.dgram.push(PathBuf::from(value(&mut it)?)),
+            "--vde" => o.vde.push(PathBuf::from(value(&mut it)?)),
+            "--vde-mode" => {
+                let v = value(&mut it)?;
+                o.vde_mode = Some(
+                    u32::from_str_radix(&v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| format!("--vde-mode {v:?}: expected octal 000..777"))?,
+                );
+            }
+            "--vde-group" => o.vde_group = Some(crate::vde::group_id(&value(&mut it)?)?),
+            "--isolate" => o.isolate = true,
             "--net" => {
                 net_given =
                     Some(Ipv4Net::parse(&value(&mut it)?).map_err(|e| format!("--net: {e}"))?)
@@ -129,6 +197,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                     .ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
             }
             "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
+            "--hostfwd" => o.hostfwd.push(HostFwd::parse(&value(&mut it)?).map_err(|e| format!("--hostfwd: {e}"))?),
+            "--guestfwd" => guestfwd.push(GuestFwd::parse(&value(&mut it)?).map_err(|e| format!("--guestfwd: {e}"))?),
+            "--restrict" => o.config.restrict = true,
+            "--api" => o.api = Some(PathBuf::from(value(&mut it)?)),
+            "--slirp-options" => {
+                if slirp.is_some() {
+                    return Err("--slirp-options given twice".into());
+                }
+                slirp = Some(SlirpOptions::parse(&value(&mut it)?).map_err(|e| format!("--slirp-options: {e}"))?);
+            }
             other => return Err(format!("unknown option {other:?} (see warren --help)")),
         }
     }
@@ -139,6 +217,21 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
     o.config.gateway = gw.unwrap_or(host(2));
     o.config.dns = dns.unwrap_or(host(3));
     o.config.dhcp_start = start.unwrap_or(host(15));
+    // A -netdev user option string: same meaning and defaults as QEMU's.
+    if let Some(so) = slirp {
+        so.apply(&mut o.config).map_err(|e| format!("--slirp-options: {e}"))?;
+        if so.restrict == Some(true) {
+            o.config.restrict = true;
+        }
+        if !so.dns_search.is_empty() {
+            o.dns_search_given = true;
+        }
+        o.hostfwd.extend(so.hostfwd.iter().cloned());
+        guestfwd.extend(so.guestfwd.iter().cloned());
+    }
+    for g in &guestfwd {
+        o.config.guestfwds.push(netstack_guestfwd(g, &o.config)?);
+    }
     o.config.validate()?;
     Ok(o)
 }
@@ -179,6 +272,48 @@ mod tests {
         assert!(p(&["--dns-upstream", "nope"]).is_err());
         assert!(p(&["--listen", "nope"]).is_err());
         assert!(p(&["--max-flows", "0"]).is_err());
+        assert!(p(&["--vde-mode", "0800"]).is_err());
+        assert!(p(&["--vde-mode", "1777"]).is_err());
+        assert!(p(&["--vde-group", "no-such-group-here"]).is_err());
+    }
+
+    #[test]
+    fn front_ends_and_isolation() {
+        let o = p(&[
+            "--dgram", "/tmp/d", "--vde=/tmp/v", "--vde-mode", "0660", "--vde-group", "0",
+            "--isolate",
+        ])
+        .expect("ok");
+        assert_eq!(o.dgram, vec![PathBuf::from("/tmp/d")]);
+        assert_eq!(o.vde, vec![PathBuf::from("/tmp/v")]);
+        assert_eq!(o.vde_mode, Some(0o660));
+        assert_eq!(o.vde_group, Some(0));
+        assert!(o.isolate);
+        assert!(o.listen.is_empty());
+    }
+
+    #[test]
+    fn forwarding_options() {
+        let o = p(&["--hostfwd", "tcp::2222-:22", "--hostfwd=udp:127.0.0.1:5353-:53", "--restrict", "--api", "/tmp/a"]).expect("ok");
+        assert_eq!(o.hostfwd.len(), 2);
+        assert!(o.config.restrict);
+        assert_eq!(o.api, Some(PathBuf::from("/tmp/a")));
+        let o = p(&["--guestfwd", "tcp:10.0.2.100:8080-127.0.0.1:80"]).expect("ok");
+        assert_eq!(o.config.guestfwds.len(), 1);
+        assert_eq!(o.config.guestfwds[0].addr, Ipv4Addr::new(10, 0, 2, 100));
+        assert!(p(&["--hostfwd", "tcp:2222:22"]).is_err());
+        assert!(p(&["--guestfwd", "tcp:10.0.2.2:80-127.0.0.1:80"]).is_err(), "not the gateway's address");
+    }
+
+    #[test]
+    fn slirp_options_string() {
+        let o = p(&["--slirp-options", "net=192.168.50.0/24,hostfwd=tcp::2222-:22,restrict=on,dnssearch=example.org"]).expect("ok");
+        assert_eq!(o.config.gateway, Ipv4Addr::new(192, 168, 50, 2));
+        assert_eq!(o.config.dhcp_start, Ipv4Addr::new(192, 168, 50, 15));
+        assert!(o.config.restrict);
+        assert_eq!(o.hostfwd.len(), 1);
+        assert_eq!(o.config.dns_search, vec!["example.org".to_string()]);
+        assert!(p(&["--slirp-options", "bogus=1"]).unwrap_err().contains("bogus"));
     }
 
     #[test]

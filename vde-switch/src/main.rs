@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use vde_switch::cli::{self, USAGE};
 use vde_switch::server::{Listen, Server, ServerOptions};
+use vde_switch::vde::VdeOptions;
 
 fn default_socket() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
@@ -17,8 +18,51 @@ fn default_socket() -> PathBuf {
     }
 }
 
+/// `warren ctl --api PATH COMMAND`: a client for the control socket.
+fn ctl(args: Vec<String>) -> ExitCode {
+    use slirp_compat::ctl::{parse_ctl_args, render_reply, Ctl, CTL_USAGE};
+    use std::io::{Read, Write};
+    let cmd = match parse_ctl_args(args) {
+        Ok(Ctl::Help) => {
+            print!("{CTL_USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Ctl::Run(c)) => c,
+        Err(e) => {
+            eprintln!("warren ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut failed = false;
+    for (req, bytes) in cmd.requests.iter().zip(cmd.request_bytes()) {
+        let reply = std::os::unix::net::UnixStream::connect(&cmd.api).and_then(|mut s| {
+            s.write_all(&bytes)?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out)?;
+            Ok(out)
+        });
+        match reply.map_err(|e| format!("{}: {e}", cmd.api.display())).and_then(|r| render_reply(req, &r)) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("warren ctl: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
-    let mut opts = match cli::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("ctl") {
+        return ctl(args[1..].to_vec());
+    }
+    let mut opts = match cli::parse(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("warren: {e}");
@@ -34,9 +78,21 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     vde_switch::logger::init(opts.verbosity);
-    if opts.listen.is_empty() {
+    if opts.listen.is_empty() && opts.dgram.is_empty() && opts.vde.is_empty() {
         opts.listen.push(Listen::Unix(default_socket()));
     }
+    if !opts.vde.is_empty() && opts.config.mtu > 1500 {
+        log::warn!(
+            "--mtu {} with --vde: VDE2 peers carry frames of at most 1518 bytes; larger frames to them are dropped",
+            opts.config.mtu
+        );
+    }
+    let vde: Vec<VdeOptions> = opts
+        .vde
+        .iter()
+        .map(|dir| VdeOptions { dir: dir.clone(), mode: opts.vde_mode, group: opts.vde_group })
+        .collect();
+    let (dgram, isolate) = (opts.dgram.clone(), opts.isolate);
     let rc = resolv::read(Path::new("/etc/resolv.conf")).unwrap_or_default();
     if opts.config.dns_upstreams.is_empty() {
         opts.config.dns_upstreams = rc.nameservers.clone();
@@ -59,10 +115,17 @@ fn main() -> ExitCode {
     };
     let cfg = opts.config.clone();
     let listen = opts.listen.clone();
+    let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     let result = rt.block_on(async move {
         let queue = Arc::new(ReadyQueue::default());
-        let driver = Driver::new(Gateway::new(cfg.clone()), queue.clone());
-        let server = Server::bind(queue, &driver, &ServerOptions { listen: listen.clone(), pcap: opts.pcap.clone() })?;
+        let mut driver = Driver::new(Gateway::new(cfg.clone()), queue.clone());
+        let mut server = Server::bind(queue, &driver, &ServerOptions {
+                listen: listen.clone(),
+                pcap: opts.pcap.clone(),
+                dgram: dgram.clone(),
+                vde: vde.clone(),
+                isolate,
+            })?;
         println!(
             "warren: serving {}/{}: gateway {} (host loopback: {}), DNS {}, first lease {}, MTU {}",
             cfg.net.network(),
@@ -83,6 +146,41 @@ fn main() -> ExitCode {
                 ),
             };
             println!("warren: QEMU: {netdev} -device virtio-net-pci,netdev=net0");
+        }
+        for p in &dgram {
+            println!(
+                "warren: QEMU: -netdev dgram,id=net0,local.type=unix,local.path=GUEST.sock,remote.type=unix,remote.path={} -device virtio-net-pci,netdev=net0   (GUEST.sock: a path of the guest's own, writable by this user)",
+                p.display()
+            );
+        }
+        for v in &vde {
+            println!(
+                "warren: QEMU: -netdev vde,id=net0,sock={} -device virtio-net-pci,netdev=net0   (or: vde_plug {})",
+                v.dir.display(),
+                v.dir.display()
+            );
+        }
+        if isolate {
+            println!("warren: --isolate: guests reach the gateway only, not each other");
+        }
+        if cfg.restrict {
+            println!("warren: --restrict: guests may not open outbound connections");
+        }
+        for spec in &hostfwd {
+            let rules = spec.resolve(&cfg).map_err(std::io::Error::other)?;
+            for r in rules {
+                server
+                    .add_hostfwd(&mut driver, r.proto, r.host, r.guest)
+                    .map_err(|e| std::io::Error::other(format!("--hostfwd {spec}: {e}")))?;
+                println!("warren: forwarding {} {} -> {}", r.proto, r.host, r.guest);
+            }
+        }
+        for g in &cfg.guestfwds {
+            println!("warren: guestfwd {}:{} -> {:?}", g.addr, g.port, g.target);
+        }
+        if let Some(api) = &api {
+            server.listen_api(api)?;
+            println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
         server.serve(driver).await
     });

@@ -110,6 +110,10 @@ pub enum Endpoint {
     VdeListener(crate::vde::VdeListener),
     /// A VDE2 control connection and, once attached, its data socket (`vde.rs`).
     VdeConn(crate::vde::VdeConn),
+    /// The control socket's listener (`api.rs`).
+    ApiListener(crate::api::ApiListener),
+    /// One control connection (`api.rs`).
+    ApiConn(crate::api::ApiConn),
 }
 
 /// What an endpoint handler wants done with its endpoint afterwards.
@@ -143,6 +147,8 @@ struct PortSlot {
 
 /// Everything on the loop's thread.
 pub struct Server {
+    /// Host forwards (command line and API).
+    pub(crate) forwards: crate::api::Forwards,
     pub(crate) queue: Arc<ReadyQueue>,
     endpoints: Vec<EndpointSlot>,
     free_endpoints: Vec<usize>,
@@ -182,6 +188,7 @@ impl Server {
             None => None,
         };
         let mut s = Server {
+            forwards: crate::api::Forwards::default(),
             queue,
             endpoints: Vec::new(),
             free_endpoints: Vec::new(),
@@ -448,6 +455,8 @@ impl Server {
             Endpoint::Dgram(d) => self.dgram_readable(now, idx, d, driver),
             Endpoint::VdeListener(l) => self.vde_accept(now, idx, l),
             Endpoint::VdeConn(c) => self.vde_readable(now, idx, c, driver),
+            Endpoint::ApiListener(l) => self.api_accept(idx, l),
+            Endpoint::ApiConn(c) => self.api_readable(idx, c, driver),
         };
         self.finish_endpoint(idx, ep, keep);
     }
