@@ -75,8 +75,22 @@ impl MainRun {
     }
 }
 
+/// A DNS query for `name` (type A) framed for TCP (2-byte length first), as `printf` octal escapes.
+fn tcp_dns_query_escaped(name: &str) -> String {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed.iter().map(|b| format!("\\{b:03o}")).collect()
+}
+
 fn main_script(http: u16, upload: u16, tftp: u16, closed: u16, dns: bool) -> String {
     let dns = u8::from(dns);
+    let tcp_query = tcp_dns_query_escaped(DNS_NAME);
     format!(
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
@@ -114,6 +128,8 @@ if [ {dns} = 1 ]; then
   echo "$out"
   r dns_exit $rc
   r dns_answer "$(echo "$out" | sed -n '/^Name:/,$ s/^Address: *//p' | head -n 1)"
+  # DNS over TCP (what a resolver does after a truncated answer): a length-prefixed query.
+  r dns_tcp_hex "$(printf '{tcp_query}' | timeout 10 nc 10.0.2.3 53 | od -An -tx1 | tr -d ' \n')"
 fi
 
 t0=$(ms)
@@ -321,6 +337,14 @@ fn dns_query_reaches_configured_upstream() {
     }
     expect_eq(run, "dns_exit", "0");
     expect_eq(run, "dns_answer", &DNS_ANSWER.to_string());
+    // Over TCP too: the reply (id 0x1234, a response) carries the answer's address.
+    let hex = run.get("dns_tcp_hex");
+    let want: String = DNS_ANSWER.octets().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        hex.len() > 4 && hex[4..].starts_with("1234") && hex.contains(&want),
+        "DNS over TCP through 10.0.2.3 gave {hex:?} (want id 1234 and {want}) {}",
+        run.context()
+    );
     assert!(
         run.dns
             .queries()
