@@ -13,7 +13,8 @@ impl Gateway {
             Ok(a) => a,
             Err(e) => return self.bad(now, "arp", e),
         };
-        let (sender_virtual, target_virtual) = (self.is_virtual(a.sender_ip), self.is_virtual(a.target_ip));
+        let (sender_virtual, target_virtual) =
+            (self.is_virtual(a.sender_ip), self.is_virtual(a.target_ip));
         if sender_virtual {
             // Somebody claims the gateway's or DNS address: never learn it.
             self.stats.drop_spoofed += 1;

@@ -166,8 +166,19 @@ impl Config {
             }
         }
         for g in &self.guestfwds {
-            if !self.net.contains(g.addr) || [self.gateway, self.dns, self.net.network(), self.net.broadcast()].contains(&g.addr) {
-                return Err(format!("guestfwd address {} must be a free address inside the network", g.addr));
+            if !self.net.contains(g.addr)
+                || [
+                    self.gateway,
+                    self.dns,
+                    self.net.network(),
+                    self.net.broadcast(),
+                ]
+                .contains(&g.addr)
+            {
+                return Err(format!(
+                    "guestfwd address {} must be a free address inside the network",
+                    g.addr
+                ));
             }
         }
         if self.gateway == self.dns {

@@ -9,12 +9,12 @@ use crate::flow::{FlowId, Proto};
 use crate::gateway::Gateway;
 use crate::host::HostIo;
 use crate::Instant;
+use rustc_hash::FxHashMap;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use rustc_hash::FxHashMap;
 use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::unix::AsyncFd;
 
@@ -378,7 +378,11 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    fn tcp_send_vectored(
+        &mut self,
+        id: FlowId,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         // SAFETY: msghdr is plain data; zeroed is a valid "no name, no control" header.
@@ -387,7 +391,13 @@ impl HostIo for IoCtx<'_> {
         msg.msg_iovlen = bufs.len();
         // SAFETY: IoSlice is ABI-compatible with iovec; each points to readable memory that outlives
         // the call, and the kernel only reads through msg_iov for sendmsg.
-        let r = unsafe { libc::sendmsg(s.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let r = unsafe {
+            libc::sendmsg(
+                s.fd.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
@@ -501,8 +511,17 @@ impl HostIo for IoCtx<'_> {
 
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
         if let Some(&(fwd, client)) = self.socks.fwd_udp.get(&id) {
-            let f = self.socks.forwards.get(fwd as usize).and_then(|f| f.as_ref()).ok_or_else(not_open)?;
-            return f.fd.get_ref().send_to(data, &SockAddr::from(client)).map(|_| ());
+            let f = self
+                .socks
+                .forwards
+                .get(fwd as usize)
+                .and_then(|f| f.as_ref())
+                .ok_or_else(not_open)?;
+            return f
+                .fd
+                .get_ref()
+                .send_to(data, &SockAddr::from(client))
+                .map(|_| ());
         }
         let s = self.socks.get(id).ok_or_else(not_open)?;
         s.fd.get_ref().send(data).map(|_| ())
@@ -679,13 +698,26 @@ impl Driver {
     }
 
     /// Several frames from the LAN for the gateway (see `Gateway::handle_frames`).
-    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], sink: &mut dyn FnMut(&[u8]) -> bool) {
-        let mut io = IoCtx { socks: &mut self.socks, sink };
+    pub fn handle_frames(
+        &mut self,
+        now: Instant,
+        frames: &[&[u8]],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
         self.gw.handle_frames(now, frames, &mut io);
     }
 
     /// One frame from the LAN for the gateway.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], sink: &mut dyn FnMut(&[u8]) -> bool) {
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
         let mut io = IoCtx {
             socks: &mut self.socks,
             sink,
@@ -711,11 +743,21 @@ impl Driver {
 
     /// Opens a host→guest forward: a TCP listener or a bound UDP socket at `host`, whose connections
     /// or datagrams go to `guest`. Returns its id.
-    pub fn add_forward(&mut self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> io::Result<u32> {
+    pub fn add_forward(
+        &mut self,
+        proto: Proto,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> io::Result<u32> {
         let (ty, p) = match proto {
             Proto::Tcp => (Type::STREAM, Protocol::TCP),
             Proto::Udp => (Type::DGRAM, Protocol::UDP),
-            Proto::Icmp => return Err(io::Error::new(io::ErrorKind::InvalidInput, "forwards are TCP or UDP")),
+            Proto::Icmp => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "forwards are TCP or UDP",
+                ))
+            }
         };
         let s = Socket::new(Domain::for_address(host), ty, Some(p))?;
         s.set_reuse_address(true)?;
@@ -731,12 +773,22 @@ impl Driver {
         let bound = s.local_addr()?.as_socket().unwrap_or(host);
         let fd = register(s)?;
         let slots = &mut self.socks.forwards;
-        let idx = slots.iter().position(|f| f.is_none()).unwrap_or(slots.len());
+        let idx = slots
+            .iter()
+            .position(|f| f.is_none())
+            .unwrap_or(slots.len());
         if idx == slots.len() {
             slots.push(None);
         }
         let waker = self.socks.queue.waker(Token::Fwd(idx as u32));
-        slots[idx] = Some(Forward { proto, host: bound, guest, fd, waker, peers: FxHashMap::default() });
+        slots[idx] = Some(Forward {
+            proto,
+            host: bound,
+            guest,
+            fd,
+            waker,
+            peers: FxHashMap::default(),
+        });
         self.socks.queue.push(Token::Fwd(idx as u32));
         Ok(idx as u32)
     }
@@ -754,7 +806,11 @@ impl Driver {
 
     /// The open forwards: (id, forward).
     pub fn forwards(&self) -> impl Iterator<Item = (u32, &Forward)> {
-        self.socks.forwards.iter().enumerate().filter_map(|(i, f)| f.as_ref().map(|f| (i as u32, f)))
+        self.socks
+            .forwards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().map(|f| (i as u32, f)))
     }
 
     fn handle_forward(&mut self, now: Instant, fwd: u32, sink: &mut dyn FnMut(&[u8]) -> bool) {
@@ -763,7 +819,9 @@ impl Driver {
             buf.resize(65536, 0);
         }
         for _ in 0..64 {
-            let Some(Some(f)) = self.socks.forwards.get(fwd as usize) else { break };
+            let Some(Some(f)) = self.socks.forwards.get(fwd as usize) else {
+                break;
+            };
             if !ready(&f.fd, &f.waker, false) {
                 break;
             }
@@ -771,15 +829,22 @@ impl Driver {
             if proto == Proto::Tcp {
                 match f.fd.get_ref().accept() {
                     Ok((conn, addr)) => {
-                        let Some(client) = addr.as_socket() else { continue };
+                        let Some(client) = addr.as_socket() else {
+                            continue;
+                        };
                         let _ = conn.set_nonblocking(true);
                         let _ = conn.set_tcp_nodelay(true);
                         set_peek_off(&conn, 0);
-                        let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
+                        let mut io = IoCtx {
+                            socks: &mut self.socks,
+                            sink: &mut *sink,
+                        };
                         match self.gw.tcp_inbound(now, client, guest, &mut io) {
                             Ok(id) => {
                                 if let Err(e) = self.socks.install(id, conn, false, None) {
-                                    log::warn!("forward to {guest}: cannot register the connection: {e}");
+                                    log::warn!(
+                                        "forward to {guest}: cannot register the connection: {e}"
+                                    );
                                 }
                             }
                             Err(e) => {
@@ -803,14 +868,29 @@ impl Driver {
                 // most that many bytes there, and `buf` is valid for writes of its length.
                 let r = unsafe {
                     SockAddr::try_init(|ss, len| {
-                        cvt(libc::recvfrom(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, ss.cast(), len))
+                        cvt(libc::recvfrom(
+                            raw,
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                            libc::MSG_DONTWAIT,
+                            ss.cast(),
+                            len,
+                        ))
                     })
                 };
                 match r {
                     Ok((n, from)) => {
-                        let Some(client) = from.as_socket() else { continue };
-                        let mut io = IoCtx { socks: &mut self.socks, sink: &mut *sink };
-                        if let Err(e) = self.gw.udp_inbound(now, fwd, client, guest, &buf[..n], &mut io) {
+                        let Some(client) = from.as_socket() else {
+                            continue;
+                        };
+                        let mut io = IoCtx {
+                            socks: &mut self.socks,
+                            sink: &mut *sink,
+                        };
+                        if let Err(e) =
+                            self.gw
+                                .udp_inbound(now, fwd, client, guest, &buf[..n], &mut io)
+                        {
                             log::debug!("UDP forward {client} -> {guest}: {e}");
                         }
                     }
@@ -876,7 +956,10 @@ impl Driver {
 
     /// The way to the guests has room again: resumes flows that paused on congestion.
     pub fn link_ready(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
-        let mut io = IoCtx { socks: &mut self.socks, sink };
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
         self.gw.on_link_ready(now, &mut io);
     }
 

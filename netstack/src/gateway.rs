@@ -136,8 +136,7 @@ impl Gateway {
         // DHCP clients send from 0.0.0.0 before they have a lease.
         let unconfigured = src4.is_unspecified() && p.proto == ip::PROTO_UDP;
         if !unconfigured {
-            if !self.cfg.net.contains(src4) || self.is_virtual(src4) || src4.is_broadcast()
-            {
+            if !self.cfg.net.contains(src4) || self.is_virtual(src4) || src4.is_broadcast() {
                 self.stats.drop_spoofed += 1;
                 let m = ethernet::fmt_mac(&src_mac);
                 self.note(now, || format!("dropped a packet from {m} with source address {src4} (not a guest address)"));
@@ -310,7 +309,12 @@ impl Gateway {
     pub(crate) fn host_target(&self, remote: IpAddr, port: u16, proto: Proto) -> Option<Target> {
         let IpAddr::V4(r) = remote else { return None };
         if proto == Proto::Tcp {
-            if let Some(g) = self.cfg.guestfwds.iter().find(|g| g.addr == r && g.port == port) {
+            if let Some(g) = self
+                .cfg
+                .guestfwds
+                .iter()
+                .find(|g| g.addr == r && g.port == port)
+            {
                 return Some(match &g.target {
                     GuestFwdTarget::Connect(a) => Target::Addr(*a),
                     GuestFwdTarget::Command(c) => Target::Command(c.clone()),
@@ -340,14 +344,20 @@ impl Gateway {
 
     /// Addresses the gateway itself answers for (gateway, DNS, guestfwds).
     pub(crate) fn is_virtual(&self, ip: Ipv4Addr) -> bool {
-        ip == self.cfg.gateway || ip == self.cfg.dns || self.cfg.guestfwds.iter().any(|g| g.addr == ip)
+        ip == self.cfg.gateway
+            || ip == self.cfg.dns
+            || self.cfg.guestfwds.iter().any(|g| g.addr == ip)
     }
 
     /// How a host peer's address appears to guests: loopback (and anything a guest could not tell apart
     /// from its own LAN, or IPv6 for IPv4 guests) shows as the gateway; other addresses as themselves.
     pub(crate) fn guest_visible(&self, peer: IpAddr) -> IpAddr {
         match peer {
-            IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() && !self.cfg.net.contains(v4) => peer,
+            IpAddr::V4(v4)
+                if !v4.is_loopback() && !v4.is_unspecified() && !self.cfg.net.contains(v4) =>
+            {
+                peer
+            }
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => self.guest_visible(IpAddr::V4(v4)),
                 None => IpAddr::V4(self.cfg.gateway),

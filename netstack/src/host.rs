@@ -22,7 +22,8 @@ pub trait HostIo {
     /// Writes what the socket accepts now.
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize>;
     /// Writes what the socket accepts now from several buffers, in order.
-    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[std::io::IoSlice<'_>])
+        -> io::Result<usize>;
     /// Copies received-but-unconsumed bytes starting `offset` bytes past the oldest one into `bufs`,
     /// without consuming them. `Ok(0)` means the host closed its side and nothing is left past `offset`.
     fn tcp_peek(

@@ -311,12 +311,23 @@ impl Gateway {
         io: &mut dyn HostIo,
     ) -> Result<FlowId, String> {
         let remote = self.guest_visible(client.ip());
-        let key = FlowKey { guest: guest.ip(), guest_port: guest.port(), remote, remote_port: client.port() };
-        let guest_mac = self
-            .guest_mac(guest.ip())
-            .ok_or_else(|| format!("guest {} is not on the LAN (no lease, no traffic yet)", guest.ip()))?;
+        let key = FlowKey {
+            guest: guest.ip(),
+            guest_port: guest.port(),
+            remote,
+            remote_port: client.port(),
+        };
+        let guest_mac = self.guest_mac(guest.ip()).ok_or_else(|| {
+            format!(
+                "guest {} is not on the LAN (no lease, no traffic yet)",
+                guest.ip()
+            )
+        })?;
         if self.tcp.by_key.contains_key(&key) {
-            return Err(format!("a connection {remote}:{} -> {guest} already exists", client.port()));
+            return Err(format!(
+                "a connection {remote}:{} -> {guest} already exists",
+                client.port()
+            ));
         }
         if !self.flow_allowed(now, &key) {
             return Err(format!("guest {} has too many flows", guest.ip()));
@@ -429,7 +440,8 @@ impl Gateway {
             // Accept a reset whose sequence number is within the window (RFC 5961 simplified).
             let ok = seq_le(f.rcv_nxt, seg.seq)
                 && seq_lt(seg.seq, f.rcv_nxt.wrapping_add(f.adv_window().max(1)));
-            let synsent_ok = f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
+            let synsent_ok =
+                f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
             if ok || f.state == State::Connecting || synsent_ok {
                 self.tcp_remove(id, io, true);
             }
@@ -581,7 +593,13 @@ impl Gateway {
                 if !f.in_batch {
                     f.in_batch = true;
                 }
-                self.tcp.wbatch.push(BatchWrite { idx, gen, frame, off, len: take });
+                self.tcp.wbatch.push(BatchWrite {
+                    idx,
+                    gen,
+                    frame,
+                    off,
+                    len: take,
+                });
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
             } else if take > 0 {
                 let mut written = 0;
@@ -651,12 +669,20 @@ impl Gateway {
             if self.tcp.flows.get(idx, gen).is_none() {
                 continue;
             }
-            let slice = |b: &BatchWrite| frames.get(b.frame).and_then(|f| f.get(b.off..b.off + b.len)).unwrap_or(&[]);
+            let slice = |b: &BatchWrite| {
+                frames
+                    .get(b.frame)
+                    .and_then(|f| f.get(b.off..b.off + b.len))
+                    .unwrap_or(&[])
+            };
             let total: usize = group.iter().map(|b| b.len).sum();
             let mut written = 0;
             let mut failed = false;
             for chunk in group.chunks(512) {
-                let iov: Vec<std::io::IoSlice<'_>> = chunk.iter().map(|b| std::io::IoSlice::new(slice(b))).collect();
+                let iov: Vec<std::io::IoSlice<'_>> = chunk
+                    .iter()
+                    .map(|b| std::io::IoSlice::new(slice(b)))
+                    .collect();
                 let want: usize = chunk.iter().map(|b| b.len).sum();
                 match io.tcp_send_vectored(id, &iov) {
                     Ok(n) => {
@@ -676,7 +702,9 @@ impl Gateway {
                 self.tcp_abort(id, io);
                 continue;
             }
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else { continue };
+            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+                continue;
+            };
             f.in_batch = false;
             if written < total {
                 self.stats.tcp_host_full += 1;
@@ -1071,7 +1099,11 @@ impl Gateway {
                 }
                 State::SynAckSent | State::SynSent => {
                     f.retries += 1;
-                    let flags = if f.state == State::SynSent { SYN } else { SYN | ACK };
+                    let flags = if f.state == State::SynSent {
+                        SYN
+                    } else {
+                        SYN | ACK
+                    };
                     if f.retries > SYNACK_RETRIES {
                         self.tcp_remove(id, io, true);
                     } else {

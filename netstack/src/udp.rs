@@ -77,7 +77,9 @@ impl Gateway {
         let (idx, gen) = match self.udp.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let Some(Target::Addr(target)) = self.host_target(key.remote, key.remote_port, Proto::Udp) else {
+                let Some(Target::Addr(target)) =
+                    self.host_target(key.remote, key.remote_port, Proto::Udp)
+                else {
                     self.stats.drop_not_for_us += 1;
                     return;
                 };
@@ -134,17 +136,30 @@ impl Gateway {
         io: &mut dyn HostIo,
     ) -> Result<FlowId, String> {
         let remote = self.guest_visible(client.ip());
-        let key = FlowKey { guest: guest.ip(), guest_port: guest.port(), remote, remote_port: client.port() };
-        let mac = self
-            .guest_mac(guest.ip())
-            .ok_or_else(|| format!("guest {} is not on the LAN (no lease, no traffic yet)", guest.ip()))?;
+        let key = FlowKey {
+            guest: guest.ip(),
+            guest_port: guest.port(),
+            remote,
+            remote_port: client.port(),
+        };
+        let mac = self.guest_mac(guest.ip()).ok_or_else(|| {
+            format!(
+                "guest {} is not on the LAN (no lease, no traffic yet)",
+                guest.ip()
+            )
+        })?;
         let (idx, gen) = match self.udp.by_key.get(&key) {
             Some(&v) => v,
             None => {
                 if !self.flow_allowed(now, &key) {
                     return Err(format!("guest {} has too many flows", guest.ip()));
                 }
-                let (idx, gen) = self.udp.flows.insert(UdpFlow { key, guest_mac: mac, last: now, last_len: 0 });
+                let (idx, gen) = self.udp.flows.insert(UdpFlow {
+                    key,
+                    guest_mac: mac,
+                    last: now,
+                    last_len: 0,
+                });
                 if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
                     self.udp.flows.remove(idx, gen);
                     return Err(format!("cannot track UDP peer {client}: {e}"));
@@ -159,12 +174,21 @@ impl Gateway {
         if let Some(f) = self.udp.flows.get_mut(idx, gen) {
             f.last = now;
         }
-        let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(key.guest) + udpw::HEADER_LEN);
+        let max =
+            usize::from(self.cfg.mtu).saturating_sub(ip::header_len(key.guest) + udpw::HEADER_LEN);
         if payload.len() > max {
             self.stats.drop_unsupported += 1;
             return Ok(fid(idx, gen));
         }
-        self.send_udp_to(mac, remote, client.port(), key.guest, key.guest_port, payload, io);
+        self.send_udp_to(
+            mac,
+            remote,
+            client.port(),
+            key.guest,
+            key.guest_port,
+            payload,
+            io,
+        );
         Ok(fid(idx, gen))
     }
 

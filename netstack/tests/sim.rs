@@ -959,17 +959,34 @@ fn tcp_forward_opens_to_guest_with_client_address() {
     announce_guest(&mut h);
     let guest: SocketAddr = "10.0.2.15:22".parse().expect("addr");
     let client: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
-    let id = h.gw.tcp_inbound(h.now, client, guest, &mut h.host).expect("forwarded");
+    let id =
+        h.gw.tcp_inbound(h.now, client, guest, &mut h.host)
+            .expect("forwarded");
     h.host.tcp.insert(id, SimTcp::default());
     let syn = h.take_frames();
     assert_eq!(syn.len(), 1);
     let p = IpPacket::parse_v4(&syn[0][14..]).expect("ip");
-    assert_eq!((p.src, p.dst), (gw_ip(), guest_ip()), "a loopback client shows as the gateway");
+    assert_eq!(
+        (p.src, p.dst),
+        (gw_ip(), guest_ip()),
+        "a loopback client shows as the gateway"
+    );
     let s = TcpSegment::parse(p.payload, p.src, p.dst).expect("tcp");
-    assert_eq!((s.flags, s.src_port, s.dst_port, s.wscale), (SYN, 50000, 22, Some(7)));
+    assert_eq!(
+        (s.flags, s.src_port, s.dst_port, s.wscale),
+        (SYN, 50000, 22, Some(7))
+    );
     // The guest answers SYN-ACK; we ACK; data flows both ways.
     let synack = {
-        let hdr = TcpHeader { src_port: 22, dst_port: 50000, seq: 7000, ack: s.seq + 1, flags: SYN | ACK, window: 65535, syn_opts: Some((1460, Some(7))) };
+        let hdr = TcpHeader {
+            src_port: 22,
+            dst_port: 50000,
+            seq: 7000,
+            ack: s.seq + 1,
+            flags: SYN | ACK,
+            window: 65535,
+            syn_opts: Some((1460, Some(7))),
+        };
         let mut seg = vec![0u8; hdr.len()];
         tcpw::write_header(&mut seg, &hdr, guest_ip(), gw_ip());
         ipv4_frame(guest_ip(), gw_ip(), ip::PROTO_TCP, &seg)
@@ -978,12 +995,25 @@ fn tcp_forward_opens_to_guest_with_client_address() {
     let ack = h.take_tcp();
     assert_eq!(ack.len(), 1);
     assert_eq!((ack[0].flags, ack[0].ack), (ACK, 7001));
-    h.host.tcp.get_mut(&id).expect("sock").rx.extend(b"SSH-2.0-client".iter().copied());
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(b"SSH-2.0-client".iter().copied());
     h.gw.on_tcp_readable(h.now, id, &mut h.host);
     let d = h.take_tcp();
     assert_eq!(d[0].payload, b"SSH-2.0-client");
     let data = {
-        let hdr = TcpHeader { src_port: 22, dst_port: 50000, seq: 7001, ack: s.seq + 1 + 14, flags: ACK | PSH, window: 65535, syn_opts: None };
+        let hdr = TcpHeader {
+            src_port: 22,
+            dst_port: 50000,
+            seq: 7001,
+            ack: s.seq + 1 + 14,
+            flags: ACK | PSH,
+            window: 65535,
+            syn_opts: None,
+        };
         let mut seg = vec![0u8; 20 + 14];
         seg[20..].copy_from_slice(b"SSH-2.0-server");
         tcpw::write_header(&mut seg, &hdr, guest_ip(), gw_ip());
@@ -998,14 +1028,26 @@ fn tcp_forward_opens_to_guest_with_client_address() {
 fn tcp_forward_to_closed_guest_port_resets_client() {
     let mut h = Harness::new(Config::default());
     announce_guest(&mut h);
-    let id = h
-        .gw
-        .tcp_inbound(h.now, "192.0.2.9:4000".parse().expect("addr"), "10.0.2.15:23".parse().expect("addr"), &mut h.host)
+    let id =
+        h.gw.tcp_inbound(
+            h.now,
+            "192.0.2.9:4000".parse().expect("addr"),
+            "10.0.2.15:23".parse().expect("addr"),
+            &mut h.host,
+        )
         .expect("forwarded");
     h.host.tcp.insert(id, SimTcp::default());
     let syn = h.take_tcp();
     let rst = {
-        let hdr = TcpHeader { src_port: 23, dst_port: 4000, seq: 0, ack: syn[0].seq + 1, flags: RST | ACK, window: 0, syn_opts: None };
+        let hdr = TcpHeader {
+            src_port: 23,
+            dst_port: 4000,
+            seq: 0,
+            ack: syn[0].seq + 1,
+            flags: RST | ACK,
+            window: 0,
+            syn_opts: None,
+        };
         let mut seg = vec![0u8; 20];
         tcpw::write_header(&mut seg, &hdr, guest_ip(), remote_ip_for("192.0.2.9"));
         ipv4_frame(guest_ip(), remote_ip_for("192.0.2.9"), ip::PROTO_TCP, &seg)
@@ -1022,7 +1064,12 @@ fn remote_ip_for(s: &str) -> IpAddr {
 #[test]
 fn tcp_forward_to_unknown_guest_is_refused() {
     let mut h = Harness::new(Config::default());
-    let r = h.gw.tcp_inbound(h.now, "127.0.0.1:1".parse().expect("addr"), "10.0.2.15:22".parse().expect("addr"), &mut h.host);
+    let r = h.gw.tcp_inbound(
+        h.now,
+        "127.0.0.1:1".parse().expect("addr"),
+        "10.0.2.15:22".parse().expect("addr"),
+        &mut h.host,
+    );
     assert!(r.unwrap_err().contains("not on the LAN"));
 }
 
@@ -1031,18 +1078,35 @@ fn udp_forward_round_trip_keeps_client_address() {
     let mut h = Harness::new(Config::default());
     announce_guest(&mut h);
     let client: SocketAddr = "192.0.2.33:6000".parse().expect("addr");
-    let id = h.gw.udp_inbound(h.now, 3, client, "10.0.2.15:53".parse().expect("addr"), b"query", &mut h.host).expect("ok");
+    let id =
+        h.gw.udp_inbound(
+            h.now,
+            3,
+            client,
+            "10.0.2.15:53".parse().expect("addr"),
+            b"query",
+            &mut h.host,
+        )
+        .expect("ok");
     assert_eq!(h.host.udp_forwards, vec![(id, 3)]);
     let f = h.take_frames();
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
     assert_eq!(p.src, remote_ip_for("192.0.2.33"));
     let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp");
-    assert_eq!((d.src_port, d.dst_port, d.payload), (6000, 53, &b"query"[..]));
+    assert_eq!(
+        (d.src_port, d.dst_port, d.payload),
+        (6000, 53, &b"query"[..])
+    );
     // The guest's answer goes back through the same flow.
     let mut seg = vec![0u8; 8 + 6];
     seg[8..].copy_from_slice(b"answer");
     udpw::write(&mut seg, guest_ip(), remote_ip_for("192.0.2.33"), 53, 6000);
-    h.send(ipv4_frame(guest_ip(), remote_ip_for("192.0.2.33"), ip::PROTO_UDP, &seg));
+    h.send(ipv4_frame(
+        guest_ip(),
+        remote_ip_for("192.0.2.33"),
+        ip::PROTO_UDP,
+        &seg,
+    ));
     assert_eq!(h.host.udp[&id].1, vec![b"answer".to_vec()]);
 }
 
@@ -1050,7 +1114,11 @@ fn udp_forward_round_trip_keeps_client_address() {
 fn restrict_blocks_outbound_but_not_dns_or_guestfwd() {
     let cfg = Config {
         restrict: true,
-        guestfwds: vec![GuestFwd { addr: Ipv4Addr::new(10, 0, 2, 100), port: 8080, target: GuestFwdTarget::Connect("127.0.0.1:9999".parse().expect("addr")) }],
+        guestfwds: vec![GuestFwd {
+            addr: Ipv4Addr::new(10, 0, 2, 100),
+            port: 8080,
+            target: GuestFwdTarget::Connect("127.0.0.1:9999".parse().expect("addr")),
+        }],
         ..Config::default()
     };
     let mut h = Harness::new(cfg);
@@ -1065,23 +1133,50 @@ fn restrict_blocks_outbound_but_not_dns_or_guestfwd() {
     let vip = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100));
     h.send(tcp_frame(vip, 8080, ISN, 0, SYN, 65535, None, b""));
     let id = h.flow();
-    assert_eq!(h.host.tcp[&id].dst, Some("127.0.0.1:9999".parse().expect("addr")));
+    assert_eq!(
+        h.host.tcp[&id].dst,
+        Some("127.0.0.1:9999".parse().expect("addr"))
+    );
 }
 
 #[test]
 fn guestfwd_command_and_arp() {
     let cfg = Config {
-        guestfwds: vec![GuestFwd { addr: Ipv4Addr::new(10, 0, 2, 100), port: 7, target: GuestFwdTarget::Command("cat".into()) }],
+        guestfwds: vec![GuestFwd {
+            addr: Ipv4Addr::new(10, 0, 2, 100),
+            port: 7,
+            target: GuestFwdTarget::Command("cat".into()),
+        }],
         ..Config::default()
     };
     let mut h = Harness::new(cfg);
-    let req = ArpRepr { op: arp::OP_REQUEST, sender_mac: GUEST_MAC, sender_ip: Ipv4Addr::new(10, 0, 2, 15), target_mac: [0; 6], target_ip: Ipv4Addr::new(10, 0, 2, 100) };
+    let req = ArpRepr {
+        op: arp::OP_REQUEST,
+        sender_mac: GUEST_MAC,
+        sender_ip: Ipv4Addr::new(10, 0, 2, 15),
+        target_mac: [0; 6],
+        target_ip: Ipv4Addr::new(10, 0, 2, 100),
+    };
     let mut f = vec![0u8; 42];
-    ethernet::write_header(&mut f, ethernet::BROADCAST, GUEST_MAC, ethernet::ETHERTYPE_ARP);
+    ethernet::write_header(
+        &mut f,
+        ethernet::BROADCAST,
+        GUEST_MAC,
+        ethernet::ETHERTYPE_ARP,
+    );
     req.emit(&mut f[14..]);
     h.send(f);
     assert_eq!(h.take_frames().len(), 1, "the guestfwd address answers ARP");
-    h.send(tcp_frame(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100)), 7, ISN, 0, SYN, 65535, None, b""));
+    h.send(tcp_frame(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100)),
+        7,
+        ISN,
+        0,
+        SYN,
+        65535,
+        None,
+        b"",
+    ));
     assert_eq!(h.host.spawned, vec!["cat".to_string()]);
 }
 
@@ -1093,7 +1188,16 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     let frames = [
         tcp_frame(remote_ip(), 80, ISN + 1, ours, ACK, 65535, None, b"aaa"),
         tcp_frame(remote_ip(), 80, ISN + 4, ours, ACK, 65535, None, b"bbb"),
-        tcp_frame(remote_ip(), 80, ISN + 7, ours, ACK | FIN, 65535, None, b"ccc"),
+        tcp_frame(
+            remote_ip(),
+            80,
+            ISN + 7,
+            ours,
+            ACK | FIN,
+            65535,
+            None,
+            b"ccc",
+        ),
     ];
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
     // The socket takes 5 bytes now: the rest is held, and the shutdown waits for it.
@@ -1101,7 +1205,10 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     h.gw.handle_frames(h.now, &refs, &mut h.host);
     h.gw.end_batch(h.now, &mut h.host);
     assert_eq!(h.host.tcp[&id].written, b"aaabb");
-    assert!(!h.host.tcp[&id].shut_wr, "no shutdown before all bytes are written");
+    assert!(
+        !h.host.tcp[&id].shut_wr,
+        "no shutdown before all bytes are written"
+    );
     let acks = h.take_tcp();
     assert_eq!(acks.len(), 1, "one ACK for the batch");
     assert_eq!(acks[0].ack, ISN + 11);
@@ -1116,18 +1223,35 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
     let mut h = Harness::new(Config::default());
     establish(&mut h, remote_ip(), 80);
     let id = h.flow();
-    h.host.tcp.get_mut(&id).expect("sock").rx.extend(vec![3u8; 200 * 1460]);
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(vec![3u8; 200 * 1460]);
     h.host.congest_after = Some(4);
     h.gw.on_tcp_readable(h.now, id, &mut h.host);
     let first = h.take_tcp();
-    assert!(first.len() < 200, "stops when the link says so ({} frames)", first.len());
+    assert!(
+        first.len() < 200,
+        "stops when the link says so ({} frames)",
+        first.len()
+    );
     // More readiness or ACK-less wakeups send nothing while paused.
     h.gw.on_tcp_readable(h.now, id, &mut h.host);
     assert!(h.take_frames().is_empty());
     h.host.congest_after = None;
     h.gw.on_link_ready(h.now, &mut h.host);
     let rest = h.take_tcp();
-    let total: usize = first.iter().chain(rest.iter()).map(|s| s.payload.len()).sum();
-    assert_eq!(total, 200 * 1460, "everything arrives, nothing dropped or repeated");
+    let total: usize = first
+        .iter()
+        .chain(rest.iter())
+        .map(|s| s.payload.len())
+        .sum();
+    assert_eq!(
+        total,
+        200 * 1460,
+        "everything arrives, nothing dropped or repeated"
+    );
     assert_eq!(h.gw.stats().tcp_retransmits, 0);
 }

@@ -46,7 +46,8 @@ pub fn warren_binary() -> PathBuf {
 /// How to start warren.
 #[derive(Debug, Clone, Default)]
 pub struct WarrenConfig {
-    /// Arguments after `--socket PATH`.
+    /// Arguments after `--socket PATH`. `{dir}` in an argument is replaced by warren's directory
+    /// ([`Warren::dir`]), e.g. `--dgram {dir}/dgram.sock` or `--vde {dir}/vde`.
     pub args: Vec<String>,
     /// Also pass `--pcap DIR/capture.pcap`.
     pub pcap: bool,
@@ -114,7 +115,8 @@ impl Warren {
             argv.push("--pcap".into());
             argv.push(p.display().to_string());
         }
-        argv.extend(cfg.args);
+        let dir_str = dir.path().display().to_string();
+        argv.extend(cfg.args.iter().map(|a| a.replace("{dir}", &dir_str)));
 
         let log =
             |name: &str| fs::File::create(dir.path().join(name)).expect("create warren log file");
@@ -156,6 +158,25 @@ impl Warren {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Waits until `path` exists (a socket or directory warren creates after its main socket).
+    pub fn wait_for_path(&mut self, path: &Path, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !path.exists() {
+            assert!(
+                self.is_running() && Instant::now() < deadline,
+                "warren did not create {} within {timeout:?}\nstderr:\n{}",
+                path.display(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// warren's stdout so far (the QEMU arguments it printed at start).
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     /// The QEMU `-netdev` value connecting to this warren (id `n0`).

@@ -339,7 +339,11 @@ fn dns_query_reaches_configured_upstream() {
     expect_eq(run, "dns_answer", &DNS_ANSWER.to_string());
     // Over TCP too: the reply (id 0x1234, a response) carries the answer's address.
     let hex = run.get("dns_tcp_hex");
-    let want: String = DNS_ANSWER.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let want: String = DNS_ANSWER
+        .octets()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(
         hex.len() > 4 && hex[4..].starts_with("1234") && hex.contains(&want),
         "DNS over TCP through 10.0.2.3 gave {hex:?} (want id 1234 and {want}) {}",

@@ -52,8 +52,16 @@ impl ApiBackend for Backend<'_> {
     fn default_guest(&self) -> IpAddr {
         IpAddr::V4(self.driver.gw.config().dhcp_start)
     }
-    fn open_hostfwd(&mut self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> Result<(), String> {
-        let id = self.driver.add_forward(flow_proto(proto), host, guest).map_err(|e| e.to_string())?;
+    fn open_hostfwd(
+        &mut self,
+        proto: Proto,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> Result<(), String> {
+        let id = self
+            .driver
+            .add_forward(flow_proto(proto), host, guest)
+            .map_err(|e| e.to_string())?;
         self.driver_ids.insert((proto, host), id);
         log::info!("forwarding {proto} {host} -> {guest}");
         Ok(())
@@ -61,11 +69,22 @@ impl ApiBackend for Backend<'_> {
     fn close_hostfwd(&mut self, entry: &HostFwdEntry) {
         if let Some(id) = self.driver_ids.remove(&(entry.proto, entry.host)) {
             self.driver.remove_forward(id);
-            log::info!("stopped forwarding {} {} -> {}", entry.proto, entry.host, entry.guest);
+            log::info!(
+                "stopped forwarding {} {} -> {}",
+                entry.proto,
+                entry.host,
+                entry.guest
+            );
         }
     }
     fn leases(&self) -> Vec<LeaseInfo> {
-        self.driver.gw.dhcp().leases().iter().map(|l| LeaseInfo::from_lease(l, self.now)).collect()
+        self.driver
+            .gw
+            .dhcp()
+            .leases()
+            .iter()
+            .map(|l| LeaseInfo::from_lease(l, self.now))
+            .collect()
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.driver.gw.stats().pairs();
@@ -79,10 +98,20 @@ impl ApiBackend for Backend<'_> {
 
 impl Server {
     /// Adds a forward (command line or API): checked against the table, bound, then recorded.
-    pub fn add_hostfwd(&mut self, driver: &mut Driver, proto: Proto, host: SocketAddr, guest: SocketAddr) -> Result<u32, String> {
+    pub fn add_hostfwd(
+        &mut self,
+        driver: &mut Driver,
+        proto: Proto,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> Result<u32, String> {
         let f = &mut self.forwards;
         f.table.check(proto, host).map_err(|e| e.desc)?;
-        let mut backend = Backend { driver, driver_ids: &mut f.driver_ids, now: Instant::now() };
+        let mut backend = Backend {
+            driver,
+            driver_ids: &mut f.driver_ids,
+            now: Instant::now(),
+        };
         backend.open_hostfwd(proto, host, guest)?;
         f.table.add(proto, host, guest).map_err(|e| e.desc)
     }
@@ -125,13 +154,22 @@ impl Server {
     fn add_api_conn(&mut self, s: Socket) -> io::Result<()> {
         s.set_nonblocking(true)?;
         let fd = register(OwnedFd::from(s))?;
-        self.add_endpoint(Endpoint::ApiConn(ApiConn { fd, buf: Vec::new(), opened: Instant::now() }));
+        self.add_endpoint(Endpoint::ApiConn(ApiConn {
+            fd,
+            buf: Vec::new(),
+            opened: Instant::now(),
+        }));
         Ok(())
     }
 
     /// Reads one request (until EOF, or as soon as the bytes form a complete JSON value), answers it and
     /// closes the connection.
-    pub(crate) fn api_readable(&mut self, idx: usize, c: &mut ApiConn, driver: &mut Driver) -> Keep {
+    pub(crate) fn api_readable(
+        &mut self,
+        idx: usize,
+        c: &mut ApiConn,
+        driver: &mut Driver,
+    ) -> Keep {
         let (waker, tok) = self.endpoint_waker(idx);
         let mut eof = false;
         loop {
@@ -140,7 +178,14 @@ impl Server {
             }
             let mut chunk = [0u8; 4096];
             // SAFETY: chunk is valid for writes of its length for the call's duration.
-            let r = unsafe { libc::recv(c.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT) };
+            let r = unsafe {
+                libc::recv(
+                    c.fd.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if r == 0 {
                 eof = true;
                 break;
@@ -169,7 +214,11 @@ impl Server {
             return Keep::No;
         }
         let f = &mut self.forwards;
-        let mut backend = Backend { driver, driver_ids: &mut f.driver_ids, now: Instant::now() };
+        let mut backend = Backend {
+            driver,
+            driver_ids: &mut f.driver_ids,
+            now: Instant::now(),
+        };
         let reply = api::handle_request(&c.buf, &mut f.table, &mut backend);
         write_all_nonblocking(c.fd.get_ref(), &reply);
         Keep::No
@@ -182,7 +231,14 @@ fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) {
     let deadline = Instant::now() + std::time::Duration::from_secs(2);
     while !data.is_empty() && Instant::now() < deadline {
         // SAFETY: data is valid for reads of its length for the call's duration.
-        let r = unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let r = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
         if r > 0 {
             data = &data[r as usize..];
         } else if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {

@@ -71,7 +71,9 @@ pub struct Options {
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
 fn netstack_guestfwd(g: &GuestFwd, cfg: &Config) -> Result<netstack::config::GuestFwd, String> {
     use std::net::ToSocketAddrs;
-    let addr = g.resolved_addr(cfg).map_err(|e| format!("--guestfwd {g}: {e}"))?;
+    let addr = g
+        .resolved_addr(cfg)
+        .map_err(|e| format!("--guestfwd {g}: {e}"))?;
     let target = match &g.target {
         GuestFwdTarget::Tcp { host, port } => {
             let a = (host.as_str(), *port)
@@ -86,7 +88,11 @@ fn netstack_guestfwd(g: &GuestFwd, cfg: &Config) -> Result<netstack::config::Gue
             return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()))
         }
     };
-    Ok(netstack::config::GuestFwd { addr, port: g.guest_port, target })
+    Ok(netstack::config::GuestFwd {
+        addr,
+        port: g.guest_port,
+        target,
+    })
 }
 
 /// Parses `ADDR`, `ADDR:PORT`, `[V6]:PORT` or a bare IPv6 address; the port defaults to 53.
@@ -197,15 +203,21 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                     .ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
             }
             "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
-            "--hostfwd" => o.hostfwd.push(HostFwd::parse(&value(&mut it)?).map_err(|e| format!("--hostfwd: {e}"))?),
-            "--guestfwd" => guestfwd.push(GuestFwd::parse(&value(&mut it)?).map_err(|e| format!("--guestfwd: {e}"))?),
+            "--hostfwd" => o
+                .hostfwd
+                .push(HostFwd::parse(&value(&mut it)?).map_err(|e| format!("--hostfwd: {e}"))?),
+            "--guestfwd" => guestfwd
+                .push(GuestFwd::parse(&value(&mut it)?).map_err(|e| format!("--guestfwd: {e}"))?),
             "--restrict" => o.config.restrict = true,
             "--api" => o.api = Some(PathBuf::from(value(&mut it)?)),
             "--slirp-options" => {
                 if slirp.is_some() {
                     return Err("--slirp-options given twice".into());
                 }
-                slirp = Some(SlirpOptions::parse(&value(&mut it)?).map_err(|e| format!("--slirp-options: {e}"))?);
+                slirp = Some(
+                    SlirpOptions::parse(&value(&mut it)?)
+                        .map_err(|e| format!("--slirp-options: {e}"))?,
+                );
             }
             other => return Err(format!("unknown option {other:?} (see warren --help)")),
         }
@@ -219,7 +231,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
     o.config.dhcp_start = start.unwrap_or(host(15));
     // A -netdev user option string: same meaning and defaults as QEMU's.
     if let Some(so) = slirp {
-        so.apply(&mut o.config).map_err(|e| format!("--slirp-options: {e}"))?;
+        so.apply(&mut o.config)
+            .map_err(|e| format!("--slirp-options: {e}"))?;
         if so.restrict == Some(true) {
             o.config.restrict = true;
         }
@@ -280,7 +293,13 @@ mod tests {
     #[test]
     fn front_ends_and_isolation() {
         let o = p(&[
-            "--dgram", "/tmp/d", "--vde=/tmp/v", "--vde-mode", "0660", "--vde-group", "0",
+            "--dgram",
+            "/tmp/d",
+            "--vde=/tmp/v",
+            "--vde-mode",
+            "0660",
+            "--vde-group",
+            "0",
             "--isolate",
         ])
         .expect("ok");
@@ -294,7 +313,15 @@ mod tests {
 
     #[test]
     fn forwarding_options() {
-        let o = p(&["--hostfwd", "tcp::2222-:22", "--hostfwd=udp:127.0.0.1:5353-:53", "--restrict", "--api", "/tmp/a"]).expect("ok");
+        let o = p(&[
+            "--hostfwd",
+            "tcp::2222-:22",
+            "--hostfwd=udp:127.0.0.1:5353-:53",
+            "--restrict",
+            "--api",
+            "/tmp/a",
+        ])
+        .expect("ok");
         assert_eq!(o.hostfwd.len(), 2);
         assert!(o.config.restrict);
         assert_eq!(o.api, Some(PathBuf::from("/tmp/a")));
@@ -302,18 +329,27 @@ mod tests {
         assert_eq!(o.config.guestfwds.len(), 1);
         assert_eq!(o.config.guestfwds[0].addr, Ipv4Addr::new(10, 0, 2, 100));
         assert!(p(&["--hostfwd", "tcp:2222:22"]).is_err());
-        assert!(p(&["--guestfwd", "tcp:10.0.2.2:80-127.0.0.1:80"]).is_err(), "not the gateway's address");
+        assert!(
+            p(&["--guestfwd", "tcp:10.0.2.2:80-127.0.0.1:80"]).is_err(),
+            "not the gateway's address"
+        );
     }
 
     #[test]
     fn slirp_options_string() {
-        let o = p(&["--slirp-options", "net=192.168.50.0/24,hostfwd=tcp::2222-:22,restrict=on,dnssearch=example.org"]).expect("ok");
+        let o = p(&[
+            "--slirp-options",
+            "net=192.168.50.0/24,hostfwd=tcp::2222-:22,restrict=on,dnssearch=example.org",
+        ])
+        .expect("ok");
         assert_eq!(o.config.gateway, Ipv4Addr::new(192, 168, 50, 2));
         assert_eq!(o.config.dhcp_start, Ipv4Addr::new(192, 168, 50, 15));
         assert!(o.config.restrict);
         assert_eq!(o.hostfwd.len(), 1);
         assert_eq!(o.config.dns_search, vec!["example.org".to_string()]);
-        assert!(p(&["--slirp-options", "bogus=1"]).unwrap_err().contains("bogus"));
+        assert!(p(&["--slirp-options", "bogus=1"])
+            .unwrap_err()
+            .contains("bogus"));
     }
 
     #[test]

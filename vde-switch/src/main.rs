@@ -42,7 +42,10 @@ fn ctl(args: Vec<String>) -> ExitCode {
             s.read_to_end(&mut out)?;
             Ok(out)
         });
-        match reply.map_err(|e| format!("{}: {e}", cmd.api.display())).and_then(|r| render_reply(req, &r)) {
+        match reply
+            .map_err(|e| format!("{}: {e}", cmd.api.display()))
+            .and_then(|r| render_reply(req, &r))
+        {
             Ok(text) => print!("{text}"),
             Err(e) => {
                 eprintln!("warren ctl: {e}");
@@ -90,7 +93,11 @@ fn main() -> ExitCode {
     let vde: Vec<VdeOptions> = opts
         .vde
         .iter()
-        .map(|dir| VdeOptions { dir: dir.clone(), mode: opts.vde_mode, group: opts.vde_group })
+        .map(|dir| VdeOptions {
+            dir: dir.clone(),
+            mode: opts.vde_mode,
+            group: opts.vde_group,
+        })
         .collect();
     let (dgram, isolate) = (opts.dgram.clone(), opts.isolate);
     let rc = resolv::read(Path::new("/etc/resolv.conf")).unwrap_or_default();

@@ -287,10 +287,10 @@ impl Port {
         }
     }
 
-    /// The fd whose write readiness matters (stream ports).
+    /// The fd whose write readiness matters (stream and queued datagram ports).
     pub fn stream_fd(&self) -> Option<&Rc<AsyncFd<OwnedFd>>> {
         match &self.tx {
-            Tx::Stream { fd, .. } => Some(fd),
+            Tx::Stream { fd, .. } | Tx::Datagram { fd, .. } => Some(fd),
             Tx::Packet { .. } => None,
         }
     }

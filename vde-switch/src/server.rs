@@ -436,7 +436,10 @@ impl Server {
             .filter(|(_, v)| *v > 0)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        log::info!("stopped; flows tcp={t} udp={u} icmp={i}; {}", counters.join(" "));
+        log::info!(
+            "stopped; flows tcp={t} udp={u} icmp={i}; {}",
+            counters.join(" ")
+        );
         Ok(())
     }
 
@@ -589,7 +592,11 @@ impl Server {
             let mut for_gateway: Vec<&[u8]> = Vec::new();
             while pos < s.rx_len {
                 match framing::decode(&s.rx[pos..s.rx_len]) {
-                    Decoded::Frame { start, len, consumed } => {
+                    Decoded::Frame {
+                        start,
+                        len,
+                        consumed,
+                    } => {
                         let frame = &s.rx[pos + start..pos + start + len];
                         if self.switch_in(now, s.port, frame) {
                             for_gateway.push(frame);
@@ -645,7 +652,11 @@ impl Server {
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        let Some(p) = self.ports.get_mut(port as usize).and_then(|s| s.port.as_mut()) else {
+        let Some(p) = self
+            .ports
+            .get_mut(port as usize)
+            .and_then(|s| s.port.as_mut())
+        else {
             return false;
         };
         p.counters.frames_in += 1;
@@ -702,10 +713,17 @@ impl Server {
         if let Some(pc) = self.pcap.as_mut() {
             let _ = pc.frame(frame);
         }
-        match self.macs.lookup(now, mac_at(frame, 0), self.gateway_mac, None) {
+        match self
+            .macs
+            .lookup(now, mac_at(frame, 0), self.gateway_mac, None)
+        {
             Dest::Port(p) => {
                 self.port_send(p, frame);
-                let congested = self.ports.get(p as usize).and_then(|s| s.port.as_ref()).is_some_and(|p| p.congested());
+                let congested = self
+                    .ports
+                    .get(p as usize)
+                    .and_then(|s| s.port.as_ref())
+                    .is_some_and(|p| p.congested());
                 if congested {
                     self.link_waiting = true;
                 }
@@ -727,7 +745,12 @@ impl Server {
     /// resume.
     fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
         self.flush_ports();
-        if self.link_waiting && !self.ports.iter().any(|s| s.port.as_ref().is_some_and(|p| p.congested())) {
+        if self.link_waiting
+            && !self
+                .ports
+                .iter()
+                .any(|s| s.port.as_ref().is_some_and(|p| p.congested()))
+        {
             self.link_waiting = false;
             driver.link_ready(now, &mut |f| self.gateway_out(now, f));
             self.flush_ports();
