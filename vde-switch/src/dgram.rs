@@ -1,0 +1,256 @@
+//! `--dgram PATH`: a bound unix datagram socket for QEMU `-netdev dgram` guests.
+//!
+//! QEMU binds its own `local.path`, sends every frame as one datagram (no header) to `remote.path` (our
+//! PATH) and reads whatever arrives on its socket. So one socket serves any number of guests: each sender
+//! address becomes a switch port (`Tx::Datagram` on a socket connected to that address), learned from the
+//! first datagram it sends. QEMU never says goodbye, so a peer that has sent nothing for [`IDLE`] loses
+//! its port; a peer whose socket is gone (sending fails with ENOENT/ECONNREFUSED) loses it at once. A
+//! guest restarted with the same `local.path` comes back on the same port.
+//!
+//! Unnamed senders (nothing to answer to) are ignored; the number of peers per socket is capped.
+
+use crate::port::Tx;
+use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
+use crate::switch::PortId;
+use netstack::driver::Driver;
+use netstack::wire::ethernet;
+use rustc_hash::FxHashMap;
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+
+/// A peer that sent nothing for this long loses its port.
+pub const IDLE: Duration = Duration::from_secs(300);
+/// Peers (guests) per datagram socket.
+pub const MAX_PEERS: usize = 256;
+/// Datagrams handled per wakeup before the other endpoints get their turn.
+const BATCH: usize = 64;
+
+struct Peer {
+    port: PortId,
+    gen: u32,
+    last: Instant,
+}
+
+/// Counters of datagrams that did not become frames.
+#[derive(Default, Debug, Clone)]
+pub struct DgramCounters {
+    pub unnamed: u64,
+    pub too_many_peers: u64,
+    pub bad_size: u64,
+}
+
+/// The receive side of a `--dgram` socket, with its peers.
+pub struct DgramRx {
+    fd: Rc<AsyncFd<OwnedFd>>,
+    path: PathBuf,
+    /// Keyed by the peer's address: pathname bytes, or NUL + abstract name.
+    peers: FxHashMap<Vec<u8>, Peer>,
+    buf: Vec<u8>,
+    pub counters: DgramCounters,
+}
+
+/// Binds `path` and registers it with the server.
+pub fn bind(s: &mut Server, path: &Path) -> io::Result<()> {
+    let sock = crate::server::bind_unix(path, Type::DGRAM)?;
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    s.remove_on_exit(path.to_path_buf());
+    let fd = Rc::new(register(OwnedFd::from(sock))?);
+    s.add_endpoint(Endpoint::Dgram(DgramRx {
+        fd,
+        path: path.to_path_buf(),
+        peers: FxHashMap::default(),
+        buf: vec![0; s.mtu_frame + 1],
+        counters: DgramCounters::default(),
+    }));
+    Ok(())
+}
+
+/// A new unbound datagram socket connected to `addr`, registered with the reactor.
+fn connected_to(addr: &SockAddr) -> io::Result<AsyncFd<OwnedFd>> {
+    let s = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_send_buffer_size(1 << 20);
+    s.connect(addr)?;
+    register(OwnedFd::from(s))
+}
+
+/// The map key of a peer address; None for an unnamed sender.
+fn peer_key(a: &SockAddr) -> Option<Vec<u8>> {
+    if let Some(p) = a.as_pathname() {
+        return Some(p.as_os_str().as_bytes().to_vec());
+    }
+    a.as_abstract_namespace().map(|n| {
+        let mut k = Vec::with_capacity(n.len() + 1);
+        k.push(0);
+        k.extend_from_slice(n);
+        k
+    })
+}
+
+fn describe(key: &[u8]) -> String {
+    match key.split_first() {
+        Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
+        _ => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+impl Server {
+    pub(crate) fn dgram_readable(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        d: &mut DgramRx,
+        driver: &mut Driver,
+    ) -> Keep {
+        let (waker, tok) = self.endpoint_waker(idx);
+        for _ in 0..BATCH {
+            if !poll_ready(&d.fd, &waker, false) {
+                return Keep::Yes;
+            }
+            // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised
+            // bytes into the buffer, so it stays a valid [u8].
+            let buf =
+                unsafe { &mut *(d.buf.as_mut_slice() as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            let (len, addr) =
+                match SockRef::from(d.fd.get_ref()).recv_from_with_flags(buf, libc::MSG_TRUNC) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        clear_ready(&d.fd, &waker, false, &self.queue, tok);
+                        return Keep::Yes;
+                    }
+                    Err(e) => {
+                        log::warn!("dgram {}: receive failed: {e}", d.path.display());
+                        return Keep::Yes;
+                    }
+                };
+            if !(ethernet::HEADER_LEN..=self.mtu_frame).contains(&len) {
+                d.counters.bad_size += 1;
+                log::debug!("dgram {}: dropped a {len}-byte datagram", d.path.display());
+                continue;
+            }
+            let Some(key) = peer_key(&addr) else {
+                d.counters.unnamed += 1;
+                if d.counters.unnamed == 1 {
+                    log::warn!(
+                        "dgram {}: datagrams from an unnamed socket are ignored (QEMU: set local.path)",
+                        d.path.display()
+                    );
+                }
+                continue;
+            };
+            let Some(port) = self.dgram_peer(now, d, key, addr) else {
+                continue;
+            };
+            self.frame_in(now, port, &d.buf[..len], driver);
+        }
+        // More may be waiting: come back after the others had their turn.
+        self.queue.push(tok);
+        Keep::Yes
+    }
+
+    /// The live port of the peer at `key`, creating it if needed.
+    fn dgram_peer(
+        &mut self,
+        now: Instant,
+        d: &mut DgramRx,
+        key: Vec<u8>,
+        addr: SockAddr,
+    ) -> Option<PortId> {
+        if let Some(p) = d.peers.get_mut(&key) {
+            if self.port_gen(p.port) == Some(p.gen) {
+                p.last = now;
+                return Some(p.port);
+            }
+            // Closed behind our back (its socket went away): start afresh.
+            d.peers.remove(&key);
+        }
+        if d.peers.len() >= MAX_PEERS {
+            d.counters.too_many_peers += 1;
+            if d.counters.too_many_peers == 1 {
+                log::warn!(
+                    "dgram {}: {MAX_PEERS} peers already; ignoring new ones",
+                    d.path.display()
+                );
+            }
+            return None;
+        }
+        let who = describe(&key);
+        // A socket of its own connected to the peer, so that a full receive queue at the peer (QEMU's
+        // holds only net.unix.max_dgram_qlen datagrams) makes frames wait instead of being lost: the
+        // kernel reports a connected socket writable again once the peer has read.
+        let tx = match connected_to(&addr) {
+            Ok(fd) => Tx::Datagram {
+                fd: Rc::new(fd),
+                queue: Default::default(),
+                bytes: 0,
+            },
+            Err(e) => {
+                log::warn!(
+                    "dgram {}: cannot connect to peer socket {who}: {e}; frames to it are sent \
+                     unqueued (make it writable by this user)",
+                    d.path.display()
+                );
+                Tx::Packet {
+                    fd: d.fd.clone(),
+                    peer: Some(addr),
+                }
+            }
+        };
+        let port = self.add_port(
+            format!("dgram {} peer {who}", d.path.display()),
+            tx,
+            usize::MAX,
+        );
+        let gen = self.port_gen(port)?;
+        d.peers.insert(
+            key,
+            Peer {
+                port,
+                gen,
+                last: now,
+            },
+        );
+        Some(port)
+    }
+
+    /// Closes the ports of idle peers and forgets those closed elsewhere.
+    pub(crate) fn dgram_tick(&mut self, now: Instant, d: &mut DgramRx) -> Keep {
+        let mut idle = Vec::new();
+        d.peers.retain(|_, p| {
+            if now.saturating_duration_since(p.last) >= IDLE {
+                idle.push((p.port, p.gen));
+                false
+            } else {
+                self.port_gen(p.port) == Some(p.gen)
+            }
+        });
+        for (port, gen) in idle {
+            if self.port_gen(port) == Some(gen) {
+                self.close_port(port, "idle (no datagram for 300 s)");
+            }
+        }
+        Keep::Yes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_keys() {
+        let a = SockAddr::unix("/tmp/guest1.sock").expect("addr");
+        assert_eq!(peer_key(&a).as_deref(), Some(&b"/tmp/guest1.sock"[..]));
+        assert_eq!(describe(b"/tmp/guest1.sock"), "/tmp/guest1.sock");
+        assert_eq!(describe(b"\0qemu"), "@qemu");
+    }
+}

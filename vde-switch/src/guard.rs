@@ -1,0 +1,161 @@
+//! Guest safety on a shared LAN: frames in which a guest claims an address that only the gateway may
+//! use (its own, the DNS forwarder's) are dropped by the switch before they reach anyone.
+//!
+//! The gateway already ignores such frames; this check keeps them from other guests too, so a guest
+//! cannot poison its neighbours' ARP caches with a reply or gratuitous ARP for 10.0.2.2, nor send IPv4
+//! packets from that address to them. One or two 802.1Q/802.1ad tags are looked through, so tagging a
+//! frame does not hide it.
+
+use std::fmt;
+
+const ETH_HEADER: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// What a refused frame claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// An ARP packet whose sender protocol address is protected.
+    Arp([u8; 4]),
+    /// An IPv4 packet whose source address is protected.
+    Ipv4([u8; 4]),
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, a) = match self {
+            Claim::Arp(a) => ("sends ARP for", a),
+            Claim::Ipv4(a) => ("sends IPv4 from", a),
+        };
+        write!(
+            f,
+            "{what} the gateway's address {}.{}.{}.{}",
+            a[0], a[1], a[2], a[3]
+        )
+    }
+}
+
+fn be16(f: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]))
+}
+
+fn ip_at(f: &[u8], at: usize) -> Option<[u8; 4]> {
+    f.get(at..at + 4)?.try_into().ok()
+}
+
+/// Whether `frame` (from a guest) claims one of the `protected` IPv4 addresses.
+pub fn claims(frame: &[u8], protected: &[[u8; 4]]) -> Option<Claim> {
+    let mut off = ETH_HEADER;
+    let mut ethertype = be16(frame, 12)?;
+    for _ in 0..2 {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        ethertype = be16(frame, off + 2)?;
+        off += 4;
+    }
+    match ethertype {
+        ETHERTYPE_ARP => {
+            // htype(2) ptype(2) hlen(1) plen(1) oper(2) sha(hlen) spa(plen) ...
+            let ptype = be16(frame, off + 2)?;
+            let (hlen, plen) = (*frame.get(off + 4)? as usize, *frame.get(off + 5)?);
+            if ptype != ETHERTYPE_IPV4 || plen != 4 {
+                return None;
+            }
+            let spa = ip_at(frame, off + 8 + hlen)?;
+            protected.contains(&spa).then_some(Claim::Arp(spa))
+        }
+        ETHERTYPE_IPV4 => {
+            let src = ip_at(frame, off + 12)?;
+            protected.contains(&src).then_some(Claim::Ipv4(src))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW: [u8; 4] = [10, 0, 2, 2];
+    const DNS: [u8; 4] = [10, 0, 2, 3];
+    const P: &[[u8; 4]] = &[GW, DNS];
+
+    fn arp(oper: u16, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 1]);
+        f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+        f.extend_from_slice(&oper.to_be_bytes());
+        f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 1]);
+        f.extend_from_slice(&spa);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa);
+        f
+    }
+
+    fn ipv4(src: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 8, 0];
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&[10, 0, 2, 16]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn tagged(mut f: Vec<u8>, tpid: u16) -> Vec<u8> {
+        let tag = [tpid.to_be_bytes(), 5u16.to_be_bytes()].concat();
+        f.splice(12..12, tag);
+        f
+    }
+
+    #[test]
+    fn arp_claiming_gateway_or_dns_is_caught() {
+        // Gratuitous ARP and ARP reply for the gateway, reply for DNS.
+        assert_eq!(claims(&arp(1, GW, GW), P), Some(Claim::Arp(GW)));
+        assert_eq!(claims(&arp(2, GW, [10, 0, 2, 15]), P), Some(Claim::Arp(GW)));
+        assert_eq!(
+            claims(&arp(2, DNS, [10, 0, 2, 15]), P),
+            Some(Claim::Arp(DNS))
+        );
+        // Asking for the gateway (target) is fine; so is announcing one's own address.
+        assert_eq!(claims(&arp(1, [10, 0, 2, 15], GW), P), None);
+        assert_eq!(claims(&arp(1, [10, 0, 2, 15], [10, 0, 2, 15]), P), None);
+        assert_eq!(claims(&arp(1, [0, 0, 0, 0], [10, 0, 2, 15]), P), None);
+    }
+
+    #[test]
+    fn ipv4_from_gateway_is_caught() {
+        assert_eq!(claims(&ipv4(GW), P), Some(Claim::Ipv4(GW)));
+        assert_eq!(claims(&ipv4([10, 0, 2, 15]), P), None);
+    }
+
+    #[test]
+    fn vlan_tags_do_not_hide_a_claim() {
+        let f = tagged(arp(2, GW, [10, 0, 2, 15]), ETHERTYPE_VLAN);
+        assert_eq!(claims(&f, P), Some(Claim::Arp(GW)));
+        let f = tagged(tagged(ipv4(DNS), ETHERTYPE_VLAN), ETHERTYPE_QINQ);
+        assert_eq!(claims(&f, P), Some(Claim::Ipv4(DNS)));
+    }
+
+    #[test]
+    fn short_and_odd_frames_are_not_misread() {
+        assert_eq!(claims(&[], P), None);
+        assert_eq!(claims(&arp(2, GW, GW)[..20], P), None);
+        assert_eq!(claims(&ipv4(GW)[..20], P), None);
+        // ARP for another protocol, or with an odd address length.
+        let mut f = arp(2, GW, GW);
+        f[16] = 0x86;
+        assert_eq!(claims(&f, P), None);
+        let mut f = arp(2, GW, GW);
+        f[19] = 16;
+        assert_eq!(claims(&f, P), None);
+        // IPv6 is not looked at.
+        let mut f = ipv4(GW);
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        assert_eq!(claims(&f, P), None);
+    }
+}
