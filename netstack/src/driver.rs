@@ -80,9 +80,9 @@ impl Wake for TokenWaker {
     }
 }
 
-/// Polls read (or write) readiness with `waker`: `true` if ready now. When not ready, the waker is
-/// registered and will report the token later.
-fn ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
+/// Whether `fd` is readable (or writable) now; if not, `waker` is registered and will report its
+/// token later.
+pub fn poll_ready<T: AsRawFd>(fd: &AsyncFd<T>, waker: &Waker, write: bool) -> bool {
     let mut cx = Context::from_waker(waker);
     let r = if write {
         fd.poll_write_ready(&mut cx).map(|r| r.is_ok())
@@ -92,8 +92,14 @@ fn ready(fd: &AsyncFd<Socket>, waker: &Waker, write: bool) -> bool {
     matches!(r, Poll::Ready(true))
 }
 
-/// Clears readiness after EAGAIN and re-registers the waker; if readiness raced back, queue the token.
-fn rearm(fd: &AsyncFd<Socket>, waker: &Waker, write: bool, q: &ReadyQueue, t: Token) {
+/// After EAGAIN: clears readiness and re-registers `waker`; if readiness raced back, queues `t`.
+pub fn clear_ready<T: AsRawFd>(
+    fd: &AsyncFd<T>,
+    waker: &Waker,
+    write: bool,
+    q: &ReadyQueue,
+    t: Token,
+) {
     let mut cx = Context::from_waker(waker);
     if write {
         if let Poll::Ready(Ok(mut g)) = fd.poll_write_ready(&mut cx) {
@@ -102,7 +108,7 @@ fn rearm(fd: &AsyncFd<Socket>, waker: &Waker, write: bool, q: &ReadyQueue, t: To
     } else if let Poll::Ready(Ok(mut g)) = fd.poll_read_ready(&mut cx) {
         g.clear_ready();
     }
-    if ready(fd, waker, write) {
+    if poll_ready(fd, waker, write) {
         q.push(t);
     }
 }
@@ -283,7 +289,7 @@ impl HostSockets {
             s.bind(&any.into())?;
             let fd = register(s)?;
             let waker = self.queue.waker(Token::Dns(i as u8));
-            ready(&fd, &waker, false);
+            poll_ready(&fd, &waker, false);
             self.dns[i] = Some((fd, waker));
             self.queue.push(Token::Dns(i as u8));
         }
@@ -371,7 +377,7 @@ impl HostIo for IoCtx<'_> {
         };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
+                clear_ready(&s.fd, &s.waker, true, &q, Token::Flow(id));
                 Err(e)
             }
             other => other,
@@ -400,7 +406,7 @@ impl HostIo for IoCtx<'_> {
         };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                rearm(&s.fd, &s.waker, true, &q, Token::Flow(id));
+                clear_ready(&s.fd, &s.waker, true, &q, Token::Flow(id));
                 Err(e)
             }
             other => other,
@@ -445,7 +451,7 @@ impl HostIo for IoCtx<'_> {
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                clear_ready(&s.fd, &s.waker, false, &q, Token::Flow(id));
                 Err(e)
             }
             Err(e) => Err(e),
@@ -541,7 +547,7 @@ impl HostIo for IoCtx<'_> {
         };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                clear_ready(&s.fd, &s.waker, false, &q, Token::Flow(id));
                 Err(e)
             }
             other => other,
@@ -603,7 +609,7 @@ impl HostIo for IoCtx<'_> {
             };
             let n = match cvt(r) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    rearm(&s.fd, &s.waker, false, &q, Token::Flow(id));
+                    clear_ready(&s.fd, &s.waker, false, &q, Token::Flow(id));
                     return Err(e);
                 }
                 Err(e) => return Err(e),
@@ -822,7 +828,7 @@ impl Driver {
             let Some(Some(f)) = self.socks.forwards.get(fwd as usize) else {
                 break;
             };
-            if !ready(&f.fd, &f.waker, false) {
+            if !poll_ready(&f.fd, &f.waker, false) {
                 break;
             }
             let (proto, guest) = (f.proto, f.guest);
@@ -854,7 +860,7 @@ impl Driver {
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        rearm(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
+                        clear_ready(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
                         break;
                     }
                     Err(e) => {
@@ -896,7 +902,7 @@ impl Driver {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if let Some(Some(f)) = self.socks.forwards.get(fwd as usize) {
-                            rearm(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
+                            clear_ready(&f.fd, &f.waker, false, &self.socks.queue, Token::Fwd(fwd));
                         }
                         break;
                     }
@@ -913,7 +919,7 @@ impl Driver {
     fn handle_flow(&mut self, now: Instant, id: FlowId, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let Some(s) = self.socks.get(id) else { return };
         if s.connecting {
-            if !ready(&s.fd, &s.waker, true) {
+            if !poll_ready(&s.fd, &s.waker, true) {
                 return;
             }
             s.connecting = false;
@@ -932,7 +938,7 @@ impl Driver {
             self.gw.on_tcp_connected(now, id, res, &mut io);
         }
         let Some(s) = self.socks.get(id) else { return };
-        if s.want_write && ready(&s.fd, &s.waker, true) {
+        if s.want_write && poll_ready(&s.fd, &s.waker, true) {
             s.want_write = false;
             let mut io = IoCtx {
                 socks: &mut self.socks,
@@ -941,7 +947,7 @@ impl Driver {
             self.gw.on_tcp_writable(now, id, &mut io);
         }
         let Some(s) = self.socks.get(id) else { return };
-        if ready(&s.fd, &s.waker, false) {
+        if poll_ready(&s.fd, &s.waker, false) {
             let mut io = IoCtx {
                 socks: &mut self.socks,
                 sink,

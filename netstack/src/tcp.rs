@@ -90,6 +90,40 @@ pub(crate) struct TcpFlow {
 }
 
 impl TcpFlow {
+    /// A flow in `state` with our initial sequence number `iss`; the guest's side is filled in by the
+    /// caller from its SYN or SYN-ACK.
+    fn new(key: FlowKey, guest_mac: Mac, state: State, iss: u32, mss: u16) -> Self {
+        TcpFlow {
+            key,
+            guest_mac,
+            state,
+            rcv_nxt: 0,
+            guest_fin: false,
+            shut_wr_done: false,
+            pending: Vec::new(),
+            want_write: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: 0,
+            guest_wscale: 0,
+            wscale_ok: false,
+            mss,
+            host_eof: false,
+            fin_sent: false,
+            dupacks: 0,
+            last_wnd_seen: 0,
+            rto: RTO_INITIAL,
+            retries: 0,
+            deadline: None,
+            queued: None,
+            ack_due: false,
+            last_adv_wnd: RCV_WINDOW,
+            in_batch: false,
+            tx_blocked: false,
+        }
+    }
+
     /// Data bytes sent to the guest and not yet acknowledged (the host socket's peek offset).
     fn inflight_data(&self) -> u32 {
         self.snd_nxt.wrapping_sub(self.snd_una) - u32::from(self.fin_sent)
@@ -254,35 +288,17 @@ impl Gateway {
         };
         let iss = self.tcp.next_isn();
         let max_mss = self.cfg.mtu.saturating_sub(40).max(536);
-        let flow = TcpFlow {
+        let mut flow = TcpFlow::new(
             key,
             guest_mac,
-            state: State::Connecting,
-            rcv_nxt: seg.seq.wrapping_add(1),
-            guest_fin: false,
-            shut_wr_done: false,
-            pending: Vec::new(),
-            want_write: false,
+            State::Connecting,
             iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            snd_wnd: u32::from(seg.window),
-            guest_wscale: seg.wscale.unwrap_or(0),
-            wscale_ok: seg.wscale.is_some(),
-            mss: seg.mss.unwrap_or(536).clamp(64, max_mss),
-            host_eof: false,
-            fin_sent: false,
-            dupacks: 0,
-            last_wnd_seen: 0,
-            rto: RTO_INITIAL,
-            retries: 0,
-            deadline: None,
-            queued: None,
-            ack_due: false,
-            last_adv_wnd: RCV_WINDOW,
-            in_batch: false,
-            tx_blocked: false,
-        };
+            seg.mss.unwrap_or(536).clamp(64, max_mss),
+        );
+        flow.rcv_nxt = seg.seq.wrapping_add(1);
+        flow.snd_wnd = u32::from(seg.window);
+        flow.guest_wscale = seg.wscale.unwrap_or(0);
+        flow.wscale_ok = seg.wscale.is_some();
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
         *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
@@ -334,35 +350,10 @@ impl Gateway {
         }
         let iss = self.tcp.next_isn();
         let mss = self.cfg.mtu.saturating_sub(40).max(536);
-        let flow = TcpFlow {
-            key,
-            guest_mac,
-            state: State::SynSent,
-            rcv_nxt: 0,
-            guest_fin: false,
-            shut_wr_done: false,
-            pending: Vec::new(),
-            want_write: false,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss.wrapping_add(1),
-            snd_wnd: 0,
-            guest_wscale: 0,
-            wscale_ok: true,
-            mss,
-            host_eof: false,
-            fin_sent: false,
-            dupacks: 0,
-            last_wnd_seen: 0,
-            rto: RTO_INITIAL,
-            retries: 0,
-            deadline: None,
-            queued: None,
-            ack_due: false,
-            last_adv_wnd: RCV_WINDOW,
-            in_batch: false,
-            tx_blocked: false,
-        };
+        let mut flow = TcpFlow::new(key, guest_mac, State::SynSent, iss, mss);
+        // Our SYN occupies one sequence number and offers window scaling.
+        flow.snd_nxt = iss.wrapping_add(1);
+        flow.wscale_ok = true;
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
         self.flow_opened(key.guest);
