@@ -97,6 +97,7 @@ impl Gateway {
         }
         self.batch = None;
         self.tcp_flush_writes(frames, io);
+        self.tcp_flush_pushes(now, io);
     }
 
     /// One frame from the LAN addressed to the gateway (unicast to its MAC, or broadcast).
@@ -142,7 +143,9 @@ impl Gateway {
                 self.note(now, || format!("dropped a packet from {m} with source address {src4} (not a guest address)"));
                 return;
             }
-            self.neigh.insert(p.src, src_mac);
+            if self.neigh.get(&p.src) != Some(&src_mac) {
+                self.neigh.insert(p.src, src_mac);
+            }
         }
         match p.proto {
             ip::PROTO_TCP => self.tcp_input(now, p, io),

@@ -87,6 +87,13 @@ pub(crate) struct TcpFlow {
     in_batch: bool,
     /// Paused because the way to the guest is congested (see `TcpNat::tx_blocked`).
     tx_blocked: bool,
+    /// The host socket may have data: false after a read found none, true again on readiness. Saves
+    /// a failing read per guest segment.
+    host_readable: bool,
+    /// Bytes the guest acknowledged during a batch, dropped from the host socket before the next read.
+    unconsumed: u32,
+    /// Queued in `TcpNat::push_list` for the end of the batch.
+    push_due: bool,
 }
 
 impl TcpFlow {
@@ -121,6 +128,9 @@ impl TcpFlow {
             last_adv_wnd: RCV_WINDOW,
             in_batch: false,
             tx_blocked: false,
+            host_readable: true,
+            unconsumed: 0,
+            push_due: false,
         }
     }
 
@@ -157,6 +167,8 @@ pub struct TcpNat {
     wbatch: Vec<BatchWrite>,
     /// Flows paused on congestion towards their guest.
     tx_blocked: Vec<(u32, u32)>,
+    /// Flows to push to their guest at the end of a batch (ACKs collapsed into one read).
+    push_list: Vec<(u32, u32)>,
 }
 
 /// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
@@ -180,6 +192,7 @@ impl Default for TcpNat {
             segbufs: Vec::new(),
             wbatch: Vec::new(),
             tx_blocked: Vec::new(),
+            push_list: Vec::new(),
             isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
         }
     }
@@ -500,7 +513,12 @@ impl Gateway {
                     let fin_now_acked = f.fin_sent && seg.ack == f.snd_nxt;
                     let data_acked = acked - u32::from(fin_now_acked);
                     if data_acked > 0 {
-                        io.tcp_consume(id, data_acked as usize);
+                        if self.batch.is_some() {
+                            // Dropped from the host socket once, before the batch's next read.
+                            f.unconsumed += data_acked;
+                        } else {
+                            io.tcp_consume(id, data_acked as usize);
+                        }
                     }
                     f.snd_una = seg.ack;
                     f.retries = 0;
@@ -525,6 +543,7 @@ impl Gateway {
                         // Fast retransmit: go back to the oldest unacknowledged byte.
                         f.snd_nxt = f.snd_una;
                         f.fin_sent = false;
+                        f.host_readable = true;
                         self.stats.tcp_retransmits += 1;
                     }
                 }
@@ -533,9 +552,37 @@ impl Gateway {
             }
         }
         self.tcp_receive(now, idx, gen, seg, io);
-        if self.tcp.flows.get(idx, gen).is_some() {
+        let batching = self.batch.is_some();
+        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            return;
+        };
+        if batching {
+            // Several ACKs of one batch make one read of the host socket, at the batch's end.
+            if !f.push_due {
+                f.push_due = true;
+                self.tcp.push_list.push((idx, gen));
+            }
+        } else {
             self.tcp_push(now, idx, gen, io);
             self.tcp_maybe_finish(idx, gen, io);
+        }
+    }
+
+    /// End of a batch: the deferred reads of flows whose guest acknowledged data or opened its window.
+    pub(crate) fn tcp_flush_pushes(&mut self, now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.tcp.push_list);
+        for &(idx, gen) in &list {
+            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+                continue;
+            };
+            f.push_due = false;
+            self.tcp_push(now, idx, gen, io);
+            self.tcp_maybe_finish(idx, gen, io);
+        }
+        let mut list = list;
+        list.clear();
+        if self.tcp.push_list.is_empty() {
+            self.tcp.push_list = list;
         }
     }
 
@@ -738,7 +785,8 @@ impl Gateway {
 
     /// The host socket has data (or EOF) for the guest.
     pub fn on_tcp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        if self.tcp.flows.get(id.idx, id.gen).is_some() {
+        if let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) {
+            f.host_readable = true;
             self.tcp_push(now, id.idx, id.gen, io);
             self.tcp_maybe_finish(id.idx, id.gen, io);
         }
@@ -786,6 +834,10 @@ impl Gateway {
         let Some(f) = tcp.flows.get_mut(idx, gen) else {
             return;
         };
+        if f.unconsumed > 0 {
+            io.tcp_consume(id, f.unconsumed as usize);
+            f.unconsumed = 0;
+        }
         if f.state != State::Established || f.tx_blocked {
             return;
         }
@@ -825,6 +877,10 @@ impl Gateway {
                     // Zero window: probe later.
                     arm(&mut tcp.timers, f, idx, gen, now + f.rto);
                 }
+                break;
+            }
+            if !f.host_readable {
+                // The last read found nothing; readiness will say when there is more.
                 break;
             }
             let room = ((f.snd_wnd - inflight) as usize).min(MAX_PEEK);
@@ -889,7 +945,10 @@ impl Gateway {
                         continue;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    f.host_readable = false;
+                    break;
+                }
                 Err(_) => {
                     self.tcp_abort(id, io);
                     return;
@@ -1136,6 +1195,7 @@ impl Gateway {
                     // Retransmission timeout: go back to the oldest unacknowledged byte.
                     f.snd_nxt = f.snd_una;
                     f.fin_sent = false;
+                    f.host_readable = true;
                     self.stats.tcp_retransmits += 1;
                     self.tcp_push(now, id.idx, id.gen, io);
                 }

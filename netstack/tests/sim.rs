@@ -52,6 +52,8 @@ struct SimHost {
     udp: HashMap<FlowId, SimUdp>,
     want_write: Vec<FlowId>,
     spawned: Vec<String>,
+    consumes: usize,
+    peeks: usize,
     /// Report congestion once this many frames are waiting.
     congest_after: Option<usize>,
     udp_forwards: Vec<(FlowId, u32)>,
@@ -104,6 +106,7 @@ impl HostIo for SimHost {
         offset: usize,
         bufs: &mut [IoSliceMut<'_>],
     ) -> io::Result<usize> {
+        self.peeks += 1;
         let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
         if offset >= s.rx.len() {
             return if s.rx_eof {
@@ -128,6 +131,7 @@ impl HostIo for SimHost {
         Ok(n)
     }
     fn tcp_consume(&mut self, id: FlowId, n: usize) {
+        self.consumes += 1;
         if let Some(s) = self.tcp.get_mut(&id) {
             s.rx.drain(..n.min(s.rx.len()));
         }
@@ -1254,4 +1258,52 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
         "everything arrives, nothing dropped or repeated"
     );
     assert_eq!(h.gw.stats().tcp_retransmits, 0);
+}
+
+#[test]
+fn acks_of_one_batch_make_one_consume_and_one_read() {
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(vec![9u8; 8 * 1460]);
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    assert_eq!(h.take_tcp().len(), 8);
+    let (c0, p0) = (h.host.consumes, h.host.peeks);
+    let acks: Vec<Vec<u8>> = (1..=4u32)
+        .map(|k| {
+            tcp_frame(
+                remote_ip(),
+                80,
+                ISN + 1,
+                ours + k * 2 * 1460,
+                ACK,
+                65535,
+                None,
+                b"",
+            )
+        })
+        .collect();
+    let refs: Vec<&[u8]> = acks.iter().map(|f| f.as_slice()).collect();
+    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    assert_eq!(h.host.consumes - c0, 1, "four ACKs, one consume");
+    assert!(h.host.tcp[&id].rx.is_empty());
+    // The socket had already said it was empty: no read until it signals readiness again.
+    assert_eq!(h.host.peeks - p0, 0);
+    // Guest data segments do not probe the host socket either.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours + 8 * 1460,
+        ACK,
+        65535,
+        None,
+        b"x",
+    ));
+    assert_eq!(h.host.peeks - p0, 0);
 }
