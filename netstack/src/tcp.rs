@@ -94,6 +94,8 @@ pub(crate) struct TcpFlow {
     unconsumed: u32,
     /// Queued in `TcpNat::push_list` for the end of the batch.
     push_due: bool,
+    /// With `host_eof`: the sequence number just past the host's last byte (where the FIN goes).
+    data_end: u32,
 }
 
 impl TcpFlow {
@@ -131,12 +133,15 @@ impl TcpFlow {
             host_readable: true,
             unconsumed: 0,
             push_due: false,
+            data_end: 0,
         }
     }
 
     /// Data bytes sent to the guest and not yet acknowledged (the host socket's peek offset).
     fn inflight_data(&self) -> u32 {
-        self.snd_nxt.wrapping_sub(self.snd_una) - u32::from(self.fin_sent)
+        self.snd_nxt
+            .wrapping_sub(self.snd_una)
+            .saturating_sub(u32::from(self.fin_sent))
     }
     fn fin_acked(&self) -> bool {
         self.fin_sent && self.snd_una == self.snd_nxt
@@ -846,7 +851,9 @@ impl Gateway {
         let off = ethernet::HEADER_LEN + iphl + tcpw::HEADER_LEN;
         let mss = usize::from(f.mss);
         loop {
-            if f.host_eof {
+            // After host EOF the FIN goes right after the last data byte; bytes before it that the
+            // guest has not acknowledged (after a retransmission rewind) are sent again first.
+            if f.host_eof && (f.fin_sent || f.snd_nxt == f.data_end) {
                 if !f.fin_sent {
                     let h = TcpHeader {
                         src_port: f.key.remote_port,
@@ -903,7 +910,15 @@ impl Gateway {
             drop(iov);
             match res {
                 Ok(0) => {
-                    f.host_eof = true;
+                    if !f.host_eof {
+                        f.host_eof = true;
+                        f.data_end = f.snd_nxt;
+                    } else if f.snd_nxt != f.data_end {
+                        // Cannot happen with a sane socket (bytes before EOF are never lost);
+                        // end the flow rather than send a FIN in the wrong place.
+                        self.tcp_abort(id, io);
+                        return;
+                    }
                     continue;
                 }
                 Ok(n) => {

@@ -1307,3 +1307,62 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
     ));
     assert_eq!(h.host.peeks - p0, 0);
 }
+
+#[test]
+fn fast_retransmit_after_fin_resends_the_data_before_the_fin() {
+    // Regression: frames to the guest were lost after the host closed; a fast retransmit must not
+    // send the FIN in place of the missing data.
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    {
+        let sock = h.host.tcp.get_mut(&id).expect("sock");
+        sock.rx.extend(vec![5u8; 3000]);
+        sock.rx_eof = true;
+    }
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let first = h.take_tcp();
+    assert_eq!(
+        first.last().map(|s| (s.flags & FIN, s.seq)),
+        Some((FIN, ours + 3000))
+    );
+    // The guest got only the first segment: three duplicate ACKs for ours + 1460.
+    for _ in 0..4 {
+        h.send(tcp_frame(
+            remote_ip(),
+            80,
+            ISN + 1,
+            ours + 1460,
+            ACK,
+            65535,
+            None,
+            b"",
+        ));
+    }
+    let again = h.take_tcp();
+    let data: usize = again.iter().map(|s| s.payload.len()).sum();
+    assert_eq!(
+        again.first().map(|s| (s.seq, s.flags & FIN)),
+        Some((ours + 1460, 0)),
+        "data first: {again:?}"
+    );
+    assert_eq!(data, 3000 - 1460);
+    let fin = again
+        .iter()
+        .find(|s| s.flags & FIN != 0)
+        .expect("FIN resent after the data");
+    assert_eq!(fin.seq, ours + 3000);
+    // Everything acknowledged (data and FIN), the guest closes too: the flow ends cleanly.
+    h.send(tcp_frame(
+        remote_ip(),
+        80,
+        ISN + 1,
+        ours + 3001,
+        ACK | FIN,
+        65535,
+        None,
+        b"",
+    ));
+    assert_eq!(h.gw.flow_counts().0, 0);
+    assert_eq!(h.host.tcp[&id].closed, Some(false));
+}
