@@ -769,6 +769,8 @@ impl Gateway {
                 f.shut_wr_done = true;
                 io.tcp_shutdown_write(id);
             }
+            // A flow whose last segments waited in this batch may be done now.
+            self.tcp_maybe_finish(idx, gen, io);
         }
         batch.clear();
         self.tcp.wbatch = batch;
@@ -977,7 +979,8 @@ impl Gateway {
         let Some(f) = self.tcp.flows.get(idx, gen) else {
             return;
         };
-        if f.guest_fin && f.fin_acked() && f.pending.is_empty() {
+        // Bytes gathered for the batch's writev still belong to the flow (`in_batch`).
+        if f.guest_fin && f.fin_acked() && f.pending.is_empty() && !f.in_batch {
             let id = fid(idx, gen);
             if f.ack_due {
                 self.tcp_send_ctl(id, ACK, io);

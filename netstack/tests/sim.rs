@@ -1366,3 +1366,49 @@ fn fast_retransmit_after_fin_resends_the_data_before_the_fin() {
     assert_eq!(h.gw.flow_counts().0, 0);
     assert_eq!(h.host.tcp[&id].closed, Some(false));
 }
+
+#[test]
+fn batched_tail_is_written_when_the_host_closed_first() {
+    // Regression: the host half-closed and its FIN was acknowledged; the guest's last data and FIN
+    // arrived in one batch. The flow must not be freed before the batch's writev.
+    let mut h = Harness::new(Config::default());
+    let ours = establish(&mut h, remote_ip(), 80);
+    let id = h.flow();
+    h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
+    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    let fin = h.take_tcp();
+    assert_eq!(fin.last().map(|s| s.flags & FIN), Some(FIN));
+    let frames = [
+        tcp_frame(
+            remote_ip(),
+            80,
+            ISN + 1,
+            ours + 1,
+            ACK,
+            65535,
+            None,
+            b"tail-1",
+        ),
+        tcp_frame(
+            remote_ip(),
+            80,
+            ISN + 7,
+            ours + 1,
+            ACK | FIN,
+            65535,
+            None,
+            b"tail-2",
+        ),
+    ];
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.end_batch(h.now, &mut h.host);
+    assert_eq!(h.host.tcp[&id].written, b"tail-1tail-2");
+    assert!(h.host.tcp[&id].shut_wr);
+    assert_eq!(
+        h.host.tcp[&id].closed,
+        Some(false),
+        "closed after the write, not before"
+    );
+    assert_eq!(h.gw.flow_counts().0, 0);
+}

@@ -33,6 +33,13 @@ impl Image {
     /// Scripts report results as lines `@@RESULT key=value`
     /// (see [`crate::qemu::Guest::results`]).
     pub fn build(name: &str, init_script: &str) -> Image {
+        Self::build_with_files(name, init_script, &[])
+    }
+
+    /// Like [`Image::build`], with extra files in the initramfs: `(path, mode, content)`, e.g.
+    /// `("/bin/udp-echo", 0o755, &bytes)` for a static helper program. Parent directories must be
+    /// among those every image has (`/bin`, `/usr/bin`, `/etc`, `/root`, `/tmp`, ...).
+    pub fn build_with_files(name: &str, init_script: &str, extra: &[(&str, u32, &[u8])]) -> Image {
         let k = kernel();
         let busybox = fs::read(BUSYBOX).unwrap_or_else(|e| {
             panic!("cannot read {BUSYBOX}: {e} (apt-get install busybox-static)")
@@ -79,6 +86,9 @@ impl Image {
         a.file("/etc/group", 0o644, b"root:x:0:\n");
         a.file("/init", 0o755, init(&insmods).as_bytes());
         a.file("/test.sh", 0o755, init_script.as_bytes());
+        for (path, mode, data) in extra {
+            a.file(path, *mode, data);
+        }
 
         let dir = crate::paths::cache_dir().join("images");
         fs::create_dir_all(&dir).expect("create image dir");
