@@ -29,7 +29,7 @@ impl Gateway {
             && !a.sender_ip.is_unspecified()
             && a.sender_mac == eth.src()
         {
-            self.neigh.insert(IpAddr::V4(a.sender_ip), a.sender_mac);
+            self.learn_neighbour(IpAddr::V4(a.sender_ip), a.sender_mac, io);
         }
         if a.op != arp::OP_REQUEST || !target_virtual {
             return;
@@ -52,5 +52,37 @@ impl Gateway {
         io.transmit(&buf);
         self.stats.arp_replies += 1;
         self.stats.frames_out += 1;
+    }
+
+    /// Asks the LAN who has `ip` (a guest a forward wants to reach before it has sent anything).
+    pub(crate) fn send_arp_request(&mut self, ip: std::net::Ipv4Addr, io: &mut dyn HostIo) {
+        let req = ArpRepr {
+            op: arp::OP_REQUEST,
+            sender_mac: self.cfg.gateway_mac,
+            sender_ip: self.cfg.gateway,
+            target_mac: [0; 6],
+            target_ip: ip,
+        };
+        let mut buf = [0u8; ethernet::HEADER_LEN + arp::LEN];
+        ethernet::write_header(
+            &mut buf,
+            ethernet::BROADCAST,
+            self.cfg.gateway_mac,
+            ethernet::ETHERTYPE_ARP,
+        );
+        req.emit(&mut buf[ethernet::HEADER_LEN..]);
+        io.transmit(&buf);
+        self.stats.frames_out += 1;
+    }
+
+    /// Records that `ip` uses `mac`; flows that were waiting to learn it go ahead.
+    pub(crate) fn learn_neighbour(&mut self, ip: IpAddr, mac: crate::Mac, io: &mut dyn HostIo) {
+        if self.neigh.get(&ip) == Some(&mac) {
+            return;
+        }
+        self.neigh.insert(ip, mac);
+        if !self.tcp.arp_waiting_is_empty() {
+            self.tcp_neighbour_known(ip, mac, io);
+        }
     }
 }

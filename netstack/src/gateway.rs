@@ -143,9 +143,7 @@ impl Gateway {
                 self.note(now, || format!("dropped a packet from {m} with source address {src4} (not a guest address)"));
                 return;
             }
-            if self.neigh.get(&p.src) != Some(&src_mac) {
-                self.neigh.insert(p.src, src_mac);
-            }
+            self.learn_neighbour(p.src, src_mac, io);
         }
         match p.proto {
             ip::PROTO_TCP => self.tcp_input(now, p, io),

@@ -174,6 +174,8 @@ pub struct TcpNat {
     tx_blocked: Vec<(u32, u32)>,
     /// Flows to push to their guest at the end of a batch (ACKs collapsed into one read).
     push_list: Vec<(u32, u32)>,
+    /// Forwarded connections waiting for their guest's MAC (ARP).
+    arp_waiting: Vec<(IpAddr, u32, u32)>,
 }
 
 /// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
@@ -198,12 +200,19 @@ impl Default for TcpNat {
             wbatch: Vec::new(),
             tx_blocked: Vec::new(),
             push_list: Vec::new(),
+            arp_waiting: Vec::new(),
             isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
         }
     }
 }
 
+/// The MAC of a guest not yet resolved by ARP.
+const UNRESOLVED: Mac = [0; 6];
+
 impl TcpNat {
+    pub(crate) fn arp_waiting_is_empty(&self) -> bool {
+        self.arp_waiting.is_empty()
+    }
     pub fn len(&self) -> usize {
         self.flows.len()
     }
@@ -351,12 +360,18 @@ impl Gateway {
             remote,
             remote_port: client.port(),
         };
-        let guest_mac = self.guest_mac(guest.ip()).ok_or_else(|| {
-            format!(
-                "guest {} is not on the LAN (no lease, no traffic yet)",
+        let IpAddr::V4(guest4) = guest.ip() else {
+            return Err(format!(
+                "guest {} is not an IPv4 address on the LAN",
                 guest.ip()
-            )
-        })?;
+            ));
+        };
+        if !self.cfg.net.contains(guest4) || self.is_virtual(guest4) {
+            return Err(format!("{guest4} is not a guest address on the LAN"));
+        }
+        // Unknown yet (a guest that has only listened): ask by ARP; the SYN waits for the answer.
+        let known = self.guest_mac(guest.ip());
+        let guest_mac = known.unwrap_or(UNRESOLVED);
         if self.tcp.by_key.contains_key(&key) {
             return Err(format!(
                 "a connection {remote}:{} -> {guest} already exists",
@@ -379,7 +394,12 @@ impl Gateway {
         if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
             arm(&mut self.tcp.timers, f, idx, gen, now + SYNACK_RTO);
         }
-        self.tcp_send_ctl(fid(idx, gen), SYN, io);
+        if known.is_some() {
+            self.tcp_send_ctl(fid(idx, gen), SYN, io);
+        } else {
+            self.tcp.arp_waiting.push((guest.ip(), idx, gen));
+            self.send_arp_request(guest4, io);
+        }
         Ok(fid(idx, gen))
     }
 
@@ -570,6 +590,24 @@ impl Gateway {
         } else {
             self.tcp_push(now, idx, gen, io);
             self.tcp_maybe_finish(idx, gen, io);
+        }
+    }
+
+    /// `ip` turned out to use `mac`: forwarded connections waiting for it send their SYN.
+    pub(crate) fn tcp_neighbour_known(&mut self, ip: IpAddr, mac: Mac, io: &mut dyn HostIo) {
+        let waiting = std::mem::take(&mut self.tcp.arp_waiting);
+        for (wip, idx, gen) in waiting {
+            if wip != ip {
+                self.tcp.arp_waiting.push((wip, idx, gen));
+                continue;
+            }
+            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+                continue;
+            };
+            if f.state == State::SynSent && f.guest_mac == UNRESOLVED {
+                f.guest_mac = mac;
+                self.tcp_send_ctl(fid(idx, gen), SYN, io);
+            }
         }
     }
 
@@ -1172,6 +1210,14 @@ impl Gateway {
                     } else {
                         SYN | ACK
                     };
+                    if f.guest_mac == UNRESOLVED && f.retries <= SYNACK_RETRIES {
+                        let at = now + SYNACK_RTO;
+                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        if let IpAddr::V4(g) = f.key.guest {
+                            self.send_arp_request(g, io);
+                        }
+                        continue;
+                    }
                     if f.retries > SYNACK_RETRIES {
                         self.tcp_remove(id, io, true);
                     } else {

@@ -142,12 +142,18 @@ impl Gateway {
             remote,
             remote_port: client.port(),
         };
-        let mac = self.guest_mac(guest.ip()).ok_or_else(|| {
-            format!(
-                "guest {} is not on the LAN (no lease, no traffic yet)",
+        let Some(mac) = self.guest_mac(guest.ip()) else {
+            // Not heard from yet: ask by ARP and drop this datagram (the client will retry).
+            if let IpAddr::V4(g) = guest.ip() {
+                if self.cfg.net.contains(g) && !self.is_virtual(g) {
+                    self.send_arp_request(g, io);
+                }
+            }
+            return Err(format!(
+                "guest {} is not known yet (asked by ARP)",
                 guest.ip()
-            )
-        })?;
+            ));
+        };
         let (idx, gen) = match self.udp.by_key.get(&key) {
             Some(&v) => v,
             None => {

@@ -1066,15 +1066,56 @@ fn remote_ip_for(s: &str) -> IpAddr {
 }
 
 #[test]
-fn tcp_forward_to_unknown_guest_is_refused() {
+fn tcp_forward_to_a_silent_guest_resolves_it_by_arp_first() {
     let mut h = Harness::new(Config::default());
     let r = h.gw.tcp_inbound(
         h.now,
         "127.0.0.1:1".parse().expect("addr"),
-        "10.0.2.15:22".parse().expect("addr"),
+        "10.0.2.100:22".parse().expect("addr"),
         &mut h.host,
     );
-    assert!(r.unwrap_err().contains("not on the LAN"));
+    let id = r.expect("accepted while the guest is resolved");
+    h.host.tcp.insert(id, SimTcp::default());
+    let out = h.take_frames();
+    assert_eq!(out.len(), 1, "an ARP request, no SYN yet");
+    let req = ArpRepr::parse(&out[0][14..]).expect("arp");
+    assert_eq!(
+        (req.op, req.target_ip, req.sender_ip),
+        (
+            arp::OP_REQUEST,
+            Ipv4Addr::new(10, 0, 2, 100),
+            Ipv4Addr::new(10, 0, 2, 2)
+        )
+    );
+    // The guest answers: the SYN goes out to its MAC at once.
+    let reply = ArpRepr {
+        op: arp::OP_REPLY,
+        sender_mac: GUEST_MAC,
+        sender_ip: Ipv4Addr::new(10, 0, 2, 100),
+        target_mac: GW_MAC,
+        target_ip: Ipv4Addr::new(10, 0, 2, 2),
+    };
+    let mut f = vec![0u8; 42];
+    ethernet::write_header(&mut f, GW_MAC, GUEST_MAC, ethernet::ETHERTYPE_ARP);
+    reply.emit(&mut f[14..]);
+    h.send(f);
+    let out = h.take_frames();
+    let p = IpPacket::parse_v4(&out[0][14..]).expect("ip");
+    let s = TcpSegment::parse(p.payload, p.src, p.dst).expect("tcp");
+    assert_eq!(
+        (s.flags, s.dst_port, p.dst),
+        (SYN, 22, IpAddr::V4(Ipv4Addr::new(10, 0, 2, 100)))
+    );
+    // Addresses that are not guests are refused outright.
+    assert!(h
+        .gw
+        .tcp_inbound(
+            h.now,
+            "127.0.0.1:2".parse().expect("addr"),
+            "10.0.2.2:22".parse().expect("addr"),
+            &mut h.host
+        )
+        .is_err());
 }
 
 #[test]
