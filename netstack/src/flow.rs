@@ -138,6 +138,59 @@ impl TimerHeap {
     }
 }
 
+/// A flow that ends after a period without traffic (UDP, ICMP echo).
+pub trait IdleFlow {
+    fn key(&self) -> FlowKey;
+    fn last_active(&self) -> Instant;
+}
+
+/// Flows indexed by key that expire when idle: one hash lookup per packet, and a lazy timer entry per
+/// flow that is re-queued at its real expiry when it fires early.
+pub struct IdleTable<F> {
+    pub flows: Slab<F>,
+    pub by_key: rustc_hash::FxHashMap<FlowKey, (u32, u32)>,
+    pub timers: TimerHeap,
+}
+
+impl<F> Default for IdleTable<F> {
+    fn default() -> Self {
+        IdleTable {
+            flows: Slab::default(),
+            by_key: Default::default(),
+            timers: TimerHeap::default(),
+        }
+    }
+}
+
+impl<F: IdleFlow> IdleTable<F> {
+    /// Removes and returns the flows idle for `idle` or longer at `now`.
+    pub fn expire(&mut self, now: Instant, idle: std::time::Duration) -> Vec<(FlowId, F)> {
+        let mut out = Vec::new();
+        while let Some(id) = self.timers.pop_due(now) {
+            let Some(f) = self.flows.get(id.idx, id.gen) else {
+                continue;
+            };
+            let expires = f.last_active() + idle;
+            if expires > now {
+                self.timers.push(expires, id);
+                continue;
+            }
+            if let Some(f) = self.flows.remove(id.idx, id.gen) {
+                self.by_key.remove(&f.key());
+                out.push((id, f));
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

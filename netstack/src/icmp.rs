@@ -2,14 +2,13 @@
 //! `net.ipv4.ping_group_range` allows, raw sockets when privileged); replies are real, never forged.
 //! Also builds the ICMP errors the gateway sends to guests (unreachable).
 
-use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
 use crate::gateway::Gateway;
 use crate::host::HostIo;
 use crate::wire::ethernet;
 use crate::wire::icmp::{self as icmpw, IcmpMessage};
 use crate::wire::ip::{self, IpPacket};
 use crate::{Instant, Mac};
-use rustc_hash::FxHashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -21,21 +20,19 @@ pub(crate) struct IcmpFlow {
 
 #[derive(Default)]
 pub struct IcmpNat {
-    flows: Slab<IcmpFlow>,
-    by_key: FxHashMap<FlowKey, (u32, u32)>,
-    timers: TimerHeap,
+    table: IdleTable<IcmpFlow>,
     unavailable_logged: bool,
 }
 
 impl IcmpNat {
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.table.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.table.is_empty()
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+        self.table.timers.next()
     }
 }
 
@@ -66,7 +63,7 @@ impl Gateway {
             remote: p.dst,
             remote_port: 0,
         };
-        let (idx, gen) = match self.icmp.by_key.get(&key) {
+        let (idx, gen) = match self.icmp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
                 let Some(target) = self.icmp_target(p.dst) else {
@@ -76,13 +73,13 @@ impl Gateway {
                 if !self.flow_allowed(now, &key) {
                     return;
                 }
-                let (idx, gen) = self.icmp.flows.insert(IcmpFlow {
+                let (idx, gen) = self.icmp.table.flows.insert(IcmpFlow {
                     key,
                     guest_mac: mac,
                     last: now,
                 });
                 if let Err(e) = io.icmp_open(fid(idx, gen), target) {
-                    self.icmp.flows.remove(idx, gen);
+                    self.icmp.table.flows.remove(idx, gen);
                     self.stats.icmp_unavailable += 1;
                     if !self.icmp.unavailable_logged {
                         self.icmp.unavailable_logged = true;
@@ -90,15 +87,16 @@ impl Gateway {
                     }
                     return;
                 }
-                self.icmp.by_key.insert(key, (idx, gen));
+                self.icmp.table.by_key.insert(key, (idx, gen));
                 self.icmp
+                    .table
                     .timers
                     .push(now + self.cfg.icmp_idle, fid(idx, gen));
                 self.flow_opened(key.guest);
                 (idx, gen)
             }
         };
-        if let Some(f) = self.icmp.flows.get_mut(idx, gen) {
+        if let Some(f) = self.icmp.table.flows.get_mut(idx, gen) {
             f.last = now;
             f.guest_mac = mac;
         }
@@ -138,7 +136,7 @@ impl Gateway {
     pub fn on_icmp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
         let mut tx = std::mem::take(&mut self.tx);
         for _ in 0..64 {
-            let Some(f) = self.icmp.flows.get_mut(id.idx, id.gen) else {
+            let Some(f) = self.icmp.table.flows.get_mut(id.idx, id.gen) else {
                 break;
             };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
@@ -175,20 +173,9 @@ impl Gateway {
     }
 
     pub(crate) fn icmp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        while let Some(id) = self.icmp.timers.pop_due(now) {
-            let Some(f) = self.icmp.flows.get(id.idx, id.gen) else {
-                continue;
-            };
-            let expires = f.last + self.cfg.icmp_idle;
-            if expires > now {
-                self.icmp.timers.push(expires, id);
-                continue;
-            }
-            if let Some(f) = self.icmp.flows.remove(id.idx, id.gen) {
-                self.icmp.by_key.remove(&f.key);
-                io.icmp_close(id);
-                self.flow_closed(f.key.guest);
-            }
+        for (id, f) in self.icmp.table.expire(now, self.cfg.icmp_idle) {
+            io.icmp_close(id);
+            self.flow_closed(f.key.guest);
         }
     }
 
@@ -213,5 +200,14 @@ impl Gateway {
         io.transmit(&tx[..len]);
         self.stats.frames_out += 1;
         self.tx = tx;
+    }
+}
+
+impl IdleFlow for IcmpFlow {
+    fn key(&self) -> FlowKey {
+        self.key
+    }
+    fn last_active(&self) -> Instant {
+        self.last
     }
 }

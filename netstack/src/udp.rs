@@ -3,7 +3,7 @@
 //! Replies come from the right source address because the flow key remembers what the guest sent to;
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
-use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
@@ -11,7 +11,6 @@ use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
 use crate::wire::udp::{self as udpw, UdpDatagram};
 use crate::{Instant, Mac};
-use rustc_hash::FxHashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,20 +23,18 @@ pub(crate) struct UdpFlow {
 
 #[derive(Default)]
 pub struct UdpNat {
-    flows: Slab<UdpFlow>,
-    by_key: FxHashMap<FlowKey, (u32, u32)>,
-    timers: TimerHeap,
+    table: IdleTable<UdpFlow>,
 }
 
 impl UdpNat {
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.table.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.table.is_empty()
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+        self.table.timers.next()
     }
 }
 
@@ -74,7 +71,7 @@ impl Gateway {
             remote: p.dst,
             remote_port: d.dst_port,
         };
-        let (idx, gen) = match self.udp.by_key.get(&key) {
+        let (idx, gen) = match self.udp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
                 let Some(Target::Addr(target)) =
@@ -86,25 +83,28 @@ impl Gateway {
                 if !self.flow_allowed(now, &key) {
                     return;
                 }
-                let (idx, gen) = self.udp.flows.insert(UdpFlow {
+                let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
                     key,
                     guest_mac: src_mac,
                     last: now,
                     last_len: 0,
                 });
                 if let Err(e) = io.udp_open(fid(idx, gen), target) {
-                    self.udp.flows.remove(idx, gen);
+                    self.udp.table.flows.remove(idx, gen);
                     self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
                     return;
                 }
-                self.udp.by_key.insert(key, (idx, gen));
-                self.udp.timers.push(now + self.cfg.udp_idle, fid(idx, gen));
+                self.udp.table.by_key.insert(key, (idx, gen));
+                self.udp
+                    .table
+                    .timers
+                    .push(now + self.cfg.udp_idle, fid(idx, gen));
                 self.flow_opened(key.guest);
                 self.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
         };
-        let Some(f) = self.udp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.udp.table.flows.get_mut(idx, gen) else {
             return;
         };
         f.last = now;
@@ -154,30 +154,33 @@ impl Gateway {
                 guest.ip()
             ));
         };
-        let (idx, gen) = match self.udp.by_key.get(&key) {
+        let (idx, gen) = match self.udp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
                 if !self.flow_allowed(now, &key) {
                     return Err(format!("guest {} has too many flows", guest.ip()));
                 }
-                let (idx, gen) = self.udp.flows.insert(UdpFlow {
+                let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
                     key,
                     guest_mac: mac,
                     last: now,
                     last_len: 0,
                 });
                 if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
-                    self.udp.flows.remove(idx, gen);
+                    self.udp.table.flows.remove(idx, gen);
                     return Err(format!("cannot track UDP peer {client}: {e}"));
                 }
-                self.udp.by_key.insert(key, (idx, gen));
-                self.udp.timers.push(now + self.cfg.udp_idle, fid(idx, gen));
+                self.udp.table.by_key.insert(key, (idx, gen));
+                self.udp
+                    .table
+                    .timers
+                    .push(now + self.cfg.udp_idle, fid(idx, gen));
                 self.flow_opened(key.guest);
                 self.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
         };
-        if let Some(f) = self.udp.flows.get_mut(idx, gen) {
+        if let Some(f) = self.udp.table.flows.get_mut(idx, gen) {
             f.last = now;
         }
         let max =
@@ -202,7 +205,7 @@ impl Gateway {
     pub fn on_udp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
         let mut tx = std::mem::take(&mut self.tx);
         for _ in 0..64 {
-            let Some(f) = self.udp.flows.get_mut(id.idx, id.gen) else {
+            let Some(f) = self.udp.table.flows.get_mut(id.idx, id.gen) else {
                 break;
             };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
@@ -248,7 +251,7 @@ impl Gateway {
 
     /// ICMP port unreachable to the guest, quoting its last datagram's headers.
     fn udp_refused(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.udp.flows.get(idx, gen) else {
+        let Some(f) = self.udp.table.flows.get(idx, gen) else {
             return;
         };
         let (key, mac, len) = (f.key, f.guest_mac, f.last_len);
@@ -278,21 +281,19 @@ impl Gateway {
     }
 
     pub(crate) fn udp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        while let Some(id) = self.udp.timers.pop_due(now) {
-            let Some(f) = self.udp.flows.get(id.idx, id.gen) else {
-                continue;
-            };
-            let expires = f.last + self.cfg.udp_idle;
-            if expires > now {
-                self.udp.timers.push(expires, id);
-                continue;
-            }
-            if let Some(f) = self.udp.flows.remove(id.idx, id.gen) {
-                self.udp.by_key.remove(&f.key);
-                io.udp_close(id);
-                self.flow_closed(f.key.guest);
-                self.stats.udp_flows_expired += 1;
-            }
+        for (id, f) in self.udp.table.expire(now, self.cfg.udp_idle) {
+            io.udp_close(id);
+            self.flow_closed(f.key.guest);
+            self.stats.udp_flows_expired += 1;
         }
+    }
+}
+
+impl IdleFlow for UdpFlow {
+    fn key(&self) -> FlowKey {
+        self.key
+    }
+    fn last_active(&self) -> Instant {
+        self.last
     }
 }
