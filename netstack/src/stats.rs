@@ -26,6 +26,10 @@ pub struct Stats {
     pub tcp_retransmits: u64,
     /// Guest bytes the host socket could not take at once (held until writable).
     pub tcp_host_full: u64,
+    /// Host-to-guest sends that stopped at the guest's window.
+    pub tcp_guest_window_full: u64,
+    /// Host-to-guest sends paused because the guest's link was congested.
+    pub tcp_link_paused: u64,
     pub udp_flows_opened: u64,
     pub udp_flows_expired: u64,
     pub icmp_echo_sent: u64,
@@ -58,6 +62,8 @@ impl Stats {
             ("tcp_unreachable", self.tcp_unreachable),
             ("tcp_retransmits", self.tcp_retransmits),
             ("tcp_host_full", self.tcp_host_full),
+            ("tcp_guest_window_full", self.tcp_guest_window_full),
+            ("tcp_link_paused", self.tcp_link_paused),
             ("udp_flows_opened", self.udp_flows_opened),
             ("udp_flows_expired", self.udp_flows_expired),
             ("icmp_echo_sent", self.icmp_echo_sent),

@@ -920,6 +920,7 @@ impl Gateway {
             }
             let inflight = f.snd_nxt.wrapping_sub(f.snd_una);
             if inflight >= f.snd_wnd {
+                self.stats.tcp_guest_window_full += 1;
                 if f.snd_wnd == 0 && f.deadline.is_none() {
                     // Zero window: probe later.
                     arm(&mut tcp.timers, f, idx, gen, now + f.rto);
@@ -993,6 +994,7 @@ impl Gateway {
                         // The guest's link is full: wait for `on_link_ready` rather than drop.
                         f.tx_blocked = true;
                         tcp.tx_blocked.push((idx, gen));
+                        self.stats.tcp_link_paused += 1;
                         break;
                     }
                     if n < asked {
