@@ -34,6 +34,15 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Makes `dst` the same file as `src`: a hard link where possible (nothing is written, so no forked
+/// child can hold the file open for writing and make its exec fail with ETXTBSY), else a copy.
+pub fn link_or_copy(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::hard_link(src, dst) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(src, dst).map(|_| ()),
+    }
+}
+
 /// Whether the current process runs as root (euid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

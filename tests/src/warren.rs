@@ -82,7 +82,7 @@ impl Warren {
             .tempdir()
             .expect("create temp dir for warren");
         let exe = dir.path().join("warren");
-        fs::copy(&bin, &exe).expect("copy warren binary");
+        crate::link_or_copy(&bin, &exe).expect("link or copy the warren binary");
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod warren");
         let root = crate::is_root();
         if root {
@@ -120,34 +120,46 @@ impl Warren {
 
         let log =
             |name: &str| fs::File::create(dir.path().join(name)).expect("create warren log file");
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .current_dir(dir.path())
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
-
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "warren exited ({status}) before creating its socket; argv {argv:?}\nstderr:\n{}",
-                    fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-                );
+        let stderr_text = || fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        // Exec of the freshly copied binary can fail with ETXTBSY ("Text file busy") when another
+        // test thread forked while the copy's write descriptor was open (the child holds it until
+        // its own exec). That is a property of fork, not of warren: start again, a few times.
+        let mut attempts = 0;
+        let child = 'start: loop {
+            attempts += 1;
+            let mut child = Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(dir.path())
+                .env("RUST_BACKTRACE", "1")
+                .stdin(Stdio::null())
+                .stdout(log("stdout.log"))
+                .stderr(log("stderr.log"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !socket.exists() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let err = stderr_text();
+                    if err.contains("Text file busy") && attempts < 5 {
+                        std::thread::sleep(Duration::from_millis(50 * attempts));
+                        continue 'start;
+                    }
+                    panic!(
+                        "warren exited ({status}) before creating its socket; argv {argv:?}\nstderr:\n{err}"
+                    );
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "warren did not create {} within 10 s; argv {argv:?}\nstderr:\n{}",
+                        socket.display(),
+                        stderr_text()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "warren did not create {} within 10 s; argv {argv:?}\nstderr:\n{}",
-                    socket.display(),
-                    fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            break child;
+        };
         Warren {
             child,
             dir,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: warren [OPTIONS]
+       warren run [OPTIONS] -- CMD [ARGS...]
 
 Unprivileged virtual networking for QEMU guests: a virtual switch with a built-in gateway
 (DHCP, DNS proxy, NAT of guest TCP/UDP/ICMP to host sockets). Defaults follow QEMU's -netdev user.
@@ -18,10 +19,19 @@ Front ends (repeatable; any number of guests on one LAN):
   --socket PATH           unix stream socket for QEMU -netdev stream,addr.type=unix
   --listen HOST:PORT      TCP socket for -netdev stream,addr.type=inet and -netdev socket,connect=
   --dgram PATH            unix datagram socket for -netdev dgram (remote.path=PATH; one port per guest)
+  --dgram-idle SECS       a dgram guest silent this long loses its port (default 300)
   --vde DIR               VDE2 switch directory for -netdev vde,sock=DIR and vde_plug (frames <= 1518)
   --vde-mode MODE         permissions of the VDE sockets, octal (default 0600; directory gets +x, setgid)
   --vde-group GROUP       group owner of the VDE directory and sockets
   --isolate               guests reach only the gateway, not each other
+Namespaces (rootless containers; as slirp4netns and pasta):
+  --netns PID|PATH        serve a tap inside that network namespace (stops when PID exits)
+  --userns PATH           user namespace to enter first (default: the one owning the netns)
+  --tap NAME              the tap's name (default tap0)
+  --configure             set 10.0.2.100/24 (.100 of --net), default route via the gateway, MTU, up
+  --ready-fd FD, --exit-fd FD  write 1 to FD when ready; stop when FD closes (slirp4netns -r/-e)
+  run [OPTIONS] -- CMD    run CMD in a new user+network namespace served by warren, with a
+                          resolv.conf naming the DNS address; exits with CMD's status
 Address plan:
   --net CIDR              virtual network (default 10.0.2.0/24)
   --gateway IP            gateway address, = host loopback (default 10.0.2.2)
@@ -53,6 +63,7 @@ pub struct Options {
     pub config: Config,
     pub listen: Vec<Listen>,
     pub dgram: Vec<PathBuf>,
+    pub dgram_idle: std::time::Duration,
     pub vde: Vec<PathBuf>,
     pub vde_mode: Option<u32>,
     pub vde_group: Option<u32>,
@@ -66,6 +77,8 @@ pub struct Options {
     pub hostfwd: Vec<HostFwd>,
     /// The control socket (`--api`).
     pub api: Option<PathBuf>,
+    /// `--netns`, `--tap`, … and `warren run`'s command (`netns.rs`).
+    pub netns: crate::netns::NetnsOptions,
 }
 
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
@@ -116,6 +129,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
         config: Config::default(),
         listen: Vec::new(),
         dgram: Vec::new(),
+        dgram_idle: crate::dgram::IDLE,
         vde: Vec::new(),
         vde_mode: None,
         vde_group: None,
@@ -127,6 +141,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
         version: false,
         hostfwd: Vec::new(),
         api: None,
+        netns: Default::default(),
     };
     let mut guestfwd: Vec<GuestFwd> = Vec::new();
     let mut slirp: Option<SlirpOptions> = None;
@@ -159,6 +174,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                 o.listen.push(Listen::Tcp(a));
             }
             "--dgram" => o.dgram.push(PathBuf::from(value(&mut it)?)),
+            "--dgram-idle" => {
+                let v = value(&mut it)?;
+                o.dgram_idle = v
+                    .parse()
+                    .ok()
+                    .filter(|&s: &u64| s > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| format!("--dgram-idle {v:?}: expected seconds > 0"))?;
+            }
             "--vde" => o.vde.push(PathBuf::from(value(&mut it)?)),
             "--vde-mode" => {
                 let v = value(&mut it)?;
@@ -210,6 +234,23 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                 .push(GuestFwd::parse(&value(&mut it)?).map_err(|e| format!("--guestfwd: {e}"))?),
             "--restrict" => o.config.restrict = true,
             "--api" => o.api = Some(PathBuf::from(value(&mut it)?)),
+            "--netns" => o.netns.target = Some(value(&mut it)?),
+            "--userns" => o.netns.userns = Some(PathBuf::from(value(&mut it)?)),
+            "--tap" => o.netns.tap = Some(value(&mut it)?),
+            "--configure" => o.netns.configure = true,
+            "--ready-fd" | "--exit-fd" => {
+                let v = value(&mut it)?;
+                let fd =
+                    v.parse().ok().filter(|&f: &i32| f >= 0).ok_or_else(|| {
+                        format!("{name} {v:?}: expected a file descriptor number")
+                    })?;
+                if name == "--ready-fd" {
+                    o.netns.ready_fd = Some(fd)
+                } else {
+                    o.netns.exit_fd = Some(fd)
+                }
+            }
+            "--" => o.netns.command = Some(it.by_ref().collect()),
             "--slirp-options" => {
                 if slirp.is_some() {
                     return Err("--slirp-options given twice".into());

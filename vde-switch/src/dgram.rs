@@ -16,6 +16,7 @@ use netstack::driver::Driver;
 use netstack::wire::ethernet;
 use rustc_hash::FxHashMap;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use std::borrow::Cow;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -54,10 +55,11 @@ pub struct DgramRx {
     peers: FxHashMap<Vec<u8>, Peer>,
     buf: Vec<u8>,
     pub counters: DgramCounters,
+    idle: Duration,
 }
 
 /// Binds `path` and registers it with the server.
-pub fn bind(s: &mut Server, path: &Path) -> io::Result<()> {
+pub fn bind(s: &mut Server, path: &Path, idle: Duration) -> io::Result<()> {
     let sock = crate::server::bind_unix(path, Type::DGRAM)?;
     sock.set_nonblocking(true)?;
     let _ = sock.set_recv_buffer_size(4 << 20);
@@ -68,8 +70,9 @@ pub fn bind(s: &mut Server, path: &Path) -> io::Result<()> {
         fd,
         path: path.to_path_buf(),
         peers: FxHashMap::default(),
-        buf: vec![0; s.mtu_frame + 1],
+        buf: vec![0; (256 << 10).max(2 * (s.mtu_frame + 1))],
         counters: DgramCounters::default(),
+        idle: if idle.is_zero() { IDLE } else { idle },
     }));
     Ok(())
 }
@@ -84,15 +87,15 @@ fn connected_to(addr: &SockAddr) -> io::Result<AsyncFd<OwnedFd>> {
 }
 
 /// The map key of a peer address; None for an unnamed sender.
-fn peer_key(a: &SockAddr) -> Option<Vec<u8>> {
+fn peer_key(a: &SockAddr) -> Option<Cow<'_, [u8]>> {
     if let Some(p) = a.as_pathname() {
-        return Some(p.as_os_str().as_bytes().to_vec());
+        return Some(Cow::Borrowed(p.as_os_str().as_bytes()));
     }
     a.as_abstract_namespace().map(|n| {
         let mut k = Vec::with_capacity(n.len() + 1);
         k.push(0);
         k.extend_from_slice(n);
-        k
+        Cow::Owned(k)
     })
 }
 
@@ -112,24 +115,29 @@ impl Server {
         driver: &mut Driver,
     ) -> Keep {
         let (waker, tok) = self.endpoint_waker(idx);
-        for _ in 0..BATCH {
+        // A batch of frames, switched, then handed to the gateway together.
+        let (mut frames, mut used, mut more) = (Vec::with_capacity(BATCH), 0, true);
+        let room = self.mtu_frame + 1;
+        while frames.len() < BATCH && d.buf.len() - used >= room {
             if !poll_ready(&d.fd, &waker, false) {
-                return Keep::Yes;
+                more = false;
+                break;
             }
+            let slot = &mut d.buf[used..used + room];
             // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised
             // bytes into the buffer, so it stays a valid [u8].
-            let buf =
-                unsafe { &mut *(d.buf.as_mut_slice() as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            let slot = unsafe { &mut *(slot as *mut [u8] as *mut [MaybeUninit<u8>]) };
             let (len, addr) =
-                match SockRef::from(d.fd.get_ref()).recv_from_with_flags(buf, libc::MSG_TRUNC) {
+                match SockRef::from(d.fd.get_ref()).recv_from_with_flags(slot, libc::MSG_TRUNC) {
                     Ok(r) => r,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         clear_ready(&d.fd, &waker, false, &self.queue, tok);
-                        return Keep::Yes;
+                        more = false;
+                        break;
                     }
                     Err(e) => {
                         log::warn!("dgram {}: receive failed: {e}", d.path.display());
-                        return Keep::Yes;
+                        break;
                     }
                 };
             if !(ethernet::HEADER_LEN..=self.mtu_frame).contains(&len) {
@@ -147,13 +155,26 @@ impl Server {
                 }
                 continue;
             };
-            let Some(port) = self.dgram_peer(now, d, key, addr) else {
+            let Some(port) = self.dgram_peer(now, d, key, &addr) else {
                 continue;
             };
-            self.frame_in(now, port, &d.buf[..len], driver);
+            frames.push((port, used..used + len));
+            used += len;
         }
-        // More may be waiting: come back after the others had their turn.
-        self.queue.push(tok);
+        let mut for_gateway: Vec<&[u8]> = Vec::new();
+        for (port, r) in frames {
+            let f = &d.buf[r];
+            if self.switch_in(now, port, f) {
+                for_gateway.push(f);
+            }
+        }
+        if !for_gateway.is_empty() {
+            driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+        }
+        if more {
+            // More may be waiting: come back after the others had their turn.
+            self.queue.push(tok);
+        }
         Keep::Yes
     }
 
@@ -162,16 +183,16 @@ impl Server {
         &mut self,
         now: Instant,
         d: &mut DgramRx,
-        key: Vec<u8>,
-        addr: SockAddr,
+        key: Cow<'_, [u8]>,
+        addr: &SockAddr,
     ) -> Option<PortId> {
-        if let Some(p) = d.peers.get_mut(&key) {
+        if let Some(p) = d.peers.get_mut(key.as_ref()) {
             if self.port_gen(p.port) == Some(p.gen) {
                 p.last = now;
                 return Some(p.port);
             }
             // Closed behind our back (its socket went away): start afresh.
-            d.peers.remove(&key);
+            d.peers.remove(key.as_ref());
         }
         if d.peers.len() >= MAX_PEERS {
             d.counters.too_many_peers += 1;
@@ -185,14 +206,23 @@ impl Server {
         }
         let who = describe(&key);
         // A socket of its own connected to the peer, so that a full receive queue at the peer (QEMU's
-        // holds only net.unix.max_dgram_qlen datagrams) makes frames wait instead of being lost: the
-        // kernel reports a connected socket writable again once the peer has read.
-        let tx = match connected_to(&addr) {
+        // holds only net.unix.max_dgram_qlen datagrams from senders it is not connected to) makes
+        // frames wait instead of being lost: the kernel reports a connected socket writable again
+        // once the peer has read. A peer that connected its socket to ours refuses that (EPERM), but
+        // then its queue limit does not apply to our shared socket: send from there.
+        let tx = match connected_to(addr) {
             Ok(fd) => Tx::Datagram {
                 fd: Rc::new(fd),
                 queue: Default::default(),
                 bytes: 0,
             },
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                log::debug!("dgram {}: peer {who} is connected to us", d.path.display());
+                Tx::Packet {
+                    fd: d.fd.clone(),
+                    peer: Some(addr.clone()),
+                }
+            }
             Err(e) => {
                 log::warn!(
                     "dgram {}: cannot connect to peer socket {who}: {e}; frames to it are sent \
@@ -201,7 +231,7 @@ impl Server {
                 );
                 Tx::Packet {
                     fd: d.fd.clone(),
-                    peer: Some(addr),
+                    peer: Some(addr.clone()),
                 }
             }
         };
@@ -212,7 +242,7 @@ impl Server {
         );
         let gen = self.port_gen(port)?;
         d.peers.insert(
-            key,
+            key.into_owned(),
             Peer {
                 port,
                 gen,
@@ -226,7 +256,7 @@ impl Server {
     pub(crate) fn dgram_tick(&mut self, now: Instant, d: &mut DgramRx) -> Keep {
         let mut idle = Vec::new();
         d.peers.retain(|_, p| {
-            if now.saturating_duration_since(p.last) >= IDLE {
+            if now.saturating_duration_since(p.last) >= d.idle {
                 idle.push((p.port, p.gen));
                 false
             } else {
@@ -235,7 +265,7 @@ impl Server {
         });
         for (port, gen) in idle {
             if self.port_gen(port) == Some(gen) {
-                self.close_port(port, "idle (no datagram for 300 s)");
+                self.close_port(port, "idle (no datagram from the peer)");
             }
         }
         Keep::Yes
@@ -250,6 +280,7 @@ mod tests {
     fn peer_keys() {
         let a = SockAddr::unix("/tmp/guest1.sock").expect("addr");
         assert_eq!(peer_key(&a).as_deref(), Some(&b"/tmp/guest1.sock"[..]));
+        assert_eq!(peer_key(&SockAddr::unix("").expect("unnamed")), None);
         assert_eq!(describe(b"/tmp/guest1.sock"), "/tmp/guest1.sock");
         assert_eq!(describe(b"\0qemu"), "@qemu");
     }

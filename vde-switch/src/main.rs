@@ -61,9 +61,35 @@ fn ctl(args: Vec<String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("ctl") {
-        return ctl(args[1..].to_vec());
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ctl") => return ctl(args[1..].to_vec()),
+        Some("__attach") => return vde_switch::netns::attach_main(&args[1..]),
+        Some("__run-child") => return vde_switch::run::child_main(&args[1..]),
+        _ => {}
+    }
+    // The slirp4netns drop-in: `slirp4netns …` (a link or copy named so) or `warren slirp4netns …`.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let as_s4n = vde_switch::slirp4netns::invoked_as_slirp4netns(&argv0);
+    if as_s4n || args.first().map(String::as_str) == Some("slirp4netns") {
+        if !as_s4n {
+            args.remove(0);
+        }
+        match vde_switch::slirp4netns::translate("slirp4netns", args) {
+            Ok(vde_switch::slirp4netns::DropIn::Print(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(vde_switch::slirp4netns::DropIn::Run(a)) => args = a,
+            Err(e) => {
+                eprintln!("slirp4netns: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let run = args.first().map(String::as_str) == Some("run");
+    if run {
+        args.remove(0);
     }
     let mut opts = match cli::parse(args) {
         Ok(o) => o,
@@ -80,8 +106,26 @@ fn main() -> ExitCode {
         println!("warren {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if run != opts.netns.command.is_some() {
+        eprintln!(
+            "warren: {}",
+            if run {
+                "warren run needs -- CMD [ARGS...]"
+            } else {
+                "a command after -- needs warren run"
+            }
+        );
+        return ExitCode::from(2);
+    }
+    if run && opts.verbosity == 0 {
+        opts.verbosity = -1;
+    }
     vde_switch::logger::init(opts.verbosity);
-    if opts.listen.is_empty() && opts.dgram.is_empty() && opts.vde.is_empty() {
+    if opts.listen.is_empty()
+        && opts.dgram.is_empty()
+        && opts.vde.is_empty()
+        && !opts.netns.active()
+    {
         opts.listen.push(Listen::Unix(default_socket()));
     }
     if !opts.vde.is_empty() && opts.config.mtu > 1500 {
@@ -121,6 +165,16 @@ fn main() -> ExitCode {
         }
     };
     let cfg = opts.config.clone();
+    // --netns / warren run: the namespace is attached (and warren run's command started) before serving.
+    let (mut attachment, running) =
+        match vde_switch::netns::prepare(&opts.netns, &cfg, &opts.config.dns_search) {
+            Ok(Some((a, r))) => (Some(a), r),
+            Ok(None) => (None, None),
+            Err(e) => {
+                eprintln!("warren: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     let result = rt.block_on(async move {
@@ -130,6 +184,7 @@ fn main() -> ExitCode {
                 listen: listen.clone(),
                 pcap: opts.pcap.clone(),
                 dgram: dgram.clone(),
+                dgram_idle: opts.dgram_idle,
                 vde: vde.clone(),
                 isolate,
             })?;
@@ -189,8 +244,17 @@ fn main() -> ExitCode {
             server.listen_api(api)?;
             println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
+        if let Some(a) = attachment.as_mut() {
+            a.install(&mut server)?;
+        }
         server.serve(driver).await
     });
+    if let Some(r) = running {
+        if let Err(e) = result {
+            eprintln!("warren: {e}");
+        }
+        return r.finish();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -213,6 +213,8 @@ impl Port {
                             return Sent::Failed
                         }
                         _ if peer.is_some() => self.counters.drop_tx_full += 1,
+                        // A tap whose link is down (not configured yet, or set down): drop, keep it.
+                        _ if e.raw_os_error() == Some(libc::EIO) => self.counters.drop_tx_full += 1,
                         _ => return Sent::Failed,
                     }
                 }

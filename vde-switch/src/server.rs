@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
@@ -47,6 +47,8 @@ pub struct ServerOptions {
     pub pcap: Option<PathBuf>,
     /// Unix datagram sockets for QEMU `-netdev dgram` (see `dgram.rs`).
     pub dgram: Vec<PathBuf>,
+    /// A dgram peer silent this long loses its port (zero: [`crate::dgram::IDLE`]).
+    pub dgram_idle: Duration,
     /// VDE2 switch directories (see `vde.rs`).
     pub vde: Vec<crate::vde::VdeOptions>,
     /// Guests reach only the gateway, not each other.
@@ -60,31 +62,7 @@ pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Whether `fd` is readable (or writable) now; if not, `waker` is registered to report it later.
-pub fn poll_ready(fd: &AsyncFd<OwnedFd>, waker: &Waker, write: bool) -> bool {
-    let mut cx = Context::from_waker(waker);
-    let r = if write {
-        fd.poll_write_ready(&mut cx).map(|r| r.is_ok())
-    } else {
-        fd.poll_read_ready(&mut cx).map(|r| r.is_ok())
-    };
-    matches!(r, Poll::Ready(true))
-}
-
-/// After EAGAIN: clears readiness and re-registers `waker`; if readiness raced back, queues `t`.
-pub fn clear_ready(fd: &AsyncFd<OwnedFd>, waker: &Waker, write: bool, q: &ReadyQueue, t: Token) {
-    let mut cx = Context::from_waker(waker);
-    if write {
-        if let Poll::Ready(Ok(mut g)) = fd.poll_write_ready(&mut cx) {
-            g.clear_ready();
-        }
-    } else if let Poll::Ready(Ok(mut g)) = fd.poll_read_ready(&mut cx) {
-        g.clear_ready();
-    }
-    if poll_ready(fd, waker, write) {
-        q.push(t);
-    }
-}
+pub use netstack::driver::{clear_ready, poll_ready};
 
 /// A listening stream socket.
 pub struct Listener {
@@ -114,6 +92,10 @@ pub enum Endpoint {
     ApiListener(crate::api::ApiListener),
     /// One control connection (`api.rs`).
     ApiConn(crate::api::ApiConn),
+    /// A tap device inside a network namespace (`tap.rs`, `netns.rs`).
+    Tap(crate::tap::TapRx),
+    /// Stops the server when readable: the namespace's process exited, or `--exit-fd` (`netns.rs`).
+    ExitWatch(crate::netns::ExitWatch),
 }
 
 /// What an endpoint handler wants done with its endpoint afterwards.
@@ -235,7 +217,7 @@ impl Server {
             }));
         }
         for path in &opts.dgram {
-            crate::dgram::bind(&mut s, path)?;
+            crate::dgram::bind(&mut s, path, opts.dgram_idle)?;
         }
         for v in &opts.vde {
             crate::vde::bind(&mut s, v)?;
@@ -345,6 +327,12 @@ impl Server {
             .port
             .as_ref()
             .map(|p| &p.counters)
+    }
+
+    /// Makes [`Server::serve`] return after the current batch, as SIGTERM does.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.queue.push(Token::Ext(SIGNAL_TOKEN));
     }
 
     /// Runs until SIGINT or SIGTERM.
@@ -460,6 +448,8 @@ impl Server {
             Endpoint::VdeConn(c) => self.vde_readable(now, idx, c, driver),
             Endpoint::ApiListener(l) => self.api_accept(idx, l),
             Endpoint::ApiConn(c) => self.api_readable(idx, c, driver),
+            Endpoint::Tap(t) => self.tap_readable(now, idx, t, driver),
+            Endpoint::ExitWatch(w) => self.exit_watch_readable(idx, w),
         };
         self.finish_endpoint(idx, ep, keep);
     }
@@ -706,7 +696,7 @@ impl Server {
 
     /// A frame from the gateway: to its port, or flooded. False when that port is congested (the
     /// frame was queued; the gateway pauses bulk data until `link_ready`).
-    fn gateway_out(&mut self, now: Instant, frame: &[u8]) -> bool {
+    pub(crate) fn gateway_out(&mut self, now: Instant, frame: &[u8]) -> bool {
         if frame.len() < ethernet::HEADER_LEN {
             return true;
         }
@@ -743,7 +733,7 @@ impl Server {
 
     /// Flushes port queues; if the gateway paused on congestion and every port has room again, lets it
     /// resume.
-    fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
+    pub(crate) fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
         self.flush_ports();
         if self.link_waiting
             && !self

@@ -55,8 +55,9 @@ const REQ_NEW_PORT0: u32 = 1;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Control connections still in their handshake, per directory.
 pub const MAX_PENDING: usize = 32;
-/// Datagrams handled per wakeup before the other endpoints get their turn.
-const BATCH: usize = 64;
+/// Datagrams handled per wakeup before the other endpoints get their turn (and handed to the gateway
+/// together).
+const BATCH: usize = 32;
 /// Directories where libvdeplug binds its data socket when it cannot bind in the switch directory.
 const FALLBACK_PREFIXES: [&str; 3] = ["/var/run/vde.", "/var/tmp/vde.", "/tmp/vde."];
 
@@ -690,41 +691,65 @@ impl Server {
                 }
             }
         }
-        // The data socket.
+        // The data socket: a batch of frames, switched, then handed to the gateway together.
         let State::Attached(a) = &mut c.state else {
             return Keep::Yes;
         };
-        for _ in 0..BATCH {
+        let (mut frames, mut used, mut more, mut failed) =
+            (Vec::with_capacity(BATCH), 0, true, None);
+        while frames.len() < BATCH {
             if !poll_ready(&a.data, &waker, false) {
-                return Keep::Yes;
+                more = false;
+                break;
             }
-            let len = match recv_some(&a.data, &mut a.buf, libc::MSG_TRUNC) {
-                Ok(n) => n,
+            match recv_some(
+                &a.data,
+                &mut a.buf[used..used + MAX_VDE_FRAME + 1],
+                libc::MSG_TRUNC,
+            ) {
+                Ok(n) if n > MAX_VDE_FRAME => {
+                    if let Some(ctr) = self.port_counters_mut(a.port) {
+                        ctr.drop_oversize += 1;
+                    }
+                }
+                Ok(n) if n < ethernet::HEADER_LEN => {}
+                Ok(n) => {
+                    frames.push(used..used + n);
+                    used += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     clear_ready(&a.data, &waker, false, &self.queue, tok);
-                    return Keep::Yes;
+                    more = false;
+                    break;
                 }
                 Err(e) => {
-                    log::warn!("port {}: VDE data socket: {e}", a.port);
-                    self.close_port(a.port, "VDE data socket failed");
-                    return Keep::No;
+                    failed = Some(e);
+                    break;
                 }
-            };
-            if len > MAX_VDE_FRAME {
-                if let Some(ctr) = self.port_counters_mut(a.port) {
-                    ctr.drop_oversize += 1;
-                }
-                continue;
-            }
-            if len < ethernet::HEADER_LEN {
-                continue;
-            }
-            self.frame_in(now, a.port, &a.buf[..len], driver);
-            if self.port_gen(a.port) != Some(a.gen) {
-                return Keep::No;
             }
         }
-        self.queue.push(tok);
+        let mut for_gateway: Vec<&[u8]> = Vec::new();
+        for r in frames {
+            let f = &a.buf[r];
+            if self.switch_in(now, a.port, f) {
+                for_gateway.push(f);
+            }
+        }
+        if !for_gateway.is_empty() {
+            driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+        }
+        if let Some(e) = failed {
+            log::warn!("port {}: VDE data socket: {e}", a.port);
+            self.close_port(a.port, "VDE data socket failed");
+            return Keep::No;
+        }
+        if self.port_gen(a.port) != Some(a.gen) {
+            return Keep::No;
+        }
+        if more {
+            // More may be waiting: come back after the others had their turn.
+            self.queue.push(tok);
+        }
         Keep::Yes
     }
 
@@ -815,7 +840,7 @@ impl Server {
             data,
             port,
             gen,
-            buf: vec![0; MAX_VDE_FRAME + 1],
+            buf: vec![0; BATCH * MAX_VDE_FRAME + 1],
             _name: name,
         })
     }

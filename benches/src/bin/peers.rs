@@ -1,0 +1,1069 @@
+//! peers: warren, slirp4netns and pasta side by side, each serving a tap inside an identical
+//! `unshare -Urn` network namespace (the rootless-container setup), in one run on one machine.
+//!
+//! ```text
+//!  guest netns (unshare -Urn)                 netns wbench-<pid>-peers ("host")
+//!  10.0.2.100/24 tap0, default via 10.0.2.2   iperf3 -s -B 127.0.0.1, probe/RR/idle servers
+//!   └ tap0 ══ warren --netns | slirp4netns --configure | pasta --config-net ──▶ 127.0.0.1
+//! ```
+//!
+//! The "host" is an isolated namespace whose only other interface is a dummy device, so nothing any
+//! tool does can leave the machine; every tool maps the gateway 10.0.2.2 to that namespace's loopback.
+//! Measured: iperf3 TCP both ways and UDP guest→host at each MTU (medians of rounds, tools
+//! interleaved), TCP request/response latency, TCP connection setup rate, each tool's RSS idle and with
+//! 10,000 idle connections, and the tool's CPU time per packet with 10 and with 10,000 flows open.
+//!
+//! Run as root: `cargo run --release -p warren-benches --bin peers -- --help`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use warren_benches::median;
+use warren_benches::proc::{
+    check_interrupted, install_signal_handlers, ip, remove_stale_netns, run, tail, wait_timeout,
+    Netns, Proc, TempDir, NETNS_PREFIX,
+};
+
+type Res<T> = Result<T, String>;
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const IPERF_PORT: u16 = 5201;
+
+const USAGE: &str = "\
+usage: peers [options]
+
+Compares warren (--netns), slirp4netns and pasta serving a tap in identical unshare -Urn
+namespaces: iperf3 TCP both ways and UDP at each MTU, TCP request/response latency, connection
+setup rate, RSS idle and with N idle connections, CPU per packet with 10 vs N flows open.
+Must run as root; needs iproute2, util-linux (unshare, nsenter), iperf3, slirp4netns, passt (pasta).
+
+options:
+  --tools LIST       comma-separated (default: warren,slirp4netns,pasta)
+  --warren PATH      warren binary (default: $WARREN_BIN, else newest of target/release/warren and
+                     $CARGO_TARGET_DIR/release/warren)
+  --mtus LIST        default: 1500,65520
+  --rounds N         throughput rounds per tool and MTU; medians are reported (default 3)
+  --secs S           iperf3 seconds per run, after 1 s omitted (default 5)
+  --flows N          idle connections for the RSS and per-packet-cost runs (default 10000)
+  --quick            --rounds 1 --secs 2 --flows 2000
+  --markdown         print the table as Markdown
+  --out FILE         also write the Markdown table to FILE
+  --keep-logs        keep /tmp/wbench-<pid>-peers (tool logs)
+  --no-throughput    only the latency, connection, RSS and flow measurements
+  --perf             perf record the tools during the per-packet cost runs (implies --keep-logs)
+  -h, --help
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tool {
+    Warren,
+    Slirp,
+    Pasta,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Warren => "warren",
+            Tool::Slirp => "slirp4netns",
+            Tool::Pasta => "pasta",
+        }
+    }
+    fn parse(s: &str) -> Option<Tool> {
+        match s {
+            "warren" => Some(Tool::Warren),
+            "slirp4netns" | "slirp" => Some(Tool::Slirp),
+            "pasta" => Some(Tool::Pasta),
+            _ => None,
+        }
+    }
+}
+
+struct Options {
+    tools: Vec<Tool>,
+    warren: Option<PathBuf>,
+    mtus: Vec<u16>,
+    rounds: usize,
+    secs: u32,
+    flows: usize,
+    markdown: bool,
+    out: Option<PathBuf>,
+    keep_logs: bool,
+    throughput: bool,
+    perf: bool,
+}
+
+fn parse_options(args: &[String]) -> Res<Option<Options>> {
+    let mut o = Options {
+        tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta],
+        warren: std::env::var_os("WARREN_BIN").map(PathBuf::from),
+        mtus: vec![1500, 65520],
+        rounds: 3,
+        secs: 5,
+        flows: 10_000,
+        markdown: false,
+        out: None,
+        keep_logs: false,
+        throughput: true,
+        perf: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |n: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{n} needs a value"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--tools" => {
+                o.tools = val(a)?
+                    .split(',')
+                    .map(|t| Tool::parse(t).ok_or_else(|| format!("unknown tool {t:?}")))
+                    .collect::<Res<_>>()?
+            }
+            "--warren" => o.warren = Some(PathBuf::from(val(a)?)),
+            "--mtus" => {
+                o.mtus = val(a)?
+                    .split(',')
+                    .map(|m| m.parse().map_err(|_| format!("bad MTU {m:?}")))
+                    .collect::<Res<_>>()?
+            }
+            "--rounds" => o.rounds = val(a)?.parse().map_err(|_| "bad --rounds".to_string())?,
+            "--secs" => o.secs = val(a)?.parse().map_err(|_| "bad --secs".to_string())?,
+            "--flows" => o.flows = val(a)?.parse().map_err(|_| "bad --flows".to_string())?,
+            "--quick" => {
+                o.rounds = 1;
+                o.secs = 2;
+                o.flows = 2000;
+            }
+            "--markdown" => o.markdown = true,
+            "--out" => o.out = Some(PathBuf::from(val(a)?)),
+            "--keep-logs" => o.keep_logs = true,
+            "--no-throughput" => o.throughput = false,
+            "--perf" => {
+                o.perf = true;
+                o.keep_logs = true;
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    if o.rounds == 0 || o.secs == 0 || o.flows < 20 || o.tools.is_empty() || o.mtus.is_empty() {
+        return Err(
+            "--rounds, --secs must be positive, --flows >= 20, --tools and --mtus non-empty".into(),
+        );
+    }
+    Ok(Some(o))
+}
+
+fn default_warren() -> Option<PathBuf> {
+    let mut c = vec![PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/release/warren"
+    ))];
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        c.push(PathBuf::from(t).join("release/warren"));
+    }
+    c.into_iter()
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (a /proc/PID/ns/net or /run/netns path).
+fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> Res<T> {
+    let file = fs::File::open(ns).map_err(|e| format!("open {}: {e}", ns.display()))?;
+    thread::spawn(move || {
+        // SAFETY: setns on an open namespace fd; it changes only this thread's network namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "namespace thread panicked".to_string())?
+}
+
+/// Servers on the host namespace's loopback.
+struct HostServers {
+    /// Accepts and closes (readiness probe, connection rate).
+    probe: u16,
+    /// 1-byte echo per connection (request/response).
+    rr: u16,
+    /// Accepts and holds connections (idle flows).
+    idle: u16,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostServers {
+    fn start(host_ns: &Path) -> Res<HostServers> {
+        let (p, r, i) = in_ns(host_ns, || -> std::io::Result<_> {
+            Ok((
+                TcpListener::bind("127.0.0.1:0")?,
+                TcpListener::bind("127.0.0.1:0")?,
+                TcpListener::bind("127.0.0.1:0")?,
+            ))
+        })?
+        .map_err(|e| format!("host servers: {e}"))?;
+        let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let s = HostServers {
+            probe: port(&p),
+            rr: port(&r),
+            idle: port(&i),
+            held: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        thread::spawn(move || {
+            for c in p.incoming() {
+                drop(c);
+            }
+        });
+        thread::spawn(move || {
+            for c in r.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut c = c;
+                    let _ = c.set_nodelay(true);
+                    let mut b = [0u8; 64];
+                    while let Ok(n) = c.read(&mut b) {
+                        if n == 0 || c.write_all(&b[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let held = s.held.clone();
+        thread::spawn(move || {
+            for c in i.incoming().flatten() {
+                if let Ok(mut h) = held.lock() {
+                    h.push(c);
+                }
+            }
+        });
+        Ok(s)
+    }
+}
+
+/// One tool serving one guest namespace.
+struct Instance {
+    /// The tool's process (killed on drop, before the namespace).
+    proc_: Option<Proc>,
+    /// `unshare -Urn sleep`: holds the guest namespace.
+    _ns: Proc,
+    guest_ns: PathBuf,
+}
+
+impl Instance {
+    fn pid(&self) -> u32 {
+        self.proc_.as_ref().map_or(0, |p| p.child.id())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // The tool goes first: it may exit by itself when the namespace goes.
+        drop(self.proc_.take());
+    }
+}
+
+struct Ctx {
+    o: Options,
+    warren: PathBuf,
+    dir: TempDir,
+    host: Netns,
+    servers: HostServers,
+    _iperf: Proc,
+}
+
+impl Ctx {
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path.join(format!("{name}.log"))
+    }
+
+    fn start(&self, tool: Tool, mtu: u16, tag: &str) -> Res<Instance> {
+        check_interrupted()?;
+        let ns = Proc::spawn(
+            "guest namespace",
+            Command::new("unshare").args(["-Urn", "sleep", "1000000"]),
+            &self.log(&format!("ns-{tag}")),
+            false,
+        )?;
+        let gpid = ns.child.id();
+        let guest_ns = PathBuf::from(format!("/proc/{gpid}/ns/net"));
+        let ours = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_link(&guest_ns).map_or(true, |l| l == ours)
+            || fs::read_to_string(format!("/proc/{gpid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                != "sleep"
+        {
+            if Instant::now() > deadline {
+                return Err("unshare -Urn did not start".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let m = mtu.to_string();
+        let p = gpid.to_string();
+        let mut cmd = self.host.command(match tool {
+            Tool::Warren => self.warren.as_os_str(),
+            Tool::Slirp => "slirp4netns".as_ref(),
+            Tool::Pasta => "pasta".as_ref(),
+        });
+        match tool {
+            Tool::Warren => cmd.args([
+                "--netns",
+                &p,
+                "--configure",
+                "--mtu",
+                &m,
+                "--dns-upstream",
+                "127.0.0.1",
+                "-q",
+                "--max-flows",
+                "40000",
+            ]),
+            Tool::Slirp => cmd.args(["--configure", "--mtu", &m, &p, "tap0"]),
+            Tool::Pasta => cmd.args([
+                "-f",
+                "-q",
+                "-4",
+                "--config-net",
+                "-I",
+                "tap0",
+                "-a",
+                "10.0.2.100",
+                "-n",
+                "24",
+                "-g",
+                "10.0.2.2",
+                "-m",
+                &m,
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "-T",
+                "none",
+                "-U",
+                "none",
+                "--runas",
+                "0",
+                &p,
+            ]),
+        };
+        let proc_ = Proc::spawn(
+            tool.name(),
+            &mut cmd,
+            &self.log(&format!("{}-{tag}", tool.name())),
+            false,
+        )?;
+        let mut inst = Instance {
+            proc_: Some(proc_),
+            _ns: ns,
+            guest_ns,
+        };
+        // Ready once the guest reaches the host's loopback through the gateway.
+        let probe = SocketAddr::from((GW, self.servers.probe));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(p) = inst.proc_.as_mut() {
+                p.check_alive()?;
+            }
+            let ok = in_ns(&inst.guest_ns, move || {
+                TcpStream::connect_timeout(&probe, Duration::from_secs(1)).is_ok()
+            })?;
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not connect the namespace within 15 s",
+                    tool.name()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(inst)
+    }
+
+    /// iperf3 from the guest; returns (receiver) Gbit/s.
+    fn iperf(&self, inst: &Instance, args: &[&str], label: &str) -> Res<f64> {
+        check_interrupted()?;
+        let secs = self.o.secs.to_string();
+        let port = IPERF_PORT.to_string();
+        let log = self.log(&format!("iperf-{label}"));
+        let out = fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", inst.guest_ns.display()))
+            .args([
+                "iperf3", "-c", "10.0.2.2", "-p", &port, "-t", &secs, "-O", "1", "-J",
+            ])
+            .args(args)
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("iperf3: {e}"))?;
+        wait_timeout(&mut child, Duration::from_secs(u64::from(self.o.secs) + 30))
+            .map_err(|e| format!("iperf3 {label}: {e}"))?;
+        let json = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| format!("iperf3 {label}: {e}: {}", tail(&log, 5)))?;
+        if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+            return Err(format!("iperf3 {label}: {e}"));
+        }
+        let end = &v["end"];
+        let bps = if args.contains(&"-u") {
+            // Goodput at the receiver (iperf3 >= 3.11 reports it as sum_received).
+            end["sum_received"]["bits_per_second"]
+                .as_f64()
+                .ok_or("iperf3 UDP: no end.sum_received")?
+        } else {
+            end["sum_received"]["bits_per_second"]
+                .as_f64()
+                .ok_or("iperf3: no end.sum_received")?
+        };
+        Ok(bps / 1e9)
+    }
+}
+
+/// CPU nanoseconds the process `pid` has run (all its threads).
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            if let Ok(s) = fs::read_to_string(t.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn rss_kib(pid: u32) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Up to `n` request/response transactions of 1 byte from the guest, stopping after `limit`;
+/// per-transaction microseconds.
+fn rr(guest_ns: &Path, port: u16, n: usize, limit: Duration) -> Res<Vec<f64>> {
+    in_ns(guest_ns, move || -> Res<Vec<f64>> {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((GW, port)), Duration::from_secs(5))
+                .map_err(|e| format!("rr connect: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(n);
+        let mut b = [0u8; 1];
+        let start = Instant::now();
+        for _ in 0..n {
+            if start.elapsed() > limit {
+                break;
+            }
+            let t = Instant::now();
+            s.write_all(b"x").map_err(|e| format!("rr write: {e}"))?;
+            s.read_exact(&mut b).map_err(|e| format!("rr read: {e}"))?;
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(out)
+    })?
+}
+
+/// Connections per second the guest can open (and close) to the host for `secs`.
+fn conn_rate(guest_ns: &Path, port: u16, secs: f64) -> Res<f64> {
+    in_ns(guest_ns, move || -> Res<f64> {
+        let to = SocketAddr::from((GW, port));
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .map_err(|e| format!("connect #{n}: {e}"))?;
+            // Wait for the server's close, so each connection is set up and torn down.
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+            n += 1;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    })?
+}
+
+/// Opens idle connections from the guest until `total` are open; returns them.
+fn open_idle(
+    guest_ns: &Path,
+    port: u16,
+    mut have: Vec<TcpStream>,
+    total: usize,
+) -> Res<Vec<TcpStream>> {
+    in_ns(guest_ns, move || -> Res<Vec<TcpStream>> {
+        let to = SocketAddr::from((GW, port));
+        while have.len() < total {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+                .map_err(|e| format!("idle connection #{}: {e}", have.len()))?;
+            have.push(s);
+        }
+        Ok(have)
+    })?
+}
+
+#[derive(Default, Clone)]
+struct Cell {
+    samples: Vec<f64>,
+    err: Option<String>,
+}
+
+impl Cell {
+    fn value(&self) -> Option<f64> {
+        median(&self.samples)
+    }
+}
+
+struct Row {
+    metric: String,
+    /// True when bigger is better.
+    higher_better: bool,
+    cells: Vec<Cell>,
+}
+
+struct Table {
+    tools: Vec<Tool>,
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn row(&mut self, metric: &str, higher_better: bool) -> usize {
+        if let Some(i) = self.rows.iter().position(|r| r.metric == metric) {
+            return i;
+        }
+        self.rows.push(Row {
+            metric: metric.into(),
+            higher_better,
+            cells: vec![Cell::default(); self.tools.len()],
+        });
+        self.rows.len() - 1
+    }
+
+    fn add(&mut self, metric: &str, higher_better: bool, tool: Tool, r: Res<f64>) {
+        let i = self.row(metric, higher_better);
+        let Some(t) = self.tools.iter().position(|x| *x == tool) else {
+            return;
+        };
+        match r {
+            Ok(v) => self.rows[i].cells[t].samples.push(v),
+            Err(e) => {
+                eprintln!("  {metric} / {}: {e}", tool.name());
+                self.rows[i].cells[t].err.get_or_insert(e);
+            }
+        }
+    }
+
+    fn render(&self, markdown: bool) -> String {
+        let mut head = vec!["metric".to_string()];
+        head.extend(self.tools.iter().map(|t| t.name().to_string()));
+        let w = self.tools.iter().position(|t| *t == Tool::Warren);
+        let peers: Vec<usize> = (0..self.tools.len()).filter(|i| Some(*i) != w).collect();
+        if w.is_some() {
+            head.extend(
+                peers
+                    .iter()
+                    .map(|&p| format!("warren/{}", self.tools[p].name())),
+            );
+        }
+        let mut lines = vec![head];
+        for r in &self.rows {
+            let mut l = vec![format!(
+                "{}{}",
+                r.metric,
+                if r.higher_better {
+                    ""
+                } else {
+                    " (lower is better)"
+                }
+            )];
+            for c in &r.cells {
+                l.push(match c.value() {
+                    Some(v) if c.samples.len() > 1 => {
+                        let (lo, hi) = c
+                            .samples
+                            .iter()
+                            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+                        format!("{} ({}–{})", fmt(v), fmt(lo), fmt(hi))
+                    }
+                    Some(v) => fmt(v),
+                    None if c.err.is_some() => "failed".into(),
+                    None => "–".into(),
+                });
+            }
+            if let Some(w) = w {
+                for &p in &peers {
+                    l.push(match (r.cells[w].value(), r.cells[p].value()) {
+                        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
+                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                        _ => "–".into(),
+                    });
+                }
+            }
+            lines.push(l);
+        }
+        let mut out = String::new();
+        if markdown {
+            for (i, l) in lines.iter().enumerate() {
+                out.push_str(&format!("| {} |\n", l.join(" | ")));
+                if i == 0 {
+                    out.push_str(&format!("|{}\n", " --- |".repeat(l.len())));
+                }
+            }
+        } else {
+            let widths: Vec<usize> = (0..lines[0].len())
+                .map(|c| {
+                    lines
+                        .iter()
+                        .map(|l| l[c].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            for l in &lines {
+                let cells: Vec<String> = l
+                    .iter()
+                    .zip(&widths)
+                    .enumerate()
+                    .map(|(i, (s, w))| {
+                        if i == 0 {
+                            format!("{s:<w$}")
+                        } else {
+                            format!("{s:>w$}")
+                        }
+                    })
+                    .collect();
+                out.push_str(cells.join("  ").trim_end());
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn host_netns(dir: &TempDir) -> Res<Netns> {
+    let name = format!("{NETNS_PREFIX}{}-peers", std::process::id());
+    let h = Netns::create(&name)?;
+    // An interface with a default route (pasta derives its defaults from one) that leads nowhere: a
+    // veth pair with both ends in this namespace.
+    ip(&[
+        "-n", &name, "link", "add", "wb0", "type", "veth", "peer", "name", "wb1",
+    ])?;
+    ip(&["-n", &name, "addr", "add", "192.0.2.1/24", "dev", "wb0"])?;
+    ip(&["-n", &name, "link", "set", "wb0", "up"])?;
+    ip(&["-n", &name, "link", "set", "wb1", "up"])?;
+    ip(&["-n", &name, "route", "add", "default", "via", "192.0.2.254"])?;
+    let _ = dir;
+    Ok(h)
+}
+
+fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> Res<()> {
+    let tag = format!("{}-{mtu}-r{round}", tool.name());
+    let inst = ctx.start(tool, mtu, &tag)?;
+    let udp_len = (usize::from(mtu) - 28).min(32_000).to_string();
+    t.add(
+        &format!("TCP guest→host, MTU {mtu} (Gbit/s)"),
+        true,
+        tool,
+        ctx.iperf(&inst, &[], &format!("{tag}-up")),
+    );
+    t.add(
+        &format!("TCP host→guest, MTU {mtu} (Gbit/s)"),
+        true,
+        tool,
+        ctx.iperf(&inst, &["-R"], &format!("{tag}-down")),
+    );
+    t.add(
+        &format!("UDP guest→host, MTU {mtu} (Gbit/s received)"),
+        true,
+        tool,
+        ctx.iperf(
+            &inst,
+            &["-u", "-b", "0", "-l", &udp_len],
+            &format!("{tag}-udp"),
+        ),
+    );
+    Ok(())
+}
+
+/// Latency, connection rate, RSS and per-packet cost against the number of open flows.
+fn small_packets(ctx: &Ctx, t: &mut Table, tool: Tool) -> Res<()> {
+    let inst = ctx.start(tool, 1500, &format!("{}-small", tool.name()))?;
+    let pid = inst.pid();
+    thread::sleep(Duration::from_millis(300));
+    t.add(
+        "RSS idle (MiB)",
+        false,
+        tool,
+        rss_kib(pid)
+            .map(|k| k / 1024.0)
+            .ok_or_else(|| "no VmRSS".to_string()),
+    );
+    let lat = rr(
+        &inst.guest_ns,
+        ctx.servers.rr,
+        20_000,
+        Duration::from_secs(10),
+    )?;
+    t.add(
+        "TCP request/response latency (µs, median)",
+        false,
+        tool,
+        median(&lat).ok_or_else(|| "no samples".into()),
+    );
+    t.add(
+        "TCP connections set up per second",
+        true,
+        tool,
+        conn_rate(&inst.guest_ns, ctx.servers.probe, 2.0),
+    );
+    let n = 20_000;
+    // Cost per packet (CPU time of the tool / (2 × transactions)), 3 runs each, at 10 and N flows.
+    let cost = |inst: &Instance, label: &str| -> Res<f64> {
+        // --perf: a profile of the tool during the cost runs, in the log directory.
+        let perf = ctx.o.perf.then(|| {
+            let out = ctx
+                .dir
+                .path
+                .join(format!("perf-{}-{label}.data", tool.name()));
+            Command::new("perf")
+                .args(["record", "-g", "-q", "-p", &pid.to_string(), "-o"])
+                .arg(out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        });
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let c0 = cpu_ns(pid);
+            // A tool that slows down with many flows gets fewer transactions, not endless minutes.
+            let done = rr(&inst.guest_ns, ctx.servers.rr, n, Duration::from_secs(4))?
+                .len()
+                .max(1);
+            v.push((cpu_ns(pid) - c0) as f64 / 1e3 / (2 * done) as f64);
+        }
+        if let Some(Ok(mut p)) = perf {
+            // SAFETY: SIGINT to our own, not yet reaped child.
+            unsafe { libc::kill(p.id() as libc::pid_t, libc::SIGINT) };
+            let _ = p.wait();
+        }
+        median(&v).ok_or_else(|| "no samples".into())
+    };
+    let idle = open_idle(&inst.guest_ns, ctx.servers.idle, Vec::new(), 10)?;
+    let c10 = cost(&inst, "10");
+    let flows = ctx.o.flows;
+    let rss10 = rss_kib(pid);
+    let opened = Instant::now();
+    let more = idle_helper(&inst.guest_ns, ctx.servers.idle, flows - idle.len());
+    let opened = opened.elapsed();
+    let (cn, per_conn) = match more {
+        Ok(mut more) => {
+            thread::sleep(Duration::from_millis(500));
+            let rss_n = rss_kib(pid);
+            eprintln!(
+                "  {}: {flows} idle connections opened in {:.1} s",
+                tool.name(),
+                opened.as_secs_f64()
+            );
+            let per = match (rss10, rss_n) {
+                (Some(a), Some(b)) => Ok((b - a) / (flows - 10) as f64),
+                _ => Err("no VmRSS".to_string()),
+            };
+            t.add(
+                &format!("RSS with {flows} idle connections (MiB)"),
+                false,
+                tool,
+                rss_n
+                    .map(|k| k / 1024.0)
+                    .ok_or_else(|| "no VmRSS".to_string()),
+            );
+            let cn = cost(&inst, "many");
+            drop(more.stdin.take());
+            let _ = more.wait();
+            (cn, per)
+        }
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
+    t.add("RSS per idle connection (KiB)", false, tool, per_conn);
+    let ratio = match (&c10, &cn) {
+        (Ok(a), Ok(b)) if *a > 0.0 => Ok(b / a),
+        _ => Err("no cost".to_string()),
+    };
+    t.add("CPU per packet, 10 flows open (µs)", false, tool, c10);
+    t.add(
+        &format!("CPU per packet, {flows} flows open (µs)"),
+        false,
+        tool,
+        cn,
+    );
+    t.add(
+        &format!("per-packet cost {flows} / 10 flows"),
+        false,
+        tool,
+        ratio,
+    );
+    if let Ok(mut h) = ctx.servers.held.lock() {
+        h.clear();
+    }
+    Ok(())
+}
+
+fn raise_nofile() {
+    let lim = libc::rlimit {
+        rlim_cur: 200_000,
+        rlim_max: 200_000,
+    };
+    // SAFETY: setrlimit reads one valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit, then setrlimit reads it.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
+            cur.rlim_cur = cur.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+        }
+    }
+}
+
+fn bench(o: Options) -> Res<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("run as root (it creates namespaces)".into());
+    }
+    for bin in ["ip", "unshare", "nsenter", "iperf3"] {
+        run(Command::new("sh").args(["-c", &format!("command -v {bin}")]))
+            .map_err(|_| format!("{bin} not found"))?;
+    }
+    for t in &o.tools {
+        if *t != Tool::Warren {
+            run(Command::new("sh").args(["-c", &format!("command -v {}", t.name())])).map_err(
+                |_| format!("{} not found (apt-get install slirp4netns passt)", t.name()),
+            )?;
+        }
+    }
+    let warren = o
+        .warren
+        .clone()
+        .or_else(default_warren)
+        .ok_or("no warren binary: cargo build --release -p vde-switch, or --warren PATH")?;
+    raise_nofile();
+    install_signal_handlers();
+    remove_stale_netns();
+    if let Ok(l) = fs::read_to_string("/proc/loadavg") {
+        if l.split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<f64>().ok())
+            .is_some_and(|x| x > 0.5)
+        {
+            eprintln!(
+                "warning: load average {} — other work skews the numbers",
+                l.trim()
+            );
+        }
+    }
+    let mut dir = TempDir::create(PathBuf::from(format!(
+        "/tmp/{NETNS_PREFIX}{}-peers",
+        std::process::id()
+    )))?;
+    dir.keep = o.keep_logs;
+    let host = host_netns(&dir)?;
+    let host_ns = PathBuf::from(format!("/run/netns/{}", host.name()));
+    let iperf = Proc::spawn(
+        "iperf3 server",
+        host.command("iperf3")
+            .args(["-s", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()]),
+        &dir.path.join("iperf3-server.log"),
+        false,
+    )?;
+    let servers = HostServers::start(&host_ns)?;
+    thread::sleep(Duration::from_millis(300));
+    let ctx = Ctx {
+        warren,
+        dir,
+        host,
+        servers,
+        _iperf: iperf,
+        o,
+    };
+    eprintln!("warren: {}", ctx.warren.display());
+    let mut t = Table {
+        tools: ctx.o.tools.clone(),
+        rows: Vec::new(),
+    };
+    for round in 0..if ctx.o.throughput { ctx.o.rounds } else { 0 } {
+        for &mtu in &ctx.o.mtus {
+            for &tool in &ctx.o.tools {
+                eprintln!(
+                    "round {}/{}: {} MTU {mtu}",
+                    round + 1,
+                    ctx.o.rounds,
+                    tool.name()
+                );
+                if let Err(e) = throughput(&ctx, &mut t, tool, mtu, round) {
+                    eprintln!("  {}: {e}", tool.name());
+                }
+            }
+        }
+    }
+    for &tool in &ctx.o.tools {
+        eprintln!("latency, connection rate, RSS, flows: {}", tool.name());
+        if let Err(e) = small_packets(&ctx, &mut t, tool) {
+            eprintln!("  {}: {e}", tool.name());
+        }
+    }
+    ctx.servers.stop.store(true, Ordering::SeqCst);
+    let md = t.render(true);
+    if let Some(p) = &ctx.o.out {
+        fs::write(p, &md).map_err(|e| format!("write {}: {e}", p.display()))?;
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "peers: {} rounds × {} s per iperf3 run; medians (min–max); {} cores; ratios: warren / peer\n",
+        ctx.o.rounds,
+        ctx.o.secs,
+        thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str(&t.render(ctx.o.markdown));
+    Ok(out)
+}
+
+/// `peers __idle NETNS PORT N`: opens N connections from NETNS to 10.0.2.2:PORT, prints "ok", holds
+/// them until stdin closes (a process of its own: the file descriptor limit is per process).
+fn idle_main(args: &[String]) -> i32 {
+    let [ns, port, n] = args else { return 2 };
+    let (Ok(port), Ok(n)) = (port.parse::<u16>(), n.parse::<usize>()) else {
+        return 2;
+    };
+    match open_idle(Path::new(ns), port, Vec::new(), n) {
+        Ok(held) => {
+            println!("ok");
+            let _ = std::io::stdout().flush();
+            let mut b = [0u8; 1];
+            let _ = std::io::stdin().read(&mut b);
+            drop(held);
+            0
+        }
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    }
+}
+
+/// Holds `n` idle connections from the guest in a helper process; they close when it is dropped.
+fn idle_helper(guest_ns: &Path, port: u16, n: usize) -> Res<std::process::Child> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut c = Command::new(exe)
+        .arg("__idle")
+        .arg(guest_ns)
+        .args([port.to_string(), n.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("idle helper: {e}"))?;
+    let mut line = String::new();
+    if let Some(out) = c.stdout.as_mut() {
+        let mut b = [0u8; 1];
+        while out.read(&mut b).is_ok_and(|n| n == 1) && b[0] != b'\n' {
+            line.push(b[0] as char);
+        }
+    }
+    if line != "ok" {
+        let _ = c.kill();
+        let _ = c.wait();
+        return Err(line);
+    }
+    Ok(c)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__idle") {
+        std::process::exit(idle_main(&args[1..]));
+    }
+    let o = match parse_options(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("peers: {e}");
+            std::process::exit(2);
+        }
+    };
+    match bench(o) {
+        Ok(table) => print!("{table}"),
+        Err(e) => {
+            eprintln!("peers: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let a = |s: &[&str]| parse_options(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let o = a(&["--tools", "warren,pasta", "--mtus", "1500", "--quick"])
+            .expect("ok")
+            .expect("some");
+        assert_eq!(o.tools, vec![Tool::Warren, Tool::Pasta]);
+        assert_eq!((o.rounds, o.secs, o.flows), (1, 2, 2000));
+        assert!(a(&["--tools", "qemu"]).is_err());
+        assert!(a(&["--help"]).expect("ok").is_none());
+    }
+
+    #[test]
+    fn table_ratios() {
+        let mut t = Table {
+            tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta],
+            rows: Vec::new(),
+        };
+        for v in [4.0, 6.0, 5.0] {
+            t.add("TCP", true, Tool::Warren, Ok(v));
+        }
+        t.add("TCP", true, Tool::Slirp, Ok(2.5));
+        t.add("TCP", true, Tool::Pasta, Err("x".into()));
+        let md = t.render(true);
+        assert!(
+            md.contains("| TCP | 5.00 (4.00–6.00) | 2.50 | failed | 2.00× | – |"),
+            "{md}"
+        );
+        assert!(t.render(false).contains("warren/slirp4netns"));
+    }
+}

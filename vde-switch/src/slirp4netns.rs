@@ -1,0 +1,160 @@
+//! The slirp4netns drop-in: when warren runs as `slirp4netns` (argv[0]) or as `warren slirp4netns …`,
+//! it accepts slirp4netns' command line (parsed by `slirp_compat::slirp4netns`) and serves the
+//! namespace the same way, so rootlesskit and podman can drive it unchanged.
+
+use slirp_compat::slirp4netns::{self as s4n, Slirp4netnsCommand, Target};
+
+/// What the drop-in should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DropIn {
+    /// Print this and exit 0 (`--help`, `--version`).
+    Print(String),
+    /// Run warren with these (warren-syntax) arguments.
+    Run(Vec<String>),
+}
+
+/// Whether argv[0] names slirp4netns.
+pub fn invoked_as_slirp4netns(argv0: &str) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        == Some("slirp4netns")
+}
+
+/// Translates slirp4netns' arguments into warren's. Errors use slirp4netns' wording where it has
+/// one. Options warren does not need are accepted (rootlesskit passes them after probing `--help`).
+pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result<DropIn, String> {
+    let o = match s4n::parse_args(args)? {
+        Slirp4netnsCommand::Help => return Ok(DropIn::Print(s4n::help_text(argv0))),
+        Slirp4netnsCommand::Version => {
+            return Ok(DropIn::Print(s4n::version_text(env!("CARGO_PKG_VERSION"))))
+        }
+        Slirp4netnsCommand::Run(o) => o,
+    };
+    for w in &o.warnings {
+        println!("{w}");
+    }
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |k: &str, v: String| {
+        a.push(k.to_string());
+        a.push(v);
+    };
+    match &o.target {
+        Target::Pid(pid) => push("--netns", pid.to_string()),
+        Target::NetnsPath(p) => push("--netns", p.display().to_string()),
+        Target::Bess(_) => return Err("--target-type=bess is not supported by warren".into()),
+    }
+    if let Some(t) = &o.tap_name {
+        push("--tap", t.clone());
+    }
+    if let Some(u) = &o.userns_path {
+        push("--userns", u.display().to_string());
+    }
+    push("--mtu", o.mtu.min(65520).to_string());
+    push("--net", format!("{}/{}", o.cidr.network(), o.cidr.prefix));
+    if let Some(fd) = o.ready_fd {
+        push("--ready-fd", fd.to_string());
+    }
+    if let Some(fd) = o.exit_fd {
+        push("--exit-fd", fd.to_string());
+    }
+    if let Some(p) = &o.api_socket {
+        push("--api", p.display().to_string());
+    }
+    if o.configure {
+        a.push("--configure".into());
+    }
+    if o.disable_host_loopback {
+        a.push("--no-host-loopback".into());
+    }
+    if o.enable_ipv6 {
+        eprintln!(
+            "WARNING: --enable-ipv6: warren's IPv6 support is not there yet; serving IPv4 only"
+        );
+    }
+    if o.outbound_addr.is_some() || o.outbound_addr6.is_some() {
+        return Err("--outbound-addr is not supported by warren yet".into());
+    }
+    if o.mac_address.is_some() {
+        eprintln!("WARNING: --macaddress is ignored: the tap keeps the kernel's address");
+    }
+    // --enable-sandbox / --enable-seccomp: warren opens no files on guests' behalf and runs no
+    // guest-controlled code; the options are accepted as no-ops. --disable-dns likewise (the DNS
+    // address simply stays unused if the container's resolv.conf does not name it).
+    Ok(DropIn::Run(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(args: &[&str]) -> Result<DropIn, String> {
+        translate("slirp4netns", args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn rootlesskit_command_line() {
+        let r = t(&[
+            "--mtu",
+            "65520",
+            "-r",
+            "3",
+            "--netns-type=path",
+            "--userns-path=/proc/42/ns/user",
+            "--cidr",
+            "10.0.2.0/24",
+            "--disable-host-loopback",
+            "--api-socket",
+            "/tmp/api.sock",
+            "--configure",
+            "--enable-sandbox",
+            "--enable-seccomp",
+            "/proc/42/ns/net",
+            "tap0",
+        ])
+        .expect("ok");
+        let DropIn::Run(a) = r else {
+            panic!("run expected")
+        };
+        let s = a.join(" ");
+        for want in [
+            "--netns /proc/42/ns/net",
+            "--tap tap0",
+            "--userns /proc/42/ns/user",
+            "--mtu 65520",
+            "--net 10.0.2.0/24",
+            "--ready-fd 3",
+            "--api /tmp/api.sock",
+            "--configure",
+            "--no-host-loopback",
+        ] {
+            assert!(s.contains(want), "{want:?} missing from {s:?}");
+        }
+        // And warren's own parser accepts the result's non-namespace part.
+        let plain: Vec<String> = vec![
+            "--mtu".into(),
+            "65520".into(),
+            "--net".into(),
+            "10.0.2.0/24".into(),
+        ];
+        assert!(crate::cli::parse(plain).is_ok());
+    }
+
+    #[test]
+    fn pid_target_help_and_errors() {
+        let DropIn::Run(a) = t(&["-c", "1234", "tap0"]).expect("ok") else {
+            panic!()
+        };
+        assert_eq!(&a[..2], &["--netns".to_string(), "1234".to_string()]);
+        assert!(
+            matches!(t(&["--help"]), Ok(DropIn::Print(h)) if h.contains("--netns-type") && h.contains("--enable-sandbox"))
+        );
+        assert!(
+            matches!(t(&["--version"]), Ok(DropIn::Print(v)) if v.starts_with("slirp4netns version"))
+        );
+        assert!(t(&["--bogus", "1", "tap0"]).is_err());
+        assert!(t(&["--outbound-addr=10.0.0.1", "1", "tap0"]).is_err());
+        assert!(invoked_as_slirp4netns("/usr/local/bin/slirp4netns"));
+        assert!(!invoked_as_slirp4netns("warren"));
+    }
+}
