@@ -22,6 +22,8 @@ use tokio::io::unix::AsyncFd;
 pub struct Forwards {
     pub table: HostFwdTable,
     driver_ids: FxHashMap<(Proto, SocketAddr), u32>,
+    /// The guest of a forward that names none (`None`: the first DHCP lease).
+    default_guest: Option<std::net::Ipv4Addr>,
 }
 
 pub struct ApiListener {
@@ -43,6 +45,7 @@ fn flow_proto(p: Proto) -> FlowProto {
 
 /// The daemon side of the API: forwards go to the driver, leases and counters come from the gateway.
 struct Backend<'a> {
+    default_guest: Option<std::net::Ipv4Addr>,
     driver: &'a mut Driver,
     driver_ids: &'a mut FxHashMap<(Proto, SocketAddr), u32>,
     now: Instant,
@@ -50,7 +53,10 @@ struct Backend<'a> {
 
 impl ApiBackend for Backend<'_> {
     fn default_guest(&self) -> IpAddr {
-        IpAddr::V4(self.driver.gw.config().dhcp_start)
+        IpAddr::V4(
+            self.default_guest
+                .unwrap_or(self.driver.gw.config().dhcp_start),
+        )
     }
     fn open_hostfwd(
         &mut self,
@@ -97,6 +103,11 @@ impl ApiBackend for Backend<'_> {
 }
 
 impl Server {
+    /// The guest of forwards that name none (the API's `add_hostfwd` without `guest_addr`).
+    pub fn set_default_guest(&mut self, ip: std::net::Ipv4Addr) {
+        self.forwards.default_guest = Some(ip);
+    }
+
     /// Adds a forward (command line or API): checked against the table, bound, then recorded.
     pub fn add_hostfwd(
         &mut self,
@@ -108,6 +119,7 @@ impl Server {
         let f = &mut self.forwards;
         f.table.check(proto, host).map_err(|e| e.desc)?;
         let mut backend = Backend {
+            default_guest: f.default_guest,
             driver,
             driver_ids: &mut f.driver_ids,
             now: Instant::now(),
@@ -215,6 +227,7 @@ impl Server {
         }
         let f = &mut self.forwards;
         let mut backend = Backend {
+            default_guest: f.default_guest,
             driver,
             driver_ids: &mut f.driver_ids,
             now: Instant::now(),

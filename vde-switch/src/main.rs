@@ -177,6 +177,15 @@ fn main() -> ExitCode {
         };
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
+    // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address
+    // --configure gives a namespace.
+    let default_guest = if opts.netns.active() && opts.netns.configure {
+        std::net::Ipv4Addr::from(
+            u32::from(opts.config.net.network()) | vde_switch::netns::CONFIGURED_HOST,
+        )
+    } else {
+        opts.config.dhcp_start
+    };
     let result = rt.block_on(async move {
         let queue = Arc::new(ReadyQueue::default());
         let mut driver = Driver::new(Gateway::new(cfg.clone()), queue.clone());
@@ -228,8 +237,11 @@ fn main() -> ExitCode {
         if cfg.restrict {
             println!("warren: --restrict: guests may not open outbound connections");
         }
+        server.set_default_guest(default_guest);
+        let mut fwd_cfg = cfg.clone();
+        fwd_cfg.dhcp_start = default_guest;
         for spec in &hostfwd {
-            let rules = spec.resolve(&cfg).map_err(std::io::Error::other)?;
+            let rules = spec.resolve(&fwd_cfg).map_err(std::io::Error::other)?;
             for r in rules {
                 server
                     .add_hostfwd(&mut driver, r.proto, r.host, r.guest)
