@@ -30,6 +30,8 @@ pub struct Stats {
     pub tcp_guest_window_full: u64,
     /// Host-to-guest sends paused because the guest's link was congested.
     pub tcp_link_paused: u64,
+    /// Host reads that found nothing new (then readiness is awaited).
+    pub tcp_host_empty: u64,
     pub udp_flows_opened: u64,
     pub udp_flows_expired: u64,
     pub icmp_echo_sent: u64,
@@ -64,6 +66,7 @@ impl Stats {
             ("tcp_host_full", self.tcp_host_full),
             ("tcp_guest_window_full", self.tcp_guest_window_full),
             ("tcp_link_paused", self.tcp_link_paused),
+            ("tcp_host_empty", self.tcp_host_empty),
             ("udp_flows_opened", self.udp_flows_opened),
             ("udp_flows_expired", self.udp_flows_expired),
             ("icmp_echo_sent", self.icmp_echo_sent),

@@ -1004,6 +1004,7 @@ impl Gateway {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     f.host_readable = false;
+                    self.stats.tcp_host_empty += 1;
                     break;
                 }
                 Err(_) => {
