@@ -2,6 +2,7 @@
 
 use crate::gateway::Gateway;
 use crate::host::HostIo;
+use crate::neigh::Learned;
 use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, Frame};
 use crate::Instant;
@@ -28,8 +29,10 @@ impl Gateway {
         if self.cfg.net.contains(a.sender_ip)
             && !a.sender_ip.is_unspecified()
             && a.sender_mac == eth.src()
+            && !self.learn_neighbour(now, IpAddr::V4(a.sender_ip), a.sender_mac, io)
         {
-            self.learn_neighbour(IpAddr::V4(a.sender_ip), a.sender_mac, io);
+            // Claims an address leased to another MAC: no answer either.
+            return;
         }
         if a.op != arp::OP_REQUEST || !target_virtual {
             return;
@@ -75,14 +78,38 @@ impl Gateway {
         self.stats.frames_out += 1;
     }
 
-    /// Records that `ip` uses `mac`; flows that were waiting to learn it go ahead.
-    pub(crate) fn learn_neighbour(&mut self, ip: IpAddr, mac: crate::Mac, io: &mut dyn HostIo) {
-        if self.neigh.get(&ip) == Some(&mac) {
-            return;
+    /// Records that `ip` uses `mac`; flows that were waiting to learn it go ahead. Returns false (and
+    /// counts `drop_spoofed`) when `ip` is leased by DHCP to a different MAC: no MAC takes over an
+    /// address another holds a lease for. A full table only means the address is not remembered
+    /// (`neigh_full`); leased addresses are found through their lease anyway.
+    pub(crate) fn learn_neighbour(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        mac: crate::Mac,
+        io: &mut dyn HostIo,
+    ) -> bool {
+        if self.neigh.get(&ip) != Some(mac) {
+            if let IpAddr::V4(v4) = ip {
+                if self.dhcp.mac_for_ip(v4).is_some_and(|m| m != mac) {
+                    self.stats.drop_spoofed += 1;
+                    let m = ethernet::fmt_mac(&mac);
+                    self.note(now, || {
+                        format!("dropped a packet from {m} claiming {ip}, leased to another guest")
+                    });
+                    return false;
+                }
+            }
         }
-        self.neigh.insert(ip, mac);
-        if !self.tcp.arp_waiting_is_empty() {
-            self.tcp_neighbour_known(ip, mac, io);
+        match self.neigh.learn(now, ip, mac, false) {
+            Learned::Same => {}
+            Learned::Full => self.stats.neigh_full += 1,
+            Learned::New => {
+                if !self.tcp.arp_waiting_is_empty() {
+                    self.tcp_neighbour_known(ip, mac, io);
+                }
+            }
         }
+        true
     }
 }

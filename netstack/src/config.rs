@@ -104,8 +104,21 @@ pub struct Config {
     pub dns_timeout: Duration,
     /// Most simultaneous NAT flows (TCP+UDP+ICMP) per guest address.
     pub max_flows_per_guest: usize,
+    /// Most simultaneous NAT flows in all guests together: the fd budget for flows (each flow holds
+    /// one host socket). `warren` derives it from RLIMIT_NOFILE (see `flow::flow_limits`).
+    pub max_flows_total: usize,
     /// Most half-open (connecting) TCP flows per guest, a SYN flood bound.
     pub max_pending_per_guest: usize,
+    /// Most `guestfwd ... cmd:` children running at once per guest.
+    pub max_cmd_per_guest: usize,
+    /// Most guest addresses remembered (address → MAC); at most the LAN's size is ever used.
+    pub neigh_max: usize,
+    /// Most addresses one MAC may be remembered with.
+    pub neigh_max_per_mac: usize,
+    /// A guest address not heard from this long is forgotten.
+    pub neigh_idle: Duration,
+    /// Most DNS queries of one guest waiting for upstreams at once.
+    pub dns_max_pending_per_guest: usize,
     /// UDP flow idle timeout.
     pub udp_idle: Duration,
     /// ICMP echo flow idle timeout.
@@ -136,7 +149,13 @@ impl Default for Config {
             lease_time: Duration::from_secs(86400),
             dns_timeout: Duration::from_secs(5),
             max_flows_per_guest: 4096,
+            max_flows_total: 65536,
             max_pending_per_guest: 256,
+            max_cmd_per_guest: 16,
+            neigh_max: 4096,
+            neigh_max_per_mac: 64,
+            neigh_idle: Duration::from_secs(300),
+            dns_max_pending_per_guest: 256,
             udp_idle: Duration::from_secs(120),
             icmp_idle: Duration::from_secs(30),
             restrict: false,

@@ -119,6 +119,9 @@ pub struct DnsForwarder {
     preferred: usize,
     rng: u64,
     max_pending: usize,
+    /// Pending queries per guest address, and the cap on them.
+    per_client: HashMap<std::net::IpAddr, usize>,
+    max_per_client: usize,
     servfails: u64,
 }
 
@@ -144,6 +147,8 @@ impl DnsForwarder {
             // xorshift needs a non-zero state; mix so that small seeds spread.
             rng: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             max_pending: MAX_PENDING,
+            per_client: HashMap::new(),
+            max_per_client: MAX_PENDING,
             servfails: 0,
         }
     }
@@ -159,6 +164,17 @@ impl DnsForwarder {
             .get(self.preferred)
             .or(self.upstreams.first())
             .copied()
+    }
+
+    /// Changes the cap on pending queries of one guest address (so one guest cannot take the whole
+    /// table from the others).
+    pub fn set_max_pending_per_client(&mut self, n: usize) {
+        self.max_per_client = n.max(1);
+    }
+
+    /// Pending queries of guest address `ip`.
+    pub fn pending_of(&self, ip: std::net::IpAddr) -> usize {
+        self.per_client.get(&ip).copied().unwrap_or(0)
     }
 
     /// Changes the cap on pending queries (at most 65535, the id space less one).
@@ -203,7 +219,9 @@ impl DnsForwarder {
                 }]);
             }
         }
-        if self.pending.len() >= self.max_pending {
+        if self.pending.len() >= self.max_pending
+            || self.pending_of(client.ip()) >= self.max_per_client
+        {
             return Err(DnsError::TooManyPending);
         }
         let uid = self.fresh_id();
@@ -232,6 +250,7 @@ impl DnsForwarder {
             },
         );
         self.by_client.insert((client, q.id), uid);
+        *self.per_client.entry(client.ip()).or_insert(0) += 1;
         self.deadlines.insert((deadline, uid));
         Ok(vec![action])
     }
@@ -387,6 +406,12 @@ impl DnsForwarder {
     fn remove(&mut self, uid: u16) -> Option<Pending> {
         let p = self.pending.remove(&uid)?;
         self.deadlines.remove(&(p.deadline, uid));
+        if let Some(n) = self.per_client.get_mut(&p.client.ip()) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(&p.client.ip());
+            }
+        }
         if self.by_client.get(&(p.client, p.client_id)) == Some(&uid) {
             self.by_client.remove(&(p.client, p.client_id));
         }

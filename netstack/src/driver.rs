@@ -28,7 +28,46 @@ pub enum Token {
     Fwd(u32),
     /// Anything the embedding event loop owns (ports, listeners).
     Ext(u64),
+    /// A child process exited (SIGCHLD): reap `guestfwd cmd:` children.
+    Reap,
 }
+
+/// Pushes `t` onto `q` after `after` (a listener that failed to accept retries then instead of
+/// spinning or waiting for an edge that never comes). Needs a tokio runtime; without one, `t` is
+/// pushed at once.
+pub fn retry_later(q: &Arc<ReadyQueue>, t: Token, after: std::time::Duration) {
+    let q = q.clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(async move {
+                tokio::time::sleep(after).await;
+                q.push(t);
+            });
+        }
+        Err(_) => q.push(t),
+    }
+}
+
+/// At most one log line every 10 seconds per `slot` (a static the caller owns), as seconds since
+/// the first call. For errors that repeat on every retry (accept failing with EMFILE).
+pub fn log_allowed(slot: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let now = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
+        + 1;
+    let last = slot.load(Ordering::Relaxed);
+    if last != 0 && now < last + 10 {
+        return false;
+    }
+    slot.store(now, Ordering::Relaxed);
+    true
+}
+
+/// How long a listener waits before retrying after `accept()` failed (e.g. EMFILE).
+pub const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Tokens whose sockets became ready, and the event loop's waker.
 #[derive(Default)]
@@ -165,6 +204,10 @@ pub struct HostSockets {
     dns: [Option<(AsyncFd<Socket>, Waker)>; 2],
     icmp_mode: IcmpMode,
     discard: Vec<u8>,
+    /// Running `guestfwd cmd:` children, reaped on SIGCHLD (and whenever a command flow closes).
+    children: Vec<std::process::Child>,
+    /// A SIGCHLD listener was started.
+    sigchld: bool,
 }
 
 fn pidx(p: Proto) -> usize {
@@ -215,6 +258,8 @@ impl HostSockets {
             dns: [None, None],
             icmp_mode,
             discard: Vec::new(),
+            children: Vec::new(),
+            sigchld: false,
         }
     }
 
@@ -259,6 +304,41 @@ impl HostSockets {
             slot.take()
         } else {
             None
+        }
+    }
+
+    /// Reaps the children that exited (no zombies); the rest keep running.
+    pub fn reap_children(&mut self) {
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+    }
+
+    /// `guestfwd cmd:` children not yet reaped.
+    pub fn children(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Starts listening for SIGCHLD once (needs a tokio runtime; without one, children are reaped
+    /// when the next command flow opens or closes).
+    fn watch_children(&mut self) {
+        if self.sigchld {
+            return;
+        }
+        let Ok(h) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _guard = h.enter();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+            Ok(mut sig) => {
+                self.sigchld = true;
+                let q = self.queue.clone();
+                h.spawn(async move {
+                    while sig.recv().await.is_some() {
+                        q.push(Token::Reap);
+                    }
+                });
+            }
+            Err(e) => log::warn!("cannot watch for exited guestfwd commands (SIGCHLD): {e}"),
         }
     }
 
@@ -336,16 +416,17 @@ impl HostIo for IoCtx<'_> {
         let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
         let stdin = std::os::fd::OwnedFd::from(theirs.try_clone()?);
         let stdout = std::os::fd::OwnedFd::from(theirs);
-        let mut child = std::process::Command::new("/bin/sh")
+        self.socks.watch_children();
+        self.socks.reap_children();
+        let child = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)
             .stdin(stdin)
             .stdout(stdout)
             .spawn()?;
-        // Reap it whenever it exits; it talks to us only through the socket pair.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        // Reaped on SIGCHLD by the event loop (no thread per child); it talks to us only through
+        // the socket pair.
+        self.socks.children.push(child);
         ours.set_nonblocking(true)?;
         set_peek_off(&ours, 0);
         self.socks.install(id, ours, true, None)
@@ -505,6 +586,9 @@ impl HostIo for IoCtx<'_> {
             if reset {
                 let _ = s.fd.get_ref().set_linger(Some(std::time::Duration::ZERO));
             }
+        }
+        if !self.socks.children.is_empty() {
+            self.socks.reap_children();
         }
     }
 
@@ -743,6 +827,7 @@ impl Driver {
                 self.gw.on_dns_readable(now, &mut io);
             }
             Token::Fwd(fwd) => self.handle_forward(now, fwd, sink),
+            Token::Reap => self.socks.reap_children(),
             Token::Ext(_) => {}
         }
     }
@@ -864,7 +949,18 @@ impl Driver {
                         break;
                     }
                     Err(e) => {
-                        log::warn!("accept on forward {}: {e}", f.host);
+                        // EMFILE and friends: readiness stays set, so no new wakeup would come;
+                        // retry shortly instead (the listener recovers once fds are free).
+                        static LOGGED: std::sync::atomic::AtomicU64 =
+                            std::sync::atomic::AtomicU64::new(0);
+                        if log_allowed(&LOGGED) {
+                            log::warn!(
+                                "accept on forward {} failed: {e}; retrying every {} ms",
+                                f.host,
+                                ACCEPT_RETRY.as_millis()
+                            );
+                        }
+                        retry_later(&self.socks.queue, Token::Fwd(fwd), ACCEPT_RETRY);
                         break;
                     }
                 }

@@ -183,12 +183,133 @@ impl<F: IdleFlow> IdleTable<F> {
         out
     }
 
+    /// The least recently active flow and when it was last active, without scanning: stale heap
+    /// entries met on the way are re-queued at their flow's real expiry (each flow has exactly one
+    /// entry, at or before its real expiry, so the first accurate entry is the oldest flow).
+    pub fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
+        loop {
+            let Reverse((at, id)) = *self.timers.heap.peek()?;
+            let Some(f) = self.flows.get(id.idx, id.gen) else {
+                self.timers.heap.pop();
+                continue;
+            };
+            let last = f.last_active();
+            if last + idle > at {
+                self.timers.heap.pop();
+                self.timers.push(last + idle, id);
+                continue;
+            }
+            return Some((id, last));
+        }
+    }
+
+    /// Removes one flow (eviction); its heap entry goes stale.
+    pub fn remove(&mut self, id: FlowId) -> Option<F> {
+        let f = self.flows.remove(id.idx, id.gen)?;
+        self.by_key.remove(&f.key());
+        Some(f)
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
+}
+
+/// Why a new flow was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The guest holds its per-guest share already.
+    PerGuest,
+    /// The global budget is used up and nothing idle could be evicted for this guest.
+    Global,
+}
+
+/// The flow table's accounting: how many NAT flows (each one host fd) are live in all and per guest,
+/// against the limits derived from the process's file-descriptor budget. Every flow of every protocol
+/// is counted here, so one place answers "who holds how many".
+#[derive(Clone, Debug)]
+pub struct FlowBudget {
+    /// Most flows in all (the fd budget less a reserve).
+    pub max_total: usize,
+    /// Most flows of one guest (a fair share of `max_total`).
+    pub max_per_guest: usize,
+    /// Most `guestfwd ... cmd:` children of one guest at once.
+    pub max_cmd_per_guest: usize,
+    total: usize,
+    per_guest: rustc_hash::FxHashMap<IpAddr, usize>,
+    cmd_per_guest: rustc_hash::FxHashMap<IpAddr, usize>,
+}
+
+impl FlowBudget {
+    pub fn new(max_total: usize, max_per_guest: usize, max_cmd_per_guest: usize) -> Self {
+        FlowBudget {
+            max_total: max_total.max(1),
+            max_per_guest: max_per_guest.max(1),
+            max_cmd_per_guest,
+            total: 0,
+            per_guest: Default::default(),
+            cmd_per_guest: Default::default(),
+        }
+    }
+    /// Live flows in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+    /// Live flows of `guest`.
+    pub fn of(&self, guest: IpAddr) -> usize {
+        self.per_guest.get(&guest).copied().unwrap_or(0)
+    }
+    /// Live command children of `guest`.
+    pub fn cmds_of(&self, guest: IpAddr) -> usize {
+        self.cmd_per_guest.get(&guest).copied().unwrap_or(0)
+    }
+    /// Whether the global budget is used up.
+    pub fn exhausted(&self) -> bool {
+        self.total >= self.max_total
+    }
+    /// Whether `guest` holds at least as many flows as any other guest (O(guests), asked only when the
+    /// global budget is exhausted).
+    pub fn is_top_holder(&self, guest: IpAddr) -> bool {
+        let n = self.of(guest);
+        self.per_guest.values().all(|&m| m <= n)
+    }
+    pub fn opened(&mut self, guest: IpAddr) {
+        self.total += 1;
+        *self.per_guest.entry(guest).or_insert(0) += 1;
+    }
+    pub fn closed(&mut self, guest: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        dec(&mut self.per_guest, guest);
+    }
+    pub fn cmd_opened(&mut self, guest: IpAddr) {
+        *self.cmd_per_guest.entry(guest).or_insert(0) += 1;
+    }
+    pub fn cmd_closed(&mut self, guest: IpAddr) {
+        dec(&mut self.cmd_per_guest, guest);
+    }
+}
+
+fn dec(m: &mut rustc_hash::FxHashMap<IpAddr, usize>, k: IpAddr) {
+    if let Some(n) = m.get_mut(&k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(&k);
+        }
+    }
+}
+
+/// How file descriptors are shared out: `limit` is the process's fd limit (RLIMIT_NOFILE soft).
+/// A reserve of max(64, limit/8) stays for listeners, accepted guests, API connections, DNS sockets,
+/// pcap and tap; the rest is for NAT flows. Returns (flows in all, flows per guest): a guest gets at most
+/// half of the flows, and at most `max_per_guest` (the `--max-flows` setting).
+pub fn flow_limits(limit: u64, max_per_guest: usize) -> (usize, usize) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(1 << 24);
+    let reserve = (limit / 8).max(64);
+    let total = limit.saturating_sub(reserve).max(2);
+    (total, (total / 2).min(max_per_guest).max(1))
 }
 
 #[cfg(test)]
@@ -206,5 +327,32 @@ mod tests {
         assert_eq!(s.get(i, g), None);
         assert_eq!(s.get(i2, g2), Some(&"b"));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn flow_limits_keep_a_reserve_and_a_fair_share() {
+        assert_eq!(flow_limits(1024, 4096), (896, 448));
+        assert_eq!(flow_limits(256, 4096), (192, 96));
+        assert_eq!(flow_limits(256, 10), (192, 10));
+        assert_eq!(flow_limits(1 << 20, 4096), ((1 << 20) - (1 << 17), 4096));
+        // Absurdly low limits still leave something and never underflow.
+        assert_eq!(flow_limits(10, 4096), (2, 1));
+    }
+
+    #[test]
+    fn budget_counts_per_guest_and_top_holder() {
+        let a: IpAddr = "10.0.2.15".parse().expect("ip");
+        let b: IpAddr = "10.0.2.16".parse().expect("ip");
+        let mut fb = FlowBudget::new(3, 2, 1);
+        fb.opened(a);
+        fb.opened(a);
+        fb.opened(b);
+        assert!(fb.exhausted());
+        assert!(fb.is_top_holder(a));
+        assert!(!fb.is_top_holder(b));
+        fb.closed(a);
+        fb.closed(a);
+        assert_eq!((fb.total(), fb.of(a), fb.of(b)), (1, 0, 1));
+        assert!(fb.is_top_holder(b));
     }
 }

@@ -4,12 +4,14 @@
 //! their own types); this file dispatches frames, remembers which MAC each guest address uses, builds
 //! outgoing frames and runs the timers.
 
-use crate::config::{Config, GuestFwdTarget};
+use crate::config::Config;
 use crate::dhcp::DhcpServer;
-use crate::dns::{DnsAction, DnsForwarder};
-use crate::flow::{FlowKey, Proto};
+use crate::dns::{DnsAction, DnsError, DnsForwarder};
+use crate::flow::{FlowBudget, FlowKey, Proto};
+use crate::fwd::{self, Dest};
 use crate::host::HostIo;
 use crate::icmp::IcmpNat;
+use crate::neigh::NeighTable;
 use crate::stats::Stats;
 use crate::tcp::TcpNat;
 use crate::udp::UdpNat;
@@ -17,7 +19,6 @@ use crate::wire::ethernet::{self, Frame};
 use crate::wire::ip::{self, IpPacket};
 use crate::wire::{udp, WireError};
 use crate::{Instant, Mac};
-use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -34,10 +35,10 @@ pub const MAX_FRAME: usize = 65535 + ethernet::HEADER_LEN;
 pub struct Gateway {
     pub(crate) cfg: Config,
     pub(crate) stats: Stats,
-    /// Guest address → the MAC it sends from (learned from valid frames and DHCP).
-    pub(crate) neigh: FxHashMap<IpAddr, Mac>,
-    /// Live NAT flows per guest address (TCP+UDP+ICMP), for the per-guest cap.
-    pub(crate) flows_per_guest: FxHashMap<IpAddr, usize>,
+    /// Guest address → the MAC it sends from (learned from valid frames and DHCP); bounded, aging.
+    pub(crate) neigh: NeighTable,
+    /// Live NAT flows in all and per guest (TCP+UDP+ICMP), against the fd budget.
+    pub(crate) budget: FlowBudget,
     pub(crate) dhcp: DhcpServer,
     pub(crate) dns: DnsForwarder,
     pub(crate) tcp: TcpNat,
@@ -54,15 +55,25 @@ impl Gateway {
     /// A gateway with `cfg`; `dns_upstreams` are the resolved upstream servers (from the config or
     /// resolv.conf, decided by the caller).
     pub fn new(cfg: Config) -> Self {
-        let dns = DnsForwarder::new(cfg.dns_upstreams.clone(), cfg.dns_timeout);
+        let mut dns = DnsForwarder::new(cfg.dns_upstreams.clone(), cfg.dns_timeout);
+        dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
+        let lan_size = 1usize << (32 - u32::from(cfg.net.prefix)).min(31);
         Gateway {
             dhcp: DhcpServer::new(&cfg),
             dns,
             tcp: TcpNat::default(),
             udp: UdpNat::default(),
             icmp: IcmpNat::default(),
-            neigh: FxHashMap::default(),
-            flows_per_guest: FxHashMap::default(),
+            neigh: NeighTable::new(
+                cfg.neigh_max.min(lan_size),
+                cfg.neigh_max_per_mac,
+                cfg.neigh_idle,
+            ),
+            budget: FlowBudget::new(
+                cfg.max_flows_total,
+                cfg.max_flows_per_guest,
+                cfg.max_cmd_per_guest,
+            ),
             stats: Stats::default(),
             tx: vec![0; MAX_FRAME],
             batch: None,
@@ -86,6 +97,30 @@ impl Gateway {
     /// Number of live flows of each protocol.
     pub fn flow_counts(&self) -> (usize, usize, usize) {
         (self.tcp.len(), self.udp.len(), self.icmp.len())
+    }
+    /// The flow table's accounting (live flows in all and per guest, and the limits).
+    pub fn flow_budget(&self) -> &FlowBudget {
+        &self.budget
+    }
+    /// Guest addresses remembered in the neighbour table.
+    pub fn neighbours(&self) -> usize {
+        self.neigh.len()
+    }
+    /// DNS queries waiting for upstreams.
+    pub fn dns_pending(&self) -> usize {
+        self.dns.pending()
+    }
+    /// Live gauges (not counters) for the `stats` API: flows, table sizes and their bounds.
+    pub fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let n = |v: usize| v as u64;
+        vec![
+            ("flows_live", n(self.budget.total())),
+            ("flows_max", n(self.budget.max_total)),
+            ("flows_max_per_guest", n(self.budget.max_per_guest)),
+            ("neigh_entries", n(self.neigh.len())),
+            ("neigh_max", n(self.neigh.capacity())),
+            ("dns_pending", n(self.dns.pending())),
+        ]
     }
 
     /// Several frames at once (e.g. all those one read from a guest produced). Guest TCP payload for the
@@ -117,7 +152,7 @@ impl Gateway {
             ethernet::ETHERTYPE_IPV4 => match IpPacket::parse_v4(eth.payload()) {
                 Ok(p) => self.handle_ip(now, eth.src(), &p, io),
                 Err(WireError::Fragment) => {
-                    self.stats.drop_unsupported += 1;
+                    self.stats.drop_fragment += 1;
                     self.note(now, || {
                         "dropped an IPv4 fragment (fragments are not reassembled)".into()
                     });
@@ -143,7 +178,9 @@ impl Gateway {
                 self.note(now, || format!("dropped a packet from {m} with source address {src4} (not a guest address)"));
                 return;
             }
-            self.learn_neighbour(p.src, src_mac, io);
+            if !self.learn_neighbour(now, p.src, src_mac, io) {
+                return;
+            }
         }
         match p.proto {
             ip::PROTO_TCP => self.tcp_input(now, p, io),
@@ -171,7 +208,8 @@ impl Gateway {
                     self.stats.dhcp_replies += 1;
                     // Learn only real unicast destinations (a broadcast reply names no guest).
                     if !reply.dst_ip.is_broadcast() && !ethernet::is_group(&reply.dst_mac) {
-                        self.neigh.insert(IpAddr::V4(reply.dst_ip), reply.dst_mac);
+                        self.neigh
+                            .learn(now, IpAddr::V4(reply.dst_ip), reply.dst_mac, true);
                     }
                     self.send_udp_to(
                         reply.dst_mac,
@@ -196,6 +234,14 @@ impl Gateway {
             let client = SocketAddr::new(p.src, d.src_port);
             match self.dns.on_guest_query(now, client, d.payload) {
                 Ok(actions) => self.dns_actions(actions, io),
+                Err(DnsError::TooManyPending) => {
+                    self.stats.dns_drop_pending += 1;
+                    self.note(now, || {
+                        format!(
+                            "dropped a DNS query from {client}: too many of its queries pending"
+                        )
+                    });
+                }
                 Err(e) => {
                     self.stats.dns_bad += 1;
                     self.note(now, || format!("ignored a DNS query from {client}: {e}"));
@@ -218,7 +264,7 @@ impl Gateway {
                     if response.len() >= 4 && response[3] & 0x0f == 2 {
                         self.stats.dns_servfail += 1;
                     }
-                    let Some(&mac) = self.neigh.get(&client.ip()) else {
+                    let Some(mac) = self.guest_mac(client.ip()) else {
                         continue;
                     };
                     self.send_udp_to(
@@ -304,43 +350,23 @@ impl Gateway {
         ethernet::HEADER_LEN + hl + tlen
     }
 
-    /// Where a guest's packet to `remote:port` goes on the host: the gateway address means host loopback
-    /// (unless disabled); the DNS address carries TCP DNS to an upstream; guestfwd addresses lead to their
-    /// targets. `None`: nowhere (including everything outbound under `restrict`).
-    pub(crate) fn host_target(&self, remote: IpAddr, port: u16, proto: Proto) -> Option<Target> {
-        let IpAddr::V4(r) = remote else { return None };
-        if proto == Proto::Tcp {
-            if let Some(g) = self
-                .cfg
-                .guestfwds
-                .iter()
-                .find(|g| g.addr == r && g.port == port)
-            {
-                return Some(match &g.target {
-                    GuestFwdTarget::Connect(a) => Target::Addr(*a),
-                    GuestFwdTarget::Command(c) => Target::Command(c.clone()),
-                });
-            }
-        }
-        if r == self.cfg.dns {
-            if proto == Proto::Tcp && port == 53 {
-                return self.dns.preferred_upstream().map(Target::Addr);
-            }
-            return None;
-        }
-        if self.cfg.restrict {
-            return None;
-        }
-        if r == self.cfg.gateway {
-            return self
-                .cfg
-                .host_loopback
-                .then(|| Target::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
-        }
-        if self.cfg.net.contains(r) || r.is_broadcast() || r.is_multicast() || r.is_unspecified() {
-            return None;
-        }
-        Some(Target::Addr(SocketAddr::new(remote, port)))
+    /// Where a guest's new flow to `remote:port` goes (see [`fwd::classify`]).
+    pub(crate) fn dest(&self, remote: IpAddr, port: u16, proto: Proto) -> Dest {
+        let up = if proto == Proto::Tcp && port == 53 {
+            self.dns.preferred_upstream()
+        } else {
+            None
+        };
+        fwd::classify(&self.cfg, up, remote, port, proto)
+    }
+
+    /// Counts a destination that is never NATed (one rate-limited log line).
+    pub(crate) fn bad_dest(&mut self, now: Instant, key: &FlowKey, why: fwd::BadDest) {
+        self.stats.drop_bad_dest += 1;
+        let (g, r, p) = (key.guest, key.remote, key.remote_port);
+        self.note(now, || {
+            format!("dropped a flow from {g} to {r}:{p}: not the outside world ({why:?})")
+        });
     }
 
     /// Addresses the gateway itself answers for (gateway, DNS, guestfwds).
@@ -370,7 +396,7 @@ impl Gateway {
     /// The MAC of a guest address: learned from its traffic, or from its DHCP lease.
     pub(crate) fn guest_mac(&self, ip: IpAddr) -> Option<Mac> {
         if let Some(m) = self.neigh.get(&ip) {
-            return Some(*m);
+            return Some(m);
         }
         match ip {
             IpAddr::V4(v4) => self.dhcp.mac_for_ip(v4),
@@ -378,34 +404,108 @@ impl Gateway {
         }
     }
 
-    /// The guest-visible remote address for a host address (host loopback shows as the gateway).
-    pub(crate) fn flow_allowed(&mut self, now: Instant, key: &FlowKey) -> bool {
-        let n = self.flows_per_guest.get(&key.guest).copied().unwrap_or(0);
-        if n >= self.cfg.max_flows_per_guest {
+    /// Whether `guest` may open one more flow. Per guest: at most its share (`drop_flow_limit`).
+    /// When the global fd budget is used up, the least recently active UDP/ICMP flow idle for at least
+    /// [`EVICT_MIN_IDLE`] is closed to make room (`flows_evicted`), except that the guest holding the
+    /// most flows may only recycle its own; otherwise the flow is refused (`flows_refused_budget`).
+    pub(crate) fn flow_allowed(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        io: &mut dyn HostIo,
+    ) -> bool {
+        let g = key.guest;
+        if self.budget.of(g) >= self.budget.max_per_guest {
             self.stats.drop_flow_limit += 1;
-            let g = key.guest;
-            let max = self.cfg.max_flows_per_guest;
+            let max = self.budget.max_per_guest;
             self.note(now, || {
                 format!("guest {g} reached its limit of {max} flows; new flow refused")
             });
             return false;
         }
-        true
+        if !self.budget.exhausted() {
+            return true;
+        }
+        let only_own = self.budget.is_top_holder(g);
+        if self.evict_idle(now, only_own.then_some(g), io) {
+            return true;
+        }
+        self.stats.flows_refused_budget += 1;
+        let max = self.budget.max_total;
+        self.note(now, || {
+            format!("all {max} flows of the fd budget are in use; a new flow of {g} refused")
+        });
+        false
     }
-    pub(crate) fn flow_opened(&mut self, guest: IpAddr) {
-        *self.flows_per_guest.entry(guest).or_insert(0) += 1;
-    }
-    pub(crate) fn flow_closed(&mut self, guest: IpAddr) {
-        if let Some(n) = self.flows_per_guest.get_mut(&guest) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.flows_per_guest.remove(&guest);
+
+    /// Closes the least recently active UDP or ICMP flow if it has been idle for [`EVICT_MIN_IDLE`]
+    /// (and belongs to `owner`, if given). No scan: the idle timers' heaps know the oldest flow.
+    pub(crate) fn evict_idle(
+        &mut self,
+        now: Instant,
+        owner: Option<IpAddr>,
+        io: &mut dyn HostIo,
+    ) -> bool {
+        let u = self.udp.oldest(self.cfg.udp_idle);
+        let i = self.icmp.oldest(self.cfg.icmp_idle);
+        let victim = match (u, i) {
+            (Some(u), Some(i)) => Some(if i.1 < u.1 { i } else { u }),
+            (u, i) => u.or(i),
+        };
+        let Some((id, last)) = victim else {
+            return false;
+        };
+        if now.saturating_duration_since(last) < EVICT_MIN_IDLE {
+            return false;
+        }
+        let guest = match id.proto {
+            Proto::Udp => self.udp.guest_of(id),
+            _ => self.icmp.guest_of(id),
+        };
+        let Some(guest) = guest else { return false };
+        if owner.is_some_and(|o| o != guest) {
+            return false;
+        }
+        match id.proto {
+            Proto::Udp => {
+                self.udp.evict(id);
+                io.udp_close(id);
+            }
+            _ => {
+                self.icmp.evict(id);
+                io.icmp_close(id);
             }
         }
+        self.flow_closed(guest);
+        self.stats.flows_evicted += 1;
+        true
+    }
+
+    /// A host socket could not be made: counts it when the process is out of file descriptors (or
+    /// kernel memory) and says whether that was the reason.
+    pub(crate) fn out_of_fds(&mut self, now: Instant, e: &std::io::Error) -> bool {
+        if !is_fd_exhaustion(e) {
+            return false;
+        }
+        self.stats.flows_refused_fd += 1;
+        self.note(now, || {
+            format!("cannot open a host socket for a guest flow: {e}")
+        });
+        true
+    }
+
+    pub(crate) fn flow_opened(&mut self, guest: IpAddr) {
+        self.budget.opened(guest);
+    }
+    pub(crate) fn flow_closed(&mut self, guest: IpAddr) {
+        self.budget.closed(guest);
     }
 
     /// Runs every timer due at `now`.
     pub fn poll_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
+        if self.neigh.next_sweep().is_some_and(|t| t <= now) {
+            self.stats.neigh_expired += self.neigh.sweep(now) as u64;
+        }
         self.tcp_timers(now, io);
         self.udp_timers(now, io);
         self.icmp_timers(now, io);
@@ -422,6 +522,7 @@ impl Gateway {
             self.udp.next_deadline(),
             self.icmp.next_deadline(),
             self.dns.next_deadline(),
+            self.neigh.next_sweep(),
         ]
         .into_iter()
         .flatten()
@@ -448,6 +549,17 @@ impl Gateway {
             log::warn!("{}", msg());
         }
     }
+}
+
+/// A UDP/ICMP flow must have been idle this long before the fd budget evicts it.
+pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether a failed socket()/connect()/accept() means "out of file descriptors or kernel memory".
+pub fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 #[derive(Default)]

@@ -3,14 +3,15 @@
 //! Also builds the ICMP errors the gateway sends to guests (unreachable).
 
 use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
-use crate::gateway::Gateway;
+use crate::fwd::Dest;
+use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
 use crate::wire::icmp::{self as icmpw, IcmpMessage};
 use crate::wire::ip::{self, IpPacket};
 use crate::{Instant, Mac};
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 pub(crate) struct IcmpFlow {
     key: FlowKey,
@@ -34,6 +35,16 @@ impl IcmpNat {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.table.timers.next()
     }
+    /// The least recently active flow and its last activity.
+    pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
+        self.table.oldest(idle)
+    }
+    pub(crate) fn guest_of(&self, id: FlowId) -> Option<IpAddr> {
+        self.table.flows.get(id.idx, id.gen).map(|f| f.key.guest)
+    }
+    pub(crate) fn evict(&mut self, id: FlowId) {
+        self.table.remove(id);
+    }
 }
 
 fn fid(idx: u32, gen: u32) -> FlowId {
@@ -54,7 +65,7 @@ impl Gateway {
             self.stats.drop_unsupported += 1;
             return;
         }
-        let Some(&mac) = self.neigh.get(&p.src) else {
+        let Some(mac) = self.guest_mac(p.src) else {
             return;
         };
         let key = FlowKey {
@@ -66,11 +77,15 @@ impl Gateway {
         let (idx, gen) = match self.icmp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let Some(target) = self.icmp_target(p.dst) else {
-                    self.stats.drop_not_for_us += 1;
-                    return;
+                let target = match self.dest(p.dst, 0, Proto::Icmp) {
+                    Dest::Host(Target::Addr(t)) => t.ip(),
+                    Dest::Bad(why) => return self.bad_dest(now, &key, why),
+                    Dest::Host(Target::Command(_)) | Dest::Refused => {
+                        self.stats.drop_not_for_us += 1;
+                        return;
+                    }
                 };
-                if !self.flow_allowed(now, &key) {
+                if !self.flow_allowed(now, &key, io) {
                     return;
                 }
                 let (idx, gen) = self.icmp.table.flows.insert(IcmpFlow {
@@ -80,6 +95,9 @@ impl Gateway {
                 });
                 if let Err(e) = io.icmp_open(fid(idx, gen), target) {
                     self.icmp.table.flows.remove(idx, gen);
+                    if self.out_of_fds(now, &e) {
+                        return;
+                    }
                     self.stats.icmp_unavailable += 1;
                     if !self.icmp.unavailable_logged {
                         self.icmp.unavailable_logged = true;
@@ -108,28 +126,6 @@ impl Gateway {
                 self.note(now, || format!("ping to {d} failed: {e}"));
             }
         }
-    }
-
-    fn icmp_target(&self, dst: IpAddr) -> Option<IpAddr> {
-        let IpAddr::V4(d) = dst else { return None };
-        if self.cfg.restrict {
-            return None;
-        }
-        if d == self.cfg.gateway {
-            return self
-                .cfg
-                .host_loopback
-                .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        }
-        if d == self.cfg.dns
-            || self.cfg.net.contains(d)
-            || d.is_broadcast()
-            || d.is_multicast()
-            || d.is_unspecified()
-        {
-            return None;
-        }
-        Some(dst)
     }
 
     /// The ICMP socket of `id` has replies.

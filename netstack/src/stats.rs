@@ -36,6 +36,24 @@ pub struct Stats {
     pub udp_flows_expired: u64,
     pub icmp_echo_sent: u64,
     pub icmp_unavailable: u64,
+    /// IPv4 fragments (not reassembled: dropped).
+    pub drop_fragment: u64,
+    /// Flows to destinations that are never NATed (loopback, 0/8, broadcast, multicast, the LAN).
+    pub drop_bad_dest: u64,
+    /// New flows refused because the global fd budget was used up.
+    pub flows_refused_budget: u64,
+    /// Idle UDP/ICMP flows closed to make room under the fd budget.
+    pub flows_evicted: u64,
+    /// Host sockets that could not be opened: out of fds (EMFILE/ENFILE) or kernel memory.
+    pub flows_refused_fd: u64,
+    /// Guest addresses not remembered: the neighbour table (or the MAC's share) was full.
+    pub neigh_full: u64,
+    /// Guest addresses forgotten after being idle.
+    pub neigh_expired: u64,
+    /// DNS queries dropped: too many pending (per guest or in all).
+    pub dns_drop_pending: u64,
+    /// guestfwd cmd: connections refused: the guest's children cap was reached.
+    pub guestfwd_cmd_refused: u64,
 }
 
 impl Stats {
@@ -71,6 +89,15 @@ impl Stats {
             ("udp_flows_expired", self.udp_flows_expired),
             ("icmp_echo_sent", self.icmp_echo_sent),
             ("icmp_unavailable", self.icmp_unavailable),
+            ("drop_fragment", self.drop_fragment),
+            ("drop_bad_dest", self.drop_bad_dest),
+            ("flows_refused_budget", self.flows_refused_budget),
+            ("flows_evicted", self.flows_evicted),
+            ("flows_refused_fd", self.flows_refused_fd),
+            ("neigh_full", self.neigh_full),
+            ("neigh_expired", self.neigh_expired),
+            ("dns_drop_pending", self.dns_drop_pending),
+            ("guestfwd_cmd_refused", self.guestfwd_cmd_refused),
         ]
     }
 }

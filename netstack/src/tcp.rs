@@ -11,6 +11,7 @@
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
@@ -96,6 +97,8 @@ pub(crate) struct TcpFlow {
     push_due: bool,
     /// With `host_eof`: the sequence number just past the host's last byte (where the FIN goes).
     data_end: u32,
+    /// A `guestfwd ... cmd:` connection (counted against the guest's children cap).
+    cmd: bool,
 }
 
 impl TcpFlow {
@@ -134,6 +137,7 @@ impl TcpFlow {
             unconsumed: 0,
             push_due: false,
             data_end: 0,
+            cmd: false,
         }
     }
 
@@ -282,17 +286,26 @@ impl Gateway {
             self.tcp_send_reset_for(key, seg, io);
             return;
         }
-        let Some(target) = self.host_target(key.remote, key.remote_port, Proto::Tcp) else {
-            let virt = matches!(key.remote, IpAddr::V4(r) if self.is_virtual(r));
-            if virt || self.cfg.restrict {
+        let target = match self.dest(key.remote, key.remote_port, Proto::Tcp) {
+            Dest::Host(t) => t,
+            Dest::Refused => {
                 self.stats.tcp_refused += 1;
                 self.tcp_send_reset_for(key, seg, io);
-            } else {
-                self.stats.drop_not_for_us += 1;
+                return;
             }
-            return;
+            Dest::Bad(why) => return self.bad_dest(now, &key, why),
         };
-        if !self.flow_allowed(now, &key) {
+        let is_cmd = matches!(target, Target::Command(_));
+        if is_cmd && self.budget.cmds_of(key.guest) >= self.budget.max_cmd_per_guest {
+            self.stats.guestfwd_cmd_refused += 1;
+            let (g, max) = (key.guest, self.budget.max_cmd_per_guest);
+            self.note(now, || {
+                format!("guest {g} has {max} guestfwd commands running; connection refused")
+            });
+            self.tcp_send_reset_for(key, seg, io);
+            return;
+        }
+        if !self.flow_allowed(now, &key, io) {
             self.tcp_send_reset_for(key, seg, io);
             return;
         }
@@ -310,7 +323,7 @@ impl Gateway {
             });
             return;
         }
-        let Some(&guest_mac) = self.neigh.get(&key.guest) else {
+        let Some(guest_mac) = self.guest_mac(key.guest) else {
             return;
         };
         let iss = self.tcp.next_isn();
@@ -326,10 +339,14 @@ impl Gateway {
         flow.snd_wnd = u32::from(seg.window);
         flow.guest_wscale = seg.wscale.unwrap_or(0);
         flow.wscale_ok = seg.wscale.is_some();
+        flow.cmd = is_cmd;
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
         *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
         self.flow_opened(key.guest);
+        if is_cmd {
+            self.budget.cmd_opened(key.guest);
+        }
         self.stats.tcp_flows_opened += 1;
         if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
             arm(&mut self.tcp.timers, f, idx, gen, now + CONNECT_TIMEOUT);
@@ -378,7 +395,7 @@ impl Gateway {
                 client.port()
             ));
         }
-        if !self.flow_allowed(now, &key) {
+        if !self.flow_allowed(now, &key, io) {
             return Err(format!("guest {} has too many flows", guest.ip()));
         }
         let iss = self.tcp.next_isn();
@@ -436,6 +453,9 @@ impl Gateway {
                 self.tcp_remove(id, io, false);
                 if e.kind() == ErrorKind::ConnectionRefused {
                     self.stats.tcp_refused += 1;
+                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                } else if self.out_of_fds(now, &e) {
+                    // Out of file descriptors: refused like a full budget, never a wedge.
                     self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
                 } else {
                     self.stats.tcp_unreachable += 1;
@@ -1055,6 +1075,9 @@ impl Gateway {
         }
         io.tcp_close(id, reset);
         self.flow_closed(f.key.guest);
+        if f.cmd {
+            self.budget.cmd_closed(f.key.guest);
+        }
         self.stats.tcp_flows_closed += 1;
     }
 
@@ -1140,7 +1163,7 @@ impl Gateway {
 
     /// RST for a segment that matches no connection.
     fn tcp_send_reset_for(&mut self, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
-        let Some(&mac) = self.neigh.get(&key.guest) else {
+        let Some(mac) = self.guest_mac(key.guest) else {
             return;
         };
         if seg.has(ACK) {

@@ -4,6 +4,7 @@
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
 use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
+use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
 use crate::wire::ethernet;
@@ -35,6 +36,16 @@ impl UdpNat {
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.table.timers.next()
+    }
+    /// The least recently active flow and its last activity.
+    pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
+        self.table.oldest(idle)
+    }
+    pub(crate) fn guest_of(&self, id: FlowId) -> Option<IpAddr> {
+        self.table.flows.get(id.idx, id.gen).map(|f| f.key.guest)
+    }
+    pub(crate) fn evict(&mut self, id: FlowId) {
+        self.table.remove(id);
     }
 }
 
@@ -74,13 +85,15 @@ impl Gateway {
         let (idx, gen) = match self.udp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let Some(Target::Addr(target)) =
-                    self.host_target(key.remote, key.remote_port, Proto::Udp)
-                else {
-                    self.stats.drop_not_for_us += 1;
-                    return;
+                let target = match self.dest(key.remote, key.remote_port, Proto::Udp) {
+                    Dest::Host(Target::Addr(t)) => t,
+                    Dest::Bad(why) => return self.bad_dest(now, &key, why),
+                    Dest::Host(Target::Command(_)) | Dest::Refused => {
+                        self.stats.drop_not_for_us += 1;
+                        return;
+                    }
                 };
-                if !self.flow_allowed(now, &key) {
+                if !self.flow_allowed(now, &key, io) {
                     return;
                 }
                 let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
@@ -91,7 +104,9 @@ impl Gateway {
                 });
                 if let Err(e) = io.udp_open(fid(idx, gen), target) {
                     self.udp.table.flows.remove(idx, gen);
-                    self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
+                    if !self.out_of_fds(now, &e) {
+                        self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
+                    }
                     return;
                 }
                 self.udp.table.by_key.insert(key, (idx, gen));
@@ -157,7 +172,7 @@ impl Gateway {
         let (idx, gen) = match self.udp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                if !self.flow_allowed(now, &key) {
+                if !self.flow_allowed(now, &key, io) {
                     return Err(format!("guest {} has too many flows", guest.ip()));
                 }
                 let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
@@ -168,6 +183,7 @@ impl Gateway {
                 });
                 if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
                     self.udp.table.flows.remove(idx, gen);
+                    self.out_of_fds(now, &e);
                     return Err(format!("cannot track UDP peer {client}: {e}"));
                 }
                 self.udp.table.by_key.insert(key, (idx, gen));

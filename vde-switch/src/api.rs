@@ -98,6 +98,7 @@ impl ApiBackend for Backend<'_> {
         v.push(("tcp_flows", t as u64));
         v.push(("udp_flows", u as u64));
         v.push(("icmp_flows", i as u64));
+        v.extend(self.driver.gw.gauges());
         v
     }
 }

@@ -52,7 +52,8 @@ Forwarding and control:
   --slirp-options STRING  a QEMU -netdev user option string (net=,host=,dns=,dhcpstart=,hostfwd=,...)
   --api PATH              control socket (slirp4netns JSON API; see warren ctl --help)
 Limits and diagnostics:
-  --max-flows N           NAT flows per guest (default 4096)
+  --max-flows N           NAT flows per guest (default 4096; never more than half the fd budget)
+  --max-cmd N             running guestfwd cmd: children per guest (default 16)
   --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
   -v, --verbose           more logging (twice for debug);  -q, --quiet  warnings only
   -h, --help              this text;  -V, --version
@@ -225,6 +226,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                     .ok()
                     .filter(|&n: &usize| n > 0)
                     .ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
+            }
+            "--max-cmd" => {
+                let v = value(&mut it)?;
+                o.config.max_cmd_per_guest = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| format!("--max-cmd {v:?}: expected a positive number"))?;
             }
             "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
             "--hostfwd" => o

@@ -1,5 +1,6 @@
 //! `warren`: a virtual switch with a built-in gateway for unprivileged QEMU guests.
 
+use netstack::config::Config;
 use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
 use netstack::resolv;
@@ -57,6 +58,34 @@ fn ctl(args: Vec<String>) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (capped at 2^20 when the hard limit is
+/// unlimited) and returns the limit now in force; one log line says what happened.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    const CAP: u64 = 1 << 20;
+    let old = getrlimit(Resource::Nofile);
+    let soft = old.current.unwrap_or(CAP);
+    let hard = old.maximum.unwrap_or(CAP).min(CAP);
+    if hard <= soft {
+        log::info!("file descriptors: limit {soft}");
+        return soft;
+    }
+    let new = Rlimit {
+        current: Some(hard),
+        maximum: old.maximum,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => {
+            log::info!("file descriptors: limit raised from {soft} to {hard} (the hard limit)");
+            hard
+        }
+        Err(e) => {
+            log::warn!("file descriptors: cannot raise the limit {soft} to {hard}: {e}");
+            soft
+        }
     }
 }
 
@@ -175,6 +204,20 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    // After the namespace helpers and warren run's command started (they keep the usual limit).
+    let fd_limit = raise_fd_limit();
+    let (flows_total, flows_per_guest) =
+        netstack::flow::flow_limits(fd_limit, opts.config.max_flows_per_guest);
+    log::info!(
+        "NAT flows: at most {flows_total} in all, {flows_per_guest} per guest (from the fd limit {fd_limit})"
+    );
+    opts.config.max_flows_total = flows_total;
+    opts.config.max_flows_per_guest = flows_per_guest;
+    let cfg = Config {
+        max_flows_total: flows_total,
+        max_flows_per_guest: flows_per_guest,
+        ..cfg
+    };
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address

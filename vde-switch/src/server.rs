@@ -503,7 +503,18 @@ impl Server {
                     return Keep::Yes;
                 }
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    // EMFILE/ENFILE (or anything else): the socket stays readable, so no new wakeup
+                    // would ever come and the listener would be wedged. Retry shortly instead; it
+                    // recovers by itself once fds are free. One log line per 10 s.
+                    static LOGGED: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    if netstack::driver::log_allowed(&LOGGED) {
+                        log::warn!(
+                            "accept failed: {e}; retrying every {} ms",
+                            netstack::driver::ACCEPT_RETRY.as_millis()
+                        );
+                    }
+                    netstack::driver::retry_later(&self.queue, tok, netstack::driver::ACCEPT_RETRY);
                     return Keep::Yes;
                 }
             }
