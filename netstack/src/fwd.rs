@@ -251,8 +251,10 @@ mod tests {
             host("127.0.0.1:80")
         );
         // A different --net moves the directed broadcast.
-        let mut c = Config::default();
-        c.net = crate::config::Ipv4Net::parse("192.168.76.0/24").expect("net");
+        let c = Config {
+            net: crate::config::Ipv4Net::parse("192.168.76.0/24").expect("net"),
+            ..Config::default()
+        };
         let b: IpAddr = "192.168.76.255".parse().expect("ip");
         assert_eq!(
             classify(&c, None, b, 9, Proto::Udp),

@@ -102,6 +102,10 @@ impl Gateway {
     pub fn flow_budget(&self) -> &FlowBudget {
         &self.budget
     }
+    /// The MAC remembered for guest address `ip` (neighbour table only, not leases).
+    pub fn neighbour(&self, ip: IpAddr) -> Option<Mac> {
+        self.neigh.get(&ip)
+    }
     /// Guest addresses remembered in the neighbour table.
     pub fn neighbours(&self) -> usize {
         self.neigh.len()

@@ -57,6 +57,19 @@ struct SimHost {
     /// Report congestion once this many frames are waiting.
     congest_after: Option<usize>,
     udp_forwards: Vec<(FlowId, u32)>,
+    /// Make socket()/socketpair() fail with this errno (e.g. EMFILE).
+    fail_open: Option<i32>,
+    /// DNS queries sent upstream.
+    dns_sent: usize,
+}
+
+impl SimHost {
+    fn check_open(&self) -> io::Result<()> {
+        match self.fail_open {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl HostIo for SimHost {
@@ -65,6 +78,7 @@ impl HostIo for SimHost {
         self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
     }
     fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.check_open()?;
         self.tcp.insert(
             id,
             SimTcp {
@@ -75,6 +89,7 @@ impl HostIo for SimHost {
         Ok(())
     }
     fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
+        self.check_open()?;
         self.spawned.push(command.to_string());
         self.tcp.insert(id, SimTcp::default());
         Ok(())
@@ -150,6 +165,7 @@ impl HostIo for SimHost {
         }
     }
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.check_open()?;
         self.udp.insert(id, (dst, Vec::new(), VecDeque::new()));
         Ok(())
     }
@@ -189,6 +205,7 @@ impl HostIo for SimHost {
     }
     fn icmp_close(&mut self, _id: FlowId) {}
     fn dns_send(&mut self, _upstream: SocketAddr, _query: &[u8]) -> io::Result<()> {
+        self.dns_sent += 1;
         Ok(())
     }
     fn dns_recv(&mut self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -1452,4 +1469,454 @@ fn batched_tail_is_written_when_the_host_closed_first() {
         "closed after the write, not before"
     );
     assert_eq!(h.gw.flow_counts().0, 0);
+}
+
+// ---- Budgets: fds, neighbours, destinations, DNS, guestfwd commands (issue 9) ----
+
+fn mac_n(n: u32) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [0x52, 0x54, 0x01, b[1], b[2], b[3]]
+}
+
+fn frame_from(mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, transport: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + transport.len()];
+    ethernet::write_header(&mut f, GW_MAC, mac, ethernet::ETHERTYPE_IPV4);
+    ip::write_header(&mut f[14..], src, dst, proto, transport.len());
+    f[34..].copy_from_slice(transport);
+    f
+}
+
+fn udp_from(
+    mac: [u8; 6],
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut seg = vec![0u8; 8 + data.len()];
+    seg[8..].copy_from_slice(data);
+    udpw::write(&mut seg, src, dst, sport, dport);
+    frame_from(mac, src, dst, ip::PROTO_UDP, &seg)
+}
+
+fn syn_from(mac: [u8; 6], src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
+    let h2 = TcpHeader {
+        src_port: sport,
+        dst_port: dport,
+        seq: 1,
+        ack: 0,
+        flags: SYN,
+        window: 100,
+        syn_opts: None,
+    };
+    let mut seg = vec![0u8; 20];
+    tcpw::write_header(&mut seg, &h2, src, dst);
+    frame_from(mac, src, dst, ip::PROTO_TCP, &seg)
+}
+
+fn arp_from(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let req = ArpRepr {
+        op: arp::OP_REQUEST,
+        sender_mac: mac,
+        sender_ip: sender,
+        target_mac: [0; 6],
+        target_ip: target,
+    };
+    let mut f = vec![0u8; 42];
+    ethernet::write_header(&mut f, ethernet::BROADCAST, mac, ethernet::ETHERTYPE_ARP);
+    req.emit(&mut f[14..]);
+    f
+}
+
+fn ip4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// Remote ports of the open UDP host sockets, sorted.
+fn udp_ports(h: &Harness) -> Vec<u16> {
+    let mut v: Vec<u16> = h.host.udp.values().map(|(d, _, _)| d.port()).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn fd_budget_evicts_the_least_recently_active_idle_udp_flow() {
+    let cfg = Config {
+        max_flows_total: 3,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let g = guest_ip();
+    for port in [1u16, 2, 3] {
+        h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), port, b"x"));
+        h.advance(Duration::from_secs(2));
+    }
+    assert_eq!(udp_ports(&h), vec![1, 2, 3]);
+    // Port 1 is used again: port 2 is now the least recently active.
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 1, b"again"));
+    h.advance(Duration::from_secs(2));
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 4, b"x"));
+    assert_eq!(udp_ports(&h), vec![1, 3, 4], "port 2's flow was evicted");
+    assert_eq!(h.gw.stats().flows_evicted, 1);
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 5, b"x"));
+    assert_eq!(udp_ports(&h), vec![1, 4, 5], "then port 3's");
+    // A flow active less than a second ago is never evicted: refused instead.
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 1, b"x"));
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 4, b"x"));
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 5, b"x"));
+    h.send(udp_from(GUEST_MAC, g, 5000, remote_ip(), 6, b"x"));
+    assert_eq!(udp_ports(&h), vec![1, 4, 5]);
+    assert_eq!(h.gw.stats().flows_evicted, 2);
+    assert_eq!(h.gw.stats().flows_refused_budget, 1);
+    assert_eq!(h.gw.flow_budget().total(), 3);
+}
+
+#[test]
+fn fd_budget_refuses_the_top_holder_rather_than_evicting_others() {
+    let cfg = Config {
+        max_flows_total: 4,
+        max_flows_per_guest: 4,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let (a, b) = (ip4(10, 0, 2, 15), ip4(10, 0, 2, 16));
+    let (ma, mb) = (mac_n(1), mac_n(2));
+    h.send(udp_from(mb, b, 7000, remote_ip(), 100, b"b1"));
+    h.advance(Duration::from_secs(1));
+    for port in [1u16, 2, 3] {
+        h.send(udp_from(ma, a, 5000, remote_ip(), port, b"a"));
+    }
+    h.advance(Duration::from_secs(2));
+    assert!(h.gw.flow_budget().exhausted());
+    // B's flow is the oldest, but A (which holds the most) may not push it out.
+    h.send(udp_from(ma, a, 5000, remote_ip(), 4, b"a"));
+    assert_eq!(h.gw.stats().flows_refused_budget, 1);
+    assert_eq!(
+        udp_ports(&h),
+        vec![1, 2, 3, 100],
+        "B's flow survives A's flood"
+    );
+    // B (holding less) gets room: A's least recently active flow goes.
+    h.send(udp_from(mb, b, 7000, remote_ip(), 100, b"b1 again"));
+    h.send(udp_from(mb, b, 7000, remote_ip(), 101, b"b2"));
+    assert_eq!(h.gw.stats().flows_evicted, 1);
+    assert_eq!(udp_ports(&h), vec![2, 3, 100, 101]);
+    // Now A and B hold two each: A may recycle its own oldest flow, never B's.
+    h.send(udp_from(ma, a, 5000, remote_ip(), 5, b"a"));
+    assert_eq!(h.gw.stats().flows_evicted, 2);
+    assert_eq!(udp_ports(&h), vec![3, 5, 100, 101]);
+    assert_eq!((h.gw.flow_budget().of(a), h.gw.flow_budget().of(b)), (2, 2));
+}
+
+#[test]
+fn tcp_flows_count_against_the_budget_but_are_never_evicted() {
+    let cfg = Config {
+        max_flows_total: 1,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(syn_from(GUEST_MAC, guest_ip(), 40000, remote_ip(), 80));
+    assert_eq!(h.host.tcp.len(), 1);
+    h.advance(Duration::from_secs(10));
+    h.take_frames();
+    h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 53, b"q"));
+    assert!(h.host.udp.is_empty());
+    assert_eq!(h.gw.stats().flows_refused_budget, 1);
+    // A second SYN is refused with RST.
+    h.send(syn_from(GUEST_MAC, guest_ip(), 40001, remote_ip(), 80));
+    let out = h.take_tcp();
+    assert_eq!(out.len(), 1);
+    assert_ne!(out[0].flags & RST, 0);
+    assert_eq!(h.gw.flow_counts(), (1, 0, 0));
+}
+
+#[test]
+fn out_of_fds_resets_tcp_and_drops_udp_without_leaking_flows() {
+    let mut h = Harness::new(Config::default());
+    h.host.fail_open = Some(libc::EMFILE);
+    h.send(syn_from(GUEST_MAC, guest_ip(), 40000, remote_ip(), 80));
+    let out = h.take_tcp();
+    assert_eq!(out.len(), 1, "the guest hears at once");
+    assert_eq!(out[0].flags, RST | ACK);
+    h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 53, b"q"));
+    h.host.fail_open = Some(libc::ENFILE);
+    h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 54, b"q"));
+    assert_eq!(h.gw.stats().flows_refused_fd, 3);
+    assert_eq!(h.gw.flow_counts(), (0, 0, 0));
+    assert_eq!(
+        h.gw.flow_budget().total(),
+        0,
+        "nothing leaked from the budget"
+    );
+    assert_eq!(
+        h.gw.stats().tcp_unreachable,
+        0,
+        "EMFILE is not an ICMP error"
+    );
+    // Once fds are back, the same flows open.
+    h.host.fail_open = None;
+    h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 53, b"q"));
+    h.send(syn_from(GUEST_MAC, guest_ip(), 40000, remote_ip(), 80));
+    assert_eq!(h.gw.flow_counts(), (1, 1, 0));
+}
+
+/// A /8 LAN where a guest could claim millions of addresses.
+fn big_lan() -> Config {
+    Config {
+        net: netstack::config::Ipv4Net::parse("10.0.0.0/8").expect("net"),
+        gateway: Ipv4Addr::new(10, 0, 0, 2),
+        dns: Ipv4Addr::new(10, 0, 0, 3),
+        dhcp_start: Ipv4Addr::new(10, 0, 0, 15),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn neighbour_table_is_bounded_on_a_large_lan_and_ages_out() {
+    let mut h = Harness::new(big_lan());
+    let gw = Ipv4Addr::new(10, 0, 0, 2);
+    // 100,000 source addresses, each from its own MAC.
+    for i in 0..100_000u32 {
+        let src = Ipv4Addr::from(0x0a01_0000 + i);
+        h.gw.handle_frame(h.now, &arp_from(mac_n(i), src, gw), &mut h.host);
+        if i % 4096 == 0 {
+            h.host.frames.clear();
+        }
+    }
+    h.host.frames.clear();
+    assert_eq!(h.gw.neighbours(), 4096, "capped at neigh_max");
+    assert_eq!(h.gw.stats().neigh_full, 100_000 - 4096);
+    // One MAC from many addresses gets at most its share.
+    let mut h2 = Harness::new(big_lan());
+    for i in 0..1000u32 {
+        let src = Ipv4Addr::from(0x0a02_0000 + i);
+        h2.gw
+            .handle_frame(h2.now, &arp_from(GUEST_MAC, src, gw), &mut h2.host);
+    }
+    assert_eq!(h2.gw.neighbours(), 64, "capped at neigh_max_per_mac");
+
+    // Aging: one address keeps talking, the rest go quiet.
+    let keep = ip4(10, 1, 0, 7);
+    assert_eq!(h.gw.neighbour(keep), Some(mac_n(7)));
+    for _ in 0..35 {
+        h.advance(Duration::from_secs(10));
+        h.gw.handle_frame(
+            h.now,
+            &arp_from(mac_n(7), Ipv4Addr::new(10, 1, 0, 7), gw),
+            &mut h.host,
+        );
+        h.host.frames.clear();
+    }
+    assert_eq!(h.gw.neighbours(), 1, "idle addresses forgotten");
+    assert_eq!(
+        h.gw.neighbour(keep),
+        Some(mac_n(7)),
+        "traffic keeps its entry"
+    );
+    assert_eq!(h.gw.stats().neigh_expired, 4095);
+    // And there is room again.
+    let newcomer = Ipv4Addr::new(10, 200, 0, 1);
+    h.gw.handle_frame(h.now, &arp_from(mac_n(999_999), newcomer, gw), &mut h.host);
+    assert_eq!(h.gw.neighbour(IpAddr::V4(newcomer)), Some(mac_n(999_999)));
+}
+
+#[test]
+fn full_neighbour_table_still_serves_leased_guests() {
+    use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode};
+    use dhcproto::Encodable;
+    let cfg = Config {
+        neigh_max: 8,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let gw = Ipv4Addr::new(10, 0, 2, 2);
+    // A flood fills the table from addresses outside the DHCP pool.
+    for i in 0..8u32 {
+        let src = Ipv4Addr::new(10, 0, 2, 200 + i as u8);
+        h.send(arp_from(mac_n(i), src, gw));
+    }
+    assert_eq!(h.gw.neighbours(), 8);
+    h.take_frames();
+    // A new guest leases an address by DHCP and opens a flow: served via its lease.
+    let lessee = mac_n(77);
+    let mut m = Message::default();
+    m.set_opcode(Opcode::BootRequest)
+        .set_htype(HType::Eth)
+        .set_xid(0x4242)
+        .set_chaddr(&lessee);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    let bytes = m.to_vec().expect("encode");
+    let mut f = udp_from(
+        lessee,
+        ip4(0, 0, 0, 0),
+        68,
+        ip4(255, 255, 255, 255),
+        67,
+        &bytes,
+    );
+    f[..6].copy_from_slice(&ethernet::BROADCAST);
+    h.send(f);
+    let offer = h.take_frames();
+    assert_eq!(offer.len(), 1, "an offer");
+    let leased = ip4(10, 0, 2, 15);
+    assert_eq!(
+        h.gw.dhcp().mac_for_ip(Ipv4Addr::new(10, 0, 2, 15)),
+        Some(lessee)
+    );
+    h.send(syn_from(lessee, leased, 40000, remote_ip(), 80));
+    assert_eq!(
+        h.host.tcp.len(),
+        1,
+        "the leased guest's SYN became a connect"
+    );
+    // Another MAC may not take over the leased address (neither by IP nor by ARP).
+    let spoofs = h.gw.stats().drop_spoofed;
+    h.send(syn_from(mac_n(5), leased, 40001, remote_ip(), 80));
+    h.send(arp_from(mac_n(5), Ipv4Addr::new(10, 0, 2, 15), gw));
+    assert_eq!(h.host.tcp.len(), 1);
+    assert_eq!(h.gw.stats().drop_spoofed, spoofs + 2);
+    assert!(h.take_frames().is_empty(), "no ARP answer for the spoofer");
+    assert_ne!(h.gw.neighbour(leased), Some(mac_n(5)));
+}
+
+#[test]
+fn destinations_that_are_not_the_outside_world_never_become_host_sockets() {
+    let mut h = Harness::new(Config::default());
+    let g = guest_ip();
+    for (dst, port) in [
+        (ip4(127, 0, 0, 1), 22u16),
+        (ip4(0, 0, 0, 0), 80),
+        (ip4(255, 255, 255, 255), 9),
+        (ip4(10, 0, 2, 255), 9),
+        (ip4(224, 0, 0, 251), 5353),
+        (ip4(10, 0, 2, 16), 22),
+        (ip4(240, 1, 2, 3), 80),
+    ] {
+        h.send(udp_from(GUEST_MAC, g, 5000, dst, port, b"x"));
+        h.send(syn_from(GUEST_MAC, g, 40000, dst, port));
+    }
+    assert!(h.host.udp.is_empty() && h.host.tcp.is_empty());
+    assert_eq!(h.gw.stats().drop_bad_dest, 14);
+    // The gateway address is the host's loopback; with host loopback off, nothing.
+    h.send(udp_from(GUEST_MAC, g, 5000, gw_ip(), 9, b"x"));
+    assert_eq!(udp_ports(&h), vec![9]);
+    let mut h = Harness::new(Config {
+        host_loopback: false,
+        ..Config::default()
+    });
+    h.send(udp_from(GUEST_MAC, g, 5000, gw_ip(), 9, b"x"));
+    h.send(syn_from(GUEST_MAC, g, 40000, gw_ip(), 22));
+    assert!(h.host.udp.is_empty() && h.host.tcp.is_empty());
+}
+
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = vec![0u8; 12];
+    q[..2].copy_from_slice(&id.to_be_bytes());
+    q[2] = 0x01; // RD
+    q[5] = 1; // one question
+    q.extend_from_slice(b"\x07example\x03org\x00\x00\x01\x00\x01");
+    q
+}
+
+#[test]
+fn dns_pending_queries_are_capped_per_guest() {
+    let cfg = Config {
+        dns_upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
+        dns_max_pending_per_guest: 5,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let dns = ip4(10, 0, 2, 3);
+    for id in 0..20u16 {
+        h.send(udp_from(
+            GUEST_MAC,
+            guest_ip(),
+            6000 + id,
+            dns,
+            53,
+            &dns_query(id),
+        ));
+    }
+    assert_eq!(h.host.dns_sent, 5);
+    assert_eq!(h.gw.stats().dns_drop_pending, 15);
+    assert_eq!(h.gw.dns_pending(), 5);
+    // Another guest still gets its queries through.
+    h.send(udp_from(
+        mac_n(2),
+        ip4(10, 0, 2, 16),
+        6000,
+        dns,
+        53,
+        &dns_query(1),
+    ));
+    assert_eq!(h.host.dns_sent, 6);
+    // Once they time out (SERVFAIL), the first guest may ask again.
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.gw.dns_pending(), 0);
+    h.send(udp_from(
+        GUEST_MAC,
+        guest_ip(),
+        7000,
+        dns,
+        53,
+        &dns_query(99),
+    ));
+    assert_eq!(h.host.dns_sent, 7);
+}
+
+#[test]
+fn guestfwd_commands_are_capped_per_guest() {
+    let cfg = Config {
+        guestfwds: vec![GuestFwd {
+            addr: Ipv4Addr::new(10, 0, 2, 100),
+            port: 7,
+            target: GuestFwdTarget::Command("cat".into()),
+        }],
+        max_cmd_per_guest: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let svc = ip4(10, 0, 2, 100);
+    for sport in [1000u16, 1001, 1002] {
+        h.send(syn_from(GUEST_MAC, guest_ip(), sport, svc, 7));
+    }
+    assert_eq!(h.host.spawned.len(), 2);
+    assert_eq!(h.gw.stats().guestfwd_cmd_refused, 1);
+    let out = h.take_tcp();
+    assert!(out.iter().any(|s| s.flags & RST != 0), "the third is reset");
+    // Another guest has its own share.
+    h.send(syn_from(mac_n(2), ip4(10, 0, 2, 16), 1000, svc, 7));
+    assert_eq!(h.host.spawned.len(), 3);
+    // When one of the first guest's commands ends, it may start another.
+    let first = *h
+        .host
+        .tcp
+        .keys()
+        .min_by_key(|id| id.idx)
+        .expect("a command flow");
+    h.gw.on_tcp_connected(
+        h.now,
+        first,
+        Err(io::Error::from(ErrorKind::ConnectionRefused)),
+        &mut h.host,
+    );
+    h.send(syn_from(GUEST_MAC, guest_ip(), 1003, svc, 7));
+    assert_eq!(h.host.spawned.len(), 4);
+}
+
+#[test]
+fn ipv4_fragments_are_dropped_and_counted() {
+    let mut f = udp_frame(remote_ip(), 9, b"frag");
+    // More-fragments flag; fix the header checksum.
+    f[14 + 6] = 0x20;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = netstack::wire::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let mut h = Harness::new(Config::default());
+    h.send(f);
+    assert_eq!(h.gw.stats().drop_fragment, 1);
+    assert!(h.host.udp.is_empty());
 }
