@@ -76,12 +76,17 @@ impl LimitedWarren {
                     exited = true;
                     break;
                 }
-                assert!(Instant::now() < deadline, "warren did not start");
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("warren did not start within 10 s");
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !exited {
                 break child;
             }
+            let _ = child.wait();
             let err = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
             // A fork elsewhere in the test process may hold the copy open for writing (ETXTBSY).
             assert!(
