@@ -41,6 +41,11 @@ struct LimitedWarren {
 
 impl LimitedWarren {
     fn start() -> LimitedWarren {
+        Self::start_with(Some(FD_LIMIT), &["--dns-upstream", "127.0.0.1:9", "-v"])
+    }
+
+    /// warren with `args`, under `prlimit --nofile=N:N` when `limit` is given.
+    fn start_with(limit: Option<u32>, args: &[&str]) -> LimitedWarren {
         let dir = tempfile::Builder::new()
             .prefix("warren-fd-budget-")
             .tempdir()
@@ -54,15 +59,18 @@ impl LimitedWarren {
         let mut attempts = 0;
         let child = loop {
             attempts += 1;
-            let mut child = Command::new("prlimit")
-                .arg(format!("--nofile={FD_LIMIT}:{FD_LIMIT}"))
+            let mut cmd = Command::new("prlimit");
+            if let Some(n) = limit {
+                cmd.arg(format!("--nofile={n}:{n}"));
+            }
+            let mut child = cmd
                 .arg("--")
                 .arg(&exe)
                 .arg("--socket")
                 .arg(&sock)
                 .arg("--api")
                 .arg(&api)
-                .args(["--dns-upstream", "127.0.0.1:9", "-v"])
+                .args(args)
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(log("stdout.log"))
@@ -105,6 +113,16 @@ impl LimitedWarren {
     }
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+    /// warren's resident set size in KiB.
+    fn rss_kib(&self) -> u64 {
+        let pid = self.child.borrow().id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
     fn running(&self) -> bool {
         matches!(self.child.borrow_mut().try_wait(), Ok(None))
@@ -186,17 +204,32 @@ fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
 }
 
 fn udp_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp_to(FLOOD_MAC, FLOOD_IP, GATEWAY, sport, dport, payload)
+}
+
+fn udp_to(
+    mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut u = vec![0u8; 8 + payload.len()];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
     u[2..4].copy_from_slice(&dport.to_be_bytes());
     u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u[8..].copy_from_slice(payload);
-    let c = fold(sum16(&u, pseudo(FLOOD_IP, GATEWAY, 17, u.len())));
+    let c = fold(sum16(&u, pseudo(src, dst, 17, u.len())));
     u[6..8].copy_from_slice(&c.to_be_bytes());
-    ipv4_frame(FLOOD_MAC, FLOOD_IP, GATEWAY, 17, &u)
+    ipv4_frame(mac, src, dst, 17, &u)
 }
 
 fn syn_frame(sport: u16, dport: u16) -> Vec<u8> {
+    syn_to(FLOOD_MAC, FLOOD_IP, GATEWAY, sport, dport)
+}
+
+fn syn_to(mac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut t = [0u8; 20];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -204,9 +237,9 @@ fn syn_frame(sport: u16, dport: u16) -> Vec<u8> {
     t[12] = 5 << 4;
     t[13] = 0x02; // SYN
     t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let c = fold(sum16(&t, pseudo(FLOOD_IP, GATEWAY, 6, t.len())));
+    let c = fold(sum16(&t, pseudo(src, dst, 6, t.len())));
     t[16..18].copy_from_slice(&c.to_be_bytes());
-    ipv4_frame(FLOOD_MAC, FLOOD_IP, GATEWAY, 6, &t)
+    ipv4_frame(mac, src, dst, 6, &t)
 }
 
 fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
@@ -449,4 +482,160 @@ fn a_flooding_guest_cannot_exhaust_fds_for_others_and_accept_recovers() {
         "fd-budget: flood frames {}; stats during: {during:?}; after: {after:?}",
         sent.load(Ordering::Relaxed)
     );
+}
+
+/// A raw client on warren's socket that reads and discards everything it is sent.
+fn raw_client(sock: &Path) -> UnixStream {
+    let s = UnixStream::connect(sock).expect("raw client connects");
+    let mut r = s.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    s
+}
+
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = vec![0u8; 12];
+    q[..2].copy_from_slice(&id.to_be_bytes());
+    q[2] = 0x01;
+    q[5] = 1;
+    q.extend_from_slice(b"\x05flood\x07example\x00\x00\x01\x00\x01");
+    q
+}
+
+/// A fragment: the first part of a UDP datagram with More Fragments set.
+fn fragment(id: u16) -> Vec<u8> {
+    let mut f = udp_to(
+        FLOOD_MAC,
+        [10, 0, 0, 50],
+        [10, 0, 0, 2],
+        40000,
+        9,
+        &[0u8; 64],
+    );
+    f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+    f[14 + 6] = 0x20;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = fold(sum16(&f[14..34], 0));
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Bounded memory under abuse: one warren (its usual fd limit, a /16 LAN so that address-based
+/// tables could grow) takes a SYN flood, a UDP flood to 50,000 host loopback ports, a DNS query
+/// flood, a fragment flood, an ARP flood from 20,000 addresses and 100 guests at once. After each,
+/// its RSS must stay under a bound, and the caps' counters must show the floods were capped.
+#[test]
+fn memory_stays_bounded_under_floods() {
+    const BOUND_KIB: u64 = 96 * 1024;
+    let syn_sink = TcpListener::bind("127.0.0.1:0").expect("bind the SYN sink");
+    let syn_port = syn_sink.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in syn_sink.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    // DNS "upstream" that reads and never answers.
+    let dns_sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the DNS sink");
+    let dns_up = dns_sink.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while dns_sink.recv(&mut buf).is_ok() {}
+    });
+    let w = LimitedWarren::start_with(
+        None,
+        &["--net", "10.0.0.0/16", "--dns-upstream", &dns_up, "-v"],
+    );
+    let (me, gw, dns) = ([10, 0, 0, 50], [10, 0, 0, 2], [10, 0, 0, 3]);
+    let mut c = raw_client(&w.sock());
+    let idle = w.rss_kib();
+    let mut report = vec![("idle", idle)];
+    let settle = |w: &LimitedWarren| {
+        std::thread::sleep(Duration::from_millis(500));
+        w.rss_kib()
+    };
+    let pace = |i: u32| {
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+
+    for i in 0..50_000u32 {
+        let f = syn_to(FLOOD_MAC, me, gw, 1024 + (i % 60_000) as u16, syn_port);
+        send_framed(&mut c, &f).expect("SYN flood");
+        pace(i);
+    }
+    report.push(("SYN flood (50,000 SYNs)", settle(&w)));
+    for i in 0..50_000u32 {
+        let f = udp_to(FLOOD_MAC, me, gw, 40000, 10_000 + i as u16, b"flood");
+        send_framed(&mut c, &f).expect("UDP flood");
+        pace(i);
+    }
+    report.push(("UDP flood (50,000 ports)", settle(&w)));
+    for i in 0..50_000u32 {
+        let f = udp_to(
+            FLOOD_MAC,
+            me,
+            dns,
+            5000 + (i % 50_000) as u16,
+            53,
+            &dns_query(i as u16),
+        );
+        send_framed(&mut c, &f).expect("DNS flood");
+        pace(i);
+    }
+    report.push(("DNS flood (50,000 queries)", settle(&w)));
+    for i in 0..50_000u32 {
+        send_framed(&mut c, &fragment(i as u16)).expect("fragment flood");
+        pace(i);
+    }
+    report.push(("fragment flood (50,000)", settle(&w)));
+    for i in 0..20_000u32 {
+        let mac = [0x52, 0x54, 0x02, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let ip = [10, 0, 1 + (i >> 8) as u8 % 250, i as u8];
+        send_framed(&mut c, &arp_request(mac, ip, gw)).expect("ARP flood");
+        pace(i);
+    }
+    report.push(("ARP flood (20,000 sources)", settle(&w)));
+    let mut many = Vec::new();
+    for g in 0..100u32 {
+        let mut s = raw_client(&w.sock());
+        let mac = [0x52, 0x54, 0x03, 0, 0, g as u8];
+        let ip = [10, 0, 200, g as u8 + 1];
+        send_framed(&mut s, &arp_request(mac, ip, gw)).expect("guest ARP");
+        for p in 0..20u16 {
+            send_framed(&mut s, &udp_to(mac, ip, gw, 7000, 30_000 + p, b"hi")).expect("guest UDP");
+        }
+        many.push(s);
+    }
+    report.push(("100 guests, 20 flows each", settle(&w)));
+
+    let stats = w.stats();
+    let table: Vec<String> = report
+        .iter()
+        .map(|(what, kib)| format!("{what}: {:.1} MiB", *kib as f64 / 1024.0))
+        .collect();
+    eprintln!("fd-budget memory: {}", table.join("; "));
+    eprintln!("fd-budget memory stats: {stats:?}");
+    assert!(w.running(), "warren died\n{}", w.stderr());
+    for (what, kib) in &report {
+        assert!(
+            *kib > 0 && *kib < BOUND_KIB,
+            "RSS after {what}: {kib} KiB (bound {BOUND_KIB})\n{table:?}"
+        );
+    }
+    let get = |k: &str| stats.get(k).copied().unwrap_or(0);
+    assert!(
+        get("drop_syn_flood") + get("drop_flow_limit") > 0,
+        "{stats:?}"
+    );
+    assert!(get("flows_live") <= get("flows_max"), "{stats:?}");
+    assert!(get("dns_drop_pending") > 0, "{stats:?}");
+    assert!(get("dns_pending") <= 4096, "{stats:?}");
+    assert_eq!(get("drop_fragment"), 50_000, "{stats:?}");
+    assert!(get("neigh_entries") <= get("neigh_max"), "{stats:?}");
+    assert!(get("neigh_full") > 0, "{stats:?}");
 }
