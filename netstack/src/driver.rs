@@ -909,10 +909,14 @@ impl Driver {
         if buf.len() < 65536 {
             buf.resize(65536, 0);
         }
-        for _ in 0..64 {
+        for round in 0..64 {
             let Some(Some(f)) = self.socks.forwards.get(fwd as usize) else {
                 break;
             };
+            if round == 63 {
+                // Fair share used up while still readable: come back after the others.
+                self.socks.queue.push(Token::Fwd(fwd));
+            }
             if !poll_ready(&f.fd, &f.waker, false) {
                 break;
             }
@@ -1084,5 +1088,62 @@ impl Driver {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.gw.next_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_children_are_reaped_on_sigchld() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let queue = Arc::new(ReadyQueue::default());
+            let mut socks = HostSockets::new(queue.clone(), IcmpMode::Unavailable);
+            let mut sink = |_: &[u8]| true;
+            for i in 0..3 {
+                let mut io = IoCtx {
+                    socks: &mut socks,
+                    sink: &mut sink,
+                };
+                let id = FlowId {
+                    proto: Proto::Tcp,
+                    idx: i,
+                    gen: 0,
+                };
+                io.tcp_spawn(id, "sleep 0.3").expect("spawn");
+            }
+            assert_eq!(socks.children(), 3);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut tokens = Vec::new();
+            while socks.children() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "children not reaped: {}",
+                    socks.children()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let waker = futures_noop_waker();
+                let mut cx = Context::from_waker(&waker);
+                if queue.poll_drain(&mut cx, &mut tokens).is_ready()
+                    && tokens.contains(&Token::Reap)
+                {
+                    socks.reap_children();
+                }
+                tokens.clear();
+            }
+        });
+    }
+
+    fn futures_noop_waker() -> Waker {
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        Waker::from(Arc::new(Noop))
     }
 }
