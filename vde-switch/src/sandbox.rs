@@ -24,8 +24,9 @@ mod sys;
 
 use landlock::{
     Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, ABI,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
+use landlock::BitFlags;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
     SeccompFilter, SeccompRule, TargetArch,
@@ -59,6 +60,10 @@ pub struct Plan {
     pub socket_dirs: Vec<PathBuf>,
     /// Directories beneath which warren removes its own files and directories at exit.
     pub cleanup_dirs: Vec<PathBuf>,
+    /// Whether front ends connect to their peers' unix sockets at run time (VDE data sockets, dgram
+    /// peers): then Landlock may not confine resolving unix socket paths, and (dgram) abstract ones.
+    pub unix_peers: bool,
+    pub abstract_peers: bool,
     /// The `cmd:` guestfwds' commands (run by the exec helper).
     pub commands: Vec<String>,
     /// `warren run`'s command: the one process the daemon may signal.
@@ -96,6 +101,8 @@ impl Plan {
             p.socket_dirs.push(v.clone());
             p.cleanup_dirs.push(parent(v));
         }
+        p.unix_peers = !opts.vde.is_empty() || !opts.dgram.is_empty();
+        p.abstract_peers = !opts.dgram.is_empty();
         for g in &opts.config.guestfwds {
             if let netstack::config::GuestFwdTarget::Command(c) = &g.target {
                 if !p.commands.contains(c) {
@@ -198,10 +205,26 @@ fn thread_count() -> usize {
 
 /// Applies the Landlock ruleset; `Ok(None)` when the kernel has no Landlock.
 fn landlock(plan: &Plan) -> Result<Option<i32>, String> {
-    let abi = ABI::V5;
+    // Every filesystem right this crate knows of (best effort: those the kernel has are handled).
+    let mut handled = AccessFs::from_all(ABI::V10);
+    if plan.unix_peers {
+        // Peers' sockets may be anywhere (a dgram guest's own path, libvdeplug's /tmp/vde.*).
+        handled.remove(AccessFs::ResolveUnix);
+    }
+    // No connecting to abstract sockets made outside the sandbox (unless dgram peers may use them),
+    // no signals to processes outside it (unless warren run's command is ours to stop).
+    let mut scopes = BitFlags::<Scope>::empty();
+    if !plan.abstract_peers {
+        scopes |= Scope::AbstractUnixSocket;
+    }
+    if plan.child.is_none() {
+        scopes |= Scope::Signal;
+    }
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))
+        .handle_access(handled)
+        .map_err(|e| e.to_string())?
+        .scope(scopes)
         .map_err(|e| e.to_string())?
         .create()
         .map_err(|e| e.to_string())?;
