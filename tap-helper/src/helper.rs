@@ -572,16 +572,27 @@ mod tests {
             std::process::exit(0);
         }
         let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "helper::tests::seccomp_filter_kills_calls_outside_the_list"])
+            .args([
+                "--exact",
+                "helper::tests::seccomp_filter_kills_calls_outside_the_list",
+            ])
             .args(["--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .output()
             .expect("run the probe");
         let err = String::from_utf8_lossy(&out.stderr);
         use std::os::unix::process::ExitStatusExt;
-        assert!(err.contains("filter on, uid"), "allowed calls still work: {err}");
+        assert!(
+            err.contains("filter on, uid"),
+            "allowed calls still work: {err}"
+        );
         assert!(!err.contains("getppid returned"), "{err}");
-        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{:?} {err}", out.status);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{:?} {err}",
+            out.status
+        );
     }
 
     fn a(v: &[&str]) -> Vec<OsString> {

@@ -277,7 +277,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
         }
     }
     o.sandbox = match (no_sandbox, require_sandbox) {
-        (true, true) => return Err("--no-sandbox and --require-sandbox contradict each other".into()),
+        (true, true) => {
+            return Err("--no-sandbox and --require-sandbox contradict each other".into())
+        }
         (true, false) => crate::sandbox::Mode::Off,
         (false, true) => crate::sandbox::Mode::Required,
         (false, false) => crate::sandbox::Mode::On,

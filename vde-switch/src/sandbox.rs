@@ -22,14 +22,14 @@
 
 mod sys;
 
+use landlock::BitFlags;
 use landlock::{
     Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
-use landlock::BitFlags;
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
-    SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -150,7 +150,9 @@ pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<A
     }
     if !plan.commands.is_empty() {
         let helper = ExecHelper::start(&plan.commands)?;
-        driver.socks.set_command_spawner(Box::new(move |cmd, stream| helper.run(cmd, stream)));
+        driver
+            .socks
+            .set_command_spawner(Box::new(move |cmd, stream| helper.run(cmd, stream)));
     }
     match sys::set_no_new_privs() {
         Ok(()) => done.no_new_privs = true,
@@ -200,7 +202,9 @@ fn onoff(b: bool) -> &'static str {
 }
 
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
 }
 
 /// Applies the Landlock ruleset; `Ok(None)` when the kernel has no Landlock.
@@ -245,7 +249,9 @@ fn landlock(plan: &Plan) -> Result<Option<i32>, String> {
     let status = ruleset.restrict_self().map_err(|e| e.to_string())?;
     Ok(match status.ruleset {
         RulesetStatus::NotEnforced => None,
-        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Some(sys::landlock_abi()),
+        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => {
+            Some(sys::landlock_abi())
+        }
     })
 }
 
@@ -345,11 +351,11 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .chain(ALLOWED_ARCH)
-        .map(|&n| (n as i64, Vec::new()))
+        .map(|&n| (n, Vec::new()))
         .collect();
     // socket(): unix, IPv4 and IPv6 only (no netlink, packet, …).
     rules.insert(
-        libc::SYS_socket as i64,
+        libc::SYS_socket,
         [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6]
             .iter()
             .map(|&d| rule(vec![eq(0, d as u64)]))
@@ -357,12 +363,16 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
     );
     // openat(): O_PATH only (VDE pins its client's socket inode); reading or writing a file is refused.
     rules.insert(
-        libc::SYS_openat as i64,
-        vec![rule(vec![masked(2, libc::O_PATH as u64, libc::O_PATH as u64)])],
+        libc::SYS_openat,
+        vec![rule(vec![masked(
+            2,
+            libc::O_PATH as u64,
+            libc::O_PATH as u64,
+        )])],
     );
     // clone(): threads only (a thread shares this filter); never a new process.
     rules.insert(
-        libc::SYS_clone as i64,
+        libc::SYS_clone,
         vec![rule(vec![masked(
             0,
             libc::CLONE_THREAD as u64,
@@ -370,23 +380,20 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
         )])],
     );
     // clone3(): answered ENOSYS by the other filter (see `seccomp_program`).
-    rules.insert(libc::SYS_clone3 as i64, Vec::new());
+    rules.insert(libc::SYS_clone3, Vec::new());
     // prctl(): naming threads only.
     rules.insert(
-        libc::SYS_prctl as i64,
+        libc::SYS_prctl,
         vec![rule(vec![eq(0, libc::PR_SET_NAME as u64)])],
     );
     // Signals: to this process's own threads, and to warren run's command.
     let me = std::process::id() as u64;
-    rules.insert(
-        libc::SYS_tgkill as i64,
-        vec![rule(vec![eq(0, me)])],
-    );
+    rules.insert(libc::SYS_tgkill, vec![rule(vec![eq(0, me)])]);
     let mut kill = vec![rule(vec![eq(0, me)])];
     if let Some(child) = plan.child {
         kill.push(rule(vec![eq(0, u64::from(child))]));
     }
-    rules.insert(libc::SYS_kill as i64, kill);
+    rules.insert(libc::SYS_kill, kill);
     rules
 }
 
@@ -407,7 +414,7 @@ fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), Strin
     // falls back to clone(), whose flags the allowlist checks. The allowlist lets clone3 through and
     // this filter, installed first, answers it.
     let clone3: BpfProgram = SeccompFilter::new(
-        [(libc::SYS_clone3 as i64, Vec::new())].into_iter().collect(),
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
@@ -433,7 +440,10 @@ fn selftest(plan: &Plan, stage: &str) {
         Ok(_) => "allowed".to_string(),
         Err(e) => format!("denied ({e})"),
     };
-    eprintln!("warren: sandbox selftest {stage}: open {}: {open}", file.display());
+    eprintln!(
+        "warren: sandbox selftest {stage}: open {}: {open}",
+        file.display()
+    );
     let create = dir_probe(plan);
     eprintln!("warren: sandbox selftest {stage}: create a file beside the sockets: {create}");
     // exec() replaces this process if it succeeds: then the daemon is gone and the test sees it.
@@ -580,18 +590,21 @@ mod tests {
 
     #[test]
     fn plan_lists_socket_dirs_and_commands() {
-        let p = Plan::new(&opts(&[
-            "--socket",
-            "/run/w/a.sock",
-            "--api",
-            "api.sock",
-            "--vde",
-            "/tmp/sw",
-            "--guestfwd",
-            "tcp:10.0.2.100:7-cmd:cat",
-            "--guestfwd",
-            "tcp:10.0.2.101:7-cmd:cat",
-        ]), None);
+        let p = Plan::new(
+            &opts(&[
+                "--socket",
+                "/run/w/a.sock",
+                "--api",
+                "api.sock",
+                "--vde",
+                "/tmp/sw",
+                "--guestfwd",
+                "tcp:10.0.2.100:7-cmd:cat",
+                "--guestfwd",
+                "tcp:10.0.2.101:7-cmd:cat",
+            ]),
+            None,
+        );
         assert_eq!(p.mode, Mode::On);
         assert_eq!(p.socket_dirs, vec![PathBuf::from("/tmp/sw")]);
         assert_eq!(
@@ -608,8 +621,13 @@ mod tests {
     #[test]
     fn modes_from_the_command_line() {
         assert_eq!(Plan::new(&opts(&["--no-sandbox"]), None).mode, Mode::Off);
-        assert_eq!(Plan::new(&opts(&["--require-sandbox"]), None).mode, Mode::Required);
-        assert!(crate::cli::parse(["--no-sandbox", "--require-sandbox"].map(String::from)).is_err());
+        assert_eq!(
+            Plan::new(&opts(&["--require-sandbox"]), None).mode,
+            Mode::Required
+        );
+        assert!(
+            crate::cli::parse(["--no-sandbox", "--require-sandbox"].map(String::from)).is_err()
+        );
     }
 
     #[test]
@@ -625,10 +643,15 @@ mod tests {
             libc::SYS_bpf,
             libc::SYS_process_vm_writev,
         ] {
-            assert!(!r.contains_key(&(banned as i64)), "syscall {banned} allowed");
+            assert!(!r.contains_key(&banned), "syscall {banned} allowed");
         }
-        for narrowed in [libc::SYS_socket, libc::SYS_openat, libc::SYS_clone, libc::SYS_kill] {
-            assert!(!r[&(narrowed as i64)].is_empty(), "syscall {narrowed} unconditional");
+        for narrowed in [
+            libc::SYS_socket,
+            libc::SYS_openat,
+            libc::SYS_clone,
+            libc::SYS_kill,
+        ] {
+            assert!(!r[&narrowed].is_empty(), "syscall {narrowed} unconditional");
         }
         // Compiles for this architecture.
         assert!(seccomp_program(&Plan::default()).is_ok());

@@ -76,7 +76,11 @@ impl Warren {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < deadline, "warren did not stop: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "warren did not stop: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -100,7 +104,8 @@ fn field(status: &str, name: &str) -> Option<u64> {
 /// Asks the gateway's ARP for 10.0.2.2 over the stream socket and checks the reply.
 fn arp_through_stream(sock: &Path) {
     let mut s = UnixStream::connect(sock).expect("connect to warren's socket");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mac = [0x52, 0x54, 0, 0x5b, 0, 1];
     let mut f = Vec::new();
     f.extend_from_slice(&[0xff; 6]);
@@ -116,7 +121,8 @@ fn arp_through_stream(sock: &Path) {
     s.write_all(&msg).expect("send ARP request");
     loop {
         let mut len = [0u8; 4];
-        s.read_exact(&mut len).expect("a frame back from the gateway");
+        s.read_exact(&mut len)
+            .expect("a frame back from the gateway");
         let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut reply).expect("frame");
         if reply.len() >= 42 && reply[12..14] == [0x08, 0x06] && reply[20..22] == [0, 2] {
@@ -164,7 +170,10 @@ fn daemon_runs_with_no_new_privs_and_seccomp_and_still_serves() {
     assert!(!w.dir.join("w.sock").exists(), "{}", w.log());
     assert!(!w.dir.join("api.sock").exists(), "{}", w.log());
     assert!(
-        std::fs::metadata(w.dir.join("capture.pcap")).expect("pcap").len() > 24,
+        std::fs::metadata(w.dir.join("capture.pcap"))
+            .expect("pcap")
+            .len()
+            > 24,
         "the pcap recorded frames"
     );
     assert!(!w.log().contains("Operation not permitted"), "{}", w.log());
@@ -176,7 +185,10 @@ fn sandboxed_daemon_cannot_open_create_or_exec() {
     let other = scratch_dir("secret");
     let secret = other.join("secret.txt");
     std::fs::write(&secret, "not for warren").expect("write");
-    let w = Warren::start("selftest", &["--sandbox-selftest", secret.to_str().expect("utf-8")]);
+    let w = Warren::start(
+        "selftest",
+        &["--sandbox-selftest", secret.to_str().expect("utf-8")],
+    );
     let log = w.log();
     for stage in ["after landlock", "after seccomp"] {
         for probe in [
@@ -213,8 +225,16 @@ fn no_sandbox_turns_every_layer_off() {
     let st = w.status();
     // Exactly what the test itself has (a CI runner may run everything with no_new_privs).
     assert_eq!(field(&st, "NoNewPrivs"), field(&own, "NoNewPrivs"), "{st}");
-    assert_eq!(field(&st, "Seccomp_filters"), field(&own, "Seccomp_filters"), "{st}");
-    assert!(w.log().contains("sandbox: off (--no-sandbox)"), "{}", w.log());
+    assert_eq!(
+        field(&st, "Seccomp_filters"),
+        field(&own, "Seccomp_filters"),
+        "{st}"
+    );
+    assert!(
+        w.log().contains("sandbox: off (--no-sandbox)"),
+        "{}",
+        w.log()
+    );
     arp_through_stream(&w.dir.join("w.sock"));
 }
 
@@ -234,7 +254,11 @@ fn contradictory_sandbox_options_are_one_line() {
 fn guestfwd_commands_run_from_an_exec_helper_outside_the_filter() {
     let mut w = Warren::start(
         "cmd",
-        &["--require-sandbox", "--guestfwd", "tcp:10.0.2.100:7-cmd:cat"],
+        &[
+            "--require-sandbox",
+            "--guestfwd",
+            "tcp:10.0.2.100:7-cmd:cat",
+        ],
     );
     // The daemon itself is confined; its one child is the exec helper, started before the filter.
     let st = w.status();
@@ -252,7 +276,11 @@ fn guestfwd_commands_run_from_an_exec_helper_outside_the_filter() {
     assert_eq!(helpers.len(), 1, "one exec helper: {helpers:?}");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", helpers[0])).expect("cmdline");
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    assert_eq!(args.get(1).copied(), Some(&b"__exec-helper"[..]), "{args:?}");
+    assert_eq!(
+        args.get(1).copied(),
+        Some(&b"__exec-helper"[..]),
+        "{args:?}"
+    );
     assert_eq!(args.get(2).copied(), Some(&b"cat"[..]), "{args:?}");
     let hs = std::fs::read_to_string(format!("/proc/{}/status", helpers[0])).expect("helper");
     let own = std::fs::read_to_string("/proc/self/status").expect("own status");
