@@ -299,3 +299,95 @@ fn guestfwd_commands_run_from_an_exec_helper_outside_the_filter() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs warren (arguments in `WARREN_DEGRADED_ARGS`, one per line) under a seccomp filter that
+/// makes the kernel look as if it had neither Landlock nor seccomp (`ENOSYS`), then checks that
+/// each missing layer is one warning and the daemon still serves, and that `--require-sandbox`
+/// refuses to start. The test binary re-executes itself for the first part (the filter must be in
+/// place before warren's exec).
+#[test]
+fn missing_layers_degrade_to_one_line_each() {
+    const CHILD: &str = "WARREN_DEGRADED_ARGS";
+    if let Some(args) = std::env::var_os(CHILD) {
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+        use std::os::unix::process::CommandExt;
+        let arch = TargetArch::try_from(std::env::consts::ARCH).expect("arch");
+        let prog: BpfProgram = SeccompFilter::new(
+            [
+                (libc::SYS_landlock_create_ruleset, Vec::new()),
+                (libc::SYS_seccomp, Vec::new()),
+            ]
+            .into_iter()
+            .collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .and_then(TryInto::try_into)
+        .expect("filter");
+        seccompiler::apply_filter(&prog).expect("apply");
+        let args = args.to_str().expect("utf-8").to_string();
+        let e = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(args.lines())
+            .exec();
+        panic!("exec warren: {e}");
+    }
+    let run = |tag: &str, extra: &[&str]| {
+        let dir = scratch_dir(tag);
+        let mut args = vec![
+            "-v".to_string(),
+            "--socket".into(),
+            dir.join("w.sock").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "missing_layers_degrade_to_one_line_each"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, args.join("\n"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.log")).expect("log"))
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
+            .spawn()
+            .expect("start");
+        Warren { child, dir }
+    };
+    // Best effort: one warning per missing layer, then it serves.
+    let w = run("degraded", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !w.log().contains("warren: info: sandbox: ") {
+        assert!(Instant::now() < deadline, "no sandbox line: {}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = w.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("warning: sandbox:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(warnings[0].contains("no Landlock"), "{log}");
+    assert!(warnings[1].contains("seccomp") && warnings[1].contains("continuing without it"));
+    assert!(
+        log.contains("sandbox: no_new_privs on, Landlock off, seccomp off"),
+        "{log}"
+    );
+    assert_eq!(field(&w.status(), "NoNewPrivs"), Some(1));
+    arp_through_stream(&w.dir.join("w.sock"));
+    // Required: a missing seccomp stops it before serving, with one line.
+    let mut w = run("required", &["--require-sandbox"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        if let Some(st) = w.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "still running: {}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!st.success());
+    let log = w.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("warren: ") && l.contains("--require-sandbox"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("seccomp"), "{log}");
+}
