@@ -8,10 +8,11 @@
 //!    and directories (its sockets at exit). The pcap file, the API socket and every listener are
 //!    already open. No reading, writing, creating or executing of any file anywhere.
 //! 3. seccomp-BPF: an allowlist of the system calls the running daemon makes (collected with
-//!    `strace -f -c` over the end-to-end suites), a few narrowed by argument (`socket` only for
-//!    unix/IPv4/IPv6, `openat` only `O_PATH`, `clone` only for threads, `kill` only of `warren run`'s
-//!    command). Any other system call fails with
-//!    `EPERM` (not a kill: a rarely used path shows up as one clear error instead of a dead LAN).
+//!    `strace -f` over the end-to-end suites), a few narrowed by argument: `socket` only for
+//!    IPv4/IPv6 (and unix only where VDE/dgram peers need it), `socketpair` only unix stream,
+//!    `openat` only `O_PATH`, `clone` only for threads, `kill` only of itself or `warren run`'s
+//!    command. Any other system call fails with `EPERM` (not a kill: a rarely used path shows up
+//!    as one clear error instead of a dead LAN).
 //!    `execve`, `fork`, `ptrace`, `mount`, `bpf`, … are all outside the list.
 //!
 //! `guestfwd … cmd:` needs fork and exec, which the sandboxed daemon cannot do: when such guestfwds are
@@ -68,7 +69,8 @@ pub struct Plan {
     pub commands: Vec<String>,
     /// `warren run`'s command: the one process the daemon may signal.
     pub child: Option<u32>,
-    /// Hidden `--sandbox-selftest FILE`: after each layer, try to open FILE and to exec, and report.
+    /// Hidden `--sandbox-selftest FILE`: after each layer, try to open FILE, to connect to the unix
+    /// socket FILE.sock (FILE with its extension replaced), to create a file and to exec, and report.
     pub selftest: Option<PathBuf>,
 }
 
@@ -310,7 +312,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_newfstatat,
     libc::SYS_statx,
     // sockets
-    libc::SYS_socketpair,
     libc::SYS_connect,
     libc::SYS_accept4,
     libc::SYS_bind,
@@ -353,13 +354,27 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
         .chain(ALLOWED_ARCH)
         .map(|&n| (n, Vec::new()))
         .collect();
-    // socket(): unix, IPv4 and IPv6 only (no netlink, packet, …).
+    // socket(): IPv4 and IPv6; unix too only where VDE or dgram peers are connected to at run
+    // time. Without a fresh unix socket the daemon cannot reach any unix socket on the host (a
+    // session bus, a container engine's socket): its own are bound, listening or connected.
+    let mut domains = vec![libc::AF_INET, libc::AF_INET6];
+    if plan.unix_peers {
+        domains.push(libc::AF_UNIX);
+    }
     rules.insert(
         libc::SYS_socket,
-        [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6]
+        domains
             .iter()
             .map(|&d| rule(vec![eq(0, d as u64)]))
             .collect(),
+    );
+    // socketpair(): connected unix stream pairs only (guestfwd cmd:, the signal driver).
+    rules.insert(
+        libc::SYS_socketpair,
+        vec![rule(vec![
+            eq(0, libc::AF_UNIX as u64),
+            masked(1, 0xf, libc::SOCK_STREAM as u64),
+        ])],
     );
     // openat(): O_PATH only (VDE pins its client's socket inode); reading or writing a file is refused.
     rules.insert(
@@ -443,6 +458,15 @@ fn selftest(plan: &Plan, stage: &str) {
     eprintln!(
         "warren: sandbox selftest {stage}: open {}: {open}",
         file.display()
+    );
+    let sock = file.with_extension("sock");
+    let connect = match std::os::unix::net::UnixStream::connect(&sock) {
+        Ok(_) => "allowed".to_string(),
+        Err(e) => format!("denied ({e})"),
+    };
+    eprintln!(
+        "warren: sandbox selftest {stage}: connect {}: {connect}",
+        sock.display()
     );
     let create = dir_probe(plan);
     eprintln!("warren: sandbox selftest {stage}: create a file beside the sockets: {create}");
@@ -647,6 +671,7 @@ mod tests {
         }
         for narrowed in [
             libc::SYS_socket,
+            libc::SYS_socketpair,
             libc::SYS_openat,
             libc::SYS_clone,
             libc::SYS_kill,

@@ -185,6 +185,8 @@ fn sandboxed_daemon_cannot_open_create_or_exec() {
     let other = scratch_dir("secret");
     let secret = other.join("secret.txt");
     std::fs::write(&secret, "not for warren").expect("write");
+    // And a unix socket someone else listens on (a session bus, a container engine's socket).
+    let listener = std::os::unix::net::UnixListener::bind(other.join("secret.sock")).expect("bind");
     let w = Warren::start(
         "selftest",
         &["--sandbox-selftest", secret.to_str().expect("utf-8")],
@@ -205,6 +207,13 @@ fn sandboxed_daemon_cannot_open_create_or_exec() {
             assert!(got.starts_with("denied"), "{line}{got}");
         }
     }
+    // Without VDE or dgram front ends, no unix socket can be made, so none can be reached.
+    let connect = format!(
+        "warren: sandbox selftest after seccomp: connect {}: denied (Operation not permitted",
+        other.join("secret.sock").display()
+    );
+    assert!(log.contains(&connect), "{log}");
+    drop(listener);
     // Landlock refuses with EACCES, seccomp with EPERM.
     assert!(log.contains(&format!(
         "after landlock: open {}: denied (Permission denied",
