@@ -53,7 +53,7 @@ Forwarding and control:
   --api PATH              control socket (slirp4netns JSON API; see warren ctl --help)
 Sandbox (on by default: no_new_privs, Landlock, seccomp; see README, Security):
   --no-sandbox            run unconfined (debugging)
-  --require-sandbox       refuse to start unless every sandbox layer is in force
+  --require-sandbox       refuse to start if a sandbox layer fails (no Landlock at all: a warning)
 Limits and diagnostics:
   --max-flows N           NAT flows per guest (default 4096)
   --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
