@@ -208,7 +208,12 @@ pub struct HostSockets {
     children: Vec<std::process::Child>,
     /// A SIGCHLD listener was started.
     sigchld: bool,
+    /// Where `cmd:` guestfwd commands run when this process may not exec (a sandboxed daemon).
+    spawner: Option<CommandSpawner>,
 }
+
+/// Runs a `cmd:` guestfwd's command with the given stream as its stdin and stdout.
+pub type CommandSpawner = Box<dyn Fn(&str, std::os::fd::OwnedFd) -> io::Result<()>>;
 
 fn pidx(p: Proto) -> usize {
     match p {
@@ -249,6 +254,11 @@ fn not_open() -> io::Error {
 }
 
 impl HostSockets {
+    /// From now on, `cmd:` guestfwd commands are started by `spawner` instead of by this process.
+    pub fn set_command_spawner(&mut self, spawner: CommandSpawner) {
+        self.spawner = Some(spawner);
+    }
+
     pub fn new(queue: Arc<ReadyQueue>, icmp_mode: IcmpMode) -> Self {
         HostSockets {
             queue,
@@ -260,6 +270,7 @@ impl HostSockets {
             discard: Vec::new(),
             children: Vec::new(),
             sigchld: false,
+            spawner: None,
         }
     }
 
@@ -414,6 +425,12 @@ impl HostIo for IoCtx<'_> {
 
     fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
         let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        if let Some(spawn) = &self.socks.spawner {
+            spawn(command, theirs.into())?;
+            ours.set_nonblocking(true)?;
+            set_peek_off(&ours, 0);
+            return self.socks.install(id, ours, true, None);
+        }
         let stdin = std::os::fd::OwnedFd::from(theirs.try_clone()?);
         let stdout = std::os::fd::OwnedFd::from(theirs);
         self.socks.watch_children();

@@ -426,6 +426,61 @@ fn serve(args: &Args, setuid: bool) -> Result<IfName, Error> {
     Ok(tap)
 }
 
+/// What the helper does after dropping privileges (`strace -f` over the `handoff` and `acl_matrix`
+/// tests, plus the C library's quieter paths: allocation, syslog's reconnect and time zone, signal
+/// return): read ACL files and /etc/passwd, rtnetlink, the tun/bridge ioctls, the fd hand-off,
+/// syslog, stderr, exit. Everything else (exec, fork, ptrace, mount, module loading, bpf, …) kills
+/// the process: the helper fails closed.
+const SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_openat,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_readlinkat,
+    libc::SYS_getdents64,
+    libc::SYS_fcntl,
+    libc::SYS_flock,
+    libc::SYS_ioctl,
+    libc::SYS_socket,
+    libc::SYS_bind,
+    libc::SYS_connect,
+    libc::SYS_getsockname,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_capget,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_getrandom,
+    libc::SYS_clock_gettime,
+    libc::SYS_futex,
+    libc::SYS_sigaltstack,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_readlink,
+];
+
 /// The whole program; returns the exit status.
 pub fn run(argv: Vec<OsString>) -> i32 {
     let fail = |e: &Error| eprintln!("warren-bridge-helper: {e}");
@@ -449,6 +504,13 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     let dropped = drop_privileges();
     sys::openlog();
     if let Err(e) = dropped {
+        fail(&e);
+        sys::syslog(libc::LOG_ERR, &format!("user=uid {ruid} refused: {e}"));
+        return 1;
+    }
+    // From here on the helper needs only these system calls; anything else kills it.
+    if let Err(e) = sys::seccomp_allow_only(SYSCALLS) {
+        let e = Error::DropPrivileges("seccomp", e);
         fail(&e);
         sys::syslog(libc::LOG_ERR, &format!("user=uid {ruid} refused: {e}"));
         return 1;
@@ -494,6 +556,44 @@ pub fn run(argv: Vec<OsString>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a re-executed copy of this test binary: NO_NEW_PRIVS, the helper's filter, then one
+    /// allowed call and one that is not on the list (`getppid`), which must kill the process.
+    #[test]
+    fn seccomp_filter_kills_calls_outside_the_list() {
+        const CHILD: &str = "WBH_SECCOMP_PROBE";
+        if std::env::var_os(CHILD).is_some() {
+            sys::set_no_new_privs().expect("no_new_privs");
+            sys::seccomp_allow_only(SYSCALLS).expect("seccomp");
+            eprintln!("filter on, uid {}", sys::ids().0);
+            // SAFETY: getppid has no preconditions; here it is expected never to return.
+            let ppid = unsafe { libc::getppid() };
+            eprintln!("getppid returned {ppid}");
+            std::process::exit(0);
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "helper::tests::seccomp_filter_kills_calls_outside_the_list",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the probe");
+        let err = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            err.contains("filter on, uid"),
+            "allowed calls still work: {err}"
+        );
+        assert!(!err.contains("getppid returned"), "{err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{:?} {err}",
+            out.status
+        );
+    }
 
     fn a(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()

@@ -45,6 +45,62 @@ pub fn set_keepcaps(on: bool) -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) }).map(|_| ())
 }
 
+/// The architecture a seccomp filter checks before looking at system call numbers.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+
+/// Installs a seccomp filter under which only the system calls in `allowed` run; any other
+/// (and any call through another architecture's entry point, e.g. x32 or i386) kills the
+/// process. Needs `NO_NEW_PRIVS` (set first thing). At most 254 numbers.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn seccomp_allow_only(allowed: &[libc::c_long]) -> io::Result<()> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // struct seccomp_data { int nr; __u32 arch; ... }
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let n = allowed.len();
+    if n > 254 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let op = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let mut prog = vec![
+        op(LD_W_ABS, ARCH, 0, 0),
+        op(JEQ_K, AUDIT_ARCH, 1, 0),
+        op(RET_K, libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
+        op(LD_W_ABS, NR, 0, 0),
+    ];
+    for (i, &nr) in allowed.iter().enumerate() {
+        // On a match, skip the remaining comparisons and the kill: land on the allow.
+        prog.push(op(JEQ_K, nr as u32, (n - i) as u8, 0));
+    }
+    prog.push(op(RET_K, libc::SECCOMP_RET_KILL_PROCESS, 0, 0));
+    prog.push(op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0));
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, a valid array of `len` BPF instructions that outlives the
+    // call (the kernel copies it); PR_SET_SECCOMP reads nothing else.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &fprog as *const libc::sock_fprog,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Elsewhere there is no filter (the helper is only built and tested on x86-64 and aarch64).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub fn seccomp_allow_only(_allowed: &[libc::c_long]) -> io::Result<()> {
+    Ok(())
+}
+
 /// True when the kernel flagged this exec as privilege-gaining (setuid/setgid/file caps).
 pub fn at_secure() -> bool {
     // SAFETY: getauxval reads the auxiliary vector; AT_SECURE is always present on Linux.

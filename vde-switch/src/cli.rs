@@ -51,6 +51,9 @@ Forwarding and control:
   --restrict              guests may not open outbound connections (forwards, guestfwds, DNS still work)
   --slirp-options STRING  a QEMU -netdev user option string (net=,host=,dns=,dhcpstart=,hostfwd=,...)
   --api PATH              control socket (slirp4netns JSON API; see warren ctl --help)
+Sandbox (on by default: no_new_privs, Landlock, seccomp; see README, Security):
+  --no-sandbox            run unconfined (debugging)
+  --require-sandbox       refuse to start if a sandbox layer fails (no Landlock at all: a warning)
 Limits and diagnostics:
   --max-flows N           NAT flows per guest (default 4096; never more than half the fd budget)
   --max-cmd N             running guestfwd cmd: children per guest (default 16)
@@ -80,6 +83,10 @@ pub struct Options {
     pub api: Option<PathBuf>,
     /// `--netns`, `--tap`, … and `warren run`'s command (`netns.rs`).
     pub netns: crate::netns::NetnsOptions,
+    /// `--no-sandbox` / `--require-sandbox` (`sandbox.rs`).
+    pub sandbox: crate::sandbox::Mode,
+    /// Hidden `--sandbox-selftest FILE` (tests only): report what the sandbox lets through.
+    pub sandbox_selftest: Option<PathBuf>,
 }
 
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
@@ -143,7 +150,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
         hostfwd: Vec::new(),
         api: None,
         netns: Default::default(),
+        sandbox: Default::default(),
+        sandbox_selftest: None,
     };
+    let (mut no_sandbox, mut require_sandbox) = (false, false);
     let mut guestfwd: Vec<GuestFwd> = Vec::new();
     let mut slirp: Option<SlirpOptions> = None;
     let mut net_given = None;
@@ -196,6 +206,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
             }
             "--vde-group" => o.vde_group = Some(crate::vde::group_id(&value(&mut it)?)?),
             "--isolate" => o.isolate = true,
+            "--no-sandbox" => no_sandbox = true,
+            "--require-sandbox" => require_sandbox = true,
+            "--sandbox-selftest" => o.sandbox_selftest = Some(PathBuf::from(value(&mut it)?)),
             "--net" => {
                 net_given =
                     Some(Ipv4Net::parse(&value(&mut it)?).map_err(|e| format!("--net: {e}"))?)
@@ -272,6 +285,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
             other => return Err(format!("unknown option {other:?} (see warren --help)")),
         }
     }
+    o.sandbox = match (no_sandbox, require_sandbox) {
+        (true, true) => {
+            return Err("--no-sandbox and --require-sandbox contradict each other".into())
+        }
+        (true, false) => crate::sandbox::Mode::Off,
+        (false, true) => crate::sandbox::Mode::Required,
+        (false, false) => crate::sandbox::Mode::On,
+    };
     // Addresses default to the same host numbers as slirp's within whatever network was chosen.
     let net = net_given.unwrap_or(o.config.net);
     let host = |n: u32| Ipv4Addr::from(u32::from(net.network()) | n);

@@ -9,6 +9,7 @@ pub mod logger;
 pub mod netns;
 pub mod port;
 pub mod run;
+pub mod sandbox;
 pub mod server;
 pub mod slirp4netns;
 pub mod switch;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vde_switch::cli::{self, USAGE};
+use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
 use vde_switch::vde::VdeOptions;
 
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
         Some("ctl") => return ctl(args[1..].to_vec()),
         Some("__attach") => return vde_switch::netns::attach_main(&args[1..]),
         Some("__run-child") => return vde_switch::run::child_main(&args[1..]),
+        Some("__exec-helper") => return vde_switch::sandbox::exec_helper_main(&args[1..]),
         _ => {}
     }
     // The slirp4netns drop-in: `slirp4netns …` (a link or copy named so) or `warren slirp4netns …`.
@@ -218,6 +220,7 @@ fn main() -> ExitCode {
         max_flows_per_guest: flows_per_guest,
         ..cfg
     };
+    let sandbox = Plan::new(&opts, running.as_ref().map(|r| r.pid() as u32));
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address
@@ -302,6 +305,8 @@ fn main() -> ExitCode {
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server)?;
         }
+        // Everything is open: confine the process before serving a single frame.
+        vde_switch::sandbox::enter(&sandbox, &mut driver)?;
         server.serve(driver).await
     });
     if let Some(r) = running {

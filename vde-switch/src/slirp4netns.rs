@@ -78,9 +78,13 @@ pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result
     if o.mac_address.is_some() {
         eprintln!("WARNING: --macaddress is ignored: the tap keeps the kernel's address");
     }
-    // --enable-sandbox / --enable-seccomp: warren opens no files on guests' behalf and runs no
-    // guest-controlled code; the options are accepted as no-ops. --disable-dns likewise (the DNS
-    // address simply stays unused if the container's resolv.conf does not name it).
+    // warren's sandbox (no_new_privs, Landlock, seccomp) is on by default; --enable-sandbox and
+    // --enable-seccomp make it mandatory, as slirp4netns fails when it cannot set up its own.
+    if o.enable_sandbox || o.enable_seccomp {
+        a.push("--require-sandbox".into());
+    }
+    // --disable-dns is accepted as a no-op (the DNS address simply stays unused if the container's
+    // resolv.conf does not name it).
     Ok(DropIn::Run(a))
 }
 
@@ -127,6 +131,7 @@ mod tests {
             "--api /tmp/api.sock",
             "--configure",
             "--no-host-loopback",
+            "--require-sandbox",
         ] {
             assert!(s.contains(want), "{want:?} missing from {s:?}");
         }
@@ -142,6 +147,11 @@ mod tests {
 
     #[test]
     fn pid_target_help_and_errors() {
+        let DropIn::Run(a) = t(&["-c", "1234", "tap0"]).expect("ok") else {
+            panic!("run expected")
+        };
+        // Without --enable-sandbox/--enable-seccomp the sandbox stays on, best effort.
+        assert!(!a.iter().any(|x| x == "--require-sandbox"), "{a:?}");
         let DropIn::Run(a) = t(&["-c", "1234", "tap0"]).expect("ok") else {
             panic!()
         };
