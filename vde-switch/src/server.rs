@@ -182,8 +182,8 @@ pub struct Server {
     unix_paths: Vec<PathBuf>,
     /// Directories removed (if empty) when the server stops.
     unix_dirs: Vec<PathBuf>,
-    /// Addresses only the gateway may claim (its own and the DNS forwarder's).
-    protected_ips: [[u8; 4]; 2],
+    /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
+    protected_ips: Vec<[u8; 4]>,
     isolate: bool,
     /// IP source guard: addresses bound to MACs.
     guard: Guard,
@@ -226,10 +226,16 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             unix_paths: Vec::new(),
             unix_dirs: Vec::new(),
-            protected_ips: [
-                driver.gw.config().gateway.octets(),
-                driver.gw.config().dns.octets(),
-            ],
+            protected_ips: {
+                let cfg = driver.gw.config();
+                let mut v = vec![cfg.gateway.octets(), cfg.dns.octets()];
+                for g in &cfg.guestfwds {
+                    if !v.contains(&g.addr.octets()) {
+                        v.push(g.addr.octets());
+                    }
+                }
+                v
+            },
             isolate: opts.isolate,
             guard: Guard::new(opts.lan.max_bindings),
             net: driver.gw.config().net,
