@@ -207,7 +207,10 @@ fn a_guest_gets_its_lease_and_downloads_through_a_broadcast_flood() {
     outcome.unwrap_or_else(|e| panic!("{e}\n{ctx}"));
     // The flood was real, and storm control dropped it on the flooder's own port.
     eprintln!("lan-safety: flooder sent {sent} frames; drop_storm {storm:?}");
-    assert!(sent > 100_000, "the flood was too weak to mean anything: {sent}");
+    assert!(
+        sent > 100_000,
+        "the flood was too weak to mean anything: {sent}"
+    );
     assert!(
         storm.is_some_and(|n| n > sent / 2),
         "storm control: {storm:?} of {sent}\n{ctx}"
@@ -218,7 +221,12 @@ fn a_guest_gets_its_lease_and_downloads_through_a_broadcast_flood() {
         .lines()
         .find(|l| l.contains("port 1 (stream unix:") && l.contains("):"))
         .unwrap_or_else(|| panic!("no exit summary of the guest's port\n{ctx}"));
-    for k in ["drop_tx_full", "drop_flood_full", "drop_peer_full", "drop_storm"] {
+    for k in [
+        "drop_tx_full",
+        "drop_flood_full",
+        "drop_peer_full",
+        "drop_storm",
+    ] {
         assert!(!guest_port.contains(k), "{guest_port}\n{ctx}");
     }
     let flooder_port = log

@@ -172,7 +172,8 @@ impl Warren {
     /// `warren ctl stats` over the API socket.
     fn stats(&self) -> HashMap<String, u64> {
         let mut s = UnixStream::connect(self.dir.join("api.sock")).expect("api");
-        s.write_all(b"{\"execute\":\"stats\"}\n").expect("api write");
+        s.write_all(b"{\"execute\":\"stats\"}\n")
+            .expect("api write");
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut out = Vec::new();
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -194,8 +195,8 @@ impl Warren {
             let log = self.log();
             if let Some(line) = log
                 .lines()
-                .filter(|l| l.contains(&prefix) && l.contains(") closed: "))
-                .last()
+                .rev()
+                .find(|l| l.contains(&prefix) && l.contains(") closed: "))
             {
                 let body = line
                     .split("PortCounters {")
@@ -487,7 +488,11 @@ impl Client {
         self.send(&arp(1, BCAST, m, ip, [0; 6], GW_IP));
         let r = self
             .recv_until(EXCHANGE, |r| {
-                r.ethertype() == 0x0806 && r.f.len() >= 42 && r.f[20..22] == [0, 2] && r.f[28..32] == GW_IP && r.f[0..6] == m
+                r.ethertype() == 0x0806
+                    && r.f.len() >= 42
+                    && r.f[20..22] == [0, 2]
+                    && r.f[28..32] == GW_IP
+                    && r.f[0..6] == m
             })
             .unwrap_or_else(|| panic!("no ARP reply from the gateway to {m:02x?}: {}", w.log()));
         self.gw_mac = mac_of(&r[22..28]);
@@ -515,7 +520,9 @@ impl Client {
         self.send_ip(gw, &tcp(ip, GW_IP, sport, port, iss, 0, SYN, 65535));
         let Some(sa) = self.recv_until(EXCHANGE, |r| {
             r.l4(6).is_some_and(|(_, t)| {
-                t.len() >= 20 && u16::from_be_bytes([t[2], t[3]]) == sport && t[13] & (SYN | ACK) == SYN | ACK
+                t.len() >= 20
+                    && u16::from_be_bytes([t[2], t[3]]) == sport
+                    && t[13] & (SYN | ACK) == SYN | ACK
             })
         }) else {
             return 0;
@@ -533,8 +540,9 @@ impl Client {
                 hook();
             }
             let seg = self.recv_until(Duration::from_secs(2), |r| {
-                r.l4(6)
-                    .is_some_and(|(_, t)| t.len() >= 20 && u16::from_be_bytes([t[2], t[3]]) == sport)
+                r.l4(6).is_some_and(|(_, t)| {
+                    t.len() >= 20 && u16::from_be_bytes([t[2], t[3]]) == sport
+                })
             });
             let Some(seg) = seg else {
                 // Nothing for a while: repeat the ACK (the gateway retransmits on its own too).
@@ -556,7 +564,10 @@ impl Client {
             }
             if t[13] & FIN != 0 && seq.wrapping_add(data.len() as u32) == rcv_nxt {
                 rcv_nxt = rcv_nxt.wrapping_add(1);
-                self.send_ip(gw, &tcp(ip, GW_IP, sport, port, snd, rcv_nxt, ACK | FIN, 65535));
+                self.send_ip(
+                    gw,
+                    &tcp(ip, GW_IP, sport, port, snd, rcv_nxt, ACK | FIN, 65535),
+                );
                 break;
             }
             self.send_ip(gw, &tcp(ip, GW_IP, sport, port, snd, rcv_nxt, ACK, 65535));
@@ -567,7 +578,10 @@ impl Client {
 
 fn is_dhcp(r: &Rx, xid: u32, msg_type: u8) -> bool {
     r.udp_to(68).is_some_and(|d| {
-        d.len() > 240 && d[0] == 2 && d[4..8] == xid.to_be_bytes() && dhcp_type(&d[240..]) == Some(msg_type)
+        d.len() > 240
+            && d[0] == 2
+            && d[4..8] == xid.to_be_bytes()
+            && dhcp_type(&d[240..]) == Some(msg_type)
     })
 }
 
@@ -694,15 +708,28 @@ fn a_broadcast_flood_does_not_starve_another_client() {
     victim_checks(&w, &mut v, http);
     let stats = w.stats();
     let sent = flood.stop();
-    assert!(sent > 10_000, "the flood was too weak to mean anything: {sent}");
+    assert!(
+        sent > 10_000,
+        "the flood was too weak to mean anything: {sent}"
+    );
     assert!(
         stats["port_drop_storm"] > 1000,
         "storm control dropped little of {sent} frames: {stats:?}"
     );
     drop(v);
     let c = w.closed_port_counters(victim_port);
-    for k in ["drop_tx_full", "drop_peer_full", "drop_storm", "drop_spoofed"] {
-        assert_eq!(c[k], 0, "victim port {victim_port}: {k} in {c:?}\n{}", w.log());
+    for k in [
+        "drop_tx_full",
+        "drop_peer_full",
+        "drop_storm",
+        "drop_spoofed",
+    ] {
+        assert_eq!(
+            c[k],
+            0,
+            "victim port {victim_port}: {k} in {c:?}\n{}",
+            w.log()
+        );
     }
     let f = w.closed_port_counters(flooder_port);
     assert!(f["drop_storm"] > 1000, "flooder port: {f:?}");
@@ -722,7 +749,10 @@ fn without_storm_control_the_flood_share_keeps_room_for_unicast() {
     std::thread::sleep(Duration::from_millis(500));
     victim_checks(&w, &mut v, http);
     let sent = flood.stop();
-    assert!(sent > 10_000, "the flood was too weak to mean anything: {sent}");
+    assert!(
+        sent > 10_000,
+        "the flood was too weak to mean anything: {sent}"
+    );
     drop(v);
     let c = w.closed_port_counters(victim_port);
     assert!(
@@ -765,10 +795,17 @@ fn a_client_claiming_anothers_lease_is_dropped() {
     assert!(leaked.is_none(), "a spoofed frame reached a neighbour");
     // The victim still gets its DNS answers, and the gateway still knows where it is.
     for id in 3..=5 {
-        assert!(victim.dns(vip, id, EXCHANGE), "victim lost DNS: {}", w.log());
+        assert!(
+            victim.dns(vip, id, EXCHANGE),
+            "victim lost DNS: {}",
+            w.log()
+        );
     }
     let after = w.stats()["port_drop_spoofed"];
-    assert!(after >= before + 4, "spoofed frames not counted: {before} -> {after}");
+    assert!(
+        after >= before + 4,
+        "spoofed frames not counted: {before} -> {after}"
+    );
     // The address the attacker uses without a lease is now bound to it: another client without a
     // lease cannot take it over, but may use a free one.
     observer.gw_mac = gw;
@@ -875,7 +912,10 @@ fn a_client_that_stops_reading_does_not_stall_another_download() {
     assert_eq!(got, LEN, "download stalled after {got} bytes: {}", w.log());
     assert!(t0.elapsed() < Duration::from_secs(60));
     let stats = w.stats();
-    assert!(stats["tcp_link_paused"] > 0, "the download never paused: {stats:?}");
+    assert!(
+        stats["tcp_link_paused"] > 0,
+        "the download never paused: {stats:?}"
+    );
     drop(stalled);
     // The neighbour's unicast filled only its share of the stalled port's queue.
     let c = w.closed_port_counters(stalled_port);
