@@ -751,9 +751,6 @@ impl Server {
         if frame.len() < ethernet::HEADER_LEN {
             return false;
         }
-        if let Some(pc) = self.pcap.as_mut() {
-            let _ = pc.frame(frame);
-        }
         let Some(p) = self
             .ports
             .get_mut(port as usize)
@@ -761,9 +758,17 @@ impl Server {
         else {
             return false;
         };
+        // Every frame goes to the pcap except what storm control drops (a flood would fill the disk).
+        let mut pcap = self.pcap.as_mut();
+        let mut record = |f: &[u8]| {
+            if let Some(pc) = pcap.take() {
+                let _ = pc.frame(f);
+            }
+        };
         p.counters.frames_in += 1;
         p.counters.bytes_in += frame.len() as u64;
         if let Some(claim) = crate::guard::claims(frame, &self.protected_ips) {
+            record(frame);
             p.counters.drop_spoofed += 1;
             log::debug!("port {port}: dropped a frame that {claim}");
             return false;
@@ -772,6 +777,7 @@ impl Server {
         let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
             Ok(d) => d,
             Err(r) => {
+                record(frame);
                 let why = match r {
                     Refused::GatewayMac => "uses the gateway's MAC".to_string(),
                     Refused::GroupSource => "has a multicast source MAC".to_string(),
@@ -794,6 +800,7 @@ impl Server {
                 return false;
             }
         }
+        record(frame);
         // DHCP snooping and IP source guard.
         let claimed = match crate::guard::inspect(frame) {
             L3::Ipv4 {
