@@ -56,7 +56,8 @@ Limits and diagnostics:
   --bcast-rate N          broadcast/multicast/unknown-unicast frames per second each port may
                           flood (default 1000; 0: unlimited); excess is dropped (drop_storm)
   --bcast-burst N         storm-control burst (default 200)
-  --max-macs N            MACs the switch learns in all (default 4096)
+  --max-macs N            MACs the switch learns in all, and addresses it binds without a
+                          DHCP lease (default 4096)
   --max-macs-per-port N   MACs one port may use (default 16)
   --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
   -v, --verbose           more logging (twice for debug);  -q, --quiet  warnings only
@@ -249,7 +250,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                 match name.as_str() {
                     "--bcast-rate" => o.lan.storm.rate = n,
                     "--bcast-burst" => o.lan.storm.burst = positive()?,
-                    "--max-macs" => o.lan.max_macs = positive()? as usize,
+                    "--max-macs" => {
+                        // The source guard's table of addresses without a lease has the same bound.
+                        o.lan.max_macs = positive()? as usize;
+                        o.lan.max_bindings = o.lan.max_macs;
+                    }
                     _ => o.lan.max_macs_per_port = positive()? as usize,
                 }
             }
@@ -452,6 +457,7 @@ mod tests {
         assert_eq!(o.lan.storm.rate, 50);
         assert_eq!(o.lan.storm.burst, 10);
         assert_eq!(o.lan.max_macs, 100);
+        assert_eq!(o.lan.max_bindings, 100);
         assert_eq!(o.lan.max_macs_per_port, 2);
         assert_eq!(p(&["--bcast-rate", "0"]).expect("ok").lan.storm.rate, 0);
         for bad in [
