@@ -81,37 +81,36 @@ fn flood_batch() -> Vec<u8> {
 struct Flooder {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    /// The flooder's socket, to unblock its writer when stopping.
+    sock: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Flooder {
     fn start(socket: &Path) -> Flooder {
         let mut s = UnixStream::connect(socket).expect("flooder connects");
-        s.set_write_timeout(Some(Duration::from_secs(1))).ok();
+        let sock = s.try_clone().expect("clone the flooder's socket");
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (st, se) = (stop.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
             let batch = flood_batch();
-            while !st.load(Ordering::SeqCst) {
-                if s.write_all(&batch).is_err() {
-                    break;
-                }
+            // Blocking writes, as fast as warren reads, until stopped (the socket is shut down).
+            while !st.load(Ordering::SeqCst) && s.write_all(&batch).is_ok() {
                 se.fetch_add(256, Ordering::Relaxed);
-            }
-            while !st.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
             }
         });
         Flooder {
             stop,
             sent,
+            sock,
             thread: Some(thread),
         }
     }
 
     fn stop(&mut self) -> u64 {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

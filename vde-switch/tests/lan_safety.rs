@@ -193,11 +193,10 @@ impl Warren {
         let prefix = format!("port {id} (");
         loop {
             let log = self.log();
-            if let Some(line) = log
-                .lines()
-                .rev()
-                .find(|l| l.contains(&prefix) && l.contains(") closed: "))
-            {
+            if let Some(line) = log.lines().rev().find(|l| {
+                // A line still being written does not count yet.
+                l.contains(&prefix) && l.contains(") closed: ") && l.ends_with('}')
+            }) {
                 let body = line
                     .split("PortCounters {")
                     .nth(1)
@@ -615,6 +614,8 @@ fn ip_of(b: &[u8]) -> [u8; 4] {
 struct Flooder {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    /// The flooder's socket, to unblock its writer when stopping.
+    sock: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -623,6 +624,7 @@ impl Flooder {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (st, se) = (stop.clone(), sent.clone());
+        let sock = c.s.try_clone().expect("clone the flooder's socket");
         let thread = std::thread::spawn(move || {
             let f = arp(1, BCAST, c.mac, spa, [0; 6], GW_IP);
             let mut batch = Vec::new();
@@ -630,37 +632,22 @@ impl Flooder {
                 batch.extend_from_slice(&(f.len() as u32).to_be_bytes());
                 batch.extend_from_slice(&f);
             }
-            c.s.set_write_timeout(Some(Duration::from_millis(200))).ok();
-            while !st.load(Ordering::SeqCst) {
-                match c.s.write_all(&batch) {
-                    Ok(()) => {
-                        se.fetch_add(256, Ordering::Relaxed);
-                    }
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut =>
-                    {
-                        // A partial write would break the framing: this client is done.
-                        break;
-                    }
-                    Err(_) => break,
-                }
+            // Blocking writes, as fast as warren reads, until stopped (the socket is shut down).
+            while !st.load(Ordering::SeqCst) && c.s.write_all(&batch).is_ok() {
+                se.fetch_add(256, Ordering::Relaxed);
             }
-            // Keep the connection open (and unread) until told to stop.
-            while !st.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            drop(c);
         });
         Flooder {
             stop,
             sent,
+            sock,
             thread: Some(thread),
         }
     }
 
     fn stop(&mut self) -> u64 {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -745,8 +732,15 @@ fn without_storm_control_the_flood_share_keeps_room_for_unicast() {
     let mut flood = Flooder::start(flooder, [10, 0, 2, 61]);
     std::thread::sleep(Duration::from_millis(300));
     let (mut v, victim_port) = w.connect(mac(4));
-    // A victim that is slow to read: the flood piles up in its queue while it sleeps.
-    std::thread::sleep(Duration::from_millis(500));
+    // A victim that is slow to read: the flood piles up in its queue until it reaches the share.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.stats()["port_drop_flood_full"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood never filled the share"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     victim_checks(&w, &mut v, http);
     let sent = flood.stop();
     assert!(
