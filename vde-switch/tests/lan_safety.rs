@@ -759,7 +759,7 @@ fn without_storm_control_the_flood_share_keeps_room_for_unicast() {
 
 #[test]
 fn a_client_claiming_anothers_lease_is_dropped() {
-    let w = Warren::start("spoof", &[]);
+    let w = Warren::start("spoof", &["--guestfwd", "tcp:10.0.2.100:8080-127.0.0.1:9"]);
     let (mut victim, _) = w.connect(mac(10));
     let (mut attacker, attacker_port) = w.connect(mac(11));
     let (mut observer, _) = w.connect(mac(12));
@@ -781,6 +781,15 @@ fn a_client_claiming_anothers_lease_is_dropped() {
     let mut tagged = arp(2, mac(12), mac(11), vip, mac(12), [10, 0, 2, 99]);
     tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
     attacker.send(&tagged);
+    // And a guestfwd service's address, which belongs to the gateway.
+    attacker.send(&arp(
+        1,
+        BCAST,
+        mac(11),
+        [10, 0, 2, 100],
+        [0; 6],
+        [10, 0, 2, 100],
+    ));
     assert!(
         !attacker.dns(vip, 2, Duration::from_millis(800)),
         "the attacker got an answer for the victim's address: {}",
@@ -799,7 +808,7 @@ fn a_client_claiming_anothers_lease_is_dropped() {
     }
     let after = w.stats()["port_drop_spoofed"];
     assert!(
-        after >= before + 5,
+        after >= before + 6,
         "spoofed frames not counted: {before} -> {after}"
     );
     // The address the attacker uses without a lease is now bound to it: another client without a
@@ -810,7 +819,7 @@ fn a_client_claiming_anothers_lease_is_dropped() {
     assert!(observer.dns([10, 0, 2, 78], 7, EXCHANGE), "{}", w.log());
     drop(attacker);
     let c = w.closed_port_counters(attacker_port);
-    assert!(c["drop_spoofed"] >= 5, "{c:?}");
+    assert!(c["drop_spoofed"] >= 6, "{c:?}");
 }
 
 #[test]
