@@ -1086,6 +1086,21 @@ impl Driver {
         self.gw.on_link_ready(now, &mut io);
     }
 
+    /// Like [`Driver::link_ready`], but flows towards guest MACs for which `still_blocked` holds stay
+    /// paused (their guest's port is still congested).
+    pub fn link_ready_except(
+        &mut self,
+        now: Instant,
+        still_blocked: &dyn Fn(&crate::Mac) -> bool,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
+        self.gw.on_link_ready_except(now, still_blocked, &mut io);
+    }
+
     /// Sends deferred ACKs after a batch.
     pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
         let mut io = IoCtx {

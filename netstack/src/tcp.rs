@@ -836,12 +836,32 @@ impl Gateway {
 
     /// The way to the guests has room again: resumes the flows that paused on congestion.
     pub fn on_link_ready(&mut self, now: Instant, io: &mut dyn HostIo) {
-        let list = std::mem::take(&mut self.tcp.tx_blocked);
-        for &(idx, gen) in &list {
-            if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
-                f.tx_blocked = false;
+        self.on_link_ready_except(now, &|_| false, io);
+    }
+
+    /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
+    /// holds stay paused (the way to that guest is still congested; others must not wait for it).
+    pub fn on_link_ready_except(
+        &mut self,
+        now: Instant,
+        still_blocked: &dyn Fn(&Mac) -> bool,
+        io: &mut dyn HostIo,
+    ) {
+        let mut list = std::mem::take(&mut self.tcp.tx_blocked);
+        let flows = &mut self.tcp.flows;
+        let mut keep = Vec::new();
+        list.retain(|&(idx, gen)| match flows.get_mut(idx, gen) {
+            Some(f) if still_blocked(&f.guest_mac) => {
+                keep.push((idx, gen));
+                false
             }
-        }
+            Some(f) => {
+                f.tx_blocked = false;
+                true
+            }
+            None => false,
+        });
+        self.tcp.tx_blocked = keep;
         for (idx, gen) in list {
             self.tcp_push(now, idx, gen, io);
             self.tcp_maybe_finish(idx, gen, io);

@@ -49,6 +49,8 @@ struct Backend<'a> {
     driver: &'a mut Driver,
     driver_ids: &'a mut FxHashMap<(Proto, SocketAddr), u32>,
     now: Instant,
+    /// The switch's counters (`Server::switch_stats`), for `stats`.
+    switch: Vec<(&'static str, u64)>,
 }
 
 impl ApiBackend for Backend<'_> {
@@ -99,6 +101,7 @@ impl ApiBackend for Backend<'_> {
         v.push(("udp_flows", u as u64));
         v.push(("icmp_flows", i as u64));
         v.extend(self.driver.gw.gauges());
+        v.extend(self.switch.iter().copied());
         v
     }
 }
@@ -124,6 +127,7 @@ impl Server {
             driver,
             driver_ids: &mut f.driver_ids,
             now: Instant::now(),
+            switch: Vec::new(),
         };
         backend.open_hostfwd(proto, host, guest)?;
         f.table.add(proto, host, guest).map_err(|e| e.desc)
@@ -226,12 +230,14 @@ impl Server {
         if c.buf.is_empty() {
             return Keep::No;
         }
+        let switch = self.switch_stats();
         let f = &mut self.forwards;
         let mut backend = Backend {
             default_guest: f.default_guest,
             driver,
             driver_ids: &mut f.driver_ids,
             now: Instant::now(),
+            switch,
         };
         let reply = api::handle_request(&c.buf, &mut f.table, &mut backend);
         write_all_nonblocking(c.fd.get_ref(), &reply);

@@ -57,6 +57,12 @@ Sandbox (on by default: no_new_privs, Landlock, seccomp; see README, Security):
 Limits and diagnostics:
   --max-flows N           NAT flows per guest (default 4096; never more than half the fd budget)
   --max-cmd N             running guestfwd cmd: children per guest (default 16)
+  --bcast-rate N          broadcast/multicast/unknown-unicast frames per second each port may
+                          flood (default 1000; 0: unlimited); excess is dropped (drop_storm)
+  --bcast-burst N         storm-control burst (default 200)
+  --max-macs N            MACs the switch learns in all, and addresses it binds without a
+                          DHCP lease (default 4096)
+  --max-macs-per-port N   MACs one port may use (default 16)
   --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
   -v, --verbose           more logging (twice for debug);  -q, --quiet  warnings only
   -h, --help              this text;  -V, --version
@@ -87,6 +93,8 @@ pub struct Options {
     pub sandbox: crate::sandbox::Mode,
     /// Hidden `--sandbox-selftest FILE` (tests only): report what the sandbox lets through.
     pub sandbox_selftest: Option<PathBuf>,
+    /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
+    pub lan: crate::server::LanOptions,
 }
 
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
@@ -152,6 +160,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
         netns: Default::default(),
         sandbox: Default::default(),
         sandbox_selftest: None,
+        lan: Default::default(),
     };
     let (mut no_sandbox, mut require_sandbox) = (false, false);
     let mut guestfwd: Vec<GuestFwd> = Vec::new();
@@ -247,6 +256,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
                     .ok()
                     .filter(|&n: &usize| n > 0)
                     .ok_or_else(|| format!("--max-cmd {v:?}: expected a positive number"))?;
+            }
+            "--bcast-rate" | "--bcast-burst" | "--max-macs" | "--max-macs-per-port" => {
+                let v = value(&mut it)?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("{name} {v:?}: expected a number"))?;
+                let positive = || {
+                    if n == 0 {
+                        Err(format!("{name} {v:?}: expected a number > 0"))
+                    } else {
+                        Ok(n)
+                    }
+                };
+                match name.as_str() {
+                    "--bcast-rate" => o.lan.storm.rate = n,
+                    "--bcast-burst" => o.lan.storm.burst = positive()?,
+                    "--max-macs" => {
+                        // The source guard's table of addresses without a lease has the same bound.
+                        o.lan.max_macs = positive()? as usize;
+                        o.lan.max_bindings = o.lan.max_macs;
+                    }
+                    _ => o.lan.max_macs_per_port = positive()? as usize,
+                }
             }
             "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
             "--hostfwd" => o
@@ -379,6 +411,7 @@ mod tests {
         assert_eq!(o.vde_mode, Some(0o660));
         assert_eq!(o.vde_group, Some(0));
         assert!(o.isolate);
+        assert_eq!(o.lan, crate::server::LanOptions::default());
         assert!(o.listen.is_empty());
     }
 
@@ -437,5 +470,34 @@ mod tests {
             parse_dns_upstream("::1").expect("ok"),
             "[::1]:53".parse().expect("addr")
         );
+    }
+
+    #[test]
+    fn lan_safety_limits() {
+        let o = p(&[
+            "--bcast-rate",
+            "50",
+            "--bcast-burst=10",
+            "--max-macs",
+            "100",
+            "--max-macs-per-port",
+            "2",
+        ])
+        .expect("ok");
+        assert_eq!(o.lan.storm.rate, 50);
+        assert_eq!(o.lan.storm.burst, 10);
+        assert_eq!(o.lan.max_macs, 100);
+        assert_eq!(o.lan.max_bindings, 100);
+        assert_eq!(o.lan.max_macs_per_port, 2);
+        assert_eq!(p(&["--bcast-rate", "0"]).expect("ok").lan.storm.rate, 0);
+        for bad in [
+            ["--bcast-burst", "0"],
+            ["--max-macs", "0"],
+            ["--max-macs-per-port", "0"],
+            ["--bcast-rate", "-1"],
+            ["--bcast-rate", "lots"],
+        ] {
+            assert!(p(&bad).is_err(), "{bad:?}");
+        }
     }
 }

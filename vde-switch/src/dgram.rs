@@ -164,7 +164,7 @@ impl Server {
         let mut for_gateway: Vec<&[u8]> = Vec::new();
         for (port, r) in frames {
             let f = &d.buf[r];
-            if self.switch_in(now, port, f) {
+            if self.switch_in(now, port, f, driver.gw.dhcp()) {
                 for_gateway.push(f);
             }
         }

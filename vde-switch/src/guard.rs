@@ -1,5 +1,7 @@
 //! Guest safety on a shared LAN: frames in which a guest claims an address that only the gateway may
-//! use (its own, the DNS forwarder's) are dropped by the switch before they reach anyone.
+//! use (its own, the DNS forwarder's) are dropped by the switch before they reach anyone. [`inspect`]
+//! also gives the server the claimed source address for the IP source guard (`binding.rs`) and spots
+//! DHCP server messages from guests.
 //!
 //! The gateway already ignores such frames; this check keeps them from other guests too, so a guest
 //! cannot poison its neighbours' ARP caches with a reply or gratuitous ARP for 10.0.2.2, nor send IPv4
@@ -13,6 +15,10 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_UDP: u8 = 17;
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
 
 /// What a refused frame claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +53,34 @@ fn ip_at(f: &[u8], at: usize) -> Option<[u8; 4]> {
 
 /// Whether `frame` (from a guest) claims one of the `protected` IPv4 addresses.
 pub fn claims(frame: &[u8], protected: &[[u8; 4]]) -> Option<Claim> {
+    match inspect(frame) {
+        L3::Arp { spa } => protected.contains(&spa).then_some(Claim::Arp(spa)),
+        L3::Ipv4 { src, .. } => protected.contains(&src).then_some(Claim::Ipv4(src)),
+        _ => None,
+    }
+}
+
+/// What the switch's guest-safety rules look at in a frame (after up to two VLAN tags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L3 {
+    /// ARP for IPv4: the sender protocol address.
+    Arp { spa: [u8; 4] },
+    /// IPv4: the source address, and whether the packet is a DHCP *server* message (UDP from port
+    /// 67, or a BOOTREPLY to port 67/68), which no guest may send.
+    Ipv4 { src: [u8; 4], dhcp_server: bool },
+    /// IPv6. Hook for the IPv6 source guard (ND/DHCPv6 snooping) once the gateway serves IPv6; today
+    /// only storm control and the MAC rules apply to it.
+    Ipv6,
+    /// Anything else (or too short to say).
+    Other,
+}
+
+/// Parses the parts of `frame` the safety rules need. Never panics on any input.
+pub fn inspect(frame: &[u8]) -> L3 {
+    inspect_opt(frame).unwrap_or(L3::Other)
+}
+
+fn inspect_opt(frame: &[u8]) -> Option<L3> {
     let mut off = ETH_HEADER;
     let mut ethertype = be16(frame, 12)?;
     for _ in 0..2 {
@@ -65,14 +99,39 @@ pub fn claims(frame: &[u8], protected: &[[u8; 4]]) -> Option<Claim> {
                 return None;
             }
             let spa = ip_at(frame, off + 8 + hlen)?;
-            protected.contains(&spa).then_some(Claim::Arp(spa))
+            Some(L3::Arp { spa })
         }
         ETHERTYPE_IPV4 => {
             let src = ip_at(frame, off + 12)?;
-            protected.contains(&src).then_some(Claim::Ipv4(src))
+            Some(L3::Ipv4 {
+                src,
+                dhcp_server: dhcp_server(frame, off),
+            })
         }
+        ETHERTYPE_IPV6 => Some(L3::Ipv6),
         _ => None,
     }
+}
+
+/// Whether the IPv4 packet at `off` is UDP from the DHCP server port, or a BOOTREPLY (op 2) to a
+/// DHCP port. Only the first fragment carries the UDP header; later fragments are not DHCP.
+fn dhcp_server(f: &[u8], off: usize) -> bool {
+    let Some(&vihl) = f.get(off) else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let frag_off = be16(f, off + 6).unwrap_or(0) & 0x1fff;
+    if vihl >> 4 != 4 || ihl < 20 || f.get(off + 9) != Some(&IPPROTO_UDP) || frag_off != 0 {
+        return false;
+    }
+    let udp = off + ihl;
+    let (Some(sport), Some(dport)) = (be16(f, udp), be16(f, udp + 2)) else {
+        return false;
+    };
+    if sport == DHCP_SERVER_PORT {
+        return true;
+    }
+    (dport == DHCP_SERVER_PORT || dport == DHCP_CLIENT_PORT) && f.get(udp + 8) == Some(&2)
 }
 
 #[cfg(test)]
@@ -139,6 +198,77 @@ mod tests {
         assert_eq!(claims(&f, P), Some(Claim::Arp(GW)));
         let f = tagged(tagged(ipv4(DNS), ETHERTYPE_VLAN), ETHERTYPE_QINQ);
         assert_eq!(claims(&f, P), Some(Claim::Ipv4(DNS)));
+    }
+
+    fn udp(src_port: u16, dst_port: u16, op: u8) -> Vec<u8> {
+        let mut f = ipv4([10, 0, 2, 16]);
+        f[14 + 9] = IPPROTO_UDP;
+        let mut u = vec![0u8; 8 + 240];
+        u[0..2].copy_from_slice(&src_port.to_be_bytes());
+        u[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        u[8] = op;
+        f.extend_from_slice(&u);
+        f
+    }
+
+    #[test]
+    fn dhcp_server_messages_are_spotted() {
+        let server = |f: &[u8]| {
+            matches!(
+                inspect(f),
+                L3::Ipv4 {
+                    dhcp_server: true,
+                    ..
+                }
+            )
+        };
+        // OFFER/ACK from a rogue server: port 67 -> 68, op 2.
+        assert!(server(&udp(67, 68, 2)));
+        // From port 67 whatever the op (relay agents send from 67 too; no guest relays to us).
+        assert!(server(&udp(67, 67, 1)));
+        // A BOOTREPLY from another port to either DHCP port.
+        assert!(server(&udp(1000, 68, 2)));
+        assert!(server(&udp(1000, 67, 2)));
+        // Client messages are fine: DISCOVER/REQUEST 68 -> 67, op 1.
+        assert!(!server(&udp(68, 67, 1)));
+        // Other UDP with a 2 in the first payload byte.
+        assert!(!server(&udp(5000, 53, 2)));
+        // Through VLAN tags too.
+        assert!(server(&tagged(udp(67, 68, 2), ETHERTYPE_VLAN)));
+        // A later fragment has no UDP header.
+        let mut f = udp(67, 68, 2);
+        f[14 + 7] = 10;
+        assert!(!server(&f));
+        // IP options move the UDP header.
+        let mut f = udp(68, 67, 1);
+        f[14] = 0x46;
+        f.splice(34..34, [0u8; 4]);
+        assert!(!server(&f));
+        f[38..40].copy_from_slice(&67u16.to_be_bytes());
+        assert!(server(&f));
+        // Truncated before the UDP ports.
+        assert!(!server(&udp(67, 68, 2)[..36]));
+    }
+
+    #[test]
+    fn inspect_reports_claims_and_ipv6() {
+        assert_eq!(
+            inspect(&arp(2, [10, 0, 2, 15], GW)),
+            L3::Arp {
+                spa: [10, 0, 2, 15]
+            }
+        );
+        assert_eq!(
+            inspect(&ipv4([10, 0, 2, 16])),
+            L3::Ipv4 {
+                src: [10, 0, 2, 16],
+                dhcp_server: false
+            }
+        );
+        let mut f = ipv4(GW);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        assert_eq!(inspect(&f), L3::Ipv6);
+        assert_eq!(inspect(&f[..13]), L3::Other);
     }
 
     #[test]

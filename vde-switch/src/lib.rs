@@ -1,6 +1,7 @@
 //! warren's virtual switch and its ports, and the `warren` daemon's pieces.
 
 pub mod api;
+pub mod binding;
 pub mod cli;
 pub mod dgram;
 pub mod framing;
@@ -12,6 +13,7 @@ pub mod run;
 pub mod sandbox;
 pub mod server;
 pub mod slirp4netns;
+pub mod storm;
 pub mod switch;
 pub mod tap;
 pub mod vde;

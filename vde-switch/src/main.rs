@@ -242,6 +242,7 @@ fn main() -> ExitCode {
                 dgram_idle: opts.dgram_idle,
                 vde: vde.clone(),
                 isolate,
+                lan: opts.lan.clone(),
             })?;
         println!(
             "warren: serving {}/{}: gateway {} (host loopback: {}), DNS {}, first lease {}, MTU {}",

@@ -18,6 +18,17 @@ pub const TX_QUEUE_CAP: usize = 8 << 20;
 pub const TX_QUEUE_SOFT: usize = 1 << 20;
 /// Bytes a datagram port may have queued while its peer's receive queue is full.
 pub const DGRAM_QUEUE_CAP: usize = 1 << 20;
+/// Queued bytes above which a stream port takes no more flooded frames (broadcast, multicast,
+/// unknown unicast from other guests): floods may use at most a quarter of the queue, so the
+/// gateway's replies and other guests' unicast always find room (the gateway itself pauses its bulk
+/// senders at [`TX_QUEUE_SOFT`]).
+pub const FLOOD_QUEUE_MAX: usize = TX_QUEUE_CAP / 4;
+/// Queued bytes above which a stream port takes no more unicast from other guests (half the queue;
+/// the rest is the gateway's).
+pub const PEER_QUEUE_MAX: usize = TX_QUEUE_CAP / 2;
+/// The same shares for datagram ports.
+pub const DGRAM_FLOOD_MAX: usize = DGRAM_QUEUE_CAP / 2;
+pub const DGRAM_PEER_MAX: usize = DGRAM_QUEUE_CAP * 3 / 4;
 /// Frames at least this long are written directly (no copy into the queue) when the queue is empty.
 const DIRECT_WRITE_MIN: usize = 16 << 10;
 
@@ -35,6 +46,110 @@ pub struct PortCounters {
     pub drop_spoofed: u64,
     /// Guest-to-guest frames suppressed by `--isolate`.
     pub drop_isolated: u64,
+    /// Flooded frames (broadcast, multicast, unknown unicast) from this port beyond its storm-control
+    /// rate (`--bcast-rate`, `--bcast-burst`).
+    pub drop_storm: u64,
+    /// Flooded frames *to* this port refused because its queue held more than the flood share.
+    pub drop_flood_full: u64,
+    /// Unicast from other guests *to* this port refused because its queue held more than their share.
+    pub drop_peer_full: u64,
+    /// Frames from a new MAC beyond `--max-macs` / `--max-macs-per-port`.
+    pub drop_mac_limit: u64,
+    /// DHCP server messages (UDP from port 67, BOOTREPLY) from this port.
+    pub drop_dhcp_server: u64,
+    /// ARP/IPv4 claiming a new address while the binding table was full.
+    pub drop_bind_limit: u64,
+}
+
+/// The counters' names as `stats` shows the switch-wide totals (the per-port name is without `port_`).
+const STAT_NAMES: [&str; 15] = [
+    "port_frames_in",
+    "port_frames_out",
+    "port_bytes_in",
+    "port_bytes_out",
+    "port_drop_tx_full",
+    "port_drop_refused",
+    "port_drop_oversize",
+    "port_drop_spoofed",
+    "port_drop_isolated",
+    "port_drop_storm",
+    "port_drop_flood_full",
+    "port_drop_peer_full",
+    "port_drop_mac_limit",
+    "port_drop_dhcp_server",
+    "port_drop_bind_limit",
+];
+
+impl PortCounters {
+    fn values(&self) -> [u64; 15] {
+        [
+            self.frames_in,
+            self.frames_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.drop_tx_full,
+            self.drop_refused,
+            self.drop_oversize,
+            self.drop_spoofed,
+            self.drop_isolated,
+            self.drop_storm,
+            self.drop_flood_full,
+            self.drop_peer_full,
+            self.drop_mac_limit,
+            self.drop_dhcp_server,
+            self.drop_bind_limit,
+        ]
+    }
+
+    fn fields_mut(&mut self) -> [&mut u64; 15] {
+        [
+            &mut self.frames_in,
+            &mut self.frames_out,
+            &mut self.bytes_in,
+            &mut self.bytes_out,
+            &mut self.drop_tx_full,
+            &mut self.drop_refused,
+            &mut self.drop_oversize,
+            &mut self.drop_spoofed,
+            &mut self.drop_isolated,
+            &mut self.drop_storm,
+            &mut self.drop_flood_full,
+            &mut self.drop_peer_full,
+            &mut self.drop_mac_limit,
+            &mut self.drop_dhcp_server,
+            &mut self.drop_bind_limit,
+        ]
+    }
+
+    /// The counters by name (`frames_in`, `drop_storm`, ...).
+    pub fn pairs(&self) -> [(&'static str, u64); 15] {
+        let v = self.values();
+        std::array::from_fn(|i| (&STAT_NAMES[i][5..], v[i]))
+    }
+
+    /// The counters by their switch-wide name (`port_frames_in`, `port_drop_storm`, ...).
+    pub fn stat_pairs(&self) -> [(&'static str, u64); 15] {
+        let v = self.values();
+        std::array::from_fn(|i| (STAT_NAMES[i], v[i]))
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &PortCounters) {
+        for (f, v) in self.fields_mut().into_iter().zip(other.values()) {
+            *f += v;
+        }
+    }
+}
+
+/// Who a frame sent to a port comes from: each class may fill the port's queue only so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// From the gateway: the whole queue.
+    Gateway,
+    /// Unicast from another guest: up to [`PEER_QUEUE_MAX`].
+    Peer,
+    /// Flooded from another guest: up to [`FLOOD_QUEUE_MAX`].
+    Flood,
 }
 
 /// How frames leave a port.
@@ -86,6 +201,8 @@ pub struct Port {
     pub counters: PortCounters,
     /// Largest frame this port carries (VDE2 peers: 1518; others: the LAN's MTU + 14).
     pub max_frame: usize,
+    /// Storm control of the frames this port floods (set by the server).
+    pub storm: Option<crate::storm::TokenBucket>,
 }
 
 /// What `Port::send` did.
@@ -106,7 +223,38 @@ impl Port {
             tx,
             counters: PortCounters::default(),
             max_frame,
+            storm: None,
         }
+    }
+
+    /// Bytes waiting in this port's queue.
+    pub fn queued(&self) -> usize {
+        match &self.tx {
+            Tx::Stream { queue, off, .. } => queue.len() - off,
+            Tx::Datagram { bytes, .. } => *bytes,
+            Tx::Packet { .. } => 0,
+        }
+    }
+
+    /// Sends or queues one frame of class `class`: refused (and counted) when the queue already holds
+    /// more than that class's share.
+    pub fn send_class(&mut self, frame: &[u8], class: Class) -> Sent {
+        let stream = matches!(self.tx, Tx::Stream { .. });
+        let limit = match (class, stream) {
+            (Class::Gateway, _) => usize::MAX,
+            (Class::Peer, true) => PEER_QUEUE_MAX,
+            (Class::Peer, false) => DGRAM_PEER_MAX,
+            (Class::Flood, true) => FLOOD_QUEUE_MAX,
+            (Class::Flood, false) => DGRAM_FLOOD_MAX,
+        };
+        if self.queued() > limit {
+            match class {
+                Class::Flood => self.counters.drop_flood_full += 1,
+                _ => self.counters.drop_peer_full += 1,
+            }
+            return Sent::Done;
+        }
+        self.send(frame)
     }
 
     /// Sends or queues one frame.

@@ -7,9 +7,14 @@
 //! queue; the loop drains the queue in batches, so a wakeup costs the same whatever the number of ports
 //! and flows.
 
+use crate::binding::{Guard, Verdict};
 use crate::framing::{self, Decoded};
-use crate::port::{Port, PortCounters, Sent, Tx};
+use crate::guard::L3;
+use crate::port::{Class, Port, PortCounters, Sent, Tx};
+use crate::storm::{StormLimit, TokenBucket};
 use crate::switch::{Dest, MacTable, PortId, Refused};
+use netstack::config::Ipv4Net;
+use netstack::dhcp::DhcpServer;
 use netstack::driver::{Driver, ReadyQueue, Token};
 use netstack::pcap::PcapWriter;
 use netstack::wire::ethernet;
@@ -41,6 +46,29 @@ pub enum Listen {
     Tcp(SocketAddr),
 }
 
+/// LAN safety limits (storm control, table bounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LanOptions {
+    /// Flooded frames per second and burst per ingress port (`rate` 0: unlimited).
+    pub storm: StormLimit,
+    /// Learned MACs in all, and on one port.
+    pub max_macs: usize,
+    pub max_macs_per_port: usize,
+    /// Addresses bound without a DHCP lease (IP source guard).
+    pub max_bindings: usize,
+}
+
+impl Default for LanOptions {
+    fn default() -> Self {
+        LanOptions {
+            storm: StormLimit::default(),
+            max_macs: crate::switch::DEFAULT_MAX_MACS,
+            max_macs_per_port: crate::switch::DEFAULT_MAX_MACS_PER_PORT,
+            max_bindings: crate::binding::DEFAULT_MAX,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ServerOptions {
     pub listen: Vec<Listen>,
@@ -53,6 +81,8 @@ pub struct ServerOptions {
     pub vde: Vec<crate::vde::VdeOptions>,
     /// Guests reach only the gateway, not each other.
     pub isolate: bool,
+    /// Storm control and table bounds.
+    pub lan: LanOptions,
 }
 
 /// Registers an fd with the tokio reactor.
@@ -125,6 +155,9 @@ struct PortSlot {
     gen: u32,
     port: Option<Port>,
     waker: Option<Waker>,
+    /// The gateway paused senders because this port was congested: resume them when it drains (or
+    /// goes away). Kept across a close so the paused flows are resumed.
+    gw_waiting: bool,
 }
 
 /// Everything on the loop's thread.
@@ -138,7 +171,7 @@ pub struct Server {
     free_ports: Vec<usize>,
     dirty: Vec<PortId>,
     dead: Vec<(PortId, &'static str)>,
-    /// The gateway paused a sender on a congested port.
+    /// The gateway paused a sender on a congested port (which one: [`PortSlot::gw_waiting`]).
     link_waiting: bool,
     macs: MacTable,
     gateway_mac: Mac,
@@ -149,9 +182,16 @@ pub struct Server {
     unix_paths: Vec<PathBuf>,
     /// Directories removed (if empty) when the server stops.
     unix_dirs: Vec<PathBuf>,
-    /// Addresses only the gateway may claim (its own and the DNS forwarder's).
-    protected_ips: [[u8; 4]; 2],
+    /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
+    protected_ips: Vec<[u8; 4]>,
     isolate: bool,
+    /// IP source guard: addresses bound to MACs.
+    guard: Guard,
+    /// The LAN (claims of its addresses are bound; others are the gateway's business).
+    net: Ipv4Net,
+    storm: StormLimit,
+    /// Counters of ports that have closed (for the totals in `stats`).
+    closed: PortCounters,
 }
 
 impl Server {
@@ -179,18 +219,28 @@ impl Server {
             dirty: Vec::new(),
             dead: Vec::new(),
             link_waiting: false,
-            macs: MacTable::default(),
+            macs: MacTable::new(opts.lan.max_macs, opts.lan.max_macs_per_port),
             gateway_mac: driver.gw.mac(),
             mtu_frame: usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN,
             pcap,
             stop: Arc::new(AtomicBool::new(false)),
             unix_paths: Vec::new(),
             unix_dirs: Vec::new(),
-            protected_ips: [
-                driver.gw.config().gateway.octets(),
-                driver.gw.config().dns.octets(),
-            ],
+            protected_ips: {
+                let cfg = driver.gw.config();
+                let mut v = vec![cfg.gateway.octets(), cfg.dns.octets()];
+                for g in &cfg.guestfwds {
+                    if !v.contains(&g.addr.octets()) {
+                        v.push(g.addr.octets());
+                    }
+                }
+                v
+            },
             isolate: opts.isolate,
+            guard: Guard::new(opts.lan.max_bindings),
+            net: driver.gw.config().net,
+            storm: opts.lan.storm,
+            closed: PortCounters::default(),
         };
         for l in &opts.listen {
             let sock = match l {
@@ -275,6 +325,7 @@ impl Server {
                     gen: 0,
                     port: None,
                     waker: None,
+                    gw_waiting: false,
                 });
                 self.ports.len() - 1
             }
@@ -283,7 +334,9 @@ impl Server {
         slot.gen = slot.gen.wrapping_add(1) & 0x3fff_ffff;
         slot.waker = Some(self.queue.waker(token(KIND_PORT, idx, slot.gen)));
         log::info!("port {idx} connected ({name})");
-        slot.port = Some(Port::new(name, tx, max_frame.min(self.mtu_frame)));
+        let mut port = Port::new(name, tx, max_frame.min(self.mtu_frame));
+        port.storm = Some(TokenBucket::new(self.storm, Instant::now()));
+        slot.port = Some(port);
         idx as PortId
     }
 
@@ -296,7 +349,10 @@ impl Server {
             log::info!("port {id} ({}) closed: {why}; {:?}", p.name, p.counters);
             slot.waker = None;
             self.free_ports.push(id as usize);
-            self.macs.remove_port(id);
+            self.closed.add(&p.counters);
+            for mac in self.macs.remove_port(id) {
+                self.guard.remove_mac(&mac);
+            }
         }
     }
 
@@ -327,6 +383,44 @@ impl Server {
             .port
             .as_ref()
             .map(|p| &p.counters)
+    }
+
+    /// The switch's counters summed over every port that ever existed (`port_` + counter name), plus
+    /// the sizes of its tables.
+    pub fn switch_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut total = self.closed.clone();
+        for slot in &self.ports {
+            if let Some(p) = &slot.port {
+                total.add(&p.counters);
+            }
+        }
+        let mut v: Vec<(&'static str, u64)> = total.stat_pairs().to_vec();
+        v.push((
+            "ports",
+            self.ports.iter().filter(|s| s.port.is_some()).count() as u64,
+        ));
+        v.push(("macs", self.macs.len() as u64));
+        v.push(("ip_bindings", self.guard.len() as u64));
+        v
+    }
+
+    /// One line per open port: its name and nonzero counters (for the exit log).
+    fn port_summaries(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let p = s.port.as_ref()?;
+                let c: Vec<String> = p
+                    .counters
+                    .pairs()
+                    .iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                Some(format!("port {i} ({}): {}", p.name, c.join(" ")))
+            })
+            .collect()
     }
 
     /// Makes [`Server::serve`] return after the current batch, as SIGTERM does.
@@ -401,6 +495,7 @@ impl Server {
             if now.saturating_duration_since(last_expire) > Duration::from_secs(30) {
                 last_expire = now;
                 self.macs.expire(now);
+                self.guard.expire(now);
                 self.tick_endpoints(now);
             }
         }
@@ -415,6 +510,16 @@ impl Server {
         for d in &self.unix_dirs {
             let _ = std::fs::remove_dir(d);
         }
+        for line in self.port_summaries() {
+            log::info!("{line}");
+        }
+        let switch: Vec<String> = self
+            .switch_stats()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        log::info!("switch: {}", switch.join(" "));
         let (t, u, i) = driver.gw.flow_counts();
         let counters: Vec<String> = driver
             .gw
@@ -599,7 +704,7 @@ impl Server {
                         consumed,
                     } => {
                         let frame = &s.rx[pos + start..pos + start + len];
-                        if self.switch_in(now, s.port, frame) {
+                        if self.switch_in(now, s.port, frame, driver.gw.dhcp()) {
                             for_gateway.push(frame);
                         }
                         pos += consumed;
@@ -639,19 +744,23 @@ impl Server {
 
     /// A frame received on `port`: learn, then switch it to ports and/or the gateway.
     pub fn frame_in(&mut self, now: Instant, port: PortId, frame: &[u8], driver: &mut Driver) {
-        if self.switch_in(now, port, frame) {
+        if self.switch_in(now, port, frame, driver.gw.dhcp()) {
             driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
         }
     }
 
     /// Learns and switches a frame from `port` to other ports; true if the gateway must see it too
-    /// (the caller delivers it, possibly batched with others).
-    pub fn switch_in(&mut self, now: Instant, port: PortId, frame: &[u8]) -> bool {
+    /// (the caller delivers it, possibly batched with others). `dhcp` says who holds which lease (the
+    /// IP source guard).
+    pub fn switch_in(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &[u8],
+        dhcp: &DhcpServer,
+    ) -> bool {
         if frame.len() < ethernet::HEADER_LEN {
             return false;
-        }
-        if let Some(pc) = self.pcap.as_mut() {
-            let _ = pc.frame(frame);
         }
         let Some(p) = self
             .ports
@@ -660,9 +769,17 @@ impl Server {
         else {
             return false;
         };
+        // Every frame goes to the pcap except what storm control drops (a flood would fill the disk).
+        let mut pcap = self.pcap.as_mut();
+        let mut record = |f: &[u8]| {
+            if let Some(pc) = pcap.take() {
+                let _ = pc.frame(f);
+            }
+        };
         p.counters.frames_in += 1;
         p.counters.bytes_in += frame.len() as u64;
         if let Some(claim) = crate::guard::claims(frame, &self.protected_ips) {
+            record(frame);
             p.counters.drop_spoofed += 1;
             log::debug!("port {port}: dropped a frame that {claim}");
             return false;
@@ -671,16 +788,70 @@ impl Server {
         let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
             Ok(d) => d,
             Err(r) => {
-                p.counters.drop_refused += 1;
+                record(frame);
                 let why = match r {
                     Refused::GatewayMac => "uses the gateway's MAC".to_string(),
                     Refused::GroupSource => "has a multicast source MAC".to_string(),
                     Refused::MacInUse(other) => format!("uses a MAC live on port {other}"),
+                    Refused::MacLimit => "comes from one MAC too many".to_string(),
                 };
+                if r == Refused::MacLimit {
+                    p.counters.drop_mac_limit += 1;
+                } else {
+                    p.counters.drop_refused += 1;
+                }
                 log::debug!("port {port}: dropped a frame that {why}");
                 return false;
             }
         };
+        // Storm control: whatever this port floods is rate-limited (IPv6 multicast included).
+        if let Dest::Flood { .. } = dest {
+            if !p.storm.as_mut().is_none_or(|b| b.allow(now)) {
+                p.counters.drop_storm += 1;
+                return false;
+            }
+        }
+        record(frame);
+        // DHCP snooping and IP source guard.
+        let claimed = match crate::guard::inspect(frame) {
+            L3::Ipv4 {
+                dhcp_server: true, ..
+            } => {
+                p.counters.drop_dhcp_server += 1;
+                log::debug!("port {port}: dropped a DHCP server message");
+                return false;
+            }
+            L3::Arp { spa } => Some(spa),
+            L3::Ipv4 { src, .. } => Some(src),
+            // IPv6 source guard: bind ND/DHCPv6 addresses here once the gateway serves IPv6.
+            L3::Ipv6 | L3::Other => None,
+        };
+        if let Some(ip) = claimed.map(std::net::Ipv4Addr::from) {
+            if ip.is_unspecified() {
+                // ARP probes and DHCP clients before they have an address.
+            } else if ip.is_broadcast() || ip.is_multicast() || ip == self.net.broadcast() {
+                p.counters.drop_spoofed += 1;
+                log::debug!("port {port}: dropped a frame from the group address {ip}");
+                return false;
+            } else if self.net.contains(ip) {
+                match self.guard.check(now, src, ip.into(), dhcp.mac_for_ip(ip)) {
+                    Verdict::Ok => {}
+                    Verdict::Spoofed(owner) => {
+                        p.counters.drop_spoofed += 1;
+                        log::debug!(
+                            "port {port}: dropped a frame claiming {ip}, which belongs to {}",
+                            fmt_mac(&owner)
+                        );
+                        return false;
+                    }
+                    Verdict::Full => {
+                        p.counters.drop_bind_limit += 1;
+                        log::debug!("port {port}: address table full; dropped a claim of {ip}");
+                        return false;
+                    }
+                }
+            }
+        }
         match dest {
             Dest::Gateway => true,
             Dest::Port(_) | Dest::Flood { gateway: false } if self.isolate => {
@@ -690,13 +861,13 @@ impl Server {
                 false
             }
             Dest::Port(p) => {
-                self.port_send(p, frame);
+                self.port_send(p, frame, Class::Peer);
                 false
             }
             Dest::Flood { gateway } => {
                 for i in 0..self.ports.len() {
                     if !self.isolate && i != port as usize && self.ports[i].port.is_some() {
-                        self.port_send(i as PortId, frame);
+                        self.port_send(i as PortId, frame, Class::Flood);
                     }
                 }
                 gateway
@@ -706,7 +877,7 @@ impl Server {
     }
 
     /// A frame from the gateway: to its port, or flooded. False when that port is congested (the
-    /// frame was queued; the gateway pauses bulk data until `link_ready`).
+    /// frame was queued; the gateway pauses bulk data towards that port until `link_ready`).
     pub(crate) fn gateway_out(&mut self, now: Instant, frame: &[u8]) -> bool {
         if frame.len() < ethernet::HEADER_LEN {
             return true;
@@ -719,13 +890,13 @@ impl Server {
             .lookup(now, mac_at(frame, 0), self.gateway_mac, None)
         {
             Dest::Port(p) => {
-                self.port_send(p, frame);
-                let congested = self
-                    .ports
-                    .get(p as usize)
-                    .and_then(|s| s.port.as_ref())
-                    .is_some_and(|p| p.congested());
+                self.port_send(p, frame, Class::Gateway);
+                let Some(slot) = self.ports.get_mut(p as usize) else {
+                    return true;
+                };
+                let congested = slot.port.as_ref().is_some_and(|p| p.congested());
                 if congested {
+                    slot.gw_waiting = true;
                     self.link_waiting = true;
                 }
                 !congested
@@ -733,7 +904,7 @@ impl Server {
             Dest::Flood { .. } => {
                 for i in 0..self.ports.len() {
                     if self.ports[i].port.is_some() {
-                        self.port_send(i as PortId, frame);
+                        self.port_send(i as PortId, frame, Class::Gateway);
                     }
                 }
                 true
@@ -742,23 +913,43 @@ impl Server {
         }
     }
 
-    /// Flushes port queues; if the gateway paused on congestion and every port has room again, lets it
-    /// resume.
+    /// Flushes port queues; when a port the gateway paused on has room again (or is gone), lets the
+    /// gateway resume the senders towards it. Senders towards ports that are still congested stay
+    /// paused: a guest that stops reading holds up only its own traffic.
     pub(crate) fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
         self.flush_ports();
-        if self.link_waiting
-            && !self
-                .ports
-                .iter()
-                .any(|s| s.port.as_ref().is_some_and(|p| p.congested()))
-        {
-            self.link_waiting = false;
-            driver.link_ready(now, &mut |f| self.gateway_out(now, f));
+        if !self.link_waiting {
+            return;
+        }
+        let (mut ready, mut still) = (false, false);
+        for slot in &mut self.ports {
+            if !slot.gw_waiting {
+                continue;
+            }
+            if slot.port.as_ref().is_some_and(|p| p.congested()) {
+                still = true;
+            } else {
+                slot.gw_waiting = false;
+                ready = true;
+            }
+        }
+        self.link_waiting = still;
+        if ready {
+            let ports = &self.ports;
+            let congested = self.macs.macs_on(now, |id| {
+                ports
+                    .get(id as usize)
+                    .and_then(|s| s.port.as_ref())
+                    .is_some_and(|p| p.congested())
+            });
+            driver.link_ready_except(now, &|mac| congested.contains(mac), &mut |f| {
+                self.gateway_out(now, f)
+            });
             self.flush_ports();
         }
     }
 
-    fn port_send(&mut self, id: PortId, frame: &[u8]) {
+    fn port_send(&mut self, id: PortId, frame: &[u8], class: Class) {
         let Some(p) = self
             .ports
             .get_mut(id as usize)
@@ -766,7 +957,7 @@ impl Server {
         else {
             return;
         };
-        match p.send(frame) {
+        match p.send_class(frame, class) {
             Sent::Done => {}
             Sent::Queued => self.dirty.push(id),
             Sent::Failed => self.dead.push((id, "send failed")),
@@ -850,6 +1041,13 @@ pub fn bind_unix(path: &std::path::Path, ty: Type) -> io::Result<Socket> {
     s.bind(&SockAddr::unix(path)?)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
     Ok(s)
+}
+
+fn fmt_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 pub fn mac_at(f: &[u8], at: usize) -> Mac {

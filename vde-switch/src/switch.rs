@@ -1,5 +1,9 @@
 //! The learning L2 switch: a MAC table with aging, unicast to the learned port, flooding of
 //! broadcast/multicast/unknown destinations. The gateway is one port (see `server.rs`).
+//!
+//! The table is bounded: at most `max` MACs in all and `per_port` on one port. A new MAC beyond a
+//! bound is refused ([`Refused::MacLimit`]); entries that aged out make room, live entries of other
+//! ports are never evicted.
 
 use netstack::Mac;
 use rustc_hash::FxHashMap;
@@ -10,6 +14,10 @@ pub type PortId = u32;
 
 /// How long a learned MAC stays bound to its port without traffic.
 pub const MAC_AGING: Duration = Duration::from_secs(300);
+/// Default bound on learned MACs in all.
+pub const DEFAULT_MAX_MACS: usize = 4096;
+/// Default bound on MACs learned on one port (a tap or VDE port may carry a few; a guest is one).
+pub const DEFAULT_MAX_MACS_PER_PORT: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -39,14 +47,65 @@ pub enum Refused {
     MacInUse(PortId),
     /// The source MAC is a group address.
     GroupSource,
+    /// The source MAC is new and the table (or this port's share of it) is full.
+    MacLimit,
 }
 
-#[derive(Default)]
 pub struct MacTable {
     entries: FxHashMap<Mac, Entry>,
+    /// Entries per port.
+    per_port_count: FxHashMap<PortId, usize>,
+    max: usize,
+    per_port: usize,
+    last_sweep: Option<Instant>,
+}
+
+impl Default for MacTable {
+    fn default() -> Self {
+        MacTable::new(DEFAULT_MAX_MACS, DEFAULT_MAX_MACS_PER_PORT)
+    }
 }
 
 impl MacTable {
+    /// A table of at most `max` MACs, `per_port` on one port.
+    pub fn new(max: usize, per_port: usize) -> Self {
+        MacTable {
+            entries: FxHashMap::default(),
+            per_port_count: FxHashMap::default(),
+            max: max.max(1),
+            per_port: per_port.max(1),
+            last_sweep: None,
+        }
+    }
+
+    fn count(&self, port: PortId) -> usize {
+        self.per_port_count.get(&port).copied().unwrap_or(0)
+    }
+
+    fn dec(&mut self, port: PortId) {
+        if let Some(c) = self.per_port_count.get_mut(&port) {
+            *c -= 1;
+            if *c == 0 {
+                self.per_port_count.remove(&port);
+            }
+        }
+    }
+
+    /// Whether one more MAC fits on `port` (sweeping aged entries, at most once a second, if not).
+    fn room(&mut self, now: Instant, port: PortId) -> bool {
+        let fits = |t: &Self| t.entries.len() < t.max && t.count(port) < t.per_port;
+        if fits(self) {
+            return true;
+        }
+        if self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.expire(now);
+        }
+        fits(self)
+    }
+
     /// Learns `src` on `port` and decides where a frame to `dst` goes.
     pub fn forward(
         &mut self,
@@ -62,15 +121,29 @@ impl MacTable {
         if src[0] & 1 == 1 {
             return Err(Refused::GroupSource);
         }
-        match self.entries.get_mut(&src) {
+        match self.entries.get(&src).copied() {
             Some(e) if e.port != port && now.saturating_duration_since(e.seen) < MAC_AGING => {
                 return Err(Refused::MacInUse(e.port));
             }
+            Some(e) if e.port == port => {
+                if let Some(e) = self.entries.get_mut(&src) {
+                    e.seen = now;
+                }
+            }
             Some(e) => {
-                e.port = port;
-                e.seen = now;
+                // Aged out on another port: it moves here if this port has room.
+                if self.count(port) >= self.per_port {
+                    return Err(Refused::MacLimit);
+                }
+                self.dec(e.port);
+                *self.per_port_count.entry(port).or_default() += 1;
+                self.entries.insert(src, Entry { port, seen: now });
             }
             None => {
+                if !self.room(now, port) {
+                    return Err(Refused::MacLimit);
+                }
+                *self.per_port_count.entry(port).or_default() += 1;
                 self.entries.insert(src, Entry { port, seen: now });
             }
         }
@@ -103,15 +176,48 @@ impl MacTable {
         }
     }
 
-    /// Forgets every MAC learned on `port` (it went away).
-    pub fn remove_port(&mut self, port: PortId) {
-        self.entries.retain(|_, e| e.port != port);
+    /// Forgets every MAC learned on `port` (it went away); returns them.
+    pub fn remove_port(&mut self, port: PortId) -> Vec<Mac> {
+        let mut gone = Vec::new();
+        self.entries.retain(|m, e| {
+            let keep = e.port != port;
+            if !keep {
+                gone.push(*m);
+            }
+            keep
+        });
+        self.per_port_count.remove(&port);
+        gone
     }
 
     /// Drops entries older than the aging time.
     pub fn expire(&mut self, now: Instant) {
+        self.last_sweep = Some(now);
+        let counts = &mut self.per_port_count;
+        self.entries.retain(|_, e| {
+            let keep = now.saturating_duration_since(e.seen) < MAC_AGING;
+            if !keep {
+                if let Some(c) = counts.get_mut(&e.port) {
+                    *c -= 1;
+                }
+            }
+            keep
+        });
+        counts.retain(|_, c| *c > 0);
+    }
+
+    /// The live MACs learned on ports for which `pred` holds.
+    pub fn macs_on(&self, now: Instant, pred: impl Fn(PortId) -> bool) -> Vec<Mac> {
         self.entries
-            .retain(|_, e| now.saturating_duration_since(e.seen) < MAC_AGING);
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.seen) < MAC_AGING && pred(e.port))
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// MACs learned on `port`.
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.count(port)
     }
 
     pub fn len(&self) -> usize {
@@ -163,5 +269,64 @@ mod tests {
         assert!(t.forward(now, 2, A, BC, GW).is_ok());
         let later = now + MAC_AGING + Duration::from_secs(1);
         assert!(t.forward(later, 3, A, BC, GW).is_ok());
+    }
+
+    fn m(n: u16) -> Mac {
+        let [a, b] = n.to_be_bytes();
+        [0x52, 0x54, 0, 1, a, b]
+    }
+
+    #[test]
+    fn per_port_cap_refuses_new_macs_only() {
+        let mut t = MacTable::new(100, 4);
+        let now = Instant::now();
+        for i in 0..4 {
+            assert!(t.forward(now, 1, m(i), BC, GW).is_ok());
+        }
+        assert_eq!(t.forward(now, 1, m(4), BC, GW), Err(Refused::MacLimit));
+        // Known MACs of that port keep working; other ports are not affected.
+        assert!(t.forward(now, 1, m(0), BC, GW).is_ok());
+        assert!(t.forward(now, 2, m(5), BC, GW).is_ok());
+        assert_eq!(t.port_len(1), 4);
+        assert_eq!(t.port_len(2), 1);
+        // Aged entries make room again.
+        let later = now + MAC_AGING;
+        assert!(t.forward(later, 1, m(4), BC, GW).is_ok());
+        assert_eq!(t.port_len(1), 1);
+        assert_eq!(t.len(), 1);
+        // A port that goes away frees its share.
+        for i in 10..13 {
+            assert!(t.forward(later, 1, m(i), BC, GW).is_ok());
+        }
+        assert_eq!(t.remove_port(1).len(), 4);
+        assert_eq!(t.port_len(1), 0);
+        assert!(t.forward(later, 1, m(20), BC, GW).is_ok());
+    }
+
+    #[test]
+    fn total_cap_never_evicts_live_entries_of_other_ports() {
+        let mut t = MacTable::new(6, 4);
+        let now = Instant::now();
+        for i in 0..4 {
+            assert!(t.forward(now, 1, m(i), BC, GW).is_ok());
+        }
+        assert!(t.forward(now, 2, m(10), BC, GW).is_ok());
+        assert!(t.forward(now, 2, m(11), BC, GW).is_ok());
+        // Full: a third port cannot join with a new MAC, and nobody lost theirs.
+        assert_eq!(t.forward(now, 3, m(20), BC, GW), Err(Refused::MacLimit));
+        assert_eq!(t.lookup(now, m(0), GW, Some(2)), Dest::Port(1));
+        assert_eq!(t.lookup(now, m(11), GW, Some(1)), Dest::Port(2));
+        // A MAC that aged out on port 1 may move to a port with room, keeping the counts right.
+        let later = now + MAC_AGING;
+        assert!(t.forward(later, 2, m(0), BC, GW).is_ok());
+        assert_eq!(t.port_len(2), 3);
+        assert!(t.forward(later, 3, m(20), BC, GW).is_ok());
+        assert_eq!(t.len(), 2);
+        // Hammering a full table with new MACs stays refused and bounded.
+        let mut t = MacTable::new(8, 8);
+        for i in 0..10_000 {
+            let _ = t.forward(now, 1 + u32::from(i % 3), m(i), BC, GW);
+        }
+        assert_eq!(t.len(), 8);
     }
 }

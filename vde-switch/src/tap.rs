@@ -133,7 +133,7 @@ impl Server {
                 let mut n = 0;
                 for &(off, len) in &t.spans {
                     let frame = &t.buf[off..off + len];
-                    if self.switch_in(now, t.port, frame) {
+                    if self.switch_in(now, t.port, frame, driver.gw.dhcp()) {
                         for_gateway[n] = frame;
                         n += 1;
                     }

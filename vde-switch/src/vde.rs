@@ -731,7 +731,7 @@ impl Server {
         let mut for_gateway: Vec<&[u8]> = Vec::new();
         for r in frames {
             let f = &a.buf[r];
-            if self.switch_in(now, a.port, f) {
+            if self.switch_in(now, a.port, f, driver.gw.dhcp()) {
                 for_gateway.push(f);
             }
         }

@@ -312,9 +312,10 @@ fn broadcast_reaches(from: &mut dyn Link, src: [u8; 6], to: &mut [&mut dyn Link]
 }
 
 /// `l` (MAC `m`) asks who has 10.0.2.2 and gets the gateway's answer (other guests' ARP broadcasts
-/// may arrive first and are skipped).
+/// may arrive first and are skipped). Each MAC claims its own address (10.0.2.20 + its last byte):
+/// the switch's IP source guard refuses a claim of an address another MAC uses.
 fn assert_gateway_answers_arp(l: &mut dyn Link, m: [u8; 6], ctx: &Warren) {
-    l.send(&arp(1, m, [10, 0, 2, 15], [10, 0, 2, 2]));
+    l.send(&arp(1, m, [10, 0, 2, 20 + m[5]], [10, 0, 2, 2]));
     let deadline = Instant::now() + WAIT;
     while let Some(r) = l.recv_kind(deadline.saturating_duration_since(Instant::now()), true) {
         if r[0..6] == m && r[20..22] == [0, 2] {
