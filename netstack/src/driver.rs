@@ -10,10 +10,11 @@ use crate::gateway::Gateway;
 use crate::host::HostIo;
 use crate::Instant;
 use rustc_hash::FxHashMap;
+use rustix::net::{RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendFlags};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::unix::AsyncFd;
@@ -225,25 +226,10 @@ fn pidx(p: Proto) -> usize {
 
 /// Sets SO_PEEK_OFF (peeks then start that far into the receive queue and advance it).
 fn set_peek_off(s: &Socket, off: libc::c_int) -> bool {
-    // SAFETY: the fd is a valid socket we own; the option value is a c_int of the size we pass.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEEK_OFF,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    r == 0
+    crate::sys::set_peek_off(s.as_fd(), off).is_ok()
 }
 
-/// Registers a socket with the tokio reactor.
-fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
-    // SAFETY: a socket2::Socket owns its fd; it stays open and refers to the same socket until the
-    // Socket is dropped, which happens only when the AsyncFd that owns it is dropped.
-    unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::other(e.to_string()))
-}
+use crate::sys::register;
 
 fn would_block() -> io::Error {
     io::Error::from(io::ErrorKind::WouldBlock)
@@ -397,12 +383,10 @@ pub struct IoCtx<'a> {
     pub sink: &'a mut dyn FnMut(&[u8]) -> bool,
 }
 
-fn cvt(r: isize) -> io::Result<usize> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
+/// One non-blocking `recvfrom` into `buf`: the length and the sender, if it is an IP address.
+fn recv_from(fd: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+    let (n, _, from) = rustix::net::recvfrom(fd, buf, RecvFlags::DONTWAIT)?;
+    Ok((n, from.and_then(|a| SocketAddr::try_from(a).ok())))
 }
 
 impl HostIo for IoCtx<'_> {
@@ -464,16 +448,8 @@ impl HostIo for IoCtx<'_> {
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
-        // SAFETY: the pointer and length describe `data`, valid for reads for the call's duration.
-        let r = unsafe {
-            libc::send(
-                s.fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        match cvt(r) {
+        let r = rustix::net::send(&s.fd, data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+        match r.map_err(io::Error::from) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 clear_ready(&s.fd, &s.waker, true, &q, Token::Flow(id));
                 Err(e)
@@ -489,20 +465,14 @@ impl HostIo for IoCtx<'_> {
     ) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
-        // SAFETY: msghdr is plain data; zeroed is a valid "no name, no control" header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len();
-        // SAFETY: IoSlice is ABI-compatible with iovec; each points to readable memory that outlives
-        // the call, and the kernel only reads through msg_iov for sendmsg.
-        let r = unsafe {
-            libc::sendmsg(
-                s.fd.as_raw_fd(),
-                &msg,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        match cvt(r) {
+        // One gathered sendmsg, no control data (an empty ancillary buffer allocates nothing).
+        let r = rustix::net::sendmsg(
+            &s.fd,
+            bufs,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        );
+        match r.map_err(io::Error::from) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 clear_ready(&s.fd, &s.waker, true, &q, Token::Flow(id));
                 Err(e)
@@ -519,31 +489,21 @@ impl HostIo for IoCtx<'_> {
     ) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
-        let fd = s.fd.as_raw_fd();
         if s.peek_off != offset {
             let off = libc::c_int::try_from(offset)
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: fd is a valid socket; the option value is a c_int of the size we pass.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_PEEK_OFF,
-                    (&off as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            cvt(r as isize)?;
+            crate::sys::set_peek_off(s.fd.as_fd(), off)?;
             s.peek_off = offset;
         }
-        // SAFETY: msghdr is plain data; zeroed is a valid "no name, no control" header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = bufs.as_mut_ptr().cast();
-        msg.msg_iovlen = bufs.len();
-        // SAFETY: IoSliceMut is ABI-compatible with iovec and each one points to writable memory that
-        // outlives the call; msg points to them only for this call.
-        let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        match cvt(r) {
+        // Peeked straight into the caller's frames (scattered), no control data.
+        let r = rustix::net::recvmsg(
+            &s.fd,
+            bufs,
+            &mut RecvAncillaryBuffer::default(),
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        )
+        .map(|m| m.bytes);
+        match r.map_err(io::Error::from) {
             Ok(n) => {
                 s.peek_off += n;
                 Ok(n)
@@ -562,24 +522,19 @@ impl HostIo for IoCtx<'_> {
             discard.resize(65536, 0);
         }
         if let Some(s) = self.socks.get(id) {
-            let fd = s.fd.as_raw_fd();
             s.peek_off = s.peek_off.saturating_sub(n);
             while n > 0 {
                 let chunk = n.min(discard.len());
-                // SAFETY: `discard` is valid for writes of `chunk` bytes; with MSG_TRUNC TCP drops the
-                // bytes without copying them.
-                let r = unsafe {
-                    libc::recv(
-                        fd,
-                        discard.as_mut_ptr().cast(),
-                        chunk,
-                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                    )
-                };
-                if r <= 0 {
-                    break;
+                // With MSG_TRUNC TCP drops the bytes without copying them.
+                let r = rustix::net::recv(
+                    &s.fd,
+                    &mut discard[..chunk],
+                    RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+                );
+                match r {
+                    Ok((_, dropped)) if dropped > 0 => n = n.saturating_sub(dropped),
+                    _ => break,
                 }
-                n = n.saturating_sub(r as usize);
             }
         }
         self.socks.discard = discard;
@@ -637,16 +592,8 @@ impl HostIo for IoCtx<'_> {
     fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
-        // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
-        let r = unsafe {
-            libc::recv(
-                s.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        match cvt(r) {
+        let r = rustix::net::recv(&s.fd, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n);
+        match r.map_err(io::Error::from) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 clear_ready(&s.fd, &s.waker, false, &q, Token::Flow(id));
                 Err(e)
@@ -699,16 +646,8 @@ impl HostIo for IoCtx<'_> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         loop {
-            // SAFETY: the pointer and length describe `buf`, valid for writes for the call's duration.
-            let r = unsafe {
-                libc::recv(
-                    s.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let n = match cvt(r) {
+            let r = rustix::net::recv(&s.fd, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n);
+            let n = match r.map_err(io::Error::from) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     clear_ready(&s.fd, &s.waker, false, &q, Token::Flow(id));
                     return Err(e);
@@ -746,24 +685,9 @@ impl HostIo for IoCtx<'_> {
 
     fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         for (fd, waker) in self.socks.dns.iter().flatten() {
-            let raw = fd.as_raw_fd();
-            // SAFETY: try_init hands us a zeroed address buffer and its length; recvfrom writes at
-            // most that many bytes there, and `buf` is valid for writes of its length.
-            let r = unsafe {
-                SockAddr::try_init(|ss, len| {
-                    cvt(libc::recvfrom(
-                        raw,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                        ss.cast(),
-                        len,
-                    ))
-                })
-            };
-            match r {
+            match recv_from(fd, buf) {
                 Ok((n, addr)) => {
-                    if let Some(a) = addr.as_socket() {
+                    if let Some(a) = addr {
                         return Ok((n, a));
                     }
                 }
@@ -986,24 +910,9 @@ impl Driver {
                     }
                 }
             } else {
-                let raw = f.fd.as_raw_fd();
-                // SAFETY: try_init hands us a zeroed address buffer and its length; recvfrom writes at
-                // most that many bytes there, and `buf` is valid for writes of its length.
-                let r = unsafe {
-                    SockAddr::try_init(|ss, len| {
-                        cvt(libc::recvfrom(
-                            raw,
-                            buf.as_mut_ptr().cast(),
-                            buf.len(),
-                            libc::MSG_DONTWAIT,
-                            ss.cast(),
-                            len,
-                        ))
-                    })
-                };
-                match r {
+                match recv_from(&f.fd, &mut buf) {
                     Ok((n, from)) => {
-                        let Some(client) = from.as_socket() else {
+                        let Some(client) = from else {
                             continue;
                         };
                         let mut io = IoCtx {

@@ -22,6 +22,8 @@ pub mod neigh;
 pub mod pcap;
 pub mod resolv;
 pub mod stats;
+#[allow(unsafe_code)]
+mod sys;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

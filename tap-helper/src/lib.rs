@@ -4,4 +4,5 @@
 pub mod acl;
 pub mod helper;
 pub mod ifname;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -7,7 +7,8 @@ use crate::ifname::{IfName, IFNAMSIZ};
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use sys_common::{IfReq, IfReqIoctl};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -301,94 +302,21 @@ fn getsockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Send one byte (0x00) with `fd` attached as SCM_RIGHTS, as qemu-bridge-helper does.
 pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut cbuf = [0u64; 8];
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    if space > std::mem::size_of_val(&cbuf) {
-        return Err(io::Error::other("control buffer too small"));
-    }
-    // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at `space` writable, aligned bytes, so CMSG_FIRSTHDR returns a
-    // valid header pointer inside it, and CMSG_DATA has room for one RawFd (CMSG_SPACE above).
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() {
-            return Err(io::Error::other("no room for control message"));
-        }
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-    }
-    loop {
-        // SAFETY: `msg` and everything it points to (iov, byte, cbuf) outlive the call.
-        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-        if r >= 0 {
-            return if r == 1 {
-                Ok(())
-            } else {
-                Err(io::Error::other("short write"))
-            };
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
+    // SAFETY: `sock` and `fd` are open descriptors for the duration of this call (the helper's
+    // --fd, checked by fd_kind, and the tun fd it holds); the borrows end with the call.
+    let (sock, fd) = unsafe { (BorrowedFd::borrow_raw(sock), BorrowedFd::borrow_raw(fd)) };
+    match sys_common::send_fd(sock, &[0u8], Some(fd))? {
+        1 => Ok(()),
+        _ => Err(io::Error::other("short write")),
     }
 }
 
 /// Receive what [`send_fd`] sends: (bytes received, the fd if one came).  Used by tests.
 pub fn recv_fd(sock: RawFd) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut byte = [0u8; 16];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: byte.len(),
-    };
-    let mut cbuf = [0u64; 16];
-    // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: every buffer `msg` points to is valid and writable for the stated lengths.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut got = None;
-    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk within it,
-    // and an SCM_RIGHTS payload holds at least one int when cmsg_len says so.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                && (*cmsg).cmsg_len as usize
-                    >= libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize
-            {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                if got.is_none() {
-                    got = Some(OwnedFd::from_raw_fd(fd));
-                } else {
-                    libc::close(fd);
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n as usize, got))
+    // SAFETY: the caller passes a descriptor it holds open for the duration of this call.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    sys_common::recv_fd(sock, &mut byte)
 }
 
 /// `socketpair(AF_UNIX, SOCK_STREAM)`; the second end is inheritable (no CLOEXEC).  For tests.
@@ -598,56 +526,20 @@ pub fn dump_links() -> io::Result<Vec<Link>> {
 // ---------------------------------------------------------------------------------------------
 // tun/tap
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 pub const IFF_TAP: u16 = 0x0002;
 pub const IFF_NO_PI: u16 = 0x1000;
 pub const IFF_VNET_HDR: u16 = 0x4000;
 
-/// `struct ifreq`: 16-byte name followed by a 24-byte union, filled as bytes.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct IfReq {
-    name: [u8; IFNAMSIZ],
-    data: [u8; 24],
+fn ifreq(name: &IfName) -> IfReq {
+    IfReq::raw(name.to_ifr_name())
 }
 
-impl IfReq {
-    fn new(name: &IfName) -> IfReq {
-        IfReq {
-            name: name.to_ifr_name(),
-            data: [0; 24],
-        }
-    }
-    fn raw(name: [u8; IFNAMSIZ]) -> IfReq {
-        IfReq {
-            name,
-            data: [0; 24],
-        }
-    }
-    fn i32(&self) -> i32 {
-        i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
-    }
-    fn set_i32(&mut self, v: i32) {
-        self.data[..4].copy_from_slice(&v.to_ne_bytes());
-    }
-    fn u16(&self) -> u16 {
-        u16::from_ne_bytes([self.data[0], self.data[1]])
-    }
-    fn set_u16(&mut self, v: u16) {
-        self.data[..2].copy_from_slice(&v.to_ne_bytes());
-    }
-    fn name_bytes(&self) -> Vec<u8> {
-        c_str(&self.name)
-    }
-}
-
-fn ioctl_ifreq(fd: RawFd, req: libc::c_ulong, ifr: &mut IfReq) -> io::Result<()> {
-    // SAFETY: `ifr` is a properly sized and aligned struct ifreq, valid for reads and writes,
-    // which is what every request used with this function expects.
-    cvt(unsafe { libc::ioctl(fd, req as _, ifr as *mut IfReq) }).map(|_| ())
+fn ioctl_ifreq(fd: RawFd, req: IfReqIoctl, ifr: &mut IfReq) -> io::Result<()> {
+    // SAFETY: every caller passes a descriptor it holds open for the duration of this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    sys_common::ioctl_ifreq(fd, req, ifr)
 }
 
 /// Open `/dev/net/tun` (close-on-exec).
@@ -674,8 +566,8 @@ pub fn tun_create(tun: &File, flags: u16) -> io::Result<IfName> {
     tmpl[..5].copy_from_slice(b"tap%d");
     let mut ifr = IfReq::raw(tmpl);
     ifr.set_u16(flags);
-    ioctl_ifreq(tun.as_raw_fd(), TUNSETIFF, &mut ifr)?;
-    IfName::new(&ifr.name_bytes()).map_err(|e| io::Error::other(e.to_string()))
+    ioctl_ifreq(tun.as_raw_fd(), IfReqIoctl::TunSetIff, &mut ifr)?;
+    IfName::new(&ifr.name()).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// TUNSETOWNER.
@@ -688,14 +580,12 @@ pub fn tun_set_owner(tun: &File, uid: u32) -> io::Result<()> {
 /// TUNGETIFF: (name, flags) of the device attached to `fd`.  Used by tests.
 pub fn tun_get_iff(fd: RawFd) -> io::Result<(Vec<u8>, u16)> {
     let mut ifr = IfReq::raw([0; IFNAMSIZ]);
-    ioctl_ifreq(fd, TUNGETIFF, &mut ifr)?;
-    Ok((ifr.name_bytes(), ifr.u16()))
+    ioctl_ifreq(fd, IfReqIoctl::TunGetIff, &mut ifr)?;
+    Ok((ifr.name(), ifr.u16()))
 }
 
 /// An AF_INET datagram socket for interface ioctls.
 pub struct Ctl(OwnedFd);
-
-const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 impl Ctl {
     pub fn new() -> io::Result<Ctl> {
@@ -707,48 +597,48 @@ impl Ctl {
     }
 
     pub fn mtu(&self, name: &IfName) -> io::Result<i32> {
-        let mut ifr = IfReq::new(name);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCGIFMTU as _, &mut ifr)?;
+        let mut ifr = ifreq(name);
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::GetMtu, &mut ifr)?;
         Ok(ifr.i32())
     }
 
     pub fn set_mtu(&self, name: &IfName, mtu: i32) -> io::Result<()> {
-        let mut ifr = IfReq::new(name);
+        let mut ifr = ifreq(name);
         ifr.set_i32(mtu);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCSIFMTU as _, &mut ifr)
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::SetMtu, &mut ifr)
     }
 
     /// Read the MAC, let `f` change it, write it back.
     pub fn edit_mac(&self, name: &IfName, f: impl FnOnce(&mut [u8; 6])) -> io::Result<[u8; 6]> {
-        let mut ifr = IfReq::new(name);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr)?;
+        let mut ifr = ifreq(name);
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::GetHwAddr, &mut ifr)?;
         // struct sockaddr: u16 family, then sa_data.
         let mut mac = [0u8; 6];
-        mac.copy_from_slice(&ifr.data[2..8]);
+        mac.copy_from_slice(&ifr.data()[2..8]);
         f(&mut mac);
-        ifr.data[2..8].copy_from_slice(&mac);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCSIFHWADDR as _, &mut ifr)?;
+        ifr.data_mut()[2..8].copy_from_slice(&mac);
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::SetHwAddr, &mut ifr)?;
         Ok(mac)
     }
 
     pub fn ifindex(&self, name: &IfName) -> io::Result<i32> {
-        let mut ifr = IfReq::new(name);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut ifr)?;
+        let mut ifr = ifreq(name);
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::GetIndex, &mut ifr)?;
         Ok(ifr.i32())
     }
 
     pub fn bridge_add(&self, bridge: &IfName, ifindex: i32) -> io::Result<()> {
-        let mut ifr = IfReq::new(bridge);
+        let mut ifr = ifreq(bridge);
         ifr.set_i32(ifindex);
-        ioctl_ifreq(self.0.as_raw_fd(), SIOCBRADDIF, &mut ifr)
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::BridgeAddIf, &mut ifr)
     }
 
     pub fn set_up(&self, name: &IfName) -> io::Result<()> {
-        let mut ifr = IfReq::new(name);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr)?;
+        let mut ifr = ifreq(name);
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::GetFlags, &mut ifr)?;
         let flags = ifr.u16() | libc::IFF_UP as u16;
         ifr.set_u16(flags);
-        ioctl_ifreq(self.0.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut ifr)
+        ioctl_ifreq(self.0.as_raw_fd(), IfReqIoctl::SetFlags, &mut ifr)
     }
 }
 

@@ -12,7 +12,7 @@ use slirp_compat::hostfwd::Proto;
 use socket2::{SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
@@ -194,28 +194,19 @@ impl Server {
                 break;
             }
             let mut chunk = [0u8; 4096];
-            // SAFETY: chunk is valid for writes of its length for the call's duration.
-            let r = unsafe {
-                libc::recv(
-                    c.fd.as_raw_fd(),
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let r = match rustix::net::recv(&c.fd, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => {
+                    clear_ready(&c.fd, &waker, false, &self.queue, tok);
+                    break;
+                }
+                Err(_) => return Keep::No,
             };
             if r == 0 {
                 eof = true;
                 break;
             }
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    clear_ready(&c.fd, &waker, false, &self.queue, tok);
-                    break;
-                }
-                return Keep::No;
-            }
-            c.buf.extend_from_slice(&chunk[..r as usize]);
+            c.buf.extend_from_slice(&chunk[..r]);
             if c.buf.len() > MAX_REQUEST {
                 break;
             }
@@ -250,21 +241,13 @@ impl Server {
 fn write_all_nonblocking(fd: &OwnedFd, mut data: &[u8]) {
     let deadline = Instant::now() + std::time::Duration::from_secs(2);
     while !data.is_empty() && Instant::now() < deadline {
-        // SAFETY: data is valid for reads of its length for the call's duration.
-        let r = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if r > 0 {
-            data = &data[r as usize..];
-        } else if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        } else {
-            return;
+        use rustix::net::SendFlags;
+        match rustix::net::send(fd, data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) if n > 0 => data = &data[n..],
+            Err(rustix::io::Errno::AGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            _ => return,
         }
     }
 }

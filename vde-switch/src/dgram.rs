@@ -18,7 +18,6 @@ use rustc_hash::FxHashMap;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::borrow::Cow;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -124,22 +123,22 @@ impl Server {
                 break;
             }
             let slot = &mut d.buf[used..used + room];
-            // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised
-            // bytes into the buffer, so it stays a valid [u8].
-            let slot = unsafe { &mut *(slot as *mut [u8] as *mut [MaybeUninit<u8>]) };
-            let (len, addr) =
-                match SockRef::from(d.fd.get_ref()).recv_from_with_flags(slot, libc::MSG_TRUNC) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        clear_ready(&d.fd, &waker, false, &self.queue, tok);
-                        more = false;
-                        break;
-                    }
-                    Err(e) => {
-                        log::warn!("dgram {}: receive failed: {e}", d.path.display());
-                        break;
-                    }
-                };
+            let (len, addr) = match crate::sys::recv_from_with_flags(
+                SockRef::from(d.fd.get_ref()),
+                slot,
+                libc::MSG_TRUNC,
+            ) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    clear_ready(&d.fd, &waker, false, &self.queue, tok);
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("dgram {}: receive failed: {e}", d.path.display());
+                    break;
+                }
+            };
             if !(ethernet::HEADER_LEN..=self.mtu_frame).contains(&len) {
                 d.counters.bad_size += 1;
                 log::debug!("dgram {}: dropped a {len}-byte datagram", d.path.display());

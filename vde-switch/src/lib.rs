@@ -15,5 +15,7 @@ pub mod server;
 pub mod slirp4netns;
 pub mod storm;
 pub mod switch;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod tap;
 pub mod vde;

@@ -15,8 +15,10 @@ use vde_switch::vde::VdeOptions;
 fn default_socket() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if Path::new(&d).is_dir() => Path::new(&d).join("warren.sock"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        _ => PathBuf::from(format!("/tmp/warren-{}.sock", unsafe { libc::getuid() })),
+        _ => PathBuf::from(format!(
+            "/tmp/warren-{}.sock",
+            rustix::process::getuid().as_raw()
+        )),
     }
 }
 

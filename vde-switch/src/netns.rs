@@ -15,11 +15,12 @@ use crate::server::{poll_ready, register, Endpoint, Keep, Server};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use sys_common::{ioctl_ifreq, IfReq, IfReqIoctl};
 use tokio::io::unix::AsyncFd;
 
 /// The tap's name when `--tap` is not given.
@@ -84,44 +85,31 @@ fn err(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
-fn os_err(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 fn cstring(p: &OsStr) -> io::Result<CString> {
     CString::new(p.as_bytes())
         .map_err(|_| err(format!("{}: contains a NUL byte", p.to_string_lossy())))
 }
 
-fn open_path(p: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+fn open_path(p: &Path, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
     let c = cstring(p.as_os_str())?;
-    // SAFETY: c is a valid NUL-terminated string for the call's duration.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(os_err(&p.display().to_string()));
-    }
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    rustix::fs::open(
+        c.as_c_str(),
+        flags | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| err(format!("{}: {}", p.display(), io::Error::from(e))))
 }
 
 /// A connected `SOCK_SEQPACKET` pair (close-on-exec).
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is valid for writes of two ints.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(os_err("socketpair"));
-    }
-    // SAFETY: socketpair returned two new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+    socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| err(format!("socketpair: {}", io::Error::from(e))))
 }
 
 /// Sends one message, with `fd` attached (SCM_RIGHTS) if given.
@@ -130,86 +118,17 @@ pub(crate) fn send_msg(
     data: &[u8],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // Room for one control message carrying one int, 8-byte aligned.
-    let mut cbuf = [0u64; 4];
-    // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg_control points at `space` (<= 32) writable, aligned bytes, so CMSG_FIRSTHDR returns
-        // a valid header pointer inside cbuf and CMSG_DATA has room for one int.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
-        }
-    }
-    // SAFETY: msg points at valid iovec and control buffers that outlive the call.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if r < 0 {
-        return Err(os_err("sendmsg"));
-    }
-    Ok(())
+    sys_common::send_fd(sock, data, fd)
+        .map(|_| ())
+        .map_err(|e| io::Error::new(e.kind(), format!("sendmsg: {e}")))
 }
 
 /// Receives one message (blocking) and the fd attached to it, if any. An empty message means EOF.
 pub(crate) fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut data = vec![0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    let n = loop {
-        // SAFETY: msg points at valid, writable buffers of the lengths it states.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(io::Error::new(e.kind(), format!("recvmsg: {e}")));
-        }
-    };
+    let (n, fd) = sys_common::recv_fd(sock, &mut data)
+        .map_err(|e| io::Error::new(e.kind(), format!("recvmsg: {e}")))?;
     data.truncate(n);
-    let mut fd = None;
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed control messages;
-    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within them, and an SCM_RIGHTS message carries ints it gave us.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                for i in 0..payload / std::mem::size_of::<RawFd>() {
-                    let raw = std::ptr::read_unaligned(data.add(i));
-                    // The first becomes ours; any others are closed when dropped.
-                    let owned = OwnedFd::from_raw_fd(raw);
-                    if fd.is_none() {
-                        fd = Some(owned);
-                    }
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
     Ok((data, fd))
 }
 
@@ -217,22 +136,7 @@ pub(crate) fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Option<Owne
 pub(crate) fn spawn_helper(args: &[&OsStr], sock: &OwnedFd) -> io::Result<std::process::Child> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("warren").args(args).stdin(Stdio::null());
-    let raw = sock.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2 and fcntl, which are
-    // async-signal-safe; it captures a plain integer.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if raw == HELPER_FD {
-                libc::fcntl(raw, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, HELPER_FD)
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::child_fd(&mut cmd, sock.as_fd(), HELPER_FD);
     cmd.spawn().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -243,12 +147,7 @@ pub(crate) fn spawn_helper(args: &[&OsStr], sock: &OwnedFd) -> io::Result<std::p
 
 /// The helper side of the protocol: fd 3, if it is open.
 pub(crate) fn helper_socket() -> Option<OwnedFd> {
-    // SAFETY: F_GETFD only queries whether fd 3 is open.
-    if unsafe { libc::fcntl(HELPER_FD, libc::F_GETFD) } < 0 {
-        return None;
-    }
-    // SAFETY: fd 3 is open, and in a helper it was handed to us for our sole use by `spawn_helper`.
-    Some(unsafe { OwnedFd::from_raw_fd(HELPER_FD) })
+    crate::sys::claim_inherited_fd(HELPER_FD)
 }
 
 /// Creates tap `tap` inside the network namespace at `netns` and returns its fd (non-blocking),
@@ -291,13 +190,10 @@ pub fn attach(
 }
 
 pub(crate) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    if fl < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
-        return Err(os_err("fcntl O_NONBLOCK"));
-    }
-    Ok(())
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    fcntl_getfl(fd)
+        .and_then(|fl| fcntl_setfl(fd, fl | OFlags::NONBLOCK))
+        .map_err(|e| err(format!("fcntl O_NONBLOCK: {}", io::Error::from(e))))
 }
 
 /// `warren __attach NETNS USERNS|- TAP [ADDR/PREFIX GATEWAY MTU]`, run by [`attach`].
@@ -323,21 +219,13 @@ pub fn attach_main(args: &[String]) -> ExitCode {
 
 /// Inode and device of a namespace file, to compare namespaces.
 fn ns_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    // SAFETY: stat is plain old data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is valid for writes.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(os_err("fstat"));
-    }
+    let st = rustix::fs::fstat(fd).map_err(|e| err(format!("fstat: {}", io::Error::from(e))))?;
     Ok((st.st_dev, st.st_ino))
 }
 
-fn setns(fd: BorrowedFd<'_>, kind: libc::c_int) -> io::Result<()> {
-    // SAFETY: setns on a namespace fd we hold; affects only this (single-threaded) process.
-    if unsafe { libc::setns(fd.as_raw_fd(), kind) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+fn setns(fd: BorrowedFd<'_>, kind: rustix::thread::LinkNameSpaceType) -> io::Result<()> {
+    // Affects only this (single-threaded) helper process.
+    rustix::thread::move_into_link_name_space(fd, Some(kind)).map_err(io::Error::from)
 }
 
 /// Resolves a `--netns` argument: a PID means `/proc/PID/ns/net`.
@@ -354,32 +242,29 @@ fn attach_here(args: &[String]) -> io::Result<OwnedFd> {
         [n, u, t, rest @ ..] if rest.is_empty() || rest.len() == 3 => (n, u, t, rest),
         _ => return Err(err("internal: bad __attach arguments".into())),
     };
-    let net = open_path(Path::new(netns), libc::O_RDONLY)
+    let net = open_path(Path::new(netns), rustix::fs::OFlags::RDONLY)
         .map_err(|e| err(format!("cannot open network namespace {e}")))?;
     // The user namespace owning the network namespace: entering it gives us CAP_NET_ADMIN there.
     let user = if userns == "-" {
-        // SAFETY: NS_GET_USERNS on a namespace fd returns a new fd (or fails); no memory is passed.
-        let fd = unsafe { libc::ioctl(net.as_raw_fd(), libc::NS_GET_USERNS as _) };
         // EPERM: the owner is an ancestor of our own user namespace; setns(net) alone may still work.
-        // SAFETY: a non-negative return is a new descriptor that nothing else owns.
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        crate::sys::ns_get_userns(net.as_fd()).ok()
     } else {
         Some(
-            open_path(Path::new(userns), libc::O_RDONLY)
+            open_path(Path::new(userns), rustix::fs::OFlags::RDONLY)
                 .map_err(|e| err(format!("cannot open user namespace {e}")))?,
         )
     };
     if let Some(user) = &user {
-        let own = open_path(Path::new("/proc/self/ns/user"), libc::O_RDONLY)?;
+        let own = open_path(Path::new("/proc/self/ns/user"), rustix::fs::OFlags::RDONLY)?;
         if ns_id(user.as_fd())? != ns_id(own.as_fd())? {
-            setns(user.as_fd(), libc::CLONE_NEWUSER).map_err(|e| {
+            setns(user.as_fd(), rustix::thread::LinkNameSpaceType::User).map_err(|e| {
                 err(format!(
                     "cannot enter the user namespace owning {netns}: {e} (run warren as the user who made it, or pass --userns)"
                 ))
             })?;
         }
     }
-    setns(net.as_fd(), libc::CLONE_NEWNET)
+    setns(net.as_fd(), rustix::thread::LinkNameSpaceType::Network)
         .map_err(|e| err(format!("cannot enter network namespace {netns}: {e}")))?;
     let fd = open_tap(tap)?;
     if let [addr, gw, mtu] = rest {
@@ -402,33 +287,21 @@ fn attach_here(args: &[String]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn ifreq(name: &str) -> io::Result<libc::ifreq> {
-    // SAFETY: ifreq is plain old data; all-zero is valid.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    let b = name.as_bytes();
-    if b.is_empty() || b.len() >= libc::IFNAMSIZ || b.contains(&0) || b.contains(&b'/') {
-        return Err(err(format!(
-            "bad interface name {name:?} (1..15 bytes, no '/')"
-        )));
-    }
-    for (d, s) in r.ifr_name.iter_mut().zip(b) {
-        *d = *s as libc::c_char;
-    }
-    Ok(r)
+fn ifreq(name: &str) -> io::Result<IfReq> {
+    IfReq::with_name(name.as_bytes())
+        .ok_or_else(|| err(format!("bad interface name {name:?} (1..15 bytes, no '/')")))
 }
 
 /// Opens /dev/net/tun and creates (or attaches to) tap `name` in the current network namespace.
 fn open_tap(name: &str) -> io::Result<OwnedFd> {
-    let fd = open_path(Path::new("/dev/net/tun"), libc::O_RDWR).map_err(|e| {
+    let fd = open_path(Path::new("/dev/net/tun"), rustix::fs::OFlags::RDWR).map_err(|e| {
         err(format!(
             "cannot open {e} (it must be readable and writable by this user: mode 0666 is the usual)"
         ))
     })?;
     let mut req = ifreq(name)?;
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which req is.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
-        let e = io::Error::last_os_error();
+    req.set_u16((libc::IFF_TAP | libc::IFF_NO_PI) as u16);
+    if let Err(e) = ioctl_ifreq(fd.as_fd(), IfReqIoctl::TunSetIff, &mut req) {
         let hint = match e.raw_os_error() {
             Some(libc::EPERM) => {
                 " (no CAP_NET_ADMIN over the namespace: run warren as its owner or pass --userns)"
@@ -442,47 +315,23 @@ fn open_tap(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(a).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr are both 16 bytes of plain old data; this is how the sockets API
-    // passes an IPv4 address in a sockaddr field.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ioctl_ifreq(
-    sock: &OwnedFd,
-    req: libc::c_ulong,
-    r: &mut libc::ifreq,
-    what: &str,
-) -> io::Result<()> {
-    // SAFETY: the SIOC[GS]IF* requests used here read/write one ifreq, which r is.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), req as _, r as *mut libc::ifreq) } < 0 {
-        return Err(os_err(what));
-    }
-    Ok(())
+fn ioctl(sock: &OwnedFd, req: IfReqIoctl, r: &mut IfReq, what: &str) -> io::Result<()> {
+    ioctl_ifreq(sock.as_fd(), req, r).map_err(|e| err(format!("{what}: {e}")))
 }
 
 fn set_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
     let mut r = ifreq(name)?;
-    ioctl_ifreq(
+    ioctl(
         sock,
-        libc::SIOCGIFFLAGS,
+        IfReqIoctl::GetFlags,
         &mut r,
         &format!("cannot read the flags of {name}"),
     )?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { r.ifr_ifru.ifru_flags };
-    r.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    ioctl_ifreq(
+    let flags = r.u16();
+    r.set_u16(flags | (libc::IFF_UP | libc::IFF_RUNNING) as u16);
+    ioctl(
         sock,
-        libc::SIOCSIFFLAGS,
+        IfReqIoctl::SetFlags,
         &mut r,
         &format!("cannot bring {name} up"),
     )
@@ -490,30 +339,30 @@ fn set_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
 
 /// Inside the namespace: loopback up; the tap's MTU, queue, address, netmask, up; default route.
 pub fn configure(tap: &str, c: &TapConfig) -> io::Result<()> {
-    // SAFETY: plain socket creation.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(os_err("socket"));
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| err(format!("socket: {}", io::Error::from(e))))?;
     set_up(&sock, "lo")?;
     let mut r = ifreq(tap)?;
-    r.ifr_ifru.ifru_mtu = libc::c_int::from(c.mtu);
-    ioctl_ifreq(
+    r.set_i32(i32::from(c.mtu));
+    ioctl(
         &sock,
-        libc::SIOCSIFMTU,
+        IfReqIoctl::SetMtu,
         &mut r,
         &format!("cannot set the MTU of {tap} to {}", c.mtu),
     )?;
     let mut r = ifreq(tap)?;
-    r.ifr_ifru.ifru_metric = TAP_TXQUEUELEN; // ifr_qlen
-    let _ = ioctl_ifreq(&sock, libc::SIOCSIFTXQLEN, &mut r, "txqueuelen");
+    r.set_i32(TAP_TXQUEUELEN); // ifr_qlen
+    let _ = ioctl(&sock, IfReqIoctl::SetTxQueueLen, &mut r, "txqueuelen");
     let mut r = ifreq(tap)?;
-    r.ifr_ifru.ifru_addr = sockaddr_in(c.addr);
-    ioctl_ifreq(
+    r.set_ipv4(c.addr);
+    ioctl(
         &sock,
-        libc::SIOCSIFADDR,
+        IfReqIoctl::SetAddr,
         &mut r,
         &format!("cannot give {tap} address {}", c.addr),
     )?;
@@ -523,23 +372,15 @@ pub fn configure(tap: &str, c: &TapConfig) -> io::Result<()> {
         u32::MAX << (32 - u32::from(c.prefix.min(32)))
     };
     let mut r = ifreq(tap)?;
-    r.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
-    ioctl_ifreq(
+    r.set_ipv4(Ipv4Addr::from(mask));
+    ioctl(
         &sock,
-        libc::SIOCSIFNETMASK,
+        IfReqIoctl::SetNetmask,
         &mut r,
         &format!("cannot set the netmask of {tap}"),
     )?;
     set_up(&sock, tap)?;
-    // SAFETY: rtentry is plain old data; all-zero is valid (null rt_dev: the kernel picks the interface).
-    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
-    rt.rt_dst = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-    rt.rt_genmask = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-    rt.rt_gateway = sockaddr_in(c.gateway);
-    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-    // SAFETY: SIOCADDRT reads one rtentry, which rt is.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) } < 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = crate::sys::add_default_route(sock.as_fd(), c.gateway) {
         if e.raw_os_error() != Some(libc::EEXIST) {
             return Err(err(format!(
                 "cannot add a default route via {}: {e}",
@@ -552,13 +393,11 @@ pub fn configure(tap: &str, c: &TapConfig) -> io::Result<()> {
 
 /// `pidfd_open(pid)`: readable once the process exits.
 pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(os_err(&format!("pidfd_open({pid})")));
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let what = || format!("pidfd_open({pid})");
+    let p = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| err(format!("{}: not a process id", what())))?;
+    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+        .map_err(|e| err(format!("{}: {}", what(), io::Error::from(e))))
 }
 
 /// Something whose readiness means "stop": a pidfd of the namespace's process, or `--exit-fd`.
@@ -592,7 +431,7 @@ pub struct Attachment {
     tap: Option<OwnedFd>,
     tap_name: String,
     watch: Vec<(OwnedFd, String)>,
-    ready_fd: Option<RawFd>,
+    ready_fd: Option<(RawFd, OwnedFd)>,
     /// `warren run`: told to exec the command once the tap is served.
     go: Option<OwnedFd>,
 }
@@ -607,22 +446,17 @@ pub fn prepare(
     let tap = n.tap.clone().unwrap_or_else(|| DEFAULT_TAP.to_string());
     ifreq(&tap).map_err(|e| err(format!("--tap: {e}")))?;
     let mut watch = Vec::new();
-    for (fd, opt) in [(n.ready_fd, "--ready-fd"), (n.exit_fd, "--exit-fd")] {
-        let Some(fd) = fd else { continue };
-        // SAFETY: F_GETFD/F_SETFD only query and set the descriptor's close-on-exec flag.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(err(format!("{opt} {fd}: not an open descriptor")));
+    // Claimed here, once: not inherited by the helpers, nor by warren run's command.
+    let claim = |fd: Option<RawFd>, opt: &str| -> io::Result<Option<(RawFd, OwnedFd)>> {
+        let Some(fd) = fd else { return Ok(None) };
+        match crate::sys::claim_inherited_fd(fd) {
+            Some(owned) => Ok(Some((fd, owned))),
+            None => Err(err(format!("{opt} {fd}: not an open descriptor"))),
         }
-        // Not inherited by the helpers, nor by warren run's command.
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    if let Some(fd) = n.exit_fd {
-        // SAFETY: the descriptor is open and was handed to warren for this purpose on its command line.
-        watch.push((
-            unsafe { OwnedFd::from_raw_fd(fd) },
-            format!("--exit-fd {fd} closed"),
-        ));
+    };
+    let mut ready_fd = claim(n.ready_fd, "--ready-fd")?;
+    if let Some((fd, owned)) = claim(n.exit_fd, "--exit-fd")? {
+        watch.push((owned, format!("--exit-fd {fd} closed")));
     }
     if let Some(command) = &n.command {
         if n.target.is_some() {
@@ -637,10 +471,10 @@ pub fn prepare(
         let to = if log::log_enabled!(log::Level::Info) {
             io::stderr().as_fd().try_clone_to_owned()
         } else {
-            open_path(Path::new("/dev/null"), libc::O_WRONLY)
+            open_path(Path::new("/dev/null"), rustix::fs::OFlags::WRONLY)
         }?;
-        // SAFETY: dup2 between descriptors we hold; stdout is only written through the fd number.
-        unsafe { libc::dup2(to.as_raw_fd(), libc::STDOUT_FILENO) };
+        rustix::stdio::dup2_stdout(&to)
+            .map_err(|e| err(format!("dup2: {}", io::Error::from(e))))?;
         let fd = attach(
             Path::new(&format!("/proc/{pid}/ns/net")),
             Some(Path::new(&format!("/proc/{pid}/ns/user"))),
@@ -653,7 +487,7 @@ pub fn prepare(
             tap: Some(fd),
             tap_name: tap,
             watch,
-            ready_fd: n.ready_fd,
+            ready_fd: ready_fd.take(),
             go,
         };
         return Ok(Some((a, Some(running))));
@@ -663,6 +497,10 @@ pub fn prepare(
             return Err(err(
                 "--configure, --userns and --tap need --netns PID|PATH".into()
             ));
+        }
+        // Nothing to report readiness of: left open, as given.
+        if let Some((_, owned)) = ready_fd {
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
         }
         return Ok(None);
     };
@@ -691,7 +529,7 @@ pub fn prepare(
             tap: Some(fd),
             tap_name: tap,
             watch,
-            ready_fd: n.ready_fd,
+            ready_fd: ready_fd.take(),
             go: None,
         },
         None,
@@ -707,14 +545,12 @@ impl Attachment {
         for (fd, what) in self.watch.drain(..) {
             server.stop_when_readable(fd, what)?;
         }
-        if let Some(fd) = self.ready_fd.take() {
-            // SAFETY: write to a descriptor given on the command line for exactly this; 1 valid byte.
-            let r = unsafe { libc::write(fd, b"1".as_ptr().cast(), 1) };
-            if r < 0 {
-                log::warn!("--ready-fd {fd}: {}", io::Error::last_os_error());
+        if let Some((fd, owned)) = self.ready_fd.take() {
+            if let Err(e) = rustix::io::write(&owned, b"1") {
+                log::warn!("--ready-fd {fd}: {}", io::Error::from(e));
             }
-            // SAFETY: the descriptor is ours to close once written (slirp4netns does the same).
-            unsafe { libc::close(fd) };
+            // Closed once written (slirp4netns does the same).
+            drop(owned);
         }
         if let Some(go) = self.go.take() {
             send_msg(go.as_fd(), b"G", None)

@@ -6,9 +6,10 @@
 //! (`server.rs` and the front-end modules), which shares the fd through an `Rc`.
 
 use crate::framing;
-use socket2::SockAddr;
+use rustix::net::SendFlags;
+use socket2::{SockAddr, SockRef};
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use tokio::io::unix::AsyncFd;
 
@@ -180,18 +181,7 @@ pub enum Tx {
 
 /// One datagram on a connected socket.
 fn send_datagram(fd: &AsyncFd<OwnedFd>, frame: &[u8]) -> io::Result<()> {
-    // SAFETY: frame is valid for reads of its length for the call's duration.
-    let r = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::net::send(fd, frame, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)?;
     Ok(())
 }
 
@@ -275,15 +265,11 @@ impl Port {
                 let hdr = framing::header(frame.len());
                 if queue.len() == *off && !*blocked && frame.len() >= DIRECT_WRITE_MIN {
                     let iov = [IoSlice::new(&hdr), IoSlice::new(frame)];
-                    // SAFETY: IoSlice is ABI-compatible with iovec; both slices outlive the call.
-                    let r = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr().cast(), 2) };
-                    if r < 0 {
-                        let e = io::Error::last_os_error();
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            return Sent::Failed;
-                        }
-                    }
-                    let n = r.max(0) as usize;
+                    let n = match rustix::io::writev(fd, &iov) {
+                        Ok(n) => n,
+                        Err(rustix::io::Errno::AGAIN) => 0,
+                        Err(_) => return Sent::Failed,
+                    };
                     if n == 4 + frame.len() {
                         return Sent::Done;
                     }
@@ -335,25 +321,15 @@ impl Port {
                 }
             }
             Tx::Packet { fd, peer } => {
-                let raw = fd.as_raw_fd();
                 let r = match peer {
-                    // SAFETY: frame is valid for reads of its length; the address is a valid sockaddr of
-                    // the length it reports.
-                    Some(p) => unsafe {
-                        libc::sendto(
-                            raw,
-                            frame.as_ptr().cast(),
-                            frame.len(),
-                            libc::MSG_DONTWAIT,
-                            p.as_ptr().cast(),
-                            p.len(),
-                        )
-                    },
-                    // SAFETY: frame is valid for reads of its length.
-                    None => unsafe { libc::write(raw, frame.as_ptr().cast(), frame.len()) },
+                    Some(p) => SockRef::from(fd.get_ref())
+                        .send_to_with_flags(frame, p, libc::MSG_DONTWAIT)
+                        .map(drop),
+                    None => rustix::io::write(fd, frame)
+                        .map(drop)
+                        .map_err(io::Error::from),
                 };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
+                if let Err(e) = r {
                     match e.kind() {
                         io::ErrorKind::WouldBlock => self.counters.drop_tx_full += 1,
                         // A dgram peer that went away: its socket path is gone. Not fatal for others.
@@ -400,24 +376,14 @@ impl Port {
         };
         while *off < queue.len() {
             let buf = &queue[*off..];
-            // SAFETY: buf is valid for reads of its length for the call's duration.
-            let r = unsafe {
-                libc::send(
-                    fd.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
+            match rustix::net::send(&**fd, buf, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(n) => *off += n,
+                Err(rustix::io::Errno::AGAIN) => {
                     *blocked = true;
                     return Ok(false);
                 }
-                return Err(e);
+                Err(e) => return Err(e.into()),
             }
-            *off += r as usize;
         }
         queue.clear();
         *off = 0;

@@ -115,8 +115,10 @@ impl Running {
     pub fn finish(mut self) -> ExitCode {
         drop(self.go.take());
         if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill on our own child, not yet reaped, so the pid cannot have been reused.
-            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            // Our own child, not yet reaped, so the pid cannot have been reused.
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid()) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -145,11 +147,6 @@ pub fn status_byte(st: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn os_err(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 fn write_file(path: &str, text: &str) -> io::Result<()> {
     std::fs::write(path, text)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot write {path}: {e}")))
@@ -162,30 +159,19 @@ fn mount(src: Option<&Path>, target: &Path, flags: libc::c_ulong) -> io::Result<
     };
     let t = c(target)?;
     let s = src.map(c).transpose()?;
-    // SAFETY: all pointers are NUL-terminated strings (or null, which mount accepts for source, type and
-    // data with these flags) that outlive the call.
-    let r = unsafe {
-        libc::mount(
-            s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            t.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if r < 0 {
-        return Err(os_err(&format!("mount {}", target.display())));
-    }
+    crate::sys::mount(s.as_ref(), &t, flags)
+        .map_err(|e| io::Error::new(e.kind(), format!("mount {}: {e}", target.display())))?;
     Ok(())
 }
 
 /// The namespaces, made from inside the (single-threaded) child.
 fn make_namespaces(resolv: &Path) -> io::Result<()> {
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    // SAFETY: unshare with flags only; this process is single-threaded (a fresh exec).
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS) } < 0 {
-        let e = io::Error::last_os_error();
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    // This process is single-threaded (a fresh exec).
+    if let Err(e) = crate::sys::unshare_user_net_mount() {
         return Err(io::Error::new(
             e.kind(),
             format!(
@@ -220,18 +206,8 @@ pub fn child_main(args: &[String]) -> ExitCode {
         }
     };
     // If warren dies, so does the command (the setting survives exec).
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } == 1 {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    if rustix::process::getppid().is_some_and(|p| p.is_init()) {
         return ExitCode::from(SETUP_FAILED);
     }
     if let Err(e) = make_namespaces(&resolv) {

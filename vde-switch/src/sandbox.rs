@@ -21,6 +21,7 @@
 //! socket (SCM_RIGHTS), it runs `/bin/sh -c COMMAND` on that socket and reaps its children. A daemon
 //! taken over by a guest can therefore run nothing but the commands the user configured.
 
+#[allow(unsafe_code)]
 mod sys;
 
 use landlock::BitFlags;

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, BufWriter};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -85,12 +85,7 @@ pub struct ServerOptions {
     pub lan: LanOptions,
 }
 
-/// Registers an fd with the tokio reactor.
-pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: an OwnedFd owns its descriptor; it stays open and refers to the same file description until
-    // the OwnedFd is dropped, which happens only when the AsyncFd that owns it is dropped.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
-}
+pub use crate::sys::register;
 
 pub use netstack::driver::{clear_ready, poll_ready};
 
@@ -671,29 +666,22 @@ impl Server {
                 return Keep::Yes;
             }
             let free = &mut s.rx[s.rx_len..];
-            // SAFETY: `free` is valid for writes of its length for the call's duration.
-            let r = unsafe {
-                libc::recv(
-                    s.fd.as_raw_fd(),
-                    free.as_mut_ptr().cast(),
-                    free.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let r = match rustix::net::recv(&*s.fd, free, rustix::net::RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => {
+                    clear_ready(&s.fd, &waker, false, &self.queue, tok);
+                    return Keep::Yes;
+                }
+                Err(_) => {
+                    self.close_port(s.port, "read failed");
+                    return Keep::No;
+                }
             };
             if r == 0 {
                 self.close_port(s.port, "disconnected");
                 return Keep::No;
             }
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    clear_ready(&s.fd, &waker, false, &self.queue, tok);
-                    return Keep::Yes;
-                }
-                self.close_port(s.port, "read failed");
-                return Keep::No;
-            }
-            s.rx_len += r as usize;
+            s.rx_len += r;
             let mut pos = 0;
             let mut for_gateway: Vec<&[u8]> = Vec::new();
             while pos < s.rx_len {

@@ -10,7 +10,7 @@ use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
 use crate::switch::PortId;
 use netstack::driver::Driver;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
@@ -83,19 +83,13 @@ impl TapRx {
         // Room for one more frame than we accept, to tell an oversized frame from a maximum one.
         while self.spans.len() < BATCH && self.buf.len() - used > max_frame {
             let free = &mut self.buf[used..used + max_frame + 1];
-            // SAFETY: `free` is valid for writes of its length for the call's duration.
-            let r =
-                unsafe { libc::read(self.fd.as_raw_fd(), free.as_mut_ptr().cast(), free.len()) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Read::Empty,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Read::Failed(e),
-                }
-            }
+            let n = match rustix::io::read(&*self.fd, free) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::AGAIN) => return Read::Empty,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Read::Failed(e.into()),
+            };
             self.counters.reads += 1;
-            let n = r as usize;
             if n == 0 {
                 return Read::Empty;
             }

@@ -21,6 +21,7 @@ use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
 use crate::switch::PortId;
 use netstack::driver::Driver;
 use netstack::wire::ethernet;
+use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -28,7 +29,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,17 +79,7 @@ pub fn group_id(name: &str) -> Result<u32, String> {
         return Ok(g);
     }
     let c = CString::new(name).map_err(|_| format!("--vde-group {name:?}: bad name"))?;
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    // SAFETY: an all-zero `group` is a valid value for getgrnam_r to fill.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call's duration; buf's length is passed.
-    let r =
-        unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() {
-        return Err(format!("--vde-group {name:?}: no such group"));
-    }
-    Ok(grp.gr_gid)
+    crate::sys::group_gid(&c).ok_or_else(|| format!("--vde-group {name:?}: no such group"))
 }
 
 /// The socket and directory modes for `mode` (vde_switch's rules).
@@ -304,40 +295,39 @@ pub fn check_path(path: &[u8], dir: &Path) -> Result<(), BadRequest> {
 fn open_client_socket(path: &[u8], peer_uid: u32) -> Result<OwnedFd, BadRequest> {
     let shown = || printable(path);
     let c = CString::new(path).map_err(|_| BadRequest::NoPath)?;
-    // SAFETY: c is a valid NUL-terminated string; open has no other preconditions.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
+    // openat and statx: the calls the sandbox allows (an O_PATH open, a stat of the open file).
+    use rustix::fs::{AtFlags, FileType, OFlags, StatxFlags, CWD};
+    let fd = match rustix::fs::openat(
+        CWD,
+        c.as_c_str(),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(BadRequest::NotSocket(shown())),
+        Err(e) => {
+            return Err(BadRequest::Io(format!(
+                "{}: {}",
+                shown(),
+                io::Error::from(e)
+            )))
+        }
     };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::ELOOP) {
-            BadRequest::NotSocket(shown())
-        } else {
-            BadRequest::Io(format!("{}: {e}", shown()))
-        });
-    }
-    // SAFETY: fd was just returned by open and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero stat is a valid value; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open; st is valid for writes.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(BadRequest::Io(format!(
-            "{}: {}",
-            shown(),
-            io::Error::last_os_error()
-        )));
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    let st = rustix::fs::statx(
+        &fd,
+        c"",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::TYPE | StatxFlags::UID,
+    )
+    .map_err(|e| BadRequest::Io(format!("{}: {}", shown(), io::Error::from(e))))?;
+    let st_uid = st.stx_uid;
+    if FileType::from_raw_mode(u32::from(st.stx_mode)) != FileType::Socket {
         return Err(BadRequest::NotSocket(shown()));
     }
-    if st.st_uid != peer_uid {
+    if st_uid != peer_uid {
         return Err(BadRequest::Owner {
             path: shown(),
-            owner: st.st_uid,
+            owner: st_uid,
             peer: peer_uid,
         });
     }
@@ -419,44 +409,13 @@ pub struct VdeConn {
 }
 
 /// One non-blocking `recv` (with extra `flags`).
-fn recv_some(fd: &impl AsRawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: buf is valid for writes of its length for the call's duration.
-    let r = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | flags,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
+fn recv_some(fd: &impl AsFd, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+    // The length received (with MSG_TRUNC the datagram's, which may exceed buf).
+    Ok(rustix::net::recv(fd, buf, RecvFlags::DONTWAIT | flags)?.1)
 }
 
-fn peer_cred(fd: &impl AsRawFd) -> io::Result<libc::ucred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred is valid for writes of len bytes; fd is an open socket.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred)
+fn peer_cred(fd: &impl AsFd) -> io::Result<libc::ucred> {
+    crate::sys::peer_cred(fd.as_fd())
 }
 
 fn chmod_chown(path: &Path, mode: u32, group: Option<u32>) -> io::Result<()> {
@@ -640,11 +599,11 @@ impl Server {
                 State::Handshake { buf, .. } => {
                     let n = buf.len();
                     buf.resize(REQ_MAX + 1, 0);
-                    let r = recv_some(&c.ctl, &mut buf[n..], 0);
+                    let r = recv_some(&c.ctl, &mut buf[n..], RecvFlags::empty());
                     buf.truncate(n + r.as_ref().map_or(0, |&k| k));
                     r
                 }
-                State::Attached(_) => recv_some(&c.ctl, &mut scratch, 0),
+                State::Attached(_) => recv_some(&c.ctl, &mut scratch, RecvFlags::empty()),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -705,7 +664,7 @@ impl Server {
             match recv_some(
                 &a.data,
                 &mut a.buf[used..used + MAX_VDE_FRAME + 1],
-                libc::MSG_TRUNC,
+                RecvFlags::TRUNC,
             ) {
                 Ok(n) if n > MAX_VDE_FRAME => {
                     if let Some(ctr) = self.port_counters_mut(a.port) {
@@ -803,20 +762,20 @@ impl Server {
         chmod_chown(&name.path, mode, group).map_err(io)?;
         let data = Rc::new(register(OwnedFd::from(sock)).map_err(io)?);
         let reply = encode_sockaddr(name.path.as_os_str().as_bytes());
-        // SAFETY: reply is valid for reads of its length.
-        let n = unsafe {
-            libc::send(
-                c.ctl.as_raw_fd(),
-                reply.as_ptr().cast(),
-                reply.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n != reply.len() as isize {
-            return Err(BadRequest::Io(format!(
-                "cannot answer the client: {}",
-                io::Error::last_os_error()
-            )));
+        match rustix::net::send(&c.ctl, &reply, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) if n == reply.len() => {}
+            Ok(n) => {
+                return Err(BadRequest::Io(format!(
+                    "cannot answer the client: short write ({n} of {} bytes)",
+                    reply.len()
+                )))
+            }
+            Err(e) => {
+                return Err(BadRequest::Io(format!(
+                    "cannot answer the client: {}",
+                    io::Error::from(e)
+                )))
+            }
         }
         let port = self.add_port(
             format!(
@@ -1034,8 +993,7 @@ mod tests {
         fs::write(&file, b"x").expect("write");
         let link = tmp.join("l");
         std::os::unix::fs::symlink(&sock, &link).expect("symlink");
-        // SAFETY: getuid cannot fail.
-        let me = unsafe { libc::getuid() };
+        let me = rustix::process::getuid().as_raw();
         let b = |p: &Path| p.as_os_str().as_bytes().to_vec();
         assert!(open_client_socket(&b(&sock), me).is_ok());
         assert!(matches!(
