@@ -5,10 +5,13 @@
 //! devices, namespaces, processes) lives in [`tap`], [`adapter`] and
 //! [`proc`], and the orchestration in the `netbench` binary.
 
+#[allow(unsafe_code)] // benchmark plumbing (tun, sendmmsg, poll, fork), not shipped
 pub mod adapter;
 pub mod frame;
 pub mod iperf;
+#[allow(unsafe_code)] // benchmark plumbing (tun, sendmmsg, poll, fork), not shipped
 pub mod proc;
+#[allow(unsafe_code)] // benchmark plumbing (tun, sendmmsg, poll, fork), not shipped
 pub mod tap;
 
 /// Median of a set of samples (mean of the two middle ones for even counts).

@@ -566,8 +566,8 @@ mod tests {
             sys::set_no_new_privs().expect("no_new_privs");
             sys::seccomp_allow_only(SYSCALLS).expect("seccomp");
             eprintln!("filter on, uid {}", sys::ids().0);
-            // SAFETY: getppid has no preconditions; here it is expected never to return.
-            let ppid = unsafe { libc::getppid() };
+            // Expected never to return.
+            let ppid = sys::parent_pid();
             eprintln!("getppid returned {ppid}");
             std::process::exit(0);
         }

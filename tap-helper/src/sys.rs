@@ -319,6 +319,19 @@ pub fn recv_fd(sock: RawFd) -> io::Result<(usize, Option<OwnedFd>)> {
     sys_common::recv_fd(sock, &mut byte)
 }
 
+/// `getppid()`. (The helper itself never calls it: its seccomp filter's test uses it as the call
+/// outside the list.)
+pub fn parent_pid() -> i32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
+/// `flock(fd, LOCK_EX)`: waits for an exclusive lock on `f`.  Used by tests.
+pub fn lock_exclusive(f: &File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor `f` holds open for the call's duration.
+    cvt(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }).map(|_| ())
+}
+
 /// `socketpair(AF_UNIX, SOCK_STREAM)`; the second end is inheritable (no CLOEXEC).  For tests.
 pub fn socketpair_for_child() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -228,16 +227,14 @@ impl FileLock {
             .write(true)
             .open(path)
             .unwrap_or_else(|e| panic!("open lock file {}: {e}", path.display()));
-        // SAFETY: flock on a valid, owned fd.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {}", path.display());
+        let rc = rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive);
+        assert!(rc.is_ok(), "flock {}: {rc:?}", path.display());
         FileLock(f)
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: flock on a valid, owned fd.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
     }
 }

@@ -45,8 +45,7 @@ pub fn link_or_copy(src: &std::path::Path, dst: &std::path::Path) -> std::io::Re
 
 /// Whether the current process runs as root (euid 0).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Runs `cmd`, panicking with a clear message (including stderr) unless it

@@ -222,9 +222,12 @@ impl Warren {
     /// Stops warren with SIGTERM (so it can flush e.g. the pcap), waiting up
     /// to `timeout` before SIGKILL.
     pub fn stop(&mut self, timeout: Duration) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            // Our own child, not yet reaped.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

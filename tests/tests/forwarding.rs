@@ -24,7 +24,6 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -311,17 +310,7 @@ fn api_raw(api: &Path, request: &str) -> Result<String, String> {
 
 /// Sets a small receive buffer, so that a slow reader really holds the sender back.
 fn small_rcvbuf(c: &TcpStream) {
-    let v: libc::c_int = 64 * 1024;
-    // SAFETY: setsockopt on a valid socket with a pointer to a c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(c, 64 * 1024);
 }
 
 /// A download of `path` over HTTP/1.0 from `addr`, read slowly while `slow` is set.
@@ -949,9 +938,12 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on a valid namespace fd; it only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        // Changes only this thread's network namespace.
+        let rc = rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        );
+        assert!(rc.is_ok(), "setns {path}: {rc:?}");
         f()
     })
     .join()

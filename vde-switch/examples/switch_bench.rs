@@ -97,8 +97,7 @@ fn cpu_secs(pid: u32) -> f64 {
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
     (ticks(11) + ticks(12)) / hz
 }
 

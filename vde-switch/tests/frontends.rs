@@ -107,8 +107,10 @@ impl Warren {
         std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
     fn stop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // Our own child, not yet reaped.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let _ = self.child.wait();
     }
 }
@@ -390,8 +392,7 @@ fn vde_frames_are_capped_at_1518_bytes() {
 
 #[test]
 fn vde_port_requests_and_reconnects() {
-    // SAFETY: getegid cannot fail.
-    let gid = unsafe { libc::getegid() }.to_string();
+    let gid = rustix::process::getegid().as_raw().to_string();
     let w = Warren::start("ports", &["--vde-mode", "0660", "--vde-group", &gid]);
     // Modes as vde_switch applies them: sockets as given, the directory with search bits and setgid.
     let mode = |p: &Path| {
@@ -501,8 +502,7 @@ fn hostile_vde_handshakes_are_refused() {
     cases.push(("symlink", good(&link)));
     cases.push(("missing", good(&dir.join(".missing"))));
     // Somebody else's socket (root can arrange that).
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         let theirs = dir.join(".theirs");
         let _t = UnixDatagram::bind(&theirs).expect("bind");
         std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");

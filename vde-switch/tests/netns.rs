@@ -8,7 +8,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,8 +20,7 @@ const DNS_NAME: &str = "warren-netns.test";
 const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 55);
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Fails unless the machine can run these tests. As root, makes /dev/net/tun usable by
@@ -128,9 +126,12 @@ fn user_netns() -> Killed {
 fn in_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("open netns");
     std::thread::spawn(move || {
-        // SAFETY: setns on an open namespace fd; it changes only this thread's network namespace.
-        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        // Changes only this thread's network namespace.
+        let r = rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        );
+        assert!(r.is_ok(), "setns: {r:?}");
         f()
     })
     .join()

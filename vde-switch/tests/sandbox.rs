@@ -69,8 +69,10 @@ impl Warren {
     }
     /// SIGTERM, then the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        // Our own child, not yet reaped.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {

@@ -17,6 +17,8 @@
 //! Also measured: two adapters back to back (the adapter's own ceiling).
 //!
 //! Run as root: `cargo run --release -p warren-benches --bin netbench -- --help`.
+// A benchmark tool, not shipped: its few raw calls (setns, setrlimit, sysconf) stay here.
+#![allow(unsafe_code)]
 
 use std::env;
 use std::fmt::Write as _;

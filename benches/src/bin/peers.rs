@@ -14,6 +14,8 @@
 //! 10,000 idle connections, and the tool's CPU time per packet with 10 and with 10,000 flows open.
 //!
 //! Run as root: `cargo run --release -p warren-benches --bin peers -- --help`.
+// A benchmark tool, not shipped: its few raw calls (setns, setrlimit, sysconf) stay here.
+#![allow(unsafe_code)]
 
 use std::fs;
 use std::io::{Read, Write};

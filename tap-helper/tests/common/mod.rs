@@ -44,20 +44,14 @@ pub fn serial() -> Serial {
         .write(true)
         .open("/tmp/wbh-integration.lock")
         .expect("open /tmp/wbh-integration.lock");
-    // SAFETY: flock on an fd we own.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(
-        r,
-        0,
-        "flock /tmp/wbh-integration.lock: {}",
-        std::io::Error::last_os_error()
-    );
+    if let Err(e) = sys::lock_exclusive(&f) {
+        panic!("flock /tmp/wbh-integration.lock: {e}");
+    }
     Serial { _g: g, _f: f }
 }
 
 pub fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let (_, euid, _) = sys::ids();
     assert_eq!(
         euid, 0,
         "these integration tests must run as root (they create users, setuid binaries and network namespaces)"
