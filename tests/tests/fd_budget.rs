@@ -300,7 +300,7 @@ fn flood(sock: &Path, syn_port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>
         if send_framed(&mut s, &udp_frame(40000, port, b"flood")).is_err() {
             return;
         }
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             let sport = 30000 + ((i / 16) % 20000) as u16;
             if send_framed(&mut s, &syn_frame(sport, syn_port)).is_err() {
                 return;
@@ -308,7 +308,7 @@ fn flood(sock: &Path, syn_port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>
         }
         i += 1;
         sent.fetch_add(1, Ordering::Relaxed);
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -558,7 +558,7 @@ fn memory_stays_bounded_under_floods() {
         w.rss_kib()
     };
     let pace = |i: u32| {
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     };
