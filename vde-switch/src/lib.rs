@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod dgram;
+pub mod dropin;
 pub mod framing;
 pub mod guard;
 pub mod logger;

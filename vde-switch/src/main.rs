@@ -116,6 +116,32 @@ fn main() -> ExitCode {
             }
         }
     }
+    // The passt and pasta drop-ins (`dropin.rs`): argv[0] `passt`/`pasta`, or `warren passt|pasta …`.
+    let mut extras = None;
+    let sub = vde_switch::dropin::subcommand(args.first().map(String::as_str));
+    if let Some(kind) = vde_switch::dropin::invoked_as(&argv0).or(sub) {
+        if sub.is_some() && vde_switch::dropin::invoked_as(&argv0).is_none() {
+            args.remove(0);
+        }
+        match vde_switch::dropin::translate(kind, &args) {
+            Ok(vde_switch::dropin::DropIn::Print(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(vde_switch::dropin::DropIn::Run(_, x)) if x.daemon => {
+                return vde_switch::dropin::daemonize(kind, &args)
+            }
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) => {
+                vde_switch::dropin::detach_if_daemon();
+                args = a;
+                extras = Some(x);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", kind.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let run = args.first().map(String::as_str) == Some("run");
     if run {
         args.remove(0);
@@ -127,6 +153,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(x) = &extras {
+        x.apply(&mut opts);
+    }
     if opts.help {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
@@ -222,7 +251,9 @@ fn main() -> ExitCode {
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address
     // --configure gives a namespace.
-    let default_guest = if opts.netns.active() && opts.netns.configure {
+    let default_guest = if let (true, Some(a)) = (opts.netns.configure, opts.netns.address) {
+        a
+    } else if opts.netns.active() && opts.netns.configure {
         std::net::Ipv4Addr::from(
             u32::from(opts.config.net.network()) | vde_switch::netns::CONFIGURED_HOST,
         )
@@ -301,6 +332,9 @@ fn main() -> ExitCode {
         }
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server)?;
+        }
+        if let Some(x) = &extras {
+            x.ready(&mut server)?;
         }
         server.serve(driver).await
     });

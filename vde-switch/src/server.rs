@@ -152,6 +152,8 @@ pub struct Server {
     /// Addresses only the gateway may claim (its own and the DNS forwarder's).
     protected_ips: [[u8; 4]; 2],
     isolate: bool,
+    /// passt's `--one-off`: stop when a stream guest's port closes.
+    one_off: bool,
 }
 
 impl Server {
@@ -191,6 +193,7 @@ impl Server {
                 driver.gw.config().dns.octets(),
             ],
             isolate: opts.isolate,
+            one_off: false,
         };
         for l in &opts.listen {
             let sock = match l {
@@ -297,7 +300,16 @@ impl Server {
             slot.waker = None;
             self.free_ports.push(id as usize);
             self.macs.remove_port(id);
+            if self.one_off && p.name.starts_with("stream") {
+                log::info!("--one-off: the guest left; stopping");
+                self.request_stop();
+            }
         }
+    }
+
+    /// passt's `--one-off`: the server stops once a stream guest (QEMU) has disconnected.
+    pub fn stop_when_guest_leaves(&mut self) {
+        self.one_off = true;
     }
 
     pub fn port_exists(&self, id: PortId) -> bool {
