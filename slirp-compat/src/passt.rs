@@ -216,7 +216,10 @@ fn find_short(c: char) -> Result<(&'static str, Arg), String> {
 
 /// Splits the words into (long option name, value) pairs and the operands, as `getopt_long` with
 /// a leading `+` does.
-fn tokenize(args: &[String]) -> Result<(Vec<(&'static str, Option<String>)>, Vec<String>), String> {
+/// Options as (long name, value) in order, and the operands.
+type Tokens = (Vec<(&'static str, Option<String>)>, Vec<String>);
+
+fn tokenize(args: &[String]) -> Result<Tokens, String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
