@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     let mut extras = None;
     let sub = vde_switch::dropin::subcommand(args.first().map(String::as_str));
     if let Some(kind) = vde_switch::dropin::invoked_as(&argv0).or(sub) {
-        if sub.is_some() && vde_switch::dropin::invoked_as(&argv0).is_none() {
+        if sub.is_some() {
             args.remove(0);
         }
         match vde_switch::dropin::translate(kind, &args) {
