@@ -128,8 +128,13 @@ fn main() -> ExitCode {
                 print!("{text}");
                 return ExitCode::SUCCESS;
             }
-            Ok(vde_switch::dropin::DropIn::Run(_, x)) if x.daemon => {
-                return vde_switch::dropin::daemonize(kind, &args)
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) if x.daemon => {
+                // Errors in the options are the caller's to see, before detaching.
+                if let Err(e) = cli::parse(a) {
+                    eprintln!("{}: {e}", kind.name());
+                    return ExitCode::FAILURE;
+                }
+                return vde_switch::dropin::daemonize(kind, &args);
             }
             Ok(vde_switch::dropin::DropIn::Run(a, x)) => {
                 vde_switch::dropin::detach_if_daemon();
