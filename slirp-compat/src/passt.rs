@@ -567,6 +567,15 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             other => return Err(format!("unrecognized option '--{other}'")),
         }
     }
+    if kind == Kind::Pasta && !p.help && !p.version {
+        for (given, opt) in [(!p.tcp.is_empty(), "-t"), (!p.udp.is_empty(), "-u")] {
+            if !given {
+                p.notes.push(format!(
+                    "pasta: no {opt}: pasta would forward bound ports automatically ('auto'); warren forwards none"
+                ));
+            }
+        }
+    }
     if addr6 {
         return Err(format!(
             "{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)",
