@@ -10,6 +10,8 @@ pub mod ctl;
 pub mod guestfwd;
 pub mod hostfwd;
 pub mod options;
+pub mod passt;
+pub mod pasta;
 pub mod slirp4netns;
 
 pub use api::{
@@ -175,6 +177,13 @@ mod fuzz {
                     }
                 }
                 Err(e) => one_line(&e),
+            }
+            let words: Vec<String> = s.split(' ').map(String::from).collect();
+            if let Err(e) = passt::parse(passt::Kind::Passt, &words) {
+                one_line(&e);
+            }
+            if let Err(e) = pasta::parse(&words) {
+                one_line(&e);
             }
             if let Err(e) = slirp4netns::parse_args(s.split(' ')) {
                 one_line(&e);

@@ -118,6 +118,37 @@ fn main() -> ExitCode {
             }
         }
     }
+    // The passt and pasta drop-ins (`dropin.rs`): argv[0] `passt`/`pasta`, or `warren passt|pasta …`.
+    let mut extras = None;
+    let sub = vde_switch::dropin::subcommand(args.first().map(String::as_str));
+    if let Some(kind) = vde_switch::dropin::invoked_as(&argv0).or(sub) {
+        if sub.is_some() {
+            args.remove(0);
+        }
+        match vde_switch::dropin::translate(kind, &args) {
+            Ok(vde_switch::dropin::DropIn::Print(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) if x.daemon => {
+                // Errors in the options are the caller's to see, before detaching.
+                if let Err(e) = cli::parse(a) {
+                    eprintln!("{}: {e}", kind.name());
+                    return ExitCode::FAILURE;
+                }
+                return vde_switch::dropin::daemonize(kind, &args);
+            }
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) => {
+                vde_switch::dropin::detach_if_daemon();
+                args = a;
+                extras = Some(x);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", kind.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let run = args.first().map(String::as_str) == Some("run");
     if run {
         args.remove(0);
@@ -129,6 +160,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(x) = &extras {
+        x.apply(&mut opts);
+    }
     if opts.help {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
@@ -220,12 +254,18 @@ fn main() -> ExitCode {
         max_flows_per_guest: flows_per_guest,
         ..cfg
     };
-    let sandbox = Plan::new(&opts, running.as_ref().map(|r| r.pid() as u32));
+    let mut sandbox = Plan::new(&opts, running.as_ref().map(|r| r.pid() as u32));
+    if let Some(pid_file) = extras.as_ref().and_then(|x| x.pid_file.as_deref()) {
+        // passt's and pasta's --pid: removed at exit.
+        sandbox.remove_at_exit(pid_file);
+    }
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address
     // --configure gives a namespace.
-    let default_guest = if opts.netns.active() && opts.netns.configure {
+    let default_guest = if let (true, Some(a)) = (opts.netns.configure, opts.netns.address) {
+        a
+    } else if opts.netns.active() && opts.netns.configure {
         std::net::Ipv4Addr::from(
             u32::from(opts.config.net.network()) | vde_switch::netns::CONFIGURED_HOST,
         )
@@ -306,7 +346,10 @@ fn main() -> ExitCode {
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server)?;
         }
-        // Everything is open: confine the process before serving a single frame.
+        if let Some(x) = &extras {
+            x.ready(&mut server)?;
+        }
+        // The pid file is written: confine the process before serving a single frame.
         vde_switch::sandbox::enter(&sandbox, &mut driver)?;
         server.serve(driver).await
     });

@@ -114,6 +114,14 @@ impl Plan {
         }
         p
     }
+
+    /// Lets the daemon remove `file` at exit (e.g. the `--pid` file of the passt/pasta drop-ins).
+    pub fn remove_at_exit(&mut self, file: &Path) {
+        let dir = parent(file);
+        if !self.cleanup_dirs.contains(&dir) {
+            self.cleanup_dirs.push(dir);
+        }
+    }
 }
 
 /// What was applied (for the start-up line and the tests).

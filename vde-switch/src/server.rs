@@ -192,6 +192,8 @@ pub struct Server {
     storm: StormLimit,
     /// Counters of ports that have closed (for the totals in `stats`).
     closed: PortCounters,
+    /// passt's `--one-off`: stop when a stream guest's port closes.
+    one_off: bool,
 }
 
 impl Server {
@@ -241,6 +243,7 @@ impl Server {
             net: driver.gw.config().net,
             storm: opts.lan.storm,
             closed: PortCounters::default(),
+            one_off: false,
         };
         for l in &opts.listen {
             let sock = match l {
@@ -353,7 +356,16 @@ impl Server {
             for mac in self.macs.remove_port(id) {
                 self.guard.remove_mac(&mac);
             }
+            if self.one_off && p.name.starts_with("stream") {
+                log::info!("--one-off: the guest left; stopping");
+                self.request_stop();
+            }
         }
+    }
+
+    /// passt's `--one-off`: the server stops once a stream guest (QEMU) has disconnected.
+    pub fn stop_when_guest_leaves(&mut self) {
+        self.one_off = true;
     }
 
     pub fn port_exists(&self, id: PortId) -> bool {
