@@ -309,6 +309,15 @@ pub fn udp_frame(
     )
 }
 
+/// `52:54:00:12:34:56` as bytes, if it is a MAC.
+pub fn mac_from_str(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
 /// QEMU stream framing: a 4-byte big-endian length, then the frame.
 pub fn framed(frame: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + frame.len());
