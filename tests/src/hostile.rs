@@ -605,6 +605,9 @@ pub struct Target {
     pub discover_macs: u32,
     /// Frames per broadcast-storm batch.
     pub storm_batch: usize,
+    /// How many source addresses the SYN flood uses: the attacker's own, then made-up unleased
+    /// LAN addresses from .201 upwards (each a "guest" to a gateway that keys flows by address).
+    pub syn_sources: u8,
 }
 
 impl Target {
@@ -625,6 +628,7 @@ impl Target {
             udp_flood_base: 20000,
             discover_macs: 64,
             storm_batch: 256,
+            syn_sources: 50,
         }
     }
 
@@ -1309,10 +1313,11 @@ impl Generator {
         let t = self.t.clone();
         for _ in 0..64 {
             // From the attacker's address, and from unleased LAN addresses it makes up.
-            let src = if self.rng.chance(50) {
+            let n = self.rng.below(u64::from(t.syn_sources.max(1)));
+            let src = if n == 0 {
                 t.attacker_ip
             } else {
-                t.lan_ip(200 + self.rng.below(50) as u8)
+                t.lan_ip(200u8.saturating_add(n as u8))
             };
             let port = self.host_port();
             let sport = self.ephemeral();

@@ -27,6 +27,7 @@
 //! | `WARREN_SOAK_STORM` | frames per broadcast-storm batch (256) |
 //! | `WARREN_SOAK_UDP_PORTS` | distinct host ports of the UDP flood (3000) |
 //! | `WARREN_SOAK_DHCP_MACS` | distinct MACs of the DHCP DISCOVER flood (64; above ~230 the /24 pool is exhausted) |
+//! | `WARREN_SOAK_SYN_SOURCES` | source addresses of the SYN flood: the attacker's own plus made-up unleased LAN addresses (50) |
 //! | `WARREN_SOAK_NO_READ=1` | the attacker never reads what warren sends it |
 //! | `WARREN_SOAK_STRICT=1` | also require that no frame for the guest's address reached the attacker and that every DNS lookup of the guest succeeded |
 
@@ -99,6 +100,7 @@ struct Settings {
     storm_batch: usize,
     udp_ports: u16,
     dhcp_macs: u32,
+    syn_sources: u8,
     no_read: bool,
     strict: bool,
 }
@@ -140,6 +142,7 @@ impl Settings {
             storm_batch: env_num("WARREN_SOAK_STORM", 256),
             udp_ports: env_num("WARREN_SOAK_UDP_PORTS", 3000),
             dhcp_macs: env_num("WARREN_SOAK_DHCP_MACS", 64),
+            syn_sources: env_num("WARREN_SOAK_SYN_SOURCES", 50),
             no_read: env_flag("WARREN_SOAK_NO_READ"),
             strict: env_flag("WARREN_SOAK_STRICT"),
         }
@@ -744,6 +747,7 @@ fn soak_in_namespace() {
     target.udp_flood_ports = settings.udp_ports.max(1);
     target.discover_macs = settings.dhcp_macs;
     target.storm_batch = settings.storm_batch;
+    target.syn_sources = settings.syn_sources;
     let generator = Generator::new(settings.seed, target);
 
     let stop = control_stop(&control);
@@ -799,6 +803,10 @@ fn soak_in_namespace() {
     drop(guest);
     warren.stop(Duration::from_secs(5));
     let log = warren.stderr();
+    let log_path = warren_tests::paths::cache_dir().join("logs").join("soak-warren.log");
+    let _ = std::fs::create_dir_all(log_path.parent().expect("logs dir"));
+    let _ = std::fs::write(&log_path, &log);
+    eprintln!("soak: warren's log: {}", log_path.display());
 
     // ---- judging
     let mut failures: Vec<String> = Vec::new();
