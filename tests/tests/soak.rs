@@ -22,8 +22,8 @@
 //! | `WARREN_SOAK_SEED` | replay a run (the seed is printed at start; decimal or 0x hex) |
 //! | `WARREN_SOAK_SECS` | how long the attack runs at least (90); it also lasts until the guest finished one round, but at most 4× this |
 //! | `WARREN_SOAK_MAX_FRAMES` | stop the attack after this many frames (100000000) |
-//! | `WARREN_SOAK_PPS` | pace the attacker to this many frames/s (0 = as fast as warren takes them) |
-//! | `WARREN_SOAK_FULL=1` | also run the attacks whose defences are still being built (see [`PENDING_PHASES`]: broadcast storm, random-MAC flood; SYN flood from 50 made-up source addresses; strict checks) |
+//! | `WARREN_SOAK_PPS` | pace the attacker to this many frames/s (20000; 0 = as fast as warren takes them, the default with `FULL`) |
+//! | `WARREN_SOAK_FULL=1` | also run the attacks whose defences are still being built (see [`PENDING_PHASES`]: broadcast storm, random-MAC flood; SYN flood from 50 made-up source addresses; unpaced; strict checks) |
 //! | `WARREN_SOAK_PHASES`, `WARREN_SOAK_SKIP` | comma-separated phase names to run / leave out (all but the pending ones) |
 //! | `WARREN_SOAK_STORM` | frames per broadcast-storm batch (256) |
 //! | `WARREN_SOAK_UDP_PORTS` | distinct host ports of the UDP flood (3000) |
@@ -54,7 +54,8 @@ const DNS_NAME: &str = "soak.test";
 const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 const DOWNLOAD_LEN: usize = 8 << 20;
 const UPLOAD_LEN: u64 = 4 << 20;
-const MAX_ROUNDS: u32 = 8;
+/// Rounds the guest does at most (it stops earlier when the attack is over).
+const MAX_ROUNDS: u32 = 200;
 const CHECKS_DONE: &str = "@@SOAK checks done";
 /// Printed by the guest after its `ip` result line (so that line is complete).
 const LEASED: &str = "@@SOAK leased";
@@ -134,6 +135,10 @@ const PENDING_PHASES: [Phase; 2] = [Phase::BroadcastStorm, Phase::RandomMacFlood
 /// SYN-flood source addresses with `WARREN_SOAK_FULL=1` (made-up unleased LAN addresses, each a
 /// "guest" with its own flow limit to a gateway that keys limits by address); 1 otherwise.
 const FULL_SYN_SOURCES: u8 = 50;
+/// The attacker's pace without `WARREN_SOAK_FULL` (frames/s). Unpaced, today's warren lets the
+/// attacker's broadcasts fill the real guest's port queue (no storm control or fair queues yet),
+/// and a TCG guest then needs many minutes per round; `FULL` runs unpaced.
+const DEFAULT_PPS: u64 = 20_000;
 
 impl Settings {
     fn from_env() -> Settings {
@@ -158,7 +163,7 @@ impl Settings {
             seed: hostile::seed_from_env(),
             secs: Duration::from_secs(env_num("WARREN_SOAK_SECS", 90)),
             max_frames: env_num("WARREN_SOAK_MAX_FRAMES", 100_000_000),
-            pps: env_num("WARREN_SOAK_PPS", 0),
+            pps: env_num("WARREN_SOAK_PPS", if full { 0 } else { DEFAULT_PPS }),
             phases,
             storm_batch: env_num("WARREN_SOAK_STORM", 256),
             udp_ports: env_num("WARREN_SOAK_UDP_PORTS", 3000),
