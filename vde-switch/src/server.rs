@@ -723,7 +723,9 @@ impl Server {
                     }
                     Decoded::Incomplete => break,
                     Decoded::BadLength(l) => {
-                        driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+                        driver.handle_frames_from(now, s.port, &for_gateway, &mut |f| {
+                            self.gateway_out(now, f)
+                        });
                         let why = format!(
                             "bad frame length {l} (must be {}..={})",
                             framing::MIN_FRAME,
@@ -736,7 +738,9 @@ impl Server {
                 }
             }
             if !for_gateway.is_empty() {
-                driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+                driver.handle_frames_from(now, s.port, &for_gateway, &mut |f| {
+                    self.gateway_out(now, f)
+                });
                 // Acknowledge what this read carried now, not after the whole wakeup: the guest's
                 // sending rate follows our ACKs.
                 driver.end_batch(now, &mut |f| self.gateway_out(now, f));
@@ -757,7 +761,7 @@ impl Server {
     /// A frame received on `port`: learn, then switch it to ports and/or the gateway.
     pub fn frame_in(&mut self, now: Instant, port: PortId, frame: &[u8], driver: &mut Driver) {
         if self.switch_in(now, port, frame, driver.gw.dhcp()) {
-            driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
+            driver.handle_frames_from(now, port, &[frame], &mut |f| self.gateway_out(now, f));
         }
     }
 
