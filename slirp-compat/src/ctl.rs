@@ -54,7 +54,7 @@ pub enum CtlSubcommand {
     Stats,
 }
 
-/// `warren ctl` alone (for parsing the words after `ctl`).
+// `warren ctl` alone (for parsing the words after `ctl`); `//`: a doc comment would be its about.
 #[derive(clap::Parser, Debug)]
 #[command(name = "ctl", bin_name = "warren ctl", disable_help_subcommand = true)]
 struct CtlCli {
@@ -127,7 +127,11 @@ where
         Err(e) => {
             return match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    Ok(Ctl::Help(e.render().to_string()))
+                    let mut text = e.render().to_string();
+                    if !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    Ok(Ctl::Help(text))
                 }
                 ErrorKind::UnknownArgument => {
                     let a = clap_invalid_arg(&e, ContextKind::InvalidArg)

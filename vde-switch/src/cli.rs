@@ -395,7 +395,11 @@ pub fn parse_command_line<I: IntoIterator<Item = String>>(
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            return Ok(Invocation::Print(e.render().to_string()))
+            let mut text = e.render().to_string();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            return Ok(Invocation::Print(text));
         }
         Err(e) => return Err(clap_error(e)),
     };
