@@ -55,7 +55,7 @@ pub enum Command {
     #[command(args_override_self = true)]
     Run {
         #[command(flatten)]
-        opts: DaemonArgs,
+        opts: Box<DaemonArgs>,
         /// The command and its arguments (after --)
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -416,7 +416,7 @@ pub fn parse_command_line<I: IntoIterator<Item = String>>(
             if command.is_empty() {
                 return Err(UsageError("warren run needs -- CMD [ARGS...]".into()));
             }
-            let mut o = options(opts, Some(command)).map_err(UsageError)?;
+            let mut o = options(*opts, Some(command)).map_err(UsageError)?;
             // warren run's own output goes to stderr only with -v.
             if o.verbosity == 0 {
                 o.verbosity = -1;
