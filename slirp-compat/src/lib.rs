@@ -18,7 +18,7 @@ pub use api::{
     handle_request, parse_request, AddHostFwd, ApiBackend, ApiError, ApiRequest, HostFwdEntry,
     HostFwdTable, LeaseInfo,
 };
-pub use ctl::{parse_ctl_args, render_reply, Ctl, CtlCommand};
+pub use ctl::{parse_ctl_args, render_reply, Ctl, CtlArgs, CtlCommand};
 pub use guestfwd::{GuestFwd, GuestFwdTarget};
 pub use hostfwd::{HostFwd, HostFwdRule, PortRange, Proto, ResolvedHostFwd};
 pub use options::SlirpOptions;

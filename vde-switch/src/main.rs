@@ -3,11 +3,10 @@
 use netstack::config::Config;
 use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
-use netstack::resolv;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use vde_switch::cli::{self, USAGE};
+use vde_switch::cli::{self, Invocation};
 use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
 use vde_switch::vde::VdeOptions;
@@ -22,11 +21,11 @@ fn default_socket() -> PathBuf {
 
 /// `warren ctl --api PATH COMMAND`: a client for the control socket.
 fn ctl(args: Vec<String>) -> ExitCode {
-    use slirp_compat::ctl::{parse_ctl_args, render_reply, Ctl, CTL_USAGE};
+    use slirp_compat::ctl::{parse_ctl_args, render_reply, Ctl};
     use std::io::{Read, Write};
     let cmd = match parse_ctl_args(args) {
-        Ok(Ctl::Help) => {
-            print!("{CTL_USAGE}");
+        Ok(Ctl::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Ok(Ctl::Run(c)) => c,
@@ -132,7 +131,7 @@ fn main() -> ExitCode {
             }
             Ok(vde_switch::dropin::DropIn::Run(a, x)) if x.daemon => {
                 // Errors in the options are the caller's to see, before detaching.
-                if let Err(e) = cli::parse(a) {
+                if let Err(e) = cli::parse_command_line(a) {
                     eprintln!("{}: {e}", kind.name());
                     return ExitCode::FAILURE;
                 }
@@ -149,12 +148,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    let run = args.first().map(String::as_str) == Some("run");
-    if run {
-        args.remove(0);
-    }
-    let mut opts = match cli::parse(args) {
-        Ok(o) => o,
+    // warren's own command line (clap): parse, then resolve, then serve.
+    let mut opts = match cli::parse_command_line(args) {
+        Ok(Invocation::Serve(o)) => *o,
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("warren: {e}");
             return ExitCode::from(2);
@@ -163,29 +163,11 @@ fn main() -> ExitCode {
     if let Some(x) = &extras {
         x.apply(&mut opts);
     }
-    if opts.help {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if opts.version {
-        println!("warren {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if run != opts.netns.command.is_some() {
-        eprintln!(
-            "warren: {}",
-            if run {
-                "warren run needs -- CMD [ARGS...]"
-            } else {
-                "a command after -- needs warren run"
-            }
-        );
+    vde_switch::logger::init(opts.verbosity);
+    if let Err(e) = opts.resolve(Path::new("/etc/resolv.conf")) {
+        eprintln!("warren: {e}");
         return ExitCode::from(2);
     }
-    if run && opts.verbosity == 0 {
-        opts.verbosity = -1;
-    }
-    vde_switch::logger::init(opts.verbosity);
     if opts.listen.is_empty()
         && opts.dgram.is_empty()
         && opts.vde.is_empty()
@@ -209,16 +191,6 @@ fn main() -> ExitCode {
         })
         .collect();
     let (dgram, isolate) = (opts.dgram.clone(), opts.isolate);
-    let rc = resolv::read(Path::new("/etc/resolv.conf")).unwrap_or_default();
-    if opts.config.dns_upstreams.is_empty() {
-        opts.config.dns_upstreams = rc.nameservers.clone();
-        if opts.config.dns_upstreams.is_empty() {
-            log::warn!("no DNS upstream: /etc/resolv.conf names no nameserver and no --dns-upstream was given");
-        }
-    }
-    if !opts.dns_search_given {
-        opts.config.dns_search = rc.search.clone();
-    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

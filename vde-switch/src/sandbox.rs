@@ -617,7 +617,10 @@ mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> crate::cli::Options {
-        crate::cli::parse(args.iter().map(|s| s.to_string())).expect("valid options")
+        let mut o = crate::cli::parse(args.iter().map(|s| s.to_string())).expect("valid options");
+        o.resolve(std::path::Path::new("/nonexistent/resolv.conf"))
+            .expect("resolves");
+        o
     }
 
     #[test]
