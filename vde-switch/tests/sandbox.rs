@@ -476,6 +476,21 @@ fn unprivileged_daemon_detaches_into_user_and_mount_namespaces_with_an_empty_roo
     arp_through_stream(&w.dir.join("w.sock"));
     let stats = api_stats(&w.dir.join("api.sock"));
     assert!(stats.contains("arp_replies"), "{stats}");
+    // A forward added at run time binds a new host listener from inside the namespaces.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut s = UnixStream::connect(w.dir.join("api.sock")).expect("connect to the API socket");
+    let req = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_addr":"10.0.2.15","guest_port":80}}}}"#
+    );
+    s.write_all(req.as_bytes()).expect("request");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("reply");
+    assert!(reply.contains("\"return\""), "{reply}");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the new forward listens");
     assert!(w.stop().success(), "{}", w.log());
     assert!(!w.dir.join("w.sock").exists(), "{}", w.log());
     assert!(!w.dir.join("api.sock").exists(), "{}", w.log());
