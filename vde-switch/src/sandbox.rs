@@ -830,6 +830,35 @@ mod tests {
     }
 
     #[test]
+    fn at_exit_removes_through_the_directory_it_opened() {
+        let base = std::env::temp_dir().join(format!("warren-atexit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("run")).expect("mkdir");
+        std::fs::write(base.join("run/w.sock"), "").expect("file");
+        let file = AtExit::new(base.join("run/w.sock"));
+        let dir = AtExit::new(base.join("run"));
+        // The path no longer leads there (as in the empty root): removal still finds the file.
+        std::fs::rename(base.join("run"), base.join("moved")).expect("rename");
+        std::fs::create_dir(base.join("run")).expect("a different run/");
+        std::fs::write(base.join("run/w.sock"), "").expect("a different file");
+        file.remove(false);
+        assert!(!base.join("moved/w.sock").exists());
+        assert!(base.join("run/w.sock").exists(), "only the registered file");
+        // A directory is removed only when empty (through its parent's descriptor).
+        AtExit::new(base.join("run")).remove(true);
+        assert!(base.join("run").exists(), "not empty: kept");
+        dir.remove(true);
+        assert!(
+            base.join("run").exists(),
+            "the parent fd names run/, which is the new one"
+        );
+        std::fs::remove_file(base.join("run/w.sock")).expect("rm");
+        dir.remove(true);
+        assert!(!base.join("run").exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
     fn modes_from_the_command_line() {
         assert_eq!(Plan::new(&opts(&["--no-sandbox"]), None).mode, Mode::Off);
         assert_eq!(
