@@ -179,9 +179,10 @@ pub struct Server {
     pub(crate) mtu_frame: usize,
     pcap: Option<PcapWriter<BufWriter<File>>>,
     stop: Arc<AtomicBool>,
-    unix_paths: Vec<PathBuf>,
+    /// Files removed when the server stops (through their directories' descriptors: see `AtExit`).
+    unix_paths: Vec<crate::sandbox::AtExit>,
     /// Directories removed (if empty) when the server stops.
-    unix_dirs: Vec<PathBuf>,
+    unix_dirs: Vec<crate::sandbox::AtExit>,
     /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
     protected_ips: Vec<[u8; 4]>,
     isolate: bool,
@@ -249,7 +250,7 @@ impl Server {
             let sock = match l {
                 Listen::Unix(path) => {
                     let sock = bind_unix(path, Type::STREAM)?;
-                    s.unix_paths.push(path.clone());
+                    s.unix_paths.push(crate::sandbox::AtExit::new(path.clone()));
                     sock
                 }
                 Listen::Tcp(addr) => {
@@ -280,12 +281,12 @@ impl Server {
 
     /// Also removes directory `path` (if empty) when the server stops.
     pub fn remove_dir_on_exit(&mut self, path: PathBuf) {
-        self.unix_dirs.push(path);
+        self.unix_dirs.push(crate::sandbox::AtExit::new(path));
     }
 
     /// Also removes `path` when the server stops.
     pub fn remove_on_exit(&mut self, path: PathBuf) {
-        self.unix_paths.push(path);
+        self.unix_paths.push(crate::sandbox::AtExit::new(path));
     }
 
     /// Registers an endpoint; its handler runs once right away (to register its waker).
@@ -517,10 +518,10 @@ impl Server {
         // Closes every fd first; front ends remove their own socket files when dropped.
         self.endpoints.clear();
         for p in &self.unix_paths {
-            let _ = std::fs::remove_file(p);
+            p.remove(false);
         }
         for d in &self.unix_dirs {
-            let _ = std::fs::remove_dir(d);
+            d.remove(true);
         }
         for line in self.port_summaries() {
             log::info!("{line}");
