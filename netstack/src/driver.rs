@@ -743,6 +743,21 @@ impl Driver {
     }
 
     /// One frame from the LAN for the gateway.
+    /// [`Gateway::handle_frames_from`]: frames that all came in on switch port `port`.
+    pub fn handle_frames_from(
+        &mut self,
+        now: Instant,
+        port: u32,
+        frames: &[&[u8]],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) {
+        let mut io = IoCtx {
+            socks: &mut self.socks,
+            sink,
+        };
+        self.gw.handle_frames_from(now, port, frames, &mut io);
+    }
+
     pub fn handle_frame(
         &mut self,
         now: Instant,

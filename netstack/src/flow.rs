@@ -227,6 +227,31 @@ pub enum Refusal {
     Global,
 }
 
+/// Whom a flow's file descriptor is charged to: the switch port the guest's frames came in on, when
+/// the driver says (`Gateway::handle_frames_from`), so that one port cannot multiply its share by
+/// using many addresses or MACs; otherwise (host-initiated forwards, callers that name no port) the
+/// guest's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Port(u32),
+    Guest(IpAddr),
+}
+
+impl From<IpAddr> for Owner {
+    fn from(ip: IpAddr) -> Self {
+        Owner::Guest(ip)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Port(p) => write!(f, "port {p}"),
+            Owner::Guest(ip) => write!(f, "guest {ip}"),
+        }
+    }
+}
+
 /// The flow table's accounting: how many NAT flows (each one host fd) are live in all and per guest,
 /// against the limits derived from the process's file-descriptor budget. Every flow of every protocol
 /// is counted here, so one place answers "who holds how many".
@@ -239,7 +264,7 @@ pub struct FlowBudget {
     /// Most `guestfwd ... cmd:` children of one guest at once.
     pub max_cmd_per_guest: usize,
     total: usize,
-    per_guest: rustc_hash::FxHashMap<IpAddr, usize>,
+    per_guest: rustc_hash::FxHashMap<Owner, usize>,
     cmd_per_guest: rustc_hash::FxHashMap<IpAddr, usize>,
 }
 
@@ -258,9 +283,9 @@ impl FlowBudget {
     pub fn total(&self) -> usize {
         self.total
     }
-    /// Live flows of `guest`.
-    pub fn of(&self, guest: IpAddr) -> usize {
-        self.per_guest.get(&guest).copied().unwrap_or(0)
+    /// Live flows charged to `owner` (a port, or a guest's address).
+    pub fn of(&self, owner: impl Into<Owner>) -> usize {
+        self.per_guest.get(&owner.into()).copied().unwrap_or(0)
     }
     /// Live command children of `guest`.
     pub fn cmds_of(&self, guest: IpAddr) -> usize {
@@ -272,17 +297,17 @@ impl FlowBudget {
     }
     /// Whether `guest` holds at least as many flows as any other guest (O(guests), asked only when the
     /// global budget is exhausted).
-    pub fn is_top_holder(&self, guest: IpAddr) -> bool {
-        let n = self.of(guest);
+    pub fn is_top_holder(&self, owner: Owner) -> bool {
+        let n = self.of(owner);
         self.per_guest.values().all(|&m| m <= n)
     }
-    pub fn opened(&mut self, guest: IpAddr) {
+    pub fn opened(&mut self, owner: Owner) {
         self.total += 1;
-        *self.per_guest.entry(guest).or_insert(0) += 1;
+        *self.per_guest.entry(owner).or_insert(0) += 1;
     }
-    pub fn closed(&mut self, guest: IpAddr) {
+    pub fn closed(&mut self, owner: Owner) {
         self.total = self.total.saturating_sub(1);
-        dec(&mut self.per_guest, guest);
+        dec(&mut self.per_guest, owner);
     }
     pub fn cmd_opened(&mut self, guest: IpAddr) {
         *self.cmd_per_guest.entry(guest).or_insert(0) += 1;
@@ -292,7 +317,7 @@ impl FlowBudget {
     }
 }
 
-fn dec(m: &mut rustc_hash::FxHashMap<IpAddr, usize>, k: IpAddr) {
+fn dec<K: std::hash::Hash + Eq>(m: &mut rustc_hash::FxHashMap<K, usize>, k: K) {
     if let Some(n) = m.get_mut(&k) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -341,8 +366,8 @@ mod tests {
 
     #[test]
     fn budget_counts_per_guest_and_top_holder() {
-        let a: IpAddr = "10.0.2.15".parse().expect("ip");
-        let b: IpAddr = "10.0.2.16".parse().expect("ip");
+        let a = Owner::Guest("10.0.2.15".parse().expect("ip"));
+        let b = Owner::Port(2);
         let mut fb = FlowBudget::new(3, 2, 1);
         fb.opened(a);
         fb.opened(a);

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsError, DnsForwarder};
-use crate::flow::{FlowBudget, FlowKey, Proto};
+use crate::flow::{FlowBudget, FlowKey, Owner, Proto};
 use crate::fwd::{self, Dest};
 use crate::host::HostIo;
 use crate::icmp::IcmpNat;
@@ -39,6 +39,9 @@ pub struct Gateway {
     pub(crate) neigh: NeighTable,
     /// Live NAT flows in all and per guest (TCP+UDP+ICMP), against the fd budget.
     pub(crate) budget: FlowBudget,
+    /// The switch port the frames being handled came in on (`handle_frames_from`): new flows are
+    /// charged to it.
+    ingress: Option<u32>,
     pub(crate) dhcp: DhcpServer,
     pub(crate) dns: DnsForwarder,
     pub(crate) tcp: TcpNat,
@@ -69,6 +72,7 @@ impl Gateway {
                 cfg.neigh_max_per_mac,
                 cfg.neigh_idle,
             ),
+            ingress: None,
             budget: FlowBudget::new(
                 cfg.max_flows_total,
                 cfg.max_flows_per_guest,
@@ -137,6 +141,29 @@ impl Gateway {
         self.batch = None;
         self.tcp_flush_writes(frames, io);
         self.tcp_flush_pushes(now, io);
+    }
+
+    /// Like [`Gateway::handle_frames`] for frames that all came in on switch port `port`: the flows
+    /// they open are charged to that port, so one port cannot multiply its share of the fd budget
+    /// by using many addresses.
+    pub fn handle_frames_from(
+        &mut self,
+        now: Instant,
+        port: u32,
+        frames: &[&[u8]],
+        io: &mut dyn HostIo,
+    ) {
+        self.ingress = Some(port);
+        self.handle_frames(now, frames, io);
+        self.ingress = None;
+    }
+
+    /// Whom a new flow of `guest` is charged to: the port its frames came in on, else its address.
+    pub(crate) fn owner_for(&self, guest: IpAddr) -> Owner {
+        match self.ingress {
+            Some(p) => Owner::Port(p),
+            None => Owner::Guest(guest),
+        }
     }
 
     /// One frame from the LAN addressed to the gateway (unicast to its MAC, or broadcast).
@@ -418,12 +445,12 @@ impl Gateway {
         key: &FlowKey,
         io: &mut dyn HostIo,
     ) -> bool {
-        let g = key.guest;
+        let g = self.owner_for(key.guest);
         if self.budget.of(g) >= self.budget.max_per_guest {
             self.stats.drop_flow_limit += 1;
             let max = self.budget.max_per_guest;
             self.note(now, || {
-                format!("guest {g} reached its limit of {max} flows; new flow refused")
+                format!("{g} reached its limit of {max} flows; new flow refused")
             });
             return false;
         }
@@ -447,7 +474,7 @@ impl Gateway {
     pub(crate) fn evict_idle(
         &mut self,
         now: Instant,
-        owner: Option<IpAddr>,
+        owner: Option<Owner>,
         io: &mut dyn HostIo,
     ) -> bool {
         let u = self.udp.oldest(self.cfg.udp_idle);
@@ -463,8 +490,8 @@ impl Gateway {
             return false;
         }
         let guest = match id.proto {
-            Proto::Udp => self.udp.guest_of(id),
-            _ => self.icmp.guest_of(id),
+            Proto::Udp => self.udp.owner_of(id),
+            _ => self.icmp.owner_of(id),
         };
         let Some(guest) = guest else { return false };
         if owner.is_some_and(|o| o != guest) {
@@ -498,11 +525,11 @@ impl Gateway {
         true
     }
 
-    pub(crate) fn flow_opened(&mut self, guest: IpAddr) {
-        self.budget.opened(guest);
+    pub(crate) fn flow_opened(&mut self, owner: Owner) {
+        self.budget.opened(owner);
     }
-    pub(crate) fn flow_closed(&mut self, guest: IpAddr) {
-        self.budget.closed(guest);
+    pub(crate) fn flow_closed(&mut self, owner: Owner) {
+        self.budget.closed(owner);
     }
 
     /// Runs every timer due at `now`.

@@ -2,7 +2,7 @@
 //! `net.ipv4.ping_group_range` allows, raw sockets when privileged); replies are real, never forged.
 //! Also builds the ICMP errors the gateway sends to guests (unreachable).
 
-use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
+use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
@@ -15,6 +15,8 @@ use std::net::IpAddr;
 
 pub(crate) struct IcmpFlow {
     key: FlowKey,
+    /// Whom the flow's socket is charged to (`FlowBudget`).
+    owner: Owner,
     guest_mac: Mac,
     last: Instant,
 }
@@ -39,8 +41,8 @@ impl IcmpNat {
     pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
         self.table.oldest(idle)
     }
-    pub(crate) fn guest_of(&self, id: FlowId) -> Option<IpAddr> {
-        self.table.flows.get(id.idx, id.gen).map(|f| f.key.guest)
+    pub(crate) fn owner_of(&self, id: FlowId) -> Option<Owner> {
+        self.table.flows.get(id.idx, id.gen).map(|f| f.owner)
     }
     pub(crate) fn evict(&mut self, id: FlowId) {
         self.table.remove(id);
@@ -88,8 +90,10 @@ impl Gateway {
                 if !self.flow_allowed(now, &key, io) {
                     return;
                 }
+                let owner = self.owner_for(key.guest);
                 let (idx, gen) = self.icmp.table.flows.insert(IcmpFlow {
                     key,
+                    owner,
                     guest_mac: mac,
                     last: now,
                 });
@@ -110,7 +114,7 @@ impl Gateway {
                     .table
                     .timers
                     .push(now + self.cfg.icmp_idle, fid(idx, gen));
-                self.flow_opened(key.guest);
+                self.flow_opened(owner);
                 (idx, gen)
             }
         };
@@ -171,7 +175,7 @@ impl Gateway {
     pub(crate) fn icmp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
         for (id, f) in self.icmp.table.expire(now, self.cfg.icmp_idle) {
             io.icmp_close(id);
-            self.flow_closed(f.key.guest);
+            self.flow_closed(f.owner);
         }
     }
 

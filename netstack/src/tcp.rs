@@ -10,7 +10,7 @@
 //!   user-space copy per byte). Loss recovery is go-back-N from `snd_una` on timeout or triple dup-ACK.
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
-use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::flow::{FlowId, FlowKey, Owner, Proto, Slab, TimerHeap};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
@@ -99,6 +99,8 @@ pub(crate) struct TcpFlow {
     data_end: u32,
     /// A `guestfwd ... cmd:` connection (counted against the guest's children cap).
     cmd: bool,
+    /// Whom the flow's socket is charged to (`FlowBudget`).
+    owner: Owner,
 }
 
 impl TcpFlow {
@@ -106,6 +108,7 @@ impl TcpFlow {
     /// caller from its SYN or SYN-ACK.
     fn new(key: FlowKey, guest_mac: Mac, state: State, iss: u32, mss: u16) -> Self {
         TcpFlow {
+            owner: Owner::Guest(key.guest),
             key,
             guest_mac,
             state,
@@ -305,6 +308,7 @@ impl Gateway {
             self.tcp_send_reset_for(key, seg, io);
             return;
         }
+        let owner = self.owner_for(key.guest);
         if !self.flow_allowed(now, &key, io) {
             self.tcp_send_reset_for(key, seg, io);
             return;
@@ -340,10 +344,11 @@ impl Gateway {
         flow.guest_wscale = seg.wscale.unwrap_or(0);
         flow.wscale_ok = seg.wscale.is_some();
         flow.cmd = is_cmd;
+        flow.owner = owner;
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
         *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
-        self.flow_opened(key.guest);
+        self.flow_opened(owner);
         if is_cmd {
             self.budget.cmd_opened(key.guest);
         }
@@ -404,9 +409,11 @@ impl Gateway {
         // Our SYN occupies one sequence number and offers window scaling.
         flow.snd_nxt = iss.wrapping_add(1);
         flow.wscale_ok = true;
+        flow.owner = self.owner_for(key.guest);
+        let owner = flow.owner;
         let (idx, gen) = self.tcp.flows.insert(flow);
         self.tcp.by_key.insert(key, (idx, gen));
-        self.flow_opened(key.guest);
+        self.flow_opened(owner);
         self.stats.tcp_flows_opened += 1;
         if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
             arm(&mut self.tcp.timers, f, idx, gen, now + SYNACK_RTO);
@@ -1094,7 +1101,7 @@ impl Gateway {
             self.tcp.connecting_per_guest.remove(&f.key.guest);
         }
         io.tcp_close(id, reset);
-        self.flow_closed(f.key.guest);
+        self.flow_closed(f.owner);
         if f.cmd {
             self.budget.cmd_closed(f.key.guest);
         }

@@ -3,7 +3,7 @@
 //! Replies come from the right source address because the flow key remembers what the guest sent to;
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
-use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Proto};
+use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
@@ -17,6 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 
 pub(crate) struct UdpFlow {
     key: FlowKey,
+    /// Whom the flow's socket is charged to (`FlowBudget`).
+    owner: Owner,
     guest_mac: Mac,
     last: Instant,
     last_len: u16,
@@ -41,8 +43,8 @@ impl UdpNat {
     pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
         self.table.oldest(idle)
     }
-    pub(crate) fn guest_of(&self, id: FlowId) -> Option<IpAddr> {
-        self.table.flows.get(id.idx, id.gen).map(|f| f.key.guest)
+    pub(crate) fn owner_of(&self, id: FlowId) -> Option<Owner> {
+        self.table.flows.get(id.idx, id.gen).map(|f| f.owner)
     }
     pub(crate) fn evict(&mut self, id: FlowId) {
         self.table.remove(id);
@@ -96,8 +98,10 @@ impl Gateway {
                 if !self.flow_allowed(now, &key, io) {
                     return;
                 }
+                let owner = self.owner_for(key.guest);
                 let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
                     key,
+                    owner,
                     guest_mac: src_mac,
                     last: now,
                     last_len: 0,
@@ -114,7 +118,7 @@ impl Gateway {
                     .table
                     .timers
                     .push(now + self.cfg.udp_idle, fid(idx, gen));
-                self.flow_opened(key.guest);
+                self.flow_opened(owner);
                 self.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
@@ -175,8 +179,10 @@ impl Gateway {
                 if !self.flow_allowed(now, &key, io) {
                     return Err(format!("guest {} has too many flows", guest.ip()));
                 }
+                let owner = self.owner_for(key.guest);
                 let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
                     key,
+                    owner,
                     guest_mac: mac,
                     last: now,
                     last_len: 0,
@@ -191,7 +197,7 @@ impl Gateway {
                     .table
                     .timers
                     .push(now + self.cfg.udp_idle, fid(idx, gen));
-                self.flow_opened(key.guest);
+                self.flow_opened(owner);
                 self.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
@@ -299,7 +305,7 @@ impl Gateway {
     pub(crate) fn udp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
         for (id, f) in self.udp.table.expire(now, self.cfg.udp_idle) {
             io.udp_close(id);
-            self.flow_closed(f.key.guest);
+            self.flow_closed(f.owner);
             self.stats.udp_flows_expired += 1;
         }
     }

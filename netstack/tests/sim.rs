@@ -245,6 +245,13 @@ impl Harness {
         self.gw.end_batch(self.now, &mut self.host);
     }
 
+    /// A frame that came in on switch port `port` (its flows are charged to the port).
+    fn send_from(&mut self, port: u32, frame: Vec<u8>) {
+        self.gw
+            .handle_frames_from(self.now, port, &[&frame], &mut self.host);
+        self.gw.end_batch(self.now, &mut self.host);
+    }
+
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.gw.poll_timers(self.now, &mut self.host);
@@ -1570,6 +1577,51 @@ fn fd_budget_evicts_the_least_recently_active_idle_udp_flow() {
     assert_eq!(h.gw.stats().flows_evicted, 2);
     assert_eq!(h.gw.stats().flows_refused_budget, 1);
     assert_eq!(h.gw.flow_budget().total(), 3);
+}
+
+#[test]
+fn flows_are_charged_to_the_ingress_port_whatever_addresses_it_uses() {
+    // One port sending from many made-up addresses and MACs gets one share of the budget, not one
+    // per address: the guest on another port still has its share (the soak test's SYN flood from 50
+    // invented sources exhausted every fd before this).
+    let cfg = Config {
+        max_flows_total: 8,
+        max_flows_per_guest: 4,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    for n in 0..12u8 {
+        let ip = ip4(10, 0, 2, 100 + n);
+        h.send_from(
+            1,
+            udp_from(
+                mac_n(100 + u32::from(n)),
+                ip,
+                5000,
+                remote_ip(),
+                1000 + u16::from(n),
+                b"x",
+            ),
+        );
+    }
+    assert_eq!(h.gw.flow_budget().of(netstack::flow::Owner::Port(1)), 4);
+    assert_eq!(h.gw.stats().drop_flow_limit, 8);
+    let victim = ip4(10, 0, 2, 15);
+    for p in 0..4u16 {
+        h.send_from(
+            2,
+            udp_from(mac_n(1), victim, 6000, remote_ip(), 2000 + p, b"v"),
+        );
+    }
+    assert_eq!(h.gw.flow_budget().of(netstack::flow::Owner::Port(2)), 4);
+    assert_eq!(h.gw.flow_budget().total(), 8);
+    // Without a port (host-initiated flows, callers that name none) the address is the owner.
+    h.send(udp_from(mac_n(1), victim, 6001, remote_ip(), 3000, b"v"));
+    assert_eq!(h.gw.flow_budget().of(victim), 0, "budget full: refused");
+    // Expiry gives back the port's share.
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.gw.flow_budget().total(), 0);
+    assert_eq!(h.gw.flow_budget().of(netstack::flow::Owner::Port(1)), 0);
 }
 
 #[test]

@@ -10,26 +10,64 @@ use crate::hostfwd::HostFwd;
 use serde_json::Value;
 use std::path::PathBuf;
 
-pub const CTL_USAGE: &str = "\
-usage: warren ctl --api PATH COMMAND
+/// `warren ctl`'s command line (also a subcommand of `warren`'s own definition, so `warren --help`,
+/// the completions and the man page describe it from this one place).
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+#[command(
+    about = "Talk to a running warren (or slirp4netns) API socket",
+    long_about = "Talks to a running warren (or slirp4netns) API socket (warren --api PATH, \
+                  slirp4netns --api-socket PATH). Each command is one request on its own connection."
+)]
+pub struct CtlArgs {
+    /// The API socket (warren --api PATH)
+    #[arg(long, value_name = "PATH", global = true)]
+    pub api: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<CtlSubcommand>,
+}
 
-Talks to a running warren (or slirp4netns) API socket.
+/// The commands of `warren ctl`.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum CtlSubcommand {
+    /// Forward a host port: [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
+    /// (e.g. tcp::8080-:80, udp:127.0.0.1:5353-10.0.2.15:53, tcp::2000-2010-:2000-2010)
+    #[command(visible_alias = "add")]
+    AddHostfwd {
+        /// The QEMU hostfwd rule (a range becomes one forwarding per port)
+        #[arg(value_name = "SPEC")]
+        spec: Option<String>,
+    },
+    /// List forwardings
+    #[command(visible_alias = "list-hostfwd")]
+    List,
+    /// Remove a forwarding
+    #[command(visible_alias = "remove-hostfwd", alias = "rm")]
+    Remove {
+        /// The forwarding's id (as `list` shows it)
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+    },
+    /// List DHCP leases
+    #[command(visible_alias = "list-leases")]
+    Leases,
+    /// Show the gateway's counters
+    Stats,
+}
 
-Commands:
-  add-hostfwd SPEC   forward a host port: [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
-                     (e.g. tcp::8080-:80, udp:127.0.0.1:5353-10.0.2.15:53, tcp::2000-2010-:2000-2010)
-  list               list forwardings (list-hostfwd)
-  remove ID          remove a forwarding (remove-hostfwd)
-  leases             list DHCP leases
-  stats              show the gateway's counters
-";
+// `warren ctl` alone (for parsing the words after `ctl`); `//`: a doc comment would be its about.
+#[derive(clap::Parser, Debug)]
+#[command(name = "ctl", bin_name = "warren ctl", disable_help_subcommand = true)]
+struct CtlCli {
+    #[command(flatten)]
+    args: CtlArgs,
+}
 
 /// What `warren ctl` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ctl {
     Run(CtlCommand),
-    /// `-h`/`--help`: print [`CTL_USAGE`].
-    Help,
+    /// `-h`/`--help`: print this (generated from [`CtlArgs`]).
+    Help(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,47 +83,87 @@ impl CtlCommand {
     }
 }
 
+/// A clap error as one line without the `error: ` prefix (usage and tips dropped; a list that
+/// follows a colon, such as missing arguments, joined in).
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if out.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(line);
+    }
+    out.strip_prefix("error: ").unwrap_or(&out).to_string()
+}
+
+/// The value clap reports as the offending argument, if it names one.
+fn clap_invalid_arg(e: &clap::Error, kind: clap::error::ContextKind) -> Option<String> {
+    match e.get(kind) {
+        Some(clap::error::ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// Parses the arguments after `ctl`.
 pub fn parse_ctl_args<I, S>(args: I) -> Result<Ctl, String>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut api = None;
-    let mut words = Vec::new();
-    let mut it = args.into_iter().map(Into::into);
-    while let Some(a) = it.next() {
-        if a == "-h" || a == "--help" {
-            return Ok(Ctl::Help);
-        } else if a == "--api" {
-            api = Some(it.next().ok_or("--api needs a PATH")?);
-        } else if let Some(p) = a.strip_prefix("--api=") {
-            api = Some(p.to_string());
-        } else if a.starts_with('-') && a.len() > 1 {
-            return Err(format!("unknown option {a:?} (see warren ctl --help)"));
-        } else {
-            words.push(a);
+    use clap::error::{ContextKind, ErrorKind};
+    use clap::Parser;
+    const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";
+    let argv = std::iter::once("warren ctl".to_string()).chain(args.into_iter().map(Into::into));
+    let a = match CtlCli::try_parse_from(argv) {
+        Ok(c) => c.args,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let mut text = e.render().to_string();
+                    if !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    Ok(Ctl::Help(text))
+                }
+                ErrorKind::UnknownArgument => {
+                    let a = clap_invalid_arg(&e, ContextKind::InvalidArg)
+                        .unwrap_or_else(|| clap_error_line(&e));
+                    if a.starts_with('-') && a.len() > 1 {
+                        Err(format!("unknown option {a:?} (see warren ctl --help)"))
+                    } else {
+                        Err(format!("unexpected argument {a:?} (see warren ctl --help)"))
+                    }
+                }
+                ErrorKind::InvalidSubcommand => {
+                    let c = clap_invalid_arg(&e, ContextKind::InvalidSubcommand)
+                        .unwrap_or_else(|| clap_error_line(&e));
+                    Err(format!("unknown command {c:?}: {COMMANDS}"))
+                }
+                ErrorKind::InvalidValue if e.get(ContextKind::InvalidArg).is_some() => {
+                    Err("--api needs a PATH".into())
+                }
+                _ => Err(clap_error_line(&e)),
+            };
         }
-    }
-    let api = match api {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
+    };
+    let api = match a.api {
+        Some(p) if !p.as_os_str().is_empty() => p,
         Some(_) => return Err("--api needs a PATH".into()),
         None => return Err("--api PATH is required (see warren ctl --help)".into()),
     };
-    let (cmd, rest) = words
-        .split_first()
-        .ok_or("missing command: add-hostfwd, list, remove, leases or stats")?;
-    let want = |n: usize, usage: &str| -> Result<(), String> {
-        if rest.len() == n {
-            Ok(())
-        } else {
-            Err(format!("usage: warren ctl --api PATH {usage}"))
-        }
-    };
-    let requests = match cmd.as_str() {
-        "add-hostfwd" | "add" => {
-            want(1, "add-hostfwd SPEC")?;
-            HostFwd::parse(&rest[0])?
+    let usage = |u: &str| format!("usage: warren ctl --api PATH {u}");
+    let requests = match a.command.ok_or(format!("missing command: {COMMANDS}"))? {
+        CtlSubcommand::AddHostfwd { spec } => {
+            let spec = spec.ok_or_else(|| usage("add-hostfwd SPEC"))?;
+            HostFwd::parse(&spec)?
                 .expand()
                 .into_iter()
                 .map(|r| {
@@ -100,32 +178,18 @@ where
                 })
                 .collect()
         }
-        "list" | "list-hostfwd" => {
-            want(0, "list")?;
-            vec![ApiRequest::ListHostFwd]
-        }
-        "remove" | "remove-hostfwd" | "rm" => {
-            want(1, "remove ID")?;
-            let id = rest[0]
+        CtlSubcommand::List => vec![ApiRequest::ListHostFwd],
+        CtlSubcommand::Remove { id } => {
+            let raw = id.ok_or_else(|| usage("remove ID"))?;
+            let id = raw
                 .parse::<u32>()
                 .ok()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| format!("remove {:?}: ID must be a positive number", rest[0]))?;
+                .ok_or_else(|| format!("remove {raw:?}: ID must be a positive number"))?;
             vec![ApiRequest::RemoveHostFwd { id }]
         }
-        "leases" | "list-leases" => {
-            want(0, "leases")?;
-            vec![ApiRequest::ListLeases]
-        }
-        "stats" => {
-            want(0, "stats")?;
-            vec![ApiRequest::Stats]
-        }
-        other => {
-            return Err(format!(
-                "unknown command {other:?}: add-hostfwd, list, remove, leases or stats"
-            ))
-        }
+        CtlSubcommand::Leases => vec![ApiRequest::ListLeases],
+        CtlSubcommand::Stats => vec![ApiRequest::Stats],
     };
     Ok(Ctl::Run(CtlCommand { api, requests }))
 }
@@ -265,8 +329,26 @@ mod tests {
             run(&["--api", "/x", "stats"]).request_bytes(),
             vec![br#"{"execute":"stats"}"#.to_vec()]
         );
-        assert_eq!(parse_ctl_args(["--help"]), Ok(Ctl::Help));
-        assert_eq!(parse_ctl_args(["--api", "/x", "list", "-h"]), Ok(Ctl::Help));
+        assert!(
+            matches!(parse_ctl_args(["--help"]), Ok(Ctl::Help(h)) if h.contains("add-hostfwd") && h.contains("--api"))
+        );
+        assert!(matches!(
+            parse_ctl_args(["--api", "/x", "list", "-h"]),
+            Ok(Ctl::Help(_))
+        ));
+        // Old spellings stay accepted.
+        for (alias, want) in [
+            ("list-hostfwd", ApiRequest::ListHostFwd),
+            ("list-leases", ApiRequest::ListLeases),
+        ] {
+            assert_eq!(run(&["--api", "/x", alias]).requests, vec![want]);
+        }
+        for alias in ["rm", "remove-hostfwd"] {
+            assert_eq!(
+                run(&["--api", "/x", alias, "3"]).requests,
+                vec![ApiRequest::RemoveHostFwd { id: 3 }]
+            );
+        }
     }
 
     #[test]
@@ -277,10 +359,8 @@ mod tests {
         assert!(err(&["--api", "/x"]).contains("missing command"));
         assert!(err(&["--api", "/x", "frob"]).contains("unknown command \"frob\""));
         assert!(err(&["--api", "/x", "--frob", "list"]).contains("unknown option"));
-        assert!(
-            err(&["--api", "/x", "list", "extra"]).contains("usage: warren ctl --api PATH list")
-        );
-        assert!(err(&["--api", "/x", "remove"]).contains("remove ID"));
+        assert!(err(&["--api", "/x", "list", "extra"]).contains("unexpected argument \"extra\""));
+        assert!(err(&["--api", "/x", "remove"]).contains("usage: warren ctl --api PATH remove ID"));
         assert!(err(&["--api", "/x", "remove", "0"]).contains("positive"));
         assert!(err(&["--api", "/x", "remove", "x"]).contains("positive"));
         assert!(err(&["--api", "/x", "add-hostfwd"]).contains("add-hostfwd SPEC"));

@@ -10,13 +10,15 @@ pub mod ctl;
 pub mod guestfwd;
 pub mod hostfwd;
 pub mod options;
+pub mod passt;
+pub mod pasta;
 pub mod slirp4netns;
 
 pub use api::{
     handle_request, parse_request, AddHostFwd, ApiBackend, ApiError, ApiRequest, HostFwdEntry,
     HostFwdTable, LeaseInfo,
 };
-pub use ctl::{parse_ctl_args, render_reply, Ctl, CtlCommand};
+pub use ctl::{parse_ctl_args, render_reply, Ctl, CtlArgs, CtlCommand};
 pub use guestfwd::{GuestFwd, GuestFwdTarget};
 pub use hostfwd::{HostFwd, HostFwdRule, PortRange, Proto, ResolvedHostFwd};
 pub use options::SlirpOptions;
@@ -175,6 +177,13 @@ mod fuzz {
                     }
                 }
                 Err(e) => one_line(&e),
+            }
+            let words: Vec<String> = s.split(' ').map(String::from).collect();
+            if let Err(e) = passt::parse(passt::Kind::Passt, &words) {
+                one_line(&e);
+            }
+            if let Err(e) = pasta::parse(&words) {
+                one_line(&e);
             }
             if let Err(e) = slirp4netns::parse_args(s.split(' ')) {
                 one_line(&e);

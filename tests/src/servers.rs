@@ -314,12 +314,18 @@ pub struct DnsQuery {
 impl DnsServer {
     /// `records`: lower-case name without trailing dot -> address.
     pub fn start(records: BTreeMap<String, Ipv4Addr>) -> DnsServer {
+        Self::start_at(Ipv4Addr::LOCALHOST, 0, records)
+    }
+
+    /// Like [`DnsServer::start`] on `ip:port` (port 0: any free port), e.g. `127.0.0.77:53` for
+    /// clients that cannot be told a port.
+    pub fn start_at(ip: Ipv4Addr, port: u16, records: BTreeMap<String, Ipv4Addr>) -> DnsServer {
         // Bind UDP first, then TCP on the same port (retry if taken).
         let (udp, tcp, port) = (0..20)
             .find_map(|_| {
-                let u = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let u = UdpSocket::bind((ip, port)).ok()?;
                 let port = u.local_addr().ok()?.port();
-                let t = TcpListener::bind(("127.0.0.1", port)).ok()?;
+                let t = TcpListener::bind((ip, port)).ok()?;
                 Some((u, t, port))
             })
             .expect("could not bind UDP and TCP DNS sockets on one port");

@@ -214,6 +214,11 @@ impl Warren {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// warren's process id (`setpriv`, `unshare` and `sh -c exec` all exec, so it is warren's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether warren is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

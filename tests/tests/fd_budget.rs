@@ -547,7 +547,22 @@ fn memory_stays_bounded_under_floods() {
     });
     let w = LimitedWarren::start_with(
         None,
-        &["--net", "10.0.0.0/16", "--dns-upstream", &dns_up, "-v"],
+        // The switch's own MAC caps (`--max-macs-per-port`, default 16) and storm control would stop
+        // the ARP flood before the gateway: lift them so the gateway's neighbour table bound is what
+        // is tested (the switch's bounds have their own tests in vde-switch/tests/lan_safety.rs).
+        &[
+            "--net",
+            "10.0.0.0/16",
+            "--dns-upstream",
+            &dns_up,
+            "--max-macs",
+            "100000",
+            "--max-macs-per-port",
+            "100000",
+            "--bcast-rate",
+            "0",
+            "-v",
+        ],
     );
     let (me, gw, dns) = ([10, 0, 0, 50], [10, 0, 0, 2], [10, 0, 0, 3]);
     let mut c = raw_client(&w.sock());

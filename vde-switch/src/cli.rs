@@ -1,73 +1,318 @@
-//! `warren`'s command line (hand-rolled: few dependencies, `--opt VALUE` and `--opt=VALUE`).
+//! `warren`'s command line: one clap definition ([`Cli`]) gives the parser, `--help`, the shell
+//! completions (`warren completions SHELL`) and the man page (`warren man`).
+//!
+//! Parsing does no I/O: [`parse`] checks every value and builds [`Options`]; [`Options::resolve`]
+//! then looks up group names and guestfwd host names and reads `/etc/resolv.conf`. The slirp4netns
+//! drop-in, `--slirp-options` and the hidden internal subcommands keep their own hand-written
+//! grammars (someone else's contract); they are dispatched before clap (see `main.rs`).
 
 use crate::server::Listen;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use netstack::config::{Config, Ipv4Net};
 use slirp_compat::guestfwd::{GuestFwd, GuestFwdTarget};
 use slirp_compat::hostfwd::HostFwd;
 use slirp_compat::options::SlirpOptions;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-pub const USAGE: &str = "\
-usage: warren [OPTIONS]
-       warren run [OPTIONS] -- CMD [ARGS...]
-
+const ABOUT: &str = "Unprivileged virtual networking for QEMU guests and rootless containers";
+const LONG_ABOUT: &str = "\
 Unprivileged virtual networking for QEMU guests: a virtual switch with a built-in gateway
 (DHCP, DNS proxy, NAT of guest TCP/UDP/ICMP to host sockets). Defaults follow QEMU's -netdev user.
+Front ends are repeatable: any number of guests on one LAN. Without a front end or namespace,
+warren listens on $XDG_RUNTIME_DIR/warren.sock.";
 
-Front ends (repeatable; any number of guests on one LAN):
-  --socket PATH           unix stream socket for QEMU -netdev stream,addr.type=unix
-  --listen HOST:PORT      TCP socket for -netdev stream,addr.type=inet and -netdev socket,connect=
-  --dgram PATH            unix datagram socket for -netdev dgram (remote.path=PATH; one port per guest)
-  --dgram-idle SECS       a dgram guest silent this long loses its port (default 300)
-  --vde DIR               VDE2 switch directory for -netdev vde,sock=DIR and vde_plug (frames <= 1518)
-  --vde-mode MODE         permissions of the VDE sockets, octal (default 0600; directory gets +x, setgid)
-  --vde-group GROUP       group owner of the VDE directory and sockets
-  --isolate               guests reach only the gateway, not each other
-Namespaces (rootless containers; as slirp4netns and pasta):
-  --netns PID|PATH        serve a tap inside that network namespace (stops when PID exits)
-  --userns PATH           user namespace to enter first (default: the one owning the netns)
-  --tap NAME              the tap's name (default tap0)
-  --configure             set 10.0.2.100/24 (.100 of --net), default route via the gateway, MTU, up
-  --ready-fd FD, --exit-fd FD  write 1 to FD when ready; stop when FD closes (slirp4netns -r/-e)
-  run [OPTIONS] -- CMD    run CMD in a new user+network namespace served by warren, with a
-                          resolv.conf naming the DNS address; exits with CMD's status
-Address plan:
-  --net CIDR              virtual network (default 10.0.2.0/24)
-  --gateway IP            gateway address, = host loopback (default 10.0.2.2)
-  --dns-addr IP           DNS forwarder address (default 10.0.2.3)
-  --dhcp-start IP         first DHCP lease (default 10.0.2.15)
-  --mtu N                 link MTU, 576..65520 (default 1500)
-  --no-host-loopback      the gateway address does not reach the host's 127.0.0.1
-DNS and DHCP:
-  --dns-upstream ADDR[:PORT]  upstream DNS server (repeatable; default: /etc/resolv.conf's)
-  --dns-search DOMAIN     DHCP domain search list entry (repeatable; default: resolv.conf's)
-  --domain NAME           DHCP domain name
-Forwarding and control:
-  --hostfwd [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
-                          host port to guest (QEMU syntax; ranges A-B; guest defaults to the first lease)
-  --guestfwd tcp:[GUESTADDR]:PORT-HOST:PORT | tcp:[GUESTADDR]:PORT-cmd:COMMAND
-                          a virtual service in the LAN leading to a host address or a command
-  --restrict              guests may not open outbound connections (forwards, guestfwds, DNS still work)
-  --slirp-options STRING  a QEMU -netdev user option string (net=,host=,dns=,dhcpstart=,hostfwd=,...)
-  --api PATH              control socket (slirp4netns JSON API; see warren ctl --help)
-Sandbox (on by default: no_new_privs, Landlock, seccomp; see README, Security):
-  --no-sandbox            run unconfined (debugging)
-  --require-sandbox       refuse to start if a sandbox layer fails (no Landlock at all: a warning)
-Limits and diagnostics:
-  --max-flows N           NAT flows per guest (default 4096; never more than half the fd budget)
-  --max-cmd N             running guestfwd cmd: children per guest (default 16)
-  --bcast-rate N          broadcast/multicast/unknown-unicast frames per second each port may
-                          flood (default 1000; 0: unlimited); excess is dropped (drop_storm)
-  --bcast-burst N         storm-control burst (default 200)
-  --max-macs N            MACs the switch learns in all, and addresses it binds without a
-                          DHCP lease (default 4096)
-  --max-macs-per-port N   MACs one port may use (default 16)
-  --pcap FILE             record every frame to and from guests (tcpdump/tshark format)
-  -v, --verbose           more logging (twice for debug);  -q, --quiet  warnings only
-  -h, --help              this text;  -V, --version
-";
+// `warren [OPTIONS]`, `warren run [OPTIONS] -- CMD`, `warren ctl …`, `warren completions SHELL`,
+// `warren man`. (`warren slirp4netns …` and the hidden internal subcommands are dispatched before
+// clap sees the command line.) A `//` comment: a doc comment would replace LONG_ABOUT.
+#[derive(Parser, Debug)]
+#[command(
+    name = "warren",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: DaemonArgs,
+    /// A command after `--` (only `warren run` takes one; kept to say so clearly).
+    #[arg(last = true, hide = true, value_name = "CMD")]
+    pub stray_command: Vec<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
+/// warren's subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run CMD in a new user+network namespace served by warren, with a resolv.conf naming the
+    /// DNS address; exits with CMD's status
+    #[command(args_override_self = true)]
+    Run {
+        #[command(flatten)]
+        opts: Box<DaemonArgs>,
+        /// The command and its arguments (after --)
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Talk to a running warren's control socket (--api)
+    Ctl(slirp_compat::CtlArgs),
+    /// Act as slirp4netns (its own command line; see warren slirp4netns --help). A link or copy
+    /// named slirp4netns does the same
+    #[command(disable_help_flag = true)]
+    Slirp4netns {
+        /// slirp4netns' arguments
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): warren man > warren.1
+    Man,
+}
+
+/// The daemon's options (`warren` and `warren run`). Values are checked here; nothing is looked up.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DaemonArgs {
+    // Front ends
+    /// Unix stream socket for QEMU -netdev stream,addr.type=unix
+    #[arg(long, value_name = "PATH", help_heading = "Front ends")]
+    pub socket: Vec<PathBuf>,
+    /// TCP socket for -netdev stream,addr.type=inet and -netdev socket,connect=
+    #[arg(long, value_name = "HOST:PORT", value_parser = listen_addr, help_heading = "Front ends")]
+    pub listen: Vec<SocketAddr>,
+    /// Unix datagram socket for -netdev dgram (remote.path=PATH; one port per guest)
+    #[arg(long, value_name = "PATH", help_heading = "Front ends")]
+    pub dgram: Vec<PathBuf>,
+    /// A dgram guest silent this long loses its port (default 300)
+    #[arg(long, value_name = "SECS", value_parser = positive_secs, allow_negative_numbers = true, help_heading = "Front ends")]
+    pub dgram_idle: Option<u64>,
+    /// VDE2 switch directory for -netdev vde,sock=DIR and vde_plug (frames <= 1518)
+    #[arg(long, value_name = "DIR", help_heading = "Front ends")]
+    pub vde: Vec<PathBuf>,
+    /// Permissions of the VDE sockets, octal (default 0600; directory gets +x, setgid)
+    #[arg(long, value_name = "MODE", value_parser = octal_mode, help_heading = "Front ends")]
+    pub vde_mode: Option<u32>,
+    /// Group owner (name or number) of the VDE directory and sockets
+    #[arg(long, value_name = "GROUP", help_heading = "Front ends")]
+    pub vde_group: Option<String>,
+    /// Guests reach only the gateway, not each other
+    #[arg(long, help_heading = "Front ends")]
+    pub isolate: bool,
+
+    // Namespaces
+    /// Serve a tap inside that network namespace (stops when PID exits)
+    #[arg(
+        long,
+        value_name = "PID|PATH",
+        help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
+    )]
+    pub netns: Option<String>,
+    /// User namespace to enter first (default: the one owning the netns)
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
+    )]
+    pub userns: Option<PathBuf>,
+    /// The tap's name (default tap0)
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
+    )]
+    pub tap: Option<String>,
+    /// Set 10.0.2.100/24 (.100 of --net), default route via the gateway, MTU, link up
+    #[arg(
+        long,
+        help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
+    )]
+    pub configure: bool,
+    /// Write 1 to FD when ready (slirp4netns -r)
+    #[arg(long, value_name = "FD", value_parser = fd_number, allow_negative_numbers = true, help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)")]
+    pub ready_fd: Option<i32>,
+    /// Stop when FD closes or becomes readable (slirp4netns -e)
+    #[arg(long, value_name = "FD", value_parser = fd_number, allow_negative_numbers = true, help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)")]
+    pub exit_fd: Option<i32>,
+
+    // Address plan
+    /// Virtual network (default 10.0.2.0/24)
+    #[arg(long, value_name = "CIDR", value_parser = net_cidr, help_heading = "Address plan")]
+    pub net: Option<Ipv4Net>,
+    /// Gateway address, = host loopback (default 10.0.2.2, .2 of --net)
+    #[arg(long, alias = "host", value_name = "IP", value_parser = ipv4, help_heading = "Address plan")]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS forwarder address (default 10.0.2.3)
+    #[arg(long, value_name = "IP", value_parser = ipv4, help_heading = "Address plan")]
+    pub dns_addr: Option<Ipv4Addr>,
+    /// First DHCP lease (default 10.0.2.15)
+    #[arg(long, value_name = "IP", value_parser = ipv4, help_heading = "Address plan")]
+    pub dhcp_start: Option<Ipv4Addr>,
+    /// Link MTU, 576..65520 (default 1500)
+    #[arg(long, value_name = "N", value_parser = mtu, allow_negative_numbers = true, help_heading = "Address plan")]
+    pub mtu: Option<u16>,
+    /// The gateway address does not reach the host's 127.0.0.1
+    #[arg(long, help_heading = "Address plan")]
+    pub no_host_loopback: bool,
+
+    // DNS and DHCP
+    /// Upstream DNS server (repeatable; default: /etc/resolv.conf's)
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = dns_upstream, help_heading = "DNS and DHCP")]
+    pub dns_upstream: Vec<SocketAddr>,
+    /// DHCP domain search list entry (repeatable; default: resolv.conf's)
+    #[arg(long, value_name = "DOMAIN", help_heading = "DNS and DHCP")]
+    pub dns_search: Vec<String>,
+    /// DHCP domain name
+    #[arg(long, value_name = "NAME", help_heading = "DNS and DHCP")]
+    pub domain: Option<String>,
+
+    // Forwarding and control
+    /// Host port to guest (QEMU syntax; ranges A-B; guest defaults to the first lease)
+    #[arg(long, value_name = "[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT", value_parser = hostfwd, help_heading = "Forwarding and control")]
+    pub hostfwd: Vec<HostFwd>,
+    /// A virtual service in the LAN leading to a host address or a command:
+    /// tcp:[GUESTADDR]:PORT-HOST:PORT | tcp:[GUESTADDR]:PORT-cmd:COMMAND
+    #[arg(long, value_name = "SPEC", value_parser = guestfwd, help_heading = "Forwarding and control")]
+    pub guestfwd: Vec<GuestFwd>,
+    /// Guests may not open outbound connections (forwards, guestfwds, DNS still work)
+    #[arg(long, help_heading = "Forwarding and control")]
+    pub restrict: bool,
+    /// A QEMU -netdev user option string (net=,host=,dns=,dhcpstart=,hostfwd=,...)
+    #[arg(long, value_name = "STRING", action = ArgAction::Append, help_heading = "Forwarding and control")]
+    pub slirp_options: Vec<String>,
+    /// Control socket (slirp4netns JSON API; see warren ctl --help)
+    #[arg(long, value_name = "PATH", help_heading = "Forwarding and control")]
+    pub api: Option<PathBuf>,
+
+    // Sandbox
+    /// Run unconfined (debugging)
+    #[arg(
+        long,
+        help_heading = "Sandbox (on by default: no_new_privs, Landlock, seccomp)"
+    )]
+    pub no_sandbox: bool,
+    /// Refuse to start if a sandbox layer fails (no Landlock at all: a warning)
+    #[arg(
+        long,
+        help_heading = "Sandbox (on by default: no_new_privs, Landlock, seccomp)"
+    )]
+    pub require_sandbox: bool,
+    /// Tests only: report what the sandbox lets through to FILE.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub sandbox_selftest: Option<PathBuf>,
+
+    // Limits and diagnostics
+    /// NAT flows per guest (default 4096; never more than half the fd budget)
+    #[arg(long, value_name = "N", value_parser = positive_usize, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub max_flows: Option<usize>,
+    /// Running guestfwd cmd: children per guest (default 16)
+    #[arg(long, value_name = "N", value_parser = positive_usize, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub max_cmd: Option<usize>,
+    /// Broadcast/multicast/unknown-unicast frames per second each port may flood (default 1000;
+    /// 0: unlimited); excess is dropped (drop_storm)
+    #[arg(long, value_name = "N", value_parser = number_u32, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub bcast_rate: Option<u32>,
+    /// Storm-control burst (default 200)
+    #[arg(long, value_name = "N", value_parser = positive_u32, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub bcast_burst: Option<u32>,
+    /// MACs the switch learns in all, and addresses it binds without a DHCP lease (default 4096)
+    #[arg(long, value_name = "N", value_parser = positive_u32, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub max_macs: Option<u32>,
+    /// MACs one port may use (default 16)
+    #[arg(long, value_name = "N", value_parser = positive_u32, allow_negative_numbers = true, help_heading = "Limits and diagnostics")]
+    pub max_macs_per_port: Option<u32>,
+    /// Record every frame to and from guests (tcpdump/tshark format)
+    #[arg(long, value_name = "FILE", help_heading = "Limits and diagnostics")]
+    pub pcap: Option<PathBuf>,
+    /// More logging (twice for debug); RUST_LOG=module=level filters further
+    #[arg(short, long, action = ArgAction::Count, help_heading = "Limits and diagnostics")]
+    pub verbose: u8,
+    /// Warnings only
+    #[arg(short, long, help_heading = "Limits and diagnostics")]
+    pub quiet: bool,
+}
+
+// Value checks: each message follows clap's "invalid value 'V' for '--opt <V>': ".
+fn listen_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "expected HOST:PORT (e.g. 127.0.0.1:5555)".to_string())
+}
+fn positive_secs(v: &str) -> Result<u64, String> {
+    v.parse()
+        .ok()
+        .filter(|&s: &u64| s > 0)
+        .ok_or_else(|| "expected seconds > 0".to_string())
+}
+fn octal_mode(v: &str) -> Result<u32, String> {
+    u32::from_str_radix(v, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| "expected octal 000..777".to_string())
+}
+fn fd_number(v: &str) -> Result<i32, String> {
+    v.parse()
+        .ok()
+        .filter(|&f: &i32| f >= 0)
+        .ok_or_else(|| "expected a file descriptor number".to_string())
+}
+fn net_cidr(v: &str) -> Result<Ipv4Net, String> {
+    Ipv4Net::parse(v)
+}
+fn ipv4(v: &str) -> Result<Ipv4Addr, String> {
+    v.parse().map_err(|_| "not an IPv4 address".to_string())
+}
+fn mtu(v: &str) -> Result<u16, String> {
+    v.parse().map_err(|_| "not a number".to_string())
+}
+fn dns_upstream(v: &str) -> Result<SocketAddr, String> {
+    parse_dns_upstream(v)
+}
+fn hostfwd(v: &str) -> Result<HostFwd, String> {
+    HostFwd::parse(v)
+}
+fn guestfwd(v: &str) -> Result<GuestFwd, String> {
+    GuestFwd::parse(v)
+}
+fn positive_usize(v: &str) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| "expected a positive number".to_string())
+}
+fn number_u32(v: &str) -> Result<u32, String> {
+    v.parse().map_err(|_| "expected a number".to_string())
+}
+fn positive_u32(v: &str) -> Result<u32, String> {
+    match number_u32(v)? {
+        0 => Err("expected a number > 0".into()),
+        n => Ok(n),
+    }
+}
+
+/// Parses `ADDR`, `ADDR:PORT`, `[V6]:PORT` or a bare IPv6 address; the port defaults to 53.
+pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!("--dns-upstream {s:?}: expected ADDR or ADDR:PORT"))
+}
+
+/// The checked options of `warren` / `warren run` (nothing looked up yet: see [`Options::resolve`]).
 #[derive(Debug)]
 pub struct Options {
     pub config: Config,
@@ -76,15 +321,18 @@ pub struct Options {
     pub dgram_idle: std::time::Duration,
     pub vde: Vec<PathBuf>,
     pub vde_mode: Option<u32>,
+    /// `--vde-group` as given; [`Options::resolve`] fills `vde_group`.
+    pub vde_group_name: Option<String>,
     pub vde_group: Option<u32>,
     pub isolate: bool,
     pub pcap: Option<PathBuf>,
     pub verbosity: i8,
     pub dns_search_given: bool,
-    pub help: bool,
-    pub version: bool,
     /// Host→guest forwards (`--hostfwd`, and those of `--slirp-options`).
     pub hostfwd: Vec<HostFwd>,
+    /// Guest→host services (`--guestfwd`, and those of `--slirp-options`); [`Options::resolve`]
+    /// turns them into `config.guestfwds`.
+    pub guestfwd: Vec<GuestFwd>,
     /// The control socket (`--api`).
     pub api: Option<PathBuf>,
     /// `--netns`, `--tap`, … and `warren run`'s command (`netns.rs`).
@@ -95,6 +343,276 @@ pub struct Options {
     pub sandbox_selftest: Option<PathBuf>,
     /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
     pub lan: crate::server::LanOptions,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Serve (`warren [OPTIONS]`, or `warren run [OPTIONS] -- CMD` with `netns.command` set).
+    Serve(Box<Options>),
+    /// Print this to stdout and exit 0 (`--help`, `--version`, completions, man page).
+    Print(String),
+}
+
+/// A command-line error: one line, printed as `warren: …`, exit status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The clap command (for help, completions and the man page).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+fn clap_error(e: clap::Error) -> UsageError {
+    let s = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    UsageError(match e.kind() {
+        ErrorKind::UnknownArgument => match s(ContextKind::InvalidArg) {
+            Some(a) => format!("unknown option {a:?} (see warren --help)"),
+            None => slirp_compat::ctl::clap_error_line(&e),
+        },
+        ErrorKind::InvalidSubcommand => match s(ContextKind::InvalidSubcommand) {
+            Some(a) => format!("unknown option {a:?} (see warren --help)"),
+            None => slirp_compat::ctl::clap_error_line(&e),
+        },
+        _ => slirp_compat::ctl::clap_error_line(&e),
+    })
+}
+
+/// Parses warren's whole command line (the words after argv[0]).
+pub fn parse_command_line<I: IntoIterator<Item = String>>(
+    args: I,
+) -> Result<Invocation, UsageError> {
+    let argv = std::iter::once("warren".to_string()).chain(args);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let mut text = e.render().to_string();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            return Ok(Invocation::Print(text));
+        }
+        Err(e) => return Err(clap_error(e)),
+    };
+    match cli.command {
+        None => {
+            if !cli.stray_command.is_empty() {
+                return Err(UsageError("a command after -- needs warren run".into()));
+            }
+            Ok(Invocation::Serve(Box::new(
+                options(cli.opts, None).map_err(UsageError)?,
+            )))
+        }
+        Some(Command::Run { opts, command }) => {
+            if command.is_empty() {
+                return Err(UsageError("warren run needs -- CMD [ARGS...]".into()));
+            }
+            let mut o = options(*opts, Some(command)).map_err(UsageError)?;
+            // warren run's own output goes to stderr only with -v.
+            if o.verbosity == 0 {
+                o.verbosity = -1;
+            }
+            Ok(Invocation::Serve(Box::new(o)))
+        }
+        // main hands these to their own parsers before clap (their errors keep their wording);
+        // they are defined here for help, completions and the man page.
+        Some(Command::Ctl(_)) => Err(UsageError(
+            "ctl must come first: warren ctl --api PATH COMMAND".into(),
+        )),
+        Some(Command::Slirp4netns { .. }) => Err(UsageError(
+            "slirp4netns must come first: warren slirp4netns ARGS".into(),
+        )),
+        Some(Command::Completions { shell }) => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command(), "warren", &mut out);
+            Ok(Invocation::Print(
+                String::from_utf8_lossy(&out).into_owned(),
+            ))
+        }
+        Some(Command::Man) => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(command())
+                .render(&mut out)
+                .map_err(|e| UsageError(format!("man page: {e}")))?;
+            Ok(Invocation::Print(
+                String::from_utf8_lossy(&out).into_owned(),
+            ))
+        }
+    }
+}
+
+/// Parses the daemon options alone (no `run`, no subcommand; as the slirp4netns drop-in produces).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
+    let argv = std::iter::once("warren".to_string()).chain(args);
+    let cli = Cli::try_parse_from(argv).map_err(|e| clap_error(e).0)?;
+    if cli.command.is_some() {
+        return Err("a subcommand is not an option here".into());
+    }
+    let command = (!cli.stray_command.is_empty()).then_some(cli.stray_command);
+    options(cli.opts, command)
+}
+
+/// Checks the parsed values together and builds [`Options`] (no I/O).
+fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, String> {
+    let mut config = Config::default();
+    let mut lan = crate::server::LanOptions::default();
+    if let Some(m) = a.mtu {
+        config.mtu = m;
+    }
+    config.host_loopback = !a.no_host_loopback;
+    config.dns_upstreams = a.dns_upstream;
+    let mut dns_search_given = !a.dns_search.is_empty();
+    config.dns_search = a.dns_search;
+    config.domain_name = a.domain;
+    config.restrict = a.restrict;
+    if let Some(n) = a.max_flows {
+        config.max_flows_per_guest = n;
+    }
+    if let Some(n) = a.max_cmd {
+        config.max_cmd_per_guest = n;
+    }
+    if let Some(n) = a.bcast_rate {
+        lan.storm.rate = n;
+    }
+    if let Some(n) = a.bcast_burst {
+        lan.storm.burst = n;
+    }
+    if let Some(n) = a.max_macs {
+        // The source guard's table of addresses without a lease has the same bound.
+        lan.max_macs = n as usize;
+        lan.max_bindings = lan.max_macs;
+    }
+    if let Some(n) = a.max_macs_per_port {
+        lan.max_macs_per_port = n as usize;
+    }
+    let sandbox = match (a.no_sandbox, a.require_sandbox) {
+        (true, true) => {
+            return Err("--no-sandbox and --require-sandbox contradict each other".into())
+        }
+        (true, false) => crate::sandbox::Mode::Off,
+        (false, true) => crate::sandbox::Mode::Required,
+        (false, false) => crate::sandbox::Mode::On,
+    };
+    if a.slirp_options.len() > 1 {
+        return Err("--slirp-options given twice".into());
+    }
+    let slirp = match a.slirp_options.first() {
+        Some(s) => Some(SlirpOptions::parse(s).map_err(|e| format!("--slirp-options: {e}"))?),
+        None => None,
+    };
+    // Addresses default to the same host numbers as slirp's within whatever network was chosen.
+    let net = a.net.unwrap_or(config.net);
+    let host = |n: u32| Ipv4Addr::from(u32::from(net.network()) | n);
+    config.net = net;
+    config.gateway = a.gateway.unwrap_or(host(2));
+    config.dns = a.dns_addr.unwrap_or(host(3));
+    config.dhcp_start = a.dhcp_start.unwrap_or(host(15));
+    let mut hostfwd = a.hostfwd;
+    let mut guestfwd = a.guestfwd;
+    // A -netdev user option string: same meaning and defaults as QEMU's.
+    if let Some(so) = slirp {
+        so.apply(&mut config)
+            .map_err(|e| format!("--slirp-options: {e}"))?;
+        if so.restrict == Some(true) {
+            config.restrict = true;
+        }
+        if !so.dns_search.is_empty() {
+            dns_search_given = true;
+        }
+        hostfwd.extend(so.hostfwd.iter().cloned());
+        guestfwd.extend(so.guestfwd.iter().cloned());
+    }
+    for g in &guestfwd {
+        g.resolved_addr(&config)
+            .map_err(|e| format!("--guestfwd {g}: {e}"))?;
+        if let GuestFwdTarget::Unix(p) = &g.target {
+            return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()));
+        }
+    }
+    config.validate()?;
+    Ok(Options {
+        config,
+        listen: a
+            .socket
+            .into_iter()
+            .map(Listen::Unix)
+            .chain(a.listen.into_iter().map(Listen::Tcp))
+            .collect(),
+        dgram: a.dgram,
+        dgram_idle: a
+            .dgram_idle
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(crate::dgram::IDLE),
+        vde: a.vde,
+        vde_mode: a.vde_mode,
+        vde_group: None,
+        vde_group_name: a.vde_group,
+        isolate: a.isolate,
+        pcap: a.pcap,
+        verbosity: if a.quiet {
+            -1
+        } else {
+            a.verbose.min(100) as i8
+        },
+        dns_search_given,
+        hostfwd,
+        guestfwd,
+        api: a.api,
+        netns: crate::netns::NetnsOptions {
+            target: a.netns,
+            userns: a.userns,
+            tap: a.tap,
+            configure: a.configure,
+            ready_fd: a.ready_fd,
+            exit_fd: a.exit_fd,
+            command,
+            address: None,
+        },
+        sandbox,
+        sandbox_selftest: a.sandbox_selftest,
+        lan,
+    })
+}
+
+impl Options {
+    /// The lookups parsing leaves out: `--vde-group` names, guestfwd host names, and (when no
+    /// `--dns-upstream`/`--dns-search` was given) `resolv_conf`'s nameservers and search list.
+    pub fn resolve(&mut self, resolv_conf: &Path) -> Result<(), String> {
+        if let Some(g) = &self.vde_group_name {
+            self.vde_group = Some(crate::vde::group_id(g)?);
+        }
+        self.config.guestfwds = self
+            .guestfwd
+            .iter()
+            .map(|g| netstack_guestfwd(g, &self.config))
+            .collect::<Result<_, _>>()?;
+        self.config.validate()?;
+        if self.config.dns_upstreams.is_empty() || !self.dns_search_given {
+            let rc = netstack::resolv::read(resolv_conf).unwrap_or_default();
+            if self.config.dns_upstreams.is_empty() {
+                self.config.dns_upstreams = rc.nameservers.clone();
+                if self.config.dns_upstreams.is_empty() {
+                    log::warn!(
+                        "no DNS upstream: {} names no nameserver and no --dns-upstream was given",
+                        resolv_conf.display()
+                    );
+                }
+            }
+            if !self.dns_search_given {
+                self.config.dns_search = rc.search;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
@@ -124,240 +642,14 @@ fn netstack_guestfwd(g: &GuestFwd, cfg: &Config) -> Result<netstack::config::Gue
     })
 }
 
-/// Parses `ADDR`, `ADDR:PORT`, `[V6]:PORT` or a bare IPv6 address; the port defaults to 53.
-pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    Err(format!("--dns-upstream {s:?}: expected ADDR or ADDR:PORT"))
-}
-
-fn ipv4(opt: &str, v: &str) -> Result<Ipv4Addr, String> {
-    v.parse()
-        .map_err(|_| format!("{opt} {v:?}: not an IPv4 address"))
-}
-
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
-    let mut o = Options {
-        config: Config::default(),
-        listen: Vec::new(),
-        dgram: Vec::new(),
-        dgram_idle: crate::dgram::IDLE,
-        vde: Vec::new(),
-        vde_mode: None,
-        vde_group: None,
-        isolate: false,
-        pcap: None,
-        verbosity: 0,
-        dns_search_given: false,
-        help: false,
-        version: false,
-        hostfwd: Vec::new(),
-        api: None,
-        netns: Default::default(),
-        sandbox: Default::default(),
-        sandbox_selftest: None,
-        lan: Default::default(),
-    };
-    let (mut no_sandbox, mut require_sandbox) = (false, false);
-    let mut guestfwd: Vec<GuestFwd> = Vec::new();
-    let mut slirp: Option<SlirpOptions> = None;
-    let mut net_given = None;
-    let (mut gw, mut dns, mut start) = (None, None, None);
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let value = |it: &mut I::IntoIter| -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => o.help = true,
-            "-V" | "--version" => o.version = true,
-            "-v" | "--verbose" => o.verbosity += 1,
-            "-vv" => o.verbosity += 2,
-            "-q" | "--quiet" => o.verbosity = -1,
-            "--socket" => o.listen.push(Listen::Unix(PathBuf::from(value(&mut it)?))),
-            "--listen" => {
-                let v = value(&mut it)?;
-                let a: SocketAddr = v.parse().map_err(|_| {
-                    format!("--listen {v:?}: expected HOST:PORT (e.g. 127.0.0.1:5555)")
-                })?;
-                o.listen.push(Listen::Tcp(a));
-            }
-            "--dgram" => o.dgram.push(PathBuf::from(value(&mut it)?)),
-            "--dgram-idle" => {
-                let v = value(&mut it)?;
-                o.dgram_idle = v
-                    .parse()
-                    .ok()
-                    .filter(|&s: &u64| s > 0)
-                    .map(std::time::Duration::from_secs)
-                    .ok_or_else(|| format!("--dgram-idle {v:?}: expected seconds > 0"))?;
-            }
-            "--vde" => o.vde.push(PathBuf::from(value(&mut it)?)),
-            "--vde-mode" => {
-                let v = value(&mut it)?;
-                o.vde_mode = Some(
-                    u32::from_str_radix(&v, 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| format!("--vde-mode {v:?}: expected octal 000..777"))?,
-                );
-            }
-            "--vde-group" => o.vde_group = Some(crate::vde::group_id(&value(&mut it)?)?),
-            "--isolate" => o.isolate = true,
-            "--no-sandbox" => no_sandbox = true,
-            "--require-sandbox" => require_sandbox = true,
-            "--sandbox-selftest" => o.sandbox_selftest = Some(PathBuf::from(value(&mut it)?)),
-            "--net" => {
-                net_given =
-                    Some(Ipv4Net::parse(&value(&mut it)?).map_err(|e| format!("--net: {e}"))?)
-            }
-            "--gateway" | "--host" => gw = Some(ipv4("--gateway", &value(&mut it)?)?),
-            "--dns-addr" => dns = Some(ipv4("--dns-addr", &value(&mut it)?)?),
-            "--dhcp-start" => start = Some(ipv4("--dhcp-start", &value(&mut it)?)?),
-            "--mtu" => {
-                let v = value(&mut it)?;
-                o.config.mtu = v
-                    .parse()
-                    .map_err(|_| format!("--mtu {v:?}: not a number"))?;
-            }
-            "--no-host-loopback" => o.config.host_loopback = false,
-            "--dns-upstream" => o
-                .config
-                .dns_upstreams
-                .push(parse_dns_upstream(&value(&mut it)?)?),
-            "--dns-search" => {
-                o.dns_search_given = true;
-                o.config.dns_search.push(value(&mut it)?);
-            }
-            "--domain" => o.config.domain_name = Some(value(&mut it)?),
-            "--max-flows" => {
-                let v = value(&mut it)?;
-                o.config.max_flows_per_guest = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| format!("--max-flows {v:?}: expected a positive number"))?;
-            }
-            "--max-cmd" => {
-                let v = value(&mut it)?;
-                o.config.max_cmd_per_guest = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| format!("--max-cmd {v:?}: expected a positive number"))?;
-            }
-            "--bcast-rate" | "--bcast-burst" | "--max-macs" | "--max-macs-per-port" => {
-                let v = value(&mut it)?;
-                let n: u32 = v
-                    .parse()
-                    .map_err(|_| format!("{name} {v:?}: expected a number"))?;
-                let positive = || {
-                    if n == 0 {
-                        Err(format!("{name} {v:?}: expected a number > 0"))
-                    } else {
-                        Ok(n)
-                    }
-                };
-                match name.as_str() {
-                    "--bcast-rate" => o.lan.storm.rate = n,
-                    "--bcast-burst" => o.lan.storm.burst = positive()?,
-                    "--max-macs" => {
-                        // The source guard's table of addresses without a lease has the same bound.
-                        o.lan.max_macs = positive()? as usize;
-                        o.lan.max_bindings = o.lan.max_macs;
-                    }
-                    _ => o.lan.max_macs_per_port = positive()? as usize,
-                }
-            }
-            "--pcap" => o.pcap = Some(PathBuf::from(value(&mut it)?)),
-            "--hostfwd" => o
-                .hostfwd
-                .push(HostFwd::parse(&value(&mut it)?).map_err(|e| format!("--hostfwd: {e}"))?),
-            "--guestfwd" => guestfwd
-                .push(GuestFwd::parse(&value(&mut it)?).map_err(|e| format!("--guestfwd: {e}"))?),
-            "--restrict" => o.config.restrict = true,
-            "--api" => o.api = Some(PathBuf::from(value(&mut it)?)),
-            "--netns" => o.netns.target = Some(value(&mut it)?),
-            "--userns" => o.netns.userns = Some(PathBuf::from(value(&mut it)?)),
-            "--tap" => o.netns.tap = Some(value(&mut it)?),
-            "--configure" => o.netns.configure = true,
-            "--ready-fd" | "--exit-fd" => {
-                let v = value(&mut it)?;
-                let fd =
-                    v.parse().ok().filter(|&f: &i32| f >= 0).ok_or_else(|| {
-                        format!("{name} {v:?}: expected a file descriptor number")
-                    })?;
-                if name == "--ready-fd" {
-                    o.netns.ready_fd = Some(fd)
-                } else {
-                    o.netns.exit_fd = Some(fd)
-                }
-            }
-            "--" => o.netns.command = Some(it.by_ref().collect()),
-            "--slirp-options" => {
-                if slirp.is_some() {
-                    return Err("--slirp-options given twice".into());
-                }
-                slirp = Some(
-                    SlirpOptions::parse(&value(&mut it)?)
-                        .map_err(|e| format!("--slirp-options: {e}"))?,
-                );
-            }
-            other => return Err(format!("unknown option {other:?} (see warren --help)")),
-        }
-    }
-    o.sandbox = match (no_sandbox, require_sandbox) {
-        (true, true) => {
-            return Err("--no-sandbox and --require-sandbox contradict each other".into())
-        }
-        (true, false) => crate::sandbox::Mode::Off,
-        (false, true) => crate::sandbox::Mode::Required,
-        (false, false) => crate::sandbox::Mode::On,
-    };
-    // Addresses default to the same host numbers as slirp's within whatever network was chosen.
-    let net = net_given.unwrap_or(o.config.net);
-    let host = |n: u32| Ipv4Addr::from(u32::from(net.network()) | n);
-    o.config.net = net;
-    o.config.gateway = gw.unwrap_or(host(2));
-    o.config.dns = dns.unwrap_or(host(3));
-    o.config.dhcp_start = start.unwrap_or(host(15));
-    // A -netdev user option string: same meaning and defaults as QEMU's.
-    if let Some(so) = slirp {
-        so.apply(&mut o.config)
-            .map_err(|e| format!("--slirp-options: {e}"))?;
-        if so.restrict == Some(true) {
-            o.config.restrict = true;
-        }
-        if !so.dns_search.is_empty() {
-            o.dns_search_given = true;
-        }
-        o.hostfwd.extend(so.hostfwd.iter().cloned());
-        guestfwd.extend(so.guestfwd.iter().cloned());
-    }
-    for g in &guestfwd {
-        o.config.guestfwds.push(netstack_guestfwd(g, &o.config)?);
-    }
-    o.config.validate()?;
-    Ok(o)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Options, String> {
-        parse(args.iter().map(|s| s.to_string()))
+        let mut o = parse(args.iter().map(|s| s.to_string()))?;
+        o.resolve(Path::new("/nonexistent/resolv.conf"))?;
+        Ok(o)
     }
 
     #[test]
@@ -380,7 +672,7 @@ mod tests {
     #[test]
     fn bad_options_are_clear_errors() {
         assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
-        assert!(p(&["--mtu"]).unwrap_err().contains("needs a value"));
+        assert!(p(&["--mtu"]).unwrap_err().contains("--mtu"));
         assert!(p(&["--mtu", "70000"]).is_err());
         assert!(p(&["--gateway", "10.0.3.2"])
             .unwrap_err()
@@ -499,5 +791,244 @@ mod tests {
         ] {
             assert!(p(&bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod generated {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Invocation, UsageError> {
+        parse_command_line(args.iter().map(|s| s.to_string()))
+    }
+    fn printed(args: &[&str]) -> String {
+        match run(args) {
+            Ok(Invocation::Print(t)) => t,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    /// Every `--option` in the first column of README.md's option tables.
+    fn readme_options() -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let mut out = Vec::new();
+        for line in readme.lines() {
+            let Some(first) = line.strip_prefix('|').and_then(|l| l.split(" | ").next()) else {
+                continue;
+            };
+            let mut rest = first;
+            while let Some(i) = rest.find("`--") {
+                let opt: String = rest[i + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                if opt.len() > 2 && !out.contains(&opt) {
+                    out.push(opt);
+                }
+                rest = &rest[i + 3..];
+            }
+            // `--net CIDR`, `--gateway IP`: each in its own backticks.
+        }
+        out
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_readme_option() {
+        let opts = readme_options();
+        assert!(
+            opts.len() >= 25,
+            "README tables parsed too few options: {opts:?}"
+        );
+        for want in [
+            "--socket",
+            "--vde-group",
+            "--ready-fd",
+            "--exit-fd",
+            "--dhcp-start",
+        ] {
+            assert!(
+                opts.iter().any(|o| o == want),
+                "{want} not found in README tables"
+            );
+        }
+        let help = printed(&["--help"]);
+        let run_help = printed(&["run", "--help"]);
+        for o in &opts {
+            assert!(
+                help.contains(&format!("{o} ")) || help.contains(&format!("{o}\n")),
+                "warren --help lacks {o}"
+            );
+            assert!(run_help.contains(o.as_str()), "warren run --help lacks {o}");
+        }
+        for sub in ["run", "ctl", "slirp4netns", "completions", "man"] {
+            assert!(help.contains(sub), "warren --help lacks {sub}");
+        }
+        assert!(!help.contains("sandbox-selftest"), "hidden option shown");
+        let short = printed(&["-h"]);
+        assert!(
+            short.contains("--hostfwd") && short.len() < help.len(),
+            "-h: the short help"
+        );
+        assert!(help.contains(LONG_ABOUT), "--help has the long description");
+        assert!(
+            printed(&["--version"]).starts_with(&format!("warren {}", env!("CARGO_PKG_VERSION")))
+        );
+    }
+
+    #[test]
+    fn completions_and_man_page() {
+        for shell in ["bash", "zsh", "fish"] {
+            let c = printed(&["completions", shell]);
+            for o in ["hostfwd", "slirp-options", "max-macs-per-port"] {
+                assert!(c.contains(o), "{shell} completions lack {o}");
+            }
+            assert!(
+                c.contains("ctl") && c.contains("add-hostfwd"),
+                "{shell}: no ctl"
+            );
+        }
+        assert!(run(&["completions", "tcsh"]).is_err());
+        let man = printed(&["man"]);
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH warren"),
+            "{}",
+            &man[..200.min(man.len())]
+        );
+        for o in ["hostfwd", "slirp\\-options", "dns\\-upstream", "RUST_LOG"] {
+            assert!(man.contains(o), "man page lacks {o}");
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_option() {
+        for (args, want) in [
+            (&["--bogus"][..], "unknown option \"--bogus\""),
+            (&["frob"], "unknown option \"frob\""),
+            (&["--mtu"], "--mtu"),
+            (&["--mtu", "x"], "--mtu"),
+            (&["--listen", "nope"], "expected HOST:PORT"),
+            (&["--vde-mode", "0800"], "--vde-mode"),
+            (&["--max-flows", "0"], "--max-flows"),
+            (&["--bcast-burst", "0"], "--bcast-burst"),
+            (&["--dns-upstream", "nope"], "--dns-upstream"),
+            (&["--hostfwd", "tcp:2222:22"], "--hostfwd"),
+            (&["--guestfwd", "bogus"], "--guestfwd"),
+            (&["--net", "10.0.2.0/33"], "--net"),
+            (&["--ready-fd", "-3"], "--ready-fd"),
+            (
+                &["--slirp-options", "a=1", "--slirp-options", "b=2"],
+                "--slirp-options given twice",
+            ),
+            (&["--", "true"], "a command after -- needs warren run"),
+            (&["run"], "warren run needs -- CMD"),
+            (&["run", "--"], "warren run needs -- CMD"),
+            (&["--no-sandbox", "--require-sandbox"], "contradict"),
+            (&["--socket", "/x", "run", "--", "true"], "run"),
+        ] {
+            let e = run(args).expect_err(&format!("{args:?}")).0;
+            assert!(e.contains(want), "{args:?}: {e:?} lacks {want:?}");
+            assert!(
+                !e.contains('\n') && !e.starts_with("error"),
+                "{args:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_and_repeated_options() {
+        let Ok(Invocation::Serve(o)) =
+            run(&["run", "--mtu", "9000", "-v", "--", "sh", "-c", "exit 3"])
+        else {
+            panic!("run")
+        };
+        assert_eq!(
+            o.netns.command.as_deref(),
+            Some(&["sh".to_string(), "-c".into(), "exit 3".into()][..])
+        );
+        assert_eq!(o.config.mtu, 9000);
+        assert_eq!(o.verbosity, 1);
+        let Ok(Invocation::Serve(o)) = run(&["run", "--", "true"]) else {
+            panic!("run")
+        };
+        assert_eq!(o.verbosity, -1, "warren run is quiet by default");
+        // The last of a repeated single-valued option wins, as before; repeatable ones collect.
+        let Ok(Invocation::Serve(o)) = run(&[
+            "--mtu",
+            "1400",
+            "--mtu=1450",
+            "-vv",
+            "--host",
+            "10.0.2.4",
+            "--dns-search",
+            "a",
+            "--dns-search",
+            "b",
+        ]) else {
+            panic!("serve")
+        };
+        assert_eq!(o.config.mtu, 1450);
+        assert_eq!(o.verbosity, 2);
+        assert_eq!(o.config.gateway, Ipv4Addr::new(10, 0, 2, 4));
+        assert_eq!(o.config.dns_search, vec!["a".to_string(), "b".into()]);
+        let Ok(Invocation::Serve(o)) = run(&["-q"]) else {
+            panic!("serve")
+        };
+        assert_eq!(o.verbosity, -1);
+        assert!(o.netns.command.is_none() && !o.netns.active());
+    }
+
+    #[test]
+    fn parsing_does_no_lookups() {
+        // A group name and a guestfwd host name are looked up by resolve, not by parse.
+        let mut o = parse(
+            [
+                "--vde-group",
+                "no-such-group-here",
+                "--guestfwd",
+                "tcp:10.0.2.100:80-no-such-host.invalid:80",
+            ]
+            .map(String::from),
+        )
+        .expect("parses");
+        assert_eq!(o.vde_group, None);
+        assert!(o.config.guestfwds.is_empty());
+        assert!(o
+            .resolve(Path::new("/nonexistent"))
+            .unwrap_err()
+            .contains("--vde-group"));
+        let mut o = parse(["--guestfwd", "tcp:10.0.2.100:80-localhost:80"].map(String::from))
+            .expect("parses");
+        o.resolve(Path::new("/nonexistent")).expect("resolves");
+        assert_eq!(o.config.guestfwds.len(), 1);
+    }
+
+    #[test]
+    fn resolv_conf_fills_dns_defaults() {
+        let dir = std::env::temp_dir().join(format!("warren-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let rc = dir.join("resolv.conf");
+        std::fs::write(&rc, "nameserver 127.0.0.53\nsearch example.org\n").expect("write");
+        let mut o = parse(Vec::new()).expect("parses");
+        o.resolve(&rc).expect("resolves");
+        assert_eq!(
+            o.config.dns_upstreams,
+            vec!["127.0.0.53:53".parse().expect("addr")]
+        );
+        assert_eq!(o.config.dns_search, vec!["example.org".to_string()]);
+        let mut o =
+            parse(["--dns-upstream", "127.0.0.1:5353", "--dns-search", "x.test"].map(String::from))
+                .expect("parses");
+        o.resolve(&rc).expect("resolves");
+        assert_eq!(
+            o.config.dns_upstreams,
+            vec!["127.0.0.1:5353".parse().expect("addr")]
+        );
+        assert_eq!(o.config.dns_search, vec!["x.test".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -160,15 +160,27 @@ impl Server {
             frames.push((port, used..used + len));
             used += len;
         }
+        // Frames for the gateway go in runs from one peer (each run is charged to its port).
         let mut for_gateway: Vec<&[u8]> = Vec::new();
+        let mut run_port = None;
         for (port, r) in frames {
             let f = &d.buf[r];
-            if self.switch_in(now, port, f, driver.gw.dhcp()) {
-                for_gateway.push(f);
+            if !self.switch_in(now, port, f, driver.gw.dhcp()) {
+                continue;
             }
+            if run_port.is_some_and(|p| p != port) && !for_gateway.is_empty() {
+                if let Some(p) = run_port {
+                    driver.handle_frames_from(now, p, &for_gateway, &mut |f| {
+                        self.gateway_out(now, f)
+                    });
+                }
+                for_gateway.clear();
+            }
+            run_port = Some(port);
+            for_gateway.push(f);
         }
-        if !for_gateway.is_empty() {
-            driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+        if let (Some(p), false) = (run_port, for_gateway.is_empty()) {
+            driver.handle_frames_from(now, p, &for_gateway, &mut |f| self.gateway_out(now, f));
         }
         if more {
             // More may be waiting: come back after the others had their turn.

@@ -4,6 +4,7 @@ pub mod api;
 pub mod binding;
 pub mod cli;
 pub mod dgram;
+pub mod dropin;
 pub mod framing;
 pub mod guard;
 pub mod logger;

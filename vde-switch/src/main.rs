@@ -3,11 +3,10 @@
 use netstack::config::Config;
 use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
-use netstack::resolv;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use vde_switch::cli::{self, USAGE};
+use vde_switch::cli::{self, Invocation};
 use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
 use vde_switch::vde::VdeOptions;
@@ -24,11 +23,11 @@ fn default_socket() -> PathBuf {
 
 /// `warren ctl --api PATH COMMAND`: a client for the control socket.
 fn ctl(args: Vec<String>) -> ExitCode {
-    use slirp_compat::ctl::{parse_ctl_args, render_reply, Ctl, CTL_USAGE};
+    use slirp_compat::ctl::{parse_ctl_args, render_reply, Ctl};
     use std::io::{Read, Write};
     let cmd = match parse_ctl_args(args) {
-        Ok(Ctl::Help) => {
-            print!("{CTL_USAGE}");
+        Ok(Ctl::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Ok(Ctl::Run(c)) => c,
@@ -120,40 +119,57 @@ fn main() -> ExitCode {
             }
         }
     }
-    let run = args.first().map(String::as_str) == Some("run");
-    if run {
-        args.remove(0);
+    // The passt and pasta drop-ins (`dropin.rs`): argv[0] `passt`/`pasta`, or `warren passt|pasta …`.
+    let mut extras = None;
+    let sub = vde_switch::dropin::subcommand(args.first().map(String::as_str));
+    if let Some(kind) = vde_switch::dropin::invoked_as(&argv0).or(sub) {
+        if sub.is_some() {
+            args.remove(0);
+        }
+        match vde_switch::dropin::translate(kind, &args) {
+            Ok(vde_switch::dropin::DropIn::Print(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) if x.daemon => {
+                // Errors in the options are the caller's to see, before detaching.
+                if let Err(e) = cli::parse_command_line(a) {
+                    eprintln!("{}: {e}", kind.name());
+                    return ExitCode::FAILURE;
+                }
+                return vde_switch::dropin::daemonize(kind, &args);
+            }
+            Ok(vde_switch::dropin::DropIn::Run(a, x)) => {
+                vde_switch::dropin::detach_if_daemon();
+                args = a;
+                extras = Some(x);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", kind.name());
+                return ExitCode::FAILURE;
+            }
+        }
     }
-    let mut opts = match cli::parse(args) {
-        Ok(o) => o,
+    // warren's own command line (clap): parse, then resolve, then serve.
+    let mut opts = match cli::parse_command_line(args) {
+        Ok(Invocation::Serve(o)) => *o,
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("warren: {e}");
             return ExitCode::from(2);
         }
     };
-    if opts.help {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if opts.version {
-        println!("warren {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if run != opts.netns.command.is_some() {
-        eprintln!(
-            "warren: {}",
-            if run {
-                "warren run needs -- CMD [ARGS...]"
-            } else {
-                "a command after -- needs warren run"
-            }
-        );
-        return ExitCode::from(2);
-    }
-    if run && opts.verbosity == 0 {
-        opts.verbosity = -1;
+    if let Some(x) = &extras {
+        x.apply(&mut opts);
     }
     vde_switch::logger::init(opts.verbosity);
+    if let Err(e) = opts.resolve(Path::new("/etc/resolv.conf")) {
+        eprintln!("warren: {e}");
+        return ExitCode::from(2);
+    }
     if opts.listen.is_empty()
         && opts.dgram.is_empty()
         && opts.vde.is_empty()
@@ -177,16 +193,6 @@ fn main() -> ExitCode {
         })
         .collect();
     let (dgram, isolate) = (opts.dgram.clone(), opts.isolate);
-    let rc = resolv::read(Path::new("/etc/resolv.conf")).unwrap_or_default();
-    if opts.config.dns_upstreams.is_empty() {
-        opts.config.dns_upstreams = rc.nameservers.clone();
-        if opts.config.dns_upstreams.is_empty() {
-            log::warn!("no DNS upstream: /etc/resolv.conf names no nameserver and no --dns-upstream was given");
-        }
-    }
-    if !opts.dns_search_given {
-        opts.config.dns_search = rc.search.clone();
-    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,12 +228,18 @@ fn main() -> ExitCode {
         max_flows_per_guest: flows_per_guest,
         ..cfg
     };
-    let sandbox = Plan::new(&opts, running.as_ref().map(|r| r.pid() as u32));
+    let mut sandbox = Plan::new(&opts, running.as_ref().map(|r| r.pid() as u32));
+    if let Some(pid_file) = extras.as_ref().and_then(|x| x.pid_file.as_deref()) {
+        // passt's and pasta's --pid: removed at exit.
+        sandbox.remove_at_exit(pid_file);
+    }
     let listen = opts.listen.clone();
     let (hostfwd, api) = (opts.hostfwd.clone(), opts.api.clone());
     // Where forwards go when they name no guest: the first lease, or (as slirp4netns does) the address
     // --configure gives a namespace.
-    let default_guest = if opts.netns.active() && opts.netns.configure {
+    let default_guest = if let (true, Some(a)) = (opts.netns.configure, opts.netns.address) {
+        a
+    } else if opts.netns.active() && opts.netns.configure {
         std::net::Ipv4Addr::from(
             u32::from(opts.config.net.network()) | vde_switch::netns::CONFIGURED_HOST,
         )
@@ -308,7 +320,10 @@ fn main() -> ExitCode {
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server)?;
         }
-        // Everything is open: confine the process before serving a single frame.
+        if let Some(x) = &extras {
+            x.ready(&mut server)?;
+        }
+        // The pid file is written: confine the process before serving a single frame.
         vde_switch::sandbox::enter(&sandbox, &mut driver)?;
         server.serve(driver).await
     });

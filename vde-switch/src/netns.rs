@@ -51,6 +51,8 @@ pub struct NetnsOptions {
     pub exit_fd: Option<RawFd>,
     /// `warren run … -- CMD ARGS`: the command (the words after `--`).
     pub command: Option<Vec<String>>,
+    /// The address `--configure` gives the tap, instead of .100 of the network (pasta's `-a`).
+    pub address: Option<Ipv4Addr>,
 }
 
 impl NetnsOptions {
@@ -505,7 +507,10 @@ pub fn prepare(
         return Ok(None);
     };
     let path = netns_path(target);
-    let tc = n.configure.then(|| TapConfig::for_config(cfg));
+    let tc = n.configure.then(|| TapConfig {
+        addr: n.address.unwrap_or_else(|| TapConfig::for_config(cfg).addr),
+        ..TapConfig::for_config(cfg)
+    });
     // A PID is watched before attaching: if it exits meanwhile, the pidfd is readable at once.
     if let Ok(pid) = target.parse::<libc::pid_t>() {
         watch.push((

@@ -2,6 +2,15 @@
 //! serves a single frame, the process confines itself in layers, each of which degrades to one log line
 //! where the kernel lacks it (or, with `--require-sandbox`, to a refusal to start):
 //!
+//! 0. Namespaces with an empty root (as passt does): the process detaches into a new user namespace
+//!    (its uid and gid mapped to themselves) and a new mount namespace whose root is an empty,
+//!    read-only tmpfs; the host's file system is unmounted from its view. Skipped (one log line) when
+//!    something needs the file system by path at run time (`--vde`/`--dgram` peers' socket paths, a
+//!    second thread such as pasta's `--netns` path watch), or when the kernel refuses. A process with
+//!    capabilities (root) detaches its mounts only: a new user namespace would cost it CAP_NET_RAW
+//!    (raw ICMP), CAP_NET_BIND_SERVICE (API forwards below 1024) and its file permissions.
+//!    Exit-time removal of warren's own files goes through directory descriptors opened beforehand
+//!    ([`AtExit`]).
 //! 1. `PR_SET_NO_NEW_PRIVS`: nothing warren (or a child) execs can gain privileges.
 //! 2. Landlock: every filesystem access right is handled and denied, except, beneath the directories
 //!    that hold warren's own sockets, creating sockets (VDE per-port data sockets) and removing files
@@ -26,7 +35,7 @@ mod sys;
 
 use landlock::BitFlags;
 use landlock::{
-    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use seccompiler::{
@@ -115,11 +124,20 @@ impl Plan {
         }
         p
     }
+
+    /// Lets the daemon remove `file` at exit (e.g. the `--pid` file of the passt/pasta drop-ins).
+    pub fn remove_at_exit(&mut self, file: &Path) {
+        let dir = parent(file);
+        if !self.cleanup_dirs.contains(&dir) {
+            self.cleanup_dirs.push(dir);
+        }
+    }
 }
 
 /// What was applied (for the start-up line and the tests).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    pub namespaces: Detached,
     pub no_new_privs: bool,
     pub landlock: bool,
     pub seccomp: bool,
@@ -135,6 +153,69 @@ fn fail_or_warn(mode: Mode, what: String) -> io::Result<()> {
     Ok(())
 }
 
+/// How far the namespace layer went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// Still in the host's namespaces (skipped, refused, or `--no-sandbox`).
+    #[default]
+    No,
+    /// A new mount namespace with an empty root, the user namespace kept (a process with capabilities).
+    Mount,
+    /// New user and mount namespaces with an empty root.
+    UserMount,
+}
+
+/// A file (or empty directory) removed at exit through a descriptor of its directory, opened when it
+/// was registered: removal then works from inside the sandbox's empty root as well (Landlock's
+/// remove rights still apply: they are bound to the directory, not to its path).
+#[derive(Debug)]
+pub struct AtExit {
+    path: PathBuf,
+    at: Option<(OwnedFd, OsString)>,
+}
+
+impl AtExit {
+    /// Opens the directory of `path` (`O_PATH`); if that fails, removal falls back to the path.
+    pub fn new(path: PathBuf) -> AtExit {
+        let at = path.file_name().map(OsString::from).and_then(|name| {
+            let dir = open_dir(&parent(&path)).ok()?;
+            Some((dir, name))
+        });
+        AtExit { path, at }
+    }
+
+    /// Removes the file (`dir`: the empty directory); errors (already gone, not empty) are ignored.
+    pub fn remove(&self, dir: bool) {
+        match &self.at {
+            Some((fd, name)) => {
+                let flags = if dir {
+                    rustix::fs::AtFlags::REMOVEDIR
+                } else {
+                    rustix::fs::AtFlags::empty()
+                };
+                let _ = rustix::fs::unlinkat(fd, name.as_os_str(), flags);
+            }
+            None if dir => {
+                let _ = std::fs::remove_dir(&self.path);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// `open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)`.
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode as FileMode, OFlags};
+    rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        FileMode::empty(),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))
+}
+
 /// Confines the calling process as `plan` says; `driver` gets the exec helper for `cmd:` guestfwds.
 /// Call once, after everything is bound and attached and before serving.
 pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<Applied> {
@@ -144,6 +225,8 @@ pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<A
         return Ok(done);
     }
     let threads = thread_count();
+    // Landlock's directories are opened now: after the namespace layer the paths are gone.
+    let rules = landlock_rules(plan);
     if threads > 1 {
         // Landlock confines only the calling thread; seccomp is synchronised across threads.
         fail_or_warn(
@@ -157,11 +240,16 @@ pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<A
             .socks
             .set_command_spawner(Box::new(move |cmd, stream| helper.run(cmd, stream)));
     }
+    // After the exec helper started: it (and the commands it runs) keep the host's file system.
+    done.namespaces = detach(plan, threads)?;
+    if done.namespaces != Detached::No {
+        selftest(plan, "after namespaces");
+    }
     match sys::set_no_new_privs() {
         Ok(()) => done.no_new_privs = true,
         Err(e) => fail_or_warn(plan.mode, format!("cannot set no_new_privs: {e}"))?,
     }
-    match landlock(plan) {
+    match rules.and_then(|r| landlock(plan, r)) {
         Ok(Some(abi)) => {
             done.landlock = true;
             log::debug!("sandbox: Landlock enforced (kernel ABI {abi})");
@@ -183,10 +271,15 @@ pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<A
     }
     selftest(plan, "after seccomp");
     log::info!(
-        "sandbox: no_new_privs {}, Landlock {}, seccomp {}{}",
+        "sandbox: no_new_privs {}, Landlock {}, seccomp {}, empty root {}{}",
         onoff(done.no_new_privs),
         onoff(done.landlock),
         onoff(done.seccomp),
+        match done.namespaces {
+            Detached::No => "off",
+            Detached::Mount => "on (mount namespace)",
+            Detached::UserMount => "on (user and mount namespaces)",
+        },
         if plan.commands.is_empty() {
             ""
         } else {
@@ -210,8 +303,111 @@ fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
+/// Whether this process has any effective capability (root, or a binary with file capabilities).
+fn privileged() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps != 0)
+}
+
+/// The namespace layer: detaches into new namespaces with an empty root where nothing at run time
+/// needs the file system by path. A refusal is one log line (even with `--require-sandbox`); only a
+/// user namespace left without its uid map (the process would lose its own files) is an error.
+fn detach(plan: &Plan, threads: usize) -> io::Result<Detached> {
+    if plan.unix_peers {
+        log::info!(
+            "sandbox: --vde/--dgram peers' sockets are reached by path: staying in the host's mount namespace"
+        );
+        return Ok(Detached::No);
+    }
+    if threads > 1 {
+        log::info!(
+            "sandbox: {threads} threads (e.g. a --netns path watch): staying in the host's namespaces"
+        );
+        return Ok(Detached::No);
+    }
+    let user = !privileged();
+    let refused = |what: &str, e: io::Error| {
+        log::warn!("sandbox: cannot {what} ({e}): no empty root; continuing without it");
+        Ok(Detached::No)
+    };
+    let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
+    if let Err(e) = sys::unshare_user_mount(user) {
+        return refused(
+            if user {
+                "create user and mount namespaces"
+            } else {
+                "create a mount namespace"
+            },
+            e,
+        );
+    }
+    if user {
+        // Map this user and group to themselves, so files and sockets keep their owner.
+        let maps = match std::fs::write("/proc/self/setgroups", "deny") {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw())).and_then(
+                |()| std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw())),
+            ),
+        };
+        maps.map_err(|e| io::Error::new(e.kind(), format!("sandbox: user namespace: {e}")))?;
+    }
+    if let Err(e) = empty_root() {
+        return refused("switch to an empty root", e);
+    }
+    Ok(if user {
+        Detached::UserMount
+    } else {
+        Detached::Mount
+    })
+}
+
+/// In a fresh mount namespace: an empty read-only tmpfs becomes the root, the old root is unmounted.
+fn empty_root() -> io::Result<()> {
+    use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+    // Nothing below propagates back to the host (and pivot_root needs private mounts).
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )?;
+    rustix::mount::mount(
+        "warren",
+        "/tmp",
+        "tmpfs",
+        MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::NOSUID | MountFlags::RDONLY,
+        c"nr_inodes=2,nr_blocks=0",
+    )?;
+    rustix::process::chdir("/tmp")?;
+    rustix::process::pivot_root(".", ".")?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)?;
+    rustix::process::chdir("/")?;
+    Ok(())
+}
+
+/// Landlock's rules, their directories opened before the namespace layer hides the paths.
+fn landlock_rules(plan: &Plan) -> Result<Vec<(OwnedFd, BitFlags<AccessFs>)>, String> {
+    let mut rules = Vec::new();
+    for d in &plan.socket_dirs {
+        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        rules.push((fd, AccessFs::MakeSock | AccessFs::RemoveFile));
+    }
+    for d in &plan.cleanup_dirs {
+        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        rules.push((fd, AccessFs::RemoveFile | AccessFs::RemoveDir));
+    }
+    Ok(rules)
+}
+
 /// Applies the Landlock ruleset; `Ok(None)` when the kernel has no Landlock.
-fn landlock(plan: &Plan) -> Result<Option<i32>, String> {
+fn landlock(plan: &Plan, rules: Vec<(OwnedFd, BitFlags<AccessFs>)>) -> Result<Option<i32>, String> {
     // Every filesystem right this crate knows of (best effort: those the kernel has are handled).
     let mut handled = AccessFs::from_all(ABI::V10);
     if plan.unix_peers {
@@ -235,18 +431,9 @@ fn landlock(plan: &Plan) -> Result<Option<i32>, String> {
         .map_err(|e| e.to_string())?
         .create()
         .map_err(|e| e.to_string())?;
-    let rule = |dir: &Path, access| -> Result<PathBeneath<PathFd>, String> {
-        let fd = PathFd::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(PathBeneath::new(fd, access))
-    };
-    for d in &plan.socket_dirs {
+    for (fd, access) in rules {
         ruleset = ruleset
-            .add_rule(rule(d, AccessFs::MakeSock | AccessFs::RemoveFile)?)
-            .map_err(|e| e.to_string())?;
-    }
-    for d in &plan.cleanup_dirs {
-        ruleset = ruleset
-            .add_rule(rule(d, AccessFs::RemoveFile | AccessFs::RemoveDir)?)
+            .add_rule(PathBeneath::new(fd, access))
             .map_err(|e| e.to_string())?;
     }
     let status = ruleset.restrict_self().map_err(|e| e.to_string())?;
@@ -610,7 +797,10 @@ mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> crate::cli::Options {
-        crate::cli::parse(args.iter().map(|s| s.to_string())).expect("valid options")
+        let mut o = crate::cli::parse(args.iter().map(|s| s.to_string())).expect("valid options");
+        o.resolve(std::path::Path::new("/nonexistent/resolv.conf"))
+            .expect("resolves");
+        o
     }
 
     #[test]
@@ -641,6 +831,35 @@ mod tests {
             ]
         );
         assert_eq!(p.commands, vec!["cat".to_string()]);
+    }
+
+    #[test]
+    fn at_exit_removes_through_the_directory_it_opened() {
+        let base = std::env::temp_dir().join(format!("warren-atexit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("run")).expect("mkdir");
+        std::fs::write(base.join("run/w.sock"), "").expect("file");
+        let file = AtExit::new(base.join("run/w.sock"));
+        let dir = AtExit::new(base.join("run"));
+        // The path no longer leads there (as in the empty root): removal still finds the file.
+        std::fs::rename(base.join("run"), base.join("moved")).expect("rename");
+        std::fs::create_dir(base.join("run")).expect("a different run/");
+        std::fs::write(base.join("run/w.sock"), "").expect("a different file");
+        file.remove(false);
+        assert!(!base.join("moved/w.sock").exists());
+        assert!(base.join("run/w.sock").exists(), "only the registered file");
+        // A directory is removed only when empty (through its parent's descriptor).
+        AtExit::new(base.join("run")).remove(true);
+        assert!(base.join("run").exists(), "not empty: kept");
+        dir.remove(true);
+        assert!(
+            base.join("run").exists(),
+            "the parent fd names run/, which is the new one"
+        );
+        std::fs::remove_file(base.join("run/w.sock")).expect("rm");
+        dir.remove(true);
+        assert!(!base.join("run").exists());
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -174,9 +174,10 @@ pub struct Server {
     pub(crate) mtu_frame: usize,
     pcap: Option<PcapWriter<BufWriter<File>>>,
     stop: Arc<AtomicBool>,
-    unix_paths: Vec<PathBuf>,
+    /// Files removed when the server stops (through their directories' descriptors: see `AtExit`).
+    unix_paths: Vec<crate::sandbox::AtExit>,
     /// Directories removed (if empty) when the server stops.
-    unix_dirs: Vec<PathBuf>,
+    unix_dirs: Vec<crate::sandbox::AtExit>,
     /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
     protected_ips: Vec<[u8; 4]>,
     isolate: bool,
@@ -187,6 +188,8 @@ pub struct Server {
     storm: StormLimit,
     /// Counters of ports that have closed (for the totals in `stats`).
     closed: PortCounters,
+    /// passt's `--one-off`: stop when a stream guest's port closes.
+    one_off: bool,
 }
 
 impl Server {
@@ -236,12 +239,13 @@ impl Server {
             net: driver.gw.config().net,
             storm: opts.lan.storm,
             closed: PortCounters::default(),
+            one_off: false,
         };
         for l in &opts.listen {
             let sock = match l {
                 Listen::Unix(path) => {
                     let sock = bind_unix(path, Type::STREAM)?;
-                    s.unix_paths.push(path.clone());
+                    s.unix_paths.push(crate::sandbox::AtExit::new(path.clone()));
                     sock
                 }
                 Listen::Tcp(addr) => {
@@ -272,12 +276,12 @@ impl Server {
 
     /// Also removes directory `path` (if empty) when the server stops.
     pub fn remove_dir_on_exit(&mut self, path: PathBuf) {
-        self.unix_dirs.push(path);
+        self.unix_dirs.push(crate::sandbox::AtExit::new(path));
     }
 
     /// Also removes `path` when the server stops.
     pub fn remove_on_exit(&mut self, path: PathBuf) {
-        self.unix_paths.push(path);
+        self.unix_paths.push(crate::sandbox::AtExit::new(path));
     }
 
     /// Registers an endpoint; its handler runs once right away (to register its waker).
@@ -348,7 +352,16 @@ impl Server {
             for mac in self.macs.remove_port(id) {
                 self.guard.remove_mac(&mac);
             }
+            if self.one_off && p.name.starts_with("stream") {
+                log::info!("--one-off: the guest left; stopping");
+                self.request_stop();
+            }
         }
+    }
+
+    /// passt's `--one-off`: the server stops once a stream guest (QEMU) has disconnected.
+    pub fn stop_when_guest_leaves(&mut self) {
+        self.one_off = true;
     }
 
     pub fn port_exists(&self, id: PortId) -> bool {
@@ -500,10 +513,10 @@ impl Server {
         // Closes every fd first; front ends remove their own socket files when dropped.
         self.endpoints.clear();
         for p in &self.unix_paths {
-            let _ = std::fs::remove_file(p);
+            p.remove(false);
         }
         for d in &self.unix_dirs {
-            let _ = std::fs::remove_dir(d);
+            d.remove(true);
         }
         for line in self.port_summaries() {
             log::info!("{line}");
@@ -699,7 +712,9 @@ impl Server {
                     }
                     Decoded::Incomplete => break,
                     Decoded::BadLength(l) => {
-                        driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+                        driver.handle_frames_from(now, s.port, &for_gateway, &mut |f| {
+                            self.gateway_out(now, f)
+                        });
                         let why = format!(
                             "bad frame length {l} (must be {}..={})",
                             framing::MIN_FRAME,
@@ -712,7 +727,9 @@ impl Server {
                 }
             }
             if !for_gateway.is_empty() {
-                driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+                driver.handle_frames_from(now, s.port, &for_gateway, &mut |f| {
+                    self.gateway_out(now, f)
+                });
                 // Acknowledge what this read carried now, not after the whole wakeup: the guest's
                 // sending rate follows our ACKs.
                 driver.end_batch(now, &mut |f| self.gateway_out(now, f));
@@ -733,7 +750,7 @@ impl Server {
     /// A frame received on `port`: learn, then switch it to ports and/or the gateway.
     pub fn frame_in(&mut self, now: Instant, port: PortId, frame: &[u8], driver: &mut Driver) {
         if self.switch_in(now, port, frame, driver.gw.dhcp()) {
-            driver.handle_frame(now, frame, &mut |f| self.gateway_out(now, f));
+            driver.handle_frames_from(now, port, &[frame], &mut |f| self.gateway_out(now, f));
         }
     }
 

@@ -133,7 +133,9 @@ impl Server {
                     }
                 }
                 if n > 0 {
-                    driver.handle_frames(now, &for_gateway[..n], &mut |f| self.gateway_out(now, f));
+                    driver.handle_frames_from(now, t.port, &for_gateway[..n], &mut |f| {
+                        self.gateway_out(now, f)
+                    });
                     driver.end_batch(now, &mut |f| self.gateway_out(now, f));
                     self.flush_and_resume(now, driver);
                 }

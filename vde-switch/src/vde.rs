@@ -695,7 +695,7 @@ impl Server {
             }
         }
         if !for_gateway.is_empty() {
-            driver.handle_frames(now, &for_gateway, &mut |f| self.gateway_out(now, f));
+            driver.handle_frames_from(now, a.port, &for_gateway, &mut |f| self.gateway_out(now, f));
         }
         if let Some(e) = failed {
             log::warn!("port {}: VDE data socket: {e}", a.port);

@@ -31,8 +31,18 @@ impl Warren {
     /// Starts warren with a stream socket and an API socket in its own directory, and waits until
     /// it has passed the sandbox (its start-up line about the sandbox is logged).
     fn start(tag: &str, extra: &[&str]) -> Warren {
+        Warren::start_as(tag, extra, None)
+    }
+    /// Like `start`, as user and group `uid` (the test must be root for that).
+    fn start_as(tag: &str, extra: &[&str], uid: Option<u32>) -> Warren {
+        use std::os::unix::process::CommandExt;
         let dir = scratch_dir(tag);
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).expect("chown scratch dir");
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd
             .arg("--socket")
             .arg(dir.join("w.sock"))
             .arg("--api")
@@ -48,7 +58,10 @@ impl Warren {
             .expect("start warren");
         let w = Warren { child, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !w.log().contains("warren: info: sandbox: ") {
+        // The sandbox's last line: every layer is on (or off).
+        while !(w.log().contains("warren: info: sandbox: no_new_privs")
+            || w.log().contains("warren: info: sandbox: off"))
+        {
             assert!(
                 Instant::now() < deadline,
                 "warren did not start: {}",
@@ -216,11 +229,24 @@ fn sandboxed_daemon_cannot_open_create_or_exec() {
     );
     assert!(log.contains(&connect), "{log}");
     drop(listener);
-    // Landlock refuses with EACCES, seccomp with EPERM.
-    assert!(log.contains(&format!(
-        "after landlock: open {}: denied (Permission denied",
-        secret.display()
-    )));
+    // Landlock refuses with EACCES, seccomp with EPERM; in the empty root the file is not even there.
+    let open =
+        |stage: &str, why: &str| format!("{stage}: open {}: denied ({why}", secret.display());
+    if log.contains("empty root on") {
+        assert!(
+            log.contains(&open("after namespaces", "No such file")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&open("after landlock", "No such file")),
+            "{log}"
+        );
+    } else {
+        assert!(
+            log.contains(&open("after landlock", "Permission denied")),
+            "{log}"
+        );
+    }
     assert!(log.contains("after seccomp: exec /bin/true: denied (Operation not permitted"));
     // Still warren (an exec would have replaced it), still serving.
     let exe = std::fs::read_link(format!("/proc/{}/exe", w.pid())).expect("exe");
@@ -365,7 +391,7 @@ fn missing_layers_degrade_to_one_line_each() {
     // Best effort: one warning per missing layer, then it serves.
     let w = run("degraded", &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !w.log().contains("warren: info: sandbox: ") {
+    while !w.log().contains("warren: info: sandbox: no_new_privs") {
         assert!(Instant::now() < deadline, "no sandbox line: {}", w.log());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -401,4 +427,124 @@ fn missing_layers_degrade_to_one_line_each() {
         .collect();
     assert_eq!(errors.len(), 1, "{log}");
     assert!(errors[0].contains("seccomp"), "{log}");
+}
+
+fn ns(pid: &str, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("namespace link")
+}
+
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").expect("/proc/self").uid()
+}
+
+/// The namespace layer for an unprivileged daemon: new user and mount namespaces, its uid mapped to
+/// itself, an empty root; it still serves and removes its sockets at exit (through directory fds).
+#[test]
+fn unprivileged_daemon_detaches_into_user_and_mount_namespaces_with_an_empty_root() {
+    // As root, run it as nobody (a root daemon keeps its user namespace: see the next test).
+    let uid = (own_uid() == 0).then_some(65534);
+    let mut w = Warren::start_as("userns", &["--sandbox-selftest", "/etc/passwd"], uid);
+    let pid = w.pid().to_string();
+    let log = w.log();
+    assert!(
+        log.contains("empty root on (user and mount namespaces)"),
+        "{log}"
+    );
+    assert_ne!(ns(&pid, "user"), ns("self", "user"));
+    assert_ne!(ns(&pid, "mnt"), ns("self", "mnt"));
+    let expected = uid.unwrap_or_else(own_uid);
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        [expected.to_string(), expected.to_string(), "1".to_string()],
+        "{map}"
+    );
+    let setgroups = std::fs::read_to_string(format!("/proc/{pid}/setgroups")).expect("setgroups");
+    assert_eq!(setgroups.trim(), "deny");
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("its root")
+        .collect();
+    assert!(root.is_empty(), "its root is not empty: {root:?}");
+    assert!(
+        log.contains("selftest after namespaces: open /etc/passwd: denied (No such file"),
+        "{log}"
+    );
+    // Its sockets keep their owner, and it still serves frames and its API.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(w.dir.join("w.sock")).expect("socket");
+    assert_eq!(meta.uid(), expected);
+    arp_through_stream(&w.dir.join("w.sock"));
+    let stats = api_stats(&w.dir.join("api.sock"));
+    assert!(stats.contains("arp_replies"), "{stats}");
+    // A forward added at run time binds a new host listener from inside the namespaces.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut s = UnixStream::connect(w.dir.join("api.sock")).expect("connect to the API socket");
+    let req = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_addr":"10.0.2.15","guest_port":80}}}}"#
+    );
+    s.write_all(req.as_bytes()).expect("request");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("reply");
+    assert!(reply.contains("\"return\""), "{reply}");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the new forward listens");
+    assert!(w.stop().success(), "{}", w.log());
+    assert!(!w.dir.join("w.sock").exists(), "{}", w.log());
+    assert!(!w.dir.join("api.sock").exists(), "{}", w.log());
+}
+
+/// A daemon with capabilities (root) detaches its mounts only: a new user namespace would cost it
+/// raw ICMP sockets and ports below 1024 for forwards added through the API.
+#[test]
+fn privileged_daemon_detaches_its_mounts_only() {
+    if own_uid() != 0 {
+        eprintln!("not root: the unprivileged case is the other test");
+        return;
+    }
+    let mut w = Warren::start("mntns", &[]);
+    let pid = w.pid().to_string();
+    assert!(
+        w.log().contains("empty root on (mount namespace)"),
+        "{}",
+        w.log()
+    );
+    assert_eq!(ns(&pid, "user"), ns("self", "user"));
+    assert_ne!(ns(&pid, "mnt"), ns("self", "mnt"));
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("its root")
+        .collect();
+    assert!(root.is_empty(), "its root is not empty: {root:?}");
+    arp_through_stream(&w.dir.join("w.sock"));
+    assert!(w.stop().success(), "{}", w.log());
+    assert!(!w.dir.join("w.sock").exists(), "{}", w.log());
+    assert!(!w.dir.join("api.sock").exists(), "{}", w.log());
+}
+
+/// With `--vde` the daemon connects to its peers' socket paths at run time: it stays in the host's
+/// namespaces (one log line) and works as before.
+#[test]
+fn vde_daemon_stays_in_the_host_mount_namespace() {
+    let dir = scratch_dir("vde-switch");
+    let sw = dir.join("sw");
+    let mut w = Warren::start("vde", &["--vde", sw.to_str().expect("utf-8")]);
+    let pid = w.pid().to_string();
+    let log = w.log();
+    assert!(
+        log.contains("staying in the host's mount namespace"),
+        "{log}"
+    );
+    assert!(log.contains("empty root off"), "{log}");
+    assert_eq!(ns(&pid, "mnt"), ns("self", "mnt"));
+    assert_eq!(ns(&pid, "user"), ns("self", "user"));
+    assert!(sw.join("ctl").exists(), "the VDE control socket");
+    arp_through_stream(&w.dir.join("w.sock"));
+    assert!(w.stop().success(), "{}", w.log());
+    assert!(!w.dir.join("w.sock").exists(), "{}", w.log());
+    assert!(!sw.join("ctl").exists(), "{}", w.log());
+    let _ = std::fs::remove_dir_all(&dir);
 }

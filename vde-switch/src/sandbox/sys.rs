@@ -31,3 +31,17 @@ pub fn landlock_abi() -> i32 {
         r as i32
     }
 }
+
+/// `unshare(CLONE_NEWUSER | CLONE_NEWNS)` (or `CLONE_NEWNS` alone when `user` is false): the calling
+/// (single-threaded) process detaches into a new user namespace and a new mount namespace.
+pub fn unshare_user_mount(user: bool) -> io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    let mut flags = UnshareFlags::NEWNS;
+    if user {
+        flags |= UnshareFlags::NEWUSER;
+    }
+    // SAFETY: `unshare_unsafe` is unsafe only because of `CLONE_FILES` (a thread could then hold file
+    // descriptors of another table); we pass only NEWUSER and NEWNS, which leave the descriptor table
+    // alone, and the caller checked that this process has a single thread.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
+}

@@ -1,0 +1,906 @@
+//! The `passt` and `pasta` command lines, for warren's drop-ins (`pasta.rs` adds pasta's operands).
+//!
+//! passt and pasta share one option grammar (passt's `conf.c`, tag 2026_07_16, read for behaviour
+//! only; this is an independent implementation). It is parsed the way its `getopt_long` call does
+//! (short string `+dqfel:hs:c:F:I:p:P:m:a:n:M:g:i:o:D:S:H:461t:u:T:U:`):
+//! - `--opt=V` and `--opt V`; unique prefixes of long options; short options clustered (`-46`)
+//!   with an argument attached or following (`-t22`, `-t 22`);
+//! - parsing stops at the first operand (the leading `+`): later words are operands (pasta's PID,
+//!   namespace path or command); `--` ends the options.
+//!
+//! Every option passt or pasta knows is recognised. Each is either *accepted* (with passt's
+//! meaning, or with a documented different meaning, see [`Parsed::notes`]) or *refused* with a
+//! one-line error naming it. Anything else is an unknown-option error. Nothing is ignored silently.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+/// Which of the two programs is emulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Passt,
+    Pasta,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Passt => "passt",
+            Kind::Pasta => "pasta",
+        }
+    }
+}
+
+/// One forwarded range: host ports `host.0..=host.1` to guest ports starting at `guest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortForward {
+    /// Host address to bind (`ADDR/PORTS`); `None`: all addresses.
+    pub addr: Option<IpAddr>,
+    pub host: (u16, u16),
+    pub guest: u16,
+}
+
+/// A `-t`/`-u`/`-T`/`-U` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// `none`.
+    None,
+    /// Explicit ranges (exclusions already subtracted).
+    Specs(Vec<PortForward>),
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub help: bool,
+    pub version: bool,
+    /// `-f`: stay in the foreground (both programs daemonize by default).
+    pub foreground: bool,
+    /// `-q` (negative) / `-d`, `--trace` (positive).
+    pub verbosity: i8,
+    /// `-l FILE`: where the daemon's log goes.
+    pub log_file: Option<PathBuf>,
+    /// `-1`/`--one-off` (passt): exit when the guest disconnects.
+    pub one_off: bool,
+    /// `-s`/`--socket` (passt).
+    pub socket: Option<PathBuf>,
+    /// `-P`/`--pid`.
+    pub pid_file: Option<PathBuf>,
+    /// `-p`/`--pcap`.
+    pub pcap: Option<PathBuf>,
+    pub mtu: Option<u16>,
+    /// `-a` (IPv4; IPv6 is refused for now).
+    pub address: Option<Ipv4Addr>,
+    /// `-n` as a prefix length.
+    pub prefix: Option<u8>,
+    pub gateway: Option<Ipv4Addr>,
+    /// `-D`: resolvers; warren's DNS proxy forwards to them.
+    pub dns: Vec<IpAddr>,
+    /// `-S`: the search list (`Some(empty)` for `none`).
+    pub search: Option<Vec<String>>,
+    /// `--dns-forward`: the address the guest sends DNS to (warren's DNS address).
+    pub dns_forward: Option<Ipv4Addr>,
+    /// `--dns-host`: where those queries go on the host.
+    pub dns_host: Option<IpAddr>,
+    /// `--no-map-gw`: the gateway does not reach the host's loopback.
+    pub no_map_gw: bool,
+    pub tcp: Vec<Ports>,
+    pub udp: Vec<Ports>,
+    /// pasta: `--netns`.
+    pub netns: Option<String>,
+    /// pasta: `--userns`.
+    pub userns: Option<PathBuf>,
+    /// pasta: `-I`.
+    pub ns_ifname: Option<String>,
+    /// pasta: `--config-net`.
+    pub config_net: bool,
+    /// Operands (pasta: PID, namespace path or command; passt takes none).
+    pub operands: Vec<String>,
+    /// One line each about options accepted with a different meaning.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arg {
+    No,
+    Req,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Both,
+    Passt,
+    Pasta,
+}
+
+/// (long name, short, argument, scope). passt's `conf.c` option table, 2026_07_16.
+const OPTS: &[(&str, Option<char>, Arg, Scope)] = &[
+    ("debug", Some('d'), Arg::No, Scope::Both),
+    ("quiet", Some('q'), Arg::No, Scope::Both),
+    ("foreground", Some('f'), Arg::No, Scope::Both),
+    ("stderr", Some('e'), Arg::No, Scope::Both),
+    ("log-file", Some('l'), Arg::Req, Scope::Both),
+    ("help", Some('h'), Arg::No, Scope::Both),
+    ("socket", Some('s'), Arg::Req, Scope::Passt),
+    ("socket-path", None, Arg::Req, Scope::Passt),
+    ("fd", Some('F'), Arg::Req, Scope::Both),
+    ("ns-ifname", Some('I'), Arg::Req, Scope::Pasta),
+    ("pcap", Some('p'), Arg::Req, Scope::Both),
+    ("pid", Some('P'), Arg::Req, Scope::Both),
+    ("mtu", Some('m'), Arg::Req, Scope::Both),
+    ("address", Some('a'), Arg::Req, Scope::Both),
+    ("netmask", Some('n'), Arg::Req, Scope::Both),
+    ("mac-addr", Some('M'), Arg::Req, Scope::Both),
+    ("gateway", Some('g'), Arg::Req, Scope::Both),
+    ("interface", Some('i'), Arg::Req, Scope::Both),
+    ("outbound", Some('o'), Arg::Req, Scope::Both),
+    ("dns", Some('D'), Arg::Req, Scope::Both),
+    ("search", Some('S'), Arg::Req, Scope::Both),
+    ("hostname", Some('H'), Arg::Req, Scope::Both),
+    ("no-tcp", None, Arg::No, Scope::Both),
+    ("no-udp", None, Arg::No, Scope::Both),
+    ("no-icmp", None, Arg::No, Scope::Both),
+    ("no-dhcp", None, Arg::No, Scope::Both),
+    ("no-dhcpv6", None, Arg::No, Scope::Both),
+    ("no-ndp", None, Arg::No, Scope::Both),
+    ("no-ra", None, Arg::No, Scope::Both),
+    ("no-splice", None, Arg::No, Scope::Pasta),
+    ("splice-only", None, Arg::No, Scope::Pasta),
+    ("freebind", None, Arg::No, Scope::Both),
+    ("no-map-gw", None, Arg::No, Scope::Both),
+    ("map-gw", None, Arg::No, Scope::Both),
+    ("ipv4-only", Some('4'), Arg::No, Scope::Both),
+    ("ipv6-only", Some('6'), Arg::No, Scope::Both),
+    ("one-off", Some('1'), Arg::No, Scope::Passt),
+    ("tcp-ports", Some('t'), Arg::Req, Scope::Both),
+    ("udp-ports", Some('u'), Arg::Req, Scope::Both),
+    ("tcp-ns", Some('T'), Arg::Req, Scope::Pasta),
+    ("udp-ns", Some('U'), Arg::Req, Scope::Pasta),
+    ("userns", None, Arg::Req, Scope::Pasta),
+    ("netns", None, Arg::Req, Scope::Pasta),
+    ("ns-mac-addr", None, Arg::Req, Scope::Pasta),
+    ("dhcp-dns", None, Arg::No, Scope::Both),
+    ("no-dhcp-dns", None, Arg::No, Scope::Both),
+    ("dhcp-search", None, Arg::No, Scope::Both),
+    ("no-dhcp-search", None, Arg::No, Scope::Both),
+    ("dns-forward", None, Arg::Req, Scope::Both),
+    ("no-netns-quit", None, Arg::No, Scope::Pasta),
+    ("trace", None, Arg::No, Scope::Both),
+    ("runas", None, Arg::Req, Scope::Both),
+    ("log-size", None, Arg::Req, Scope::Both),
+    ("version", None, Arg::No, Scope::Both),
+    ("outbound-if4", None, Arg::Req, Scope::Both),
+    ("outbound-if6", None, Arg::Req, Scope::Both),
+    ("config-net", None, Arg::No, Scope::Pasta),
+    ("no-copy-routes", None, Arg::No, Scope::Pasta),
+    ("no-copy-addrs", None, Arg::No, Scope::Pasta),
+    ("netns-only", None, Arg::No, Scope::Pasta),
+    ("map-host-loopback", None, Arg::Req, Scope::Both),
+    ("map-guest-addr", None, Arg::Req, Scope::Both),
+    ("host-lo-to-ns-lo", None, Arg::No, Scope::Pasta),
+    ("dns-host", None, Arg::Req, Scope::Both),
+    ("vhost-user", None, Arg::No, Scope::Passt),
+    ("print-capabilities", None, Arg::No, Scope::Passt),
+    ("fqdn", None, Arg::Req, Scope::Both),
+    ("repair-path", None, Arg::Req, Scope::Passt),
+    ("migrate-exit", None, Arg::No, Scope::Passt),
+    ("migrate-no-linger", None, Arg::No, Scope::Passt),
+    ("stats", None, Arg::Req, Scope::Both),
+    ("conf-path", Some('c'), Arg::Req, Scope::Both),
+    ("chroot-fallback", None, Arg::No, Scope::Both),
+];
+
+fn find_long(name: &str) -> Result<(&'static str, Arg), String> {
+    if let Some(&(l, _, a, _)) = OPTS.iter().find(|(l, ..)| *l == name) {
+        return Ok((l, a));
+    }
+    let m: Vec<_> = OPTS.iter().filter(|(l, ..)| l.starts_with(name)).collect();
+    match m.as_slice() {
+        [] => Err(format!("unrecognized option '--{name}'")),
+        [&(l, _, a, _)] => Ok((l, a)),
+        many => Err(format!(
+            "option '--{name}' is ambiguous; possibilities:{}",
+            many.iter()
+                .map(|(l, ..)| format!(" '--{l}'"))
+                .collect::<String>()
+        )),
+    }
+}
+
+fn find_short(c: char) -> Result<(&'static str, Arg), String> {
+    OPTS.iter()
+        .find(|(_, s, ..)| *s == Some(c))
+        .map(|&(l, _, a, _)| (l, a))
+        .ok_or_else(|| format!("invalid option -- '{c}'"))
+}
+
+/// Splits the words into (long option name, value) pairs and the operands, as `getopt_long` with
+/// a leading `+` does.
+/// Options as (long name, value) in order, and the operands.
+type Tokens = (Vec<(&'static str, Option<String>)>, Vec<String>);
+
+fn tokenize(args: &[String]) -> Result<Tokens, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            return Ok((out, args[i..].to_vec()));
+        }
+        if let Some(body) = a.strip_prefix("--") {
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let (long, arg) = find_long(name)?;
+            let v = match (arg, inline) {
+                (Arg::No, Some(_)) => {
+                    return Err(format!("option '--{long}' doesn't allow an argument"))
+                }
+                (Arg::No, None) => None,
+                (Arg::Req, Some(v)) => Some(v),
+                (Arg::Req, None) => {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| format!("option '--{long}' requires an argument"))?;
+                    i += 1;
+                    Some(v.clone())
+                }
+            };
+            out.push((long, v));
+        } else if a.len() > 1 && a.starts_with('-') {
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut j = 0;
+            while j < chars.len() {
+                let c = chars[j];
+                j += 1;
+                let (long, arg) = find_short(c)?;
+                if arg == Arg::Req {
+                    let rest: String = chars[j..].iter().collect();
+                    let v = if !rest.is_empty() {
+                        rest
+                    } else {
+                        let v = args
+                            .get(i)
+                            .ok_or_else(|| format!("option requires an argument -- '{c}'"))?;
+                        i += 1;
+                        v.clone()
+                    };
+                    out.push((long, Some(v)));
+                    break;
+                }
+                out.push((long, None));
+            }
+        } else {
+            // The leading '+': the first operand ends the options.
+            return Ok((out, args[i - 1..].to_vec()));
+        }
+    }
+    Ok((out, Vec::new()))
+}
+
+fn ip(opt: &str, v: &str) -> Result<IpAddr, String> {
+    v.parse()
+        .map_err(|_| format!("--{opt} {v:?}: not an IP address"))
+}
+
+/// IPv4 only for now: an IPv6 value is refused by name.
+fn ipv4(opt: &str, v: &str) -> Result<Ipv4Addr, String> {
+    match ip(opt, v)? {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(format!(
+            "--{opt} {v}: IPv6 is not served by warren yet (IPv4 only)"
+        )),
+    }
+}
+
+/// `-n`: a prefix length or a dotted netmask.
+pub fn parse_netmask(v: &str) -> Result<u8, String> {
+    if let Ok(n) = v.parse::<u8>() {
+        if (1..=30).contains(&n) {
+            return Ok(n);
+        }
+        return Err(format!("--netmask {v}: prefix length must be 1..30"));
+    }
+    let m: Ipv4Addr = v
+        .parse()
+        .map_err(|_| format!("--netmask {v:?}: expected a prefix length or a dotted netmask"))?;
+    let bits = u32::from(m);
+    let n = bits.leading_ones();
+    if bits.checked_shl(n).unwrap_or(0) != 0 || !(1..=30).contains(&n) {
+        return Err(format!(
+            "--netmask {v}: not a contiguous netmask of /1../30"
+        ));
+    }
+    Ok(n as u8)
+}
+
+fn port(s: &str, spec: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0 && !s.starts_with('+'))
+        .ok_or_else(|| format!("port spec {spec:?}: bad port {s:?}"))
+}
+
+fn range(s: &str, spec: &str) -> Result<(u16, u16), String> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (port(a, spec)?, port(b, spec)?);
+            if b < a {
+                return Err(format!("port spec {spec:?}: range {s} goes backwards"));
+            }
+            Ok((a, b))
+        }
+        None => {
+            let p = port(s, spec)?;
+            Ok((p, p))
+        }
+    }
+}
+
+/// Parses a `-t`/`-u` spec: `none`, or `[ADDR/]RANGES` where RANGES is a comma list of
+/// `[~]FIRST[-LAST][:TO[-TOLAST]]`. `all` (passt), `auto` (pasta), exclusion-only lists (meaning
+/// "all but") and `ADDR%IFACE/` are refused: warren forwards the ports it is given.
+pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
+    if spec == "none" {
+        return Ok(Ports::None);
+    }
+    if spec == "all" || spec == "auto" {
+        return Err(format!(
+            "--{opt} {spec}: not supported by warren (it forwards the ports it is given: list them, e.g. 8080 or 8080:80)"
+        ));
+    }
+    // The address part: everything up to the last '/' (IPv6 addresses contain ':' but no '/').
+    let (addr, list) = match spec.rsplit_once('/') {
+        Some((a, l)) => {
+            if a.contains('%') {
+                return Err(format!(
+                    "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
+                ));
+            }
+            let a = a.trim_start_matches('[').trim_end_matches(']');
+            (Some(ip(opt, a)?), l)
+        }
+        None => (None, spec),
+    };
+    let mut incl: Vec<((u16, u16), u16)> = Vec::new();
+    let mut excl: Vec<(u16, u16)> = Vec::new();
+    for item in list.split(',') {
+        if let Some(x) = item.strip_prefix('~') {
+            excl.push(range(x, spec)?);
+            continue;
+        }
+        let (from, to) = match item.split_once(':') {
+            Some((f, t)) => (f, Some(t)),
+            None => (item, None),
+        };
+        let host = range(from, spec)?;
+        let guest = match to {
+            Some(t) => {
+                let g = range(t, spec)?;
+                if g.1 - g.0 != host.1 - host.0 {
+                    return Err(format!(
+                        "port spec {spec:?}: {from} and {t} differ in length"
+                    ));
+                }
+                g.0
+            }
+            None => host.0,
+        };
+        incl.push((host, guest));
+    }
+    if incl.is_empty() {
+        return Err(format!(
+            "--{opt} {spec}: exclusions alone mean \"all other ports\", which warren does not support"
+        ));
+    }
+    // Subtract the exclusions, range by range.
+    let mut out = Vec::new();
+    for ((h0, h1), g0) in incl {
+        let mut pieces = vec![(h0, h1)];
+        for &(x0, x1) in &excl {
+            let mut next = Vec::new();
+            for (a, b) in pieces {
+                if x1 < a || x0 > b {
+                    next.push((a, b));
+                    continue;
+                }
+                if x0 > a {
+                    next.push((a, x0 - 1));
+                }
+                if x1 < b {
+                    next.push((x1 + 1, b));
+                }
+            }
+            pieces = next;
+        }
+        for (a, b) in pieces {
+            out.push(PortForward {
+                addr,
+                host: (a, b),
+                guest: g0 + (a - h0),
+            });
+        }
+    }
+    Ok(Ports::Specs(out))
+}
+
+fn refused(kind: Kind, long: &str, why: &str) -> String {
+    format!("{}: --{long}: {why}", kind.name())
+}
+
+/// Parses a passt or pasta command line (without argv[0]).
+pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
+    let (opts, operands) = tokenize(args)?;
+    let mut p = Parsed {
+        operands,
+        ..Parsed::default()
+    };
+    let mut addr6 = false;
+    for (long, v) in opts {
+        let scope = OPTS
+            .iter()
+            .find(|(l, ..)| *l == long)
+            .map(|o| o.3)
+            .unwrap_or(Scope::Both);
+        match (scope, kind) {
+            (Scope::Passt, Kind::Pasta) | (Scope::Pasta, Kind::Passt) => {
+                return Err(format!(
+                    "--{long} is a {} option only",
+                    if kind == Kind::Passt {
+                        "pasta"
+                    } else {
+                        "passt"
+                    }
+                ))
+            }
+            _ => {}
+        }
+        let v = v.unwrap_or_default();
+        let mut note = |s: String| p.notes.push(format!("{}: --{long}: {s}", kind.name()));
+        match long {
+            "help" => p.help = true,
+            "version" => p.version = true,
+            "foreground" => p.foreground = true,
+            "debug" | "trace" => p.verbosity = p.verbosity.max(0).saturating_add(1),
+            "quiet" => p.verbosity = -1,
+            "stderr" => {}
+            "log-file" => p.log_file = Some(PathBuf::from(v)),
+            "log-size" => note("accepted; the log file is not rotated".into()),
+            "one-off" => p.one_off = true,
+            "socket" | "socket-path" => p.socket = Some(PathBuf::from(v)),
+            "pid" => p.pid_file = Some(PathBuf::from(v)),
+            "pcap" => p.pcap = Some(PathBuf::from(v)),
+            "mtu" => {
+                let m: u16 = v
+                    .parse()
+                    .map_err(|_| format!("--mtu {v:?}: not a number"))?;
+                if !(576..=65520).contains(&m) {
+                    return Err(format!("--mtu {m}: warren needs 576..65520"));
+                }
+                p.mtu = Some(m);
+            }
+            "address" => match ip(long, &v)? {
+                IpAddr::V4(a) => p.address = Some(a),
+                IpAddr::V6(_) => addr6 = true,
+            },
+            "netmask" => p.prefix = Some(parse_netmask(&v)?),
+            "gateway" => p.gateway = Some(ipv4(long, &v)?),
+            "mac-addr" => note(format!(
+                "accepted; warren's gateway keeps its own MAC address (not {v})"
+            )),
+            "interface" => note(format!(
+                "accepted; warren copies no addresses from host interfaces and its connections follow the host's routing table (not bound to {v})"
+            )),
+            "dns" => {
+                if v != "none" {
+                    p.dns.push(ip(long, &v)?);
+                }
+            }
+            "search" => {
+                p.search = Some(if v == "none" {
+                    Vec::new()
+                } else {
+                    v.split_whitespace().map(String::from).collect()
+                })
+            }
+            "dns-forward" => p.dns_forward = Some(ipv4(long, &v)?),
+            "dns-host" => p.dns_host = Some(ip(long, &v)?),
+            "no-map-gw" => p.no_map_gw = true,
+            "map-gw" => p.no_map_gw = false,
+            "map-host-loopback" => {
+                if v == "none" {
+                    p.no_map_gw = true;
+                } else {
+                    // The gateway is what reaches the host's loopback in warren.
+                    p.gateway = Some(ipv4(long, &v)?);
+                    p.no_map_gw = false;
+                }
+            }
+            "map-guest-addr" => note(format!(
+                "accepted; warren does not translate {v} to the host (reach the host through the gateway address instead)"
+            )),
+            "ipv4-only" => {}
+            "ipv6-only" => return Err(refused(kind, long, "IPv6 is not served by warren yet")),
+            "no-ndp" | "no-dhcpv6" | "no-ra" | "no-splice" | "no-copy-routes" | "no-copy-addrs" => {
+                // True in warren anyway: no IPv6 services, no splicing, nothing copied from the host.
+            }
+            "no-netns-quit" => p.notes.push(format!(
+                "{}: --no-netns-quit: accepted; warren never watches the namespace path",
+                kind.name()
+            )),
+            "tcp-ports" => p.tcp.push(parse_ports(long, &v)?),
+            "udp-ports" => p.udp.push(parse_ports(long, &v)?),
+            "tcp-ns" | "udp-ns" => {
+                if v != "none" {
+                    return Err(refused(
+                        kind,
+                        long,
+                        "forwarding namespace ports to the host is not supported by warren (only 'none')",
+                    ));
+                }
+            }
+            "netns" => p.netns = Some(v),
+            "userns" => p.userns = Some(PathBuf::from(v)),
+            "ns-ifname" => p.ns_ifname = Some(v),
+            "config-net" => p.config_net = true,
+            "runas" => {
+                let me = rustix_free_uid();
+                let uid = v.split(':').next().unwrap_or_default();
+                if uid.parse::<u32>().ok() != Some(me) {
+                    return Err(refused(
+                        kind,
+                        long,
+                        "warren does not change user: start it as that user instead",
+                    ));
+                }
+            }
+            "fd" | "outbound" | "outbound-if4" | "outbound-if6" | "hostname" | "fqdn"
+            | "no-tcp" | "no-udp" | "no-icmp" | "no-dhcp" | "splice-only" | "freebind"
+            | "ns-mac-addr" | "dhcp-dns" | "no-dhcp-dns" | "dhcp-search" | "no-dhcp-search"
+            | "netns-only" | "host-lo-to-ns-lo" | "vhost-user" | "print-capabilities"
+            | "repair-path" | "migrate-exit" | "migrate-no-linger" | "stats" | "conf-path"
+            | "chroot-fallback" => {
+                return Err(refused(kind, long, "not supported by warren"));
+            }
+            other => return Err(format!("unrecognized option '--{other}'")),
+        }
+    }
+    if kind == Kind::Pasta && !p.help && !p.version {
+        for (given, opt) in [(!p.tcp.is_empty(), "-t"), (!p.udp.is_empty(), "-u")] {
+            if !given {
+                p.notes.push(format!(
+                    "pasta: no {opt}: pasta would forward bound ports automatically ('auto'); warren forwards none"
+                ));
+            }
+        }
+    }
+    if addr6 {
+        return Err(format!(
+            "{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)",
+            kind.name()
+        ));
+    }
+    if kind == Kind::Passt && !p.operands.is_empty() && !p.help && !p.version {
+        return Err(format!(
+            "passt takes no operands (got {:?})",
+            p.operands.join(" ")
+        ));
+    }
+    Ok(p)
+}
+
+/// The real uid, read without unsafe code (`/proc/self/status`); `u32::MAX` if unreadable.
+fn rustix_free_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(String::from))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+impl Parsed {
+    /// The forwards as warren `--hostfwd` specs (`proto:[ADDR]:H0-H1-:G0-G1`).
+    pub fn hostfwd_specs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (proto, list) in [("tcp", &self.tcp), ("udp", &self.udp)] {
+            for ports in list {
+                let Ports::Specs(fw) = ports else { continue };
+                for f in fw {
+                    let addr = match f.addr {
+                        None => String::new(),
+                        Some(IpAddr::V4(a)) => a.to_string(),
+                        Some(IpAddr::V6(a)) => format!("[{a}]"),
+                    };
+                    let (h0, h1) = f.host;
+                    let g1 = f.guest + (h1 - h0);
+                    if h0 == h1 {
+                        out.push(format!("{proto}:{addr}:{h0}-:{}", f.guest));
+                    } else {
+                        out.push(format!("{proto}:{addr}:{h0}-{h1}-:{}-{g1}", f.guest));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// warren's address-plan options for what was asked: `-a`/`-n` choose the network (and the
+    /// guest's address), `-g` the gateway, `--dns-forward` the DNS address, `-D`/`--dns-host`
+    /// the upstreams, `-S` the search list, `-m`, `--no-map-gw`, `-p`.
+    pub fn plan_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |k: &str, v: String| {
+            a.push(k.into());
+            a.push(v);
+        };
+        if let Some(addr) = self.address {
+            let prefix = self.prefix.unwrap_or(24);
+            let net = u32::from(addr) & (u32::MAX << (32 - u32::from(prefix)));
+            push("--net", format!("{}/{prefix}", Ipv4Addr::from(net)));
+        } else if let Some(prefix) = self.prefix {
+            push("--net", format!("10.0.2.0/{prefix}"));
+        }
+        if let Some(g) = self.gateway {
+            push("--gateway", g.to_string());
+        }
+        if let Some(d) = self.dns_forward {
+            push("--dns-addr", d.to_string());
+        }
+        for d in self.dns.iter().chain(self.dns_host.iter()) {
+            push("--dns-upstream", d.to_string());
+        }
+        if let Some(s) = &self.search {
+            for d in s {
+                push("--dns-search", d.clone());
+            }
+        }
+        if let Some(m) = self.mtu {
+            push("--mtu", m.to_string());
+        }
+        if let Some(p) = &self.pcap {
+            push("--pcap", p.display().to_string());
+        }
+        for f in self.hostfwd_specs() {
+            push("--hostfwd", f);
+        }
+        if self.no_map_gw {
+            a.push("--no-host-loopback".into());
+        }
+        match self.verbosity {
+            v if v < 0 => a.push("-q".into()),
+            0 => {}
+            v => a.extend((0..v.min(2)).map(|_| "-v".to_string())),
+        }
+        a
+    }
+}
+
+/// `passt --help` / `pasta --help`: what this drop-in accepts.
+pub fn help_text(kind: Kind) -> String {
+    let name = kind.name();
+    let specific = match kind {
+        Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n",
+        Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U none            (only 'none': no namespace-to-host forwarding)\n",
+    };
+    format!(
+        "Usage: {name} [OPTION]... {}\n\
+warren's {name} drop-in: warren's NAT gateway under {name}'s command line.\n\n\
+{specific}\
+  -f, --foreground       do not daemonize\n\
+  -P, --pid FILE         write the daemon's PID to FILE\n\
+  -l, --log-file FILE    log there (the daemon's output)\n\
+  -q, --quiet / -d, --debug\n\
+  -m, --mtu N            576..65520\n\
+  -a, --address ADDR     the guest's IPv4 address (its network: with -n, default /24)\n\
+  -n, --netmask MASK     prefix length or dotted mask\n\
+  -g, --gateway ADDR     the gateway (reaches the host's loopback unless --no-map-gw)\n\
+  -D, --dns ADDR         upstream resolver; -S, --search LIST\n\
+  --dns-forward ADDR     the guest's DNS address (warren's DNS proxy)\n\
+  -t, -u SPEC            host-to-guest forwards: none | [ADDR/]P[-Q][:R[-S]][,~X]...\n\
+  -p, --pcap FILE        capture\n\
+  -4, --ipv4-only; --no-map-gw; -i/--interface, -M/--mac-addr, --map-guest-addr (accepted, see README)\n\
+  -h, --help; --version\n",
+        if kind == Kind::Pasta { "[PID|PATH|COMMAND [ARGS]...]" } else { "" }
+    )
+}
+
+/// `--version`.
+pub fn version_text(kind: Kind, warren_version: &str) -> String {
+    format!(
+        "{} (warren {warren_version} drop-in, option set of passt 2026_07_16)\n",
+        kind.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// The argv libvirt's `src/qemu/qemu_passt.c` builds (`qemuPasstStart`, libvirt 9.x/10.x):
+    /// `--one-off --socket S --pid F [--mtu N] [--interface DEV] [--log-file F]
+    /// [--address A [--netmask P]]... [--tcp-ports|--udp-ports [ADDR/]RANGES]...`; libvirt 9.0
+    /// passed `--mac-addr MAC` instead of `--pid`.
+    #[test]
+    fn libvirt_argv() {
+        let p = parse(
+            Kind::Passt,
+            &s(&[
+                "--one-off",
+                "--socket",
+                "/run/user/1000/libvirt/qemu/run/passt/1-vm-net0.socket",
+                "--pid",
+                "/run/user/1000/libvirt/qemu/run/passt/1-vm-net0-passt.pid",
+                "--mtu",
+                "1500",
+                "--interface",
+                "eth0",
+                "--address",
+                "192.168.122.50",
+                "--netmask",
+                "24",
+                "--tcp-ports",
+                "127.0.0.1/2222:22",
+                "--udp-ports",
+                "5000-5002:6000-6002",
+                "--tcp-ports",
+                "8000-8010,~8005",
+                "--mac-addr",
+                "52:54:00:12:34:56",
+            ]),
+        )
+        .expect("ok");
+        assert!(p.one_off);
+        assert_eq!(p.address, Some(Ipv4Addr::new(192, 168, 122, 50)));
+        assert_eq!(p.prefix, Some(24));
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        assert_eq!(
+            p.hostfwd_specs(),
+            vec![
+                "tcp:127.0.0.1:2222-:22",
+                "tcp::8000-8004-:8000-8004",
+                "tcp::8006-8010-:8006-8010",
+                "udp::5000-5002-:6000-6002"
+            ]
+        );
+        let a = p.plan_args().join(" ");
+        assert!(a.contains("--net 192.168.122.0/24"), "{a}");
+        assert!(a.contains("--mtu 1500"), "{a}");
+    }
+
+    /// podman 5.x's `createPastaArgs` (containers/common libnetwork/pasta/pasta_linux.go) and
+    /// rootlesskit 2.x's `pkg/network/pasta/pasta.go`.
+    #[test]
+    fn podman_and_rootlesskit_argv() {
+        let p = parse(
+            Kind::Pasta,
+            &s(&[
+                "--config-net",
+                "-t",
+                "127.0.0.1/8080-8080:80-80",
+                "--dns-forward",
+                "169.254.0.1",
+                "-u",
+                "none",
+                "-T",
+                "none",
+                "-U",
+                "none",
+                "--no-map-gw",
+                "--quiet",
+                "--netns",
+                "/run/user/1000/netns/netns-1234",
+                "--map-guest-addr",
+                "169.254.1.2",
+            ]),
+        )
+        .expect("podman");
+        assert!(p.config_net && p.no_map_gw && p.verbosity < 0);
+        assert_eq!(p.netns.as_deref(), Some("/run/user/1000/netns/netns-1234"));
+        assert_eq!(p.hostfwd_specs(), vec!["tcp:127.0.0.1:8080-:80"]);
+        let p = parse(
+            Kind::Pasta,
+            &s(&[
+                "--stderr",
+                "--ns-ifname=tap0",
+                "--mtu=65520",
+                "--config-net",
+                "--address=10.0.2.100",
+                "--netmask=24",
+                "--gateway=10.0.2.2",
+                "--dns-forward=10.0.2.3",
+                "--ipv4-only",
+                "--tcp-ports=none",
+                "--udp-ports=none",
+                "--userns=/proc/42/ns/user",
+                "--netns=/run/user/1000/rk/netns",
+            ]),
+        )
+        .expect("rootlesskit");
+        assert_eq!(p.ns_ifname.as_deref(), Some("tap0"));
+        let a = p.plan_args().join(" ");
+        assert!(
+            a.contains("--net 10.0.2.0/24 --gateway 10.0.2.2 --dns-addr 10.0.2.3 --mtu 65520"),
+            "{a}"
+        );
+        let p = parse(Kind::Pasta, &s(&["--config-net", "-t", "none", "4242"])).expect("pid");
+        assert_eq!(p.operands, vec!["4242"]);
+    }
+
+    #[test]
+    fn grammar() {
+        let p = parse(Kind::Pasta, &s(&["-4qf", "-t22", "--tcp-p=33", "--", "-x"])).expect("ok");
+        assert!(p.foreground && p.verbosity < 0);
+        assert_eq!(p.operands, vec!["-x"]);
+        assert_eq!(p.hostfwd_specs(), vec!["tcp::22-:22", "tcp::33-:33"]);
+        // The first operand ends the options (getopt's '+').
+        let p = parse(Kind::Pasta, &s(&["sh", "-c", "true"])).expect("ok");
+        assert_eq!(p.operands, vec!["sh", "-c", "true"]);
+        assert!(parse(Kind::Passt, &s(&["--bogus"]))
+            .unwrap_err()
+            .contains("unrecognized"));
+        assert!(parse(Kind::Passt, &s(&["-Z"]))
+            .unwrap_err()
+            .contains("invalid option"));
+        assert!(parse(Kind::Passt, &s(&["--no"]))
+            .unwrap_err()
+            .contains("ambiguous"));
+        assert!(parse(Kind::Passt, &s(&["--mtu"]))
+            .unwrap_err()
+            .contains("requires"));
+        assert!(parse(Kind::Passt, &s(&["--netns", "x"]))
+            .unwrap_err()
+            .contains("pasta option"));
+        assert!(parse(Kind::Pasta, &s(&["--one-off"]))
+            .unwrap_err()
+            .contains("passt option"));
+        assert!(parse(Kind::Passt, &s(&["x"]))
+            .unwrap_err()
+            .contains("no operands"));
+    }
+
+    #[test]
+    fn refused_and_noted() {
+        for bad in [
+            &["--outbound-if4", "eth0"][..],
+            &["--outbound-if6", "eth0"],
+            &["-t", "all"],
+            &["-t", "auto"],
+            &["-t", "~22"],
+            &["-t", "10.0.0.1%eth0/22"],
+            &["-t", "22-21"],
+            &["-t", "22-23:80"],
+            &["-t", "0"],
+            &["-6"],
+            &["-a", "fd00::5"],
+            &["--vhost-user"],
+            &["--mtu", "100"],
+            &["-n", "255.0.255.0"],
+            &["--runas", "4000000000"],
+        ] {
+            let e = parse(Kind::Passt, &s(bad)).expect_err(&format!("{bad:?}"));
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for bad in [&["-T", "22"][..], &["-c", "/x"]] {
+            assert!(parse(Kind::Pasta, &s(bad)).is_err(), "{bad:?}");
+        }
+        let p = parse(
+            Kind::Passt,
+            &s(&["-M", "52:54:00:00:00:01", "--interface", "x"]),
+        )
+        .expect("ok");
+        assert_eq!(p.notes.len(), 2);
+        assert_eq!(parse_netmask("255.255.255.0"), Ok(24));
+        let p = parse(Kind::Passt, &s(&["-t", "[::1]/2222:22", "-u", "53"])).expect("v6 bind");
+        assert_eq!(p.hostfwd_specs(), vec!["tcp:[::1]:2222-:22", "udp::53-:53"]);
+    }
+}

@@ -1,0 +1,258 @@
+//! warren as `pasta`, driven the way podman 5.x and rootlesskit 2.x drive pasta, as an
+//! unprivileged user (Debian 12's podman 4.3 and rootlesskit 1.1 predate pasta, so the test
+//! replays their sequences, read from their source):
+//!
+//! - podman 5.x, containers/common `libnetwork/pasta/pasta_linux.go` `createPastaArgs` /
+//!   `Setup2` (commit 009331c2021c): inside podman's rootless user+mount namespace, the container's
+//!   netns is a file bind-mounted under the runtime directory; podman runs
+//!   `pasta --config-net [pasta_options from containers.conf] -t [HOSTIP/]H-H:C-C --dns-forward D
+//!   -u none -T none -U none [--no-map-gw] --quiet --netns PATH` and waits for it to exit 0
+//!   (pasta daemonizes); pasta quits when PATH is removed. `--dns-forward 10.0.2.3` and `--map-gw`
+//!   are the containers.conf `pasta_options` warren's README gives (podman's own default,
+//!   169.254.0.1, lies outside warren's network).
+//! - rootlesskit 2.x, `pkg/network/pasta/pasta.go` `ConfigureNetwork` (commit 0b4ed7b5ca2e):
+//!   `pasta --stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 --netmask=24
+//!   --gateway=10.0.2.2 --dns-forward=10.0.2.3 --ipv4-only --tcp-ports=none --udp-ports=none PID`
+//!   for the child's PID (`--port-driver=implicit` would pass `auto`, which warren refuses).
+//!
+//! Both add `--dns-host 127.0.0.77` so DNS reaches the test's own server (on 127.0.0.77:53), not
+//! the machine's resolver. Checks from inside: the tap's address and route, a host loopback
+//! service through the gateway, a name through the DNS address; from outside: a `-t` forward
+//! into the namespace; and that warren exits when the namespace goes (path removed / PID exited).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use warren_tests::servers::{closed_port, DnsServer, HttpServer};
+use warren_tests::warren::warren_binary;
+use warren_tests::{is_root, run_checked};
+
+const USER: &str = "warren-pa";
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+const DNS_NAME: &str = "pasta.warren.example";
+const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+
+fn ensure_user() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let exists = Command::new("id")
+            .arg(USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !exists {
+            run_checked(Command::new("useradd").args(["-m", "-s", "/bin/sh", USER]));
+        }
+        let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+        if !subuid.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
+            run_checked(Command::new("usermod").args([
+                "--add-subuids",
+                "400000-465535",
+                "--add-subgids",
+                "400000-465535",
+                USER,
+            ]));
+        }
+    });
+}
+
+/// One DNS server on 127.0.0.77:53 for the whole test binary (the port cannot be chosen in pasta).
+fn dns() -> &'static DnsServer {
+    static DNS: OnceLock<DnsServer> = OnceLock::new();
+    DNS.get_or_init(|| {
+        DnsServer::start_at(
+            DNS_IP,
+            53,
+            BTreeMap::from([(DNS_NAME.to_string(), DNS_ANSWER)]),
+        )
+    })
+}
+
+/// A directory the test user can use, holding warren under the name `pasta`.
+fn work_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("warren-pasta-")
+        .tempdir()
+        .expect("temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod dir");
+    let bin = dir.path().join("pasta");
+    warren_tests::link_or_copy(&warren_binary(), &bin).expect("link warren as pasta");
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod binary");
+    fs::create_dir(dir.path().join("www")).expect("www");
+    fs::write(
+        dir.path().join("www/in-ns.txt"),
+        "served from inside the namespace\n",
+    )
+    .expect("www file");
+    fs::set_permissions(dir.path().join("www"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Runs `script` as the test user with a time limit; returns (success, stdout + stderr).
+fn as_user(script: &str, limit: Duration) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
+        .args(["su", USER, "-s", "/bin/sh", "-c", script])
+        .output()
+        .expect("run su");
+    (
+        out.status.success(),
+        format!(
+            "{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Checks made inside the namespace (entered with `$ENTER`), and the forward from outside.
+fn checks(http_port: u16, fwd: u16) -> String {
+    format!(
+        r#"
+$ENTER ip -4 addr show tap0 | grep -o "inet [0-9./]*"
+$ENTER ip route | grep default
+$ENTER ip link show tap0 | grep -o "mtu [0-9]*"
+echo "fetch=$($ENTER wget -q -T 20 -O - http://10.0.2.2:{http_port}/hello.txt)"
+echo "dns=$($ENTER busybox nslookup {DNS_NAME} 10.0.2.3 2>&1 | grep -o 192.0.2.77 | head -1)"
+$ENTER busybox httpd -f -p 8080 -h "$D/www" </dev/null >/dev/null 2>&1 &
+HTTPD=$!
+sleep 1
+echo "fwd=$(wget -q -T 20 -O - http://127.0.0.1:{fwd}/in-ns.txt)"
+kill $HTTPD; wait $HTTPD 2>/dev/null
+"#
+    )
+}
+
+fn expect_common(out: &str, ok: bool, mtu: &str) {
+    assert!(ok, "the sequence failed:\n{out}");
+    assert!(
+        out.contains("pasta_exit=0"),
+        "pasta did not return 0:\n{out}"
+    );
+    assert!(out.contains("inet 10.0.2.100/24"), "tap0 address:\n{out}");
+    assert!(
+        out.contains("default via 10.0.2.2"),
+        "default route:\n{out}"
+    );
+    assert!(out.contains(&format!("mtu {mtu}")), "MTU:\n{out}");
+    assert!(
+        out.contains("fetch=hello through warren as pasta"),
+        "host loopback service through the gateway:\n{out}"
+    );
+    assert!(
+        out.contains("dns=192.0.2.77"),
+        "name through the DNS address:\n{out}"
+    );
+    assert!(
+        dns().queries().iter().any(|q| q.name == DNS_NAME),
+        "the test's DNS server saw no query:\n{out}"
+    );
+    assert!(
+        out.contains("fwd=served from inside the namespace"),
+        "-t forward into the namespace:\n{out}"
+    );
+    assert!(
+        out.contains("gone=1"),
+        "warren did not exit with the namespace:\n{out}"
+    );
+}
+
+#[test]
+fn podman5_sequence() {
+    assert!(is_root(), "creates a user: run as root (CI does)");
+    ensure_user();
+    dns();
+    let dir = work_dir();
+    let http = HttpServer::start(BTreeMap::from([(
+        "/hello.txt".to_owned(),
+        b"hello through warren as pasta".to_vec(),
+    )]));
+    let fwd = closed_port();
+    let d = dir.path().display();
+    // podman's rootless user+mount namespace, a bind-mounted netns file, then createPastaArgs's argv
+    // (containers.conf pasta_options = ["--dns-forward", "10.0.2.3", "--map-gw"] : --map-gw is
+    // removed by podman and suppresses --no-map-gw).
+    let script = format!(
+        r#"D={d}; export D; exec unshare -Urm sh -c '
+set -u
+mkdir -p "$D/netns" && touch "$D/netns/netns-1" && unshare --net="$D/netns/netns-1" true || {{ echo "netns setup failed"; exit 1; }}
+"$D/pasta" --config-net --dns-forward 10.0.2.3 -t 127.0.0.1/{fwd}-{fwd}:8080-8080 -u none -T none -U none --quiet --netns "$D/netns/netns-1" --dns-host {DNS_IP}
+echo "pasta_exit=$?"
+ENTER="nsenter --net=$D/netns/netns-1"
+{checks}
+# podman removes the namespace when the container stops; pasta quits then.
+umount "$D/netns/netns-1"; rm -f "$D/netns/netns-1"
+for i in $(seq 1 50); do pgrep -f "$D/netns/netns-1" >/dev/null || {{ echo gone=1; break; }}; sleep 0.2; done
+'"#,
+        checks = checks(http.port, fwd)
+    );
+    let (ok, out) = as_user(&script, Duration::from_secs(120));
+    expect_common(&out, ok, "1500");
+}
+
+#[test]
+fn rootlesskit2_sequence() {
+    assert!(is_root(), "creates a user: run as root (CI does)");
+    ensure_user();
+    dns();
+    let dir = work_dir();
+    let http = HttpServer::start(BTreeMap::from([(
+        "/hello.txt".to_owned(),
+        b"hello through warren as pasta".to_vec(),
+    )]));
+    let fwd = closed_port();
+    let d = dir.path().display();
+    // rootlesskit's child: a new user+network namespace; the parent runs pasta with its PID.
+    // The -t forward is what a user adds to rootlesskit's pasta (rootlesskit itself passes none).
+    let script = format!(
+        r#"D={d}; export D
+unshare -Urn sh -c 'exec sleep 300' &
+CHILD=$!
+sleep 0.5
+"$D/pasta" --stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 --netmask=24 --gateway=10.0.2.2 --dns-forward=10.0.2.3 --ipv4-only --tcp-ports=127.0.0.1/{fwd}:8080 --udp-ports=none --dns-host={DNS_IP} $CHILD
+echo "pasta_exit=$?"
+ENTER="nsenter -t $CHILD -U -n --preserve-credentials"
+{checks}
+# rootlesskit's child exits: pasta (watching the PID) exits too.
+kill $CHILD
+for i in $(seq 1 50); do pgrep -f "dns-host={DNS_IP} $CHILD" >/dev/null || {{ echo gone=1; break; }}; sleep 0.2; done
+"#,
+        checks = checks(http.port, fwd)
+    );
+    let (ok, out) = as_user(&script, Duration::from_secs(120));
+    expect_common(&out, ok, "65520");
+}
+
+/// podman's own default `--dns-forward 169.254.0.1`, and rootlesskit's `--port-driver=implicit`
+/// (`--tcp-ports=auto`): clear one-line errors, exit status non-zero, before daemonizing.
+#[test]
+fn unsupported_client_settings_are_clear_errors() {
+    let dir = work_dir();
+    let bin = dir.path().join("pasta");
+    for (args, want) in [
+        (
+            &[
+                "--config-net",
+                "--dns-forward",
+                "169.254.0.1",
+                "--netns",
+                "/nonexistent",
+            ][..],
+            "169.254.0.1",
+        ),
+        (&["--config-net", "--tcp-ports=auto", "1"][..], "auto"),
+        (&["--config-net", "-T", "8080", "1"][..], "--tcp-ns"),
+        (&["--bogus-option"][..], "--bogus-option"),
+    ] {
+        let out = Command::new(&bin).args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
