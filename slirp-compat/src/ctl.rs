@@ -51,6 +51,14 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    parse_ctl_args_raw(args).map_err(crate::one_line)
+}
+
+fn parse_ctl_args_raw<I, S>(args: I) -> Result<Ctl, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
     let mut api = None;
     let mut words = Vec::new();
     let mut it = args.into_iter().map(Into::into);
