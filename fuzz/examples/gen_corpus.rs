@@ -12,13 +12,17 @@ use warren_fuzz::input::Script;
 use warren_fuzz::seeds::*;
 
 fn write(target: &str, name: &str, data: &[u8]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     fs::create_dir_all(&dir).expect("mkdir");
     fs::write(dir.join(format!("gen-{name}")), data).expect("write");
 }
 
 fn clean(target: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     if let Ok(rd) = fs::read_dir(&dir) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with("gen-") {
@@ -81,8 +85,16 @@ fn frame_path() {
     // DHCP, then ARP for the gateway and DNS.
     let mut s = FrameScript::new(0);
     lease(&mut s);
-    s.frame(&arp_request(GUEST_MAC, guest4(), Ipv4Addr::new(10, 0, 2, 2)));
-    s.frame(&arp_request(GUEST_MAC, guest4(), Ipv4Addr::new(10, 0, 2, 3)));
+    s.frame(&arp_request(
+        GUEST_MAC,
+        guest4(),
+        Ipv4Addr::new(10, 0, 2, 2),
+    ));
+    s.frame(&arp_request(
+        GUEST_MAC,
+        guest4(),
+        Ipv4Addr::new(10, 0, 2, 3),
+    ));
     s.frame(&arp_reply(GUEST_MAC, guest4(), Ipv4Addr::new(10, 0, 2, 2)));
     write("frame_path", "dhcp-arp", &s.bytes());
 
@@ -143,13 +155,19 @@ fn frame_path() {
     s.op(Op::UdpFromHost).u8(0).chunk(b"hello back");
     s.op(Op::UdpFromHost).u8(0).chunk(&[0xee, 0]);
     s.frame(&icmp_echo(remote_ip(), 77, 1, b"ping"));
-    s.op(Op::IcmpFromHost).u8(0).chunk(&icmp_reply_msg(77, 1, b"ping"));
+    s.op(Op::IcmpFromHost)
+        .u8(0)
+        .chunk(&icmp_reply_msg(77, 1, b"ping"));
     s.advance_s(200);
     write("frame_path", "udp-icmp", &s.bytes());
 
     // Inbound forwards: a TCP connection and a UDP datagram for the guest; congestion.
     let mut s = FrameScript::new(cfg_flags::NO_HOST_LOOPBACK);
-    s.op(Op::TcpInbound).u8(0).u16(50000).u8(2 | (15 << 2)).u16(22);
+    s.op(Op::TcpInbound)
+        .u8(0)
+        .u16(50000)
+        .u8(2 | (15 << 2))
+        .u16(22);
     s.frame(&arp_reply(GUEST_MAC, guest4(), Ipv4Addr::new(10, 0, 2, 2)));
     tcp_rel(&mut s, 0, SYN | ACK, 0, 0, 65535, b"");
     tcp_rel(&mut s, 0, ACK | PSH, 0, 0, 65535, b"SSH-2.0-guest\r\n");
@@ -169,7 +187,11 @@ fn frame_path() {
     let mut s = FrameScript::new(cfg_flags::SMALL_NET | cfg_flags::RESTRICT);
     let frames = [
         dhcp_frame(GUEST2_MAC, &dhcp_discover(GUEST2_MAC)),
-        arp_request(GUEST2_MAC, Ipv4Addr::new(10, 0, 2, 8), Ipv4Addr::new(10, 0, 2, 2)),
+        arp_request(
+            GUEST2_MAC,
+            Ipv4Addr::new(10, 0, 2, 8),
+            Ipv4Addr::new(10, 0, 2, 2),
+        ),
         udp(GUEST2_MAC, v4(10, 0, 2, 8), 7, remote_ip(), 7, b"x"),
     ];
     s.op(Op::Batch).u8(frames.len() as u8 - 1);
@@ -187,14 +209,22 @@ fn dhcp() {
     let mut s = Script::default();
     s.u8(0);
     rec(&mut s, 1, 0, &dhcp_discover(mac(1)));
-    rec(&mut s, 1, 1, &dhcp_request(mac(1), Ipv4Addr::new(10, 0, 2, 15)));
+    rec(
+        &mut s,
+        1,
+        1,
+        &dhcp_request(mac(1), Ipv4Addr::new(10, 0, 2, 15)),
+    );
     rec(
         &mut s,
         1,
         100,
-        &dhcp_msg(mac(1), MessageType::Release, Ipv4Addr::new(10, 0, 2, 15), vec![
-            DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)),
-        ]),
+        &dhcp_msg(
+            mac(1),
+            MessageType::Release,
+            Ipv4Addr::new(10, 0, 2, 15),
+            vec![DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2))],
+        ),
     );
     write("dhcp", "lease-release", &s.0);
 
@@ -203,22 +233,37 @@ fn dhcp() {
     s.u8(1);
     for n in 0..8 {
         rec(&mut s, n, 0, &dhcp_discover(mac(n)));
-        rec(&mut s, n, 0, &dhcp_request(mac(n), Ipv4Addr::new(10, 0, 2, 10 + n)));
+        rec(
+            &mut s,
+            n,
+            0,
+            &dhcp_request(mac(n), Ipv4Addr::new(10, 0, 2, 10 + n)),
+        );
     }
     rec(
         &mut s,
         3,
         5,
-        &dhcp_msg(mac(3), MessageType::Decline, Ipv4Addr::UNSPECIFIED, vec![
-            DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 2, 13)),
-            DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)),
-        ]),
+        &dhcp_msg(
+            mac(3),
+            MessageType::Decline,
+            Ipv4Addr::UNSPECIFIED,
+            vec![
+                DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 2, 13)),
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)),
+            ],
+        ),
     );
     rec(
         &mut s,
         4,
         5,
-        &dhcp_msg(mac(4), MessageType::Inform, Ipv4Addr::new(10, 0, 2, 14), vec![]),
+        &dhcp_msg(
+            mac(4),
+            MessageType::Inform,
+            Ipv4Addr::new(10, 0, 2, 14),
+            vec![],
+        ),
     );
     rec(&mut s, 9, 200, &dhcp_discover(mac(9)));
     write("dhcp", "small-pool", &s.0);
@@ -227,20 +272,35 @@ fn dhcp() {
     let mut s = Script::default();
     s.u8(0);
     rec(&mut s, 2, 0, &dhcp_discover(mac(2)));
-    rec(&mut s, 2, 0, &dhcp_request(mac(2), Ipv4Addr::new(10, 0, 2, 15)));
+    rec(
+        &mut s,
+        2,
+        0,
+        &dhcp_request(mac(2), Ipv4Addr::new(10, 0, 2, 15)),
+    );
     rec(
         &mut s,
         2,
         250,
-        &dhcp_msg(mac(2), MessageType::Request, Ipv4Addr::new(10, 0, 2, 15), vec![]),
+        &dhcp_msg(
+            mac(2),
+            MessageType::Request,
+            Ipv4Addr::new(10, 0, 2, 15),
+            vec![],
+        ),
     );
     rec(
         &mut s,
         5,
         0,
-        &dhcp_msg(mac(5), MessageType::Request, Ipv4Addr::UNSPECIFIED, vec![
-            DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 168, 1, 5)),
-        ]),
+        &dhcp_msg(
+            mac(5),
+            MessageType::Request,
+            Ipv4Addr::UNSPECIFIED,
+            vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                192, 168, 1, 5,
+            ))],
+        ),
     );
     write("dhcp", "renew-reboot", &s.0);
 }
@@ -270,7 +330,9 @@ fn dns() {
 
     let mut s = Script::default();
     s.u8(0);
-    s.u8(0).u8(0).chunk(&dns_query(9, "nothing.example", 1, false));
+    s.u8(0)
+        .u8(0)
+        .chunk(&dns_query(9, "nothing.example", 1, false));
     write("dns", "no-upstream", &s.0);
 }
 
@@ -318,7 +380,11 @@ fn api() {
         r#"{"execute":"list_leases"}"#,
         r#"{"execute":"stats"}"#,
     ];
-    write("api_json", "session", format!("\x01{}", reqs.join("\n")).as_bytes());
+    write(
+        "api_json",
+        "session",
+        format!("\x01{}", reqs.join("\n")).as_bytes(),
+    );
     write(
         "api_json",
         "refused",
@@ -379,7 +445,14 @@ fn text_seeds() {
             "tap0",
         ][..],
         &["-c", "-e", "4", "1234", "tap0"],
-        &["--cidr=192.168.5.0/28", "-m", "576", "--disable-dns", "99", "tap9"],
+        &[
+            "--cidr=192.168.5.0/28",
+            "-m",
+            "576",
+            "--disable-dns",
+            "99",
+            "tap9",
+        ],
         &["--target-type=bess", "/tmp/bess.sock"],
         &["--help"],
     ];

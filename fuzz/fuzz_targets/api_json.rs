@@ -26,15 +26,26 @@ impl ApiBackend for Backend {
     fn ipv6_enabled(&self) -> bool {
         self.ipv6
     }
-    fn open_hostfwd(&mut self, proto: Proto, host: SocketAddr, _g: SocketAddr) -> Result<(), String> {
+    fn open_hostfwd(
+        &mut self,
+        proto: Proto,
+        host: SocketAddr,
+        _g: SocketAddr,
+    ) -> Result<(), String> {
         if self.refuse {
             return Err("Address already in use (os error 98)".into());
         }
-        assert!(self.open.insert((proto, host)), "{proto} {host} bound twice");
+        assert!(
+            self.open.insert((proto, host)),
+            "{proto} {host} bound twice"
+        );
         Ok(())
     }
     fn close_hostfwd(&mut self, e: &HostFwdEntry) {
-        assert!(self.open.remove(&(e.proto, e.host)), "closed a forward never opened");
+        assert!(
+            self.open.remove(&(e.proto, e.host)),
+            "closed a forward never opened"
+        );
     }
     fn leases(&self) -> Vec<LeaseInfo> {
         vec![LeaseInfo::new(
@@ -74,10 +85,21 @@ fuzz_target!(|data: &[u8]| {
         let mut socks = HashSet::new();
         for e in table.list() {
             assert!(ids.insert(e.id), "id {} twice", e.id);
-            assert!(socks.insert((e.proto, e.host)), "{} forwarded twice", e.host);
-            assert!(backend.open.contains(&(e.proto, e.host)), "table entry without a socket");
+            assert!(
+                socks.insert((e.proto, e.host)),
+                "{} forwarded twice",
+                e.host
+            );
+            assert!(
+                backend.open.contains(&(e.proto, e.host)),
+                "table entry without a socket"
+            );
         }
-        assert_eq!(backend.open.len(), table.len(), "a socket without a table entry");
+        assert_eq!(
+            backend.open.len(),
+            table.len(),
+            "a socket without a table entry"
+        );
     }
 });
 

@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
         match server.handle(now, mac, payload) {
             Ok(Some(reply)) => {
                 assert!(reply.payload.len() >= 300, "short reply");
-                let msg = Message::decode(&mut Decoder::new(&reply.payload))
-                    .expect("our reply decodes");
+                let msg =
+                    Message::decode(&mut Decoder::new(&reply.payload)).expect("our reply decodes");
                 assert_eq!(msg.opcode(), Opcode::BootReply);
                 assert_eq!(msg.chaddr(), &mac[..], "reply for another client");
                 assert!(

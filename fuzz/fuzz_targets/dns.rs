@@ -110,7 +110,10 @@ fuzz_target!(|data: &[u8]| {
     // The whole budget passes: nothing is left waiting.
     now += TIMEOUT + Duration::from_secs(1);
     for a in fwd.poll_timeouts(now) {
-        assert!(matches!(a, DnsAction::Reply { .. } | DnsAction::SendUpstream { .. }));
+        assert!(matches!(
+            a,
+            DnsAction::Reply { .. } | DnsAction::SendUpstream { .. }
+        ));
     }
     now += TIMEOUT + Duration::from_secs(1);
     let _ = fwd.poll_timeouts(now);

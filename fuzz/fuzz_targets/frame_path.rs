@@ -11,10 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use netstack::config::{Config, GuestFwd, GuestFwdTarget, Ipv4Net};
 use netstack::gateway::Gateway;
 use netstack::wire::ethernet::{self, Frame};
+use netstack::wire::tcp::SYN;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use netstack::wire::tcp::SYN;
 use warren_fuzz::seeds::{cfg_flags, tcp_seg, Op};
 use warren_fuzz::sim::SimHost;
 use warren_fuzz::Input;
@@ -85,7 +85,9 @@ fn addr(inp: &mut Input, cfg: &Config) -> IpAddr {
     match b % 4 {
         0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         1 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, b)),
-        2 => IpAddr::V4(Ipv4Addr::from(u32::from(cfg.net.network()) | u32::from(b >> 2))),
+        2 => IpAddr::V4(Ipv4Addr::from(
+            u32::from(cfg.net.network()) | u32::from(b >> 2),
+        )),
         _ => IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x7f00, 1)),
     }
 }
@@ -112,10 +114,8 @@ fuzz_target!(|data: &[u8]| {
             Op::Batch => {
                 let n = usize::from(inp.u8() % 8) + 1;
                 let frames: Vec<&[u8]> = (0..n).map(|_| inp.chunk()).collect();
-                let frames: Vec<&[u8]> = frames
-                    .into_iter()
-                    .filter(|f| admit(&mut host, f))
-                    .collect();
+                let frames: Vec<&[u8]> =
+                    frames.into_iter().filter(|f| admit(&mut host, f)).collect();
                 gw.handle_frames(now, &frames, &mut host);
             }
             Op::Advance => {
@@ -244,7 +244,16 @@ fuzz_target!(|data: &[u8]| {
                 let ack = c.gw_isn.map_or(0, |i| {
                     i.wrapping_add(1).wrapping_add(ack_off as i16 as i32 as u32)
                 });
-                let f = tcp_seg(c.guest_mac, c.guest, c.remote, seq, ack, flags, window, payload);
+                let f = tcp_seg(
+                    c.guest_mac,
+                    c.guest,
+                    c.remote,
+                    seq,
+                    ack,
+                    flags,
+                    window,
+                    payload,
+                );
                 if admit(&mut host, &f) {
                     gw.handle_frame(now, &f, &mut host);
                 }
@@ -280,7 +289,11 @@ fuzz_target!(|data: &[u8]| {
         gw.end_batch(now, &mut host);
     }
     let (_, udp, icmp) = gw.flow_counts();
-    assert_eq!((udp, icmp), (0, 0), "UDP/ICMP flows outlived their idle timeout");
+    assert_eq!(
+        (udp, icmp),
+        (0, 0),
+        "UDP/ICMP flows outlived their idle timeout"
+    );
     assert!(host.udp.is_empty(), "a UDP host socket was never closed");
     assert!(host.icmp.is_empty(), "an ICMP host socket was never closed");
 });

@@ -72,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = decode_all(stream);
     let pieces = decode_in_pieces(stream, u32::from(seed));
-    assert_eq!(whole, pieces, "decoding depends on how the stream was split");
+    assert_eq!(
+        whole, pieces,
+        "decoding depends on how the stream was split"
+    );
 
     // The datagram side: `data` as the sender's address.
     if let Ok(addr) = SockAddr::unix(OsStr::from_bytes(data)) {

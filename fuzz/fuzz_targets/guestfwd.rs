@@ -20,8 +20,10 @@ fuzz_target!(|data: &[u8]| {
             match g.resolved_addr(&cfg) {
                 Ok(a) => {
                     assert!(cfg.net.contains(a), "{a} off the LAN");
-                    assert!(![cfg.gateway, cfg.dns, cfg.net.network(), cfg.net.broadcast()]
-                        .contains(&a));
+                    assert!(
+                        ![cfg.gateway, cfg.dns, cfg.net.network(), cfg.net.broadcast()]
+                            .contains(&a)
+                    );
                 }
                 Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
             }

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     });
     // Names only add servers that numeric scopes could not give.
     for ns in &a.nameservers {
-        assert!(rc.nameservers.contains(ns), "{ns} lost when scope names resolve");
+        assert!(
+            rc.nameservers.contains(ns),
+            "{ns} lost when scope names resolve"
+        );
     }
     let mut seen = HashSet::new();
     for ns in &rc.nameservers {
@@ -29,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut seen = HashSet::new();
     for d in &rc.search {
-        assert!(!d.is_empty() && !d.contains(char::is_whitespace), "search {d:?}");
+        assert!(
+            !d.is_empty() && !d.contains(char::is_whitespace),
+            "search {d:?}"
+        );
         assert!(seen.insert(d.clone()), "search {d:?} twice");
     }
     if let Some(d) = &rc.domain {

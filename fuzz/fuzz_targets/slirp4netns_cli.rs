@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let plan_ok = match o.to_config(Config::default()) {
         Ok(c) => {
-            assert_eq!(c.validate(), Ok(()), "slirp4netns options gave an invalid config");
+            assert_eq!(
+                c.validate(),
+                Ok(()),
+                "slirp4netns options gave an invalid config"
+            );
             true
         }
         Err(e) => {

@@ -25,7 +25,12 @@ fn print(o: &SlirpOptions) -> String {
         kv("net", &format!("{}/{}", n.addr, n.prefix));
     }
     let onoff = |b: bool| if b { "on" } else { "off" };
-    for (k, v) in [("ip", o.ip), ("host", o.host), ("dns", o.dns), ("dhcpstart", o.dhcp_start)] {
+    for (k, v) in [
+        ("ip", o.ip),
+        ("host", o.host),
+        ("dns", o.dns),
+        ("dhcpstart", o.dhcp_start),
+    ] {
         if let Some(v) = v {
             kv(k, &v);
         }
@@ -87,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
     match SlirpOptions::parse(&s) {
         Ok(o) => {
             let printed = print(&o);
-            assert_eq!(SlirpOptions::parse(&printed).as_ref(), Ok(&o), "{printed:?}");
+            assert_eq!(
+                SlirpOptions::parse(&printed).as_ref(),
+                Ok(&o),
+                "{printed:?}"
+            );
             let mut cfg = Config::default();
             match o.apply(&mut cfg) {
                 Ok(()) => assert_eq!(cfg.validate(), Ok(()), "apply accepted an invalid config"),

@@ -19,10 +19,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!r.path.is_empty() && r.path.len() < vde::SUN_LEN - 2);
             assert!(!r.path.contains(&0));
             assert!(r.description.len() <= vde::MAX_DESCR);
-            assert!(r
-                .description
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b)));
+            assert!(r.description.bytes().all(|b| (0x20..0x7f).contains(&b)));
             let port = match r.port {
                 PortRequest::Any => Some(0),
                 PortRequest::Number(n) => Some(n),
@@ -64,5 +61,9 @@ fn assert_acceptable(path: &[u8], dir: &Path) {
             path.strip_prefix(p.as_bytes())
                 .is_some_and(|n| !n.is_empty() && !n.contains(&b'/'))
         });
-    assert!(in_dir || fallback, "accepted {:?}", String::from_utf8_lossy(path));
+    assert!(
+        in_dir || fallback,
+        "accepted {:?}",
+        String::from_utf8_lossy(path)
+    );
 }

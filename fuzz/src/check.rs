@@ -28,7 +28,10 @@ fn check(cfg: &Config, known_macs: &HashSet<Mac>, frame: &[u8]) -> Result<(), St
     }
     let eth = Frame::parse(frame).map_err(|e| format!("ethernet: {e:?}"))?;
     if eth.src() != cfg.gateway_mac {
-        return Err(format!("source MAC {:02x?} is not the gateway's", eth.src()));
+        return Err(format!(
+            "source MAC {:02x?} is not the gateway's",
+            eth.src()
+        ));
     }
     let dst = eth.dst();
     if dst != ethernet::BROADCAST && !known_macs.contains(&dst) {

@@ -156,7 +156,14 @@ pub fn arp_reply(sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> V
     eth(GW_MAC, sender_mac, ethernet::ETHERTYPE_ARP, &b)
 }
 
-pub fn udp(src_mac: Mac, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp(
+    src_mac: Mac,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut seg = vec![0u8; udpw::HEADER_LEN + payload.len()];
     seg[udpw::HEADER_LEN..].copy_from_slice(payload);
     udpw::write(&mut seg, src, dst, sport, dport);
