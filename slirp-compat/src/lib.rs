@@ -49,7 +49,10 @@ mod one_line_tests {
     fn errors_with_control_characters_stay_one_line() {
         let errs = [
             GuestFwd::parse("tcp:10.0.112.0:7-cmd:\0e \n\0: x")
-                .and_then(|g| g.resolved_addr(&netstack::config::Config::default()).map(|_| g))
+                .and_then(|g| {
+                    g.resolved_addr(&netstack::config::Config::default())
+                        .map(|_| g)
+                })
                 .expect_err("outside the LAN"),
             SlirpOptions::parse("ipv6=on,ipv4=on,ipv6-host=\\6=on\n\0::3").expect_err("bad v6"),
             slirp4netns::parse_args(["--disable-\u{1b}[2J\nhost-loopback"]).expect_err("unknown"),

@@ -299,7 +299,10 @@ mod tests {
         assert_eq!(describe(b"/tmp/guest1.sock"), "/tmp/guest1.sock");
         assert_eq!(describe(b"\0qemu"), "@qemu");
         // Found by fuzz/fuzz_targets/framing.rs: a peer's name went to the log verbatim.
-        assert_eq!(describe(b"/tmp/a\nforged\x1b[2J"), "/tmp/a\\nforged\\u{1b}[2J");
+        assert_eq!(
+            describe(b"/tmp/a\nforged\x1b[2J"),
+            "/tmp/a\\nforged\\u{1b}[2J"
+        );
         assert_eq!(describe(b"\0\n"), "@\\n");
     }
 }
