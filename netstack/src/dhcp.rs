@@ -512,7 +512,7 @@ impl DhcpServer {
     }
 
     fn inform(&self, req: &Request) -> Result<DhcpReply, DhcpError> {
-        let ciaddr = req.msg.ciaddr();
+        let ciaddr = self.answerable(req.msg.ciaddr());
         let payload = self.reply(
             &req.msg,
             MessageType::Ack,
@@ -548,12 +548,28 @@ impl DhcpServer {
         })
     }
 
+    /// A client's `ciaddr` if a reply may be unicast to it: a guest address on the LAN. Anything
+    /// else (another network, 255.x, the gateway's own addresses) is treated as unspecified, so
+    /// the reply is broadcast rather than sent, and learned, off the LAN (found by fuzzing).
+    fn answerable(&self, ciaddr: Ipv4Addr) -> Ipv4Addr {
+        let c = &self.cfg;
+        let guest = c.net.contains(ciaddr)
+            && ![c.gateway, c.dns, c.net.network(), c.net.broadcast()].contains(&ciaddr)
+            && !c.guestfwds.iter().any(|g| g.addr == ciaddr);
+        if guest {
+            ciaddr
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        }
+    }
+
     /// Where a reply goes (RFC 2131 §4.1, giaddr already excluded).
     fn address(&self, req: &Message, payload: Vec<u8>, yiaddr: Ipv4Addr, mac: Mac) -> DhcpReply {
-        if !req.ciaddr().is_unspecified() {
+        let ciaddr = self.answerable(req.ciaddr());
+        if !ciaddr.is_unspecified() {
             DhcpReply {
                 payload,
-                dst_ip: req.ciaddr(),
+                dst_ip: ciaddr,
                 dst_mac: mac,
             }
         } else if req.flags().broadcast() {
@@ -1315,6 +1331,38 @@ mod tests {
                     .unwrap(),
             );
             assert_eq!(offer.yiaddr(), ip("10.0.2.15"), "{want}");
+        }
+    }
+
+    /// fuzz/corpus/frame_path/crash-5eaad9a5cb61: a ciaddr off the LAN made the gateway unicast
+    /// the reply (and learn a neighbour) at that address.
+    #[test]
+    fn ciaddr_off_the_lan_gets_a_broadcast_reply() {
+        let mut s = DhcpServer::new(&Config::default());
+        let now = Instant::now();
+        let a = Client::new(MAC_A);
+        for bad in [
+            "255.0.0.0",
+            "8.8.8.8",
+            "127.0.0.1",
+            "10.0.2.2",
+            "10.0.2.255",
+        ] {
+            let r = s
+                .handle(now, MAC_A, &a.msg(MessageType::Inform, ip(bad), vec![]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (r.dst_ip, r.dst_mac),
+                (Ipv4Addr::BROADCAST, BROADCAST_MAC),
+                "{bad}"
+            );
+            // No broadcast flag: the offer goes to the offered address.
+            let r = s
+                .handle(now, MAC_A, &a.msg(MessageType::Discover, ip(bad), vec![]))
+                .unwrap()
+                .unwrap();
+            assert_eq!((r.dst_ip, r.dst_mac), (ip("10.0.2.15"), MAC_A), "{bad}");
         }
     }
 

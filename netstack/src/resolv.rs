@@ -104,6 +104,12 @@ fn parse_nameserver(word: &str, scope_index: &impl Fn(&str) -> Option<u32>) -> O
             Err(_) if !scope.is_empty() => scope_index(scope)?,
             Err(_) => return None,
         };
+        // `::%eth0` is "this host" like a plain `::`.
+        let ip = if ip.is_unspecified() {
+            Ipv6Addr::LOCALHOST
+        } else {
+            ip
+        };
         return Some(SocketAddr::V6(SocketAddrV6::new(ip, DNS_PORT, 0, scope_id)));
     }
     let ip: IpAddr = word.parse().ok()?;
@@ -135,6 +141,21 @@ fn normalize_domain(word: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// fuzz/corpus/resolv_conf/scoped-unspecified: `::` with a scope stayed unspecified.
+    #[test]
+    fn scoped_unspecified_is_loopback() {
+        let rc = parse("nameserver ::%2\n");
+        assert_eq!(
+            rc.nameservers,
+            vec![SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::LOCALHOST,
+                53,
+                0,
+                2
+            ))]
+        );
+    }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), 53)

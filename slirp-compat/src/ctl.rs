@@ -118,6 +118,14 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    parse_ctl_args_raw(args).map_err(crate::one_line)
+}
+
+fn parse_ctl_args_raw<I, S>(args: I) -> Result<Ctl, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
     use clap::error::{ContextKind, ErrorKind};
     use clap::Parser;
     const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";

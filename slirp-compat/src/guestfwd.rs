@@ -52,7 +52,7 @@ pub fn default_guestfwd_addr(net: Ipv4Net) -> Ipv4Addr {
 
 impl GuestFwd {
     pub fn parse(spec: &str) -> Result<Self, String> {
-        Self::parse_inner(spec).map_err(|e| format!("guestfwd {spec:?}: {e}"))
+        Self::parse_inner(spec).map_err(|e| crate::one_line(format!("guestfwd {spec:?}: {e}")))
     }
 
     fn parse_inner(spec: &str) -> Result<Self, String> {
@@ -91,6 +91,10 @@ impl GuestFwd {
     /// The guest-side address with the default filled in for `cfg`'s network, checked as
     /// libslirp does (on the LAN, not the gateway or DNS) plus not the network/broadcast address.
     pub fn resolved_addr(&self, cfg: &Config) -> Result<Ipv4Addr, String> {
+        self.resolved_addr_raw(cfg).map_err(crate::one_line)
+    }
+
+    fn resolved_addr_raw(&self, cfg: &Config) -> Result<Ipv4Addr, String> {
         let ip = self
             .guest_addr
             .unwrap_or_else(|| default_guestfwd_addr(cfg.net));

@@ -91,6 +91,10 @@ impl PortRange {
     }
     /// Parses `P` or `A-B` (decimal, 1..=65535, A <= B). `what` names the field in errors.
     pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        Self::parse_raw(s, what).map_err(crate::one_line)
+    }
+
+    fn parse_raw(s: &str, what: &str) -> Result<Self, String> {
         match s.split_once('-') {
             None => Ok(PortRange::single(parse_port(s, what)?)),
             Some((a, b)) => {
@@ -204,7 +208,7 @@ const HOSTFWD_SYNTAX: &str = "expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]
 impl HostFwd {
     /// Parses a QEMU `hostfwd=` value (see the module docs for the exact rules).
     pub fn parse(spec: &str) -> Result<Self, String> {
-        Self::parse_inner(spec).map_err(|e| format!("hostfwd {spec:?}: {e}"))
+        Self::parse_inner(spec).map_err(|e| crate::one_line(format!("hostfwd {spec:?}: {e}")))
     }
 
     fn parse_inner(spec: &str) -> Result<Self, String> {
@@ -302,6 +306,10 @@ impl HostFwd {
     /// first DHCP lease, as in libslirp). The guest address must be an IPv4 address on the LAN
     /// other than the gateway, DNS, network and broadcast addresses.
     pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, String> {
+        self.resolve_raw(cfg).map_err(crate::one_line)
+    }
+
+    fn resolve_raw(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, String> {
         let guest = match self.guest_addr {
             None => cfg.dhcp_start,
             Some(IpAddr::V4(a)) => a,

@@ -24,6 +24,50 @@ pub use hostfwd::{HostFwd, HostFwdRule, PortRange, Proto, ResolvedHostFwd};
 pub use options::SlirpOptions;
 pub use slirp4netns::{Slirp4netnsCommand, Slirp4netnsOptions};
 
+/// Keeps an error message on one line: control characters that came in with user input (a
+/// newline in an option value, a NUL in a command) are shown escaped (`\n`, `\u{0}`).
+pub(crate) fn one_line(e: String) -> String {
+    if !e.chars().any(char::is_control) {
+        return e;
+    }
+    e.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::*;
+
+    /// Inputs the fuzz targets found (fuzz/corpus/*/crash-*): values with newlines and NULs
+    /// came back verbatim inside error messages.
+    #[test]
+    fn errors_with_control_characters_stay_one_line() {
+        let errs = [
+            GuestFwd::parse("tcp:10.0.112.0:7-cmd:\0e \n\0: x")
+                .and_then(|g| {
+                    g.resolved_addr(&netstack::config::Config::default())
+                        .map(|_| g)
+                })
+                .expect_err("outside the LAN"),
+            SlirpOptions::parse("ipv6=on,ipv4=on,ipv6-host=\\6=on\n\0::3").expect_err("bad v6"),
+            slirp4netns::parse_args(["--disable-\u{1b}[2J\nhost-loopback"]).expect_err("unknown"),
+            HostFwd::parse("tcp::1-:2\n3").expect_err("bad port"),
+        ];
+        for e in errs {
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+        assert_eq!(one_line("a\nb\u{0}c é".into()), "a\\nb\\0c é");
+        assert_eq!(one_line("plain".into()), "plain");
+    }
+}
+
 #[cfg(test)]
 mod fuzz {
     //! Deterministic pseudo-random inputs: no parser may panic, errors are one line, and

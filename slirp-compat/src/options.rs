@@ -65,6 +65,10 @@ pub struct SlirpOptions {
 /// Splits a QemuOpts string into `(key, value)` elements; `,,` is a literal comma and an element
 /// without `=` has no value.
 pub fn split_qemu_opts(s: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    split_qemu_opts_raw(s).map_err(crate::one_line)
+}
+
+fn split_qemu_opts_raw(s: &str) -> Result<Vec<(String, Option<String>)>, String> {
     let mut out = Vec::new();
     if s.is_empty() {
         return Ok(out);
@@ -103,6 +107,10 @@ pub fn split_qemu_opts(s: &str) -> Result<Vec<(String, Option<String>)>, String>
 
 /// QEMU's boolean spellings.
 pub fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, String> {
+    parse_bool_raw(key, v).map_err(crate::one_line)
+}
+
+fn parse_bool_raw(key: &str, v: Option<&str>) -> Result<bool, String> {
     match v {
         None | Some("on" | "yes" | "y" | "true") => Ok(true),
         Some("off" | "no" | "n" | "false") => Ok(false),
@@ -131,6 +139,10 @@ pub fn classful_prefix(addr: Ipv4Addr) -> u8 {
 
 /// Parses `ADDR`, `ADDR/PREFIX` or `ADDR/DOTTED.MASK` with QEMU's rules.
 pub fn parse_net(s: &str) -> Result<Ipv4Net, String> {
+    parse_net_raw(s).map_err(crate::one_line)
+}
+
+fn parse_net_raw(s: &str) -> Result<Ipv4Net, String> {
     let bad = |why: String| format!("net={s}: {why}");
     let (a, m) = match s.split_once('/') {
         Some((a, m)) => (a, Some(m)),
@@ -198,6 +210,10 @@ fn once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), String> {
 impl SlirpOptions {
     /// Parses an option string (see the module docs).
     pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_raw(s).map_err(crate::one_line)
+    }
+
+    fn parse_raw(s: &str) -> Result<Self, String> {
         let mut o = SlirpOptions::default();
         for (i, (k, v)) in split_qemu_opts(s)?.into_iter().enumerate() {
             let key = k.as_str();
@@ -302,6 +318,10 @@ impl SlirpOptions {
 
     /// The network `net=` or the legacy `ip=` selects, if any.
     pub fn effective_net(&self) -> Result<Option<Ipv4Net>, String> {
+        self.effective_net_raw().map_err(crate::one_line)
+    }
+
+    fn effective_net_raw(&self) -> Result<Option<Ipv4Net>, String> {
         match (self.net, self.ip) {
             (Some(n), _) => Ok(Some(n)),
             (None, Some(ip)) => Ipv4Net::new(ip, 24).map(Some),
@@ -315,6 +335,10 @@ impl SlirpOptions {
     /// the LAN), guestfwd (addresses on the LAN, not the gateway/DNS, no duplicates). Not
     /// represented in `Config`, read them from `self`: restrict, hostname, ipv6*, id.
     pub fn apply(&self, cfg: &mut Config) -> Result<(), String> {
+        self.apply_raw(cfg).map_err(crate::one_line)
+    }
+
+    fn apply_raw(&self, cfg: &mut Config) -> Result<(), String> {
         if !self.ipv4_enabled() {
             return Err(if self.ipv4 == Some(false) {
                 "ipv4=off: warren's gateway needs IPv4".into()

@@ -209,6 +209,10 @@ fn find_short(c: char) -> Option<(&'static str, bool, Opt)> {
 
 /// Parses slirp4netns's `--cidr`: `A.B.C.D/N`, N in 1..=25, a network address.
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+    parse_cidr_raw(s).map_err(crate::one_line)
+}
+
+fn parse_cidr_raw(s: &str) -> Result<Ipv4Net, String> {
     let bad = || format!("invalid CIDR: {s}");
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let quad_ok = {
@@ -239,6 +243,10 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
 
 /// Parses `xx:xx:xx:xx:xx:xx` (1 or 2 hex digits per byte, as slirp4netns's `%x` loop).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    parse_mac_raw(s).map_err(crate::one_line)
+}
+
+fn parse_mac_raw(s: &str) -> Result<[u8; 6], String> {
     let bad = || format!("\"{s}\" is an invalid MAC address.");
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
@@ -288,6 +296,14 @@ fn parse_fd(v: &str, what: &str) -> Result<i32, String> {
 
 /// Parses the arguments after `argv[0]`.
 pub fn parse_args<I, S>(args: I) -> Result<Slirp4netnsCommand, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    parse_args_raw(args).map_err(crate::one_line)
+}
+
+fn parse_args_raw<I, S>(args: I) -> Result<Slirp4netnsCommand, String>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -552,6 +568,10 @@ impl Slirp4netnsOptions {
     /// The gateway config for this command line (slirp4netns's plain +2/+3/+15 offsets),
     /// starting from `base` for everything the command line does not say.
     pub fn to_config(&self, base: Config) -> Result<Config, String> {
+        self.to_config_raw(base).map_err(crate::one_line)
+    }
+
+    fn to_config_raw(&self, base: Config) -> Result<Config, String> {
         let mut c = base;
         c.net = self.cidr;
         c.gateway = self.gateway();

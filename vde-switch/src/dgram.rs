@@ -86,7 +86,8 @@ fn connected_to(addr: &SockAddr) -> io::Result<AsyncFd<OwnedFd>> {
 }
 
 /// The map key of a peer address; None for an unnamed sender.
-fn peer_key(a: &SockAddr) -> Option<Cow<'_, [u8]>> {
+#[doc(hidden)]
+pub fn peer_key(a: &SockAddr) -> Option<Cow<'_, [u8]>> {
     if let Some(p) = a.as_pathname() {
         return Some(Cow::Borrowed(p.as_os_str().as_bytes()));
     }
@@ -98,11 +99,25 @@ fn peer_key(a: &SockAddr) -> Option<Cow<'_, [u8]>> {
     })
 }
 
-fn describe(key: &[u8]) -> String {
-    match key.split_first() {
-        Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
-        _ => String::from_utf8_lossy(key).into_owned(),
-    }
+/// A peer's address for log lines: `@name` for abstract ones; control characters (a peer can bind
+/// any name) are escaped so that a name cannot forge log lines.
+#[doc(hidden)]
+pub fn describe(key: &[u8]) -> String {
+    let (at, name) = match key.split_first() {
+        Some((0, name)) => ("@", name),
+        _ => ("", key),
+    };
+    let name: String = String::from_utf8_lossy(name)
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    format!("{at}{name}")
 }
 
 impl Server {
@@ -294,5 +309,11 @@ mod tests {
         assert_eq!(peer_key(&SockAddr::unix("").expect("unnamed")), None);
         assert_eq!(describe(b"/tmp/guest1.sock"), "/tmp/guest1.sock");
         assert_eq!(describe(b"\0qemu"), "@qemu");
+        // Found by fuzz/fuzz_targets/framing.rs: a peer's name went to the log verbatim.
+        assert_eq!(
+            describe(b"/tmp/a\nforged\x1b[2J"),
+            "/tmp/a\\nforged\\u{1b}[2J"
+        );
+        assert_eq!(describe(b"\0\n"), "@\\n");
     }
 }

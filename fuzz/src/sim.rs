@@ -1,0 +1,349 @@
+//! A simulated host for the gateway core (after `netstack/tests/sim.rs`): in-memory sockets whose
+//! behaviour the fuzzer steers, and a check of every frame the gateway transmits.
+//!
+//! The simulation is honest about what real sockets can do (a receive never returns more than the
+//! buffer holds, a send never takes more than it was given), so a panic is the gateway's.
+
+use crate::check;
+use netstack::config::Config;
+use netstack::flow::FlowId;
+use netstack::host::HostIo;
+use netstack::Mac;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::{self, ErrorKind, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+
+/// A TCP socket on the host side of one flow.
+#[derive(Default)]
+pub struct SimTcp {
+    /// Bytes the host peer sent, not yet consumed by the gateway.
+    pub rx: VecDeque<u8>,
+    pub rx_eof: bool,
+    /// How many bytes the gateway wrote to the host peer.
+    pub written: usize,
+    /// How many more bytes the socket takes now (None: any amount).
+    pub send_room: Option<usize>,
+    pub shut_wr: bool,
+    pub closed: bool,
+    pub want_write: bool,
+}
+
+/// A UDP or ICMP socket: datagrams waiting to be received by the gateway.
+#[derive(Default)]
+pub struct SimDgram {
+    pub rx: VecDeque<Vec<u8>>,
+    pub sent: usize,
+}
+
+#[derive(Default)]
+pub struct SimHost {
+    pub cfg: Config,
+    /// Source MACs of every frame fed to the gateway: the only unicast destinations it may use.
+    pub known_macs: HashSet<Mac>,
+    pub frames_out: usize,
+    /// `transmit` reports congestion while this is set.
+    pub congested: bool,
+    /// The next socket open (connect, spawn, UDP, ICMP) fails with this.
+    pub fail_open: Option<ErrorKind>,
+    pub tcp: BTreeMap<FlowId, SimTcp>,
+    pub udp: BTreeMap<FlowId, SimDgram>,
+    pub icmp: BTreeMap<FlowId, SimDgram>,
+    /// DNS queries sent upstream (the latest few).
+    pub dns_sent: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams waiting on the upstream DNS socket.
+    pub dns_rx: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// TCP connections seen on the LAN, so scripts can write segments relative to both sides'
+    /// initial sequence numbers (the gateway picks its own at random).
+    pub conns: Vec<Conn>,
+}
+
+/// One TCP connection as seen on the LAN.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub guest_mac: Mac,
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+    pub guest_isn: Option<u32>,
+    pub gw_isn: Option<u32>,
+}
+
+const MAX_CONNS: usize = 64;
+
+impl SimHost {
+    pub fn new(cfg: Config) -> Self {
+        SimHost {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    /// Notes a TCP SYN on the LAN (from the guest if `from_guest`).
+    pub fn note_syn(&mut self, frame: &[u8], from_guest: bool) {
+        let Some((src_mac, dst_mac, src, dst, seq)) = syn_of(frame) else {
+            return;
+        };
+        let (mac, guest, remote) = if from_guest {
+            (src_mac, src, dst)
+        } else {
+            (dst_mac, dst, src)
+        };
+        let i = match self
+            .conns
+            .iter()
+            .position(|c| c.guest == guest && c.remote == remote)
+        {
+            Some(i) => i,
+            None => {
+                if self.conns.len() >= MAX_CONNS {
+                    self.conns.remove(0);
+                }
+                self.conns.push(Conn {
+                    guest_mac: mac,
+                    guest,
+                    remote,
+                    guest_isn: None,
+                    gw_isn: None,
+                });
+                self.conns.len() - 1
+            }
+        };
+        let c = &mut self.conns[i];
+        if from_guest {
+            c.guest_mac = mac;
+            c.guest_isn = Some(seq);
+        } else {
+            c.guest_mac = mac;
+            c.gw_isn = Some(seq);
+        }
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        match self.fail_open.take() {
+            Some(k) => Err(io::Error::new(k, "simulated failure")),
+            None => Ok(()),
+        }
+    }
+
+    /// The `n`th live (not closed) TCP flow, counting round.
+    pub fn pick_tcp(&self, n: u8) -> Option<FlowId> {
+        let live: Vec<FlowId> = self
+            .tcp
+            .iter()
+            .filter(|(_, s)| !s.closed)
+            .map(|(id, _)| *id)
+            .collect();
+        (!live.is_empty()).then(|| live[usize::from(n) % live.len()])
+    }
+
+    pub fn pick_udp(&self, n: u8) -> Option<FlowId> {
+        pick(&self.udp, n)
+    }
+
+    pub fn pick_icmp(&self, n: u8) -> Option<FlowId> {
+        pick(&self.icmp, n)
+    }
+}
+
+fn pick<T>(m: &BTreeMap<FlowId, T>, n: u8) -> Option<FlowId> {
+    (!m.is_empty()).then(|| *m.keys().nth(usize::from(n) % m.len()).expect("in range"))
+}
+
+/// (source MAC, destination MAC, source, destination, sequence number) of a TCP SYN.
+fn syn_of(frame: &[u8]) -> Option<(Mac, Mac, SocketAddr, SocketAddr, u32)> {
+    use netstack::wire::ethernet::{self, Frame};
+    use netstack::wire::ip::{self, IpPacket};
+    let eth = Frame::parse(frame).ok()?;
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+        return None;
+    }
+    let p = IpPacket::parse_v4(eth.payload()).ok()?;
+    let t = p.payload;
+    if p.proto != ip::PROTO_TCP || t.len() < 20 || t[13] & 0x02 == 0 {
+        return None;
+    }
+    let port = |at: usize| u16::from_be_bytes([t[at], t[at + 1]]);
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    Some((
+        eth.src(),
+        eth.dst(),
+        SocketAddr::new(p.src, port(0)),
+        SocketAddr::new(p.dst, port(2)),
+        seq,
+    ))
+}
+
+fn copy_out(d: &[u8], buf: &mut [u8]) -> usize {
+    // Like a datagram socket: what does not fit is lost.
+    let n = d.len().min(buf.len());
+    buf[..n].copy_from_slice(&d[..n]);
+    n
+}
+
+impl HostIo for SimHost {
+    fn transmit(&mut self, frame: &[u8]) -> bool {
+        check::gateway_frame(&self.cfg, &self.known_macs, frame);
+        self.note_syn(frame, false);
+        self.frames_out += 1;
+        !self.congested
+    }
+
+    fn tcp_connect(&mut self, id: FlowId, _dst: SocketAddr) -> io::Result<()> {
+        self.open()?;
+        self.tcp.insert(id, SimTcp::default());
+        Ok(())
+    }
+
+    fn tcp_spawn(&mut self, id: FlowId, _command: &str) -> io::Result<()> {
+        self.open()?;
+        self.tcp.insert(id, SimTcp::default());
+        Ok(())
+    }
+
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        if s.closed || s.shut_wr {
+            return Err(ErrorKind::BrokenPipe.into());
+        }
+        let n = s.send_room.map_or(data.len(), |r| r.min(data.len()));
+        if n == 0 && !data.is_empty() {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        if let Some(r) = s.send_room.as_mut() {
+            *r -= n;
+        }
+        s.written += n;
+        Ok(n)
+    }
+
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.tcp_send(id, &all)
+    }
+
+    fn tcp_peek(
+        &mut self,
+        id: FlowId,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        if offset >= s.rx.len() {
+            return if s.rx_eof {
+                Ok(0)
+            } else {
+                Err(ErrorKind::WouldBlock.into())
+            };
+        }
+        let mut n = 0;
+        let mut it = s.rx.iter().skip(offset);
+        for b in bufs.iter_mut() {
+            for slot in b.iter_mut() {
+                match it.next() {
+                    Some(&v) => {
+                        *slot = v;
+                        n += 1;
+                    }
+                    None => return Ok(n),
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn tcp_consume(&mut self, id: FlowId, n: usize) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            assert!(
+                n <= s.rx.len(),
+                "gateway consumed {n} bytes of a socket holding {}",
+                s.rx.len()
+            );
+            s.rx.drain(..n);
+        }
+    }
+
+    fn tcp_want_write(&mut self, id: FlowId) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            s.want_write = true;
+        }
+    }
+
+    fn tcp_shutdown_write(&mut self, id: FlowId) {
+        if let Some(s) = self.tcp.get_mut(&id) {
+            s.shut_wr = true;
+        }
+    }
+
+    fn tcp_close(&mut self, id: FlowId, _reset: bool) {
+        // Forget it: the gateway must not use a closed flow's socket again.
+        self.tcp.remove(&id);
+    }
+
+    fn udp_open_forward(&mut self, id: FlowId, _fwd: u32, _client: SocketAddr) -> io::Result<()> {
+        self.open()?;
+        self.udp.insert(id, SimDgram::default());
+        Ok(())
+    }
+
+    fn udp_open(&mut self, id: FlowId, _dst: SocketAddr) -> io::Result<()> {
+        self.open()?;
+        self.udp.insert(id, SimDgram::default());
+        Ok(())
+    }
+
+    fn udp_send(&mut self, id: FlowId, _data: &[u8]) -> io::Result<()> {
+        self.udp.get_mut(&id).ok_or(ErrorKind::NotConnected)?.sent += 1;
+        Ok(())
+    }
+
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.udp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        let d = s.rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+        if d.first() == Some(&0xee) && d.len() == 2 {
+            // A queued error (ICMP port unreachable from the host network and the like).
+            return Err(match d[1] % 3 {
+                0 => ErrorKind::ConnectionRefused.into(),
+                1 => io::Error::from_raw_os_error(113), // EHOSTUNREACH
+                _ => io::Error::from_raw_os_error(101), // ENETUNREACH
+            });
+        }
+        Ok(copy_out(&d, buf))
+    }
+
+    fn udp_close(&mut self, id: FlowId) {
+        self.udp.remove(&id);
+    }
+
+    fn icmp_open(&mut self, id: FlowId, _dst: IpAddr) -> io::Result<()> {
+        self.open()?;
+        self.icmp.insert(id, SimDgram::default());
+        Ok(())
+    }
+
+    fn icmp_send(&mut self, id: FlowId, _msg: &[u8]) -> io::Result<()> {
+        self.icmp.get_mut(&id).ok_or(ErrorKind::NotConnected)?.sent += 1;
+        Ok(())
+    }
+
+    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.icmp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        let d = s.rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+        Ok(copy_out(&d, buf))
+    }
+
+    fn icmp_close(&mut self, id: FlowId) {
+        self.icmp.remove(&id);
+    }
+
+    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
+        if self.dns_sent.len() >= 8 {
+            self.dns_sent.pop_front();
+        }
+        self.dns_sent.push_back((upstream, query.to_vec()));
+        Ok(())
+    }
+
+    fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (from, d) = self.dns_rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+        Ok((copy_out(&d, buf), from))
+    }
+}
