@@ -236,6 +236,24 @@ impl Gateway {
         {
             match self.dhcp.handle(now, src_mac, d.payload) {
                 Ok(Some(reply)) => {
+                    // A unicast reply to an address leased to another MAC (an INFORM naming another
+                    // guest's address as ciaddr) would teach us that guest's address at the sender's
+                    // MAC: refuse it.
+                    if !reply.dst_ip.is_broadcast()
+                        && self
+                            .dhcp
+                            .mac_for_ip(reply.dst_ip)
+                            .is_some_and(|m| m != reply.dst_mac)
+                    {
+                        self.stats.drop_spoofed += 1;
+                        let (m, a) = (ethernet::fmt_mac(&src_mac), reply.dst_ip);
+                        self.note(now, || {
+                            format!(
+                                "ignored a DHCP message from {m} for {a}, leased to another guest"
+                            )
+                        });
+                        return true;
+                    }
                     self.stats.dhcp_replies += 1;
                     // Learn only real unicast destinations (a broadcast reply names no guest).
                     if !reply.dst_ip.is_broadcast() && !ethernet::is_group(&reply.dst_mac) {

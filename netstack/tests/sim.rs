@@ -1834,6 +1834,51 @@ fn full_neighbour_table_still_serves_leased_guests() {
 }
 
 #[test]
+fn dhcp_inform_naming_another_guests_lease_is_ignored() {
+    use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode};
+    use dhcproto::Encodable;
+    let mut h = Harness::new(Config::default());
+    let dhcp = |mac: [u8; 6], ty: MessageType, ciaddr: Ipv4Addr| {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(HType::Eth)
+            .set_xid(0x77)
+            .set_ciaddr(ciaddr)
+            .set_chaddr(&mac);
+        m.opts_mut().insert(DhcpOption::MessageType(ty));
+        let bytes = m.to_vec().expect("encode");
+        let mut f = udp_from(
+            mac,
+            ip4(0, 0, 0, 0),
+            68,
+            ip4(255, 255, 255, 255),
+            67,
+            &bytes,
+        );
+        f[..6].copy_from_slice(&ethernet::BROADCAST);
+        f
+    };
+    let (victim, attacker) = (mac_n(1), mac_n(2));
+    h.send(dhcp(victim, MessageType::Discover, Ipv4Addr::UNSPECIFIED));
+    h.take_frames();
+    let leased = Ipv4Addr::new(10, 0, 2, 15);
+    assert_eq!(h.gw.dhcp().mac_for_ip(leased), Some(victim));
+    // The attacker's INFORM names the victim's address: no reply, nothing learned, counted.
+    let spoofs = h.gw.stats().drop_spoofed;
+    h.send(dhcp(attacker, MessageType::Inform, leased));
+    assert!(h.take_frames().is_empty(), "no ACK to the attacker");
+    assert_ne!(h.gw.neighbour(IpAddr::V4(leased)), Some(attacker));
+    assert_eq!(h.gw.stats().drop_spoofed, spoofs + 1);
+    // An INFORM for an address nobody leased is answered as before.
+    h.send(dhcp(
+        attacker,
+        MessageType::Inform,
+        Ipv4Addr::new(10, 0, 2, 99),
+    ));
+    assert_eq!(h.take_frames().len(), 1, "an ACK with configuration only");
+}
+
+#[test]
 fn destinations_that_are_not_the_outside_world_never_become_host_sockets() {
     let mut h = Harness::new(Config::default());
     let g = guest_ip();
