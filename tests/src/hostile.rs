@@ -193,7 +193,7 @@ pub fn ipv4_with(
     payload: &[u8],
 ) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     opts.truncate(40);
@@ -241,7 +241,7 @@ pub fn tcp(
     payload: &[u8],
 ) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(1); // NOP
     }
     opts.truncate(40);
