@@ -128,6 +128,11 @@ pub struct Config {
     pub restrict: bool,
     /// Virtual services in the LAN that lead to host addresses or commands.
     pub guestfwds: Vec<GuestFwd>,
+    /// Seed of every random choice in the core (TCP initial sequence numbers, upstream DNS query
+    /// ids). `None` (the default): a random seed per gateway, drawn once from std's `RandomState`.
+    /// A fixed seed makes the core deterministic (replayable fuzz crashes and simulation tests) but
+    /// makes DNS ids and ISNs predictable: for tests and fuzzing only, never in production.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -160,6 +165,7 @@ impl Default for Config {
             icmp_idle: Duration::from_secs(30),
             restrict: false,
             guestfwds: Vec::new(),
+            seed: None,
         }
     }
 }

@@ -356,7 +356,8 @@ impl DhcpServer {
             .bindings
             .iter()
             .filter(|(_, b)| b.active_until(now).is_none())
-            .min_by_key(|(_, b)| b.touched)
+            // Ties broken by MAC, not by the map's (per-process random) iteration order.
+            .min_by_key(|(mac, b)| (b.touched, **mac))
             .map(|(mac, b)| (*mac, b.ip));
         match oldest {
             Some((mac, ip)) => {

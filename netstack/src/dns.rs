@@ -19,12 +19,12 @@
 //! retransmits a pending query (same source, id and question) has it re-sent to the current
 //! upstream rather than queued twice.
 
+use crate::rng::{Rng, STREAM_DNS_ID};
 use crate::Instant;
 use hickory_proto::op::Query;
 use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -117,7 +117,8 @@ pub struct DnsForwarder {
     deadlines: BTreeSet<(Instant, u16)>,
     /// The upstream tried first: the one that last gave a usable answer.
     preferred: usize,
-    rng: u64,
+    /// Upstream query ids (seeded from `Config::seed`).
+    rng: Rng,
     max_pending: usize,
     /// Pending queries per guest address, and the cap on them.
     per_client: HashMap<std::net::IpAddr, usize>,
@@ -127,15 +128,11 @@ pub struct DnsForwarder {
 
 impl DnsForwarder {
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
-        // A per-process random seed without a `rand` dependency: std's RandomState keys are random,
-        // and the stack address adds ASLR.
-        let marker = 0u8;
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(std::ptr::addr_of!(marker) as usize);
-        Self::with_seed(upstreams, timeout, h.finish())
+        Self::with_seed(upstreams, timeout, crate::rng::random_seed())
     }
 
-    /// Like [`DnsForwarder::new`] with a fixed seed for the id generator (for reproducible tests).
+    /// Like [`DnsForwarder::new`] with a fixed seed for the id generator. Upstream query ids must
+    /// stay unpredictable to a spoofer: a fixed seed is for tests and fuzzing only.
     pub fn with_seed(upstreams: Vec<SocketAddr>, timeout: Duration, seed: u64) -> Self {
         DnsForwarder {
             upstreams,
@@ -144,8 +141,7 @@ impl DnsForwarder {
             by_client: HashMap::new(),
             deadlines: BTreeSet::new(),
             preferred: 0,
-            // xorshift needs a non-zero state; mix so that small seeds spread.
-            rng: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
+            rng: Rng::new(seed, STREAM_DNS_ID),
             max_pending: MAX_PENDING,
             per_client: HashMap::new(),
             max_per_client: MAX_PENDING,
@@ -418,24 +414,16 @@ impl DnsForwarder {
         Some(p)
     }
 
-    fn next_rand(&mut self) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     /// A random id not used by any pending query.
     fn fresh_id(&mut self) -> u16 {
         for _ in 0..32 {
-            let id = (self.next_rand() >> 48) as u16;
+            let id = self.rng.next_u16();
             if !self.pending.contains_key(&id) {
                 return id;
             }
         }
         // The table is nearly full of collisions (cannot happen below the cap, but stay total).
-        let start = (self.next_rand() >> 48) as u16;
+        let start = self.rng.next_u16();
         (0..=u16::MAX)
             .map(|k| start.wrapping_add(k))
             .find(|id| !self.pending.contains_key(id))

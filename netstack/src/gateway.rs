@@ -58,13 +58,15 @@ impl Gateway {
     /// A gateway with `cfg`; `dns_upstreams` are the resolved upstream servers (from the config or
     /// resolv.conf, decided by the caller).
     pub fn new(cfg: Config) -> Self {
-        let mut dns = DnsForwarder::new(cfg.dns_upstreams.clone(), cfg.dns_timeout);
+        // The only non-deterministic input of the core: a random seed unless the config fixes one.
+        let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
+        let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
         dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
         let lan_size = 1usize << (32 - u32::from(cfg.net.prefix)).min(31);
         Gateway {
             dhcp: DhcpServer::new(&cfg),
             dns,
-            tcp: TcpNat::default(),
+            tcp: TcpNat::with_seed(seed),
             udp: UdpNat::default(),
             icmp: IcmpNat::default(),
             neigh: NeighTable::new(

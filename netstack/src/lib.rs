@@ -21,6 +21,7 @@ pub mod icmp;
 pub mod neigh;
 pub mod pcap;
 pub mod resolv;
+pub mod rng;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;

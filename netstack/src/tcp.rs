@@ -14,6 +14,7 @@ use crate::flow::{FlowId, FlowKey, Owner, Proto, Slab, TimerHeap};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
 use crate::host::HostIo;
+use crate::rng::{Rng, STREAM_TCP_ISN};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -22,8 +23,6 @@ use crate::wire::tcp::{
 };
 use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::io::{ErrorKind, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -174,7 +173,8 @@ pub struct TcpNat {
     timers: TimerHeap,
     ack_pending: Vec<(u32, u32)>,
     segbufs: Vec<Vec<u8>>,
-    isn_state: u64,
+    /// Initial sequence numbers (seeded from `Config::seed`).
+    isn_rng: Rng,
     /// Guest payload gathered during a batch of frames, written per flow at its end.
     wbatch: Vec<BatchWrite>,
     /// Flows paused on congestion towards their guest.
@@ -196,7 +196,15 @@ pub(crate) struct BatchWrite {
 }
 
 impl Default for TcpNat {
+    /// A NAT with a random seed; [`TcpNat::with_seed`] for a reproducible one.
     fn default() -> Self {
+        TcpNat::with_seed(crate::rng::random_seed())
+    }
+}
+
+impl TcpNat {
+    /// A NAT whose initial sequence numbers come from `seed` (the gateway's `Config::seed`).
+    pub fn with_seed(seed: u64) -> Self {
         TcpNat {
             flows: Slab::default(),
             by_key: FxHashMap::default(),
@@ -208,7 +216,7 @@ impl Default for TcpNat {
             tx_blocked: Vec::new(),
             push_list: Vec::new(),
             arp_waiting: Vec::new(),
-            isn_state: RandomState::new().hash_one(0x5eed_u64) | 1,
+            isn_rng: Rng::new(seed, STREAM_TCP_ISN),
         }
     }
 }
@@ -230,12 +238,7 @@ impl TcpNat {
         self.timers.next()
     }
     fn next_isn(&mut self) -> u32 {
-        let mut x = self.isn_state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.isn_state = x;
-        (x >> 16) as u32
+        self.isn_rng.next_u32()
     }
 }
 

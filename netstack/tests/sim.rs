@@ -61,6 +61,8 @@ struct SimHost {
     fail_open: Option<i32>,
     /// DNS queries sent upstream.
     dns_sent: usize,
+    /// Their bytes, in order.
+    dns_queries: Vec<Vec<u8>>,
 }
 
 impl SimHost {
@@ -204,8 +206,9 @@ impl HostIo for SimHost {
         Err(ErrorKind::WouldBlock.into())
     }
     fn icmp_close(&mut self, _id: FlowId) {}
-    fn dns_send(&mut self, _upstream: SocketAddr, _query: &[u8]) -> io::Result<()> {
+    fn dns_send(&mut self, _upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
         self.dns_sent += 1;
+        self.dns_queries.push(query.to_vec());
         Ok(())
     }
     fn dns_recv(&mut self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -2016,4 +2019,92 @@ fn ipv4_fragments_are_dropped_and_counted() {
     h.send(f);
     assert_eq!(h.gw.stats().drop_fragment, 1);
     assert!(h.host.udp.is_empty());
+}
+
+// ---- Seeded randomness (issue 10) ----
+
+/// What a gateway with `seed` emits for a fixed script: frames to the guest and DNS queries sent
+/// upstream. The script opens three TCP connections (three ISNs) and sends three DNS queries (three
+/// upstream ids).
+fn seeded_run(seed: Option<u64>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut h = Harness::new(Config {
+        seed,
+        dns_upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
+        ..Config::default()
+    });
+    let mut frames = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..3u16 {
+        h.send(syn_from(GUEST_MAC, guest_ip(), 41000 + i, remote_ip(), 80));
+        let id = *h
+            .host
+            .tcp
+            .keys()
+            .find(|id| !seen.contains(*id))
+            .expect("a new host socket");
+        seen.push(id);
+        h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+        h.send(udp_from(
+            GUEST_MAC,
+            guest_ip(),
+            6000 + i,
+            ip4(10, 0, 2, 3),
+            53,
+            &dns_query(i),
+        ));
+        frames.extend(h.take_frames());
+    }
+    (frames, std::mem::take(&mut h.host.dns_queries))
+}
+
+/// The gateway's ISNs in `frames` (the sequence numbers of its SYN-ACKs).
+fn synack_isns(frames: &[Vec<u8>]) -> Vec<u32> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let e = Frame::parse(f).ok()?;
+            let p = IpPacket::parse_v4(e.payload()).ok()?;
+            let s = TcpSegment::parse(p.payload, p.src, p.dst).ok()?;
+            (s.flags == SYN | ACK).then_some(s.seq)
+        })
+        .collect()
+}
+
+fn query_ids(queries: &[Vec<u8>]) -> Vec<u16> {
+    queries
+        .iter()
+        .map(|q| u16::from_be_bytes([q[0], q[1]]))
+        .collect()
+}
+
+#[test]
+fn same_seed_gives_byte_identical_output() {
+    let (frames_a, dns_a) = seeded_run(Some(0x5eed));
+    let (frames_b, dns_b) = seeded_run(Some(0x5eed));
+    assert_eq!(synack_isns(&frames_a).len(), 3, "three SYN-ACKs");
+    assert_eq!(dns_a.len(), 3, "three queries upstream");
+    assert_eq!(frames_a, frames_b, "same seed, same frames to the guest");
+    assert_eq!(dns_a, dns_b, "same seed, same upstream queries");
+}
+
+#[test]
+fn different_seeds_give_different_isns_and_dns_ids() {
+    let (frames_a, dns_a) = seeded_run(Some(1));
+    let (frames_b, dns_b) = seeded_run(Some(2));
+    let (isn_a, isn_b) = (synack_isns(&frames_a), synack_isns(&frames_b));
+    assert_eq!((isn_a.len(), isn_b.len()), (3, 3));
+    assert_ne!(isn_a, isn_b);
+    let (ids_a, ids_b) = (query_ids(&dns_a), query_ids(&dns_b));
+    assert_eq!((ids_a.len(), ids_b.len()), (3, 3));
+    assert_ne!(ids_a, ids_b);
+    // The guest's own ids (0, 1, 2) are not what goes upstream.
+    assert_ne!(ids_a, vec![0, 1, 2]);
+}
+
+#[test]
+fn no_seed_is_random_per_gateway() {
+    let (frames_a, dns_a) = seeded_run(None);
+    let (frames_b, dns_b) = seeded_run(None);
+    assert_ne!(synack_isns(&frames_a), synack_isns(&frames_b));
+    assert_ne!(query_ids(&dns_a), query_ids(&dns_b));
 }
