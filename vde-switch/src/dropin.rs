@@ -99,8 +99,8 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
     match kind {
         Kind::Passt => {
             if let Some(s) = &p.socket {
-                a.push("--socket".into());
-                a.push(s.display().to_string());
+                // `--opt=VALUE` in one word, so a value starting with `-` stays a value.
+                a.push(format!("--socket={}", s.display()));
             }
             if let Some(addr) = p.address {
                 a.push("--dhcp-start".into());
@@ -111,7 +111,7 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
             let pa = pasta::parse(args)?;
             let mut ns = Vec::new();
             if let Some(t) = &p.ns_ifname {
-                ns.extend(["--tap".to_string(), t.clone()]);
+                ns.push(format!("--tap={t}"));
             }
             if p.config_net {
                 ns.push("--configure".into());
@@ -122,9 +122,9 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
                     if !target.bytes().all(|b| b.is_ascii_digit()) {
                         x.watch_path = Some(PathBuf::from(&target));
                     }
-                    ns.extend(["--netns".to_string(), target]);
+                    ns.push(format!("--netns={target}"));
                     if let Some(u) = userns {
-                        ns.extend(["--userns".to_string(), u.display().to_string()]);
+                        ns.push(format!("--userns={}", u.display()));
                     }
                     a.extend(ns);
                 }

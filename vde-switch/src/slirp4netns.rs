@@ -35,10 +35,9 @@ pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result
         println!("{w}");
     }
     let mut a: Vec<String> = Vec::new();
-    let mut push = |k: &str, v: String| {
-        a.push(k.to_string());
-        a.push(v);
-    };
+    // `--opt=VALUE` in one word: a value that starts with `-` (a tap named `--x`, taken after `--`)
+    // stays a value (found by the slirp4netns_cli fuzz target).
+    let mut push = |k: &str, v: String| a.push(format!("{k}={v}"));
     match &o.target {
         Target::Pid(pid) => push("--netns", pid.to_string()),
         Target::NetnsPath(p) => push("--netns", p.display().to_string()),
@@ -122,13 +121,13 @@ mod tests {
         };
         let s = a.join(" ");
         for want in [
-            "--netns /proc/42/ns/net",
-            "--tap tap0",
-            "--userns /proc/42/ns/user",
-            "--mtu 65520",
-            "--net 10.0.2.0/24",
-            "--ready-fd 3",
-            "--api /tmp/api.sock",
+            "--netns=/proc/42/ns/net",
+            "--tap=tap0",
+            "--userns=/proc/42/ns/user",
+            "--mtu=65520",
+            "--net=10.0.2.0/24",
+            "--ready-fd=3",
+            "--api=/tmp/api.sock",
             "--configure",
             "--no-host-loopback",
             "--require-sandbox",
@@ -136,13 +135,20 @@ mod tests {
             assert!(s.contains(want), "{want:?} missing from {s:?}");
         }
         // And warren's own parser accepts the result's non-namespace part.
-        let plain: Vec<String> = vec![
-            "--mtu".into(),
-            "65520".into(),
-            "--net".into(),
-            "10.0.2.0/24".into(),
-        ];
+        let plain: Vec<String> = vec!["--mtu=65520".into(), "--net=10.0.2.0/24".into()];
         assert!(crate::cli::parse(plain).is_ok());
+    }
+
+    #[test]
+    fn option_like_operands_stay_values() {
+        // After `--`, slirp4netns takes `--netns-user` as the tap's name; warren must too (found by
+        // the slirp4netns_cli fuzz target).
+        let DropIn::Run(a) = t(&["--mtu", "1500", "--", "3", "--netns-user"]).expect("ok") else {
+            panic!("run expected")
+        };
+        assert!(a.contains(&"--tap=--netns-user".to_string()), "{a:?}");
+        let o = crate::cli::parse(a).expect("warren accepts the translation");
+        assert_eq!(o.netns.tap.as_deref(), Some("--netns-user"));
     }
 
     #[test]
@@ -155,7 +161,7 @@ mod tests {
         let DropIn::Run(a) = t(&["-c", "1234", "tap0"]).expect("ok") else {
             panic!()
         };
-        assert_eq!(&a[..2], &["--netns".to_string(), "1234".to_string()]);
+        assert_eq!(a[0], "--netns=1234");
         assert!(
             matches!(t(&["--help"]), Ok(DropIn::Print(h)) if h.contains("--netns-type") && h.contains("--enable-sandbox"))
         );
