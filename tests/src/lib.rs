@@ -66,3 +66,29 @@ pub fn run_checked(cmd: &mut std::process::Command) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Makes sure the unprivileged test user `user` exists (with a home directory) and owns the
+/// subordinate uid and gid range `subids` ("FIRST-LAST"), as rootless podman and rootlesskit need.
+/// Callers serialise calls per process: concurrent useradd/usermod rewrite /etc/passwd.
+pub fn ensure_user_with_subids(user: &str, subids: &str) {
+    use std::process::{Command, Stdio};
+    let exists = Command::new("id")
+        .arg(user)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        run_checked(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+    }
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+        run_checked(Command::new("usermod").args([
+            "--add-subuids",
+            subids,
+            "--add-subgids",
+            subids,
+            user,
+        ]));
+    }
+}

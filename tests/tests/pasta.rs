@@ -24,13 +24,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use warren_tests::is_root;
 use warren_tests::servers::{closed_port, DnsServer, HttpServer};
 use warren_tests::warren::warren_binary;
-use warren_tests::{is_root, run_checked};
 
 const USER: &str = "warren-pa";
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
@@ -40,25 +40,7 @@ const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 fn ensure_user() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let exists = Command::new("id")
-            .arg(USER)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !exists {
-            run_checked(Command::new("useradd").args(["-m", "-s", "/bin/sh", USER]));
-        }
-        let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-        if !subuid.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            run_checked(Command::new("usermod").args([
-                "--add-subuids",
-                "400000-465535",
-                "--add-subgids",
-                "400000-465535",
-                USER,
-            ]));
-        }
+        warren_tests::ensure_user_with_subids(USER, "400000-465535");
     });
 }
 

@@ -21,7 +21,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use warren_tests::servers::{closed_port, DnsServer, HttpServer};
 use warren_tests::warren::warren_binary;
@@ -33,25 +33,7 @@ const DNS_NAME: &str = "podman.warren.example";
 const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 78);
 
 fn ensure_user() -> String {
-    let exists = Command::new("id")
-        .arg(USER)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !exists {
-        run_checked(Command::new("useradd").args(["-m", "-s", "/bin/sh", USER]));
-    }
-    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuid.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-        run_checked(Command::new("usermod").args([
-            "--add-subuids",
-            "700000-765535",
-            "--add-subgids",
-            "700000-765535",
-            USER,
-        ]));
-    }
+    warren_tests::ensure_user_with_subids(USER, "700000-765535");
     let home = run_checked(
         Command::new("sh").args(["-c", &format!("getent passwd {USER} | cut -d: -f6")]),
     );

@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use warren_tests::is_root;
 use warren_tests::servers::{closed_port, HttpServer};
 use warren_tests::warren::warren_binary;
-use warren_tests::{is_root, run_checked};
 
 const USER: &str = "warren-rk";
 
@@ -24,25 +24,7 @@ fn ensure_user() {
 }
 
 fn create_user() {
-    let exists = Command::new("id")
-        .arg(USER)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !exists {
-        run_checked(Command::new("useradd").args(["-m", "-s", "/bin/sh", USER]));
-    }
-    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuid.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-        run_checked(Command::new("usermod").args([
-            "--add-subuids",
-            "300000-365535",
-            "--add-subgids",
-            "300000-365535",
-            USER,
-        ]));
-    }
+    warren_tests::ensure_user_with_subids(USER, "300000-365535");
 }
 
 /// A directory the test user can read, holding warren under the name `slirp4netns`.
