@@ -6,7 +6,7 @@
 //! drop-in, `--slirp-options` and the hidden internal subcommands keep their own hand-written
 //! grammars (someone else's contract); they are dispatched before clap (see `main.rs`).
 
-use crate::server::Listen;
+use crate::frontend::stream::Listen;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use netstack::config::{Config, Ipv4Net};
@@ -312,6 +312,20 @@ pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
     Err(format!("--dns-upstream {s:?}: expected ADDR or ADDR:PORT"))
 }
 
+/// Whether and how strictly to confine the daemon (`sandbox.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// `--no-sandbox`.
+    Off,
+    /// The default: every layer the kernel offers; a missing one is one log line.
+    #[default]
+    On,
+    /// `--require-sandbox` (and the slirp4netns drop-in's `--enable-sandbox`/`--enable-seccomp`): a
+    /// layer that cannot be applied stops warren before it serves (a kernel without Landlock at all
+    /// stays a warning: seccomp alone already refuses every file open).
+    Required,
+}
+
 /// The checked options of `warren` / `warren run` (nothing looked up yet: see [`Options::resolve`]).
 #[derive(Debug)]
 pub struct Options {
@@ -338,11 +352,11 @@ pub struct Options {
     /// `--netns`, `--tap`, … and `warren run`'s command (`netns.rs`).
     pub netns: crate::netns::NetnsOptions,
     /// `--no-sandbox` / `--require-sandbox` (`sandbox.rs`).
-    pub sandbox: crate::sandbox::Mode,
+    pub sandbox: SandboxMode,
     /// Hidden `--sandbox-selftest FILE` (tests only): report what the sandbox lets through.
     pub sandbox_selftest: Option<PathBuf>,
     /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
-    pub lan: crate::server::LanOptions,
+    pub lan: crate::switch::LanOptions,
 }
 
 /// What the command line asks for.
@@ -464,7 +478,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String>
 /// Checks the parsed values together and builds [`Options`] (no I/O).
 fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, String> {
     let mut config = Config::default();
-    let mut lan = crate::server::LanOptions::default();
+    let mut lan = crate::switch::LanOptions::default();
     if let Some(m) = a.mtu {
         config.mtu = m;
     }
@@ -498,9 +512,9 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         (true, true) => {
             return Err("--no-sandbox and --require-sandbox contradict each other".into())
         }
-        (true, false) => crate::sandbox::Mode::Off,
-        (false, true) => crate::sandbox::Mode::Required,
-        (false, false) => crate::sandbox::Mode::On,
+        (true, false) => SandboxMode::Off,
+        (false, true) => SandboxMode::Required,
+        (false, false) => SandboxMode::On,
     };
     if a.slirp_options.len() > 1 {
         return Err("--slirp-options given twice".into());
@@ -551,7 +565,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         dgram_idle: a
             .dgram_idle
             .map(std::time::Duration::from_secs)
-            .unwrap_or(crate::dgram::IDLE),
+            .unwrap_or(crate::frontend::dgram::IDLE),
         vde: a.vde,
         vde_mode: a.vde_mode,
         vde_group: None,
@@ -588,7 +602,7 @@ impl Options {
     /// `--dns-upstream`/`--dns-search` was given) `resolv_conf`'s nameservers and search list.
     pub fn resolve(&mut self, resolv_conf: &Path) -> Result<(), String> {
         if let Some(g) = &self.vde_group_name {
-            self.vde_group = Some(crate::vde::group_id(g)?);
+            self.vde_group = Some(crate::frontend::vde::group_id(g)?);
         }
         self.config.guestfwds = self
             .guestfwd
@@ -703,7 +717,7 @@ mod tests {
         assert_eq!(o.vde_mode, Some(0o660));
         assert_eq!(o.vde_group, Some(0));
         assert!(o.isolate);
-        assert_eq!(o.lan, crate::server::LanOptions::default());
+        assert_eq!(o.lan, crate::switch::LanOptions::default());
         assert!(o.listen.is_empty());
     }
 

@@ -33,6 +33,8 @@
 #[allow(unsafe_code)]
 mod sys;
 
+pub use crate::atexit::AtExit;
+use crate::atexit::{open_dir, parent};
 use landlock::BitFlags;
 use landlock::{
     Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
@@ -49,19 +51,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Whether and how strictly to confine the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// `--no-sandbox`.
-    Off,
-    /// The default: every layer the kernel offers; a missing one is one log line.
-    #[default]
-    On,
-    /// `--require-sandbox` (and the slirp4netns drop-in's `--enable-sandbox`/`--enable-seccomp`): a
-    /// layer that cannot be applied stops warren before it serves (a kernel without Landlock at all
-    /// stays a warning: seccomp alone already refuses every file open).
-    Required,
-}
+pub use crate::cli::SandboxMode as Mode;
 
 /// What the running daemon still needs from the filesystem and the process table.
 #[derive(Debug, Default, Clone)]
@@ -84,14 +74,6 @@ pub struct Plan {
     pub selftest: Option<PathBuf>,
 }
 
-/// The parent directory of `p` (`.` for a bare name).
-fn parent(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 impl Plan {
     /// The plan for a daemon started with `opts` (and `warren run`'s command `child`).
     pub fn new(opts: &crate::cli::Options, child: Option<u32>) -> Plan {
@@ -102,7 +84,7 @@ impl Plan {
             ..Plan::default()
         };
         for l in &opts.listen {
-            if let crate::server::Listen::Unix(path) = l {
+            if let crate::frontend::stream::Listen::Unix(path) = l {
                 p.cleanup_dirs.push(parent(path));
             }
         }
@@ -163,57 +145,6 @@ pub enum Detached {
     Mount,
     /// New user and mount namespaces with an empty root.
     UserMount,
-}
-
-/// A file (or empty directory) removed at exit through a descriptor of its directory, opened when it
-/// was registered: removal then works from inside the sandbox's empty root as well (Landlock's
-/// remove rights still apply: they are bound to the directory, not to its path).
-#[derive(Debug)]
-pub struct AtExit {
-    path: PathBuf,
-    at: Option<(OwnedFd, OsString)>,
-}
-
-impl AtExit {
-    /// Opens the directory of `path` (`O_PATH`); if that fails, removal falls back to the path.
-    pub fn new(path: PathBuf) -> AtExit {
-        let at = path.file_name().map(OsString::from).and_then(|name| {
-            let dir = open_dir(&parent(&path)).ok()?;
-            Some((dir, name))
-        });
-        AtExit { path, at }
-    }
-
-    /// Removes the file (`dir`: the empty directory); errors (already gone, not empty) are ignored.
-    pub fn remove(&self, dir: bool) {
-        match &self.at {
-            Some((fd, name)) => {
-                let flags = if dir {
-                    rustix::fs::AtFlags::REMOVEDIR
-                } else {
-                    rustix::fs::AtFlags::empty()
-                };
-                let _ = rustix::fs::unlinkat(fd, name.as_os_str(), flags);
-            }
-            None if dir => {
-                let _ = std::fs::remove_dir(&self.path);
-            }
-            None => {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
-/// `open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)`.
-fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
-    use rustix::fs::{Mode as FileMode, OFlags};
-    rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        FileMode::empty(),
-    )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))
 }
 
 /// Confines the calling process as `plan` says; `driver` gets the exec helper for `cmd:` guestfwds.
@@ -694,12 +625,12 @@ struct ExecHelper {
 
 impl ExecHelper {
     fn start(commands: &[String]) -> io::Result<ExecHelper> {
-        let (ours, theirs) = crate::netns::seqpacket_pair()?;
+        let (ours, theirs) = crate::helper::seqpacket_pair()?;
         let mut args: Vec<OsString> = vec!["__exec-helper".into()];
         args.extend(commands.iter().map(OsString::from));
         let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         // The helper outlives nothing: it exits when this end closes, i.e. when warren exits.
-        let _child = crate::netns::spawn_helper(&argv, &theirs)?;
+        let _child = crate::helper::spawn_helper(&argv, &theirs)?;
         drop(theirs);
         // A helper that falls behind must not stall the event loop: the send fails instead.
         socket2::SockRef::from(&ours).set_nonblocking(true)?;
@@ -716,7 +647,7 @@ impl ExecHelper {
             .iter()
             .position(|c| c == command)
             .ok_or_else(|| io::Error::other("not a configured guestfwd command"))?;
-        crate::netns::send_msg(
+        crate::helper::send_msg(
             self.sock.as_fd(),
             &(idx as u32).to_le_bytes(),
             Some(stream.as_fd()),
@@ -731,7 +662,7 @@ const MAX_CHILDREN: usize = 1024;
 /// `warren __exec-helper COMMAND…`: runs `/bin/sh -c COMMAND[i]` on each socket the daemon sends with
 /// index i, and reaps its children. Exits when the daemon's end closes.
 pub fn exec_helper_main(commands: &[String]) -> ExitCode {
-    let Some(sock) = crate::netns::helper_socket() else {
+    let Some(sock) = crate::helper::helper_socket() else {
         eprintln!("warren: __exec-helper is started by warren itself");
         return ExitCode::from(2);
     };
@@ -745,7 +676,7 @@ pub fn exec_helper_main(commands: &[String]) -> ExitCode {
     let mut children: Vec<std::process::Child> = Vec::new();
     loop {
         children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
-        let (data, fd) = match crate::netns::recv_msg(sock.as_fd()) {
+        let (data, fd) = match crate::helper::recv_msg(sock.as_fd()) {
             Ok(m) => m,
             Err(e)
                 if matches!(
