@@ -498,3 +498,79 @@ fn fmt_mac(m: &Mac) -> String {
 pub fn mac_at(f: &[u8], at: usize) -> Mac {
     [f[at], f[at + 1], f[at + 2], f[at + 3], f[at + 4], f[at + 5]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::{Reactor, ReadyQueue};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A transmit side that records what it is given.
+    struct Record(Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl port::Transmit for Record {
+        fn send(&mut self, frame: &[u8], _: &mut PortCounters) -> Sent {
+            self.0.borrow_mut().push(frame.to_vec());
+            Sent::Done
+        }
+    }
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    }
+
+    #[test]
+    fn ports_are_numbered_from_zero_and_custom_transmits_get_frames() {
+        let queue = Arc::new(ReadyQueue::default());
+        let reactor: Reactor<u32> = Reactor::new(queue.clone());
+        let gw = Gateway::new(netstack::config::Config::default());
+        let mut sw = Switch::new(
+            queue,
+            reactor.stopper(),
+            &gw,
+            &LanOptions::default(),
+            false,
+            None,
+        );
+        let (seen_a, seen_b) = (Rc::default(), Rc::default());
+        let a = sw.add_port(
+            "a".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_a)))),
+            9000,
+        );
+        let b = sw.add_port(
+            "b".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_b)))),
+            9000,
+        );
+        assert_eq!((a.number(), b.number()), (0, 1));
+        let (ma, mb) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let now = Instant::now();
+        // A broadcast from a floods to b (and the gateway must see it); b's reply is unicast to a.
+        assert!(sw.switch_in(now, a, &frame([0xff; 6], ma), gw.dhcp()));
+        assert_eq!(seen_b.borrow().len(), 1);
+        assert!(!sw.switch_in(now, b, &frame(ma, mb), gw.dhcp()));
+        assert_eq!(seen_a.borrow().len(), 1);
+        // The gateway's frame to b goes to b only.
+        assert!(sw.gateway_out(now, &frame(mb, gw.mac())));
+        assert_eq!((seen_a.borrow().len(), seen_b.borrow().len()), (1, 2));
+        // A closed port's number is reused; its old key finds nothing.
+        sw.close_port(a, "test");
+        assert!(!sw.port_exists(a));
+        let c = sw.add_port(
+            "c".into(),
+            Tx::Custom(Box::new(Record(Rc::default()))),
+            9000,
+        );
+        assert_eq!(c.number(), 0);
+        assert_ne!(a, c);
+        assert!(!sw.switch_in(now, a, &frame([0xff; 6], ma), gw.dhcp()));
+        assert_eq!(sw.port_counters(b).map(|c| c.frames_in), Some(1));
+    }
+}
