@@ -10,6 +10,17 @@ use slirp_compat::hostfwd::Proto;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+/// Why a forward was not added (one line: slirp4netns' wording for the table's refusals).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The table refuses it (already forwarded, a bad address).
+    #[error("{0}")]
+    Table(String),
+    /// The host socket cannot be bound.
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+}
+
 /// Forwards: the API's table (ids as clients see them) and the driver's forward for each.
 #[derive(Default)]
 pub struct Forwards {
@@ -36,6 +47,20 @@ struct Backend<'a> {
     switch: Vec<(&'static str, u64)>,
 }
 
+impl Backend<'_> {
+    fn open(
+        &mut self,
+        proto: Proto,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> Result<(), ForwardError> {
+        let id = self.driver.add_forward(flow_proto(proto), host, guest)?;
+        self.driver_ids.insert((proto, host), id);
+        log::info!("forwarding {proto} {host} -> {guest}");
+        Ok(())
+    }
+}
+
 impl ApiBackend for Backend<'_> {
     fn default_guest(&self) -> IpAddr {
         IpAddr::V4(
@@ -49,13 +74,8 @@ impl ApiBackend for Backend<'_> {
         host: SocketAddr,
         guest: SocketAddr,
     ) -> Result<(), String> {
-        let id = self
-            .driver
-            .add_forward(flow_proto(proto), host, guest)
-            .map_err(|e| e.to_string())?;
-        self.driver_ids.insert((proto, host), id);
-        log::info!("forwarding {proto} {host} -> {guest}");
-        Ok(())
+        // slirp-compat's trait speaks in messages.
+        self.open(proto, host, guest).map_err(|e| e.to_string())
     }
     fn close_hostfwd(&mut self, entry: &HostFwdEntry) {
         if let Some(id) = self.driver_ids.remove(&(entry.proto, entry.host)) {
@@ -102,8 +122,10 @@ impl Forwards {
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
-    ) -> Result<u32, String> {
-        self.table.check(proto, host).map_err(|e| e.desc)?;
+    ) -> Result<u32, ForwardError> {
+        self.table
+            .check(proto, host)
+            .map_err(|e| ForwardError::Table(e.desc))?;
         let mut backend = Backend {
             default_guest: self.default_guest,
             driver,
@@ -111,8 +133,10 @@ impl Forwards {
             now: Instant::now(),
             switch: Vec::new(),
         };
-        backend.open_hostfwd(proto, host, guest)?;
-        self.table.add(proto, host, guest).map_err(|e| e.desc)
+        backend.open(proto, host, guest)?;
+        self.table
+            .add(proto, host, guest)
+            .map_err(|e| ForwardError::Table(e.desc))
     }
 
     /// Answers one control-socket request (`switch`: the switch's counters for `stats`).

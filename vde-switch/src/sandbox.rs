@@ -324,21 +324,40 @@ fn empty_root() -> io::Result<()> {
 }
 
 /// Landlock's rules, their directories opened before the namespace layer hides the paths.
-fn landlock_rules(plan: &Plan) -> Result<Vec<(OwnedFd, BitFlags<AccessFs>)>, String> {
+/// Why a confinement layer could not be applied (one line after `Landlock: ` or `seccomp: `).
+#[derive(Debug, thiserror::Error)]
+enum LayerError {
+    /// A directory of the plan cannot be opened.
+    #[error("{0}")]
+    Dir(#[from] io::Error),
+    #[error("{0}")]
+    Landlock(#[from] landlock::RulesetError),
+    /// The seccomp filter cannot be built for this architecture.
+    #[error("{0}")]
+    Filter(#[from] seccompiler::BackendError),
+    /// The kernel refused the seccomp filter.
+    #[error("{0}")]
+    Apply(#[from] seccompiler::Error),
+}
+
+fn landlock_rules(plan: &Plan) -> Result<Vec<(OwnedFd, BitFlags<AccessFs>)>, LayerError> {
     let mut rules = Vec::new();
     for d in &plan.socket_dirs {
-        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        let fd = open_dir(d)?;
         rules.push((fd, AccessFs::MakeSock | AccessFs::RemoveFile));
     }
     for d in &plan.cleanup_dirs {
-        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        let fd = open_dir(d)?;
         rules.push((fd, AccessFs::RemoveFile | AccessFs::RemoveDir));
     }
     Ok(rules)
 }
 
 /// Applies the Landlock ruleset; `Ok(None)` when the kernel has no Landlock.
-fn landlock(plan: &Plan, rules: Vec<(OwnedFd, BitFlags<AccessFs>)>) -> Result<Option<i32>, String> {
+fn landlock(
+    plan: &Plan,
+    rules: Vec<(OwnedFd, BitFlags<AccessFs>)>,
+) -> Result<Option<i32>, LayerError> {
     // Every filesystem right this crate knows of (best effort: those the kernel has are handled).
     let mut handled = AccessFs::from_all(ABI::V10);
     if plan.unix_peers {
@@ -356,18 +375,13 @@ fn landlock(plan: &Plan, rules: Vec<(OwnedFd, BitFlags<AccessFs>)>) -> Result<Op
     }
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(handled)
-        .map_err(|e| e.to_string())?
-        .scope(scopes)
-        .map_err(|e| e.to_string())?
-        .create()
-        .map_err(|e| e.to_string())?;
+        .handle_access(handled)?
+        .scope(scopes)?
+        .create()?;
     for (fd, access) in rules {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| e.to_string())?;
+        ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
     }
-    let status = ruleset.restrict_self().map_err(|e| e.to_string())?;
+    let status = ruleset.restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::NotEnforced => None,
         RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => {
@@ -532,8 +546,8 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
 }
 
 /// The two filter programs: the allowlist, and clone3 → ENOSYS.
-fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
+fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), LayerError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
     let rules = allowlist(plan);
     let n = rules.len();
     let allow: BpfProgram = SeccompFilter::new(
@@ -542,8 +556,7 @@ fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), Strin
         SeccompAction::Allow,
         arch,
     )
-    .and_then(TryInto::try_into)
-    .map_err(|e| e.to_string())?;
+    .and_then(TryInto::try_into)?;
     // clone3's arguments live in memory a filter cannot read: make it ENOSYS so that the C library
     // falls back to clone(), whose flags the allowlist checks. The allowlist lets clone3 through and
     // this filter, installed first, answers it.
@@ -553,16 +566,15 @@ fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), Strin
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )
-    .and_then(TryInto::try_into)
-    .map_err(|e| e.to_string())?;
+    .and_then(TryInto::try_into)?;
     Ok((allow, clone3, n))
 }
 
 /// Installs the seccomp filters on every thread; returns the number of allowed system calls.
-fn seccomp(plan: &Plan) -> Result<usize, String> {
+fn seccomp(plan: &Plan) -> Result<usize, LayerError> {
     let (allow, clone3, n) = seccomp_program(plan)?;
-    seccompiler::apply_filter_all_threads(&clone3).map_err(|e| e.to_string())?;
-    seccompiler::apply_filter_all_threads(&allow).map_err(|e| e.to_string())?;
+    seccompiler::apply_filter_all_threads(&clone3)?;
+    seccompiler::apply_filter_all_threads(&allow)?;
     Ok(n)
 }
 

@@ -6,7 +6,7 @@
 //! The gateway's own tokens (its sockets, timers) go to the driver, whose frames go to the switch.
 
 use crate::atexit::AtExitList;
-use crate::forwards::Forwards;
+use crate::forwards::{ForwardError, Forwards};
 use crate::frontend::{self, Context, FrontEnd, Host};
 use crate::reactor::{classify, Driver, FrontEndId, Reactor, Ready, ReadyQueue, Waiter};
 use crate::switch::port::PortId;
@@ -147,7 +147,7 @@ impl Server {
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, ForwardError> {
         self.forwards.add(driver, proto, host, guest)
     }
 

@@ -72,13 +72,22 @@ pub struct VdeOptions {
     pub group: Option<u32>,
 }
 
+/// Why `--vde-group` names no group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("--vde-group {0:?}: bad name")]
+    BadName(String),
+    #[error("--vde-group {0:?}: no such group")]
+    NoSuchGroup(String),
+}
+
 /// A group name or number to its gid.
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub fn group_id(name: &str) -> Result<u32, GroupError> {
     if let Ok(g) = name.parse::<u32>() {
         return Ok(g);
     }
-    let c = CString::new(name).map_err(|_| format!("--vde-group {name:?}: bad name"))?;
-    crate::sys::group_gid(&c).ok_or_else(|| format!("--vde-group {name:?}: no such group"))
+    let c = CString::new(name).map_err(|_| GroupError::BadName(name.to_string()))?;
+    crate::sys::group_gid(&c).ok_or_else(|| GroupError::NoSuchGroup(name.to_string()))
 }
 
 /// The socket and directory modes for `mode` (vde_switch's rules).
