@@ -1,13 +1,13 @@
 //! `warren`: a virtual switch with a built-in gateway for unprivileged QEMU guests.
 
 use netstack::config::Config;
-use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vde_switch::cli::{self, Invocation};
 use vde_switch::frontend::vde::VdeOptions;
+use vde_switch::reactor::{Driver, ReadyQueue};
 use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
 

@@ -149,7 +149,7 @@ pub enum Detached {
 
 /// Confines the calling process as `plan` says; `driver` gets the exec helper for `cmd:` guestfwds.
 /// Call once, after everything is bound and attached and before serving.
-pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<Applied> {
+pub fn enter(plan: &Plan, driver: &mut crate::reactor::Driver) -> io::Result<Applied> {
     let mut done = Applied::default();
     if plan.mode == Mode::Off {
         log::info!("sandbox: off (--no-sandbox)");
