@@ -1,15 +1,15 @@
 //! `warren`: a virtual switch with a built-in gateway for unprivileged QEMU guests.
 
 use netstack::config::Config;
-use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vde_switch::cli::{self, Invocation};
+use vde_switch::frontend::vde::VdeOptions;
+use vde_switch::reactor::{Driver, ReadyQueue};
 use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
-use vde_switch::vde::VdeOptions;
 
 fn default_socket() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
@@ -318,7 +318,7 @@ fn main() -> ExitCode {
             println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
         if let Some(a) = attachment.as_mut() {
-            a.install(&mut server)?;
+            a.install(&mut server.host())?;
         }
         if let Some(x) = &extras {
             x.ready(&mut server)?;
