@@ -86,6 +86,12 @@ pub struct Parsed {
     pub no_map_gw: bool,
     pub tcp: Vec<Ports>,
     pub udp: Vec<Ports>,
+    /// pasta `-T`: namespace ports (`host` here) reaching host loopback ports (`guest` here).
+    pub tcp_ns: Vec<PortForward>,
+    /// pasta `-U` ranges (accepted only while the gateway reaches the host's loopback).
+    pub udp_ns: Vec<PortForward>,
+    /// pasta `-T auto|all` / `-U auto|all`.
+    pub ns_all: bool,
     /// pasta: `--netns`.
     pub netns: Option<String>,
     /// pasta: `--userns`.
@@ -346,9 +352,17 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
     if spec == "none" {
         return Ok(Ports::None);
     }
-    if spec == "all" || spec == "auto" {
+    if spec.split(',').any(|s| s == "auto" || s.ends_with("/auto")) {
         return Err(format!(
-            "--{opt} {spec}: not supported by warren (it forwards the ports it is given: list them, e.g. 8080 or 8080:80)"
+            "--{opt} {spec}: 'auto' (forward the ports bound inside the namespace, rescanned every second) is not supported by warren: list the ports, e.g. 8080 or 8080:80"
+        ));
+    }
+    if spec
+        .split(',')
+        .any(|s| s == "all" || s.ends_with("/all") || s.starts_with("all:"))
+    {
+        return Err(format!(
+            "--{opt} {spec}: 'all' (every free port, one host socket each) is not supported by warren: list the ports, e.g. 8080 or 8000-8100"
         ));
     }
     // The address part: everything up to the last '/' (IPv6 addresses contain ':' but no '/').
@@ -532,15 +546,20 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             )),
             "tcp-ports" => p.tcp.push(parse_ports(long, &v)?),
             "udp-ports" => p.udp.push(parse_ports(long, &v)?),
-            "tcp-ns" | "udp-ns" => {
-                if v != "none" {
-                    return Err(refused(
-                        kind,
-                        long,
-                        "forwarding namespace ports to the host is not supported by warren (only 'none')",
-                    ));
+            "tcp-ns" | "udp-ns" => match v.as_str() {
+                "none" => {}
+                "auto" | "all" => p.ns_all = true,
+                _ => {
+                    let Ports::Specs(f) = parse_ports(long, &v)? else {
+                        continue;
+                    };
+                    if long == "tcp-ns" {
+                        p.tcp_ns.extend(f);
+                    } else {
+                        p.udp_ns.extend(f);
+                    }
                 }
-            }
+            },
             "netns" => p.netns = Some(v),
             "userns" => p.userns = Some(PathBuf::from(v)),
             "ns-ifname" => p.ns_ifname = Some(v),
@@ -556,7 +575,14 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
                     ));
                 }
             }
-            "fd" | "outbound" | "outbound-if4" | "outbound-if6" | "hostname" | "fqdn"
+            "outbound-if4" | "outbound-if6" => {
+                return Err(refused(
+                    kind,
+                    long,
+                    "binding outbound sockets to an interface is not supported by warren (its connections follow the host's routing table)",
+                ))
+            }
+            "fd" | "outbound" | "hostname" | "fqdn"
             | "no-tcp" | "no-udp" | "no-icmp" | "no-dhcp" | "splice-only" | "freebind"
             | "ns-mac-addr" | "dhcp-dns" | "no-dhcp-dns" | "dhcp-search" | "no-dhcp-search"
             | "netns-only" | "host-lo-to-ns-lo" | "vhost-user" | "print-capabilities"
@@ -576,6 +602,7 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             }
         }
     }
+    namespace_to_host(kind, &mut p)?;
     if addr6 {
         return Err(format!(
             "{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)",
@@ -589,6 +616,52 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
         ));
     }
     Ok(p)
+}
+
+/// Most namespace ports `-T` may name (each is one entry the gateway checks per new TCP flow).
+pub const MAX_NS_PORTS: usize = 1024;
+
+/// pasta's `-T`/`-U` (namespace to host: the namespace connects to a port on its own loopback and
+/// reaches the host's loopback). In warren the namespace reaches the host's loopback through the
+/// gateway address instead: `-T P[:Q]` makes GATEWAY:P lead to the host's 127.0.0.1:Q even with
+/// `--no-map-gw`; `auto`/`all` and `-U` need the gateway's host-loopback mapping (no `--no-map-gw`),
+/// which reaches every host loopback port, TCP and UDP.
+fn namespace_to_host(kind: Kind, p: &mut Parsed) -> Result<(), String> {
+    let n: usize = p
+        .tcp_ns
+        .iter()
+        .map(|f| usize::from(f.host.1 - f.host.0) + 1)
+        .sum();
+    if n > MAX_NS_PORTS {
+        return Err(format!(
+            "{}: --tcp-ns: {n} ports; warren forwards at most {MAX_NS_PORTS} namespace ports to the host",
+            kind.name()
+        ));
+    }
+    if p.no_map_gw && p.ns_all {
+        return Err(format!(
+            "{}: -T/-U auto|all with --no-map-gw: warren reaches host ports through the gateway address; list the TCP ports (-T 5432) or drop --no-map-gw",
+            kind.name()
+        ));
+    }
+    if p.no_map_gw && !p.udp_ns.is_empty() {
+        return Err(format!(
+            "{}: --udp-ns with --no-map-gw: warren forwards only TCP namespace ports by themselves (-T); drop --no-map-gw to reach the host's UDP ports through the gateway address",
+            kind.name()
+        ));
+    }
+    if !p.tcp_ns.is_empty() || !p.udp_ns.is_empty() || p.ns_all {
+        p.notes.push(format!(
+            "{}: -T/-U: the namespace reaches these host loopback ports at the gateway address (pasta: at the namespace's own loopback){}",
+            kind.name(),
+            if p.no_map_gw {
+                ""
+            } else {
+                "; without --no-map-gw every host loopback port is reachable there"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The real uid, read without unsafe code (`/proc/self/status`); `u32::MAX` if unreadable.
@@ -628,6 +701,14 @@ impl Parsed {
             }
         }
         out
+    }
+
+    /// pasta `-T`: (gateway port, host loopback port) pairs.
+    pub fn gateway_forwards(&self) -> Vec<(u16, u16)> {
+        self.tcp_ns
+            .iter()
+            .flat_map(|f| (f.host.0..=f.host.1).map(move |p| (p, f.guest + (p - f.host.0))))
+            .collect()
     }
 
     /// warren's address-plan options for what was asked: `-a`/`-n` choose the network (and the
@@ -686,7 +767,7 @@ pub fn help_text(kind: Kind) -> String {
     let name = kind.name();
     let specific = match kind {
         Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n",
-        Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U none            (only 'none': no namespace-to-host forwarding)\n",
+        Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U SPEC            namespace to host: GATEWAY:P reaches the host's 127.0.0.1:P (auto|all|-U: needs the gateway mapped)\n",
     };
     format!(
         "Usage: {name} [OPTION]... {}\n\
@@ -701,7 +782,7 @@ warren's {name} drop-in: warren's NAT gateway under {name}'s command line.\n\n\
   -n, --netmask MASK     prefix length or dotted mask\n\
   -g, --gateway ADDR     the gateway (reaches the host's loopback unless --no-map-gw)\n\
   -D, --dns ADDR         upstream resolver; -S, --search LIST\n\
-  --dns-forward ADDR     the guest's DNS address (warren's DNS proxy)\n\
+  --dns-forward ADDR     the guest's DNS address (warren's DNS proxy; may lie outside the network)\n\
   -t, -u SPEC            host-to-guest forwards: none | [ADDR/]P[-Q][:R[-S]][,~X]...\n\
   -p, --pcap FILE        capture\n\
   -4, --ipv4-only; --no-map-gw; -i/--interface, -M/--mac-addr, --map-guest-addr (accepted, see README)\n\
@@ -788,7 +869,7 @@ mod tests {
                 "-t",
                 "127.0.0.1/8080-8080:80-80",
                 "--dns-forward",
-                "169.254.0.1",
+                "169.254.1.1",
                 "-u",
                 "none",
                 "-T",
@@ -834,6 +915,39 @@ mod tests {
         );
         let p = parse(Kind::Pasta, &s(&["--config-net", "-t", "none", "4242"])).expect("pid");
         assert_eq!(p.operands, vec!["4242"]);
+    }
+
+    /// pasta's -T/-U: namespace ports reaching host loopback ports, at the gateway address.
+    #[test]
+    fn namespace_to_host() {
+        let p = parse(
+            Kind::Pasta,
+            &s(&[
+                "-T",
+                "5432,6000-6001:7000-7001",
+                "--no-map-gw",
+                "-U",
+                "none",
+            ]),
+        )
+        .expect("-T list");
+        assert_eq!(
+            p.gateway_forwards(),
+            vec![(5432, 5432), (6000, 7000), (6001, 7001)]
+        );
+        assert!(p.notes.iter().any(|n| n.contains("-T/-U")), "{:?}", p.notes);
+        let p =
+            parse(Kind::Pasta, &s(&["-T", "auto", "-U", "53"])).expect("with the gateway mapped");
+        assert!(p.ns_all && p.gateway_forwards().is_empty());
+        assert_eq!(p.udp_ns.len(), 1);
+        let p = parse(
+            Kind::Pasta,
+            &s(&["-T", "none", "-U", "none", "--no-map-gw"]),
+        )
+        .expect("none");
+        assert!(p.gateway_forwards().is_empty() && !p.ns_all);
+        let e = parse(Kind::Pasta, &s(&["-T", "1-1025"])).expect_err("too many");
+        assert!(e.contains("1025 ports"), "{e}");
     }
 
     #[test]
@@ -890,7 +1004,14 @@ mod tests {
             let e = parse(Kind::Passt, &s(bad)).expect_err(&format!("{bad:?}"));
             assert!(!e.contains('\n'), "{e}");
         }
-        for bad in [&["-T", "22"][..], &["-c", "/x"]] {
+        for bad in [
+            &["-T", "1-2000"][..],
+            &["-c", "/x"],
+            &["-T", "auto", "--no-map-gw"],
+            &["--no-map-gw", "-U", "53"],
+            &["-t", "8000-8010,auto"],
+            &["-u", "::1/all"],
+        ] {
             assert!(parse(Kind::Pasta, &s(bad)).is_err(), "{bad:?}");
         }
         let p = parse(

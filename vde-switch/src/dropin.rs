@@ -36,6 +36,8 @@ pub struct Extras {
     pub watch_path: Option<PathBuf>,
     /// Daemonize (neither `-f` nor a command to run).
     pub daemon: bool,
+    /// pasta `-T`: (gateway port, host loopback port): guestfwds on the gateway's own address.
+    pub gateway_tcp: Vec<(u16, u16)>,
 }
 
 /// What the drop-in should do.
@@ -73,6 +75,7 @@ fn common(p: &Parsed) -> Extras {
         tap_address: None,
         watch_path: None,
         daemon: !p.foreground,
+        gateway_tcp: p.gateway_forwards(),
     }
 }
 
@@ -149,6 +152,22 @@ impl Extras {
         if self.tap_address.is_some() {
             opts.netns.address = self.tap_address;
         }
+        // pasta -T: GATEWAY:P leads to the host's 127.0.0.1:Q, with or without --no-map-gw
+        // (`Options::resolve` keeps these next to the `--guestfwd` ones).
+        let gw = opts.config.gateway;
+        opts.config
+            .guestfwds
+            .extend(
+                self.gateway_tcp
+                    .iter()
+                    .map(|&(p, q)| netstack::config::GuestFwd {
+                        addr: gw,
+                        port: p,
+                        target: netstack::config::GuestFwdTarget::Connect(
+                            std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, q)),
+                        ),
+                    }),
+            );
     }
 
     /// Called once everything is bound and attached, right before serving: arms `--one-off` and
@@ -292,6 +311,59 @@ mod tests {
         );
         let (_, x) = run(Kind::Passt, &["-f", "-s", "/tmp/s"]);
         assert!(!x.daemon && !x.one_off);
+    }
+
+    /// podman 5.x's default argv (containers/common libnetwork/pasta `createPastaArgs`: DNS at
+    /// 169.254.1.1, outside warren's network) plus a `-T` forward.
+    #[test]
+    fn podman5_defaults() {
+        let (a, x) = run(
+            Kind::Pasta,
+            &[
+                "--config-net",
+                "--dns-forward",
+                "169.254.1.1",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "-T",
+                "5432:15432",
+                "-U",
+                "none",
+                "--no-map-gw",
+                "--quiet",
+                "--map-guest-addr",
+                "169.254.1.2",
+                "--netns",
+                "/run/user/1000/netns/x",
+            ],
+        );
+        let mut o = crate::cli::parse(a).expect("warren accepts the DNS address");
+        x.apply(&mut o);
+        o.resolve(Path::new("/nonexistent/resolv.conf"))
+            .expect("resolves");
+        assert_eq!(o.config.dns, Ipv4Addr::new(169, 254, 1, 1));
+        assert!(!o.config.host_loopback);
+        assert_eq!(
+            o.config.guestfwds,
+            vec![netstack::config::GuestFwd {
+                addr: Ipv4Addr::new(10, 0, 2, 2),
+                port: 5432,
+                target: netstack::config::GuestFwdTarget::Connect(
+                    "127.0.0.1:15432".parse().expect("addr")
+                ),
+            }]
+        );
+        for bad in ["127.0.0.1", "0.1.2.3", "224.0.0.1", "255.255.255.255"] {
+            let (a, _) = run(Kind::Pasta, &["--dns-forward", bad, "1"]);
+            let e = crate::cli::parse(a).expect_err(bad);
+            assert!(
+                e.to_string()
+                    .contains("cannot be reached through the gateway"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! warren's virtual switch and its ports, and the `warren` daemon's pieces.
 
+pub mod activation;
 pub mod api;
 pub mod binding;
 pub mod cli;

@@ -166,6 +166,7 @@ fn main() -> ExitCode {
         x.apply(&mut opts);
     }
     vde_switch::logger::init(opts.verbosity);
+    vde_switch::activation::init(); // systemd's LISTEN_FDS, before any thread or child starts
     if let Err(e) = opts.resolve(Path::new("/etc/resolv.conf")) {
         eprintln!("warren: {e}");
         return ExitCode::from(2);
@@ -317,6 +318,7 @@ fn main() -> ExitCode {
             server.listen_api(api)?;
             println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
+        vde_switch::activation::close_unused();
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server)?;
         }

@@ -245,7 +245,7 @@ impl Server {
             let sock = match l {
                 Listen::Unix(path) => {
                     let sock = bind_unix(path, Type::STREAM)?;
-                    s.unix_paths.push(crate::sandbox::AtExit::new(path.clone()));
+                    s.remove_on_exit(path.clone());
                     sock
                 }
                 Listen::Tcp(addr) => {
@@ -281,6 +281,9 @@ impl Server {
 
     /// Also removes `path` when the server stops.
     pub fn remove_on_exit(&mut self, path: PathBuf) {
+        if crate::activation::is_inherited(&path) {
+            return; // the service manager's socket stays
+        }
         self.unix_paths.push(crate::sandbox::AtExit::new(path));
     }
 
@@ -1019,6 +1022,9 @@ impl Server {
 
 /// Binds a unix socket at `path`, replacing a stale socket file but never a live one or a non-socket.
 pub fn bind_unix(path: &std::path::Path, ty: Type) -> io::Result<Socket> {
+    if let Some(s) = crate::activation::take(path).filter(|_| ty == Type::STREAM) {
+        return Ok(s);
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
