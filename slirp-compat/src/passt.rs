@@ -49,6 +49,21 @@ pub enum Ports {
     Specs(Vec<PortForward>),
 }
 
+/// pasta's `auto` (`-t auto`, `-t ADDR/auto`, `-t 8000-8010,auto`): forward the ports in `ranges`
+/// (all when empty) while they are bound inside the namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoPorts {
+    /// Host address the forwards bind (`ADDR/auto`); `None`: all addresses.
+    pub addr: Option<IpAddr>,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl AutoPorts {
+    pub fn wants(&self, port: u16) -> bool {
+        self.ranges.is_empty() || self.ranges.iter().any(|&(a, b)| (a..=b).contains(&port))
+    }
+}
+
 /// What the command line asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
@@ -86,6 +101,10 @@ pub struct Parsed {
     pub no_map_gw: bool,
     pub tcp: Vec<Ports>,
     pub udp: Vec<Ports>,
+    /// pasta `-t auto` (also pasta's default when no `-t` is given).
+    pub tcp_auto: Option<AutoPorts>,
+    /// pasta `-u auto` (also the default when no `-u` is given).
+    pub udp_auto: Option<AutoPorts>,
     /// pasta `-T`: namespace ports (`host` here) reaching host loopback ports (`guest` here).
     pub tcp_ns: Vec<PortForward>,
     /// pasta `-U` ranges (accepted only while the gateway reaches the host's loopback).
@@ -354,7 +373,7 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
     }
     if spec.split(',').any(|s| s == "auto" || s.ends_with("/auto")) {
         return Err(format!(
-            "--{opt} {spec}: 'auto' (forward the ports bound inside the namespace, rescanned every second) is not supported by warren: list the ports, e.g. 8080 or 8080:80"
+            "--{opt} {spec}: 'auto' (forward the ports bound inside the namespace) is a pasta option only"
         ));
     }
     if spec
@@ -438,6 +457,40 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
         }
     }
     Ok(Ports::Specs(out))
+}
+
+/// pasta's `auto` in a `-t`/`-u` spec: `[ADDR/]auto` or `[ADDR/]RANGES,auto` (RANGES without
+/// port mapping or exclusions). `None` when the spec has no `auto`.
+fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, String> {
+    let (addr, list) = match spec.rsplit_once('/') {
+        Some((a, l)) => (Some(a), l),
+        None => (None, spec),
+    };
+    if !list.split(',').any(|i| i == "auto") {
+        return Ok(None);
+    }
+    if kind == Kind::Passt {
+        return Err(format!("--{opt} {spec}: 'auto' is a pasta option only"));
+    }
+    let addr = match addr {
+        Some(a) if a.contains('%') => {
+            return Err(format!(
+                "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
+            ))
+        }
+        Some(a) => Some(ip(opt, a.trim_start_matches('[').trim_end_matches(']'))?),
+        None => None,
+    };
+    let mut ranges = Vec::new();
+    for item in list.split(',').filter(|i| *i != "auto") {
+        if item.contains(':') || item.starts_with('~') {
+            return Err(format!(
+                "--{opt} {spec}: with 'auto', warren takes plain port ranges (no mapping, no exclusions)"
+            ));
+        }
+        ranges.push(range(item, spec)?);
+    }
+    Ok(Some(AutoPorts { addr, ranges }))
 }
 
 fn refused(kind: Kind, long: &str, why: &str) -> String {
@@ -544,8 +597,15 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
                 "{}: --no-netns-quit: accepted; warren never watches the namespace path",
                 kind.name()
             )),
-            "tcp-ports" => p.tcp.push(parse_ports(long, &v)?),
-            "udp-ports" => p.udp.push(parse_ports(long, &v)?),
+            "tcp-ports" | "udp-ports" => {
+                let tcp = long == "tcp-ports";
+                match parse_auto(kind, long, &v)? {
+                    Some(a) if tcp => p.tcp_auto = Some(a),
+                    Some(a) => p.udp_auto = Some(a),
+                    None if tcp => p.tcp.push(parse_ports(long, &v)?),
+                    None => p.udp.push(parse_ports(long, &v)?),
+                }
+            }
             "tcp-ns" | "udp-ns" => match v.as_str() {
                 "none" => {}
                 "auto" | "all" => p.ns_all = true,
@@ -594,12 +654,12 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
         }
     }
     if kind == Kind::Pasta && !p.help && !p.version {
-        for (given, opt) in [(!p.tcp.is_empty(), "-t"), (!p.udp.is_empty(), "-u")] {
-            if !given {
-                p.notes.push(format!(
-                    "pasta: no {opt}: pasta would forward bound ports automatically ('auto'); warren forwards none"
-                ));
-            }
+        // pasta's default for both: auto.
+        if p.tcp.is_empty() && p.tcp_auto.is_none() {
+            p.tcp_auto = Some(AutoPorts::default());
+        }
+        if p.udp.is_empty() && p.udp_auto.is_none() {
+            p.udp_auto = Some(AutoPorts::default());
         }
     }
     namespace_to_host(kind, &mut p)?;
@@ -948,6 +1008,16 @@ mod tests {
         assert!(p.gateway_forwards().is_empty() && !p.ns_all);
         let e = parse(Kind::Pasta, &s(&["-T", "1-1025"])).expect_err("too many");
         assert!(e.contains("1025 ports"), "{e}");
+        // -t/-u auto, and pasta's default (auto) when no -t/-u is given.
+        let p = parse(Kind::Pasta, &s(&["-t", "127.0.0.1/8000-8010,auto", "1"])).expect("auto");
+        let a = p.tcp_auto.clone().expect("tcp auto");
+        assert_eq!(a.addr, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(a.wants(8000) && !a.wants(7999));
+        assert_eq!(p.udp_auto, Some(AutoPorts::default()));
+        let p = parse(Kind::Pasta, &s(&["-t", "none", "-u", "53", "1"])).expect("explicit");
+        assert!(p.tcp_auto.is_none() && p.udp_auto.is_none());
+        let e = parse(Kind::Passt, &s(&["-t", "auto"])).expect_err("passt");
+        assert!(e.contains("pasta option only"), "{e}");
     }
 
     #[test]
@@ -1009,7 +1079,7 @@ mod tests {
             &["-c", "/x"],
             &["-T", "auto", "--no-map-gw"],
             &["--no-map-gw", "-U", "53"],
-            &["-t", "8000-8010,auto"],
+            &["-t", "8000:80,auto"],
             &["-u", "::1/all"],
         ] {
             assert!(parse(Kind::Pasta, &s(bad)).is_err(), "{bad:?}");

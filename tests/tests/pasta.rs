@@ -257,6 +257,64 @@ for i in $(seq 1 50); do pgrep -f "$D/netns/netns-1" >/dev/null || {{ echo gone=
     assert!(out.contains("gone=1"), "warren did not exit:\n{out}");
 }
 
+/// pasta's `-t auto`/`-u auto`, as rootlesskit 2.x's `--port-driver=implicit` passes them
+/// (`pkg/network/pasta/pasta.go`: `--tcp-ports=auto --udp-ports=auto` instead of `none`): a port
+/// bound in the namespace is forwarded from the host (TCP, and UDP for the same number, as pasta
+/// does) within a few scans, and the forward goes away when the socket does.
+#[test]
+fn auto_forwards_follow_ports_bound_in_the_namespace() {
+    assert!(is_root(), "creates a user: run as root (CI does)");
+    ensure_user();
+    let dir = work_dir();
+    let port = closed_port();
+    let d = dir.path().display();
+    let script = format!(
+        r#"D={d}; export D
+mkdir -m 700 "$D/run"; export XDG_RUNTIME_DIR="$D/run"
+unshare -Urn sh -c 'exec sleep 300' &
+CHILD=$!
+sleep 0.5
+"$D/pasta" --stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 --netmask=24 --gateway=10.0.2.2 --dns-forward=10.0.2.3 --ipv4-only --tcp-ports=auto --udp-ports=auto $CHILD
+echo "pasta_exit=$?"
+ENTER="nsenter -t $CHILD -U -n --preserve-credentials"
+listening() {{ ss -Hln"$1" "sport = :{port}" | grep -q . && echo yes || echo no; }}
+echo "before=$(listening t)"
+$ENTER busybox httpd -f -p {port} -h "$D/www" </dev/null >/dev/null 2>&1 &
+HTTPD=$!
+for i in $(seq 1 80); do [ "$(listening t)" = yes ] && [ "$(listening u)" = yes ] && break; sleep 0.25; done
+echo "tcp=$(listening t) udp=$(listening u)"
+echo "fetch=$(wget -q -T 20 -O - http://127.0.0.1:{port}/in-ns.txt)"
+kill $HTTPD; wait $HTTPD 2>/dev/null
+for i in $(seq 1 80); do [ "$(listening t)" = no ] && break; sleep 0.25; done
+echo "after=$(listening t)"
+kill $CHILD
+for i in $(seq 1 50); do pgrep -f "udp-ports=auto $CHILD" >/dev/null || {{ echo gone=1; break; }}; sleep 0.2; done
+"#
+    );
+    let (ok, out) = as_user(&script, Duration::from_secs(120));
+    assert!(
+        ok && out.contains("pasta_exit=0"),
+        "the sequence failed:\n{out}"
+    );
+    assert!(
+        out.contains("before=no"),
+        "port forwarded before it was bound:\n{out}"
+    );
+    assert!(
+        out.contains("tcp=yes udp=yes"),
+        "no forward for the bound port:\n{out}"
+    );
+    assert!(
+        out.contains("fetch=served from inside the namespace"),
+        "the automatic forward does not reach the namespace:\n{out}"
+    );
+    assert!(
+        out.contains("after=no"),
+        "the forward stayed after the socket closed:\n{out}"
+    );
+    assert!(out.contains("gone=1"), "warren did not exit:\n{out}");
+}
+
 /// What warren cannot do as pasta: rootlesskit's `--port-driver=implicit` (`--tcp-ports=auto`),
 /// `-T auto` without the gateway's host mapping, a DNS address no guest can route to the gateway,
 /// `--outbound-if4`: clear one-line errors, exit status non-zero, before daemonizing.
@@ -275,7 +333,10 @@ fn unsupported_client_settings_are_clear_errors() {
             ][..],
             "127.0.0.1 cannot be reached through the gateway",
         ),
-        (&["--config-net", "--tcp-ports=auto", "1"][..], "auto"),
+        (
+            &["--config-net", "--tcp-ports=80:8080,auto", "1"][..],
+            "auto",
+        ),
         (
             &["--config-net", "-T", "auto", "--no-map-gw", "1"][..],
             "--no-map-gw",

@@ -38,6 +38,8 @@ pub struct Extras {
     pub daemon: bool,
     /// pasta `-T`: (gateway port, host loopback port): guestfwds on the gateway's own address.
     pub gateway_tcp: Vec<(u16, u16)>,
+    /// pasta `-t auto`/`-u auto`: the helper that follows the namespace's bound ports.
+    pub autofwd: Option<crate::autofwd::AutoFwd>,
 }
 
 /// What the drop-in should do.
@@ -76,6 +78,7 @@ fn common(p: &Parsed) -> Extras {
         watch_path: None,
         daemon: !p.foreground,
         gateway_tcp: p.gateway_forwards(),
+        autofwd: None,
     }
 }
 
@@ -125,6 +128,18 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
                     if !target.bytes().all(|b| b.is_ascii_digit()) {
                         x.watch_path = Some(PathBuf::from(&target));
                     }
+                    if p.tcp_auto.is_some() || p.udp_auto.is_some() {
+                        // The helper talks to warren through a private control socket.
+                        let api = private_dir()?.join(format!("pasta-{}.api", std::process::id()));
+                        a.push(format!("--api={}", api.display()));
+                        x.autofwd = Some(crate::autofwd::AutoFwd {
+                            api,
+                            netns: target.clone(),
+                            userns: userns.clone(),
+                            tcp: p.tcp_auto.clone(),
+                            udp: p.udp_auto.clone(),
+                        });
+                    }
                     ns.push(format!("--netns={target}"));
                     if let Some(u) = userns {
                         ns.push(format!("--userns={}", u.display()));
@@ -132,6 +147,11 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
                     a.extend(ns);
                 }
                 Target::Command(cmd) => {
+                    if (p.tcp_auto.is_some() || p.udp_auto.is_some())
+                        && std::env::var_os(DAEMON_ENV).is_none()
+                    {
+                        eprintln!("pasta: with a command, warren forwards no ports automatically (pasta: -t/-u auto); give -t/-u PORTS");
+                    }
                     // As `warren run`: the command's namespace, configured; warren exits with it.
                     let mut r = vec!["run".to_string()];
                     r.append(&mut a);
@@ -144,6 +164,30 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
         }
     }
     Ok(DropIn::Run(a, x))
+}
+
+/// `$XDG_RUNTIME_DIR/warren`, or a `warren-UID` directory in the temporary directory: created
+/// mode 0700 and used only if it is ours and closed to others.
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("warren"),
+        None => std::env::temp_dir().join(format!("warren-{}", rustix::process::getuid().as_raw())),
+    };
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m)
+            if m.is_dir()
+                && m.uid() == rustix::process::getuid().as_raw()
+                && m.mode() & 0o077 == 0 =>
+        {
+            Ok(dir)
+        }
+        _ => Err(format!(
+            "{}: not a private directory of this user (needed for -t/-u auto's control socket)",
+            dir.display()
+        )),
+    }
 }
 
 impl Extras {
@@ -208,6 +252,9 @@ impl Extras {
             };
             rustix::stdio::dup2_stdout(&to)?;
             rustix::stdio::dup2_stderr(&to)?;
+        }
+        if let Some(a) = &self.autofwd {
+            a.spawn()?;
         }
         Ok(())
     }

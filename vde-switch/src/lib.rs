@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod api;
+pub mod autofwd;
 pub mod binding;
 pub mod cli;
 pub mod dgram;

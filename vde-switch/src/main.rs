@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         Some("__attach") => return vde_switch::netns::attach_main(&args[1..]),
         Some("__run-child") => return vde_switch::run::child_main(&args[1..]),
         Some("__exec-helper") => return vde_switch::sandbox::exec_helper_main(&args[1..]),
+        Some(vde_switch::autofwd::HELPER) => return vde_switch::autofwd::helper_main(&args[1..]),
         _ => {}
     }
     // The slirp4netns drop-in: `slirp4netns …` (a link or copy named so) or `warren slirp4netns …`.
