@@ -353,15 +353,15 @@ mod tests {
     fn proc_net_lines() {
         // 0.0.0.0:8080 LISTEN, 127.0.0.1:9090 LISTEN (loopback: skipped), 10.0.2.100:443 LISTEN,
         // 0.0.0.0:5555 ESTABLISHED (skipped), a garbage line.
+        let lo = format!("{:08X}", u32::from_ne_bytes([127, 0, 0, 1]));
+        let tap = format!("{:08X}", u32::from_ne_bytes([10, 0, 2, 100]));
         let tcp = format!(
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1\n\
    1: {lo}:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2\n\
    2: {tap}:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 3\n\
    3: 00000000:15B3 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 4\n\
-   4: zz\n",
-            lo = format!("{:08X}", u32::from_ne_bytes([127, 0, 0, 1])),
-            tap = format!("{:08X}", u32::from_ne_bytes([10, 0, 2, 100])),
+   4: zz\n"
         );
         assert_eq!(scan(&tcp, TCP_LISTEN), BTreeSet::from([8080, 443]));
         let words = |b: [u8; 16]| -> String {

@@ -39,7 +39,7 @@ pub struct Extras {
     /// pasta `-T`: (gateway port, host loopback port): guestfwds on the gateway's own address.
     pub gateway_tcp: Vec<(u16, u16)>,
     /// pasta `-t auto`/`-u auto`: the helper that follows the namespace's bound ports.
-    pub autofwd: Option<crate::autofwd::AutoFwd>,
+    pub autofwd: Option<Box<crate::autofwd::AutoFwd>>,
 }
 
 /// What the drop-in should do.
@@ -132,13 +132,13 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
                         // The helper talks to warren through a private control socket.
                         let api = private_dir()?.join(format!("pasta-{}.api", std::process::id()));
                         a.push(format!("--api={}", api.display()));
-                        x.autofwd = Some(crate::autofwd::AutoFwd {
+                        x.autofwd = Some(Box::new(crate::autofwd::AutoFwd {
                             api,
                             netns: target.clone(),
                             userns: userns.clone(),
                             tcp: p.tcp_auto.clone(),
                             udp: p.udp_auto.clone(),
-                        });
+                        }));
                     }
                     ns.push(format!("--netns={target}"));
                     if let Some(u) = userns {
