@@ -77,6 +77,9 @@ pub struct Parsed {
     pub log_file: Option<PathBuf>,
     /// `-1`/`--one-off` (passt): exit when the guest disconnects.
     pub one_off: bool,
+    /// `-F`/`--fd` (passt): an inherited, connected stream socket to the guest (QEMU's `-netdev
+    /// passt` passes `--fd 3`); implies `one_off`.
+    pub fd: Option<i32>,
     /// `-s`/`--socket` (passt).
     pub socket: Option<PathBuf>,
     /// `-P`/`--pid`.
@@ -536,6 +539,15 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             "log-file" => p.log_file = Some(PathBuf::from(v)),
             "log-size" => note("accepted; the log file is not rotated".into()),
             "one-off" => p.one_off = true,
+            "fd" if kind == Kind::Passt => {
+                let n: i32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 3)
+                    .ok_or_else(|| format!("--fd {v:?}: expected a descriptor number, 3 or above"))?;
+                p.fd = Some(n);
+                p.one_off = true;
+            }
             "socket" | "socket-path" => p.socket = Some(PathBuf::from(v)),
             "pid" => p.pid_file = Some(PathBuf::from(v)),
             "pcap" => p.pcap = Some(PathBuf::from(v)),
@@ -826,7 +838,7 @@ impl Parsed {
 pub fn help_text(kind: Kind) -> String {
     let name = kind.name();
     let specific = match kind {
-        Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n",
+        Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n  -F, --fd N             serve this inherited, connected stream socket (QEMU's -netdev passt); implies --one-off\n",
         Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U SPEC            namespace to host: GATEWAY:P reaches the host's 127.0.0.1:P (auto|all|-U: needs the gateway mapped)\n",
     };
     format!(
@@ -1074,6 +1086,16 @@ mod tests {
             let e = parse(Kind::Passt, &s(bad)).expect_err(&format!("{bad:?}"));
             assert!(!e.contains('\n'), "{e}");
         }
+        let p = parse(
+            Kind::Passt,
+            &s(&["--quiet", "--pid", "/x.pid", "--fd", "3"]),
+        )
+        .expect("--fd");
+        assert_eq!(p.fd, Some(3));
+        assert!(p.one_off);
+        assert!(parse(Kind::Passt, &s(&["-F", "2"])).is_err());
+        assert!(parse(Kind::Passt, &s(&["-F", "x"])).is_err());
+        assert!(parse(Kind::Pasta, &s(&["-F", "3"])).is_err());
         for bad in [
             &["-T", "1-2000"][..],
             &["-c", "/x"],

@@ -30,6 +30,8 @@ pub struct Extras {
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
     pub one_off: bool,
+    /// passt `--fd N`: serve this inherited, connected stream socket (and no listening socket).
+    pub stream_fd: Option<i32>,
     /// pasta `-a` with `--config-net`: the tap's address.
     pub tap_address: Option<Ipv4Addr>,
     /// pasta `--netns PATH`: stop when it disappears.
@@ -74,6 +76,7 @@ fn common(p: &Parsed) -> Extras {
         pid_file: p.pid_file.clone(),
         log_file: p.log_file.clone(),
         one_off: p.one_off,
+        stream_fd: p.fd,
         tap_address: None,
         watch_path: None,
         daemon: !p.foreground,
@@ -219,6 +222,16 @@ impl Extras {
     pub fn ready(&self, server: &mut crate::server::Server) -> io::Result<()> {
         if self.one_off {
             server.stop_when_guest_leaves();
+        }
+        if let Some(n) = self.stream_fd {
+            let fd = crate::sys::claim_inherited_fd(n)
+                .ok_or_else(|| io::Error::other(format!("--fd {n}: not an open descriptor")))?;
+            let s = socket2::Socket::from(fd);
+            if s.r#type().ok() != Some(socket2::Type::STREAM) {
+                return Err(io::Error::other(format!("--fd {n}: not a stream socket")));
+            }
+            // "stream…": `--one-off` stops warren when this port closes.
+            server.add_stream(s, format!("stream passt --fd {n}"))?;
         }
         if let Some(path) = &self.watch_path {
             let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;

@@ -176,6 +176,7 @@ fn main() -> ExitCode {
         && opts.dgram.is_empty()
         && opts.vde.is_empty()
         && !opts.netns.active()
+        && extras.as_ref().is_none_or(|x| x.stream_fd.is_none())
     {
         opts.listen.push(Listen::Unix(default_socket()));
     }
