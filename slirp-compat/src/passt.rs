@@ -122,6 +122,8 @@ pub struct Parsed {
     pub ns_ifname: Option<String>,
     /// pasta: `--config-net`.
     pub config_net: bool,
+    /// pasta: `--no-netns-quit`: keep running when the namespace file is removed.
+    pub no_netns_quit: bool,
     /// Operands (pasta: PID, namespace path or command; passt takes none).
     pub operands: Vec<String>,
     /// One line each about options accepted with a different meaning.
@@ -605,10 +607,7 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             "no-ndp" | "no-dhcpv6" | "no-ra" | "no-splice" | "no-copy-routes" | "no-copy-addrs" => {
                 // True in warren anyway: no IPv6 services, no splicing, nothing copied from the host.
             }
-            "no-netns-quit" => p.notes.push(format!(
-                "{}: --no-netns-quit: accepted; warren never watches the namespace path",
-                kind.name()
-            )),
+            "no-netns-quit" => p.no_netns_quit = true,
             "tcp-ports" | "udp-ports" => {
                 let tcp = long == "tcp-ports";
                 match parse_auto(kind, long, &v)? {

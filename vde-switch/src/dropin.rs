@@ -128,7 +128,7 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
             }
             match pa.target {
                 Target::Netns { target, userns } => {
-                    if !target.bytes().all(|b| b.is_ascii_digit()) {
+                    if !target.bytes().all(|b| b.is_ascii_digit()) && !p.no_netns_quit {
                         x.watch_path = Some(PathBuf::from(&target));
                     }
                     if p.tcp_auto.is_some() || p.udp_auto.is_some() {
@@ -444,6 +444,19 @@ mod tests {
             ],
         );
         assert_eq!(x.watch_path, Some(PathBuf::from("/run/user/1000/netns/x")));
+        let (_, y) = run(
+            Kind::Pasta,
+            &[
+                "--no-netns-quit",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "--netns",
+                "/n",
+            ],
+        );
+        assert_eq!(y.watch_path, None, "--no-netns-quit: no watch");
         assert_eq!(x.tap_address, Some(Ipv4Addr::new(10, 0, 2, 100)));
         let mut o = crate::cli::parse(a).expect("warren accepts it");
         x.apply(&mut o);
