@@ -75,6 +75,9 @@ pub struct AtExitList {
 impl AtExitList {
     /// Removes file `path` at exit.
     pub fn file(&mut self, path: PathBuf) {
+        if crate::activation::is_inherited(&path) {
+            return; // the service manager's socket stays
+        }
         self.files.push(AtExit::new(path));
     }
 

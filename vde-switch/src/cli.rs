@@ -649,11 +649,12 @@ impl Options {
         if let Some(g) = &self.vde_group_name {
             self.vde_group = Some(crate::frontend::vde::group_id(g)?);
         }
-        self.config.guestfwds = self
+        let given: Vec<_> = self
             .guestfwd
             .iter()
             .map(|g| netstack_guestfwd(g, &self.config))
             .collect::<Result<_, _>>()?;
+        self.config.guestfwds.extend(given); // after the drop-ins' own (pasta -T)
         self.config.validate().map_err(OptionsError::Config)?;
         if self.config.dns_upstreams.is_empty() || !self.dns_search_given {
             let rc = netstack::resolv::read(resolv_conf).unwrap_or_default();

@@ -10,7 +10,9 @@
 //! - namespaces (`netns`, `run`), the sandbox, the command line (`cli`, `dropin`, `slirp4netns`),
 //!   `logger`.
 
+pub mod activation;
 pub mod atexit;
+pub mod autofwd;
 pub mod cli;
 pub mod dropin;
 pub mod forwards;

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         Some("__attach") => return vde_switch::netns::attach_main(&args[1..]),
         Some("__run-child") => return vde_switch::run::child_main(&args[1..]),
         Some("__exec-helper") => return vde_switch::sandbox::exec_helper_main(&args[1..]),
+        Some(vde_switch::autofwd::HELPER) => return vde_switch::autofwd::helper_main(&args[1..]),
         _ => {}
     }
     // The slirp4netns drop-in: `slirp4netns …` (a link or copy named so) or `warren slirp4netns …`.
@@ -166,6 +167,7 @@ fn main() -> ExitCode {
         x.apply(&mut opts);
     }
     vde_switch::logger::init(opts.verbosity);
+    vde_switch::activation::init(); // systemd's LISTEN_FDS, before any thread or child starts
     if let Err(e) = opts.resolve(Path::new("/etc/resolv.conf")) {
         eprintln!("warren: {e}");
         return ExitCode::from(2);
@@ -174,6 +176,7 @@ fn main() -> ExitCode {
         && opts.dgram.is_empty()
         && opts.vde.is_empty()
         && !opts.netns.active()
+        && extras.as_ref().is_none_or(|x| x.stream_fd.is_none())
     {
         opts.listen.push(Listen::Unix(default_socket()));
     }
@@ -317,6 +320,7 @@ fn main() -> ExitCode {
             server.listen_api(api)?;
             println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
+        vde_switch::activation::close_unused();
         if let Some(a) = attachment.as_mut() {
             a.install(&mut server.host())?;
         }

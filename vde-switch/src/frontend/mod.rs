@@ -172,6 +172,9 @@ impl Context<'_> {
 
 /// Binds a unix socket at `path`, replacing a stale socket file but never a live one or a non-socket.
 pub fn bind_unix(path: &std::path::Path, ty: Type) -> io::Result<Socket> {
+    if let Some(s) = crate::activation::take(path).filter(|_| ty == Type::STREAM) {
+        return Ok(s);
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
