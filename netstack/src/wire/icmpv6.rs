@@ -499,7 +499,8 @@ pub fn valid_domain(d: &str) -> bool {
         })
 }
 
-fn encode_name(out: &mut Vec<u8>, d: &str) {
+/// Appends `d` as uncompressed DNS labels ending in the root label (assumes [`valid_domain`]).
+pub(crate) fn encode_name(out: &mut Vec<u8>, d: &str) {
     let d = d.strip_suffix('.').unwrap_or(d);
     for l in d.split('.') {
         out.push(l.len() as u8);
