@@ -29,8 +29,7 @@ use crate::rng::Rng;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV6};
 use crate::wire::icmpv6::{Dnssl, Icmpv6Repr, NdpRepr, PrefixInfo, Rdnss};
 use crate::wire::ipv6::{
-    self, is_solicited_node, multicast_mac, solicited_node, Ipv6Packet, Ipv6Repr, ALL_NODES,
-    NDP_HOP_LIMIT, NH_ICMPV6,
+    self, multicast_mac, solicited_node, Ipv6Packet, Ipv6Repr, ALL_NODES, NDP_HOP_LIMIT, NH_ICMPV6,
 };
 use crate::{Instant, Mac};
 use std::net::Ipv6Addr;
@@ -325,12 +324,23 @@ impl NdpResponder {
         }
         let unspecified = input.src.is_unspecified();
         let mut out = NdpOutcome::default();
+        if let NdpRepr::RouterAdvert { .. } = msg {
+            return Err(NdpDrop::RouterAdvertFromGuest);
+        }
+        if self.cfg.plan.is_own(&input.src) {
+            // A guest using one of the gateway's addresses as its source: reported, never
+            // answered or learnt.
+            out.conflict = Some((input.src, input.src_mac));
+            return Ok(out);
+        }
+        let plan = &self.cfg.plan;
+        let guest_src = plan.guest_source_ok(&input.src);
         match msg {
             NdpRepr::RouterSolicit { source_lladdr } => {
                 if unspecified && source_lladdr.is_some() {
                     return Err(NdpDrop::BadDad);
                 }
-                if !unspecified {
+                if guest_src {
                     out.learned = Some((input.src, source_lladdr.unwrap_or(input.src_mac)));
                 }
                 let mut at = now + jitter(&mut self.rng, Duration::ZERO, MAX_RA_DELAY);
@@ -357,7 +367,7 @@ impl NdpResponder {
                     if input.dst.is_multicast() && input.dst != solicited_node(target) {
                         return Err(NdpDrop::BadDestination);
                     }
-                    if ipv6::is_link_local(&input.src) || self.cfg.plan.net.contains(input.src) {
+                    if guest_src {
                         out.learned = Some((input.src, source_lladdr.unwrap_or(input.src_mac)));
                     }
                 }
@@ -399,7 +409,7 @@ impl NdpResponder {
                 let mac = target_lladdr.unwrap_or(input.src_mac);
                 if self.cfg.plan.is_own(target) {
                     out.conflict = Some((*target, mac));
-                } else if !is_solicited_node(target) {
+                } else if self.cfg.plan.guest_source_ok(target) {
                     out.learned = Some((*target, mac));
                 }
             }
@@ -674,6 +684,46 @@ mod tests {
             .expect("valid NA");
         assert_eq!(out.learned, Some((a("fec0::15"), GUEST)));
         assert!(out.replies.is_empty());
+    }
+
+    #[test]
+    fn spoofed_own_sources_are_conflicts_not_neighbours() {
+        let t0 = Instant::now();
+        let mut r = responder(t0);
+        for src in [a("fec0::2"), a("fec0::3"), link_local(&GW)] {
+            for msg in [
+                ns(a("fec0::2"), Some(GUEST)),
+                NdpRepr::RouterSolicit {
+                    source_lladdr: Some(GUEST),
+                },
+            ] {
+                let out = r
+                    .handle(t0, &from_guest(src, solicited_node(&a("fec0::2"))), &msg)
+                    .expect("reported, not refused");
+                assert_eq!(out.conflict, Some((src, GUEST)));
+                assert!(out.replies.is_empty() && out.learned.is_none());
+            }
+        }
+        // Sources and NA targets outside the prefix (and not link-local) are not learnt.
+        let out = r
+            .handle(
+                t0,
+                &from_guest(a("2001:db8::1"), solicited_node(&a("fec0::2"))),
+                &ns(a("fec0::2"), Some(GUEST)),
+            )
+            .expect("answered");
+        assert_eq!((out.replies.len(), out.learned), (1, None));
+        let na = NdpRepr::NeighborAdvert {
+            router: false,
+            solicited: false,
+            override_: true,
+            target: a("2001:db8::1"),
+            target_lladdr: Some(GUEST),
+        };
+        let out = r
+            .handle(t0, &from_guest(a("fec0::15"), ALL_NODES), &na)
+            .expect("valid");
+        assert_eq!(out, NdpOutcome::default());
     }
 
     #[test]
