@@ -29,7 +29,7 @@ use crate::rng::Rng;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV6};
 use crate::wire::icmpv6::{Dnssl, Icmpv6Repr, NdpRepr, PrefixInfo, Rdnss};
 use crate::wire::ipv6::{
-    self, multicast_mac, solicited_node, Ipv6Packet, Ipv6Repr, ALL_NODES, NDP_HOP_LIMIT, NH_ICMPV6,
+    multicast_mac, solicited_node, Ipv6Packet, Ipv6Repr, ALL_NODES, NDP_HOP_LIMIT, NH_ICMPV6,
 };
 use crate::{Instant, Mac};
 use std::net::Ipv6Addr;
@@ -747,7 +747,7 @@ mod tests {
         // Fragmented NDP (an atomic fragment header in front) is refused (RFC 6980).
         let mut frag = vec![NH_ICMPV6, 0, 0, 0, 0, 0, 0, 1];
         frag.extend_from_slice(&icmp);
-        let pkt = Ipv6Repr::new(src, dst, ipv6::NH_FRAGMENT, 0, 255).packet(&frag);
+        let pkt = Ipv6Repr::new(src, dst, crate::wire::ipv6::NH_FRAGMENT, 0, 255).packet(&frag);
         assert_eq!(r.handle_packet(t0, GUEST, &pkt), Err(NdpDrop::Malformed));
         assert_eq!(
             r.handle_packet(t0, GUEST, &[0x60; 20]),
