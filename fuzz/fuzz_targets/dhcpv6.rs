@@ -110,8 +110,8 @@ fuzz_target!(|data: &[u8]| {
         match server.handle(now, mac, src, &payload) {
             Ok(Some(reply)) => {
                 assert_eq!((reply.dst, reply.dst_mac), (src, mac));
-                let msg = Message::decode(&mut Decoder::new(&reply.payload))
-                    .expect("our reply decodes");
+                let msg =
+                    Message::decode(&mut Decoder::new(&reply.payload)).expect("our reply decodes");
                 assert!(matches!(
                     msg.msg_type(),
                     MessageType::Advertise | MessageType::Reply
