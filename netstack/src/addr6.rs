@@ -324,6 +324,30 @@ impl Plan6 {
         };
         let host = parse("ipv6-host", q.host)?;
         let dns = parse("ipv6-dns", q.dns)?;
+        Self::from_qemu_typed(Some(net.addr()), Some(len), host, dns, q.restrict, mac)
+    }
+
+    /// QEMU's `ipv6-*` values already parsed (as slirp-compat's `SlirpOptions` holds them):
+    /// prefix default `fec0::`, length default 64 with 0 meaning 64 and over 126 refused, host
+    /// inside the prefix, DNS too when `restrict`.
+    pub fn from_qemu_typed(
+        prefix: Option<Ipv6Addr>,
+        prefix_len: Option<u8>,
+        host: Option<Ipv6Addr>,
+        dns: Option<Ipv6Addr>,
+        restrict: bool,
+        mac: Mac,
+    ) -> Result<Self, String> {
+        let len = match prefix_len.unwrap_or(64) {
+            0 => 64,
+            l @ 1..=126 => l,
+            l => {
+                return Err(format!(
+                    "ipv6-prefixlen={l}: IPv6 prefix length must be between 0 and 126"
+                ))
+            }
+        };
+        let net = Ipv6Net::new(prefix.unwrap_or(SLIRP_PREFIX), len)?;
         if let Some(h) = host {
             if !net.contains(h) {
                 return Err(format!("ipv6-host={h} is outside the IPv6 prefix {net}"));
@@ -336,7 +360,7 @@ impl Plan6 {
         if let Some(d) = dns {
             p.dns = d;
         }
-        p.validate(q.restrict)
+        p.validate(restrict)
             .map_err(|e| format!("-netdev user IPv6 settings: {e}"))?;
         Ok(p)
     }
@@ -581,6 +605,25 @@ mod tests {
             assert!(e.contains(want), "{e:?} lacks {want:?}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn qemu_typed_values() {
+        let p = Plan6::from_qemu_typed(None, None, None, None, false, MAC).expect("defaults");
+        assert_eq!(p, Plan6::slirp(MAC));
+        let p = Plan6::from_qemu_typed(Some(a("fd00:9::")), Some(0), None, None, false, MAC)
+            .expect("0 means 64");
+        assert_eq!(p.net.to_string(), "fd00:9::/64");
+        assert!(
+            Plan6::from_qemu_typed(None, Some(127), None, None, false, MAC)
+                .expect_err("127")
+                .contains("between 0 and 126")
+        );
+        assert!(
+            Plan6::from_qemu_typed(None, None, None, Some(a("fd99::3")), true, MAC)
+                .expect_err("restricted dns outside")
+                .contains("outside")
+        );
     }
 
     #[test]
