@@ -4,8 +4,8 @@
 //! connections.
 
 use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
-use netstack::driver::Driver;
 use netstack::flow::Proto as FlowProto;
+use netstack_driver::Driver;
 use rustc_hash::FxHashMap;
 use slirp_compat::api::{self, ApiBackend, HostFwdEntry, HostFwdTable, LeaseInfo, MAX_REQUEST};
 use slirp_compat::hostfwd::Proto;

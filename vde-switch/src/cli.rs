@@ -597,7 +597,7 @@ impl Options {
             .collect::<Result<_, _>>()?;
         self.config.validate()?;
         if self.config.dns_upstreams.is_empty() || !self.dns_search_given {
-            let rc = netstack::resolv::read(resolv_conf).unwrap_or_default();
+            let rc = netstack_driver::resolv::read(resolv_conf).unwrap_or_default();
             if self.config.dns_upstreams.is_empty() {
                 self.config.dns_upstreams = rc.nameservers.clone();
                 if self.config.dns_upstreams.is_empty() {

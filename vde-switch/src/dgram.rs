@@ -12,8 +12,8 @@
 use crate::port::Tx;
 use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
 use crate::switch::PortId;
-use netstack::driver::Driver;
 use netstack::wire::ethernet;
+use netstack_driver::Driver;
 use rustc_hash::FxHashMap;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::borrow::Cow;

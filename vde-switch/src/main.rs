@@ -1,8 +1,8 @@
 //! `warren`: a virtual switch with a built-in gateway for unprivileged QEMU guests.
 
 use netstack::config::Config;
-use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
+use netstack_driver::{Driver, ReadyQueue};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -218,7 +218,7 @@ fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
 
 /// Confines the calling process as `plan` says; `driver` gets the exec helper for `cmd:` guestfwds.
 /// Call once, after everything is bound and attached and before serving.
-pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<Applied> {
+pub fn enter(plan: &Plan, driver: &mut netstack_driver::Driver) -> io::Result<Applied> {
     let mut done = Applied::default();
     if plan.mode == Mode::Off {
         log::info!("sandbox: off (--no-sandbox)");

@@ -15,10 +15,10 @@ use crate::storm::{StormLimit, TokenBucket};
 use crate::switch::{Dest, MacTable, PortId, Refused};
 use netstack::config::Ipv4Net;
 use netstack::dhcp::DhcpServer;
-use netstack::driver::{Driver, ReadyQueue, Token};
-use netstack::pcap::PcapWriter;
 use netstack::wire::ethernet;
 use netstack::Mac;
+use netstack_driver::pcap::PcapWriter;
+use netstack_driver::{Driver, ReadyQueue, Token};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::fs::File;
 use std::future::Future;
@@ -87,7 +87,7 @@ pub struct ServerOptions {
 
 pub use crate::sys::register;
 
-pub use netstack::driver::{clear_ready, poll_ready};
+pub use netstack_driver::{clear_ready, poll_ready};
 
 /// A listening stream socket.
 pub struct Listener {
@@ -621,13 +621,13 @@ impl Server {
                     // recovers by itself once fds are free. One log line per 10 s.
                     static LOGGED: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
-                    if netstack::driver::log_allowed(&LOGGED) {
+                    if netstack_driver::log_allowed(&LOGGED) {
                         log::warn!(
                             "accept failed: {e}; retrying every {} ms",
-                            netstack::driver::ACCEPT_RETRY.as_millis()
+                            netstack_driver::ACCEPT_RETRY.as_millis()
                         );
                     }
-                    netstack::driver::retry_later(&self.queue, tok, netstack::driver::ACCEPT_RETRY);
+                    netstack_driver::retry_later(&self.queue, tok, netstack_driver::ACCEPT_RETRY);
                     return Keep::Yes;
                 }
             }

@@ -8,7 +8,7 @@
 use crate::port::Tx;
 use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
 use crate::switch::PortId;
-use netstack::driver::Driver;
+use netstack_driver::Driver;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;

@@ -19,8 +19,8 @@
 use crate::port::Tx;
 use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
 use crate::switch::PortId;
-use netstack::driver::Driver;
 use netstack::wire::ethernet;
+use netstack_driver::Driver;
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::cell::RefCell;

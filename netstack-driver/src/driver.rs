@@ -5,10 +5,10 @@
 //! event loop. The loop (in the switch) drains the queue in batches and calls [`Driver::handle`] per token,
 //! so the cost per event does not depend on how many flows exist.
 
-use crate::flow::{FlowId, Proto};
-use crate::gateway::Gateway;
-use crate::host::HostIo;
-use crate::Instant;
+use netstack::flow::{FlowId, Proto};
+use netstack::gateway::Gateway;
+use netstack::host::HostIo;
+use netstack::Instant;
 use rustc_hash::FxHashMap;
 use rustix::net::{RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendFlags};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -1015,7 +1015,7 @@ impl Driver {
     pub fn link_ready_except(
         &mut self,
         now: Instant,
-        still_blocked: &dyn Fn(&crate::Mac) -> bool,
+        still_blocked: &dyn Fn(&netstack::Mac) -> bool,
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
         let mut io = IoCtx {
