@@ -218,6 +218,30 @@ impl<F: IdleFlow> IdleTable<F> {
     }
 }
 
+/// Why a host-initiated flow (a forward's connection or datagram) could not be made for a guest.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("guest {0} is not an IPv4 address on the LAN")]
+    NotIpv4(IpAddr),
+    #[error("{0} is not a guest address on the LAN")]
+    NotAGuest(IpAddr),
+    #[error("a connection {remote}:{remote_port} -> {guest} already exists")]
+    Exists {
+        remote: IpAddr,
+        remote_port: u16,
+        guest: std::net::SocketAddr,
+    },
+    #[error("guest {0} has too many flows")]
+    TooManyFlows(IpAddr),
+    #[error("guest {0} is not known yet (asked by ARP)")]
+    Unresolved(IpAddr),
+    #[error("cannot track UDP peer {client}: {error}")]
+    Host {
+        client: std::net::SocketAddr,
+        error: crate::host::HostError,
+    },
+}
+
 /// Why a new flow was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -9,7 +9,7 @@ use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsError, DnsForwarder};
 use crate::flow::{FlowBudget, FlowKey, Owner, Proto};
 use crate::fwd::{self, Dest};
-use crate::host::HostIo;
+use crate::host::{HostError, HostIo};
 use crate::icmp::IcmpNat;
 use crate::neigh::NeighTable;
 use crate::stats::Stats;
@@ -344,7 +344,7 @@ impl Gateway {
                         self.note(now, || format!("ignored a DNS response from {from}: {e}"));
                     }
                 },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(HostError::WouldBlock) => break,
                 Err(e) => {
                     log::debug!("DNS upstream socket: {e}");
                     break;
@@ -534,8 +534,8 @@ impl Gateway {
 
     /// A host socket could not be made: counts it when the process is out of file descriptors (or
     /// kernel memory) and says whether that was the reason.
-    pub(crate) fn out_of_fds(&mut self, now: Instant, e: &std::io::Error) -> bool {
-        if !is_fd_exhaustion(e) {
+    pub(crate) fn out_of_fds(&mut self, now: Instant, e: &HostError) -> bool {
+        if *e != HostError::NoBuffers {
             return false;
         }
         self.stats.flows_refused_fd += 1;
@@ -604,14 +604,6 @@ impl Gateway {
 
 /// A UDP/ICMP flow must have been idle this long before the fd budget evicts it.
 pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
-
-/// Whether a failed socket()/connect()/accept() means "out of file descriptors or kernel memory".
-pub fn is_fd_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
 
 #[derive(Default)]
 struct LogLimiter {

@@ -5,12 +5,11 @@
 use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
+use crate::host::{HostError, HostIo};
 use crate::wire::ethernet;
 use crate::wire::icmp::{self as icmpw, IcmpMessage};
 use crate::wire::ip::{self, IpPacket};
 use crate::{Instant, Mac};
-use std::io::ErrorKind;
 use std::net::IpAddr;
 
 pub(crate) struct IcmpFlow {
@@ -124,7 +123,7 @@ impl Gateway {
         }
         match io.icmp_send(fid(idx, gen), p.payload) {
             Ok(()) => self.stats.icmp_echo_sent += 1,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Err(HostError::WouldBlock) => self.stats.drop_tx_queue_full += 1,
             Err(e) => {
                 let d = p.dst;
                 self.note(now, || format!("ping to {d} failed: {e}"));
@@ -162,7 +161,7 @@ impl Gateway {
                     self.stats.frames_out += 1;
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(HostError::WouldBlock) => break,
                 Err(e) => {
                     log::debug!("ICMP receive: {e}");
                     break;

@@ -10,10 +10,10 @@
 //!   user-space copy per byte). Loss recovery is go-back-N from `snd_una` on timeout or triple dup-ACK.
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
-use crate::flow::{FlowId, FlowKey, Owner, Proto, Slab, TimerHeap};
+use crate::flow::{FlowId, FlowKey, InboundError, Owner, Proto, Slab, TimerHeap};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
+use crate::host::{HostError, HostIo, HostResult};
 use crate::rng::{Rng, STREAM_TCP_ISN};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
@@ -23,7 +23,7 @@ use crate::wire::tcp::{
 };
 use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
-use std::io::{ErrorKind, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -377,7 +377,7 @@ impl Gateway {
         client: SocketAddr,
         guest: SocketAddr,
         io: &mut dyn HostIo,
-    ) -> Result<FlowId, String> {
+    ) -> Result<FlowId, InboundError> {
         let remote = self.guest_visible(client.ip());
         let key = FlowKey {
             guest: guest.ip(),
@@ -386,25 +386,23 @@ impl Gateway {
             remote_port: client.port(),
         };
         let IpAddr::V4(guest4) = guest.ip() else {
-            return Err(format!(
-                "guest {} is not an IPv4 address on the LAN",
-                guest.ip()
-            ));
+            return Err(InboundError::NotIpv4(guest.ip()));
         };
         if !self.cfg.net.contains(guest4) || self.is_virtual(guest4) {
-            return Err(format!("{guest4} is not a guest address on the LAN"));
+            return Err(InboundError::NotAGuest(guest.ip()));
         }
         // Unknown yet (a guest that has only listened): ask by ARP; the SYN waits for the answer.
         let known = self.guest_mac(guest.ip());
         let guest_mac = known.unwrap_or(UNRESOLVED);
         if self.tcp.by_key.contains_key(&key) {
-            return Err(format!(
-                "a connection {remote}:{} -> {guest} already exists",
-                client.port()
-            ));
+            return Err(InboundError::Exists {
+                remote,
+                remote_port: client.port(),
+                guest,
+            });
         }
         if !self.flow_allowed(now, &key, io) {
-            return Err(format!("guest {} has too many flows", guest.ip()));
+            return Err(InboundError::TooManyFlows(guest.ip()));
         }
         let iss = self.tcp.next_isn();
         let mss = self.cfg.mtu.saturating_sub(40).max(536);
@@ -435,7 +433,7 @@ impl Gateway {
         &mut self,
         now: Instant,
         id: FlowId,
-        result: std::io::Result<()>,
+        result: HostResult<()>,
         io: &mut dyn HostIo,
     ) {
         let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
@@ -461,7 +459,7 @@ impl Gateway {
                 let rcv_nxt = f.rcv_nxt;
                 let mac = f.guest_mac;
                 self.tcp_remove(id, io, false);
-                if e.kind() == ErrorKind::ConnectionRefused {
+                if e == HostError::Refused {
                     self.stats.tcp_refused += 1;
                     self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
                 } else if self.out_of_fds(now, &e) {
@@ -469,8 +467,8 @@ impl Gateway {
                     self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
                 } else {
                     self.stats.tcp_unreachable += 1;
-                    let code = match e.raw_os_error() {
-                        Some(libc::ENETUNREACH) => icmpw::CODE_NET_UNREACHABLE,
+                    let code = match e {
+                        HostError::NetUnreachable => icmpw::CODE_NET_UNREACHABLE,
                         _ => icmpw::CODE_HOST_UNREACHABLE,
                     };
                     let r = key.remote;
@@ -717,7 +715,7 @@ impl Gateway {
                 if f.pending.is_empty() {
                     match io.tcp_send(id, data) {
                         Ok(n) => written = n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(HostError::WouldBlock) => {}
                         Err(_) => {
                             self.tcp_abort(id, io);
                             return;
@@ -790,10 +788,7 @@ impl Gateway {
             let mut written = 0;
             let mut failed = false;
             for chunk in group.chunks(512) {
-                let iov: Vec<std::io::IoSlice<'_>> = chunk
-                    .iter()
-                    .map(|b| std::io::IoSlice::new(slice(b)))
-                    .collect();
+                let iov: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(slice(b))).collect();
                 let want: usize = chunk.iter().map(|b| b.len).sum();
                 match io.tcp_send_vectored(id, &iov) {
                     Ok(n) => {
@@ -802,7 +797,7 @@ impl Gateway {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(HostError::WouldBlock) => break,
                     Err(_) => {
                         failed = true;
                         break;
@@ -899,7 +894,7 @@ impl Gateway {
                 Ok(n) => {
                     f.pending.drain(..n);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(HostError::WouldBlock) => break,
                 Err(_) => return self.tcp_abort(id, io),
             }
         }
@@ -1052,7 +1047,7 @@ impl Gateway {
                         continue;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(HostError::WouldBlock) => {
                     f.host_readable = false;
                     self.stats.tcp_host_empty += 1;
                     break;
@@ -1256,8 +1251,7 @@ impl Gateway {
             match f.state {
                 State::Connecting => {
                     // The host connect is taking too long: give up like a timed-out connect.
-                    let err = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
-                    self.on_tcp_connected(now, id, Err(err), io);
+                    self.on_tcp_connected(now, id, Err(HostError::TimedOut), io);
                 }
                 State::SynAckSent | State::SynSent => {
                     f.retries += 1;

@@ -3,16 +3,15 @@
 //! Replies come from the right source address because the flow key remembers what the guest sent to;
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
-use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
+use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, InboundError, Owner, Proto};
 use crate::fwd::Dest;
 use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
+use crate::host::{HostError, HostIo};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
 use crate::wire::udp::{self as udpw, UdpDatagram};
 use crate::{Instant, Mac};
-use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) struct UdpFlow {
@@ -131,8 +130,8 @@ impl Gateway {
         f.last_len = d.payload.len() as u16;
         match io.udp_send(fid(idx, gen), d.payload) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.udp_refused(idx, gen, io),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Err(HostError::Refused) => self.udp_refused(idx, gen, io),
+            Err(HostError::WouldBlock) => self.stats.drop_tx_queue_full += 1,
             Err(e) => {
                 let r = key.remote;
                 self.note(now, || {
@@ -153,7 +152,7 @@ impl Gateway {
         guest: SocketAddr,
         payload: &[u8],
         io: &mut dyn HostIo,
-    ) -> Result<FlowId, String> {
+    ) -> Result<FlowId, InboundError> {
         let remote = self.guest_visible(client.ip());
         let key = FlowKey {
             guest: guest.ip(),
@@ -168,16 +167,13 @@ impl Gateway {
                     self.send_arp_request(g, io);
                 }
             }
-            return Err(format!(
-                "guest {} is not known yet (asked by ARP)",
-                guest.ip()
-            ));
+            return Err(InboundError::Unresolved(guest.ip()));
         };
         let (idx, gen) = match self.udp.table.by_key.get(&key) {
             Some(&v) => v,
             None => {
                 if !self.flow_allowed(now, &key, io) {
-                    return Err(format!("guest {} has too many flows", guest.ip()));
+                    return Err(InboundError::TooManyFlows(guest.ip()));
                 }
                 let owner = self.owner_for(key.guest);
                 let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
@@ -190,7 +186,7 @@ impl Gateway {
                 if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
                     self.udp.table.flows.remove(idx, gen);
                     self.out_of_fds(now, &e);
-                    return Err(format!("cannot track UDP peer {client}: {e}"));
+                    return Err(InboundError::Host { client, error: e });
                 }
                 self.udp.table.by_key.insert(key, (idx, gen));
                 self.udp
@@ -256,8 +252,8 @@ impl Gateway {
                     io.transmit(&tx[..len]);
                     self.stats.frames_out += 1;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                Err(HostError::WouldBlock) => break,
+                Err(HostError::Refused) => {
                     self.tx = std::mem::take(&mut tx);
                     self.udp_refused(id.idx, id.gen, io);
                     tx = std::mem::take(&mut self.tx);

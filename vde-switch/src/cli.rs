@@ -268,7 +268,7 @@ fn fd_number(v: &str) -> Result<i32, String> {
         .ok_or_else(|| "expected a file descriptor number".to_string())
 }
 fn net_cidr(v: &str) -> Result<Ipv4Net, String> {
-    Ipv4Net::parse(v)
+    Ipv4Net::parse(v).map_err(String::from)
 }
 fn ipv4(v: &str) -> Result<Ipv4Addr, String> {
     v.parse().map_err(|_| "not an IPv4 address".to_string())
