@@ -12,8 +12,10 @@
 
 pub mod arp;
 pub mod config;
+pub mod ctx;
 pub mod dhcp;
 pub mod dns;
+pub mod error;
 pub mod flow;
 pub mod fwd;
 pub mod gateway;

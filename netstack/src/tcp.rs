@@ -10,11 +10,12 @@
 //!   user-space copy per byte). Loss recovery is go-back-N from `snd_una` on timeout or triple dup-ACK.
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
-use crate::flow::{FlowId, FlowKey, InboundError, Owner, Proto, Slab, TimerHeap};
-use crate::fwd::Dest;
-use crate::gateway::{Gateway, Target};
+use crate::arp;
+use crate::ctx::Ctx;
+use crate::error::InboundError;
+use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::fwd::{Dest, Target};
 use crate::host::{HostError, HostIo, HostResult};
-use crate::rng::{Rng, STREAM_TCP_ISN};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -96,10 +97,6 @@ pub(crate) struct TcpFlow {
     push_due: bool,
     /// With `host_eof`: the sequence number just past the host's last byte (where the FIN goes).
     data_end: u32,
-    /// A `guestfwd ... cmd:` connection (counted against the guest's children cap).
-    cmd: bool,
-    /// Whom the flow's socket is charged to (`FlowBudget`).
-    owner: Owner,
 }
 
 impl TcpFlow {
@@ -107,7 +104,6 @@ impl TcpFlow {
     /// caller from its SYN or SYN-ACK.
     fn new(key: FlowKey, guest_mac: Mac, state: State, iss: u32, mss: u16) -> Self {
         TcpFlow {
-            owner: Owner::Guest(key.guest),
             key,
             guest_mac,
             state,
@@ -139,7 +135,6 @@ impl TcpFlow {
             unconsumed: 0,
             push_due: false,
             data_end: 0,
-            cmd: false,
         }
     }
 
@@ -166,6 +161,7 @@ impl TcpFlow {
 }
 
 /// All TCP flows, indexed by guest-side key.
+#[derive(Default)]
 pub struct TcpNat {
     flows: Slab<TcpFlow>,
     by_key: FxHashMap<FlowKey, (u32, u32)>,
@@ -173,8 +169,6 @@ pub struct TcpNat {
     timers: TimerHeap,
     ack_pending: Vec<(u32, u32)>,
     segbufs: Vec<Vec<u8>>,
-    /// Initial sequence numbers (seeded from `Config::seed`).
-    isn_rng: Rng,
     /// Guest payload gathered during a batch of frames, written per flow at its end.
     wbatch: Vec<BatchWrite>,
     /// Flows paused on congestion towards their guest.
@@ -195,32 +189,6 @@ pub(crate) struct BatchWrite {
     len: usize,
 }
 
-impl Default for TcpNat {
-    /// A NAT with a random seed; [`TcpNat::with_seed`] for a reproducible one.
-    fn default() -> Self {
-        TcpNat::with_seed(crate::rng::random_seed())
-    }
-}
-
-impl TcpNat {
-    /// A NAT whose initial sequence numbers come from `seed` (the gateway's `Config::seed`).
-    pub fn with_seed(seed: u64) -> Self {
-        TcpNat {
-            flows: Slab::default(),
-            by_key: FxHashMap::default(),
-            connecting_per_guest: FxHashMap::default(),
-            timers: TimerHeap::default(),
-            ack_pending: Vec::new(),
-            segbufs: Vec::new(),
-            wbatch: Vec::new(),
-            tx_blocked: Vec::new(),
-            push_list: Vec::new(),
-            arp_waiting: Vec::new(),
-            isn_rng: Rng::new(seed, STREAM_TCP_ISN),
-        }
-    }
-}
-
 /// The MAC of a guest not yet resolved by ARP.
 const UNRESOLVED: Mac = [0; 6];
 
@@ -236,9 +204,6 @@ impl TcpNat {
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.next()
-    }
-    fn next_isn(&mut self) -> u32 {
-        self.isn_rng.next_u32()
     }
 }
 
@@ -259,11 +224,18 @@ fn arm(timers: &mut TimerHeap, f: &mut TcpFlow, idx: u32, gen: u32, at: Instant)
     }
 }
 
-impl Gateway {
-    pub(crate) fn tcp_input(&mut self, now: Instant, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+impl TcpNat {
+    pub(crate) fn input(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        p: &IpPacket<'_>,
+        dns_upstream: Option<SocketAddr>,
+        io: &mut dyn HostIo,
+    ) {
         let seg = match TcpSegment::parse(p.payload, p.src, p.dst) {
             Ok(s) => s,
-            Err(e) => return self.bad(now, "tcp", e),
+            Err(e) => return ctx.bad(now, "tcp", e),
         };
         let key = FlowKey {
             guest: p.src,
@@ -271,17 +243,19 @@ impl Gateway {
             remote: p.dst,
             remote_port: seg.dst_port,
         };
-        let Some(&(idx, gen)) = self.tcp.by_key.get(&key) else {
-            return self.tcp_no_flow(now, key, &seg, io);
+        let Some(&(idx, gen)) = self.by_key.get(&key) else {
+            return self.no_flow(ctx, now, key, &seg, dns_upstream, io);
         };
-        self.tcp_segment(now, idx, gen, &seg, io);
+        self.segment(ctx, now, idx, gen, &seg, io);
     }
 
-    fn tcp_no_flow(
+    fn no_flow(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         key: FlowKey,
         seg: &TcpSegment<'_>,
+        dns_upstream: Option<SocketAddr>,
         io: &mut dyn HostIo,
     ) {
         if seg.has(RST) {
@@ -289,52 +263,52 @@ impl Gateway {
         }
         if !seg.has(SYN) || seg.has(ACK) {
             // A segment for a connection we do not know: reset it (RFC 9293 §3.10.7.1).
-            self.tcp_send_reset_for(key, seg, io);
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
-        let target = match self.dest(key.remote, key.remote_port, Proto::Tcp) {
+        let target = match ctx.dest(key.remote, key.remote_port, Proto::Tcp, dns_upstream) {
             Dest::Host(t) => t,
             Dest::Refused => {
-                self.stats.tcp_refused += 1;
-                self.tcp_send_reset_for(key, seg, io);
+                ctx.stats.tcp_refused += 1;
+                self.send_reset_for(ctx, key, seg, io);
                 return;
             }
-            Dest::Bad(why) => return self.bad_dest(now, &key, why),
+            Dest::Bad(why) => return ctx.bad_dest(now, &key, why),
         };
         let is_cmd = matches!(target, Target::Command(_));
-        if is_cmd && self.budget.cmds_of(key.guest) >= self.budget.max_cmd_per_guest {
-            self.stats.guestfwd_cmd_refused += 1;
-            let (g, max) = (key.guest, self.budget.max_cmd_per_guest);
-            self.note(now, || {
+        let max_cmd = ctx.flows.budget().max_cmd_per_guest;
+        if is_cmd && ctx.flows.budget().cmds_of(key.guest) >= max_cmd {
+            ctx.stats.guestfwd_cmd_refused += 1;
+            let (g, max) = (key.guest, max_cmd);
+            ctx.note(now, || {
                 format!("guest {g} has {max} guestfwd commands running; connection refused")
             });
-            self.tcp_send_reset_for(key, seg, io);
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
-        let owner = self.owner_for(key.guest);
-        if !self.flow_allowed(now, &key, io) {
-            self.tcp_send_reset_for(key, seg, io);
+        let owner = ctx.owner_for(key.guest);
+        if !ctx.admit(now, &key, io) {
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
         let connecting = self
-            .tcp
             .connecting_per_guest
             .get(&key.guest)
             .copied()
             .unwrap_or(0);
-        if connecting >= self.cfg.max_pending_per_guest {
-            self.stats.drop_syn_flood += 1;
+        if connecting >= ctx.cfg.max_pending_per_guest {
+            ctx.stats.drop_syn_flood += 1;
             let g = key.guest;
-            self.note(now, || {
+            ctx.note(now, || {
                 format!("guest {g} has too many connections in progress; SYN dropped")
             });
             return;
         }
-        let Some(guest_mac) = self.guest_mac(key.guest) else {
+        let Some(guest_mac) = ctx.guest_mac(key.guest) else {
             return;
         };
-        let iss = self.tcp.next_isn();
-        let max_mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let iss = ctx.isn.next_u32();
+        let max_mss = ctx.cfg.mtu.saturating_sub(40).max(536);
         let mut flow = TcpFlow::new(
             key,
             guest_mac,
@@ -346,39 +320,36 @@ impl Gateway {
         flow.snd_wnd = u32::from(seg.window);
         flow.guest_wscale = seg.wscale.unwrap_or(0);
         flow.wscale_ok = seg.wscale.is_some();
-        flow.cmd = is_cmd;
-        flow.owner = owner;
-        let (idx, gen) = self.tcp.flows.insert(flow);
-        self.tcp.by_key.insert(key, (idx, gen));
-        *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
-        self.flow_opened(owner);
-        if is_cmd {
-            self.budget.cmd_opened(key.guest);
-        }
-        self.stats.tcp_flows_opened += 1;
-        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
-            arm(&mut self.tcp.timers, f, idx, gen, now + CONNECT_TIMEOUT);
+        let (idx, gen) = self.flows.insert(flow);
+        self.by_key.insert(key, (idx, gen));
+        *self.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
+        let cmd = is_cmd.then_some(key.guest);
+        ctx.flows.open(fid(idx, gen), owner, cmd, now);
+        ctx.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.flows.get_mut(idx, gen) {
+            arm(&mut self.timers, f, idx, gen, now + CONNECT_TIMEOUT);
         }
         let started = match &target {
             Target::Addr(a) => io.tcp_connect(fid(idx, gen), *a),
             Target::Command(c) => io.tcp_spawn(fid(idx, gen), c),
         };
         if let Err(e) = started {
-            self.on_tcp_connected(now, fid(idx, gen), Err(e), io);
+            self.on_connected(ctx, now, fid(idx, gen), Err(e), io);
         }
     }
 
     /// A host client connected to a TCP forward for `guest`. Sends SYN to the guest from the client's
     /// address (host loopback shows as the gateway) and returns the flow id the driver binds the accepted
     /// socket to. Errors are one-line reasons; the driver then resets the client.
-    pub fn tcp_inbound(
+    pub(crate) fn inbound(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         client: SocketAddr,
         guest: SocketAddr,
         io: &mut dyn HostIo,
     ) -> Result<FlowId, InboundError> {
-        let remote = self.guest_visible(client.ip());
+        let remote = ctx.guest_visible(client.ip());
         let key = FlowKey {
             guest: guest.ip(),
             guest_port: guest.port(),
@@ -388,62 +359,62 @@ impl Gateway {
         let IpAddr::V4(guest4) = guest.ip() else {
             return Err(InboundError::NotIpv4(guest.ip()));
         };
-        if !self.cfg.net.contains(guest4) || self.is_virtual(guest4) {
+        if !ctx.cfg.net.contains(guest4) || ctx.is_virtual(guest4) {
             return Err(InboundError::NotAGuest(guest.ip()));
         }
         // Unknown yet (a guest that has only listened): ask by ARP; the SYN waits for the answer.
-        let known = self.guest_mac(guest.ip());
+        let known = ctx.guest_mac(guest.ip());
         let guest_mac = known.unwrap_or(UNRESOLVED);
-        if self.tcp.by_key.contains_key(&key) {
+        if self.by_key.contains_key(&key) {
             return Err(InboundError::Exists {
                 remote,
                 remote_port: client.port(),
                 guest,
             });
         }
-        if !self.flow_allowed(now, &key, io) {
+        if !ctx.admit(now, &key, io) {
             return Err(InboundError::TooManyFlows(guest.ip()));
         }
-        let iss = self.tcp.next_isn();
-        let mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let iss = ctx.isn.next_u32();
+        let mss = ctx.cfg.mtu.saturating_sub(40).max(536);
         let mut flow = TcpFlow::new(key, guest_mac, State::SynSent, iss, mss);
         // Our SYN occupies one sequence number and offers window scaling.
         flow.snd_nxt = iss.wrapping_add(1);
         flow.wscale_ok = true;
-        flow.owner = self.owner_for(key.guest);
-        let owner = flow.owner;
-        let (idx, gen) = self.tcp.flows.insert(flow);
-        self.tcp.by_key.insert(key, (idx, gen));
-        self.flow_opened(owner);
-        self.stats.tcp_flows_opened += 1;
-        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
-            arm(&mut self.tcp.timers, f, idx, gen, now + SYNACK_RTO);
+        let owner = ctx.owner_for(key.guest);
+        let (idx, gen) = self.flows.insert(flow);
+        self.by_key.insert(key, (idx, gen));
+        ctx.flows.open(fid(idx, gen), owner, None, now);
+        ctx.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.flows.get_mut(idx, gen) {
+            arm(&mut self.timers, f, idx, gen, now + SYNACK_RTO);
         }
         if known.is_some() {
-            self.tcp_send_ctl(fid(idx, gen), SYN, io);
+            self.send_ctl(ctx, fid(idx, gen), SYN, io);
         } else {
-            self.tcp.arp_waiting.push((guest.ip(), idx, gen));
-            self.send_arp_request(guest4, io);
+            self.arp_waiting.push((guest.ip(), idx, gen));
+            arp::request(ctx, guest4, io);
         }
         Ok(fid(idx, gen))
     }
 
     /// The host connect() for `id` finished.
-    pub fn on_tcp_connected(
+    pub(crate) fn on_connected(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         id: FlowId,
         result: HostResult<()>,
         io: &mut dyn HostIo,
     ) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         if f.state != State::Connecting {
             return;
         }
         let guest = f.key.guest;
-        if let Some(n) = self.tcp.connecting_per_guest.get_mut(&guest) {
+        if let Some(n) = self.connecting_per_guest.get_mut(&guest) {
             *n = n.saturating_sub(1);
         }
         match result {
@@ -451,38 +422,39 @@ impl Gateway {
                 f.state = State::SynAckSent;
                 f.snd_nxt = f.iss.wrapping_add(1);
                 f.retries = 0;
-                arm(&mut self.tcp.timers, f, id.idx, id.gen, now + SYNACK_RTO);
-                self.tcp_send_ctl(id, SYN | ACK, io);
+                arm(&mut self.timers, f, id.idx, id.gen, now + SYNACK_RTO);
+                self.send_ctl(ctx, id, SYN | ACK, io);
             }
             Err(e) => {
                 let (key, irs) = (f.key, f.rcv_nxt.wrapping_sub(1));
                 let rcv_nxt = f.rcv_nxt;
                 let mac = f.guest_mac;
-                self.tcp_remove(id, io, false);
+                self.remove(ctx, id, io, false);
                 if e == HostError::Refused {
-                    self.stats.tcp_refused += 1;
-                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
-                } else if self.out_of_fds(now, &e) {
+                    ctx.stats.tcp_refused += 1;
+                    self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                } else if ctx.out_of_fds(now, &e) {
                     // Out of file descriptors: refused like a full budget, never a wedge.
-                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                    self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
                 } else {
-                    self.stats.tcp_unreachable += 1;
+                    ctx.stats.tcp_unreachable += 1;
                     let code = match e {
                         HostError::NetUnreachable => icmpw::CODE_NET_UNREACHABLE,
                         _ => icmpw::CODE_HOST_UNREACHABLE,
                     };
                     let r = key.remote;
-                    self.note(now, || {
+                    ctx.note(now, || {
                         format!("connect to {r}:{} failed: {e}", key.remote_port)
                     });
-                    self.tcp_send_unreachable(mac, key, irs, code, io);
+                    self.send_unreachable(ctx, mac, key, irs, code, io);
                 }
             }
         }
     }
 
-    fn tcp_segment(
+    fn segment(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         idx: u32,
         gen: u32,
@@ -490,7 +462,7 @@ impl Gateway {
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if seg.has(RST) {
@@ -500,7 +472,7 @@ impl Gateway {
             let synsent_ok =
                 f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
             if ok || f.state == State::Connecting || synsent_ok {
-                self.tcp_remove(id, io, true);
+                self.remove(ctx, id, io, true);
             }
             return;
         }
@@ -510,7 +482,7 @@ impl Gateway {
                 if !(seg.has(SYN) && seg.has(ACK)) || seg.ack != f.iss.wrapping_add(1) {
                     if seg.has(ACK) && !seg.has(SYN) {
                         let key = f.key;
-                        self.tcp_send_reset_for(key, seg, io);
+                        self.send_reset_for(ctx, key, seg, io);
                     }
                     return;
                 }
@@ -524,18 +496,18 @@ impl Gateway {
                 f.last_wnd_seen = f.snd_wnd;
                 f.retries = 0;
                 f.deadline = None;
-                self.tcp_queue_ack(idx, gen);
-                self.tcp_push(now, idx, gen, io);
+                self.queue_ack(idx, gen);
+                self.push(ctx, now, idx, gen, io);
                 return;
             }
             State::SynAckSent => {
                 if seg.has(SYN) && !seg.has(ACK) {
-                    self.tcp_send_ctl(id, SYN | ACK, io);
+                    self.send_ctl(ctx, id, SYN | ACK, io);
                     return;
                 }
                 if !seg.has(ACK) || seg.ack != f.iss.wrapping_add(1) {
                     let key = f.key;
-                    self.tcp_send_reset_for(key, seg, io);
+                    self.send_reset_for(ctx, key, seg, io);
                     return;
                 }
                 f.state = State::Established;
@@ -549,7 +521,7 @@ impl Gateway {
             State::Established => {
                 if seg.has(SYN) {
                     // A SYN on an established connection: answer with an ACK (challenge ACK).
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 if !seg.has(ACK) {
@@ -557,7 +529,7 @@ impl Gateway {
                 }
                 if seq_lt(f.snd_nxt, seg.ack) {
                     // Acknowledges data we never sent.
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 let wnd = u32::from(seg.window) << f.guest_wscale;
@@ -566,7 +538,7 @@ impl Gateway {
                     let fin_now_acked = f.fin_sent && seg.ack == f.snd_nxt;
                     let data_acked = acked - u32::from(fin_now_acked);
                     if data_acked > 0 {
-                        if self.batch.is_some() {
+                        if ctx.batch.is_some() {
                             // Dropped from the host socket once, before the batch's next read.
                             f.unconsumed += data_acked;
                         } else {
@@ -583,7 +555,7 @@ impl Gateway {
                         Some(now + f.rto)
                     };
                     if let Some(at) = f.deadline {
-                        arm(&mut self.tcp.timers, f, idx, gen, at);
+                        arm(&mut self.timers, f, idx, gen, at);
                     }
                 } else if seg.ack == f.snd_una
                     && seg.payload.is_empty()
@@ -597,69 +569,76 @@ impl Gateway {
                         f.snd_nxt = f.snd_una;
                         f.fin_sent = false;
                         f.host_readable = true;
-                        self.stats.tcp_retransmits += 1;
+                        ctx.stats.tcp_retransmits += 1;
                     }
                 }
                 f.snd_wnd = wnd;
                 f.last_wnd_seen = wnd;
             }
         }
-        self.tcp_receive(now, idx, gen, seg, io);
-        let batching = self.batch.is_some();
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        self.receive(ctx, now, idx, gen, seg, io);
+        let batching = ctx.batch.is_some();
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if batching {
             // Several ACKs of one batch make one read of the host socket, at the batch's end.
             if !f.push_due {
                 f.push_due = true;
-                self.tcp.push_list.push((idx, gen));
+                self.push_list.push((idx, gen));
             }
         } else {
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
     }
 
     /// `ip` turned out to use `mac`: forwarded connections waiting for it send their SYN.
-    pub(crate) fn tcp_neighbour_known(&mut self, ip: IpAddr, mac: Mac, io: &mut dyn HostIo) {
-        let waiting = std::mem::take(&mut self.tcp.arp_waiting);
+    pub(crate) fn neighbour_known(
+        &mut self,
+        ctx: &mut Ctx,
+        ip: IpAddr,
+        mac: Mac,
+        io: &mut dyn HostIo,
+    ) {
+        let waiting = std::mem::take(&mut self.arp_waiting);
         for (wip, idx, gen) in waiting {
             if wip != ip {
-                self.tcp.arp_waiting.push((wip, idx, gen));
+                self.arp_waiting.push((wip, idx, gen));
                 continue;
             }
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             if f.state == State::SynSent && f.guest_mac == UNRESOLVED {
                 f.guest_mac = mac;
-                self.tcp_send_ctl(fid(idx, gen), SYN, io);
+                self.send_ctl(ctx, fid(idx, gen), SYN, io);
             }
         }
     }
 
     /// End of a batch: the deferred reads of flows whose guest acknowledged data or opened its window.
-    pub(crate) fn tcp_flush_pushes(&mut self, now: Instant, io: &mut dyn HostIo) {
-        let list = std::mem::take(&mut self.tcp.push_list);
+    pub(crate) fn flush_pushes(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.push_list);
         for &(idx, gen) in &list {
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             f.push_due = false;
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
         let mut list = list;
         list.clear();
-        if self.tcp.push_list.is_empty() {
-            self.tcp.push_list = list;
+        if self.push_list.is_empty() {
+            self.push_list = list;
         }
     }
 
     /// Guest payload and FIN.
-    fn tcp_receive(
+    fn receive(
         &mut self,
+        ctx: &mut Ctx,
         _now: Instant,
         idx: u32,
         gen: u32,
@@ -667,7 +646,7 @@ impl Gateway {
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         let mut data = seg.payload;
@@ -680,7 +659,7 @@ impl Gateway {
                 let skip = f.rcv_nxt.wrapping_sub(seq) as usize;
                 if skip >= data.len() {
                     // Entirely old: a retransmission of something we have.
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 data = &data[skip..];
@@ -688,21 +667,21 @@ impl Gateway {
             }
             if seq != f.rcv_nxt {
                 // Out of order: drop it and repeat our ACK so the guest retransmits.
-                self.tcp_queue_ack(idx, gen);
+                self.queue_ack(idx, gen);
                 return;
             }
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if take > 0 && f.pending.is_empty() && self.batch.is_some() {
+            if take > 0 && f.pending.is_empty() && ctx.batch.is_some() {
                 // Gathered: written with the flow's other segments of this batch in one writev.
-                let base = self.batch.map_or(0, |b| b.1);
+                let base = ctx.batch.map_or(0, |b| b.base);
                 let off = (data.as_ptr() as usize).wrapping_sub(base);
-                let frame = self.batch.map_or(0, |b| b.0);
+                let frame = ctx.batch.map_or(0, |b| b.frame);
                 if !f.in_batch {
                     f.in_batch = true;
                 }
-                self.tcp.wbatch.push(BatchWrite {
+                self.wbatch.push(BatchWrite {
                     idx,
                     gen,
                     frame,
@@ -717,7 +696,7 @@ impl Gateway {
                         Ok(n) => written = n,
                         Err(HostError::WouldBlock) => {}
                         Err(_) => {
-                            self.tcp_abort(id, io);
+                            self.abort(ctx, id, io);
                             return;
                         }
                     }
@@ -732,9 +711,9 @@ impl Gateway {
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
             }
             // Bytes beyond our window were dropped: say at once how far we got.
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         }
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if seg.has(FIN)
@@ -748,19 +727,19 @@ impl Gateway {
                 f.shut_wr_done = true;
                 io.tcp_shutdown_write(id);
             }
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         } else if seg.has(FIN) && f.guest_fin {
             // A retransmitted FIN.
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         }
     }
 
     /// Writes the guest bytes gathered during a batch: one `writev` per flow, in order. What the socket
     /// does not take now is kept (as with single writes) until it is writable.
-    pub(crate) fn tcp_flush_writes(&mut self, frames: &[&[u8]], io: &mut dyn HostIo) {
-        let mut batch = std::mem::take(&mut self.tcp.wbatch);
+    pub(crate) fn flush_writes(&mut self, ctx: &mut Ctx, frames: &[&[u8]], io: &mut dyn HostIo) {
+        let mut batch = std::mem::take(&mut self.wbatch);
         if batch.is_empty() {
-            self.tcp.wbatch = batch;
+            self.wbatch = batch;
             return;
         }
         // Stable: each flow's segments keep their order.
@@ -775,7 +754,7 @@ impl Gateway {
             let group = &batch[i..j];
             i = j;
             let id = fid(idx, gen);
-            if self.tcp.flows.get(idx, gen).is_none() {
+            if self.flows.get(idx, gen).is_none() {
                 continue;
             }
             let slice = |b: &BatchWrite| {
@@ -805,15 +784,15 @@ impl Gateway {
                 }
             }
             if failed {
-                self.tcp_abort(id, io);
+                self.abort(ctx, id, io);
                 continue;
             }
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             f.in_batch = false;
             if written < total {
-                self.stats.tcp_host_full += 1;
+                ctx.stats.tcp_host_full += 1;
                 let mut skip = written;
                 for b in group {
                     let s = slice(b);
@@ -833,27 +812,28 @@ impl Gateway {
                 io.tcp_shutdown_write(id);
             }
             // A flow whose last segments waited in this batch may be done now.
-            self.tcp_maybe_finish(idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
         batch.clear();
-        self.tcp.wbatch = batch;
+        self.wbatch = batch;
     }
 
     /// The way to the guests has room again: resumes the flows that paused on congestion.
-    pub fn on_link_ready(&mut self, now: Instant, io: &mut dyn HostIo) {
-        self.on_link_ready_except(now, &|_| false, io);
+    pub(crate) fn on_link_ready(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        self.on_link_ready_except(ctx, now, &|_| false, io);
     }
 
     /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
     /// holds stay paused (the way to that guest is still congested; others must not wait for it).
-    pub fn on_link_ready_except(
+    pub(crate) fn on_link_ready_except(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         still_blocked: &dyn Fn(&Mac) -> bool,
         io: &mut dyn HostIo,
     ) {
-        let mut list = std::mem::take(&mut self.tcp.tx_blocked);
-        let flows = &mut self.tcp.flows;
+        let mut list = std::mem::take(&mut self.tx_blocked);
+        let flows = &mut self.flows;
         let mut keep = Vec::new();
         list.retain(|&(idx, gen)| match flows.get_mut(idx, gen) {
             Some(f) if still_blocked(&f.guest_mac) => {
@@ -866,25 +846,37 @@ impl Gateway {
             }
             None => false,
         });
-        self.tcp.tx_blocked = keep;
+        self.tx_blocked = keep;
         for (idx, gen) in list {
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
     }
 
     /// The host socket has data (or EOF) for the guest.
-    pub fn on_tcp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        if let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) {
+    pub(crate) fn on_readable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        if let Some(f) = self.flows.get_mut(id.idx, id.gen) {
             f.host_readable = true;
-            self.tcp_push(now, id.idx, id.gen, io);
-            self.tcp_maybe_finish(id.idx, id.gen, io);
+            self.push(ctx, now, id.idx, id.gen, io);
+            self.maybe_finish(ctx, id.idx, id.gen, io);
         }
     }
 
     /// The host socket can take the guest bytes we are holding.
-    pub fn on_tcp_writable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    pub(crate) fn on_writable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         f.want_write = false;
@@ -895,7 +887,7 @@ impl Gateway {
                     f.pending.drain(..n);
                 }
                 Err(HostError::WouldBlock) => break,
-                Err(_) => return self.tcp_abort(id, io),
+                Err(_) => return self.abort(ctx, id, io),
             }
         }
         if !f.pending.is_empty() {
@@ -910,17 +902,17 @@ impl Gateway {
         }
         // Tell the guest the window opened again if it had closed noticeably.
         if f.last_adv_wnd < RCV_WINDOW / 2 && f.adv_window() > f.last_adv_wnd {
-            self.tcp_queue_ack(id.idx, id.gen);
+            self.queue_ack(id.idx, id.gen);
         }
-        self.tcp_maybe_finish(id.idx, id.gen, io);
+        self.maybe_finish(ctx, id.idx, id.gen, io);
         let _ = now;
     }
 
     /// Sends host data to the guest while its window allows; then FIN after host EOF.
-    fn tcp_push(&mut self, now: Instant, idx: u32, gen: u32, io: &mut dyn HostIo) {
+    fn push(&mut self, ctx: &mut Ctx, now: Instant, idx: u32, gen: u32, io: &mut dyn HostIo) {
         let id = fid(idx, gen);
-        let gw_mac = self.cfg.gateway_mac;
-        let tcp = &mut self.tcp;
+        let gw_mac = ctx.cfg.gateway_mac;
+        let tcp = &mut *self;
         let Some(f) = tcp.flows.get_mut(idx, gen) else {
             return;
         };
@@ -956,7 +948,7 @@ impl Gateway {
                     let buf = segbuf_first(&mut tcp.segbufs, off);
                     let n = build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, 0);
                     io.transmit(&buf[..n]);
-                    self.stats.frames_out += 1;
+                    ctx.stats.frames_out += 1;
                     if f.deadline.is_none() {
                         arm(&mut tcp.timers, f, idx, gen, now + f.rto);
                     }
@@ -965,7 +957,7 @@ impl Gateway {
             }
             let inflight = f.snd_nxt.wrapping_sub(f.snd_una);
             if inflight >= f.snd_wnd {
-                self.stats.tcp_guest_window_full += 1;
+                ctx.stats.tcp_guest_window_full += 1;
                 if f.snd_wnd == 0 && f.deadline.is_none() {
                     // Zero window: probe later.
                     arm(&mut tcp.timers, f, idx, gen, now + f.rto);
@@ -1002,7 +994,7 @@ impl Gateway {
                     } else if f.snd_nxt != f.data_end {
                         // Cannot happen with a sane socket (bytes before EOF are never lost);
                         // end the flow rather than send a FIN in the wrong place.
-                        self.tcp_abort(id, io);
+                        self.abort(ctx, id, io);
                         return;
                     }
                     continue;
@@ -1026,7 +1018,7 @@ impl Gateway {
                         let fl =
                             build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
                         congested |= !io.transmit(&buf[..fl]);
-                        self.stats.frames_out += 1;
+                        ctx.stats.frames_out += 1;
                         f.snd_nxt = f.snd_nxt.wrapping_add(len as u32);
                         i += 1;
                     }
@@ -1039,7 +1031,7 @@ impl Gateway {
                         // The guest's link is full: wait for `on_link_ready` rather than drop.
                         f.tx_blocked = true;
                         tcp.tx_blocked.push((idx, gen));
-                        self.stats.tcp_link_paused += 1;
+                        ctx.stats.tcp_link_paused += 1;
                         break;
                     }
                     if n < asked {
@@ -1049,11 +1041,11 @@ impl Gateway {
                 }
                 Err(HostError::WouldBlock) => {
                     f.host_readable = false;
-                    self.stats.tcp_host_empty += 1;
+                    ctx.stats.tcp_host_empty += 1;
                     break;
                 }
                 Err(_) => {
-                    self.tcp_abort(id, io);
+                    self.abort(ctx, id, io);
                     return;
                 }
             }
@@ -1061,80 +1053,77 @@ impl Gateway {
     }
 
     /// Frees the flow once both directions are closed and everything is acknowledged.
-    fn tcp_maybe_finish(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(idx, gen) else {
+    fn maybe_finish(&mut self, ctx: &mut Ctx, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get(idx, gen) else {
             return;
         };
         // Bytes gathered for the batch's writev still belong to the flow (`in_batch`).
         if f.guest_fin && f.fin_acked() && f.pending.is_empty() && !f.in_batch {
             let id = fid(idx, gen);
             if f.ack_due {
-                self.tcp_send_ctl(id, ACK, io);
+                self.send_ctl(ctx, id, ACK, io);
             }
-            self.tcp_remove(id, io, false);
+            self.remove(ctx, id, io, false);
         }
     }
 
     /// Resets both sides.
-    fn tcp_abort(&mut self, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(id.idx, id.gen) else {
+    fn abort(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get(id.idx, id.gen) else {
             return;
         };
         let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
-        self.tcp_emit(mac, key, seq, ack, RST | ACK, 0, None, 0, io);
-        self.tcp_remove(id, io, true);
+        self.emit(ctx, mac, key, seq, ack, RST | ACK, 0, None, 0, io);
+        self.remove(ctx, id, io, true);
     }
 
-    fn tcp_remove(&mut self, id: FlowId, io: &mut dyn HostIo, reset: bool) {
-        let Some(f) = self.tcp.flows.remove(id.idx, id.gen) else {
+    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo, reset: bool) {
+        let Some(f) = self.flows.remove(id.idx, id.gen) else {
             return;
         };
-        self.tcp.by_key.remove(&f.key);
+        self.by_key.remove(&f.key);
         if f.state == State::Connecting {
-            if let Some(n) = self.tcp.connecting_per_guest.get_mut(&f.key.guest) {
+            if let Some(n) = self.connecting_per_guest.get_mut(&f.key.guest) {
                 *n = n.saturating_sub(1);
             }
         }
-        if self.tcp.connecting_per_guest.get(&f.key.guest) == Some(&0) {
-            self.tcp.connecting_per_guest.remove(&f.key.guest);
+        if self.connecting_per_guest.get(&f.key.guest) == Some(&0) {
+            self.connecting_per_guest.remove(&f.key.guest);
         }
         io.tcp_close(id, reset);
-        self.flow_closed(f.owner);
-        if f.cmd {
-            self.budget.cmd_closed(f.key.guest);
-        }
-        self.stats.tcp_flows_closed += 1;
+        ctx.flows.close(id);
+        ctx.stats.tcp_flows_closed += 1;
     }
 
     /// Marks an ACK as due; ACKs are sent at the end of the batch unless data carries them first.
-    fn tcp_queue_ack(&mut self, idx: u32, gen: u32) {
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+    fn queue_ack(&mut self, idx: u32, gen: u32) {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if !f.ack_due {
             f.ack_due = true;
-            self.tcp.ack_pending.push((idx, gen));
+            self.ack_pending.push((idx, gen));
         }
     }
 
-    pub(crate) fn tcp_flush_acks(&mut self, _now: Instant, io: &mut dyn HostIo) {
-        let list = std::mem::take(&mut self.tcp.ack_pending);
+    pub(crate) fn flush_acks(&mut self, ctx: &mut Ctx, _now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.ack_pending);
         for &(idx, gen) in &list {
-            let due = self.tcp.flows.get(idx, gen).is_some_and(|f| f.ack_due);
+            let due = self.flows.get(idx, gen).is_some_and(|f| f.ack_due);
             if due {
-                self.tcp_send_ctl(fid(idx, gen), ACK, io);
+                self.send_ctl(ctx, fid(idx, gen), ACK, io);
             }
         }
         let mut list = list;
         list.clear();
-        if self.tcp.ack_pending.is_empty() {
-            self.tcp.ack_pending = list;
+        if self.ack_pending.is_empty() {
+            self.ack_pending = list;
         }
     }
 
     /// Sends a segment without payload on a flow (SYN-ACK, ACK, window probe) with current numbers.
-    fn tcp_send_ctl(&mut self, id: FlowId, flags: u8, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    fn send_ctl(&mut self, ctx: &mut Ctx, id: FlowId, flags: u8, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         let syn = flags & SYN != 0;
@@ -1145,13 +1134,14 @@ impl Gateway {
         f.ack_due = false;
         f.last_adv_wnd = f.adv_window();
         let (mac, key, ack) = (f.guest_mac, f.key, f.rcv_nxt);
-        self.tcp_emit(mac, key, seq, ack, flags, window, opts, 0, io);
+        self.emit(ctx, mac, key, seq, ack, flags, window, opts, 0, io);
     }
 
     /// Builds one segment from the remote to the guest in the scratch buffer and transmits it.
     #[allow(clippy::too_many_arguments)]
-    fn tcp_emit(
+    fn emit(
         &mut self,
+        ctx: &mut Ctx,
         mac: Mac,
         key: FlowKey,
         seq: u32,
@@ -1171,10 +1161,10 @@ impl Gateway {
             window,
             syn_opts,
         };
-        let mut tx = std::mem::take(&mut self.tx);
+        let mut tx = std::mem::take(&mut ctx.tx);
         let n = build_tcp(
             &mut tx,
-            self.cfg.gateway_mac,
+            ctx.cfg.gateway_mac,
             mac,
             key.remote,
             key.guest,
@@ -1182,26 +1172,33 @@ impl Gateway {
             payload,
         );
         io.transmit(&tx[..n]);
-        self.tx = tx;
-        self.stats.frames_out += 1;
+        ctx.tx = tx;
+        ctx.stats.frames_out += 1;
     }
 
     /// RST for a segment that matches no connection.
-    fn tcp_send_reset_for(&mut self, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
-        let Some(mac) = self.guest_mac(key.guest) else {
+    fn send_reset_for(
+        &mut self,
+        ctx: &mut Ctx,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(mac) = ctx.guest_mac(key.guest) else {
             return;
         };
         if seg.has(ACK) {
-            self.tcp_emit(mac, key, seg.ack, 0, RST, 0, None, 0, io);
+            self.emit(ctx, mac, key, seg.ack, 0, RST, 0, None, 0, io);
         } else {
             let ack = seg.seq.wrapping_add(seg.seq_len());
-            self.tcp_emit(mac, key, 0, ack, RST | ACK, 0, None, 0, io);
+            self.emit(ctx, mac, key, 0, ack, RST | ACK, 0, None, 0, io);
         }
     }
 
     /// ICMP destination unreachable for the guest's SYN (quoting its IP header and first 8 TCP bytes).
-    fn tcp_send_unreachable(
+    fn send_unreachable(
         &mut self,
+        ctx: &mut Ctx,
         mac: Mac,
         key: FlowKey,
         irs: u32,
@@ -1222,8 +1219,8 @@ impl Gateway {
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..28].copy_from_slice(&irs.to_be_bytes());
-        let src = IpAddr::V4(self.cfg.gateway);
-        self.send_icmp_error(
+        let src = IpAddr::V4(ctx.cfg.gateway);
+        ctx.send_icmp_error(
             mac,
             src,
             key.guest,
@@ -1234,9 +1231,9 @@ impl Gateway {
         );
     }
 
-    pub(crate) fn tcp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        while let Some((at, id)) = self.tcp.timers.pop_due_at(now) {
-            let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    pub(crate) fn timers(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        while let Some((at, id)) = self.timers.pop_due_at(now) {
+            let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
                 continue;
             };
             if f.queued == Some(at) {
@@ -1244,14 +1241,14 @@ impl Gateway {
             }
             let Some(deadline) = f.deadline else { continue };
             if deadline > now {
-                arm(&mut self.tcp.timers, f, id.idx, id.gen, deadline);
+                arm(&mut self.timers, f, id.idx, id.gen, deadline);
                 continue;
             }
             f.deadline = None;
             match f.state {
                 State::Connecting => {
                     // The host connect is taking too long: give up like a timed-out connect.
-                    self.on_tcp_connected(now, id, Err(HostError::TimedOut), io);
+                    self.on_connected(ctx, now, id, Err(HostError::TimedOut), io);
                 }
                 State::SynAckSent | State::SynSent => {
                     f.retries += 1;
@@ -1262,18 +1259,18 @@ impl Gateway {
                     };
                     if f.guest_mac == UNRESOLVED && f.retries <= SYNACK_RETRIES {
                         let at = now + SYNACK_RTO;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         if let IpAddr::V4(g) = f.key.guest {
-                            self.send_arp_request(g, io);
+                            arp::request(ctx, g, io);
                         }
                         continue;
                     }
                     if f.retries > SYNACK_RETRIES {
-                        self.tcp_remove(id, io, true);
+                        self.remove(ctx, id, io, true);
                     } else {
                         let at = now + SYNACK_RTO * (1 << f.retries.min(5));
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
-                        self.tcp_send_ctl(id, flags, io);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
+                        self.send_ctl(ctx, id, flags, io);
                     }
                 }
                 State::Established => {
@@ -1283,19 +1280,19 @@ impl Gateway {
                     if f.tx_blocked {
                         // Waiting for the link, not for the guest: nothing is lost yet.
                         let at = now + f.rto;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         continue;
                     }
                     f.retries += 1;
                     if f.retries > MAX_RETRIES {
-                        self.tcp_abort(id, io);
+                        self.abort(ctx, id, io);
                         continue;
                     }
                     f.rto = (f.rto * 2).min(RTO_MAX);
                     if f.snd_una == f.snd_nxt {
                         // Zero-window probe: an old sequence number makes the guest answer with an ACK.
                         let at = now + f.rto;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         let (mac, key, seq, ack, w) = (
                             f.guest_mac,
                             f.key,
@@ -1303,15 +1300,15 @@ impl Gateway {
                             f.rcv_nxt,
                             f.window_field(),
                         );
-                        self.tcp_emit(mac, key, seq, ack, ACK, w, None, 0, io);
+                        self.emit(ctx, mac, key, seq, ack, ACK, w, None, 0, io);
                         continue;
                     }
                     // Retransmission timeout: go back to the oldest unacknowledged byte.
                     f.snd_nxt = f.snd_una;
                     f.fin_sent = false;
                     f.host_readable = true;
-                    self.stats.tcp_retransmits += 1;
-                    self.tcp_push(now, id.idx, id.gen, io);
+                    ctx.stats.tcp_retransmits += 1;
+                    self.push(ctx, now, id.idx, id.gen, io);
                 }
             }
         }
