@@ -176,3 +176,69 @@ impl IcmpNat {
         io.icmp_close(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, Call, Rec};
+
+    #[test]
+    fn echo_round_trip_restores_the_guests_identifier() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = IcmpNat::default();
+        let mut rec = Rec::default();
+        let req = testkit::icmp_message(icmpw::ECHO_REQUEST, 0x1234, 7, b"ping!");
+        let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &req);
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::IcmpOpen(id, testkit::remote()),
+                Call::IcmpSend(id, req.clone())
+            ]
+        );
+        assert_eq!(ctx.stats.icmp_echo_sent, 1);
+        assert_eq!(ctx.flows.budget().total(), 1);
+        // The ping socket rewrote the identifier; the reply carries the kernel's.
+        rec.icmp_rx.push_back(testkit::icmp_message(
+            icmpw::ECHO_REPLY,
+            0x9999,
+            7,
+            b"ping!",
+        ));
+        // Anything but an echo reply is skipped.
+        rec.icmp_rx
+            .push_back(testkit::icmp_message(icmpw::DEST_UNREACHABLE, 0, 0, b""));
+        nat.on_readable(&mut ctx, now, id, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let p = testkit::to_guest(&f[0]);
+        assert_eq!((p.src, p.proto), (testkit::remote(), ip::PROTO_ICMP));
+        let m = IcmpMessage::parse(p.payload).expect("valid checksum");
+        assert_eq!(
+            (m.kind, m.code, m.ident, m.seq, m.payload),
+            (icmpw::ECHO_REPLY, 0, 0x1234, 7, &b"ping!"[..])
+        );
+        // Idle expiry closes it.
+        let idle = ctx.cfg.icmp_idle;
+        assert_eq!(ctx.flows.expire(now + idle), vec![id]);
+        nat.expired(id, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::IcmpClose(id)));
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+    }
+
+    #[test]
+    fn only_echo_requests_leave_the_lan() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = IcmpNat::default();
+        let mut rec = Rec::default();
+        let m = testkit::icmp_message(icmpw::TIME_EXCEEDED, 0, 0, b"");
+        let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &m);
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        assert!(rec.calls.is_empty());
+        assert_eq!(ctx.stats.drop_unsupported, 1);
+    }
+}

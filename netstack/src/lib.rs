@@ -26,6 +26,8 @@ pub mod resolv;
 pub mod rng;
 pub mod stats;
 pub mod tcp;
+#[cfg(test)]
+mod testkit;
 pub mod udp;
 pub mod wire;
 

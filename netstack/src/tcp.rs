@@ -1356,3 +1356,166 @@ fn build_tcp(
     );
     t0 + tlen
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, Call, Rec};
+    use crate::wire::icmp::IcmpMessage;
+
+    const ISN: u32 = 1000;
+
+    fn syn() -> Vec<u8> {
+        let h = TcpHeader {
+            src_port: 0,
+            dst_port: 0,
+            seq: ISN,
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            syn_opts: Some((1460, Some(7))),
+        };
+        testkit::tcp_packet(40000, SocketAddr::new(testkit::remote(), 80), h, b"")
+    }
+
+    /// A guest SYN handled by a fresh NAT: the context, the NAT, the host, and the flow's id.
+    fn connecting(rec: &mut Rec, now: Instant) -> (Ctx, TcpNat, Option<FlowId>) {
+        let mut ctx = testkit::ctx(now);
+        let mut nat = TcpNat::default();
+        let b = syn();
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, rec);
+        let id = rec.calls.iter().find_map(|c| match c {
+            Call::TcpConnect(id, _) => Some(*id),
+            _ => None,
+        });
+        (ctx, nat, id)
+    }
+
+    #[test]
+    fn syn_ack_only_after_the_host_connect_succeeds() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("a host connect");
+        assert_eq!(
+            rec.calls,
+            vec![Call::TcpConnect(id, SocketAddr::new(testkit::remote(), 80))]
+        );
+        assert!(
+            rec.frames.is_empty(),
+            "nothing for the guest while connecting"
+        );
+        assert_eq!(ctx.flows.budget().total(), 1);
+        // A retransmitted SYN waits for the connect too.
+        let b = syn();
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        assert!(rec.frames.is_empty());
+
+        nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let s = testkit::tcp_to_guest(&f[0]);
+        assert_eq!(s.flags & (SYN | ACK | RST), SYN | ACK);
+        assert_eq!(s.ack, ISN + 1);
+        assert_eq!((s.src_port, s.dst_port), (80, 40000));
+        assert_eq!(ctx.stats.tcp_flows_opened, 1);
+    }
+
+    #[test]
+    fn seeded_isns_are_reproducible() {
+        let isn = || {
+            let now = Instant::now();
+            let mut rec = Rec::default();
+            let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+            nat.on_connected(&mut ctx, now, id.expect("id"), Ok(()), &mut rec);
+            testkit::tcp_to_guest(&rec.frames[0]).seq
+        };
+        assert_eq!(isn(), isn());
+    }
+
+    #[test]
+    fn refused_connect_resets_the_guest() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("id");
+        nat.on_connected(&mut ctx, now, id, Err(HostError::Refused), &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let s = testkit::tcp_to_guest(&f[0]);
+        assert_eq!(s.flags, RST | ACK);
+        assert_eq!(s.ack, ISN + 1);
+        assert_eq!(ctx.stats.tcp_refused, 1);
+        assert_eq!(nat.len(), 0);
+        assert_eq!(ctx.flows.budget().total(), 0, "the budget is released");
+        assert!(rec.calls.contains(&Call::TcpClose(id, false)));
+    }
+
+    /// The ICMP error the guest got for its SYN: (code, quoted sequence number).
+    fn unreachable(f: &[u8]) -> (u8, u32) {
+        let p = testkit::to_guest(f);
+        assert_eq!(p.proto, ip::PROTO_ICMP);
+        let m = IcmpMessage::parse(p.payload).expect("valid ICMP");
+        assert_eq!(m.kind, icmpw::DEST_UNREACHABLE);
+        // The quote: the SYN's IP header, then ports and sequence number.
+        let q = &m.payload[ip::IPV4_HEADER_LEN..];
+        assert_eq!(u16::from_be_bytes([q[0], q[1]]), 40000);
+        (m.code, u32::from_be_bytes([q[4], q[5], q[6], q[7]]))
+    }
+
+    #[test]
+    fn unreachable_networks_and_hosts_get_their_icmp_codes() {
+        for (err, code) in [
+            (HostError::NetUnreachable, icmpw::CODE_NET_UNREACHABLE),
+            (HostError::HostUnreachable, icmpw::CODE_HOST_UNREACHABLE),
+            (HostError::Other("x".into()), icmpw::CODE_HOST_UNREACHABLE),
+        ] {
+            let now = Instant::now();
+            let mut rec = Rec::default();
+            let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+            nat.on_connected(&mut ctx, now, id.expect("id"), Err(err.clone()), &mut rec);
+            let f = rec.take_frames();
+            assert_eq!(f.len(), 1, "{err:?}");
+            assert_eq!(unreachable(&f[0]), (code, ISN), "{err:?}");
+            assert_eq!(ctx.stats.tcp_unreachable, 1);
+            assert_eq!(ctx.flows.budget().total(), 0);
+        }
+    }
+
+    #[test]
+    fn a_connect_failing_at_once_answers_at_once() {
+        let now = Instant::now();
+        let mut rec = Rec {
+            connect_error: Some(HostError::NetUnreachable),
+            ..Rec::default()
+        };
+        let (ctx, nat, _) = connecting(&mut rec, now);
+        assert_eq!(rec.frames.len(), 1);
+        assert_eq!(unreachable(&rec.frames[0]).0, icmpw::CODE_NET_UNREACHABLE);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        // Out of file descriptors: refused like a full budget (RST), and counted.
+        let mut rec = Rec {
+            connect_error: Some(HostError::NoBuffers),
+            ..Rec::default()
+        };
+        let (ctx, _, _) = connecting(&mut rec, now);
+        assert_eq!(testkit::tcp_to_guest(&rec.frames[0]).flags, RST | ACK);
+        assert_eq!(ctx.stats.flows_refused_fd, 1);
+    }
+
+    #[test]
+    fn a_connect_that_never_finishes_times_out_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, _) = connecting(&mut rec, t0);
+        let due = nat.next_deadline().expect("a connect timer");
+        assert_eq!(due, t0 + CONNECT_TIMEOUT);
+        nat.timers(&mut ctx, due - Duration::from_millis(1), &mut rec);
+        assert!(rec.frames.is_empty(), "not yet");
+        nat.timers(&mut ctx, due, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(unreachable(&f[0]), (icmpw::CODE_HOST_UNREACHABLE, ISN));
+        assert_eq!(nat.len(), 0);
+    }
+}

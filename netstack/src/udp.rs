@@ -292,3 +292,123 @@ impl UdpNat {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::testkit::{self, Call, Rec};
+    use std::time::Duration;
+
+    fn dst(port: u16) -> SocketAddr {
+        SocketAddr::new(testkit::remote(), port)
+    }
+
+    fn send(
+        nat: &mut UdpNat,
+        ctx: &mut Ctx,
+        now: Instant,
+        sport: u16,
+        to: SocketAddr,
+        payload: &[u8],
+        rec: &mut Rec,
+    ) {
+        let b = testkit::udp_packet(sport, to, payload);
+        let p = testkit::parse_ip(&b);
+        let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp");
+        nat.input(ctx, now, testkit::GUEST_MAC, &p, &d, rec);
+    }
+
+    #[test]
+    fn a_flow_opens_once_sends_and_expires_when_idle() {
+        let t0 = Instant::now();
+        let mut ctx = testkit::ctx(t0);
+        let idle = ctx.cfg.udp_idle;
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(53), b"one", &mut rec);
+        let t1 = t0 + Duration::from_secs(10);
+        send(&mut nat, &mut ctx, t1, 5000, dst(53), b"two", &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::UdpOpen(id, dst(53)),
+                Call::UdpSend(id, b"one".to_vec()),
+                Call::UdpSend(id, b"two".to_vec()),
+            ]
+        );
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (1, 1));
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        // Idle counts from the last datagram, not the first.
+        assert!(ctx.flows.expire(t0 + idle).is_empty());
+        assert!(ctx
+            .flows
+            .expire(t1 + idle - Duration::from_millis(1))
+            .is_empty());
+        let expired = ctx.flows.expire(t1 + idle);
+        assert_eq!(expired, vec![id]);
+        nat.expired(&mut ctx, id, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::UdpClose(id)));
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        assert_eq!(ctx.stats.udp_flows_expired, 1);
+        // The same 4-tuple later is a new flow.
+        send(&mut nat, &mut ctx, t1 + idle, 5000, dst(53), b"3", &mut rec);
+        assert_eq!(nat.len(), 1);
+    }
+
+    #[test]
+    fn a_full_budget_evicts_the_oldest_idle_flow() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            max_flows_total: 2,
+            ..Config::default()
+        };
+        let mut ctx = testkit::ctx_with(cfg, t0);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(1), b"a", &mut rec);
+        let t1 = t0 + Duration::from_secs(5);
+        send(&mut nat, &mut ctx, t1, 5001, dst(2), b"b", &mut rec);
+        // The budget is used up; the first flow has been idle for 5.5 s and makes room.
+        let t2 = t1 + Duration::from_millis(500);
+        send(&mut nat, &mut ctx, t2, 5002, dst(3), b"c", &mut rec);
+        let first = fid(0, 0);
+        assert!(
+            rec.calls.contains(&Call::UdpClose(first)),
+            "{:?}",
+            rec.calls
+        );
+        assert_eq!(ctx.stats.flows_evicted, 1);
+        assert_eq!(ctx.flows.take_evicted(), vec![first]);
+        nat.forget(first);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (2, 2));
+        // Now both flows were active within the last second: a fourth is refused.
+        send(&mut nat, &mut ctx, t2, 5003, dst(4), b"d", &mut rec);
+        assert_eq!(ctx.stats.flows_refused_budget, 1);
+        assert_eq!(nat.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_datagram_becomes_port_unreachable() {
+        let t0 = Instant::now();
+        let mut ctx = testkit::ctx(t0);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(9), b"x", &mut rec);
+        nat.refused(&mut ctx, 0, 0, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let p = testkit::to_guest(&f[0]);
+        assert_eq!(
+            p.src,
+            testkit::remote(),
+            "from the address the guest wrote to"
+        );
+        let m = crate::wire::icmp::IcmpMessage::parse(p.payload).expect("icmp");
+        assert_eq!(
+            (m.kind, m.code),
+            (icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE)
+        );
+    }
+}
