@@ -28,13 +28,12 @@ pub const MAX_FRAME: usize = 65535 + ethernet::HEADER_LEN;
 /// A UDP/ICMP flow must have been idle this long before the fd budget evicts it.
 pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
 
-/// Where the frame being handled sits in the batch of `handle_frames`: its index, and its first
-/// byte's address (guest TCP payload is remembered as an offset into its frame, written at the
-/// batch's end).
+/// The frame being handled in the batch of `handle_frames`: guest TCP payload is remembered as
+/// (frame index, offset in the frame, length) and written with one `writev` per flow at the batch's
+/// end; no pointers are kept.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchPos {
     pub(crate) frame: usize,
-    pub(crate) base: usize,
 }
 
 /// The gateway's shared state, as the protocol modules see it.

@@ -102,10 +102,7 @@ impl Gateway {
     /// same flow is gathered and written to the host socket with one `writev` at the end.
     pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], io: &mut dyn HostIo) {
         for (i, f) in frames.iter().enumerate() {
-            self.ctx.batch = Some(BatchPos {
-                frame: i,
-                base: f.as_ptr() as usize,
-            });
+            self.ctx.batch = Some(BatchPos { frame: i });
             self.handle_frame(now, f, io);
         }
         self.ctx.batch = None;

@@ -246,7 +246,9 @@ impl TcpNat {
         let Some(&(idx, gen)) = self.by_key.get(&key) else {
             return self.no_flow(ctx, now, key, &seg, dns_upstream, io);
         };
-        self.segment(ctx, now, idx, gen, &seg, io);
+        // Where the payload sits in the guest's frame (Ethernet, IP and TCP headers before it).
+        let at = ethernet::HEADER_LEN + p.header.len() + seg.header_len;
+        self.segment(ctx, now, idx, gen, &seg, at, io);
     }
 
     fn no_flow(
@@ -452,6 +454,8 @@ impl TcpNat {
         }
     }
 
+    /// A segment of a known flow whose payload starts `at` bytes into its frame.
+    #[allow(clippy::too_many_arguments)]
     fn segment(
         &mut self,
         ctx: &mut Ctx,
@@ -459,6 +463,7 @@ impl TcpNat {
         idx: u32,
         gen: u32,
         seg: &TcpSegment<'_>,
+        at: usize,
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
@@ -576,7 +581,7 @@ impl TcpNat {
                 f.last_wnd_seen = wnd;
             }
         }
-        self.receive(ctx, now, idx, gen, seg, io);
+        self.receive(ctx, now, idx, gen, seg, at, io);
         let batching = ctx.batch.is_some();
         let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
@@ -636,6 +641,7 @@ impl TcpNat {
     }
 
     /// Guest payload and FIN.
+    #[allow(clippy::too_many_arguments)]
     fn receive(
         &mut self,
         ctx: &mut Ctx,
@@ -643,6 +649,7 @@ impl TcpNat {
         idx: u32,
         gen: u32,
         seg: &TcpSegment<'_>,
+        at: usize,
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
@@ -651,6 +658,8 @@ impl TcpNat {
         };
         let mut data = seg.payload;
         let mut seq = seg.seq;
+        // Offset of `data` in the frame.
+        let mut at = at;
         if !data.is_empty() {
             if f.guest_fin {
                 return;
@@ -663,6 +672,7 @@ impl TcpNat {
                     return;
                 }
                 data = &data[skip..];
+                at += skip;
                 seq = f.rcv_nxt;
             }
             if seq != f.rcv_nxt {
@@ -673,11 +683,9 @@ impl TcpNat {
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if take > 0 && f.pending.is_empty() && ctx.batch.is_some() {
+            if let (true, true, Some(b)) = (take > 0, f.pending.is_empty(), ctx.batch) {
                 // Gathered: written with the flow's other segments of this batch in one writev.
-                let base = ctx.batch.map_or(0, |b| b.base);
-                let off = (data.as_ptr() as usize).wrapping_sub(base);
-                let frame = ctx.batch.map_or(0, |b| b.frame);
+                let (frame, off) = (b.frame, at);
                 if !f.in_batch {
                     f.in_batch = true;
                 }
@@ -1517,5 +1525,48 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(unreachable(&f[0]), (icmpw::CODE_HOST_UNREACHABLE, ISN));
         assert_eq!(nat.len(), 0);
+    }
+
+    #[test]
+    fn batched_payload_is_gathered_by_offset_past_options_overlap_and_padding() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("id");
+        nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
+        let ours = testkit::tcp_to_guest(&rec.take_frames()[0]).seq;
+        let dst = SocketAddr::new(testkit::remote(), 80);
+        let data = |seq: u32, opts: bool, payload: &[u8]| {
+            let h = TcpHeader {
+                src_port: 0,
+                dst_port: 0,
+                seq,
+                ack: ours.wrapping_add(1),
+                flags: ACK,
+                window: 65535,
+                // An option block makes the header longer than 20 bytes.
+                syn_opts: opts.then_some((1460, Some(7))),
+            };
+            testkit::tcp_packet(40000, dst, h, payload)
+        };
+        // The handshake's ACK, alone.
+        let b = data(ISN + 1, false, b"");
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        // One batch: "hello" after options, then "lo world" overlapping by two bytes, padded.
+        let frames = [
+            testkit::frame(&data(ISN + 1, true, b"hello"), 0),
+            testkit::frame(&data(ISN + 4, false, b"lo world"), 6),
+        ];
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        for (i, f) in refs.iter().enumerate() {
+            ctx.batch = Some(crate::ctx::BatchPos { frame: i });
+            let p = testkit::parse_ip(&f[ethernet::HEADER_LEN..]);
+            nat.input(&mut ctx, now, &p, None, &mut rec);
+        }
+        ctx.batch = None;
+        assert!(rec.written.is_empty(), "gathered until the batch ends");
+        nat.flush_writes(&mut ctx, &refs, &mut rec);
+        assert_eq!(rec.written, b"hello world");
+        assert_eq!(rec.writes, 1, "one writev for the flow");
     }
 }

@@ -58,6 +58,9 @@ pub struct Rec {
     pub connect_error: Option<HostError>,
     /// Messages waiting on ICMP sockets (header first).
     pub icmp_rx: VecDeque<Vec<u8>>,
+    /// Bytes written to TCP sockets, and the number of writes.
+    pub written: Vec<u8>,
+    pub writes: usize,
 }
 
 impl Rec {
@@ -83,9 +86,15 @@ impl HostIo for Rec {
         Ok(())
     }
     fn tcp_send(&mut self, _id: FlowId, data: &[u8]) -> HostResult<usize> {
+        self.writes += 1;
+        self.written.extend_from_slice(data);
         Ok(data.len())
     }
     fn tcp_send_vectored(&mut self, _id: FlowId, bufs: &[IoSlice<'_>]) -> HostResult<usize> {
+        self.writes += 1;
+        for b in bufs {
+            self.written.extend_from_slice(b);
+        }
         Ok(bufs.iter().map(|b| b.len()).sum())
     }
     fn tcp_peek(
@@ -203,4 +212,18 @@ pub fn tcp_to_guest(frame: &[u8]) -> TcpSegment<'_> {
     let p = to_guest(frame);
     assert_eq!(p.proto, ip::PROTO_TCP);
     TcpSegment::parse(p.payload, p.src, p.dst).expect("valid TCP to the guest")
+}
+
+/// An Ethernet frame from the guest to the gateway around an IP packet, with `pad` trailing bytes
+/// (Ethernet padding the IP length excludes).
+pub fn frame(ip_packet: &[u8], pad: usize) -> Vec<u8> {
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ip_packet.len() + pad];
+    f[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ip_packet.len()].copy_from_slice(ip_packet);
+    ethernet::write_header(
+        &mut f,
+        [0x52, 0x55, 0x0a, 0, 2, 2],
+        GUEST_MAC,
+        ethernet::ETHERTYPE_IPV4,
+    );
+    f
 }
