@@ -5,8 +5,13 @@
 //! Tests drive it deterministically with a simulated host. The crate does no I/O, reads no clock and
 //! has no `unsafe`; the tokio driver that owns the real sockets and timers is `netstack-driver`.
 //!
+//! Host failures arrive as typed [`host::HostError`]s, and every random choice comes from
+//! `Config::seed`.
+//!
 //! One protocol per file: [`arp`], [`dhcp`], [`dns`], [`tcp`], [`udp`], [`icmp`]; packet views live in
-//! [`wire`].
+//! [`wire`]. The gateway only dispatches; the protocol modules see a [`ctx::Ctx`] (configuration,
+//! counters, neighbours, leases, the [`flow::FlowTable`], the frame builder), never the gateway, and
+//! the files form no import cycle (`tests/module_graph.rs`).
 
 #![forbid(unsafe_code)]
 
