@@ -885,7 +885,11 @@ fn bench(o: Options) -> Res<String> {
     if o.tools.contains(&Tool::Pasta) {
         if let Ok(out) = Command::new(&o.pasta).arg("--version").output() {
             let v = String::from_utf8_lossy(&out.stdout);
-            eprintln!("pasta: {} ({})", o.pasta.display(), v.lines().next().unwrap_or("?"));
+            eprintln!(
+                "pasta: {} ({})",
+                o.pasta.display(),
+                v.lines().next().unwrap_or("?")
+            );
         }
     }
     let warren = o
