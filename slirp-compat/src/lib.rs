@@ -273,7 +273,7 @@ mod fuzz {
                 one_line(&e);
             }
             if let Err(e) = api::parse_request(s.as_bytes()) {
-                one_line(&e.desc);
+                one_line(&e);
             }
         }
         assert!(parsed > 100, "too few valid hostfwd specs: {parsed}");
