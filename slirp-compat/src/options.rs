@@ -523,9 +523,9 @@ mod tests {
         assert!(!e.contains('\n'), "{e}");
         e
     }
-    fn applied(s: &str) -> Result<Config, String> {
+    fn applied(s: &str) -> Result<Config, OptionsError> {
         let mut c = Config::default();
-        p(s).apply(&mut c).map(|()| c).map_err(|e| e.to_string())
+        p(s).apply(&mut c).map(|()| c)
     }
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().expect("ip")
@@ -716,6 +716,23 @@ mod tests {
             assert!(!e.contains('\n'));
             assert_eq!(format!("{c:?}"), before, "{s}: config changed on error");
         }
+        // Callers can tell the failures apart without reading the text.
+        assert_eq!(applied("ipv4=off").err(), Some(OptionsError::Ipv4Off));
+        assert_eq!(
+            applied("dns=10.0.2.2").err(),
+            Some(OptionsError::DnsIsHost(ip("10.0.2.2")))
+        );
+        assert!(matches!(
+            SlirpOptions::parse("hostfwd=tcp::0-:22"),
+            Err(OptionsError::HostFwd(
+                crate::hostfwd::HostFwdError::Syntax {
+                    kind: crate::hostfwd::HostFwdSyntaxError::Port(
+                        crate::hostfwd::PortError::OutOfRange { .. }
+                    ),
+                    ..
+                }
+            ))
+        ));
         // Both on is fine.
         assert!(applied("ipv4=on,ipv6=on,ipv6-prefix=fd00::,ipv6-prefixlen=64").is_ok());
         // guestfwd to the same port on different addresses is fine.
