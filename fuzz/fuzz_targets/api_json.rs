@@ -31,7 +31,7 @@ impl ApiBackend for Backend {
         proto: Proto,
         host: SocketAddr,
         _g: SocketAddr,
-    ) -> Result<(), String> {
+    ) -> Result<(), api::OpenError> {
         if self.refuse {
             return Err("Address already in use (os error 98)".into());
         }

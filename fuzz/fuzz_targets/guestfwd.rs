@@ -25,9 +25,9 @@ fuzz_target!(|data: &[u8]| {
                             .contains(&a)
                     );
                 }
-                Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+                Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
             }
         }
-        Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
     }
 });

@@ -43,9 +43,9 @@ fuzz_target!(|data: &[u8]| {
                         assert!(g != cfg.net.network() && g != cfg.net.broadcast());
                     }
                 }
-                Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+                Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
             }
         }
-        Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
     }
 });

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Slirp4netnsCommand::Run(o)) => o,
         Ok(_) => return,
         Err(e) => {
-            assert!(!e.contains('\n'), "multi-line error {e:?}");
+            assert!(!e.to_string().contains('\n'), "multi-line error {e:?}");
             return;
         }
     };
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             true
         }
         Err(e) => {
-            assert!(!e.contains('\n'), "multi-line error {e:?}");
+            assert!(!e.to_string().contains('\n'), "multi-line error {e:?}");
             false
         }
     };
@@ -58,6 +58,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(DropIn::Print(_)) => panic!("parse_args said run, translate said print"),
-        Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
     }
 });

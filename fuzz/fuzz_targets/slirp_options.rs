@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
                 .join(",");
             assert_eq!(split_qemu_opts(&joined).as_ref(), Ok(&elems), "{joined:?}");
         }
-        Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
     }
     match SlirpOptions::parse(&s) {
         Ok(o) => {
@@ -100,9 +100,9 @@ fuzz_target!(|data: &[u8]| {
             let mut cfg = Config::default();
             match o.apply(&mut cfg) {
                 Ok(()) => assert_eq!(cfg.validate(), Ok(()), "apply accepted an invalid config"),
-                Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+                Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
             }
         }
-        Err(e) => assert!(!e.contains('\n'), "multi-line error {e:?}"),
+        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error {e:?}"),
     }
 });

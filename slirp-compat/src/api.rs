@@ -27,7 +27,6 @@
 use crate::hostfwd::Proto;
 use serde::Serialize;
 use serde_json::Value;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// slirp4netns reads one request with a single `read` of this many bytes and refuses it if the
@@ -35,33 +34,54 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// down their write side after the request) and pass what it got to [`parse_request`].
 pub const MAX_REQUEST: usize = 4096;
 
-/// An error reply: `{"error":{"desc":"…"}}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
-    pub desc: String,
+/// An error reply: `{"error":{"desc":"…"}}`, `desc` being the `Display` text (slirp4netns's
+/// wording where it has one).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: too large message")]
+    TooLarge,
+    #[error("bad request: cannot parse JSON")]
+    NotJson,
+    #[error("bad request: json_object() failed")]
+    NotObject,
+    #[error("bad request: no execute found")]
+    NoExecute,
+    #[error("bad request: unknown execute")]
+    UnknownExecute,
+    /// `bad request: {command}: bad arguments.{field}`.
+    #[error("bad request: {command}: bad arguments.{field}")]
+    BadArgument {
+        command: &'static str,
+        field: &'static str,
+    },
+    #[error("bad request: add_hostfwd: {proto} {host} is already forwarded (id {id})")]
+    AlreadyForwarded {
+        proto: Proto,
+        host: SocketAddr,
+        id: u32,
+    },
+    #[error("bad request: add_hostfwd: too many forwardings (at most {0})")]
+    TooMany(usize),
+    #[error("bad request: add_hostfwd: out of ids")]
+    OutOfIds,
+    /// The backend could not open the forwarding (its message, e.g. a bind error).
+    #[error("bad request: add_hostfwd: {0}")]
+    Open(String),
 }
 
 impl ApiError {
-    pub fn new(desc: impl Into<String>) -> Self {
-        ApiError { desc: desc.into() }
-    }
     /// `bad request: {command}: bad arguments.{field}` (slirp4netns's wording).
-    pub fn bad_argument(command: &str, field: &str) -> Self {
-        ApiError::new(format!("bad request: {command}: bad arguments.{field}"))
+    pub fn bad_argument(command: &'static str, field: &'static str) -> Self {
+        ApiError::BadArgument { command, field }
     }
     /// The JSON reply bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        error_response(&self.desc)
+        error_response(&self.to_string())
     }
 }
 
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.desc)
-    }
-}
-
-impl std::error::Error for ApiError {}
+/// Why an [`ApiBackend`] could not open a forwarding (the daemon's own error type).
+pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which address families an `add_hostfwd` asked for (`tcp4`/`tcp6` vs `tcp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +114,7 @@ impl AddHostFwd {
         default_guest: IpAddr,
         ipv6_enabled: bool,
     ) -> Result<(SocketAddr, SocketAddr), ApiError> {
-        let bad = |f: &str| ApiError::bad_argument("add_hostfwd", f);
+        let bad = |f: &'static str| ApiError::bad_argument("add_hostfwd", f);
         if self.family == Family::V6 && !ipv6_enabled {
             return Err(bad("proto"));
         }
@@ -188,22 +208,19 @@ impl ApiRequest {
 /// Decodes one request (the bytes read from one connection).
 pub fn parse_request(buf: &[u8]) -> Result<ApiRequest, ApiError> {
     if buf.len() >= MAX_REQUEST {
-        return Err(ApiError::new("bad request: too large message"));
+        return Err(ApiError::TooLarge);
     }
-    let v: Value =
-        serde_json::from_slice(buf).map_err(|_| ApiError::new("bad request: cannot parse JSON"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::new("bad request: json_object() failed"))?;
+    let v: Value = serde_json::from_slice(buf).map_err(|_| ApiError::NotJson)?;
+    let obj = v.as_object().ok_or(ApiError::NotObject)?;
     let execute = obj
         .get("execute")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::new("bad request: no execute found"))?;
+        .ok_or(ApiError::NoExecute)?;
     let args = obj.get("arguments").and_then(Value::as_object);
     let arg = |k: &str| args.and_then(|a| a.get(k));
     match execute {
         "add_hostfwd" => {
-            let bad = |f: &str| ApiError::bad_argument("add_hostfwd", f);
+            let bad = |f: &'static str| ApiError::bad_argument("add_hostfwd", f);
             let (proto, family) = match arg("proto").and_then(Value::as_str) {
                 Some("tcp") => (Proto::Tcp, Family::Any),
                 Some("udp") => (Proto::Udp, Family::Any),
@@ -231,7 +248,7 @@ pub fn parse_request(buf: &[u8]) -> Result<ApiRequest, ApiError> {
                 }
                 (_, a) => a,
             };
-            let port = |f: &str| -> Result<u16, ApiError> {
+            let port = |f: &'static str| -> Result<u16, ApiError> {
                 arg(f)
                     .and_then(Value::as_u64)
                     .filter(|p| (1..=65535).contains(p))
@@ -265,7 +282,7 @@ pub fn parse_request(buf: &[u8]) -> Result<ApiRequest, ApiError> {
         }
         "list_leases" => Ok(ApiRequest::ListLeases),
         "stats" => Ok(ApiRequest::Stats),
-        _ => Err(ApiError::new("bad request: unknown execute")),
+        _ => Err(ApiError::UnknownExecute),
     }
 }
 
@@ -353,20 +370,17 @@ impl HostFwdTable {
     /// Checks whether a rule could be added (the daemon calls this, binds, then [`Self::add`]).
     pub fn check(&self, proto: Proto, host: SocketAddr) -> Result<(), ApiError> {
         if let Some(e) = self.conflict(proto, host) {
-            return Err(ApiError::new(format!(
-                "bad request: add_hostfwd: {proto} {} is already forwarded (id {})",
-                fmt_sock(host),
-                e.id
-            )));
+            return Err(ApiError::AlreadyForwarded {
+                proto,
+                host,
+                id: e.id,
+            });
         }
         if self.entries.len() >= self.max_entries {
-            return Err(ApiError::new(format!(
-                "bad request: add_hostfwd: too many forwardings (at most {})",
-                self.max_entries
-            )));
+            return Err(ApiError::TooMany(self.max_entries));
         }
         if self.next_id == u32::MAX {
-            return Err(ApiError::new("bad request: add_hostfwd: out of ids"));
+            return Err(ApiError::OutOfIds);
         }
         Ok(())
     }
@@ -434,10 +448,6 @@ fn overlaps(a: IpAddr, b: IpAddr) -> bool {
         || v6_any(a)
         || v6_any(b)
         || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified()))
-}
-
-fn fmt_sock(s: SocketAddr) -> String {
-    s.to_string()
 }
 
 #[derive(Serialize)]
@@ -566,14 +576,14 @@ pub trait ApiBackend {
     fn ipv6_enabled(&self) -> bool {
         false
     }
-    /// Starts listening for a new forwarding (bind the host socket). The error text ends up in
-    /// the reply after "bad request: add_hostfwd: ".
+    /// Starts listening for a new forwarding (bind the host socket). The error's text ends up
+    /// in the reply after "bad request: add_hostfwd: ".
     fn open_hostfwd(
         &mut self,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
-    ) -> Result<(), String>;
+    ) -> Result<(), OpenError>;
     /// Stops a forwarding that was removed from the table.
     fn close_hostfwd(&mut self, entry: &HostFwdEntry);
     fn leases(&self) -> Vec<LeaseInfo>;
@@ -598,7 +608,7 @@ pub fn handle_request(
             table.check(a.proto, host)?;
             backend
                 .open_hostfwd(a.proto, host, guest)
-                .map_err(|e| ApiError::new(format!("bad request: add_hostfwd: {e}")))?;
+                .map_err(|e| ApiError::Open(e.to_string()))?;
             match table.add(a.proto, host, guest) {
                 Ok(id) => Ok(id_response(id)),
                 Err(e) => {
@@ -638,7 +648,7 @@ mod tests {
         }
     }
     fn desc(s: &str) -> String {
-        req(s).expect_err(s).desc
+        req(s).expect_err(s).to_string()
     }
     fn sa(s: &str) -> SocketAddr {
         s.parse().expect("sa")
@@ -711,7 +721,7 @@ mod tests {
         assert_eq!(
             parse_request(&vec![b' '; MAX_REQUEST])
                 .expect_err("big")
-                .desc,
+                .to_string(),
             "bad request: too large message"
         );
         assert!(parse_request(&[0xff, 0xfe, 0x00]).is_err());
@@ -938,7 +948,7 @@ mod tests {
             Err(ApiError::bad_argument("remove_hostfwd", "id"))
         );
         assert_eq!(
-            t.remove(99).expect_err("x").desc,
+            t.remove(99).expect_err("x").to_string(),
             "bad request: remove_hostfwd: bad arguments.id"
         );
         // Ids are not reused.
@@ -967,7 +977,7 @@ mod tests {
             .add(Proto::Tcp, sa("127.0.0.1:8080"), sa("10.0.2.101:80"))
             .expect_err("dup");
         assert_eq!(
-            e.desc,
+            e.to_string(),
             "bad request: add_hostfwd: tcp 127.0.0.1:8080 is already forwarded (id 1)"
         );
         // Wildcard overlaps a specific address of its family, and the IPv6 wildcard overlaps all.
@@ -1009,7 +1019,7 @@ mod tests {
         assert!(small
             .add(Proto::Tcp, sa("0.0.0.0:2"), sa("10.0.2.100:1"))
             .expect_err("full")
-            .desc
+            .to_string()
             .contains("too many"));
     }
 
@@ -1026,9 +1036,14 @@ mod tests {
         fn ipv6_enabled(&self) -> bool {
             self.v6
         }
-        fn open_hostfwd(&mut self, p: Proto, h: SocketAddr, g: SocketAddr) -> Result<(), String> {
+        fn open_hostfwd(
+            &mut self,
+            p: Proto,
+            h: SocketAddr,
+            g: SocketAddr,
+        ) -> Result<(), OpenError> {
             if self.fail_bind {
-                return Err(format!("cannot listen on {h}: Address in use"));
+                return Err(format!("cannot listen on {h}: Address in use").into());
             }
             self.open.push((p, h, g));
             Ok(())

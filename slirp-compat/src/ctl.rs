@@ -6,9 +6,52 @@
 //! (`tcp::8080-:80`, ranges allowed); a range becomes one `add_hostfwd` per port.
 
 use crate::api::{AddHostFwd, ApiRequest, Family};
-use crate::hostfwd::HostFwd;
+use crate::esc;
+use crate::hostfwd::{HostFwd, HostFwdError};
 use serde_json::Value;
 use std::path::PathBuf;
+
+const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";
+
+/// A `warren ctl` command line that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CtlError {
+    #[error("unknown option {0:?} (see warren ctl --help)")]
+    UnknownOption(String),
+    #[error("unexpected argument {0:?} (see warren ctl --help)")]
+    UnexpectedArgument(String),
+    #[error("unknown command {0:?}: {COMMANDS}")]
+    UnknownCommand(String),
+    #[error("--api needs a PATH")]
+    ApiNeedsPath,
+    /// Any other complaint of clap's, as one line ([`clap_error_line`]).
+    #[error("{}", esc(.0))]
+    Clap(String),
+    #[error("--api PATH is required (see warren ctl --help)")]
+    ApiRequired,
+    #[error("missing command: {COMMANDS}")]
+    MissingCommand,
+    #[error("usage: warren ctl --api PATH {0}")]
+    Usage(&'static str),
+    #[error(transparent)]
+    HostFwd(#[from] HostFwdError),
+    #[error("remove {0:?}: ID must be a positive number")]
+    BadId(String),
+}
+
+/// A reply from the API socket that is an error or cannot be shown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// The server's own error description.
+    #[error("{0}")]
+    Server(String),
+    /// Not JSON (the first 200 bytes, lossily decoded).
+    #[error("unreadable reply: {0:?}")]
+    Unreadable(String),
+    /// The reply lacks the member this request's answer needs.
+    #[error("reply has no {0}")]
+    Missing(&'static str),
+}
 
 /// `warren ctl`'s command line (also a subcommand of `warren`'s own definition, so `warren --help`,
 /// the completions and the man page describe it from this one place).
@@ -113,22 +156,13 @@ fn clap_invalid_arg(e: &clap::Error, kind: clap::error::ContextKind) -> Option<S
 }
 
 /// Parses the arguments after `ctl`.
-pub fn parse_ctl_args<I, S>(args: I) -> Result<Ctl, String>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    parse_ctl_args_raw(args).map_err(crate::one_line)
-}
-
-fn parse_ctl_args_raw<I, S>(args: I) -> Result<Ctl, String>
+pub fn parse_ctl_args<I, S>(args: I) -> Result<Ctl, CtlError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
     use clap::error::{ContextKind, ErrorKind};
     use clap::Parser;
-    const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";
     let argv = std::iter::once("warren ctl".to_string()).chain(args.into_iter().map(Into::into));
     let a = match CtlCli::try_parse_from(argv) {
         Ok(c) => c.args,
@@ -145,32 +179,31 @@ where
                     let a = clap_invalid_arg(&e, ContextKind::InvalidArg)
                         .unwrap_or_else(|| clap_error_line(&e));
                     if a.starts_with('-') && a.len() > 1 {
-                        Err(format!("unknown option {a:?} (see warren ctl --help)"))
+                        Err(CtlError::UnknownOption(a))
                     } else {
-                        Err(format!("unexpected argument {a:?} (see warren ctl --help)"))
+                        Err(CtlError::UnexpectedArgument(a))
                     }
                 }
                 ErrorKind::InvalidSubcommand => {
                     let c = clap_invalid_arg(&e, ContextKind::InvalidSubcommand)
                         .unwrap_or_else(|| clap_error_line(&e));
-                    Err(format!("unknown command {c:?}: {COMMANDS}"))
+                    Err(CtlError::UnknownCommand(c))
                 }
                 ErrorKind::InvalidValue if e.get(ContextKind::InvalidArg).is_some() => {
-                    Err("--api needs a PATH".into())
+                    Err(CtlError::ApiNeedsPath)
                 }
-                _ => Err(clap_error_line(&e)),
+                _ => Err(CtlError::Clap(clap_error_line(&e))),
             };
         }
     };
     let api = match a.api {
         Some(p) if !p.as_os_str().is_empty() => p,
-        Some(_) => return Err("--api needs a PATH".into()),
-        None => return Err("--api PATH is required (see warren ctl --help)".into()),
+        Some(_) => return Err(CtlError::ApiNeedsPath),
+        None => return Err(CtlError::ApiRequired),
     };
-    let usage = |u: &str| format!("usage: warren ctl --api PATH {u}");
-    let requests = match a.command.ok_or(format!("missing command: {COMMANDS}"))? {
+    let requests = match a.command.ok_or(CtlError::MissingCommand)? {
         CtlSubcommand::AddHostfwd { spec } => {
-            let spec = spec.ok_or_else(|| usage("add-hostfwd SPEC"))?;
+            let spec = spec.ok_or(CtlError::Usage("add-hostfwd SPEC"))?;
             HostFwd::parse(&spec)?
                 .expand()
                 .into_iter()
@@ -188,12 +221,12 @@ where
         }
         CtlSubcommand::List => vec![ApiRequest::ListHostFwd],
         CtlSubcommand::Remove { id } => {
-            let raw = id.ok_or_else(|| usage("remove ID"))?;
+            let raw = id.ok_or(CtlError::Usage("remove ID"))?;
             let id = raw
                 .parse::<u32>()
                 .ok()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| format!("remove {raw:?}: ID must be a positive number"))?;
+                .ok_or_else(|| CtlError::BadId(raw.clone()))?;
             vec![ApiRequest::RemoveHostFwd { id }]
         }
         CtlSubcommand::Leases => vec![ApiRequest::ListLeases],
@@ -203,19 +236,17 @@ where
 }
 
 /// Turns a reply into terminal text (`Err` carries the server's error description).
-pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
+pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, ReplyError> {
     let v: Value = serde_json::from_slice(reply).map_err(|_| {
-        format!(
-            "unreadable reply: {:?}",
-            String::from_utf8_lossy(&reply[..reply.len().min(200)])
-        )
+        ReplyError::Unreadable(String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned())
     })?;
     if let Some(e) = v.get("error") {
-        return Err(e
-            .get("desc")
-            .and_then(Value::as_str)
-            .unwrap_or("error without a description")
-            .to_string());
+        return Err(ReplyError::Server(
+            e.get("desc")
+                .and_then(Value::as_str)
+                .unwrap_or("error without a description")
+                .to_string(),
+        ));
     }
     let ret = v.get("return");
     let s = |x: &Value| match x {
@@ -225,7 +256,9 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
     };
     Ok(match req {
         ApiRequest::AddHostFwd(_) => {
-            let id = ret.and_then(|r| r.get("id")).ok_or("reply has no id")?;
+            let id = ret
+                .and_then(|r| r.get("id"))
+                .ok_or(ReplyError::Missing("id"))?;
             format!("id {}\n", s(id))
         }
         ApiRequest::RemoveHostFwd { .. } => String::new(),
@@ -235,7 +268,7 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
                 .and_then(|r| r.get("entries"))
                 .or_else(|| v.get("entries"))
                 .and_then(Value::as_array)
-                .ok_or("reply has no entries")?;
+                .ok_or(ReplyError::Missing("entries"))?;
             let mut out = String::from("ID\tPROTO\tHOST\tGUEST\n");
             for e in entries {
                 let addr = |k4: &str, k6: &str| {
@@ -260,7 +293,7 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
             let leases = ret
                 .and_then(|r| r.get("leases"))
                 .and_then(Value::as_array)
-                .ok_or("reply has no leases")?;
+                .ok_or(ReplyError::Missing("leases"))?;
             let mut out = String::from("MAC\tIP\tEXPIRES_IN\tHOSTNAME\n");
             for l in leases {
                 out.push_str(&format!(
@@ -276,7 +309,7 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
         ApiRequest::Stats => {
             let m = ret
                 .and_then(Value::as_object)
-                .ok_or("reply has no counters")?;
+                .ok_or(ReplyError::Missing("counters"))?;
             m.iter().map(|(k, x)| format!("{k}\t{}\n", s(x))).collect()
         }
     })
@@ -296,7 +329,9 @@ mod tests {
         }
     }
     fn err(args: &[&str]) -> String {
-        let e = parse_ctl_args(args.iter().copied()).expect_err("should fail");
+        let e = parse_ctl_args(args.iter().copied())
+            .expect_err("should fail")
+            .to_string();
         assert!(!e.contains('\n'), "{e}");
         e
     }
@@ -394,12 +429,18 @@ mod tests {
                 &add,
                 &api::error_response("bad request: add_hostfwd: bad arguments.proto")
             ),
-            Err("bad request: add_hostfwd: bad arguments.proto".into())
+            Err(ReplyError::Server(
+                "bad request: add_hostfwd: bad arguments.proto".into()
+            ))
         );
         assert!(render_reply(&add, b"garbage")
             .unwrap_err()
+            .to_string()
             .contains("unreadable reply"));
-        assert!(render_reply(&add, b"{}").unwrap_err().contains("no id"));
+        assert_eq!(
+            render_reply(&add, b"{}").unwrap_err().to_string(),
+            "reply has no id"
+        );
         assert_eq!(
             render_reply(&ApiRequest::RemoveHostFwd { id: 1 }, &api::empty_response()),
             Ok(String::new())

@@ -14,7 +14,7 @@
 //!   `HOST:PORT` as shorthand for `tcp:HOST:PORT`. Chardev options (`,server`, `,nodelay`…)
 //!   are not supported.
 
-use crate::hostfwd::parse_port;
+use crate::hostfwd::{parse_port, GuestAddrError, PortError};
 use netstack::config::{Config, Ipv4Net};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -45,40 +45,98 @@ pub struct GuestFwd {
 const GUESTFWD_SYNTAX: &str =
     "expected [tcp]:[GUESTADDR]:GUESTPORT-HOST:PORT, -tcp:HOST:PORT, -unix:PATH or -cmd:COMMAND";
 
+/// What is wrong with a `guestfwd` spec (shown after `guestfwd "SPEC": `).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFwdSyntaxError {
+    #[error("no ':' separators ({GUESTFWD_SYNTAX})")]
+    NoSeparators,
+    #[error("guestfwd is TCP only (as in QEMU)")]
+    Udp,
+    #[error("bad protocol {0:?}: only tcp")]
+    BadProto(String),
+    #[error("missing ':' after guest address ({GUESTFWD_SYNTAX})")]
+    MissingColonAfterAddr,
+    #[error("guest address {0:?} is not an IPv4 address")]
+    NotIpv4(String),
+    #[error("missing '-' before the target ({GUESTFWD_SYNTAX})")]
+    MissingDash,
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("empty command after cmd:")]
+    EmptyCommand,
+    #[error("target {0:?}: character device options are not supported")]
+    ChardevOptions(String),
+    #[error("empty path after unix:")]
+    EmptyPath,
+    #[error("unsupported target kind {0:?} ({GUESTFWD_SYNTAX})")]
+    UnsupportedKind(String),
+    #[error("missing target ({GUESTFWD_SYNTAX})")]
+    MissingTarget,
+    #[error("target {0:?}: missing ']'")]
+    MissingBracket(String),
+    #[error("target {0:?}: missing ':PORT'")]
+    MissingBracketedPort(String),
+    #[error("target {target:?}: {host:?} is not an IPv6 address")]
+    NotIpv6 { target: String, host: String },
+    #[error("target {0:?}: missing ':PORT' ({GUESTFWD_SYNTAX})")]
+    MissingPort(String),
+    #[error(
+        "target {0:?}: unsupported target kind or unbracketed IPv6 address ({GUESTFWD_SYNTAX})"
+    )]
+    KindOrUnbracketed(String),
+    #[error("target {0:?}: missing host")]
+    MissingHost(String),
+    #[error("target {target:?}: bad host name {host:?}")]
+    BadHost { target: String, host: String },
+}
+
+/// A `guestfwd` rule that does not parse or whose address does not fit the gateway's LAN.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFwdError {
+    #[error("guestfwd {spec:?}: {kind}")]
+    Syntax {
+        spec: String,
+        kind: GuestFwdSyntaxError,
+    },
+    #[error("guestfwd {}: {why}", crate::one_line(.rule.to_string()))]
+    Guest {
+        rule: Box<GuestFwd>,
+        why: GuestAddrError,
+    },
+}
+
 /// libslirp's default guestfwd address: network | (0.0.2.4 & ~mask), i.e. 10.0.2.4 by default.
 pub fn default_guestfwd_addr(net: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) | (0x0204 & !u32::from(net.mask())))
 }
 
 impl GuestFwd {
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        Self::parse_inner(spec).map_err(|e| crate::one_line(format!("guestfwd {spec:?}: {e}")))
+    pub fn parse(spec: &str) -> Result<Self, GuestFwdError> {
+        Self::parse_inner(spec).map_err(|kind| GuestFwdError::Syntax {
+            spec: spec.to_string(),
+            kind,
+        })
     }
 
-    fn parse_inner(spec: &str) -> Result<Self, String> {
-        let (proto, rest) = spec
-            .split_once(':')
-            .ok_or_else(|| format!("no ':' separators ({GUESTFWD_SYNTAX})"))?;
+    fn parse_inner(spec: &str) -> Result<Self, GuestFwdSyntaxError> {
+        use GuestFwdSyntaxError as E;
+        let (proto, rest) = spec.split_once(':').ok_or(E::NoSeparators)?;
         match proto {
             "" | "tcp" => {}
-            "udp" => return Err("guestfwd is TCP only (as in QEMU)".into()),
-            other => return Err(format!("bad protocol {other:?}: only tcp")),
+            "udp" => return Err(E::Udp),
+            other => return Err(E::BadProto(other.to_string())),
         }
-        let (addr_s, rest) = rest
-            .split_once(':')
-            .ok_or_else(|| format!("missing ':' after guest address ({GUESTFWD_SYNTAX})"))?;
+        let (addr_s, rest) = rest.split_once(':').ok_or(E::MissingColonAfterAddr)?;
         let guest_addr = if addr_s.is_empty() {
             None
         } else {
             Some(
                 addr_s
                     .parse::<Ipv4Addr>()
-                    .map_err(|_| format!("guest address {addr_s:?} is not an IPv4 address"))?,
+                    .map_err(|_| E::NotIpv4(addr_s.to_string()))?,
             )
         };
-        let (port_s, target_s) = rest
-            .split_once('-')
-            .ok_or_else(|| format!("missing '-' before the target ({GUESTFWD_SYNTAX})"))?;
+        let (port_s, target_s) = rest.split_once('-').ok_or(E::MissingDash)?;
         let guest_port = parse_port(port_s, "guest port")?;
         let target = parse_target(target_s)?;
         Ok(GuestFwd {
@@ -90,15 +148,14 @@ impl GuestFwd {
 
     /// The guest-side address with the default filled in for `cfg`'s network, checked as
     /// libslirp does (on the LAN, not the gateway or DNS) plus not the network/broadcast address.
-    pub fn resolved_addr(&self, cfg: &Config) -> Result<Ipv4Addr, String> {
-        self.resolved_addr_raw(cfg).map_err(crate::one_line)
-    }
-
-    fn resolved_addr_raw(&self, cfg: &Config) -> Result<Ipv4Addr, String> {
+    pub fn resolved_addr(&self, cfg: &Config) -> Result<Ipv4Addr, GuestFwdError> {
         let ip = self
             .guest_addr
             .unwrap_or_else(|| default_guestfwd_addr(cfg.net));
-        crate::hostfwd::check_guest_addr(cfg, ip).map_err(|e| format!("guestfwd {self}: {e}"))?;
+        crate::hostfwd::check_guest_addr(cfg, ip).map_err(|why| GuestFwdError::Guest {
+            rule: Box::new(self.clone()),
+            why,
+        })?;
         Ok(ip)
     }
 }
@@ -136,68 +193,69 @@ const CHARDEV_KINDS: &[&str] = &[
     "wctablet",
 ];
 
-fn parse_target(s: &str) -> Result<GuestFwdTarget, String> {
+fn parse_target(s: &str) -> Result<GuestFwdTarget, GuestFwdSyntaxError> {
+    use GuestFwdSyntaxError as E;
     if let Some(cmd) = s.strip_prefix("cmd:") {
         if cmd.trim().is_empty() {
-            return Err("empty command after cmd:".into());
+            return Err(E::EmptyCommand);
         }
         return Ok(GuestFwdTarget::Cmd(cmd.to_string()));
     }
     if s.contains(',') {
-        return Err(format!(
-            "target {s:?}: character device options are not supported"
-        ));
+        return Err(E::ChardevOptions(s.to_string()));
     }
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err("empty path after unix:".into());
+            return Err(E::EmptyPath);
         }
         return Ok(GuestFwdTarget::Unix(PathBuf::from(path)));
     }
     let hp = s.strip_prefix("tcp:").unwrap_or(s);
     let kind = hp.split(':').next().unwrap_or_default();
     if CHARDEV_KINDS.contains(&kind) {
-        return Err(format!(
-            "unsupported target kind {kind:?} ({GUESTFWD_SYNTAX})"
-        ));
+        return Err(E::UnsupportedKind(kind.to_string()));
     }
     if hp.is_empty() {
-        return Err(format!("missing target ({GUESTFWD_SYNTAX})"));
+        return Err(E::MissingTarget);
     }
     let (host, port_s) = if let Some(inner) = hp.strip_prefix('[') {
         let (h, after) = inner
             .split_once(']')
-            .ok_or_else(|| format!("target {s:?}: missing ']'"))?;
+            .ok_or_else(|| E::MissingBracket(s.to_string()))?;
         let p = after
             .strip_prefix(':')
-            .ok_or_else(|| format!("target {s:?}: missing ':PORT'"))?;
+            .ok_or_else(|| E::MissingBracketedPort(s.to_string()))?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("target {s:?}: {h:?} is not an IPv6 address"));
+            return Err(E::NotIpv6 {
+                target: s.to_string(),
+                host: h.to_string(),
+            });
         }
         (h, p)
     } else {
         let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
             if let Some((kind, _)) = hp.split_once(':') {
-                format!("unsupported target kind {kind:?} ({GUESTFWD_SYNTAX})")
+                E::UnsupportedKind(kind.to_string())
             } else {
-                format!("target {s:?}: missing ':PORT' ({GUESTFWD_SYNTAX})")
+                E::MissingPort(s.to_string())
             }
         })?;
         if h.contains(':') {
-            return Err(format!(
-                "target {s:?}: unsupported target kind or unbracketed IPv6 address ({GUESTFWD_SYNTAX})"
-            ));
+            return Err(E::KindOrUnbracketed(s.to_string()));
         }
         (h, p)
     };
     if host.is_empty() {
-        return Err(format!("target {s:?}: missing host"));
+        return Err(E::MissingHost(s.to_string()));
     }
     if !host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
     {
-        return Err(format!("target {s:?}: bad host name {host:?}"));
+        return Err(E::BadHost {
+            target: s.to_string(),
+            host: host.to_string(),
+        });
     }
     let port = parse_port(port_s, "target port")?;
     Ok(GuestFwdTarget::Tcp {
@@ -207,8 +265,8 @@ fn parse_target(s: &str) -> Result<GuestFwdTarget, String> {
 }
 
 impl FromStr for GuestFwd {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = GuestFwdError;
+    fn from_str(s: &str) -> Result<Self, GuestFwdError> {
         GuestFwd::parse(s)
     }
 }
@@ -245,6 +303,7 @@ mod tests {
         match GuestFwd::parse(s) {
             Ok(g) => panic!("{s} parsed as {g:?}"),
             Err(e) => {
+                let e = e.to_string();
                 assert!(!e.contains('\n'));
                 assert!(e.starts_with("guestfwd "), "{e}");
                 e

@@ -23,10 +23,115 @@
 //!   would bind an ephemeral port nobody can find out).
 //! - `unix:` host forwarding (libslirp ≥ 4.7) is not supported.
 
+use crate::esc;
 use netstack::config::Config;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+
+/// A protocol name that is neither `tcp` nor `udp`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad protocol {0:?}: expected tcp or udp")]
+pub struct ProtoError(pub String);
+
+/// A port or port range that does not parse; `what` names the field (`host port`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("missing {}", esc(.what))]
+    Missing { what: String },
+    #[error("{} {value:?} is not a decimal number", esc(.what))]
+    NotDecimal { what: String, value: String },
+    #[error("{} {value:?} has a leading zero (ambiguous: QEMU's hostfwd reads it as octal)", esc(.what))]
+    LeadingZero { what: String, value: String },
+    #[error("{} {value:?} out of range 1-65535", esc(.what))]
+    OutOfRange { what: String, value: String },
+    #[error("{} range {value:?} is backwards (first port above last)", esc(.what))]
+    Backwards { what: String, value: String },
+}
+
+/// An address field (`[v6]` or a dotted quad) that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("{} {value:?}: missing ']'", esc(.what))]
+    MissingBracket { what: String, value: String },
+    #[error("{} {value:?} is not an IPv6 address", esc(.what))]
+    NotIpv6 { what: String, value: String },
+    #[error("{} {value:?}: put IPv6 addresses in brackets, e.g. [::1]", esc(.what))]
+    Unbracketed { what: String, value: String },
+    #[error("{} {value:?} is not an IPv4 address", esc(.what))]
+    NotIpv4 { what: String, value: String },
+}
+
+/// A guest address that cannot be a guest on the gateway's LAN.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuestAddrError {
+    #[error("guest address {ip} is outside {net}/{prefix}")]
+    OutsideNet {
+        ip: Ipv4Addr,
+        net: Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("guest address {0} is the network or broadcast address")]
+    NetworkOrBroadcast(Ipv4Addr),
+    #[error("guest address {0} is the gateway's or the DNS forwarder's")]
+    GatewayOrDns(Ipv4Addr),
+}
+
+/// What is wrong with a `hostfwd` spec (shown after `hostfwd "SPEC": `).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostFwdSyntaxError {
+    #[error("no ':' separators ({HOSTFWD_SYNTAX})")]
+    NoSeparators,
+    #[error("unix: host forwarding is not supported")]
+    Unix,
+    #[error("bad protocol {0:?}: expected tcp or udp ({HOSTFWD_SYNTAX})")]
+    BadProto(String),
+    #[error("host address {0:?}: missing ']'")]
+    HostMissingBracket(String),
+    #[error("missing ':' after host address ({HOSTFWD_SYNTAX})")]
+    MissingColonAfterHost,
+    #[error("missing guest address ({HOSTFWD_SYNTAX})")]
+    MissingGuestAddr,
+    #[error("missing '-' between host and guest ({HOSTFWD_SYNTAX})")]
+    MissingDash,
+    #[error("guest address {0:?}: missing '['")]
+    GuestMissingBracket(String),
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("guest port range {0} needs a host port range of the same length")]
+    GuestRangeNeedsHostRange(PortRange),
+    #[error(
+        "host port range {host} ({} ports) and guest port range {guest} ({} ports) differ in length",
+        .host.len(),
+        .guest.len()
+    )]
+    RangeLengths { host: PortRange, guest: PortRange },
+    #[error(
+        "host address {} and guest address {} are of different IP versions",
+        fmt_addr(.host),
+        fmt_addr(.guest)
+    )]
+    MixedFamilies { host: IpAddr, guest: IpAddr },
+}
+
+/// A `hostfwd` rule that does not parse or does not fit the gateway's LAN.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostFwdError {
+    #[error("hostfwd {spec:?}: {kind}")]
+    Syntax {
+        spec: String,
+        kind: HostFwdSyntaxError,
+    },
+    #[error("hostfwd {rule}: IPv6 guest address {addr} is not supported yet")]
+    Ipv6Guest { rule: Box<HostFwd>, addr: Ipv6Addr },
+    #[error("hostfwd {rule}: {why}")]
+    Guest {
+        rule: Box<HostFwd>,
+        why: GuestAddrError,
+    },
+}
 
 /// Transport protocol of a forwarding rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,12 +156,12 @@ impl fmt::Display for Proto {
 }
 
 impl FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ProtoError;
+    fn from_str(s: &str) -> Result<Self, ProtoError> {
         match s {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            _ => Err(format!("bad protocol {s:?}: expected tcp or udp")),
+            _ => Err(ProtoError(s.to_string())),
         }
     }
 }
@@ -90,20 +195,17 @@ impl PortRange {
         (self.first..=self.last).contains(&port)
     }
     /// Parses `P` or `A-B` (decimal, 1..=65535, A <= B). `what` names the field in errors.
-    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
-        Self::parse_raw(s, what).map_err(crate::one_line)
-    }
-
-    fn parse_raw(s: &str, what: &str) -> Result<Self, String> {
+    pub fn parse(s: &str, what: &str) -> Result<Self, PortError> {
         match s.split_once('-') {
             None => Ok(PortRange::single(parse_port(s, what)?)),
             Some((a, b)) => {
                 let first = parse_port(a, what)?;
                 let last = parse_port(b, what)?;
                 if first > last {
-                    return Err(format!(
-                        "{what} range {s:?} is backwards (first port above last)"
-                    ));
+                    return Err(PortError::Backwards {
+                        what: what.to_string(),
+                        value: s.to_string(),
+                    });
                 }
                 Ok(PortRange { first, last })
             }
@@ -122,45 +224,47 @@ impl fmt::Display for PortRange {
 }
 
 /// Parses a decimal port 1..=65535 without sign or leading zeros.
-pub(crate) fn parse_port(s: &str, what: &str) -> Result<u16, String> {
+pub(crate) fn parse_port(s: &str, what: &str) -> Result<u16, PortError> {
+    let what = what.to_string();
+    let value = s.to_string();
     if s.is_empty() {
-        return Err(format!("missing {what}"));
+        return Err(PortError::Missing { what });
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{what} {s:?} is not a decimal number"));
+        return Err(PortError::NotDecimal { what, value });
     }
     if s.len() > 1 && s.starts_with('0') {
-        return Err(format!(
-            "{what} {s:?} has a leading zero (ambiguous: QEMU's hostfwd reads it as octal)"
-        ));
+        return Err(PortError::LeadingZero { what, value });
     }
     match s.parse::<u32>() {
         Ok(p @ 1..=65535) => Ok(p as u16),
-        _ => Err(format!("{what} {s:?} out of range 1-65535")),
+        _ => Err(PortError::OutOfRange { what, value }),
     }
 }
 
 /// Parses an address field: empty → `None`, `[v6]` or a dotted quad.
-pub(crate) fn parse_addr_field(s: &str, what: &str) -> Result<Option<IpAddr>, String> {
+pub(crate) fn parse_addr_field(s: &str, what: &str) -> Result<Option<IpAddr>, AddrError> {
     if s.is_empty() {
         return Ok(None);
     }
+    let what = what.to_string();
+    let value = s.to_string();
     if let Some(inner) = s.strip_prefix('[') {
-        let inner = inner
-            .strip_suffix(']')
-            .ok_or_else(|| format!("{what} {s:?}: missing ']'"))?;
+        let Some(inner) = inner.strip_suffix(']') else {
+            return Err(AddrError::MissingBracket { what, value });
+        };
         return inner
-            .parse::<std::net::Ipv6Addr>()
+            .parse::<Ipv6Addr>()
             .map(|a| Some(IpAddr::V6(a)))
-            .map_err(|_| format!("{what} {s:?} is not an IPv6 address"));
+            .map_err(|_| AddrError::NotIpv6 { what, value });
     }
     s.parse::<Ipv4Addr>()
         .map(|a| Some(IpAddr::V4(a)))
         .map_err(|_| {
             if s.contains(':') {
-                format!("{what} {s:?}: put IPv6 addresses in brackets, e.g. [::1]")
+                AddrError::Unbracketed { what, value }
             } else {
-                format!("{what} {s:?} is not an IPv4 address")
+                AddrError::NotIpv4 { what, value }
             }
         })
 }
@@ -207,75 +311,61 @@ const HOSTFWD_SYNTAX: &str = "expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]
 
 impl HostFwd {
     /// Parses a QEMU `hostfwd=` value (see the module docs for the exact rules).
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        Self::parse_inner(spec).map_err(|e| crate::one_line(format!("hostfwd {spec:?}: {e}")))
+    pub fn parse(spec: &str) -> Result<Self, HostFwdError> {
+        Self::parse_inner(spec).map_err(|kind| HostFwdError::Syntax {
+            spec: spec.to_string(),
+            kind,
+        })
     }
 
-    fn parse_inner(spec: &str) -> Result<Self, String> {
-        let (proto_s, rest) = spec
-            .split_once(':')
-            .ok_or_else(|| format!("no ':' separators ({HOSTFWD_SYNTAX})"))?;
+    fn parse_inner(spec: &str) -> Result<Self, HostFwdSyntaxError> {
+        use HostFwdSyntaxError as E;
+        let (proto_s, rest) = spec.split_once(':').ok_or(E::NoSeparators)?;
         let proto = match proto_s {
             "" | "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
-            "unix" => return Err("unix: host forwarding is not supported".into()),
-            other => {
-                return Err(format!(
-                    "bad protocol {other:?}: expected tcp or udp ({HOSTFWD_SYNTAX})"
-                ))
-            }
+            "unix" => return Err(E::Unix),
+            other => return Err(E::BadProto(other.to_string())),
         };
         // Host address: bracketed IPv6 up to ']' then ':', otherwise up to the next ':'.
         let (host_s, rest) = if rest.starts_with('[') {
             let close = rest
                 .find(']')
-                .ok_or_else(|| format!("host address {rest:?}: missing ']'"))?;
+                .ok_or_else(|| E::HostMissingBracket(rest.to_string()))?;
             let after = &rest[close + 1..];
-            let after = after
-                .strip_prefix(':')
-                .ok_or_else(|| format!("missing ':' after host address ({HOSTFWD_SYNTAX})"))?;
+            let after = after.strip_prefix(':').ok_or(E::MissingColonAfterHost)?;
             (&rest[..=close], after)
         } else {
-            rest.split_once(':')
-                .ok_or_else(|| format!("missing ':' after host address ({HOSTFWD_SYNTAX})"))?
+            rest.split_once(':').ok_or(E::MissingColonAfterHost)?
         };
         let host_addr =
             parse_addr_field(host_s, "host address")?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         // rest = HOSTPORT[-HOSTPORT2]-[GUESTADDR]:GUESTPORT[-GUESTPORT2]
-        let colon = rest
-            .rfind(':')
-            .ok_or_else(|| format!("missing guest address ({HOSTFWD_SYNTAX})"))?;
+        let colon = rest.rfind(':').ok_or(E::MissingGuestAddr)?;
         let (before, guest_ports_s) = (&rest[..colon], &rest[colon + 1..]);
-        let dash = before
-            .rfind('-')
-            .ok_or_else(|| format!("missing '-' between host and guest ({HOSTFWD_SYNTAX})"))?;
+        let dash = before.rfind('-').ok_or(E::MissingDash)?;
         let (host_ports_s, guest_s) = (&before[..dash], &before[dash + 1..]);
         if guest_s.contains(']') && !guest_s.starts_with('[') {
-            return Err(format!("guest address {guest_s:?}: missing '['"));
+            return Err(E::GuestMissingBracket(guest_s.to_string()));
         }
         let host_ports = PortRange::parse(host_ports_s, "host port")?;
         let guest_addr = parse_addr_field(guest_s, "guest address")?;
         let guest_ports = PortRange::parse(guest_ports_s, "guest port")?;
         if host_ports.len() != guest_ports.len() {
             return Err(if host_ports.is_single() {
-                format!("guest port range {guest_ports} needs a host port range of the same length")
+                E::GuestRangeNeedsHostRange(guest_ports)
             } else {
-                format!(
-                    "host port range {host_ports} ({} ports) and guest port range {guest_ports} ({} ports) differ in length",
-                    host_ports.len(),
-                    guest_ports.len()
-                )
+                E::RangeLengths {
+                    host: host_ports,
+                    guest: guest_ports,
+                }
             });
         }
         if let (Some(g), h) = (guest_addr, host_addr) {
             if g.is_ipv6() != h.is_ipv6() && !h.is_unspecified() {
                 // Allowed in principle (libslirp can cross families), but we keep the families
                 // apart until IPv6 forwarding exists: say so clearly.
-                return Err(format!(
-                    "host address {} and guest address {} are of different IP versions",
-                    fmt_addr(&h),
-                    fmt_addr(&g)
-                ));
+                return Err(E::MixedFamilies { host: h, guest: g });
             }
         }
         Ok(HostFwd {
@@ -305,21 +395,21 @@ impl HostFwd {
     /// Expands and fills in the guest address against `cfg` (an empty guest address means the
     /// first DHCP lease, as in libslirp). The guest address must be an IPv4 address on the LAN
     /// other than the gateway, DNS, network and broadcast addresses.
-    pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, String> {
-        self.resolve_raw(cfg).map_err(crate::one_line)
-    }
-
-    fn resolve_raw(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, String> {
+    pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, HostFwdError> {
         let guest = match self.guest_addr {
             None => cfg.dhcp_start,
             Some(IpAddr::V4(a)) => a,
-            Some(IpAddr::V6(a)) => {
-                return Err(format!(
-                    "hostfwd {self}: IPv6 guest address {a} is not supported yet"
-                ))
+            Some(IpAddr::V6(addr)) => {
+                return Err(HostFwdError::Ipv6Guest {
+                    rule: Box::new(self.clone()),
+                    addr,
+                })
             }
         };
-        check_guest_addr(cfg, guest).map_err(|e| format!("hostfwd {self}: {e}"))?;
+        check_guest_addr(cfg, guest).map_err(|why| HostFwdError::Guest {
+            rule: Box::new(self.clone()),
+            why,
+        })?;
         Ok(self
             .expand()
             .into_iter()
@@ -333,29 +423,26 @@ impl HostFwd {
 }
 
 /// Checks that `ip` can be a guest on `cfg`'s LAN.
-pub(crate) fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), String> {
+pub(crate) fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), GuestAddrError> {
     if !cfg.net.contains(ip) {
-        return Err(format!(
-            "guest address {ip} is outside {}/{}",
-            cfg.net.addr, cfg.net.prefix
-        ));
+        return Err(GuestAddrError::OutsideNet {
+            ip,
+            net: cfg.net.addr,
+            prefix: cfg.net.prefix,
+        });
     }
     if ip == cfg.net.network() || ip == cfg.net.broadcast() {
-        return Err(format!(
-            "guest address {ip} is the network or broadcast address"
-        ));
+        return Err(GuestAddrError::NetworkOrBroadcast(ip));
     }
     if ip == cfg.gateway || ip == cfg.dns {
-        return Err(format!(
-            "guest address {ip} is the gateway's or the DNS forwarder's"
-        ));
+        return Err(GuestAddrError::GatewayOrDns(ip));
     }
     Ok(())
 }
 
 impl FromStr for HostFwd {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = HostFwdError;
+    fn from_str(s: &str) -> Result<Self, HostFwdError> {
         HostFwd::parse(s)
     }
 }
@@ -388,6 +475,7 @@ mod tests {
         match HostFwd::parse(s) {
             Ok(h) => panic!("{s} parsed as {h:?}"),
             Err(e) => {
+                let e = e.to_string();
                 assert!(!e.contains('\n'), "multi-line error {e:?}");
                 assert!(e.starts_with("hostfwd "), "{e}");
                 e
@@ -552,7 +640,7 @@ mod tests {
             "tcp::1-10.0.2.255:2",
             "tcp::1-[fd00::5]:2",
         ] {
-            let e = p(bad).resolve(&cfg).unwrap_err();
+            let e = p(bad).resolve(&cfg).unwrap_err().to_string();
             assert!(e.starts_with("hostfwd tcp:"), "{e}");
         }
     }

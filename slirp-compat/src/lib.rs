@@ -2,8 +2,9 @@
 //! strings, the `slirp4netns` command line, and the slirp4netns API socket's JSON protocol.
 //!
 //! Everything here is pure (no sockets, no processes): parsers, validators, response builders
-//! and a forwarding table the daemon owns. Errors are one-line `String`s (or [`api::ApiError`]),
-//! never panics on user input.
+//! and a forwarding table the daemon owns. Errors are typed enums (one per parser, one variant
+//! per failure) whose `Display` is a single line (control characters that came with user input
+//! are shown escaped); never panics on user input.
 
 pub mod api;
 pub mod ctl;
@@ -23,6 +24,31 @@ pub use guestfwd::{GuestFwd, GuestFwdTarget};
 pub use hostfwd::{HostFwd, HostFwdRule, PortRange, Proto, ResolvedHostFwd};
 pub use options::SlirpOptions;
 pub use slirp4netns::{Slirp4netnsCommand, Slirp4netnsOptions};
+
+/// Shows user text on one line inside an error message: control characters are escaped as
+/// [`one_line`] does (`\n`, `\u{0}`); used by the error enums' `Display` for text that is not
+/// already `{:?}`-quoted.
+pub(crate) struct Esc<'a>(&'a str);
+
+pub(crate) fn esc(s: &str) -> Esc<'_> {
+    Esc(s)
+}
+
+impl std::fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.0.chars().any(char::is_control) {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Keeps an error message on one line: control characters that came in with user input (a
 /// newline in an option value, a NUL in a command) are shown escaped (`\n`, `\u{0}`).
@@ -55,10 +81,20 @@ mod one_line_tests {
                     g.resolved_addr(&netstack::config::Config::default())
                         .map(|_| g)
                 })
-                .expect_err("outside the LAN"),
-            SlirpOptions::parse("ipv6=on,ipv4=on,ipv6-host=\\6=on\n\0::3").expect_err("bad v6"),
-            slirp4netns::parse_args(["--disable-\u{1b}[2J\nhost-loopback"]).expect_err("unknown"),
-            HostFwd::parse("tcp::1-:2\n3").expect_err("bad port"),
+                .expect_err("outside the LAN")
+                .to_string(),
+            SlirpOptions::parse("ipv6=on,ipv4=on,ipv6-host=\\6=on\n\0::3")
+                .expect_err("bad v6")
+                .to_string(),
+            slirp4netns::parse_args(["--disable-\u{1b}[2J\nhost-loopback"])
+                .expect_err("unknown")
+                .to_string(),
+            HostFwd::parse("tcp::1-:2\n3")
+                .expect_err("bad port")
+                .to_string(),
+            SlirpOptions::parse("hostname=a\nb,host=1\n")
+                .expect_err("bad host")
+                .to_string(),
         ];
         for e in errs {
             assert!(!e.chars().any(char::is_control), "{e:?}");
@@ -183,7 +219,8 @@ mod fuzz {
         }
     }
 
-    fn one_line(e: &str) {
+    fn one_line(e: &dyn std::fmt::Display) {
+        let e = e.to_string();
         assert!(!e.contains('\n'), "multi-line error {e:?}");
     }
 
@@ -236,7 +273,7 @@ mod fuzz {
                 one_line(&e);
             }
             if let Err(e) = api::parse_request(s.as_bytes()) {
-                one_line(&e.desc);
+                one_line(&e);
             }
         }
         assert!(parsed > 100, "too few valid hostfwd specs: {parsed}");

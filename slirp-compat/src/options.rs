@@ -24,10 +24,93 @@
 //!   does not implement: refused with a message saying so. Other unknown keys are refused by name.
 //! - Extension: `mtu=N` (passt has it; QEMU's user netdev does not).
 
-use crate::guestfwd::GuestFwd;
-use crate::hostfwd::HostFwd;
+use crate::esc;
+use crate::guestfwd::{GuestFwd, GuestFwdError};
+use crate::hostfwd::{HostFwd, HostFwdError};
 use netstack::config::{Config, Ipv4Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A `-netdev user` option string that does not parse, or whose values do not fit together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("empty option in {0:?} (a stray ',' or a missing key before '=')")]
+    EmptyOption(String),
+    #[error("{}={}: expected on or off", esc(.key), esc(.value))]
+    BadBool { key: String, value: String },
+    #[error("net={}: {addr:?} is not an IPv4 address", esc(.value))]
+    NetAddr { value: String, addr: String },
+    #[error("net={}: prefix length {} out of range 4-32", esc(.value), esc(.prefix))]
+    NetPrefix { value: String, prefix: String },
+    #[error("net={}: {mask:?} is neither a prefix length nor a netmask", esc(.value))]
+    NetMask { value: String, mask: String },
+    #[error("net={}: netmask {mask} is not contiguous", esc(.value))]
+    NetMaskGaps { value: String, mask: Ipv4Addr },
+    /// netstack's `Ipv4Net::new` refused the network (its error is still a `String`).
+    #[error("net={}: {}", esc(.value), esc(.why))]
+    NetRefused { value: String, why: String },
+    #[error("{} needs a value ({}=…)", esc(.0), esc(.0))]
+    NeedsValue(String),
+    #[error("type={}: only the user netdev's options are understood", esc(.0))]
+    NotUserType(String),
+    #[error("{}={}: not an IPv4 address", esc(.key), esc(.value))]
+    NotIpv4 { key: String, value: String },
+    #[error("{}={}: not an IPv6 address", esc(.key), esc(.value))]
+    NotIpv6 { key: String, value: String },
+    #[error("{}: longer than 255 bytes", esc(.0))]
+    NameTooLong(String),
+    #[error("{}={value:?}: control characters are not allowed", esc(.key))]
+    ControlChars { key: String, value: String },
+    #[error("{} given more than once", esc(.0))]
+    Repeated(String),
+    #[error(transparent)]
+    HostFwd(#[from] HostFwdError),
+    #[error(transparent)]
+    GuestFwd(#[from] GuestFwdError),
+    #[error("dnssearch: empty domain")]
+    EmptyDnsSearch,
+    #[error("domainname: cannot be empty")]
+    EmptyDomainName,
+    #[error("{}={}: expected 0-126", esc(.key), esc(.value))]
+    Ipv6PrefixLen { key: String, value: String },
+    #[error("{}={}: prefix length must be 0-126", esc(.key), esc(.value))]
+    Ipv6NetPrefixLen { key: String, value: String },
+    #[error("mtu={}: not a number 576-65520", esc(.0))]
+    BadMtu(String),
+    #[error("{}: QEMU's {} is not supported by warren", esc(.0), esc(.0))]
+    Unsupported(String),
+    #[error("user: the netdev type must come first")]
+    UserNotFirst,
+    #[error("unknown option {0:?} for -netdev user")]
+    Unknown(String),
+    /// netstack's `Ipv4Net::new` refused the legacy `ip=` network (its error is a `String`).
+    #[error("{}", esc(.0))]
+    LegacyIp(String),
+    #[error("ipv4=off: warren's gateway needs IPv4")]
+    Ipv4Off,
+    #[error("ipv6=on without ipv4=on turns IPv4 off (as in QEMU); add ipv4=on")]
+    Ipv6TurnsIpv4Off,
+    #[error("IPv6 disabled but ipv6-prefix/ipv6-host/ipv6-dns given")]
+    Ipv6Disabled,
+    #[error("host {host} doesn't belong to network {cidr}")]
+    HostOutside { host: Ipv4Addr, cidr: String },
+    #[error("dns {dns} doesn't belong to network {cidr}")]
+    DnsOutside { dns: Ipv4Addr, cidr: String },
+    #[error("dns {0} must be different from host")]
+    DnsIsHost(Ipv4Addr),
+    #[error("dhcpstart {start} doesn't belong to network {cidr}")]
+    DhcpStartOutside { start: Ipv4Addr, cidr: String },
+    #[error("dhcpstart {0} must be different from host and dns")]
+    DhcpStartClash(Ipv4Addr),
+    /// netstack's `Config::validate` refused the result.
+    #[error("{}", esc(&.0.to_string()))]
+    Config(netstack::config::ConfigError),
+    #[error("guestfwd {}: {addr}:{port} is forwarded twice", crate::one_line(.rule.to_string()))]
+    GuestFwdTwice {
+        rule: Box<GuestFwd>,
+        addr: Ipv4Addr,
+        port: u16,
+    },
+}
 
 /// Everything a `-netdev user` option string can say; `None`/empty means "not given".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,11 +147,7 @@ pub struct SlirpOptions {
 
 /// Splits a QemuOpts string into `(key, value)` elements; `,,` is a literal comma and an element
 /// without `=` has no value.
-pub fn split_qemu_opts(s: &str) -> Result<Vec<(String, Option<String>)>, String> {
-    split_qemu_opts_raw(s).map_err(crate::one_line)
-}
-
-fn split_qemu_opts_raw(s: &str) -> Result<Vec<(String, Option<String>)>, String> {
+pub fn split_qemu_opts(s: &str) -> Result<Vec<(String, Option<String>)>, OptionsError> {
     let mut out = Vec::new();
     if s.is_empty() {
         return Ok(out);
@@ -97,24 +176,21 @@ fn split_qemu_opts_raw(s: &str) -> Result<Vec<(String, Option<String>)>, String>
     push(&mut cur, &mut out);
     for (k, _) in &out {
         if k.is_empty() {
-            return Err(format!(
-                "empty option in {s:?} (a stray ',' or a missing key before '=')"
-            ));
+            return Err(OptionsError::EmptyOption(s.to_string()));
         }
     }
     Ok(out)
 }
 
 /// QEMU's boolean spellings.
-pub fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, String> {
-    parse_bool_raw(key, v).map_err(crate::one_line)
-}
-
-fn parse_bool_raw(key: &str, v: Option<&str>) -> Result<bool, String> {
+pub fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, OptionsError> {
     match v {
         None | Some("on" | "yes" | "y" | "true") => Ok(true),
         Some("off" | "no" | "n" | "false") => Ok(false),
-        Some(other) => Err(format!("{key}={other}: expected on or off")),
+        Some(other) => Err(OptionsError::BadBool {
+            key: key.to_string(),
+            value: other.to_string(),
+        }),
     }
 }
 
@@ -138,40 +214,47 @@ pub fn classful_prefix(addr: Ipv4Addr) -> u8 {
 }
 
 /// Parses `ADDR`, `ADDR/PREFIX` or `ADDR/DOTTED.MASK` with QEMU's rules.
-pub fn parse_net(s: &str) -> Result<Ipv4Net, String> {
-    parse_net_raw(s).map_err(crate::one_line)
-}
-
-fn parse_net_raw(s: &str) -> Result<Ipv4Net, String> {
-    let bad = |why: String| format!("net={s}: {why}");
+pub fn parse_net(s: &str) -> Result<Ipv4Net, OptionsError> {
+    let value = || s.to_string();
     let (a, m) = match s.split_once('/') {
         Some((a, m)) => (a, Some(m)),
         None => (s, None),
     };
-    let addr: Ipv4Addr = a
-        .parse()
-        .map_err(|_| bad(format!("{a:?} is not an IPv4 address")))?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| OptionsError::NetAddr {
+        value: value(),
+        addr: a.to_string(),
+    })?;
     let prefix = match m {
         None => classful_prefix(addr),
         Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => {
             let p: u32 = m.parse().unwrap_or(u32::MAX);
             if !(4..=32).contains(&p) {
-                return Err(bad(format!("prefix length {m} out of range 4-32")));
+                return Err(OptionsError::NetPrefix {
+                    value: value(),
+                    prefix: m.to_string(),
+                });
             }
             p as u8
         }
         Some(m) => {
-            let mask: Ipv4Addr = m
-                .parse()
-                .map_err(|_| bad(format!("{m:?} is neither a prefix length nor a netmask")))?;
+            let mask: Ipv4Addr = m.parse().map_err(|_| OptionsError::NetMask {
+                value: value(),
+                mask: m.to_string(),
+            })?;
             let bits = u32::from(mask);
             if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                return Err(bad(format!("netmask {mask} is not contiguous")));
+                return Err(OptionsError::NetMaskGaps {
+                    value: value(),
+                    mask,
+                });
             }
             bits.leading_ones() as u8
         }
     };
-    Ipv4Net::new(addr, prefix).map_err(|e| bad(e.into()))
+    Ipv4Net::new(addr, prefix).map_err(|why| OptionsError::NetRefused {
+        value: value(),
+        why: why.to_string(),
+    })
 }
 
 /// QEMU's default host numbers within `net`: `net | (n & ~mask)`.
@@ -179,29 +262,36 @@ fn qemu_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) | (n & !u32::from(net.mask())))
 }
 
-fn ipv4(key: &str, v: &str) -> Result<Ipv4Addr, String> {
-    v.parse()
-        .map_err(|_| format!("{key}={v}: not an IPv4 address"))
+fn ipv4(key: &str, v: &str) -> Result<Ipv4Addr, OptionsError> {
+    v.parse().map_err(|_| OptionsError::NotIpv4 {
+        key: key.to_string(),
+        value: v.to_string(),
+    })
 }
 
-fn ipv6(key: &str, v: &str) -> Result<Ipv6Addr, String> {
-    v.parse()
-        .map_err(|_| format!("{key}={v}: not an IPv6 address"))
+fn ipv6(key: &str, v: &str) -> Result<Ipv6Addr, OptionsError> {
+    v.parse().map_err(|_| OptionsError::NotIpv6 {
+        key: key.to_string(),
+        value: v.to_string(),
+    })
 }
 
-fn name(key: &str, v: &str) -> Result<String, String> {
+fn name(key: &str, v: &str) -> Result<String, OptionsError> {
     if v.len() > 255 {
-        return Err(format!("{key}: longer than 255 bytes"));
+        return Err(OptionsError::NameTooLong(key.to_string()));
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(format!("{key}={v:?}: control characters are not allowed"));
+        return Err(OptionsError::ControlChars {
+            key: key.to_string(),
+            value: v.to_string(),
+        });
     }
     Ok(v.to_string())
 }
 
-fn once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), String> {
+fn once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), OptionsError> {
     if slot.is_some() {
-        return Err(format!("{key} given more than once"));
+        return Err(OptionsError::Repeated(key.to_string()));
     }
     *slot = Some(v);
     Ok(())
@@ -209,28 +299,21 @@ fn once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), String> {
 
 impl SlirpOptions {
     /// Parses an option string (see the module docs).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::parse_raw(s).map_err(crate::one_line)
-    }
-
-    fn parse_raw(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, OptionsError> {
         let mut o = SlirpOptions::default();
         for (i, (k, v)) in split_qemu_opts(s)?.into_iter().enumerate() {
             let key = k.as_str();
             if i == 0 && key == "user" && v.is_none() {
                 continue;
             }
-            let val = || -> Result<&str, String> {
+            let val = || -> Result<&str, OptionsError> {
                 v.as_deref()
-                    .ok_or_else(|| format!("{key} needs a value ({key}=…)"))
+                    .ok_or_else(|| OptionsError::NeedsValue(key.to_string()))
             };
             match key {
                 "type" => {
                     if val()? != "user" {
-                        return Err(format!(
-                            "type={}: only the user netdev's options are understood",
-                            val()?
-                        ));
+                        return Err(OptionsError::NotUserType(val()?.to_string()));
                     }
                 }
                 "id" => once(&mut o.id, key, val()?.to_string())?,
@@ -247,14 +330,14 @@ impl SlirpOptions {
                 "dnssearch" => {
                     let d = name(key, val()?)?;
                     if d.is_empty() {
-                        return Err("dnssearch: empty domain".into());
+                        return Err(OptionsError::EmptyDnsSearch);
                     }
                     o.dns_search.push(d);
                 }
                 "domainname" => {
                     let d = name(key, val()?)?;
                     if d.is_empty() {
-                        return Err("domainname: cannot be empty".into());
+                        return Err(OptionsError::EmptyDomainName);
                     }
                     once(&mut o.domain_name, key, d)?;
                 }
@@ -262,11 +345,12 @@ impl SlirpOptions {
                 "ipv6-prefix" => once(&mut o.ipv6_prefix, key, ipv6(key, val()?)?)?,
                 "ipv6-prefixlen" => {
                     let v = val()?;
-                    let n = v
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|n| *n <= 126)
-                        .ok_or_else(|| format!("{key}={v}: expected 0-126"))?;
+                    let n = v.parse::<u8>().ok().filter(|n| *n <= 126).ok_or_else(|| {
+                        OptionsError::Ipv6PrefixLen {
+                            key: key.to_string(),
+                            value: v.to_string(),
+                        }
+                    })?;
                     once(&mut o.ipv6_prefix_len, key, n)?;
                 }
                 "ipv6-net" => {
@@ -277,11 +361,12 @@ impl SlirpOptions {
                     };
                     once(&mut o.ipv6_prefix, "ipv6-prefix", ipv6(key, a)?)?;
                     if let Some(l) = l {
-                        let n = l
-                            .parse::<u8>()
-                            .ok()
-                            .filter(|n| *n <= 126)
-                            .ok_or_else(|| format!("{key}={v}: prefix length must be 0-126"))?;
+                        let n = l.parse::<u8>().ok().filter(|n| *n <= 126).ok_or_else(|| {
+                            OptionsError::Ipv6NetPrefixLen {
+                                key: key.to_string(),
+                                value: v.to_string(),
+                            }
+                        })?;
                         once(&mut o.ipv6_prefix_len, "ipv6-prefixlen", n)?;
                     }
                 }
@@ -291,14 +376,14 @@ impl SlirpOptions {
                     let v = val()?;
                     let n = v
                         .parse::<u16>()
-                        .map_err(|_| format!("mtu={v}: not a number 576-65520"))?;
+                        .map_err(|_| OptionsError::BadMtu(v.to_string()))?;
                     once(&mut o.mtu, key, n)?;
                 }
                 "tftp" | "bootfile" | "smb" | "smbserver" | "tftp-server-name" => {
-                    return Err(format!("{key}: QEMU's {key} is not supported by warren"))
+                    return Err(OptionsError::Unsupported(key.to_string()))
                 }
-                "user" => return Err("user: the netdev type must come first".into()),
-                other => return Err(format!("unknown option {other:?} for -netdev user")),
+                "user" => return Err(OptionsError::UserNotFirst),
+                other => return Err(OptionsError::Unknown(other.to_string())),
             }
         }
         Ok(o)
@@ -317,14 +402,12 @@ impl SlirpOptions {
     }
 
     /// The network `net=` or the legacy `ip=` selects, if any.
-    pub fn effective_net(&self) -> Result<Option<Ipv4Net>, String> {
-        self.effective_net_raw().map_err(crate::one_line)
-    }
-
-    fn effective_net_raw(&self) -> Result<Option<Ipv4Net>, String> {
+    pub fn effective_net(&self) -> Result<Option<Ipv4Net>, OptionsError> {
         match (self.net, self.ip) {
             (Some(n), _) => Ok(Some(n)),
-            (None, Some(ip)) => Ipv4Net::new(ip, 24).map(Some).map_err(String::from),
+            (None, Some(ip)) => Ipv4Net::new(ip, 24)
+                .map(Some)
+                .map_err(|e| OptionsError::LegacyIp(e.to_string())),
             (None, None) => Ok(None),
         }
     }
@@ -334,16 +417,12 @@ impl SlirpOptions {
     /// mtu. Checked against the result but kept here for the daemon: hostfwd (guest addresses on
     /// the LAN), guestfwd (addresses on the LAN, not the gateway/DNS, no duplicates). Not
     /// represented in `Config`, read them from `self`: restrict, hostname, ipv6*, id.
-    pub fn apply(&self, cfg: &mut Config) -> Result<(), String> {
-        self.apply_raw(cfg).map_err(crate::one_line)
-    }
-
-    fn apply_raw(&self, cfg: &mut Config) -> Result<(), String> {
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), OptionsError> {
         if !self.ipv4_enabled() {
             return Err(if self.ipv4 == Some(false) {
-                "ipv4=off: warren's gateway needs IPv4".into()
+                OptionsError::Ipv4Off
             } else {
-                "ipv6=on without ipv4=on turns IPv4 off (as in QEMU); add ipv4=on".into()
+                OptionsError::Ipv6TurnsIpv4Off
             });
         }
         if !self.ipv6_enabled()
@@ -352,7 +431,7 @@ impl SlirpOptions {
                 || self.ipv6_host.is_some()
                 || self.ipv6_dns.is_some())
         {
-            return Err("IPv6 disabled but ipv6-prefix/ipv6-host/ipv6-dns given".into());
+            return Err(OptionsError::Ipv6Disabled);
         }
         let mut c = cfg.clone();
         if let Some(net) = self.effective_net()? {
@@ -366,10 +445,10 @@ impl SlirpOptions {
             c.gateway = h;
         }
         if !c.net.contains(c.gateway) {
-            return Err(format!(
-                "host {} doesn't belong to network {cidr}",
-                c.gateway
-            ));
+            return Err(OptionsError::HostOutside {
+                host: c.gateway,
+                cidr,
+            });
         }
         if let Some(d) = self.dns {
             c.dns = d;
@@ -377,25 +456,22 @@ impl SlirpOptions {
         if !c.net.contains(c.dns) {
             // QEMU only insists with restrict=on; warren's gateway answers for the DNS address on
             // the LAN, so it must be there.
-            return Err(format!("dns {} doesn't belong to network {cidr}", c.dns));
+            return Err(OptionsError::DnsOutside { dns: c.dns, cidr });
         }
         if c.dns == c.gateway {
-            return Err(format!("dns {} must be different from host", c.dns));
+            return Err(OptionsError::DnsIsHost(c.dns));
         }
         if let Some(d) = self.dhcp_start {
             c.dhcp_start = d;
         }
         if !c.net.contains(c.dhcp_start) {
-            return Err(format!(
-                "dhcpstart {} doesn't belong to network {cidr}",
-                c.dhcp_start
-            ));
+            return Err(OptionsError::DhcpStartOutside {
+                start: c.dhcp_start,
+                cidr,
+            });
         }
         if c.dhcp_start == c.gateway || c.dhcp_start == c.dns {
-            return Err(format!(
-                "dhcpstart {} must be different from host and dns",
-                c.dhcp_start
-            ));
+            return Err(OptionsError::DhcpStartClash(c.dhcp_start));
         }
         if let Some(m) = self.mtu {
             c.mtu = m;
@@ -406,7 +482,7 @@ impl SlirpOptions {
         if let Some(d) = &self.domain_name {
             c.domain_name = Some(d.clone());
         }
-        c.validate()?;
+        c.validate().map_err(OptionsError::Config)?;
         for h in &self.hostfwd {
             h.resolve(&c)?;
         }
@@ -414,10 +490,11 @@ impl SlirpOptions {
         for g in &self.guestfwd {
             let a = g.resolved_addr(&c)?;
             if seen.contains(&(a, g.guest_port)) {
-                return Err(format!(
-                    "guestfwd {g}: {a}:{} is forwarded twice",
-                    g.guest_port
-                ));
+                return Err(OptionsError::GuestFwdTwice {
+                    rule: Box::new(g.clone()),
+                    addr: a,
+                    port: g.guest_port,
+                });
             }
             seen.push((a, g.guest_port));
         }
@@ -427,8 +504,8 @@ impl SlirpOptions {
 }
 
 impl std::str::FromStr for SlirpOptions {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = OptionsError;
+    fn from_str(s: &str) -> Result<Self, OptionsError> {
         SlirpOptions::parse(s)
     }
 }
@@ -442,11 +519,11 @@ mod tests {
         SlirpOptions::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
     fn err(s: &str) -> String {
-        let e = SlirpOptions::parse(s).expect_err(s);
+        let e = SlirpOptions::parse(s).expect_err(s).to_string();
         assert!(!e.contains('\n'), "{e}");
         e
     }
-    fn applied(s: &str) -> Result<Config, String> {
+    fn applied(s: &str) -> Result<Config, OptionsError> {
         let mut c = Config::default();
         p(s).apply(&mut c).map(|()| c)
     }
@@ -560,7 +637,7 @@ mod tests {
             ("10.0.2.0/255.0.255.0", "not contiguous"),
             ("10.0.2.0/99999999999", "out of range"),
         ] {
-            let e = parse_net(bad).expect_err(bad);
+            let e = parse_net(bad).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
             assert!(e.starts_with("net="), "{e}");
         }
@@ -634,11 +711,28 @@ mod tests {
         ] {
             let mut c = Config::default();
             let before = format!("{c:?}");
-            let e = p(s).apply(&mut c).expect_err(s);
+            let e = p(s).apply(&mut c).expect_err(s).to_string();
             assert!(e.contains(why), "{s}: {e}");
             assert!(!e.contains('\n'));
             assert_eq!(format!("{c:?}"), before, "{s}: config changed on error");
         }
+        // Callers can tell the failures apart without reading the text.
+        assert_eq!(applied("ipv4=off").err(), Some(OptionsError::Ipv4Off));
+        assert_eq!(
+            applied("dns=10.0.2.2").err(),
+            Some(OptionsError::DnsIsHost(ip("10.0.2.2")))
+        );
+        assert!(matches!(
+            SlirpOptions::parse("hostfwd=tcp::0-:22"),
+            Err(OptionsError::HostFwd(
+                crate::hostfwd::HostFwdError::Syntax {
+                    kind: crate::hostfwd::HostFwdSyntaxError::Port(
+                        crate::hostfwd::PortError::OutOfRange { .. }
+                    ),
+                    ..
+                }
+            ))
+        ));
         // Both on is fine.
         assert!(applied("ipv4=on,ipv6=on,ipv6-prefix=fd00::,ipv6-prefixlen=64").is_ok());
         // guestfwd to the same port on different addresses is fine.

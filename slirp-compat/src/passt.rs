@@ -15,6 +15,98 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+/// A passt or pasta command line that does not parse or asks for what warren does not do; the
+/// texts are passt's own (getopt's) where it has one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasstError {
+    #[error("unrecognized option '--{0}'")]
+    Unrecognized(String),
+    #[error("option '--{name}' is ambiguous; possibilities:{}", possibilities(.candidates))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<&'static str>,
+    },
+    #[error("invalid option -- '{0}'")]
+    InvalidOption(char),
+    #[error("option '--{0}' doesn't allow an argument")]
+    NoArgumentAllowed(&'static str),
+    #[error("option '--{0}' requires an argument")]
+    RequiresArgument(&'static str),
+    #[error("option requires an argument -- '{0}'")]
+    ShortRequiresArgument(char),
+    #[error("--{opt} {value:?}: not an IP address")]
+    NotIp { opt: String, value: String },
+    #[error("--{opt} {value}: IPv6 is not served by warren yet (IPv4 only)")]
+    Ipv6NotServed { opt: String, value: String },
+    #[error("--netmask {0}: prefix length must be 1..30")]
+    NetmaskPrefix(String),
+    #[error("--netmask {0:?}: expected a prefix length or a dotted netmask")]
+    NetmaskSyntax(String),
+    #[error("--netmask {0}: not a contiguous netmask of /1../30")]
+    NetmaskGaps(String),
+    #[error("port spec {spec:?}: bad port {port:?}")]
+    BadPort { spec: String, port: String },
+    #[error("port spec {spec:?}: range {range} goes backwards")]
+    Backwards { spec: String, range: String },
+    #[error("--{opt} {spec}: 'auto' (forward the ports bound inside the namespace) is a pasta option only")]
+    AutoInPorts { opt: String, spec: String },
+    #[error("--{opt} {spec}: 'auto' is a pasta option only")]
+    AutoPastaOnly { opt: String, spec: String },
+    #[error("--{opt} {spec}: 'all' (every free port, one host socket each) is not supported by warren: list the ports, e.g. 8080 or 8000-8100")]
+    All { opt: String, spec: String },
+    #[error(
+        "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
+    )]
+    Interface { opt: String, spec: String },
+    #[error("port spec {spec:?}: {from} and {to} differ in length")]
+    LengthMismatch {
+        spec: String,
+        from: String,
+        to: String,
+    },
+    #[error(
+        "--{opt} {spec}: exclusions alone mean \"all other ports\", which warren does not support"
+    )]
+    ExclusionsOnly { opt: String, spec: String },
+    #[error(
+        "--{opt} {spec}: with 'auto', warren takes plain port ranges (no mapping, no exclusions)"
+    )]
+    AutoWithMapping { opt: String, spec: String },
+    /// An option of the other program (`only` names the one that has it).
+    #[error("--{opt} is a {only} option only")]
+    WrongProgram {
+        opt: &'static str,
+        only: &'static str,
+    },
+    /// A real passt/pasta option that warren refuses, and why.
+    #[error("{}: --{opt}: {why}", .kind.name())]
+    Refused {
+        kind: Kind,
+        opt: &'static str,
+        why: &'static str,
+    },
+    #[error("--fd {0:?}: expected a descriptor number, 3 or above")]
+    BadFd(String),
+    #[error("--mtu {0:?}: not a number")]
+    MtuNotNumber(String),
+    #[error("--mtu {0}: warren needs 576..65520")]
+    MtuRange(u16),
+    #[error("{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)", .0.name())]
+    Ipv6Address(Kind),
+    #[error("passt takes no operands (got {0:?})")]
+    PasstOperands(String),
+    #[error("{}: --tcp-ns: {ports} ports; warren forwards at most {MAX_NS_PORTS} namespace ports to the host", .kind.name())]
+    TooManyNsPorts { kind: Kind, ports: usize },
+    #[error("{}: -T/-U auto|all with --no-map-gw: warren reaches host ports through the gateway address; list the TCP ports (-T 5432) or drop --no-map-gw", .0.name())]
+    NsAllWithNoMapGw(Kind),
+    #[error("{}: --udp-ns with --no-map-gw: warren forwards only TCP namespace ports by themselves (-T); drop --no-map-gw to reach the host's UDP ports through the gateway address", .0.name())]
+    UdpNsWithNoMapGw(Kind),
+}
+
+fn possibilities(names: &[&str]) -> String {
+    names.iter().map(|l| format!(" '--{l}'")).collect()
+}
+
 /// Which of the two programs is emulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -220,28 +312,26 @@ const OPTS: &[(&str, Option<char>, Arg, Scope)] = &[
     ("chroot-fallback", None, Arg::No, Scope::Both),
 ];
 
-fn find_long(name: &str) -> Result<(&'static str, Arg), String> {
+fn find_long(name: &str) -> Result<(&'static str, Arg), PasstError> {
     if let Some(&(l, _, a, _)) = OPTS.iter().find(|(l, ..)| *l == name) {
         return Ok((l, a));
     }
     let m: Vec<_> = OPTS.iter().filter(|(l, ..)| l.starts_with(name)).collect();
     match m.as_slice() {
-        [] => Err(format!("unrecognized option '--{name}'")),
+        [] => Err(PasstError::Unrecognized(name.to_string())),
         [&(l, _, a, _)] => Ok((l, a)),
-        many => Err(format!(
-            "option '--{name}' is ambiguous; possibilities:{}",
-            many.iter()
-                .map(|(l, ..)| format!(" '--{l}'"))
-                .collect::<String>()
-        )),
+        many => Err(PasstError::Ambiguous {
+            name: name.to_string(),
+            candidates: many.iter().map(|(l, ..)| *l).collect(),
+        }),
     }
 }
 
-fn find_short(c: char) -> Result<(&'static str, Arg), String> {
+fn find_short(c: char) -> Result<(&'static str, Arg), PasstError> {
     OPTS.iter()
         .find(|(_, s, ..)| *s == Some(c))
         .map(|&(l, _, a, _)| (l, a))
-        .ok_or_else(|| format!("invalid option -- '{c}'"))
+        .ok_or(PasstError::InvalidOption(c))
 }
 
 /// Splits the words into (long option name, value) pairs and the operands, as `getopt_long` with
@@ -249,7 +339,7 @@ fn find_short(c: char) -> Result<(&'static str, Arg), String> {
 /// Options as (long name, value) in order, and the operands.
 type Tokens = (Vec<(&'static str, Option<String>)>, Vec<String>);
 
-fn tokenize(args: &[String]) -> Result<Tokens, String> {
+fn tokenize(args: &[String]) -> Result<Tokens, PasstError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -265,15 +355,11 @@ fn tokenize(args: &[String]) -> Result<Tokens, String> {
             };
             let (long, arg) = find_long(name)?;
             let v = match (arg, inline) {
-                (Arg::No, Some(_)) => {
-                    return Err(format!("option '--{long}' doesn't allow an argument"))
-                }
+                (Arg::No, Some(_)) => return Err(PasstError::NoArgumentAllowed(long)),
                 (Arg::No, None) => None,
                 (Arg::Req, Some(v)) => Some(v),
                 (Arg::Req, None) => {
-                    let v = args
-                        .get(i)
-                        .ok_or_else(|| format!("option '--{long}' requires an argument"))?;
+                    let v = args.get(i).ok_or(PasstError::RequiresArgument(long))?;
                     i += 1;
                     Some(v.clone())
                 }
@@ -291,9 +377,7 @@ fn tokenize(args: &[String]) -> Result<Tokens, String> {
                     let v = if !rest.is_empty() {
                         rest
                     } else {
-                        let v = args
-                            .get(i)
-                            .ok_or_else(|| format!("option requires an argument -- '{c}'"))?;
+                        let v = args.get(i).ok_or(PasstError::ShortRequiresArgument(c))?;
                         i += 1;
                         v.clone()
                     };
@@ -310,55 +394,62 @@ fn tokenize(args: &[String]) -> Result<Tokens, String> {
     Ok((out, Vec::new()))
 }
 
-fn ip(opt: &str, v: &str) -> Result<IpAddr, String> {
-    v.parse()
-        .map_err(|_| format!("--{opt} {v:?}: not an IP address"))
+fn ip(opt: &str, v: &str) -> Result<IpAddr, PasstError> {
+    v.parse().map_err(|_| PasstError::NotIp {
+        opt: opt.to_string(),
+        value: v.to_string(),
+    })
 }
 
 /// IPv4 only for now: an IPv6 value is refused by name.
-fn ipv4(opt: &str, v: &str) -> Result<Ipv4Addr, String> {
+fn ipv4(opt: &str, v: &str) -> Result<Ipv4Addr, PasstError> {
     match ip(opt, v)? {
         IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(format!(
-            "--{opt} {v}: IPv6 is not served by warren yet (IPv4 only)"
-        )),
+        IpAddr::V6(_) => Err(PasstError::Ipv6NotServed {
+            opt: opt.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
 /// `-n`: a prefix length or a dotted netmask.
-pub fn parse_netmask(v: &str) -> Result<u8, String> {
+pub fn parse_netmask(v: &str) -> Result<u8, PasstError> {
     if let Ok(n) = v.parse::<u8>() {
         if (1..=30).contains(&n) {
             return Ok(n);
         }
-        return Err(format!("--netmask {v}: prefix length must be 1..30"));
+        return Err(PasstError::NetmaskPrefix(v.to_string()));
     }
     let m: Ipv4Addr = v
         .parse()
-        .map_err(|_| format!("--netmask {v:?}: expected a prefix length or a dotted netmask"))?;
+        .map_err(|_| PasstError::NetmaskSyntax(v.to_string()))?;
     let bits = u32::from(m);
     let n = bits.leading_ones();
     if bits.checked_shl(n).unwrap_or(0) != 0 || !(1..=30).contains(&n) {
-        return Err(format!(
-            "--netmask {v}: not a contiguous netmask of /1../30"
-        ));
+        return Err(PasstError::NetmaskGaps(v.to_string()));
     }
     Ok(n as u8)
 }
 
-fn port(s: &str, spec: &str) -> Result<u16, String> {
+fn port(s: &str, spec: &str) -> Result<u16, PasstError> {
     s.parse::<u16>()
         .ok()
         .filter(|p| *p > 0 && !s.starts_with('+'))
-        .ok_or_else(|| format!("port spec {spec:?}: bad port {s:?}"))
+        .ok_or_else(|| PasstError::BadPort {
+            spec: spec.to_string(),
+            port: s.to_string(),
+        })
 }
 
-fn range(s: &str, spec: &str) -> Result<(u16, u16), String> {
+fn range(s: &str, spec: &str) -> Result<(u16, u16), PasstError> {
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (port(a, spec)?, port(b, spec)?);
             if b < a {
-                return Err(format!("port spec {spec:?}: range {s} goes backwards"));
+                return Err(PasstError::Backwards {
+                    spec: spec.to_string(),
+                    range: s.to_string(),
+                });
             }
             Ok((a, b))
         }
@@ -372,30 +463,34 @@ fn range(s: &str, spec: &str) -> Result<(u16, u16), String> {
 /// Parses a `-t`/`-u` spec: `none`, or `[ADDR/]RANGES` where RANGES is a comma list of
 /// `[~]FIRST[-LAST][:TO[-TOLAST]]`. `all` (passt), `auto` (pasta), exclusion-only lists (meaning
 /// "all but") and `ADDR%IFACE/` are refused: warren forwards the ports it is given.
-pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
+pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, PasstError> {
+    let (o, sp) = (|| opt.to_string(), || spec.to_string());
     if spec == "none" {
         return Ok(Ports::None);
     }
     if spec.split(',').any(|s| s == "auto" || s.ends_with("/auto")) {
-        return Err(format!(
-            "--{opt} {spec}: 'auto' (forward the ports bound inside the namespace) is a pasta option only"
-        ));
+        return Err(PasstError::AutoInPorts {
+            opt: o(),
+            spec: sp(),
+        });
     }
     if spec
         .split(',')
         .any(|s| s == "all" || s.ends_with("/all") || s.starts_with("all:"))
     {
-        return Err(format!(
-            "--{opt} {spec}: 'all' (every free port, one host socket each) is not supported by warren: list the ports, e.g. 8080 or 8000-8100"
-        ));
+        return Err(PasstError::All {
+            opt: o(),
+            spec: sp(),
+        });
     }
     // The address part: everything up to the last '/' (IPv6 addresses contain ':' but no '/').
     let (addr, list) = match spec.rsplit_once('/') {
         Some((a, l)) => {
             if a.contains('%') {
-                return Err(format!(
-                    "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
-                ));
+                return Err(PasstError::Interface {
+                    opt: o(),
+                    spec: sp(),
+                });
             }
             let a = a.trim_start_matches('[').trim_end_matches(']');
             (Some(ip(opt, a)?), l)
@@ -418,9 +513,11 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
             Some(t) => {
                 let g = range(t, spec)?;
                 if g.1 - g.0 != host.1 - host.0 {
-                    return Err(format!(
-                        "port spec {spec:?}: {from} and {t} differ in length"
-                    ));
+                    return Err(PasstError::LengthMismatch {
+                        spec: sp(),
+                        from: from.to_string(),
+                        to: t.to_string(),
+                    });
                 }
                 g.0
             }
@@ -429,9 +526,10 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
         incl.push((host, guest));
     }
     if incl.is_empty() {
-        return Err(format!(
-            "--{opt} {spec}: exclusions alone mean \"all other ports\", which warren does not support"
-        ));
+        return Err(PasstError::ExclusionsOnly {
+            opt: o(),
+            spec: sp(),
+        });
     }
     // Subtract the exclusions, range by range.
     let mut out = Vec::new();
@@ -466,7 +564,8 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
 
 /// pasta's `auto` in a `-t`/`-u` spec: `[ADDR/]auto` or `[ADDR/]RANGES,auto` (RANGES without
 /// port mapping or exclusions). `None` when the spec has no `auto`.
-fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, String> {
+fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, PasstError> {
+    let (o, sp) = (|| opt.to_string(), || spec.to_string());
     let (addr, list) = match spec.rsplit_once('/') {
         Some((a, l)) => (Some(a), l),
         None => (None, spec),
@@ -475,13 +574,17 @@ fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, St
         return Ok(None);
     }
     if kind == Kind::Passt {
-        return Err(format!("--{opt} {spec}: 'auto' is a pasta option only"));
+        return Err(PasstError::AutoPastaOnly {
+            opt: o(),
+            spec: sp(),
+        });
     }
     let addr = match addr {
         Some(a) if a.contains('%') => {
-            return Err(format!(
-                "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
-            ))
+            return Err(PasstError::Interface {
+                opt: o(),
+                spec: sp(),
+            })
         }
         Some(a) => Some(ip(opt, a.trim_start_matches('[').trim_end_matches(']'))?),
         None => None,
@@ -489,21 +592,22 @@ fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, St
     let mut ranges = Vec::new();
     for item in list.split(',').filter(|i| *i != "auto") {
         if item.contains(':') || item.starts_with('~') {
-            return Err(format!(
-                "--{opt} {spec}: with 'auto', warren takes plain port ranges (no mapping, no exclusions)"
-            ));
+            return Err(PasstError::AutoWithMapping {
+                opt: o(),
+                spec: sp(),
+            });
         }
         ranges.push(range(item, spec)?);
     }
     Ok(Some(AutoPorts { addr, ranges }))
 }
 
-fn refused(kind: Kind, long: &str, why: &str) -> String {
-    format!("{}: --{long}: {why}", kind.name())
+fn refused(kind: Kind, opt: &'static str, why: &'static str) -> PasstError {
+    PasstError::Refused { kind, opt, why }
 }
 
 /// Parses a passt or pasta command line (without argv[0]).
-pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
+pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
     let (opts, operands) = tokenize(args)?;
     let mut p = Parsed {
         operands,
@@ -518,14 +622,14 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             .unwrap_or(Scope::Both);
         match (scope, kind) {
             (Scope::Passt, Kind::Pasta) | (Scope::Pasta, Kind::Passt) => {
-                return Err(format!(
-                    "--{long} is a {} option only",
-                    if kind == Kind::Passt {
+                return Err(PasstError::WrongProgram {
+                    opt: long,
+                    only: if kind == Kind::Passt {
                         "pasta"
                     } else {
                         "passt"
-                    }
-                ))
+                    },
+                })
             }
             _ => {}
         }
@@ -546,7 +650,7 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
                     .parse()
                     .ok()
                     .filter(|n| *n >= 3)
-                    .ok_or_else(|| format!("--fd {v:?}: expected a descriptor number, 3 or above"))?;
+                    .ok_or_else(|| PasstError::BadFd(v.clone()))?;
                 p.fd = Some(n);
                 p.one_off = true;
             }
@@ -556,9 +660,9 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             "mtu" => {
                 let m: u16 = v
                     .parse()
-                    .map_err(|_| format!("--mtu {v:?}: not a number"))?;
+                    .map_err(|_| PasstError::MtuNotNumber(v.clone()))?;
                 if !(576..=65520).contains(&m) {
-                    return Err(format!("--mtu {m}: warren needs 576..65520"));
+                    return Err(PasstError::MtuRange(m));
                 }
                 p.mtu = Some(m);
             }
@@ -661,7 +765,7 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             | "chroot-fallback" => {
                 return Err(refused(kind, long, "not supported by warren"));
             }
-            other => return Err(format!("unrecognized option '--{other}'")),
+            other => return Err(PasstError::Unrecognized(other.to_string())),
         }
     }
     if kind == Kind::Pasta && !p.help && !p.version {
@@ -675,16 +779,10 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
     }
     namespace_to_host(kind, &mut p)?;
     if addr6 {
-        return Err(format!(
-            "{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)",
-            kind.name()
-        ));
+        return Err(PasstError::Ipv6Address(kind));
     }
     if kind == Kind::Passt && !p.operands.is_empty() && !p.help && !p.version {
-        return Err(format!(
-            "passt takes no operands (got {:?})",
-            p.operands.join(" ")
-        ));
+        return Err(PasstError::PasstOperands(p.operands.join(" ")));
     }
     Ok(p)
 }
@@ -697,29 +795,20 @@ pub const MAX_NS_PORTS: usize = 1024;
 /// gateway address instead: `-T P[:Q]` makes GATEWAY:P lead to the host's 127.0.0.1:Q even with
 /// `--no-map-gw`; `auto`/`all` and `-U` need the gateway's host-loopback mapping (no `--no-map-gw`),
 /// which reaches every host loopback port, TCP and UDP.
-fn namespace_to_host(kind: Kind, p: &mut Parsed) -> Result<(), String> {
+fn namespace_to_host(kind: Kind, p: &mut Parsed) -> Result<(), PasstError> {
     let n: usize = p
         .tcp_ns
         .iter()
         .map(|f| usize::from(f.host.1 - f.host.0) + 1)
         .sum();
     if n > MAX_NS_PORTS {
-        return Err(format!(
-            "{}: --tcp-ns: {n} ports; warren forwards at most {MAX_NS_PORTS} namespace ports to the host",
-            kind.name()
-        ));
+        return Err(PasstError::TooManyNsPorts { kind, ports: n });
     }
     if p.no_map_gw && p.ns_all {
-        return Err(format!(
-            "{}: -T/-U auto|all with --no-map-gw: warren reaches host ports through the gateway address; list the TCP ports (-T 5432) or drop --no-map-gw",
-            kind.name()
-        ));
+        return Err(PasstError::NsAllWithNoMapGw(kind));
     }
     if p.no_map_gw && !p.udp_ns.is_empty() {
-        return Err(format!(
-            "{}: --udp-ns with --no-map-gw: warren forwards only TCP namespace ports by themselves (-T); drop --no-map-gw to reach the host's UDP ports through the gateway address",
-            kind.name()
-        ));
+        return Err(PasstError::UdpNsWithNoMapGw(kind));
     }
     if !p.tcp_ns.is_empty() || !p.udp_ns.is_empty() || p.ns_all {
         p.notes.push(format!(
@@ -1017,7 +1106,9 @@ mod tests {
         )
         .expect("none");
         assert!(p.gateway_forwards().is_empty() && !p.ns_all);
-        let e = parse(Kind::Pasta, &s(&["-T", "1-1025"])).expect_err("too many");
+        let e = parse(Kind::Pasta, &s(&["-T", "1-1025"]))
+            .expect_err("too many")
+            .to_string();
         assert!(e.contains("1025 ports"), "{e}");
         // -t/-u auto, and pasta's default (auto) when no -t/-u is given.
         let p = parse(Kind::Pasta, &s(&["-t", "127.0.0.1/8000-8010,auto", "1"])).expect("auto");
@@ -1027,7 +1118,9 @@ mod tests {
         assert_eq!(p.udp_auto, Some(AutoPorts::default()));
         let p = parse(Kind::Pasta, &s(&["-t", "none", "-u", "53", "1"])).expect("explicit");
         assert!(p.tcp_auto.is_none() && p.udp_auto.is_none());
-        let e = parse(Kind::Passt, &s(&["-t", "auto"])).expect_err("passt");
+        let e = parse(Kind::Passt, &s(&["-t", "auto"]))
+            .expect_err("passt")
+            .to_string();
         assert!(e.contains("pasta option only"), "{e}");
     }
 
@@ -1042,24 +1135,31 @@ mod tests {
         assert_eq!(p.operands, vec!["sh", "-c", "true"]);
         assert!(parse(Kind::Passt, &s(&["--bogus"]))
             .unwrap_err()
+            .to_string()
             .contains("unrecognized"));
         assert!(parse(Kind::Passt, &s(&["-Z"]))
             .unwrap_err()
+            .to_string()
             .contains("invalid option"));
         assert!(parse(Kind::Passt, &s(&["--no"]))
             .unwrap_err()
+            .to_string()
             .contains("ambiguous"));
         assert!(parse(Kind::Passt, &s(&["--mtu"]))
             .unwrap_err()
+            .to_string()
             .contains("requires"));
         assert!(parse(Kind::Passt, &s(&["--netns", "x"]))
             .unwrap_err()
+            .to_string()
             .contains("pasta option"));
         assert!(parse(Kind::Pasta, &s(&["--one-off"]))
             .unwrap_err()
+            .to_string()
             .contains("passt option"));
         assert!(parse(Kind::Passt, &s(&["x"]))
             .unwrap_err()
+            .to_string()
             .contains("no operands"));
     }
 
@@ -1082,7 +1182,9 @@ mod tests {
             &["-n", "255.0.255.0"],
             &["--runas", "4000000000"],
         ] {
-            let e = parse(Kind::Passt, &s(bad)).expect_err(&format!("{bad:?}"));
+            let e = parse(Kind::Passt, &s(bad))
+                .expect_err(&format!("{bad:?}"))
+                .to_string();
             assert!(!e.contains('\n'), "{e}");
         }
         let p = parse(

@@ -9,8 +9,25 @@
 //! --dns-forward=D [--no-map-gw] [--ipv4-only] --tcp-ports=none|auto --udp-ports=none|auto`
 //! then `PID` or `--userns=/proc/PID/ns/user --netns=PATH`).
 
-use crate::passt::{self, Kind, Parsed};
+use crate::passt::{self, Kind, Parsed, PasstError};
 use std::path::PathBuf;
+
+/// A pasta command line that does not parse or does not say what to serve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PastaError {
+    /// The options pasta shares with passt.
+    #[error(transparent)]
+    Options(#[from] PasstError),
+    /// `--netns` and operands given together (the operands, space-separated).
+    #[error("pasta: --netns and operands ({0}) exclude each other")]
+    NetnsAndOperands(String),
+    #[error(
+        "pasta: give --netns PATH, a PID or a command (warren does not start a shell by itself)"
+    )]
+    NoTarget,
+    #[error("pasta: --userns needs --netns or a PID")]
+    UsernsWithoutNetns,
+}
 
 /// What pasta serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +59,7 @@ fn netns_file(v: &str) -> String {
 
 /// Parses pasta's arguments (without argv[0]). `--help`/`--version` come back with
 /// [`Target::Command`] empty; callers look at `opts.help`/`opts.version` first.
-pub fn parse(args: &[String]) -> Result<Pasta, String> {
+pub fn parse(args: &[String]) -> Result<Pasta, PastaError> {
     let opts = passt::parse(Kind::Pasta, args)?;
     if opts.help || opts.version {
         return Ok(Pasta {
@@ -55,27 +72,17 @@ pub fn parse(args: &[String]) -> Result<Pasta, String> {
             target: netns_file(ns),
             userns: opts.userns.clone(),
         },
-        (Some(_), more) => {
-            return Err(format!(
-                "pasta: --netns and operands ({}) exclude each other",
-                more.join(" ")
-            ))
-        }
+        (Some(_), more) => return Err(PastaError::NetnsAndOperands(more.join(" "))),
         (None, [pid]) if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => {
             Target::Netns {
                 target: pid.clone(),
                 userns: opts.userns.clone(),
             }
         }
-        (None, []) => {
-            return Err(
-                "pasta: give --netns PATH, a PID or a command (warren does not start a shell by itself)"
-                    .into(),
-            )
-        }
+        (None, []) => return Err(PastaError::NoTarget),
         (None, cmd) => {
             if opts.userns.is_some() {
-                return Err("pasta: --userns needs --netns or a PID".into());
+                return Err(PastaError::UsernsWithoutNetns);
             }
             Target::Command(cmd.to_vec())
         }
@@ -113,9 +120,15 @@ mod tests {
         assert!(matches!(p.target, Target::Netns { ref target, .. } if target == "1234"));
         let p = parse(&s(&["--config-net", "curl", "-s", "http://x/"])).expect("cmd");
         assert_eq!(p.target, Target::Command(s(&["curl", "-s", "http://x/"])));
-        assert!(parse(&s(&["--config-net"])).is_err());
-        assert!(parse(&s(&["--netns", "/x", "123"])).is_err());
-        assert!(parse(&s(&["--userns", "/u", "true"])).is_err());
+        assert_eq!(parse(&s(&["--config-net"])), Err(PastaError::NoTarget));
+        assert_eq!(
+            parse(&s(&["--netns", "/x", "123"])).map_err(|e| e.to_string()),
+            Err("pasta: --netns and operands (123) exclude each other".into())
+        );
+        assert_eq!(
+            parse(&s(&["--userns", "/u", "true"])),
+            Err(PastaError::UsernsWithoutNetns)
+        );
         assert!(parse(&s(&["--help"])).expect("help").opts.help);
     }
 }

@@ -17,9 +17,85 @@
 //! exist. Stricter: `--netns-type` must be `pid` or `path` (slirp4netns takes anything but
 //! `pid` as path). More than two operands is only a warning, as in slirp4netns.
 
+use crate::esc;
 use netstack::config::{Config, Ipv4Net};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+
+/// A `slirp4netns` command line that does not parse; the texts are slirp4netns's own where it
+/// has one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Slirp4netnsError {
+    #[error("unrecognized option '--{}'", esc(.0))]
+    Unrecognized(String),
+    #[error("option '--{}' is ambiguous; possibilities:{}", esc(.name), possibilities(.candidates))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<&'static str>,
+    },
+    #[error("option '--{0}' requires an argument")]
+    RequiresArgument(&'static str),
+    #[error("option '--{0}' doesn't allow an argument")]
+    NoArgumentAllowed(&'static str),
+    #[error("invalid option -- '{}'", esc(.0))]
+    InvalidOption(String),
+    #[error("option requires an argument -- '{}'", esc(.0))]
+    ShortRequiresArgument(String),
+    #[error("invalid CIDR: {}", esc(.0))]
+    InvalidCidr(String),
+    #[error("invalid network address: {}", esc(.0))]
+    InvalidNetworkAddr(String),
+    #[error("prefix length needs to be 1-25")]
+    PrefixLength,
+    /// netstack's `Ipv4Net::new` refused the network.
+    #[error("{}", esc(&.0.to_string()))]
+    Net(netstack::config::ConfigError),
+    #[error("CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24")]
+    NotNetworkAddr,
+    #[error("\"{}\" is an invalid MAC address.", esc(.0))]
+    InvalidMac(String),
+    #[error(
+        "outbound-addr{} {value:?} has to be a valid ipv{} address or interface name",
+        if *.six { "6" } else { "" },
+        if *.six { "6" } else { "4" }
+    )]
+    Outbound { six: bool, value: String },
+    #[error("{0} must be a non-negative integer")]
+    BadFd(&'static str),
+    #[error("MTU must be a positive integer (< 65522)")]
+    Mtu,
+    #[error("userns path doesn't exist: ")]
+    EmptyUsernsPath,
+    #[error("--api-socket needs a path")]
+    EmptyApiSocket,
+    #[error("--macaddr cannot be specified when --configure or -c is not specified")]
+    MacWithoutConfigure,
+    #[error("--target-type must be either \"netns\" or \"bess\"")]
+    TargetType,
+    #[error("--target-type=bess conflicts with --configure, --netns-type and --userns-path")]
+    BessConflicts,
+    #[error("missing the BESS socket PATH (see slirp4netns --help)")]
+    MissingBessPath,
+    #[error("missing PID|PATH and TAPNAME (see slirp4netns --help)")]
+    MissingPidAndTap,
+    #[error("missing TAPNAME (see slirp4netns --help)")]
+    MissingTap,
+    #[error("PID must be a positive integer")]
+    BadPid,
+    #[error("existing path expected when --netns-type=path")]
+    EmptyNetnsPath,
+    #[error("--netns-type={}: expected pid or path", esc(.0))]
+    NetnsType(String),
+    #[error("TAPNAME {0:?}: not a valid interface name (1-15 characters, no '/' or spaces)")]
+    TapName(String),
+    /// netstack's `Config::validate` refused the resulting config.
+    #[error("{}", esc(&.0.to_string()))]
+    Config(netstack::config::ConfigError),
+}
+
+fn possibilities(names: &[&str]) -> String {
+    names.iter().map(|l| format!(" '--{l}'")).collect()
+}
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,20 +260,18 @@ const OPTS: &[(&str, Option<char>, bool, Opt)] = &[
     ("target-type", None, true, Opt::TargetType),
 ];
 
-fn find_long(name: &str) -> Result<(&'static str, bool, Opt), String> {
+fn find_long(name: &str) -> Result<(&'static str, bool, Opt), Slirp4netnsError> {
     if let Some(&(l, _, a, o)) = OPTS.iter().find(|(l, ..)| *l == name) {
         return Ok((l, a, o));
     }
     let matches: Vec<_> = OPTS.iter().filter(|(l, ..)| l.starts_with(name)).collect();
     match matches.as_slice() {
-        [] => Err(format!("unrecognized option '--{name}'")),
+        [] => Err(Slirp4netnsError::Unrecognized(name.to_string())),
         [&(l, _, a, o)] => Ok((l, a, o)),
-        many => Err(format!(
-            "option '--{name}' is ambiguous; possibilities:{}",
-            many.iter()
-                .map(|(l, ..)| format!(" '--{l}'"))
-                .collect::<String>()
-        )),
+        many => Err(Slirp4netnsError::Ambiguous {
+            name: name.to_string(),
+            candidates: many.iter().map(|(l, ..)| *l).collect(),
+        }),
     }
 }
 
@@ -208,12 +282,8 @@ fn find_short(c: char) -> Option<(&'static str, bool, Opt)> {
 }
 
 /// Parses slirp4netns's `--cidr`: `A.B.C.D/N`, N in 1..=25, a network address.
-pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
-    parse_cidr_raw(s).map_err(crate::one_line)
-}
-
-fn parse_cidr_raw(s: &str) -> Result<Ipv4Net, String> {
-    let bad = || format!("invalid CIDR: {s}");
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, Slirp4netnsError> {
+    let bad = || Slirp4netnsError::InvalidCidr(s.to_string());
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let quad_ok = {
         let parts: Vec<&str> = a.split('.').collect();
@@ -227,27 +297,21 @@ fn parse_cidr_raw(s: &str) -> Result<Ipv4Net, String> {
     }
     let addr: Ipv4Addr = a
         .parse()
-        .map_err(|_| format!("invalid network address: {a}"))?;
+        .map_err(|_| Slirp4netnsError::InvalidNetworkAddr(a.to_string()))?;
     let prefix: u8 = p.parse().map_err(|_| bad())?;
     if !(1..=25).contains(&prefix) {
-        return Err("prefix length needs to be 1-25".into());
+        return Err(Slirp4netnsError::PrefixLength);
     }
-    let net = Ipv4Net::new(addr, prefix)?;
+    let net = Ipv4Net::new(addr, prefix).map_err(Slirp4netnsError::Net)?;
     if net.addr != addr {
-        return Err(
-            "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24".into(),
-        );
+        return Err(Slirp4netnsError::NotNetworkAddr);
     }
     Ok(net)
 }
 
 /// Parses `xx:xx:xx:xx:xx:xx` (1 or 2 hex digits per byte, as slirp4netns's `%x` loop).
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    parse_mac_raw(s).map_err(crate::one_line)
-}
-
-fn parse_mac_raw(s: &str) -> Result<[u8; 6], String> {
-    let bad = || format!("\"{s}\" is an invalid MAC address.");
+pub fn parse_mac(s: &str) -> Result<[u8; 6], Slirp4netnsError> {
+    let bad = || Slirp4netnsError::InvalidMac(s.to_string());
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -262,14 +326,14 @@ fn parse_mac_raw(s: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-fn parse_outbound(v: &str, six: bool) -> Result<OutboundAddr, String> {
+fn parse_outbound(v: &str, six: bool) -> Result<OutboundAddr, Slirp4netnsError> {
+    let bad = || Slirp4netnsError::Outbound {
+        six,
+        value: v.to_string(),
+    };
     if let Ok(ip) = v.parse::<IpAddr>() {
         if ip.is_ipv6() != six {
-            return Err(if six {
-                format!("outbound-addr6 {v:?} has to be a valid ipv6 address or interface name")
-            } else {
-                format!("outbound-addr {v:?} has to be a valid ipv4 address or interface name")
-            });
+            return Err(bad());
         }
         return Ok(OutboundAddr::Addr(ip));
     }
@@ -278,32 +342,20 @@ fn parse_outbound(v: &str, six: bool) -> Result<OutboundAddr, String> {
         && v.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
     if !ok_name {
-        return Err(format!(
-            "outbound-addr{} {v:?} has to be a valid ipv{} address or interface name",
-            if six { "6" } else { "" },
-            if six { "6" } else { "4" }
-        ));
+        return Err(bad());
     }
     Ok(OutboundAddr::Interface(v.to_string()))
 }
 
-fn parse_fd(v: &str, what: &str) -> Result<i32, String> {
+fn parse_fd(v: &str, what: &'static str) -> Result<i32, Slirp4netnsError> {
     v.parse::<i32>()
         .ok()
         .filter(|n| *n >= 0 && !v.starts_with('+'))
-        .ok_or_else(|| format!("{what} must be a non-negative integer"))
+        .ok_or(Slirp4netnsError::BadFd(what))
 }
 
 /// Parses the arguments after `argv[0]`.
-pub fn parse_args<I, S>(args: I) -> Result<Slirp4netnsCommand, String>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    parse_args_raw(args).map_err(crate::one_line)
-}
-
-fn parse_args_raw<I, S>(args: I) -> Result<Slirp4netnsCommand, String>
+pub fn parse_args<I, S>(args: I) -> Result<Slirp4netnsCommand, Slirp4netnsError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -333,14 +385,14 @@ where
                         let v = args
                             .get(i)
                             .cloned()
-                            .ok_or_else(|| format!("option '--{long}' requires an argument"))?;
+                            .ok_or(Slirp4netnsError::RequiresArgument(long))?;
                         i += 1;
                         Some(v)
                     }
                 }
             } else {
                 if inline.is_some() {
-                    return Err(format!("option '--{long}' doesn't allow an argument"));
+                    return Err(Slirp4netnsError::NoArgumentAllowed(long));
                 }
                 None
             };
@@ -356,17 +408,16 @@ where
                 let c = chars[j];
                 j += 1;
                 let (_, takes, opt) =
-                    find_short(c).ok_or_else(|| format!("invalid option -- '{c}'"))?;
+                    find_short(c).ok_or_else(|| Slirp4netnsError::InvalidOption(c.to_string()))?;
                 let val = if takes {
                     if j < chars.len() {
                         let v: String = chars[j..].iter().collect();
                         j = chars.len();
                         Some(v)
                     } else {
-                        let v = args
-                            .get(i)
-                            .cloned()
-                            .ok_or_else(|| format!("option requires an argument -- '{c}'"))?;
+                        let v = args.get(i).cloned().ok_or_else(|| {
+                            Slirp4netnsError::ShortRequiresArgument(c.to_string())
+                        })?;
                         i += 1;
                         Some(v)
                     }
@@ -391,7 +442,7 @@ where
         exit_fd: None,
         ready_fd: None,
         mtu: DEFAULT_MTU,
-        cidr: Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 0), 24)?,
+        cidr: Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 0), 24).map_err(Slirp4netnsError::Net)?,
         disable_host_loopback: false,
         userns_path: None,
         api_socket: None,
@@ -418,7 +469,7 @@ where
                     .parse::<u16>()
                     .ok()
                     .filter(|m| (1..=65521).contains(m) && !v.starts_with('+'))
-                    .ok_or("MTU must be a positive integer (< 65522)")?
+                    .ok_or(Slirp4netnsError::Mtu)?
             }
             Opt::Cidr => o.cidr = parse_cidr(&v)?,
             Opt::NoHostLoopback => {
@@ -447,13 +498,13 @@ where
             Opt::NetnsType => netns_type = Some(v),
             Opt::UsernsPath => {
                 if v.is_empty() {
-                    return Err("userns path doesn't exist: ".into());
+                    return Err(Slirp4netnsError::EmptyUsernsPath);
                 }
                 o.userns_path = Some(PathBuf::from(v));
             }
             Opt::ApiSocket => {
                 if v.is_empty() {
-                    return Err("--api-socket needs a path".into());
+                    return Err(Slirp4netnsError::EmptyApiSocket);
                 }
                 o.api_socket = Some(PathBuf::from(v));
             }
@@ -481,27 +532,20 @@ where
     }
     if let Some(m) = mac {
         if !o.configure {
-            return Err(
-                "--macaddr cannot be specified when --configure or -c is not specified".into(),
-            );
+            return Err(Slirp4netnsError::MacWithoutConfigure);
         }
         o.mac_address = Some(parse_mac(&m)?);
     }
     let bess = match target_type.as_deref() {
         None | Some("netns") => false,
         Some("bess") => true,
-        Some(_) => return Err("--target-type must be either \"netns\" or \"bess\"".into()),
+        Some(_) => return Err(Slirp4netnsError::TargetType),
     };
     if bess {
         if o.configure || netns_type.is_some() || o.userns_path.is_some() {
-            return Err(
-                "--target-type=bess conflicts with --configure, --netns-type and --userns-path"
-                    .into(),
-            );
+            return Err(Slirp4netnsError::BessConflicts);
         }
-        let path = operands
-            .first()
-            .ok_or("missing the BESS socket PATH (see slirp4netns --help)")?;
+        let path = operands.first().ok_or(Slirp4netnsError::MissingBessPath)?;
         if operands.len() > 1 {
             o.warnings.push("WARNING: too many arguments".into());
         }
@@ -510,9 +554,9 @@ where
     }
     if operands.len() < 2 {
         return Err(if operands.is_empty() {
-            "missing PID|PATH and TAPNAME (see slirp4netns --help)".into()
+            Slirp4netnsError::MissingPidAndTap
         } else {
-            "missing TAPNAME (see slirp4netns --help)".into()
+            Slirp4netnsError::MissingTap
         });
     }
     if operands.len() > 2 {
@@ -524,22 +568,20 @@ where
                 .parse::<i32>()
                 .ok()
                 .filter(|p| *p > 0 && !operands[0].starts_with('+'))
-                .ok_or("PID must be a positive integer")?,
+                .ok_or(Slirp4netnsError::BadPid)?,
         ),
         Some("path") => {
             if operands[0].is_empty() {
-                return Err("existing path expected when --netns-type=path".into());
+                return Err(Slirp4netnsError::EmptyNetnsPath);
             }
             Target::NetnsPath(PathBuf::from(&operands[0]))
         }
-        Some(other) => return Err(format!("--netns-type={other}: expected pid or path")),
+        Some(other) => return Err(Slirp4netnsError::NetnsType(other.to_string())),
     };
     let tap = &operands[1];
     if tap.is_empty() || tap.len() > 15 || tap.contains('/') || tap.chars().any(char::is_whitespace)
     {
-        return Err(format!(
-            "TAPNAME {tap:?}: not a valid interface name (1-15 characters, no '/' or spaces)"
-        ));
+        return Err(Slirp4netnsError::TapName(tap.clone()));
     }
     o.tap_name = Some(tap.clone());
     Ok(Slirp4netnsCommand::Run(Box::new(o)))
@@ -567,11 +609,7 @@ impl Slirp4netnsOptions {
     }
     /// The gateway config for this command line (slirp4netns's plain +2/+3/+15 offsets),
     /// starting from `base` for everything the command line does not say.
-    pub fn to_config(&self, base: Config) -> Result<Config, String> {
-        self.to_config_raw(base).map_err(crate::one_line)
-    }
-
-    fn to_config_raw(&self, base: Config) -> Result<Config, String> {
+    pub fn to_config(&self, base: Config) -> Result<Config, Slirp4netnsError> {
         let mut c = base;
         c.net = self.cidr;
         c.gateway = self.gateway();
@@ -579,7 +617,7 @@ impl Slirp4netnsOptions {
         c.dhcp_start = self.dhcp_start();
         c.mtu = self.mtu;
         c.host_loopback = !self.disable_host_loopback;
-        c.validate()?;
+        c.validate().map_err(Slirp4netnsError::Config)?;
         Ok(c)
     }
 }
@@ -595,7 +633,9 @@ mod tests {
         }
     }
     fn err(args: &[&str]) -> String {
-        let e = parse_args(args.iter().copied()).expect_err("should fail");
+        let e = parse_args(args.iter().copied())
+            .expect_err("should fail")
+            .to_string();
         assert!(!e.contains('\n'), "{e}");
         e
     }
@@ -898,7 +938,11 @@ mod tests {
         assert_eq!(o.mac_address, Some([2, 0, 0xa, 0xb, 0xc, 0xff]));
         // slirp4netns accepts 65521; warren's gateway tops out at 65520 and says so.
         let o = run(&["-m", "65521", "1", "t"]);
-        assert!(o.to_config(Config::default()).unwrap_err().contains("MTU"));
+        assert!(o
+            .to_config(Config::default())
+            .unwrap_err()
+            .to_string()
+            .contains("MTU"));
         let o = run(&["-m", "100", "1", "t"]);
         assert!(o.to_config(Config::default()).is_err());
     }

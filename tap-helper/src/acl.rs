@@ -206,10 +206,92 @@ pub enum Opened {
 
 /// Where ACL files come from (the real file system, or a map in tests).
 pub trait Source {
-    /// Open and read `path`.  `Err` carries a one-line reason (missing, unsafe permissions,
-    /// not a regular file, too large, I/O error).
-    fn open(&mut self, path: &[u8]) -> Result<Opened, String>;
+    /// Open and read `path`.  `Err` says why not (missing, unsafe permissions, not a regular
+    /// file, too large, I/O error); its `Display` is one line.
+    fn open(&mut self, path: &[u8]) -> Result<Opened, OpenError>;
 }
+
+/// Why an ACL file could not be opened and read (shown after `ACL file PATH: `).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// The system call failed with this errno (shown as its text, e.g. "No such file or
+    /// directory", without " (os error N)").
+    Os(i32),
+    /// An I/O error that carries no errno (its text).
+    Io(String),
+    /// Not a regular file (a directory, a FIFO, a device...).
+    NotRegular,
+    /// Longer than this many bytes.
+    TooLarge(u64),
+    /// The file itself may be changed by someone other than root.
+    UnsafeFile(Unsafe),
+    /// A directory above the file may be changed by someone other than root.
+    UnsafeDir {
+        dir: std::path::PathBuf,
+        why: Unsafe,
+    },
+    /// `/proc/self/fd/N` could not be read to find the file's real path.
+    RealPath(Box<OpenError>),
+    /// A directory above the file could not be examined.
+    Stat {
+        dir: std::path::PathBuf,
+        why: Box<OpenError>,
+    },
+}
+
+/// What makes a file or directory unsafe to trust for a setuid helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsafe {
+    /// Owned by this uid, not root.
+    NotRootOwned(u32),
+    /// Writable by group or others (the permission bits).
+    Writable(u32),
+}
+
+impl OpenError {
+    /// The errno of `e`, or its text if it has none.
+    pub fn from_io(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(n) => OpenError::Os(n),
+            None => OpenError::Io(e.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Unsafe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsafe::NotRootOwned(uid) => write!(f, "is owned by uid {uid}, not root"),
+            Unsafe::Writable(mode) => {
+                write!(f, "is writable by group or others (mode {mode:o})")
+            }
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Os(n) => {
+                let s = std::io::Error::from_raw_os_error(*n).to_string();
+                f.write_str(s.find(" (os error").map_or(&s[..], |i| &s[..i]))
+            }
+            OpenError::Io(s) => f.write_str(s),
+            OpenError::NotRegular => f.write_str("not a regular file"),
+            OpenError::TooLarge(n) => write!(f, "larger than {n} bytes"),
+            OpenError::UnsafeFile(why) => write!(f, "refused: file {why}"),
+            OpenError::UnsafeDir { dir, why } => {
+                write!(f, "refused: directory {} {why}", dir.display())
+            }
+            OpenError::RealPath(why) => {
+                write!(f, "cannot resolve its real path via /proc: {why}")
+            }
+            OpenError::Stat { dir, why } => write!(f, "cannot stat {}: {why}", dir.display()),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
 
 /// Where a rule came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +333,7 @@ pub enum AclError {
     },
     Open {
         file: Vec<u8>,
-        reason: String,
+        reason: OpenError,
         from: Option<Origin>,
     },
     Syntax {
@@ -458,7 +540,7 @@ pub struct MapSource {
 }
 
 impl Source for MapSource {
-    fn open(&mut self, path: &[u8]) -> Result<Opened, String> {
+    fn open(&mut self, path: &[u8]) -> Result<Opened, OpenError> {
         if self.unreadable.iter().any(|p| p == path) {
             return Ok(Opened::NotReadable);
         }
@@ -467,7 +549,7 @@ impl Source for MapSource {
                 data: self.files[i].1.clone(),
                 id: (0, i as u64),
             }),
-            None => Err("No such file or directory".to_string()),
+            None => Err(OpenError::Os(libc::ENOENT)),
         }
     }
 }
@@ -660,6 +742,10 @@ mod tests {
         );
         let r = load(&mut src(&[], &[]), b"/m");
         assert!(matches!(r, Err(AclError::Open { from: None, .. })));
+        assert_eq!(
+            r.map(|_| ()).unwrap_err().to_string(),
+            "ACL file /m: No such file or directory"
+        );
     }
 
     #[test]
@@ -751,5 +837,42 @@ mod tests {
         );
         let acl = load(&mut s, b"/m").expect("loads");
         assert_eq!(acl.max_taps.map(|(n, o)| (n, o.line)), Some((2, 1)));
+    }
+
+    #[test]
+    fn open_errors_read_as_one_line_reasons() {
+        use std::path::PathBuf;
+        let cases = [
+            (OpenError::Os(libc::EACCES), "Permission denied"),
+            (OpenError::NotRegular, "not a regular file"),
+            (OpenError::TooLarge(65536), "larger than 65536 bytes"),
+            (
+                OpenError::UnsafeFile(Unsafe::NotRootOwned(1000)),
+                "refused: file is owned by uid 1000, not root",
+            ),
+            (
+                OpenError::UnsafeDir {
+                    dir: PathBuf::from("/etc/qemu"),
+                    why: Unsafe::Writable(0o777),
+                },
+                "refused: directory /etc/qemu is writable by group or others (mode 777)",
+            ),
+            (
+                OpenError::RealPath(Box::new(OpenError::Os(libc::ENOENT))),
+                "cannot resolve its real path via /proc: No such file or directory",
+            ),
+            (
+                OpenError::Stat {
+                    dir: PathBuf::from("/etc"),
+                    why: Box::new(OpenError::Os(libc::EACCES)),
+                },
+                "cannot stat /etc: Permission denied",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+        let io = std::io::Error::other("odd");
+        assert_eq!(OpenError::from_io(&io), OpenError::Io("odd".into()));
     }
 }

@@ -3,7 +3,7 @@
 //! bridge, read the ACL as the real user, decide, then create the tap, enforce `max-taps`,
 //! copy the bridge MTU, set MAC byte 0 to 0xFE, enslave it, bring it up and pass the fd.
 
-use crate::acl::{self, AclError, Decision, Opened, Source};
+use crate::acl::{self, AclError, Decision, OpenError, Opened, Source, Unsafe};
 use crate::ifname::{IfName, IfNameError};
 use crate::sys::{
     self, Caps, FdKind, CAP_NET_ADMIN, CAP_SETPCAP, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR,
@@ -246,39 +246,33 @@ pub struct FsSource {
     pub require_root_owned: bool,
 }
 
-fn os_reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
 impl FsSource {
-    fn check_safe(&self, file: &std::fs::File, meta: &std::fs::Metadata) -> Result<(), String> {
-        let unsafe_meta = |m: &std::fs::Metadata| -> Option<String> {
+    fn check_safe(&self, file: &std::fs::File, meta: &std::fs::Metadata) -> Result<(), OpenError> {
+        let unsafe_meta = |m: &std::fs::Metadata| -> Option<Unsafe> {
             if m.uid() != 0 {
-                Some(format!("is owned by uid {}, not root", m.uid()))
+                Some(Unsafe::NotRootOwned(m.uid()))
             } else if m.mode() & 0o022 != 0 {
-                Some(format!(
-                    "is writable by group or others (mode {:o})",
-                    m.mode() & 0o7777
-                ))
+                Some(Unsafe::Writable(m.mode() & 0o7777))
             } else {
                 None
             }
         };
         if let Some(why) = unsafe_meta(meta) {
-            return Err(format!("refused: file {why}"));
+            return Err(OpenError::UnsafeFile(why));
         }
         let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .map_err(|e| format!("cannot resolve its real path via /proc: {}", os_reason(&e)))?;
+            .map_err(|e| OpenError::RealPath(Box::new(OpenError::from_io(&e))))?;
         let mut dir: &Path = &real;
         while let Some(parent) = dir.parent() {
-            let m = std::fs::metadata(parent)
-                .map_err(|e| format!("cannot stat {}: {}", parent.display(), os_reason(&e)))?;
+            let m = std::fs::metadata(parent).map_err(|e| OpenError::Stat {
+                dir: parent.to_path_buf(),
+                why: Box::new(OpenError::from_io(&e)),
+            })?;
             if let Some(why) = unsafe_meta(&m) {
-                return Err(format!("refused: directory {} {why}", parent.display()));
+                return Err(OpenError::UnsafeDir {
+                    dir: parent.to_path_buf(),
+                    why,
+                });
             }
             dir = parent;
         }
@@ -287,7 +281,7 @@ impl FsSource {
 }
 
 impl Source for FsSource {
-    fn open(&mut self, path: &[u8]) -> Result<Opened, String> {
+    fn open(&mut self, path: &[u8]) -> Result<Opened, OpenError> {
         let p = Path::new(OsStr::from_bytes(path));
         let file = match std::fs::OpenOptions::new()
             .read(true)
@@ -296,11 +290,11 @@ impl Source for FsSource {
         {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(Opened::NotReadable),
-            Err(e) => return Err(os_reason(&e)),
+            Err(e) => return Err(OpenError::from_io(&e)),
         };
-        let meta = file.metadata().map_err(|e| os_reason(&e))?;
+        let meta = file.metadata().map_err(|e| OpenError::from_io(&e))?;
         if !meta.file_type().is_file() {
-            return Err("not a regular file".into());
+            return Err(OpenError::NotRegular);
         }
         if self.require_root_owned {
             self.check_safe(&file, &meta)?;
@@ -309,9 +303,9 @@ impl Source for FsSource {
         (&file)
             .take(acl::MAX_FILE_SIZE + 1)
             .read_to_end(&mut data)
-            .map_err(|e| os_reason(&e))?;
+            .map_err(|e| OpenError::from_io(&e))?;
         if data.len() as u64 > acl::MAX_FILE_SIZE {
-            return Err(format!("larger than {} bytes", acl::MAX_FILE_SIZE));
+            return Err(OpenError::TooLarge(acl::MAX_FILE_SIZE));
         }
         Ok(Opened::Text {
             data,

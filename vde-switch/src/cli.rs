@@ -10,8 +10,8 @@ use crate::frontend::stream::Listen;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use netstack::config::{Config, Ipv4Net};
-use slirp_compat::guestfwd::{GuestFwd, GuestFwdTarget};
-use slirp_compat::hostfwd::HostFwd;
+use slirp_compat::guestfwd::{GuestFwd, GuestFwdError, GuestFwdTarget};
+use slirp_compat::hostfwd::{HostFwd, HostFwdError};
 use slirp_compat::options::SlirpOptions;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -279,10 +279,10 @@ fn mtu(v: &str) -> Result<u16, String> {
 fn dns_upstream(v: &str) -> Result<SocketAddr, String> {
     parse_dns_upstream(v)
 }
-fn hostfwd(v: &str) -> Result<HostFwd, String> {
+fn hostfwd(v: &str) -> Result<HostFwd, HostFwdError> {
     HostFwd::parse(v)
 }
-fn guestfwd(v: &str) -> Result<GuestFwd, String> {
+fn guestfwd(v: &str) -> Result<GuestFwd, GuestFwdError> {
     GuestFwd::parse(v)
 }
 fn positive_usize(v: &str) -> Result<usize, String> {

@@ -85,9 +85,24 @@ fn common(p: &Parsed) -> Extras {
     }
 }
 
+/// Why a passt or pasta command line cannot be served.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropInError {
+    #[error(transparent)]
+    Passt(#[from] passt::PasstError),
+    #[error(transparent)]
+    Pasta(#[from] pasta::PastaError),
+    /// `-t/-u auto` needs a private directory for the helper's control socket.
+    #[error(
+        "{}: not a private directory of this user (needed for -t/-u auto's control socket)",
+        .0.display()
+    )]
+    PrivateDir(PathBuf),
+}
+
 /// Translates a passt or pasta command line into warren's. Notes about options accepted with a
 /// different meaning go to stderr (once, by the process the caller started).
-pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
+pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, DropInError> {
     let p = passt::parse(kind, args)?;
     if p.help {
         return Ok(DropIn::Print(passt::help_text(kind)));
@@ -171,7 +186,7 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
 
 /// `$XDG_RUNTIME_DIR/warren`, or a `warren-UID` directory in the temporary directory: created
 /// mode 0700 and used only if it is ours and closed to others.
-fn private_dir() -> Result<PathBuf, String> {
+fn private_dir() -> Result<PathBuf, DropInError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("warren"),
@@ -186,10 +201,7 @@ fn private_dir() -> Result<PathBuf, String> {
         {
             Ok(dir)
         }
-        _ => Err(format!(
-            "{}: not a private directory of this user (needed for -t/-u auto's control socket)",
-            dir.display()
-        )),
+        _ => Err(DropInError::PrivateDir(dir)),
     }
 }
 
@@ -475,7 +487,14 @@ mod tests {
         assert!(
             matches!(translate(Kind::Pasta, &s(&["--help"])), Ok(DropIn::Print(h)) if h.contains("--netns"))
         );
-        assert!(translate(Kind::Passt, &s(&["--outbound-if4", "eth0"])).is_err());
+        assert_eq!(
+            translate(Kind::Passt, &s(&["--outbound-if4", "eth0"])).map_err(|e| e.to_string()),
+            Err("passt: --outbound-if4: binding outbound sockets to an interface is not supported by warren (its connections follow the host's routing table)".into())
+        );
+        assert!(matches!(
+            translate(Kind::Pasta, &s(&["--config-net"])),
+            Err(DropInError::Pasta(pasta::PastaError::NoTarget))
+        ));
         assert_eq!(invoked_as("/usr/bin/passt"), Some(Kind::Passt));
         assert_eq!(invoked_as("pasta"), Some(Kind::Pasta));
         assert_eq!(invoked_as("warren"), None);

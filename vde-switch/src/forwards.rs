@@ -73,9 +73,8 @@ impl ApiBackend for Backend<'_> {
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
-    ) -> Result<(), String> {
-        // slirp-compat's trait speaks in messages.
-        self.open(proto, host, guest).map_err(|e| e.to_string())
+    ) -> Result<(), api::OpenError> {
+        Ok(self.open(proto, host, guest)?)
     }
     fn close_hostfwd(&mut self, entry: &HostFwdEntry) {
         if let Some(id) = self.driver_ids.remove(&(entry.proto, entry.host)) {
@@ -125,7 +124,7 @@ impl Forwards {
     ) -> Result<u32, ForwardError> {
         self.table
             .check(proto, host)
-            .map_err(|e| ForwardError::Table(e.desc))?;
+            .map_err(|e| ForwardError::Table(e.to_string()))?;
         let mut backend = Backend {
             default_guest: self.default_guest,
             driver,
@@ -136,7 +135,7 @@ impl Forwards {
         backend.open(proto, host, guest)?;
         self.table
             .add(proto, host, guest)
-            .map_err(|e| ForwardError::Table(e.desc))
+            .map_err(|e| ForwardError::Table(e.to_string()))
     }
 
     /// Answers one control-socket request (`switch`: the switch's counters for `stats`).

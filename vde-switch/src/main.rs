@@ -47,7 +47,7 @@ fn ctl(args: Vec<String>) -> ExitCode {
         });
         match reply
             .map_err(|e| format!("{}: {e}", cmd.api.display()))
-            .and_then(|r| render_reply(req, &r))
+            .and_then(|r| render_reply(req, &r).map_err(|e| e.to_string()))
         {
             Ok(text) => print!("{text}"),
             Err(e) => {

@@ -2,7 +2,19 @@
 //! it accepts slirp4netns' command line (parsed by `slirp_compat::slirp4netns`) and serves the
 //! namespace the same way, so rootlesskit and podman can drive it unchanged.
 
-use slirp_compat::slirp4netns::{self as s4n, Slirp4netnsCommand, Target};
+use slirp_compat::slirp4netns::{self as s4n, Slirp4netnsCommand, Slirp4netnsError, Target};
+
+/// Why the slirp4netns drop-in cannot serve a command line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropInError {
+    /// slirp4netns itself would refuse it (its wording).
+    #[error(transparent)]
+    Parse(#[from] Slirp4netnsError),
+    #[error("--target-type=bess is not supported by warren")]
+    Bess,
+    #[error("--outbound-addr is not supported by warren yet")]
+    OutboundAddr,
+}
 
 /// What the drop-in should do.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +35,10 @@ pub fn invoked_as_slirp4netns(argv0: &str) -> bool {
 
 /// Translates slirp4netns' arguments into warren's. Errors use slirp4netns' wording where it has
 /// one. Options warren does not need are accepted (rootlesskit passes them after probing `--help`).
-pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result<DropIn, String> {
+pub fn translate<I: IntoIterator<Item = String>>(
+    argv0: &str,
+    args: I,
+) -> Result<DropIn, DropInError> {
     let o = match s4n::parse_args(args)? {
         Slirp4netnsCommand::Help => return Ok(DropIn::Print(s4n::help_text(argv0))),
         Slirp4netnsCommand::Version => {
@@ -41,7 +56,7 @@ pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result
     match &o.target {
         Target::Pid(pid) => push("--netns", pid.to_string()),
         Target::NetnsPath(p) => push("--netns", p.display().to_string()),
-        Target::Bess(_) => return Err("--target-type=bess is not supported by warren".into()),
+        Target::Bess(_) => return Err(DropInError::Bess),
     }
     if let Some(t) = &o.tap_name {
         push("--tap", t.clone());
@@ -72,7 +87,7 @@ pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result
         );
     }
     if o.outbound_addr.is_some() || o.outbound_addr6.is_some() {
-        return Err("--outbound-addr is not supported by warren yet".into());
+        return Err(DropInError::OutboundAddr);
     }
     if o.mac_address.is_some() {
         eprintln!("WARNING: --macaddress is ignored: the tap keeps the kernel's address");
@@ -91,7 +106,7 @@ pub fn translate<I: IntoIterator<Item = String>>(argv0: &str, args: I) -> Result
 mod tests {
     use super::*;
 
-    fn t(args: &[&str]) -> Result<DropIn, String> {
+    fn t(args: &[&str]) -> Result<DropIn, DropInError> {
         translate("slirp4netns", args.iter().map(|s| s.to_string()))
     }
 
@@ -168,8 +183,15 @@ mod tests {
         assert!(
             matches!(t(&["--version"]), Ok(DropIn::Print(v)) if v.starts_with("slirp4netns version"))
         );
-        assert!(t(&["--bogus", "1", "tap0"]).is_err());
-        assert!(t(&["--outbound-addr=10.0.0.1", "1", "tap0"]).is_err());
+        assert_eq!(
+            t(&["--bogus", "1", "tap0"]).map_err(|e| e.to_string()),
+            Err("unrecognized option '--bogus'".into())
+        );
+        assert_eq!(
+            t(&["--outbound-addr=10.0.0.1", "1", "tap0"]),
+            Err(DropInError::OutboundAddr)
+        );
+        assert_eq!(t(&["--target-type=bess", "/tmp/b"]), Err(DropInError::Bess));
         assert!(invoked_as_slirp4netns("/usr/local/bin/slirp4netns"));
         assert!(!invoked_as_slirp4netns("warren"));
     }
