@@ -494,7 +494,8 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
     // time. Without a fresh unix socket the daemon cannot reach any unix socket on the host (a
     // session bus, a container engine's socket): its own are bound, listening or connected.
     let mut domains = vec![libc::AF_INET, libc::AF_INET6];
-    if plan.unix_peers {
+    // vhost-user: each QEMU connection is relayed to its daemon over a fresh unix socket pair.
+    if plan.unix_peers || plan.vhost_user {
         domains.push(libc::AF_UNIX);
     }
     rules.insert(

@@ -19,6 +19,8 @@
 //! No checksum or segmentation offloads are offered (see `--vhost-user` in the README): every frame is
 //! at most the LAN's MTU.
 
+mod relay;
+
 use super::{bind_unix, Context, FrontEnd, Host};
 use crate::reactor::{front_end_token, Keep, ReadyQueue, Token};
 use crate::switch::port::{PortCounters, PortId, Sent, Transmit, Tx, DGRAM_QUEUE_CAP};
@@ -26,7 +28,7 @@ use socket2::Type;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +55,9 @@ const TX_QUEUE: usize = 1;
 const QUEUE_SIZE: usize = 1024;
 /// Frames taken from the guest per wakeup before the other front ends get their turn.
 const BATCH: usize = 64;
-/// `VHOST_USER_F_PROTOCOL_FEATURES`.
+/// `VHOST_USER_F_PROTOCOL_FEATURES`: QEMU 7.2's vhost-user virtio-net fails to start without it
+/// (no protocol feature is offered under it, though; see `relay.rs` for why QEMU's messages are
+/// relayed).
 const PROTOCOL_FEATURES: u64 = 1 << 30;
 
 /// The virtio feature bits offered: version 1 and mergeable receive buffers. No offloads: a guest
@@ -71,6 +75,8 @@ pub struct Shared {
     queue: Arc<ReadyQueue>,
     /// QEMU disconnected.
     gone: AtomicBool,
+    /// The guest acked `VIRTIO_NET_F_MRG_RXBUF` (a frame may span several RX buffers).
+    mergeable: AtomicBool,
     /// Stops the vring worker thread after a disconnect.
     exit: Mutex<Vec<EventNotifier>>,
 }
@@ -110,7 +116,12 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::empty()
+    }
+
+    fn acked_features(&self, features: u64) {
+        let mrg = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        self.0.mergeable.store(mrg, Ordering::Release);
     }
 
     fn set_event_idx(&self, _enabled: bool) {}
@@ -193,10 +204,12 @@ impl Conn {
             return Put::Unusable;
         }
         let need = HDR_LEN + frame.len();
-        // Collect chains until they hold the frame; give them back if they do not.
+        let mergeable = self.shared.mergeable.load(Ordering::Acquire);
+        // Collect chains until they hold the frame (one chain without mergeable buffers); give them
+        // back if they do not.
         let mut chains = Vec::new();
         let mut room = 0;
-        while room < need {
+        while room < need && (mergeable || chains.is_empty()) {
             let q: &mut Queue = st.get_queue_mut();
             let Some(chain) = q.pop_descriptor_chain(mem) else {
                 break;
@@ -213,7 +226,8 @@ impl Conn {
             for _ in 0..chains.len() {
                 st.get_queue_mut().go_to_previous_position();
             }
-            return if chains.is_empty() || room < need {
+            // Without mergeable buffers, a posted buffer too small for the frame would never fit it.
+            return if chains.is_empty() || (mergeable && chains.len() <= u16::MAX as usize) {
                 Put::NoRoom
             } else {
                 Put::Unusable
@@ -474,6 +488,28 @@ pub fn bind(h: &mut Host<'_>, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends a connection's vring worker thread.
+fn stop_workers(shared: &Shared) {
+    for n in shared.exit.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = n.notify();
+    }
+}
+
+/// A connected pair for the relay: the daemon's listener (on an unguessable abstract name, closed
+/// once the daemon accepted) and the relay's end, already connected to it (first in the backlog).
+fn inner_pair() -> io::Result<(Listener, UnixStream)> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::linux::net::SocketAddrExt;
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let name = format!("warren-vhost-user-{}-{random:016x}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let l = UnixListener::bind_addr(&addr)?;
+    let c = UnixStream::connect_addr(&addr)?;
+    Ok((Listener::from(l), c))
+}
+
 /// Accepts QEMU connections on `listener` forever; each gets a daemon, announced on `tx`.
 fn accept_loop(
     listener: UnixListener,
@@ -482,9 +518,23 @@ fn accept_loop(
     me: Token,
     tx: mpsc::Sender<Arc<Shared>>,
 ) {
-    let mut listener = Listener::from(listener);
     let mut failures = 0u32;
     loop {
+        let qemu = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log::warn!("vhost-user {}: accept failed: {e}", path.display());
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                continue;
+            }
+        };
+        let (mut inner, relay_end) = match inner_pair() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("vhost-user {}: cannot connect the relay: {e}", path.display());
+                continue;
+            }
+        };
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let shared = Arc::new(Shared {
             mem: mem.clone(),
@@ -492,6 +542,7 @@ fn accept_loop(
             token: Mutex::new(None),
             queue: queue.clone(),
             gone: AtomicBool::new(false),
+            mergeable: AtomicBool::new(false),
             exit: Mutex::new(Vec::new()),
         });
         let mut daemon =
@@ -507,9 +558,17 @@ fn accept_loop(
                     continue;
                 }
             };
-        if let Err(e) = daemon.start(&mut listener) {
+        if let Err(e) = daemon.start(&mut inner) {
             log::warn!("vhost-user {}: {e}", path.display());
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            stop_workers(&shared);
+            continue;
+        }
+        drop(inner);
+        let relayed = std::thread::Builder::new()
+            .name("vhost-user-relay".into())
+            .spawn(move || relay::run(qemu, relay_end));
+        if let Err(e) = relayed {
+            log::warn!("vhost-user {}: cannot start a thread: {e}", path.display());
             continue;
         }
         if tx.send(shared.clone()).is_err() {
@@ -524,9 +583,7 @@ fn accept_loop(
                     log::debug!("vhost-user {name}: {e}");
                 }
                 shared.gone.store(true, Ordering::Release);
-                for n in shared.exit.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                    let _ = n.notify();
-                }
+                stop_workers(&shared);
                 shared.wake();
             });
         if let Err(e) = spawned {
