@@ -152,6 +152,7 @@ impl VhostUserBackend for NetBackend {
         {
             let mut v = self.0.vrings.lock().unwrap_or_else(|e| e.into_inner());
             if v.is_none() {
+                log::debug!("vhost-user: first kick (queue {_device_event})");
                 *v = Some(vrings.to_vec());
             }
         }
@@ -201,6 +202,11 @@ impl Conn {
         let mem: &GuestMemoryMmap = &guard;
         let mut st = vring.get_mut();
         if !st.is_enabled() || !st.get_queue().ready() {
+            log::debug!(
+                "vhost-user: RX queue not usable: enabled {} ready {}",
+                st.is_enabled(),
+                st.get_queue().ready()
+            );
             return Put::Unusable;
         }
         let need = HDR_LEN + frame.len();

@@ -1,12 +1,11 @@
 //! The control-socket relay between QEMU and rust-vmm's daemon.
 //!
-//! QEMU 7.2's virtio-net sends `SET_VRING_ENABLE` when the guest acks its features, before it sends
-//! the vhost-user `SET_FEATURES` that starts the device; and it needs
+//! QEMU 7.2's virtio-net sends `SET_VRING_ENABLE` (enable both rings) before the vhost-user
+//! `SET_FEATURES` that starts the device, and never again after it; and it needs
 //! `VHOST_USER_F_PROTOCOL_FEATURES` (without it, starting the device fails with EINVAL). rust-vmm's
 //! `vhost` and `vhost-user-backend` refuse `SET_VRING_ENABLE` until `SET_FEATURES` acked that bit, and
-//! drop the connection. Until that `SET_FEATURES`, the rings are disabled anyway (the spec: with
-//! protocol features they start disabled) and QEMU enables them again once the device has started,
-//! so the relay drops those early messages (no reply is due: `REPLY_ACK` is not offered) and passes
+//! drop the connection. So the relay holds those early messages back and sends them right after
+//! `SET_FEATURES` (no reply is due: QEMU asks for none on them), and passes
 //! everything else through, with the fds (`SCM_RIGHTS`) that come with them. Only control messages
 //! cross it; frames never do.
 
@@ -34,28 +33,47 @@ const MAX_FDS: usize = 8;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    /// An early `SET_VRING_ENABLE` (see the module doc).
-    Drop,
+    /// An early `SET_VRING_ENABLE` (see the module doc): held back until `SET_FEATURES` passed.
+    Defer,
 }
 
-/// Tracks the requests seen so far and judges the next one.
+/// Tracks the requests seen so far, judges the next one and keeps the deferred ones.
 #[derive(Default)]
 pub struct Filter {
     features_set: bool,
-    pub dropped: u64,
+    /// Whole messages (header and body) held back.
+    deferred: Vec<Vec<u8>>,
+    pub deferred_total: u64,
 }
 
 impl Filter {
-    pub fn judge(&mut self, request: u32, flags: u32) -> Verdict {
+    pub fn judge(&mut self, hdr: &[u8; HEADER], body: &[u8]) -> Verdict {
+        let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let (request, flags) = (word(0), word(4));
         match request {
             SET_FEATURES => self.features_set = true,
             SET_VRING_ENABLE if !self.features_set && flags & NEED_REPLY == 0 => {
-                self.dropped += 1;
-                return Verdict::Drop;
+                self.deferred_total += 1;
+                // At most one per ring and state change; a misbehaving peer cannot grow this much.
+                if self.deferred.len() < 64 {
+                    let mut m = hdr.to_vec();
+                    m.extend_from_slice(body);
+                    self.deferred.push(m);
+                }
+                return Verdict::Defer;
             }
             _ => {}
         }
         Verdict::Pass
+    }
+
+    /// The held-back messages to send after `request` passed (all of them after `SET_FEATURES`).
+    pub fn after(&mut self, request: u32) -> Vec<Vec<u8>> {
+        if request == SET_FEATURES {
+            std::mem::take(&mut self.deferred)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -96,7 +114,7 @@ fn read_with_fds(s: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::
     Ok(true)
 }
 
-/// Passes QEMU's requests to the daemon until either side closes; returns how many were dropped.
+/// Passes QEMU's requests to the daemon until either side closes; returns how many were held back.
 pub fn requests(qemu: &UnixStream, daemon: &UnixStream) -> io::Result<u64> {
     let mut filter = Filter::default();
     let mut body = vec![0u8; MAX_BODY];
@@ -104,7 +122,7 @@ pub fn requests(qemu: &UnixStream, daemon: &UnixStream) -> io::Result<u64> {
         let mut hdr = [0u8; HEADER];
         let mut fds = Vec::new();
         if !read_with_fds(qemu, &mut hdr, &mut fds)? {
-            return Ok(filter.dropped);
+            return Ok(filter.deferred_total);
         }
         let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let (request, flags, size) = (word(0), word(4), word(8) as usize);
@@ -116,8 +134,12 @@ pub fn requests(qemu: &UnixStream, daemon: &UnixStream) -> io::Result<u64> {
         if !read_with_fds(qemu, &mut body[..size], &mut fds)? && size > 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if filter.judge(request, flags) == Verdict::Drop {
-            log::debug!("vhost-user: dropped SET_VRING_ENABLE sent before SET_FEATURES");
+        log::trace!(
+            "vhost-user: request {request} flags {flags:#x} size {size} fds {}",
+            fds.len()
+        );
+        if filter.judge(&hdr, &body[..size]) == Verdict::Defer {
+            log::debug!("vhost-user: SET_VRING_ENABLE before SET_FEATURES: held back");
             continue;
         }
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
@@ -134,6 +156,10 @@ pub fn requests(qemu: &UnixStream, daemon: &UnixStream) -> io::Result<u64> {
             let all: Vec<u8> = hdr.iter().chain(&body[..size]).copied().collect();
             let mut w = daemon;
             w.write_all(&all[sent..])?;
+        }
+        for m in filter.after(request) {
+            let mut w = daemon;
+            w.write_all(&m)?;
         }
     }
 }
@@ -164,7 +190,7 @@ pub fn run(qemu: UnixStream, daemon: UnixStream) {
             let _ = to.shutdown(Shutdown::Both);
         });
     match requests(&qemu, &daemon) {
-        Ok(n) if n > 0 => log::debug!("vhost-user: {n} early SET_VRING_ENABLE dropped"),
+        Ok(n) if n > 0 => log::debug!("vhost-user: {n} early SET_VRING_ENABLE held back"),
         Ok(_) => {}
         Err(e) => log::info!("vhost-user: control connection: {e}"),
     }
@@ -179,15 +205,30 @@ pub fn run(qemu: UnixStream, daemon: UnixStream) {
 mod tests {
     use super::*;
 
+    fn hdr(req: u32, flags: u32, size: u32) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..4].copy_from_slice(&req.to_le_bytes());
+        h[4..8].copy_from_slice(&flags.to_le_bytes());
+        h[8..].copy_from_slice(&size.to_le_bytes());
+        h
+    }
+
     #[test]
-    fn early_vring_enables_are_dropped_then_passed() {
+    fn early_vring_enables_wait_for_set_features() {
         let mut f = Filter::default();
-        assert_eq!(f.judge(1, 0), Verdict::Pass); // GET_FEATURES
-        assert_eq!(f.judge(SET_VRING_ENABLE, 1), Verdict::Drop);
-        assert_eq!(f.judge(SET_VRING_ENABLE, 1 | NEED_REPLY), Verdict::Pass);
-        assert_eq!(f.judge(SET_FEATURES, 1), Verdict::Pass);
-        assert_eq!(f.judge(SET_VRING_ENABLE, 1), Verdict::Pass);
-        assert_eq!(f.dropped, 1);
+        assert_eq!(f.judge(&hdr(1, 1, 0), &[]), Verdict::Pass); // GET_FEATURES
+        assert!(f.after(1).is_empty());
+        assert_eq!(f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]), Verdict::Defer);
+        assert_eq!(
+            f.judge(&hdr(SET_VRING_ENABLE, 1 | NEED_REPLY, 8), &[0; 8]),
+            Verdict::Pass
+        );
+        assert_eq!(f.judge(&hdr(SET_FEATURES, 1, 8), &[0; 8]), Verdict::Pass);
+        let held = f.after(SET_FEATURES);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0][..4], SET_VRING_ENABLE.to_le_bytes());
+        assert_eq!(f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]), Verdict::Pass);
+        assert_eq!(f.deferred_total, 1);
     }
 
     #[test]
@@ -216,10 +257,12 @@ mod tests {
         q.write_all(&msg(SET_FEATURES, &[1; 8])).expect("write");
         drop(qemu);
         let mut got_fds = Vec::new();
-        let mut buf = vec![0u8; 2 * (HEADER + 8)];
+        let mut buf = vec![0u8; 3 * (HEADER + 8)];
         assert!(read_with_fds(&daemon, &mut buf, &mut got_fds).expect("read"));
-        assert_eq!(buf[..HEADER + 8], msg(12, &[0; 8])[..], "the early enable was dropped");
-        assert_eq!(buf[HEADER + 8..], msg(SET_FEATURES, &[1; 8])[..]);
+        let n = HEADER + 8;
+        assert_eq!(buf[..n], msg(12, &[0; 8])[..], "the early enable was held back");
+        assert_eq!(buf[n..2 * n], msg(SET_FEATURES, &[1; 8])[..]);
+        assert_eq!(buf[2 * n..], msg(SET_VRING_ENABLE, &[0; 8])[..], "then sent");
         assert_eq!(got_fds.len(), 1, "the kick fd crossed");
         assert_eq!(t.join().expect("relay thread").expect("relay"), 1);
     }
