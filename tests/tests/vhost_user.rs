@@ -242,10 +242,7 @@ fn run() -> &'static Run {
             std::thread::sleep(Duration::from_secs(1));
         }
         drop(g2);
-        consoles.push_str(&format!(
-            "===== stream guest =====\n{}\n",
-            stream.output()
-        ));
+        consoles.push_str(&format!("===== stream guest =====\n{}\n", stream.output()));
         let stream_results = stream.results();
         drop(stream);
         warren.stop(Duration::from_secs(5));
@@ -326,7 +323,10 @@ fn vhost_user_guest_talks_to_a_stream_guest() {
         assert_eq!(run.get(p, "peer_exit"), "0", "{}", run.context());
         assert_eq!(
             run.get(p, "peer_sha"),
-            run.stream.get("peer_sha").map(String::as_str).unwrap_or("?"),
+            run.stream
+                .get("peer_sha")
+                .map(String::as_str)
+                .unwrap_or("?"),
             "{}",
             run.context()
         );

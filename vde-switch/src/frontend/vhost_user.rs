@@ -42,7 +42,9 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -537,7 +539,10 @@ fn accept_loop(
         let (mut inner, relay_end) = match inner_pair() {
             Ok(p) => p,
             Err(e) => {
-                log::warn!("vhost-user {}: cannot connect the relay: {e}", path.display());
+                log::warn!(
+                    "vhost-user {}: cannot connect the relay: {e}",
+                    path.display()
+                );
                 continue;
             }
         };

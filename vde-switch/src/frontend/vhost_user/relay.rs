@@ -218,7 +218,10 @@ mod tests {
         let mut f = Filter::default();
         assert_eq!(f.judge(&hdr(1, 1, 0), &[]), Verdict::Pass); // GET_FEATURES
         assert!(f.after(1).is_empty());
-        assert_eq!(f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]), Verdict::Defer);
+        assert_eq!(
+            f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]),
+            Verdict::Defer
+        );
         assert_eq!(
             f.judge(&hdr(SET_VRING_ENABLE, 1 | NEED_REPLY, 8), &[0; 8]),
             Verdict::Pass
@@ -227,7 +230,10 @@ mod tests {
         let held = f.after(SET_FEATURES);
         assert_eq!(held.len(), 1);
         assert_eq!(held[0][..4], SET_VRING_ENABLE.to_le_bytes());
-        assert_eq!(f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]), Verdict::Pass);
+        assert_eq!(
+            f.judge(&hdr(SET_VRING_ENABLE, 1, 8), &[0; 8]),
+            Verdict::Pass
+        );
         assert_eq!(f.deferred_total, 1);
     }
 
@@ -260,9 +266,17 @@ mod tests {
         let mut buf = vec![0u8; 3 * (HEADER + 8)];
         assert!(read_with_fds(&daemon, &mut buf, &mut got_fds).expect("read"));
         let n = HEADER + 8;
-        assert_eq!(buf[..n], msg(12, &[0; 8])[..], "the early enable was held back");
+        assert_eq!(
+            buf[..n],
+            msg(12, &[0; 8])[..],
+            "the early enable was held back"
+        );
         assert_eq!(buf[n..2 * n], msg(SET_FEATURES, &[1; 8])[..]);
-        assert_eq!(buf[2 * n..], msg(SET_VRING_ENABLE, &[0; 8])[..], "then sent");
+        assert_eq!(
+            buf[2 * n..],
+            msg(SET_VRING_ENABLE, &[0; 8])[..],
+            "then sent"
+        );
         assert_eq!(got_fds.len(), 1, "the kick fd crossed");
         assert_eq!(t.join().expect("relay thread").expect("relay"), 1);
     }
