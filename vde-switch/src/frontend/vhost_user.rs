@@ -427,6 +427,10 @@ fn take_tx(
     let mut used = false;
     let mut more = false;
     let mut hdr = [0u8; HDR_LEN];
+    // No kicks while the queue is drained here (`VRING_USED_F_NO_NOTIFY`); re-enabled below once it
+    // is empty, or at the next wakeup when the batch filled up (`more`: the caller comes back).
+    let _ = st.disable_notification();
+    let mut rechecked = false;
     loop {
         if frames.len() >= BATCH {
             more = true;
@@ -434,7 +438,13 @@ fn take_tx(
         }
         let q: &mut Queue = st.get_queue_mut();
         let Some(chain) = q.pop_descriptor_chain(mem) else {
-            break;
+            // Buffers added between the last pop and re-enabling are seen here, not lost. Once
+            // only: a ring whose next entry cannot be popped (a broken avail ring) must not spin.
+            if rechecked || !matches!(st.enable_notification(), Ok(true)) {
+                break;
+            }
+            rechecked = true;
+            continue;
         };
         let head = chain.head_index();
         match chain.reader(mem) {
