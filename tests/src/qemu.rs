@@ -20,6 +20,8 @@ pub struct NetAttach {
     pub extra_args: Vec<String>,
     /// A command prefix QEMU runs under (e.g. `unshare --net ...`), if any.
     pub wrapper: Vec<String>,
+    /// Appended to the `-device virtio-net-pci,...` value (e.g. `,vectors=0`).
+    pub device_extra: String,
 }
 
 impl NetAttach {
@@ -29,9 +31,33 @@ impl NetAttach {
             netdev: netdev.into(),
             extra_args: Vec::new(),
             wrapper: Vec::new(),
+            device_extra: String::new(),
+        }
+    }
+
+    /// A vhost-user NIC served on the unix socket `path` (QEMU connects, retrying every second
+    /// while the backend is away): guest RAM in a shared memfd, and MSI-X off (`vectors=0`), without
+    /// which QEMU 7.2 under TCG crashes once the guest driver starts the device.
+    pub fn vhost_user(path: &std::path::Path) -> Self {
+        NetAttach {
+            netdev: "vhost-user,id=n0,chardev=c0".into(),
+            extra_args: [
+                "-chardev".to_owned(),
+                format!("socket,id=c0,path={},reconnect=1", path.display()),
+                "-object".to_owned(),
+                format!("memory-backend-memfd,id=mem,size={GUEST_RAM_MB}M,share=on"),
+                "-machine".to_owned(),
+                "memory-backend=mem".to_owned(),
+            ]
+            .to_vec(),
+            wrapper: Vec::new(),
+            device_extra: ",vectors=0".into(),
         }
     }
 }
+
+/// The guest's RAM (`-m`), in MiB.
+pub const GUEST_RAM_MB: u32 = 256;
 
 #[derive(Default)]
 struct Console {
@@ -63,7 +89,6 @@ impl Guest {
             "-accel",
             "tcg",
             "-m",
-            "256",
             "-smp",
             "1",
             "-nodefaults",
@@ -73,10 +98,13 @@ impl Guest {
             "-serial",
             "stdio",
             "-no-reboot",
-            "-kernel",
         ] {
             argv.push(a.into());
+            if a == "-m" {
+                argv.push(GUEST_RAM_MB.to_string());
+            }
         }
+        argv.push("-kernel".into());
         argv.push(image.kernel.display().to_string());
         argv.push("-initrd".into());
         argv.push(image.initrd.display().to_string());
@@ -86,7 +114,10 @@ impl Guest {
         argv.push("-netdev".into());
         argv.push(net.netdev.clone());
         argv.push("-device".into());
-        argv.push(format!("virtio-net-pci,netdev=n0,mac={mac},romfile="));
+        argv.push(format!(
+            "virtio-net-pci,netdev=n0,mac={mac},romfile={}",
+            net.device_extra
+        ));
         argv.extend(net.extra_args.iter().cloned());
 
         let mut cmd = Command::new(&argv[0]);

@@ -99,6 +99,9 @@ pub struct DaemonArgs {
     /// A dgram guest silent this long loses its port (default 300)
     #[arg(long, value_name = "SECS", value_parser = positive_secs, allow_negative_numbers = true, help_heading = "Front ends")]
     pub dgram_idle: Option<u64>,
+    /// vhost-user socket for -netdev vhost-user (QEMU connects; one port per guest)
+    #[arg(long, value_name = "PATH", help_heading = "Front ends")]
+    pub vhost_user: Vec<PathBuf>,
     /// VDE2 switch directory for -netdev vde,sock=DIR and vde_plug (frames <= 1518)
     #[arg(long, value_name = "DIR", help_heading = "Front ends")]
     pub vde: Vec<PathBuf>,
@@ -333,6 +336,7 @@ pub struct Options {
     pub listen: Vec<Listen>,
     pub dgram: Vec<PathBuf>,
     pub dgram_idle: std::time::Duration,
+    pub vhost_user: Vec<PathBuf>,
     pub vde: Vec<PathBuf>,
     pub vde_mode: Option<u32>,
     /// `--vde-group` as given; [`Options::resolve`] fills `vde_group`.
@@ -607,6 +611,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
             .chain(a.listen.into_iter().map(Listen::Tcp))
             .collect(),
         dgram: a.dgram,
+        vhost_user: a.vhost_user,
         dgram_idle: a
             .dgram_idle
             .map(std::time::Duration::from_secs)

@@ -174,6 +174,7 @@ fn main() -> ExitCode {
     }
     if opts.listen.is_empty()
         && opts.dgram.is_empty()
+        && opts.vhost_user.is_empty()
         && opts.vde.is_empty()
         && !opts.netns.active()
         && extras.as_ref().is_none_or(|x| x.stream_fd.is_none())
@@ -257,6 +258,7 @@ fn main() -> ExitCode {
                 pcap: opts.pcap.clone(),
                 dgram: dgram.clone(),
                 dgram_idle: opts.dgram_idle,
+                vhost_user: opts.vhost_user.clone(),
                 vde: vde.clone(),
                 isolate,
                 lan: opts.lan.clone(),
@@ -286,6 +288,12 @@ fn main() -> ExitCode {
             println!(
                 "warren: QEMU: -netdev dgram,id=net0,local.type=unix,local.path=GUEST.sock,remote.type=unix,remote.path={} -device virtio-net-pci,netdev=net0   (GUEST.sock: a path of the guest's own, writable by this user)",
                 p.display()
+            );
+        }
+        for p in &opts.vhost_user {
+            println!(
+                "warren: QEMU: {}   (SIZE: the guest's RAM, as -m; under TCG keep vectors=0)",
+                vde_switch::frontend::vhost_user::qemu_args(p)
             );
         }
         for v in &vde {

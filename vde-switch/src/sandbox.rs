@@ -65,6 +65,8 @@ pub struct Plan {
     /// peers): then Landlock may not confine resolving unix socket paths, and (dgram) abstract ones.
     pub unix_peers: bool,
     pub abstract_peers: bool,
+    /// `--vhost-user`: each QEMU connection makes eventfds and an epoll set (its vring worker).
+    pub vhost_user: bool,
     /// The `cmd:` guestfwds' commands (run by the exec helper).
     pub commands: Vec<String>,
     /// `warren run`'s command: the one process the daemon may signal.
@@ -97,6 +99,7 @@ impl Plan {
         }
         p.unix_peers = !opts.vde.is_empty() || !opts.dgram.is_empty();
         p.abstract_peers = !opts.dgram.is_empty();
+        p.vhost_user = !opts.vhost_user.is_empty();
         for g in &opts.config.guestfwds {
             if let netstack::config::GuestFwdTarget::Command(c) = &g.target {
                 if !p.commands.contains(c) {
@@ -491,7 +494,8 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
     // time. Without a fresh unix socket the daemon cannot reach any unix socket on the host (a
     // session bus, a container engine's socket): its own are bound, listening or connected.
     let mut domains = vec![libc::AF_INET, libc::AF_INET6];
-    if plan.unix_peers {
+    // vhost-user: each QEMU connection is relayed to its daemon over a fresh unix socket pair.
+    if plan.unix_peers || plan.vhost_user {
         domains.push(libc::AF_UNIX);
     }
     rules.insert(
@@ -527,6 +531,12 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
             libc::CLONE_THREAD as u64,
         )])],
     );
+    // vhost-user: a connection's vring worker waits on an epoll set of eventfds (its kicks, its exit
+    // event); the guest's memory arrives as memfds, mapped with mmap (allowed above).
+    if plan.vhost_user {
+        rules.insert(libc::SYS_eventfd2, Vec::new());
+        rules.insert(libc::SYS_epoll_create1, Vec::new());
+    }
     // clone3(): answered ENOSYS by the other filter (see `seccomp_program`).
     rules.insert(libc::SYS_clone3, Vec::new());
     // prctl(): naming threads only.

@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub dgram: Vec<PathBuf>,
     /// A dgram peer silent this long loses its port (zero: [`crate::frontend::dgram::IDLE`]).
     pub dgram_idle: Duration,
+    /// vhost-user sockets for QEMU `-netdev vhost-user` (see `frontend/vhost_user.rs`).
+    pub vhost_user: Vec<PathBuf>,
     /// VDE2 switch directories (see `frontend/vde.rs`).
     pub vde: Vec<crate::frontend::vde::VdeOptions>,
     /// Guests reach only the gateway, not each other.
@@ -92,6 +94,9 @@ impl Server {
         }
         for v in &opts.vde {
             frontend::vde::bind(h, v)?;
+        }
+        for path in &opts.vhost_user {
+            frontend::vhost_user::bind(h, path)?;
         }
         Ok(s)
     }

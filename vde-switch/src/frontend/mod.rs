@@ -16,6 +16,7 @@ pub mod dgram;
 pub mod stream;
 pub mod tap;
 pub mod vde;
+pub mod vhost_user;
 pub mod watch;
 
 use crate::atexit::AtExitList;
