@@ -247,12 +247,16 @@ impl DhcpServer {
 
     // ---- the address pool ----
 
-    /// Whether `ip` may be handed out at all: in the net, at or above `dhcp_start`, and not the
+    /// Whether `ip` may be handed out at all: in the net, from `dhcp_start` to `dhcp_end`, and not the
     /// network, broadcast, gateway or DNS address.
     fn in_pool(&self, ip: Ipv4Addr) -> bool {
         let net = &self.cfg.net;
         net.contains(ip)
             && u32::from(ip) >= u32::from(self.cfg.dhcp_start)
+            && self
+                .cfg
+                .dhcp_end
+                .is_none_or(|e| u32::from(ip) <= u32::from(e))
             && ip != net.network()
             && ip != net.broadcast()
             && ip != self.cfg.gateway
@@ -278,7 +282,11 @@ impl DhcpServer {
     fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         let start =
             u32::from(self.cfg.dhcp_start).max(u32::from(self.cfg.net.network()).saturating_add(1));
-        let end = u32::from(self.cfg.net.broadcast());
+        let end = u32::from(self.cfg.net.broadcast()).min(
+            self.cfg
+                .dhcp_end
+                .map_or(u32::MAX, |e| u32::from(e).saturating_add(1)),
+        );
         (start..end)
             .map(Ipv4Addr::from)
             .filter(|ip| self.in_pool(*ip))

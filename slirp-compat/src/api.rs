@@ -124,6 +124,16 @@ pub enum ApiRequest {
     ListLeases,
     /// warren: the gateway's counters.
     Stats,
+    /// warren: the VXLAN uplink's VTEPs and learnt MACs (`list_vxlan`).
+    ListVxlan,
+    /// warren: add a static remote VTEP (`add_vxlan_remote`, `{"remote":"ADDR[:PORT]"}`).
+    AddVxlanRemote {
+        remote: String,
+    },
+    /// warren: remove a static remote VTEP (`remove_vxlan_remote`).
+    RemoveVxlanRemote {
+        remote: String,
+    },
 }
 
 impl ApiRequest {
@@ -149,6 +159,10 @@ impl ApiRequest {
         #[derive(Serialize)]
         struct IdArg {
             id: u32,
+        }
+        #[derive(Serialize)]
+        struct RemoteArg<'a> {
+            remote: &'a str,
         }
         let bare = |execute| {
             to_bytes(&Req::<()> {
@@ -181,6 +195,15 @@ impl ApiRequest {
             }),
             ApiRequest::ListLeases => bare("list_leases"),
             ApiRequest::Stats => bare("stats"),
+            ApiRequest::ListVxlan => bare("list_vxlan"),
+            ApiRequest::AddVxlanRemote { remote } => to_bytes(&Req {
+                execute: "add_vxlan_remote",
+                arguments: Some(RemoteArg { remote }),
+            }),
+            ApiRequest::RemoveVxlanRemote { remote } => to_bytes(&Req {
+                execute: "remove_vxlan_remote",
+                arguments: Some(RemoteArg { remote }),
+            }),
         }
     }
 }
@@ -620,6 +643,10 @@ pub fn handle_request(
         }),
         ApiRequest::ListLeases => Ok(leases_response(&backend.leases())),
         ApiRequest::Stats => Ok(stats_response(backend.stats())),
+        // warren's daemon answers these itself (vde-switch/src/vxlan.rs) when it has an uplink.
+        ApiRequest::ListVxlan
+        | ApiRequest::AddVxlanRemote { .. }
+        | ApiRequest::RemoveVxlanRemote { .. } => Err(ApiError::new("no VXLAN uplink")),
     };
     result.unwrap_or_else(|e| e.to_json())
 }

@@ -52,6 +52,19 @@ pub enum CtlSubcommand {
     Leases,
     /// Show the gateway's counters
     Stats,
+    /// List the VXLAN uplink's remote VTEPs and learnt MACs
+    Vxlan,
+    /// Add a remote VTEP to the VXLAN uplink: ADDR[:PORT] (port 4789)
+    VxlanAdd {
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+    },
+    /// Remove a remote VTEP from the VXLAN uplink
+    #[command(alias = "vxlan-rm")]
+    VxlanRemove {
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+    },
 }
 
 // `warren ctl` alone (for parsing the words after `ctl`); `//`: a doc comment would be its about.
@@ -128,7 +141,8 @@ where
 {
     use clap::error::{ContextKind, ErrorKind};
     use clap::Parser;
-    const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";
+    const COMMANDS: &str =
+        "add-hostfwd, list, remove, leases, stats, vxlan, vxlan-add or vxlan-remove";
     let argv = std::iter::once("warren ctl".to_string()).chain(args.into_iter().map(Into::into));
     let a = match CtlCli::try_parse_from(argv) {
         Ok(c) => c.args,
@@ -198,6 +212,13 @@ where
         }
         CtlSubcommand::Leases => vec![ApiRequest::ListLeases],
         CtlSubcommand::Stats => vec![ApiRequest::Stats],
+        CtlSubcommand::Vxlan => vec![ApiRequest::ListVxlan],
+        CtlSubcommand::VxlanAdd { remote } => vec![ApiRequest::AddVxlanRemote {
+            remote: remote.ok_or_else(|| usage("vxlan-add REMOTE[:PORT]"))?,
+        }],
+        CtlSubcommand::VxlanRemove { remote } => vec![ApiRequest::RemoveVxlanRemote {
+            remote: remote.ok_or_else(|| usage("vxlan-remove REMOTE[:PORT]"))?,
+        }],
     };
     Ok(Ctl::Run(CtlCommand { api, requests }))
 }
@@ -228,7 +249,46 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, String> {
             let id = ret.and_then(|r| r.get("id")).ok_or("reply has no id")?;
             format!("id {}\n", s(id))
         }
-        ApiRequest::RemoveHostFwd { .. } => String::new(),
+        ApiRequest::RemoveHostFwd { .. }
+        | ApiRequest::AddVxlanRemote { .. }
+        | ApiRequest::RemoveVxlanRemote { .. } => String::new(),
+        ApiRequest::ListVxlan => {
+            let r = ret.ok_or("reply has no return")?;
+            let mut out = format!(
+                "VNI {}  local {}  group {}  MTU {}\nVTEP\tKIND\n",
+                r.get("vni").map(s).unwrap_or_default(),
+                r.get("local").map(s).unwrap_or_default(),
+                r.get("group").map(s).unwrap_or_else(|| "-".into()),
+                r.get("mtu").map(s).unwrap_or_default(),
+            );
+            for v in r
+                .get("vteps")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "{}\t{}\n",
+                    v.get("vtep").map(s).unwrap_or_default(),
+                    v.get("kind").map(s).unwrap_or_default()
+                ));
+            }
+            out.push_str("MAC\tVTEP\tIDLE\n");
+            for m in r
+                .get("macs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "{}\t{}\t{}s\n",
+                    m.get("mac").map(s).unwrap_or_default(),
+                    m.get("vtep").map(s).unwrap_or_default(),
+                    m.get("idle_secs").map(s).unwrap_or_default()
+                ));
+            }
+            out
+        }
         ApiRequest::ListHostFwd => {
             // warren and slirp4netns's man page: return.entries; slirp4netns's code: entries.
             let entries = ret

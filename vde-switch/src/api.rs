@@ -221,6 +221,10 @@ impl Server {
         if c.buf.is_empty() {
             return Keep::No;
         }
+        if let Some(reply) = self.vxlan_api(&c.buf) {
+            write_all_nonblocking(c.fd.get_ref(), &reply);
+            return Keep::No;
+        }
         let switch = self.switch_stats();
         let f = &mut self.forwards;
         let mut backend = Backend {

@@ -242,6 +242,10 @@ pub struct DaemonArgs {
     /// Warnings only
     #[arg(short, long, help_heading = "Limits and diagnostics")]
     pub quiet: bool,
+
+    // Overlay
+    #[command(flatten)]
+    pub vxlan: crate::vxlan::VxlanArgs,
 }
 
 // Value checks: each message follows clap's "invalid value 'V' for '--opt <V>': ".
@@ -343,6 +347,8 @@ pub struct Options {
     pub sandbox_selftest: Option<PathBuf>,
     /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
     pub lan: crate::server::LanOptions,
+    /// The VXLAN uplink, `--no-gateway`, `--dhcp-range` (`vxlan.rs`).
+    pub vxlan: crate::vxlan::VxlanOptions,
 }
 
 /// What the command line asks for.
@@ -516,6 +522,12 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
     config.gateway = a.gateway.unwrap_or(host(2));
     config.dns = a.dns_addr.unwrap_or(host(3));
     config.dhcp_start = a.dhcp_start.unwrap_or(host(15));
+    let vxlan = crate::vxlan::options(
+        a.vxlan,
+        &mut config,
+        a.mtu.is_some(),
+        a.dhcp_start.is_some(),
+    )?;
     let mut hostfwd = a.hostfwd;
     let mut guestfwd = a.guestfwd;
     // A -netdev user option string: same meaning and defaults as QEMU's.
@@ -580,6 +592,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         sandbox,
         sandbox_selftest: a.sandbox_selftest,
         lan,
+        vxlan,
     })
 }
 

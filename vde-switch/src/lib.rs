@@ -20,3 +20,4 @@ pub mod switch;
 pub mod sys;
 pub mod tap;
 pub mod vde;
+pub mod vxlan;

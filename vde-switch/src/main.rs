@@ -203,6 +203,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let vxlan_mtu = vde_switch::vxlan::plan_mtu(&mut opts.config, &mut opts.vxlan);
     let cfg = opts.config.clone();
     // --netns / warren run: the namespace is attached (and warren run's command started) before serving.
     let (mut attachment, running) =
@@ -257,7 +258,14 @@ fn main() -> ExitCode {
                 vde: vde.clone(),
                 isolate,
                 lan: opts.lan.clone(),
+                vxlan: opts.vxlan.clone(),
             })?;
+        if let Some(line) = &vxlan_mtu {
+            println!("warren: {line}");
+        }
+        if opts.vxlan.no_gateway {
+            println!("warren: --no-gateway: a pure switch (no DHCP, DNS, NAT); the gateway is elsewhere on the overlay");
+        }
         println!(
             "warren: serving {}/{}: gateway {} (host loopback: {}), DNS {}, first lease {}, MTU {}",
             cfg.net.network(),

@@ -177,6 +177,8 @@ pub enum Tx {
         queue: std::collections::VecDeque<Vec<u8>>,
         bytes: usize,
     },
+    /// The VXLAN uplink (`vxlan.rs`): each frame is encapsulated and sent to its VTEP(s).
+    Vxlan(Rc<std::cell::RefCell<crate::vxlan::Uplink>>),
 }
 
 /// One datagram on a connected socket.
@@ -222,7 +224,7 @@ impl Port {
         match &self.tx {
             Tx::Stream { queue, off, .. } => queue.len() - off,
             Tx::Datagram { bytes, .. } => *bytes,
-            Tx::Packet { .. } => 0,
+            Tx::Packet { .. } | Tx::Vxlan(_) => 0,
         }
     }
 
@@ -256,6 +258,13 @@ impl Port {
         self.counters.frames_out += 1;
         self.counters.bytes_out += frame.len() as u64;
         match &mut self.tx {
+            Tx::Vxlan(u) => {
+                match u.try_borrow_mut() {
+                    Ok(mut u) => u.send(frame),
+                    Err(_) => self.counters.drop_tx_full += 1,
+                }
+                Sent::Done
+            }
             Tx::Stream {
                 fd,
                 queue,
@@ -399,7 +408,7 @@ impl Port {
         match &self.tx {
             Tx::Stream { queue, off, .. } => queue.len() - off > TX_QUEUE_SOFT,
             Tx::Datagram { bytes, .. } => *bytes > DGRAM_QUEUE_CAP / 4,
-            Tx::Packet { .. } => false,
+            Tx::Packet { .. } | Tx::Vxlan(_) => false,
         }
     }
 
@@ -407,7 +416,7 @@ impl Port {
     pub fn stream_fd(&self) -> Option<&Rc<AsyncFd<OwnedFd>>> {
         match &self.tx {
             Tx::Stream { fd, .. } | Tx::Datagram { fd, .. } => Some(fd),
-            Tx::Packet { .. } => None,
+            Tx::Packet { .. } | Tx::Vxlan(_) => None,
         }
     }
 }

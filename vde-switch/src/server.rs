@@ -83,6 +83,8 @@ pub struct ServerOptions {
     pub isolate: bool,
     /// Storm control and table bounds.
     pub lan: LanOptions,
+    /// The VXLAN uplink and `--no-gateway` (`vxlan.rs`).
+    pub vxlan: crate::vxlan::VxlanOptions,
 }
 
 pub use crate::sys::register;
@@ -121,6 +123,8 @@ pub enum Endpoint {
     Tap(crate::tap::TapRx),
     /// Stops the server when readable: the namespace's process exited, or `--exit-fd` (`netns.rs`).
     ExitWatch(crate::netns::ExitWatch),
+    /// A socket of the VXLAN uplink (`vxlan.rs`).
+    Vxlan(crate::vxlan::VxlanRx),
 }
 
 /// What an endpoint handler wants done with its endpoint afterwards.
@@ -190,7 +194,15 @@ pub struct Server {
     closed: PortCounters,
     /// passt's `--one-off`: stop when a stream guest's port closes.
     one_off: bool,
+    /// The VXLAN uplink (`vxlan.rs`).
+    pub(crate) vxlan: Option<std::rc::Rc<std::cell::RefCell<crate::vxlan::Uplink>>>,
+    /// `--no-gateway`: nothing reaches the gateway; the uplink is trusted (DHCP server, gateway
+    /// addresses).
+    no_gateway: bool,
 }
+
+/// The switch's gateway MAC under `--no-gateway`: a group address no one sends from.
+const NO_GATEWAY_MAC: Mac = [0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
 
 impl Server {
     /// Binds every listener. `queue` must be the queue the driver was built with.
@@ -218,7 +230,11 @@ impl Server {
             dead: Vec::new(),
             link_waiting: false,
             macs: MacTable::new(opts.lan.max_macs, opts.lan.max_macs_per_port),
-            gateway_mac: driver.gw.mac(),
+            gateway_mac: if opts.vxlan.no_gateway {
+                NO_GATEWAY_MAC
+            } else {
+                driver.gw.mac()
+            },
             mtu_frame: usize::from(driver.gw.config().mtu) + ethernet::HEADER_LEN,
             pcap,
             stop: Arc::new(AtomicBool::new(false)),
@@ -240,6 +256,8 @@ impl Server {
             storm: opts.lan.storm,
             closed: PortCounters::default(),
             one_off: false,
+            vxlan: None,
+            no_gateway: opts.vxlan.no_gateway,
         };
         for l in &opts.listen {
             let sock = match l {
@@ -271,6 +289,8 @@ impl Server {
         for v in &opts.vde {
             crate::vde::bind(&mut s, v)?;
         }
+        let cfg = driver.gw.config();
+        crate::vxlan::bind(&mut s, &opts.vxlan, cfg.gateway_mac, cfg.gateway)?;
         Ok(s)
     }
 
@@ -409,7 +429,18 @@ impl Server {
         ));
         v.push(("macs", self.macs.len() as u64));
         v.push(("ip_bindings", self.guard.len() as u64));
+        v.extend(self.vxlan_stats());
         v
+    }
+
+    /// The gateway's MAC as the switch knows it (a placeholder under `--no-gateway`).
+    pub(crate) fn switch_gateway_mac(&self) -> Mac {
+        self.gateway_mac
+    }
+
+    /// Sends a frame from the gateway's side to one port (ICMP errors the switch itself answers).
+    pub(crate) fn send_to_port(&mut self, id: PortId, frame: &[u8]) {
+        self.port_send(id, frame, Class::Gateway);
     }
 
     /// One line per open port: its name and nonzero counters (for the exit log).
@@ -563,6 +594,7 @@ impl Server {
             Endpoint::ApiConn(c) => self.api_readable(idx, c, driver),
             Endpoint::Tap(t) => self.tap_readable(now, idx, t, driver),
             Endpoint::ExitWatch(w) => self.exit_watch_readable(idx, w),
+            Endpoint::Vxlan(v) => self.vxlan_readable(now, idx, v, driver),
         };
         self.finish_endpoint(idx, ep, keep);
     }
@@ -586,6 +618,7 @@ impl Server {
             let keep = match &mut ep {
                 Endpoint::Dgram(d) => self.dgram_tick(now, d),
                 Endpoint::VdeConn(c) => self.vde_tick(now, c),
+                Endpoint::Vxlan(v) => self.vxlan_tick(now, v),
                 _ => Keep::Yes,
             };
             self.finish_endpoint(idx, ep, keep);
@@ -783,7 +816,13 @@ impl Server {
         };
         p.counters.frames_in += 1;
         p.counters.bytes_in += frame.len() as u64;
-        if let Some(claim) = crate::guard::claims(frame, &self.protected_ips) {
+        // --no-gateway: the gateway is behind the uplink, which may claim its addresses and answer DHCP.
+        let trusted = self.no_gateway
+            && self
+                .vxlan
+                .as_ref()
+                .is_some_and(|u| u.try_borrow().is_ok_and(|u| u.port == port));
+        if let Some(claim) = crate::guard::claims(frame, &self.protected_ips).filter(|_| !trusted) {
             record(frame);
             p.counters.drop_spoofed += 1;
             log::debug!("port {port}: dropped a frame that {claim}");
@@ -821,7 +860,7 @@ impl Server {
         let claimed = match crate::guard::inspect(frame) {
             L3::Ipv4 {
                 dhcp_server: true, ..
-            } => {
+            } if !trusted => {
                 p.counters.drop_dhcp_server += 1;
                 log::debug!("port {port}: dropped a DHCP server message");
                 return false;
@@ -858,7 +897,7 @@ impl Server {
             }
         }
         match dest {
-            Dest::Gateway => true,
+            Dest::Gateway => !self.no_gateway,
             Dest::Port(_) | Dest::Flood { gateway: false } if self.isolate => {
                 if let Some(c) = self.port_counters_mut(port) {
                     c.drop_isolated += 1;
@@ -866,7 +905,9 @@ impl Server {
                 false
             }
             Dest::Port(p) => {
-                self.port_send(p, frame, Class::Peer);
+                if self.vxlan_fits(port, p, frame) {
+                    self.port_send(p, frame, Class::Peer);
+                }
                 false
             }
             Dest::Flood { gateway } => {
@@ -875,7 +916,7 @@ impl Server {
                         self.port_send(i as PortId, frame, Class::Flood);
                     }
                 }
-                gateway
+                gateway && !self.no_gateway
             }
             Dest::Drop => false,
         }
