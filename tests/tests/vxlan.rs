@@ -437,6 +437,52 @@ fn runtime_checks(socket: &Path, api_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// An IPv6 underlay: 70 bytes of overhead (guest MTU 1430), the same header and learning.
+#[test]
+fn ipv6_underlay() {
+    let w_ns = Netns::new("6w");
+    let r_ns = Netns::new("6r");
+    veth(&w_ns, "uw", "", &r_ns, "ur", "");
+    w_ns.ip(&["addr", "add", "fd00:4789::1/64", "dev", "uw", "nodad"]);
+    r_ns.ip(&["addr", "add", "fd00:4789::2/64", "dev", "ur", "nodad"]);
+    let vni = VNI.to_string();
+    let w = warren_in(
+        &w_ns,
+        &["--vxlan", "[fd00:4789::2]:4789", "--vxlan-vni", &vni, "-v"],
+    );
+    assert!(
+        w.stdout().contains("guest MTU 1430"),
+        "1500 - 70 over IPv6:\n{}",
+        w.stdout()
+    );
+    let socket = w.socket().to_path_buf();
+    let report = r_ns.run(move || -> Result<(), String> {
+        let r = UdpSocket::bind("[fd00:4789::2]:4789").expect("bind remote");
+        let warren: std::net::SocketAddr = "[fd00:4789::1]:4789".parse().expect("addr");
+        let (m, ip, gw) = (
+            [2, 0, 0, 0, 6, 1],
+            Ipv4Addr::new(10, 0, 2, 70),
+            Ipv4Addr::new(10, 0, 2, 2),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        r.send_to(&vxlan(VNI, &who_has(m, ip, gw)), warren)
+            .expect("send");
+        recv_vx(&r, deadline, arp_reply_for(m)).ok_or("no ARP reply over the IPv6 underlay")?;
+        // A guest's broadcast reaches the remote over IPv6.
+        let g = [2, 0, 0, 0, 0, 0x0b];
+        let mut c = StreamClient::connect(&socket).map_err(|e| format!("stream: {e}"))?;
+        c.send(&tagged([0xff; 6], g, b"over-ipv6")).expect("send");
+        recv_vx(&r, deadline, carries(b"over-ipv6")).ok_or("flood missed the IPv6 remote")?;
+        Ok(())
+    });
+    assert!(
+        report.is_ok(),
+        "{}\nwarren stderr:\n{}",
+        report.unwrap_err(),
+        w.stderr()
+    );
+}
+
 /// The value of DHCP option `code` in a DHCP message.
 fn dhcp_option(p: &[u8], code: u8) -> Option<Vec<u8>> {
     if p.len() < 240 {
@@ -644,14 +690,19 @@ sleep 100000
         .spawn()
         .expect("nc -l in the kernel stack's namespace");
     let ping = s_ns
-        .cmd("ping")
-        .args(["-c", "3", "-W", "5", "10.0.2.15"])
+        .cmd("busybox")
+        .args(["ping", "-c", "3", "-W", "5", "10.0.2.15"])
         .output()
-        .expect("ping");
-    assert!(
-        ping.status.success(),
-        "the kernel stack cannot ping the warren guest: {}\n{}",
+        .expect("busybox ping");
+    let replies = String::from_utf8_lossy(&ping.stdout)
+        .matches("bytes from")
+        .count();
+    assert_eq!(
+        replies,
+        3,
+        "the kernel stack's pings of the warren guest: {}{}\n{}",
         String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr),
         ctx(&guest)
     );
     // kernel stack -> guest.
