@@ -591,6 +591,19 @@ fn kernel_vxlan_interop() {
         k_ns.ip(&["link", "set", i, "up"]);
     }
     k_ns.ip(&["link", "set", "br0", "up"]);
+    // A veth leaves transmit checksums to "hardware" that never computes them, so the kernel stack's
+    // TCP would reach warren (a userspace VTEP) with unfilled inner checksums: compute them in
+    // software, as a real NIC would on the wire (what `ethtool -K eth0 tx off` does).
+    s_ns.run(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        sys_common::ethtool_set_value(
+            std::os::fd::AsFd::as_fd(&s),
+            b"eth0",
+            sys_common::ETHTOOL_STXCSUM,
+            0,
+        )
+        .expect("tx checksum offload off on the kernel stack's veth");
+    });
     let w = warren_in(
         &w_ns,
         &[
@@ -609,7 +622,8 @@ fn kernel_vxlan_interop() {
         r#"{prelude}
 dd if=/dev/urandom of=/tmp/mine bs=64k count={blocks} 2>/dev/null
 r mine_sha "$(sha256sum /tmp/mine | cut -d' ' -f1)"
-( nc -l -p 7000 > /tmp/theirs; r theirs_sha "$(sha256sum /tmp/theirs | cut -d' ' -f1)"; touch /tmp/recv_done ) &
+# (-e: busybox nc stops reading the network once its own stdin ends.)
+( nc -l -p 7000 -e sh -c 'cat > /tmp/theirs'; r theirs_len "$(wc -c < /tmp/theirs)"; r theirs_sha "$(sha256sum /tmp/theirs | cut -d' ' -f1)"; touch /tmp/recv_done ) &
 peer=10.0.2.16
 t0=$(ms); ok=fail
 while [ $(( $(ms) - t0 )) -lt 400000 ]; do
@@ -684,7 +698,7 @@ sleep 100000
         .cmd("sh")
         .arg("-c")
         .arg(format!(
-            "exec busybox nc -l -p 7001 > {}",
+            "exec busybox nc -l -p 7001 -e sh -c 'cat > {}'",
             recv_file.display()
         ))
         .spawn()
@@ -742,6 +756,7 @@ sleep 100000
     assert_eq!(get(&r, "mtu", &c), "1450", "{c}");
     assert_eq!(get(&r, "ping_peer", &c), "ok", "{c}");
     assert_eq!(get(&r, "send", &c), "ok", "{c}");
+    assert_eq!(get(&r, "theirs_len", &c), LEN.to_string(), "{c}");
     assert_eq!(
         get(&r, "theirs_sha", &c),
         sha256_hex(&data),
@@ -796,7 +811,8 @@ r http_sha "$(sha256sum /tmp/f | cut -d' ' -f1)"
 rm -f /tmp/f
 dd if=/dev/urandom of=/tmp/mine bs=64k count={blocks} 2>/dev/null
 r mine_sha "$(sha256sum /tmp/mine | cut -d' ' -f1)"
-( nc -l -p 7000 > /tmp/theirs; r theirs_sha "$(sha256sum /tmp/theirs | cut -d' ' -f1)"; touch /tmp/recv_done ) &
+# (-e: busybox nc stops reading the network once its own stdin ends.)
+( nc -l -p 7000 -e sh -c 'cat > /tmp/theirs'; r theirs_len "$(wc -c < /tmp/theirs)"; r theirs_sha "$(sha256sum /tmp/theirs | cut -d' ' -f1)"; touch /tmp/recv_done ) &
 for n in 15 16; do
   peer=10.0.2.$n
   [ "$peer" = "$ip" ] && continue
@@ -860,6 +876,9 @@ sleep 100000
         ["10.0.2.15", "10.0.2.16"],
         "both leases from the near warren\n{c}"
     );
+    for r in [&rn, &rf] {
+        assert_eq!(get(r, "theirs_len", &c), LEN.to_string(), "{c}");
+    }
     assert_eq!(
         get(&rn, "theirs_sha", &c),
         get(&rf, "mine_sha", &c),
