@@ -1477,6 +1477,29 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_end_bounds_the_pool() {
+        // --dhcp-range 10.0.2.100-10.0.2.101: two addresses, then exhausted.
+        let cfg = Config {
+            dhcp_start: ip("10.0.2.100"),
+            dhcp_end: Some(ip("10.0.2.101")),
+            ..Config::default()
+        };
+        let mut s = DhcpServer::new(&cfg);
+        let now = Instant::now();
+        let (a, b, c) = (
+            Client::new(MAC_A),
+            Client::new(MAC_B),
+            Client::new([2, 0, 0, 0, 0, 0xc]),
+        );
+        assert_eq!(dora(&mut s, now, &a), ip("10.0.2.100"));
+        assert_eq!(dora(&mut s, now, &b), ip("10.0.2.101"));
+        assert_eq!(
+            s.handle(now, [2, 0, 0, 0, 0, 0xc], &c.discover()),
+            Err(DhcpError::PoolExhausted)
+        );
+    }
+
+    #[test]
     fn expired_leases_and_offers_are_reused() {
         // A one-address pool: 10.0.2.0/29 with dhcp_start .6 → only .6.
         let cfg = Config {

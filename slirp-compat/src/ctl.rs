@@ -420,6 +420,48 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_commands() {
+        assert_eq!(
+            run(&["--api", "/a", "vxlan"]).request_bytes(),
+            vec![br#"{"execute":"list_vxlan"}"#.to_vec()]
+        );
+        assert_eq!(
+            run(&["--api", "/a", "vxlan-add", "192.0.2.7:4789"]).request_bytes(),
+            vec![
+                br#"{"execute":"add_vxlan_remote","arguments":{"remote":"192.0.2.7:4789"}}"#
+                    .to_vec()
+            ]
+        );
+        assert_eq!(
+            run(&["--api", "/a", "vxlan-remove", "192.0.2.7"]).request_bytes(),
+            vec![
+                br#"{"execute":"remove_vxlan_remote","arguments":{"remote":"192.0.2.7"}}"#.to_vec()
+            ]
+        );
+        assert!(err(&["--api", "/a", "vxlan-add"]).contains("vxlan-add REMOTE"));
+        let text = render_reply(
+            &ApiRequest::ListVxlan,
+            br#"{"return":{"vni":42,"local":["0.0.0.0:4789"],"group":null,"mtu":1450,
+               "vteps":[{"vtep":"192.0.2.7:4789","kind":"static"}],
+               "macs":[{"mac":"02:00:00:00:00:01","vtep":"192.0.2.7:4789","idle_secs":3}]}}"#,
+        )
+        .expect("renders");
+        assert!(text.contains("VNI 42"), "{text}");
+        assert!(text.contains("192.0.2.7:4789\tstatic"), "{text}");
+        assert!(
+            text.contains("02:00:00:00:00:01\t192.0.2.7:4789\t3s"),
+            "{text}"
+        );
+        assert_eq!(
+            render_reply(
+                &ApiRequest::ListVxlan,
+                br#"{"error":{"desc":"no VXLAN uplink"}}"#
+            ),
+            Err("no VXLAN uplink".into())
+        );
+    }
+
+    #[test]
     fn bad_command_lines() {
         assert!(err(&["list"]).contains("--api PATH is required"));
         assert!(err(&["--api"]).contains("--api needs a PATH"));

@@ -1151,6 +1151,90 @@ mod tests {
     }
 
     #[test]
+    fn command_line() {
+        let p = |a: &[&str]| crate::cli::parse(a.iter().map(|s| s.to_string()));
+        let o = p(&[
+            "--vxlan",
+            "192.0.2.7",
+            "--vxlan",
+            "[2001:db8::7]:8472",
+            "--vxlan-vni",
+            "42",
+            "--vxlan-age",
+            "9",
+            "--no-gateway",
+            "--dhcp-range",
+            "10.0.2.100-10.0.2.120",
+        ])
+        .expect("ok");
+        assert_eq!(
+            o.vxlan.remotes,
+            vec![
+                "192.0.2.7:4789".parse::<SocketAddr>().expect("addr"),
+                "[2001:db8::7]:8472".parse().expect("addr")
+            ]
+        );
+        assert_eq!(o.vxlan.vni, 42);
+        assert_eq!(o.vxlan.age, Duration::from_secs(9));
+        assert!(o.vxlan.no_gateway && o.vxlan.active() && !o.vxlan.mtu_given);
+        assert_eq!(o.config.dhcp_start, Ipv4Addr::new(10, 0, 2, 100));
+        assert_eq!(o.config.dhcp_end, Some(Ipv4Addr::new(10, 0, 2, 120)));
+        assert_eq!(
+            p(&[]).expect("ok").vxlan,
+            VxlanOptions {
+                vni: 1,
+                age: DEFAULT_AGE,
+                ..VxlanOptions::default()
+            }
+        );
+        for (bad, what) in [
+            (&["--vxlan-vni", "16777216"][..], "--vxlan-vni"),
+            (&["--vxlan", "foo"], "--vxlan"),
+            (&["--vxlan-group", "192.0.2.1"], "multicast"),
+            (&["--vxlan", "0.0.0.0"], "unicast"),
+            (&["--vxlan-vni", "5"], "need --vxlan"),
+            (&["--dhcp-range", "10.0.2.100-10.0.3.1"], "outside"),
+            (
+                &[
+                    "--dhcp-range",
+                    "10.0.2.1-10.0.2.9",
+                    "--dhcp-start",
+                    "10.0.2.3",
+                ],
+                "contradict",
+            ),
+        ] {
+            let e = p(bad).expect_err(what);
+            assert!(e.contains(what), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn mtu_planning() {
+        let mut cfg = netstack::config::Config::default();
+        let mut o = VxlanOptions {
+            remotes: vec!["127.0.0.1:4789".parse().expect("addr")],
+            ..VxlanOptions::default()
+        };
+        // Loopback's route MTU is about 64 KiB: the uplink carries ~65485, the LAN keeps 1500.
+        plan_mtu(&mut cfg, &mut o);
+        assert_eq!(cfg.mtu, 1500);
+        assert!(o.uplink_mtu > 65000, "{}", o.uplink_mtu);
+        // --mtu is kept as given.
+        let mut cfg = netstack::config::Config {
+            mtu: 9000,
+            ..Default::default()
+        };
+        o.mtu_given = true;
+        assert!(plan_mtu(&mut cfg, &mut o).is_none());
+        assert_eq!(cfg.mtu, 9000);
+        o.mtu_given = false;
+        plan_mtu(&mut cfg, &mut o);
+        assert_eq!(cfg.mtu, 9000, "below the underlay's 65486: unchanged");
+        assert!(plan_mtu(&mut cfg, &mut VxlanOptions::default()).is_none());
+    }
+
+    #[test]
     fn learning_and_aging() {
         let t0 = Instant::now();
         let mut t = VtepTable::new(2, Duration::from_secs(10));
