@@ -483,6 +483,98 @@ fn ipv6_underlay() {
     );
 }
 
+/// `--vxlan-group`: floods go to the multicast group; a VTEP heard on the group is learned and
+/// answered by unicast; a stranger's unicast is still refused.
+#[test]
+fn multicast_group_flood_and_learn() {
+    let w_ns = Netns::new("mw");
+    let r_ns = Netns::new("mr");
+    veth(
+        &w_ns,
+        "uw",
+        "192.168.82.1/24",
+        &r_ns,
+        "ur",
+        "192.168.82.2/24",
+    );
+    r_ns.ip(&["addr", "add", "192.168.82.3/24", "dev", "ur"]);
+    w_ns.ip(&["route", "add", "224.0.0.0/4", "dev", "uw"]);
+    r_ns.ip(&["route", "add", "224.0.0.0/4", "dev", "ur"]);
+    let vni = VNI.to_string();
+    let w = warren_in(
+        &w_ns,
+        &[
+            "--vxlan-group",
+            "239.1.1.1",
+            "--vxlan-vni",
+            &vni,
+            "--api",
+            "{dir}/api",
+            "-v",
+        ],
+    );
+    let api_path = w.dir().join("api");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !api_path.exists() {
+        assert!(Instant::now() < deadline, "no API socket\n{}", w.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let socket = w.socket().to_path_buf();
+    let report = r_ns.run(move || -> Result<(), String> {
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let member = UdpSocket::bind("239.1.1.1:4789").expect("bind group");
+        member
+            .join_multicast_v4(&group, &Ipv4Addr::new(192, 168, 82, 2))
+            .expect("join");
+        let vtep = UdpSocket::bind("192.168.82.2:4789").expect("bind vtep");
+        let stranger = UdpSocket::bind("192.168.82.3:4789").expect("bind stranger");
+        let soon = || Instant::now() + Duration::from_secs(10);
+        // A guest's broadcast goes to the group.
+        let g = [2, 0, 0, 0, 0, 0x0c];
+        let mut c = StreamClient::connect(&socket).map_err(|e| format!("stream: {e}"))?;
+        c.send(&tagged([0xff; 6], g, b"to-the-group"))
+            .expect("send");
+        recv_vx(&member, soon(), carries(b"to-the-group")).ok_or("the group got no flood")?;
+        // A VTEP speaking on the group is learned and answered by unicast.
+        let (m, gw) = ([2, 0, 0, 0, 8, 1], Ipv4Addr::new(10, 0, 2, 2));
+        vtep.send_to(
+            &vxlan(VNI, &who_has(m, Ipv4Addr::new(10, 0, 2, 80), gw)),
+            "239.1.1.1:4789",
+        )
+        .expect("send to the group");
+        recv_vx(&vtep, soon(), arp_reply_for(m)).ok_or("no unicast reply to the group member")?;
+        let list = api(&api_path, r#"{"execute":"list_vxlan"}"#);
+        if !list.contains(r#""kind":"group","vtep":"192.168.82.2:4789""#)
+            || !list.contains(r#""mac":"02:00:00:00:08:01","vtep":"192.168.82.2:4789""#)
+        {
+            return Err(format!("list_vxlan: {list}"));
+        }
+        // Unicast from an address never heard on the group: dropped.
+        let before = stat(&api_path, "vxlan_drop_source");
+        let m2 = [2, 0, 0, 0, 8, 2];
+        stranger
+            .send_to(
+                &vxlan(VNI, &who_has(m2, Ipv4Addr::new(10, 0, 2, 81), gw)),
+                "192.168.82.1:4789",
+            )
+            .expect("send");
+        let quiet = Instant::now() + Duration::from_millis(1500);
+        if recv_vx(&stranger, quiet, arp_reply_for(m2)).is_some() {
+            return Err("a stranger was answered".into());
+        }
+        if stat(&api_path, "vxlan_drop_source") <= before {
+            return Err("drop_source not counted".into());
+        }
+        Ok(())
+    });
+    assert!(
+        report.is_ok(),
+        "{}\nwarren stderr:\n{}",
+        report.unwrap_err(),
+        w.stderr()
+    );
+}
+
 /// The value of DHCP option `code` in a DHCP message.
 fn dhcp_option(p: &[u8], code: u8) -> Option<Vec<u8>> {
     if p.len() < 240 {
