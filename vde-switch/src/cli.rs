@@ -550,6 +550,11 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
             return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()));
         }
     }
+    if vxlan.no_gateway && (!hostfwd.is_empty() || !guestfwd.is_empty()) {
+        return Err(
+            "--no-gateway: forwards need the gateway (set them on the warren that has it)".into(),
+        );
+    }
     config.validate()?;
     Ok(Options {
         config,

@@ -1193,6 +1193,10 @@ mod tests {
             (&["--vxlan-group", "192.0.2.1"], "multicast"),
             (&["--vxlan", "0.0.0.0"], "unicast"),
             (&["--vxlan-vni", "5"], "need --vxlan"),
+            (
+                &["--no-gateway", "--hostfwd", "tcp::2222-:22"],
+                "forwards need the gateway",
+            ),
             (&["--dhcp-range", "10.0.2.100-10.0.3.1"], "outside"),
             (
                 &[
