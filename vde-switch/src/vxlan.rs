@@ -910,7 +910,10 @@ impl Server {
         {
             let mut u = v.uplink.borrow_mut();
             port = u.port;
-            while frames.len() < BATCH && v.buf.len() - used >= room {
+            // Bounded also in datagrams dropped, and in receive errors (reported once each).
+            let mut attempts = 0;
+            while frames.len() < BATCH && attempts < 4 * BATCH && v.buf.len() - used >= room {
+                attempts += 1;
                 if !poll_ready(&v.fd, &waker, false) {
                     more = false;
                     break;
