@@ -181,6 +181,18 @@ impl Config {
             ("dns", self.dns),
             ("dhcp start", self.dhcp_start),
         ] {
+            // The DNS address may also lie outside the network, reached through the gateway
+            // (pasta's `--dns-forward 169.254.1.1`, podman 5's default): any unicast address.
+            if name == "dns" && !self.net.contains(ip) {
+                if ip.octets()[0] == 0
+                    || ip.is_loopback()
+                    || ip.is_multicast()
+                    || ip.octets()[0] >= 240
+                {
+                    return Err(format!("dns address {ip} cannot be reached through the gateway (unspecified, loopback, multicast or reserved)"));
+                }
+                continue;
+            }
             if !self.net.contains(ip) {
                 return Err(format!(
                     "{name} address {ip} is outside {}/{}",
@@ -193,15 +205,10 @@ impl Config {
                 ));
             }
         }
+        // A guestfwd may sit on the gateway's address (pasta's -T: gateway:P to a host port).
         for g in &self.guestfwds {
             if !self.net.contains(g.addr)
-                || [
-                    self.gateway,
-                    self.dns,
-                    self.net.network(),
-                    self.net.broadcast(),
-                ]
-                .contains(&g.addr)
+                || [self.dns, self.net.network(), self.net.broadcast()].contains(&g.addr)
             {
                 return Err(format!(
                     "guestfwd address {} must be a free address inside the network",

@@ -8,9 +8,11 @@
 //! One protocol per file: [`arp`], [`dhcp`], [`dns`], [`tcp`], [`udp`], [`icmp`]; packet views live in
 //! [`wire`].
 
+pub mod addr6;
 pub mod arp;
 pub mod config;
 pub mod dhcp;
+pub mod dhcpv6;
 pub mod dns;
 pub mod driver;
 pub mod flow;
@@ -18,6 +20,7 @@ pub mod fwd;
 pub mod gateway;
 pub mod host;
 pub mod icmp;
+pub mod ndp;
 pub mod neigh;
 pub mod pcap;
 pub mod resolv;

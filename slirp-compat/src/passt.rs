@@ -49,6 +49,21 @@ pub enum Ports {
     Specs(Vec<PortForward>),
 }
 
+/// pasta's `auto` (`-t auto`, `-t ADDR/auto`, `-t 8000-8010,auto`): forward the ports in `ranges`
+/// (all when empty) while they are bound inside the namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoPorts {
+    /// Host address the forwards bind (`ADDR/auto`); `None`: all addresses.
+    pub addr: Option<IpAddr>,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl AutoPorts {
+    pub fn wants(&self, port: u16) -> bool {
+        self.ranges.is_empty() || self.ranges.iter().any(|&(a, b)| (a..=b).contains(&port))
+    }
+}
+
 /// What the command line asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
@@ -62,6 +77,9 @@ pub struct Parsed {
     pub log_file: Option<PathBuf>,
     /// `-1`/`--one-off` (passt): exit when the guest disconnects.
     pub one_off: bool,
+    /// `-F`/`--fd` (passt): an inherited, connected stream socket to the guest (QEMU's `-netdev
+    /// passt` passes `--fd 3`); implies `one_off`.
+    pub fd: Option<i32>,
     /// `-s`/`--socket` (passt).
     pub socket: Option<PathBuf>,
     /// `-P`/`--pid`.
@@ -86,6 +104,16 @@ pub struct Parsed {
     pub no_map_gw: bool,
     pub tcp: Vec<Ports>,
     pub udp: Vec<Ports>,
+    /// pasta `-t auto` (also pasta's default when no `-t` is given).
+    pub tcp_auto: Option<AutoPorts>,
+    /// pasta `-u auto` (also the default when no `-u` is given).
+    pub udp_auto: Option<AutoPorts>,
+    /// pasta `-T`: namespace ports (`host` here) reaching host loopback ports (`guest` here).
+    pub tcp_ns: Vec<PortForward>,
+    /// pasta `-U` ranges (accepted only while the gateway reaches the host's loopback).
+    pub udp_ns: Vec<PortForward>,
+    /// pasta `-T auto|all` / `-U auto|all`.
+    pub ns_all: bool,
     /// pasta: `--netns`.
     pub netns: Option<String>,
     /// pasta: `--userns`.
@@ -94,6 +122,8 @@ pub struct Parsed {
     pub ns_ifname: Option<String>,
     /// pasta: `--config-net`.
     pub config_net: bool,
+    /// pasta: `--no-netns-quit`: keep running when the namespace file is removed.
+    pub no_netns_quit: bool,
     /// Operands (pasta: PID, namespace path or command; passt takes none).
     pub operands: Vec<String>,
     /// One line each about options accepted with a different meaning.
@@ -346,9 +376,17 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
     if spec == "none" {
         return Ok(Ports::None);
     }
-    if spec == "all" || spec == "auto" {
+    if spec.split(',').any(|s| s == "auto" || s.ends_with("/auto")) {
         return Err(format!(
-            "--{opt} {spec}: not supported by warren (it forwards the ports it is given: list them, e.g. 8080 or 8080:80)"
+            "--{opt} {spec}: 'auto' (forward the ports bound inside the namespace) is a pasta option only"
+        ));
+    }
+    if spec
+        .split(',')
+        .any(|s| s == "all" || s.ends_with("/all") || s.starts_with("all:"))
+    {
+        return Err(format!(
+            "--{opt} {spec}: 'all' (every free port, one host socket each) is not supported by warren: list the ports, e.g. 8080 or 8000-8100"
         ));
     }
     // The address part: everything up to the last '/' (IPv6 addresses contain ':' but no '/').
@@ -426,6 +464,40 @@ pub fn parse_ports(opt: &str, spec: &str) -> Result<Ports, String> {
     Ok(Ports::Specs(out))
 }
 
+/// pasta's `auto` in a `-t`/`-u` spec: `[ADDR/]auto` or `[ADDR/]RANGES,auto` (RANGES without
+/// port mapping or exclusions). `None` when the spec has no `auto`.
+fn parse_auto(kind: Kind, opt: &str, spec: &str) -> Result<Option<AutoPorts>, String> {
+    let (addr, list) = match spec.rsplit_once('/') {
+        Some((a, l)) => (Some(a), l),
+        None => (None, spec),
+    };
+    if !list.split(',').any(|i| i == "auto") {
+        return Ok(None);
+    }
+    if kind == Kind::Passt {
+        return Err(format!("--{opt} {spec}: 'auto' is a pasta option only"));
+    }
+    let addr = match addr {
+        Some(a) if a.contains('%') => {
+            return Err(format!(
+                "--{opt} {spec}: binding a forward to an interface (ADDR%IFACE) is not supported by warren"
+            ))
+        }
+        Some(a) => Some(ip(opt, a.trim_start_matches('[').trim_end_matches(']'))?),
+        None => None,
+    };
+    let mut ranges = Vec::new();
+    for item in list.split(',').filter(|i| *i != "auto") {
+        if item.contains(':') || item.starts_with('~') {
+            return Err(format!(
+                "--{opt} {spec}: with 'auto', warren takes plain port ranges (no mapping, no exclusions)"
+            ));
+        }
+        ranges.push(range(item, spec)?);
+    }
+    Ok(Some(AutoPorts { addr, ranges }))
+}
+
 fn refused(kind: Kind, long: &str, why: &str) -> String {
     format!("{}: --{long}: {why}", kind.name())
 }
@@ -469,6 +541,15 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             "log-file" => p.log_file = Some(PathBuf::from(v)),
             "log-size" => note("accepted; the log file is not rotated".into()),
             "one-off" => p.one_off = true,
+            "fd" if kind == Kind::Passt => {
+                let n: i32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 3)
+                    .ok_or_else(|| format!("--fd {v:?}: expected a descriptor number, 3 or above"))?;
+                p.fd = Some(n);
+                p.one_off = true;
+            }
             "socket" | "socket-path" => p.socket = Some(PathBuf::from(v)),
             "pid" => p.pid_file = Some(PathBuf::from(v)),
             "pcap" => p.pcap = Some(PathBuf::from(v)),
@@ -526,21 +607,30 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
             "no-ndp" | "no-dhcpv6" | "no-ra" | "no-splice" | "no-copy-routes" | "no-copy-addrs" => {
                 // True in warren anyway: no IPv6 services, no splicing, nothing copied from the host.
             }
-            "no-netns-quit" => p.notes.push(format!(
-                "{}: --no-netns-quit: accepted; warren never watches the namespace path",
-                kind.name()
-            )),
-            "tcp-ports" => p.tcp.push(parse_ports(long, &v)?),
-            "udp-ports" => p.udp.push(parse_ports(long, &v)?),
-            "tcp-ns" | "udp-ns" => {
-                if v != "none" {
-                    return Err(refused(
-                        kind,
-                        long,
-                        "forwarding namespace ports to the host is not supported by warren (only 'none')",
-                    ));
+            "no-netns-quit" => p.no_netns_quit = true,
+            "tcp-ports" | "udp-ports" => {
+                let tcp = long == "tcp-ports";
+                match parse_auto(kind, long, &v)? {
+                    Some(a) if tcp => p.tcp_auto = Some(a),
+                    Some(a) => p.udp_auto = Some(a),
+                    None if tcp => p.tcp.push(parse_ports(long, &v)?),
+                    None => p.udp.push(parse_ports(long, &v)?),
                 }
             }
+            "tcp-ns" | "udp-ns" => match v.as_str() {
+                "none" => {}
+                "auto" | "all" => p.ns_all = true,
+                _ => {
+                    let Ports::Specs(f) = parse_ports(long, &v)? else {
+                        continue;
+                    };
+                    if long == "tcp-ns" {
+                        p.tcp_ns.extend(f);
+                    } else {
+                        p.udp_ns.extend(f);
+                    }
+                }
+            },
             "netns" => p.netns = Some(v),
             "userns" => p.userns = Some(PathBuf::from(v)),
             "ns-ifname" => p.ns_ifname = Some(v),
@@ -556,7 +646,14 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
                     ));
                 }
             }
-            "fd" | "outbound" | "outbound-if4" | "outbound-if6" | "hostname" | "fqdn"
+            "outbound-if4" | "outbound-if6" => {
+                return Err(refused(
+                    kind,
+                    long,
+                    "binding outbound sockets to an interface is not supported by warren (its connections follow the host's routing table)",
+                ))
+            }
+            "fd" | "outbound" | "hostname" | "fqdn"
             | "no-tcp" | "no-udp" | "no-icmp" | "no-dhcp" | "splice-only" | "freebind"
             | "ns-mac-addr" | "dhcp-dns" | "no-dhcp-dns" | "dhcp-search" | "no-dhcp-search"
             | "netns-only" | "host-lo-to-ns-lo" | "vhost-user" | "print-capabilities"
@@ -568,14 +665,15 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
         }
     }
     if kind == Kind::Pasta && !p.help && !p.version {
-        for (given, opt) in [(!p.tcp.is_empty(), "-t"), (!p.udp.is_empty(), "-u")] {
-            if !given {
-                p.notes.push(format!(
-                    "pasta: no {opt}: pasta would forward bound ports automatically ('auto'); warren forwards none"
-                ));
-            }
+        // pasta's default for both: auto.
+        if p.tcp.is_empty() && p.tcp_auto.is_none() {
+            p.tcp_auto = Some(AutoPorts::default());
+        }
+        if p.udp.is_empty() && p.udp_auto.is_none() {
+            p.udp_auto = Some(AutoPorts::default());
         }
     }
+    namespace_to_host(kind, &mut p)?;
     if addr6 {
         return Err(format!(
             "{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)",
@@ -589,6 +687,52 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, String> {
         ));
     }
     Ok(p)
+}
+
+/// Most namespace ports `-T` may name (each is one entry the gateway checks per new TCP flow).
+pub const MAX_NS_PORTS: usize = 1024;
+
+/// pasta's `-T`/`-U` (namespace to host: the namespace connects to a port on its own loopback and
+/// reaches the host's loopback). In warren the namespace reaches the host's loopback through the
+/// gateway address instead: `-T P[:Q]` makes GATEWAY:P lead to the host's 127.0.0.1:Q even with
+/// `--no-map-gw`; `auto`/`all` and `-U` need the gateway's host-loopback mapping (no `--no-map-gw`),
+/// which reaches every host loopback port, TCP and UDP.
+fn namespace_to_host(kind: Kind, p: &mut Parsed) -> Result<(), String> {
+    let n: usize = p
+        .tcp_ns
+        .iter()
+        .map(|f| usize::from(f.host.1 - f.host.0) + 1)
+        .sum();
+    if n > MAX_NS_PORTS {
+        return Err(format!(
+            "{}: --tcp-ns: {n} ports; warren forwards at most {MAX_NS_PORTS} namespace ports to the host",
+            kind.name()
+        ));
+    }
+    if p.no_map_gw && p.ns_all {
+        return Err(format!(
+            "{}: -T/-U auto|all with --no-map-gw: warren reaches host ports through the gateway address; list the TCP ports (-T 5432) or drop --no-map-gw",
+            kind.name()
+        ));
+    }
+    if p.no_map_gw && !p.udp_ns.is_empty() {
+        return Err(format!(
+            "{}: --udp-ns with --no-map-gw: warren forwards only TCP namespace ports by themselves (-T); drop --no-map-gw to reach the host's UDP ports through the gateway address",
+            kind.name()
+        ));
+    }
+    if !p.tcp_ns.is_empty() || !p.udp_ns.is_empty() || p.ns_all {
+        p.notes.push(format!(
+            "{}: -T/-U: the namespace reaches these host loopback ports at the gateway address (pasta: at the namespace's own loopback){}",
+            kind.name(),
+            if p.no_map_gw {
+                ""
+            } else {
+                "; without --no-map-gw every host loopback port is reachable there"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The real uid, read without unsafe code (`/proc/self/status`); `u32::MAX` if unreadable.
@@ -628,6 +772,14 @@ impl Parsed {
             }
         }
         out
+    }
+
+    /// pasta `-T`: (gateway port, host loopback port) pairs.
+    pub fn gateway_forwards(&self) -> Vec<(u16, u16)> {
+        self.tcp_ns
+            .iter()
+            .flat_map(|f| (f.host.0..=f.host.1).map(move |p| (p, f.guest + (p - f.host.0))))
+            .collect()
     }
 
     /// warren's address-plan options for what was asked: `-a`/`-n` choose the network (and the
@@ -685,8 +837,8 @@ impl Parsed {
 pub fn help_text(kind: Kind) -> String {
     let name = kind.name();
     let specific = match kind {
-        Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n",
-        Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U none            (only 'none': no namespace-to-host forwarding)\n",
+        Kind::Passt => "  -s, --socket PATH      unix socket for QEMU's -netdev stream (default: $XDG_RUNTIME_DIR/warren.sock)\n  -1, --one-off          exit when the guest disconnects\n  -F, --fd N             serve this inherited, connected stream socket (QEMU's -netdev passt); implies --one-off\n",
+        Kind::Pasta => "  --netns PATH|NAME      the network namespace to serve (or a PID operand)\n  --userns PATH          its user namespace\n  -I, --ns-ifname NAME   the tap's name (default tap0)\n  --config-net           configure the tap (address, route, MTU, up)\n  -T, -U SPEC            namespace to host: GATEWAY:P reaches the host's 127.0.0.1:P (auto|all|-U: needs the gateway mapped)\n",
     };
     format!(
         "Usage: {name} [OPTION]... {}\n\
@@ -701,7 +853,7 @@ warren's {name} drop-in: warren's NAT gateway under {name}'s command line.\n\n\
   -n, --netmask MASK     prefix length or dotted mask\n\
   -g, --gateway ADDR     the gateway (reaches the host's loopback unless --no-map-gw)\n\
   -D, --dns ADDR         upstream resolver; -S, --search LIST\n\
-  --dns-forward ADDR     the guest's DNS address (warren's DNS proxy)\n\
+  --dns-forward ADDR     the guest's DNS address (warren's DNS proxy; may lie outside the network)\n\
   -t, -u SPEC            host-to-guest forwards: none | [ADDR/]P[-Q][:R[-S]][,~X]...\n\
   -p, --pcap FILE        capture\n\
   -4, --ipv4-only; --no-map-gw; -i/--interface, -M/--mac-addr, --map-guest-addr (accepted, see README)\n\
@@ -788,7 +940,7 @@ mod tests {
                 "-t",
                 "127.0.0.1/8080-8080:80-80",
                 "--dns-forward",
-                "169.254.0.1",
+                "169.254.1.1",
                 "-u",
                 "none",
                 "-T",
@@ -834,6 +986,49 @@ mod tests {
         );
         let p = parse(Kind::Pasta, &s(&["--config-net", "-t", "none", "4242"])).expect("pid");
         assert_eq!(p.operands, vec!["4242"]);
+    }
+
+    /// pasta's -T/-U: namespace ports reaching host loopback ports, at the gateway address.
+    #[test]
+    fn namespace_to_host() {
+        let p = parse(
+            Kind::Pasta,
+            &s(&[
+                "-T",
+                "5432,6000-6001:7000-7001",
+                "--no-map-gw",
+                "-U",
+                "none",
+            ]),
+        )
+        .expect("-T list");
+        assert_eq!(
+            p.gateway_forwards(),
+            vec![(5432, 5432), (6000, 7000), (6001, 7001)]
+        );
+        assert!(p.notes.iter().any(|n| n.contains("-T/-U")), "{:?}", p.notes);
+        let p =
+            parse(Kind::Pasta, &s(&["-T", "auto", "-U", "53"])).expect("with the gateway mapped");
+        assert!(p.ns_all && p.gateway_forwards().is_empty());
+        assert_eq!(p.udp_ns.len(), 1);
+        let p = parse(
+            Kind::Pasta,
+            &s(&["-T", "none", "-U", "none", "--no-map-gw"]),
+        )
+        .expect("none");
+        assert!(p.gateway_forwards().is_empty() && !p.ns_all);
+        let e = parse(Kind::Pasta, &s(&["-T", "1-1025"])).expect_err("too many");
+        assert!(e.contains("1025 ports"), "{e}");
+        // -t/-u auto, and pasta's default (auto) when no -t/-u is given.
+        let p = parse(Kind::Pasta, &s(&["-t", "127.0.0.1/8000-8010,auto", "1"])).expect("auto");
+        let a = p.tcp_auto.clone().expect("tcp auto");
+        assert_eq!(a.addr, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(a.wants(8000) && !a.wants(7999));
+        assert_eq!(p.udp_auto, Some(AutoPorts::default()));
+        let p = parse(Kind::Pasta, &s(&["-t", "none", "-u", "53", "1"])).expect("explicit");
+        assert!(p.tcp_auto.is_none() && p.udp_auto.is_none());
+        let e = parse(Kind::Passt, &s(&["-t", "auto"])).expect_err("passt");
+        assert!(e.contains("pasta option only"), "{e}");
     }
 
     #[test]
@@ -890,7 +1085,24 @@ mod tests {
             let e = parse(Kind::Passt, &s(bad)).expect_err(&format!("{bad:?}"));
             assert!(!e.contains('\n'), "{e}");
         }
-        for bad in [&["-T", "22"][..], &["-c", "/x"]] {
+        let p = parse(
+            Kind::Passt,
+            &s(&["--quiet", "--pid", "/x.pid", "--fd", "3"]),
+        )
+        .expect("--fd");
+        assert_eq!(p.fd, Some(3));
+        assert!(p.one_off);
+        assert!(parse(Kind::Passt, &s(&["-F", "2"])).is_err());
+        assert!(parse(Kind::Passt, &s(&["-F", "x"])).is_err());
+        assert!(parse(Kind::Pasta, &s(&["-F", "3"])).is_err());
+        for bad in [
+            &["-T", "1-2000"][..],
+            &["-c", "/x"],
+            &["-T", "auto", "--no-map-gw"],
+            &["--no-map-gw", "-U", "53"],
+            &["-t", "8000:80,auto"],
+            &["-u", "::1/all"],
+        ] {
             assert!(parse(Kind::Pasta, &s(bad)).is_err(), "{bad:?}");
         }
         let p = parse(

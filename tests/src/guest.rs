@@ -15,6 +15,33 @@ pub const READY_MARKER: &str = "@@INIT ready";
 /// Marker `/init` prints after the test script returned (before poweroff).
 pub const DONE_MARKER: &str = "@@DONE";
 
+/// Guest shell lines that take a DHCP lease with busybox `udhcpc` and report it: write `/tmp/dhcp.sh`
+/// (applies the address and default route, records the address in `/tmp/ip`), bring `eth0` up, run
+/// `udhcpc` for at most `timeout_secs` with `tries` discovers `gap_secs` apart, then report
+/// `@@RESULT dhcp_exit=N` and `@@RESULT ip=ADDR`. Expects the script to define `r()` (report a result).
+pub fn dhcp_lease(timeout_secs: u32, tries: u32, gap_secs: u32) -> String {
+    format!(
+        r#"cat > /tmp/dhcp.sh <<'EOS'
+#!/bin/sh
+case "$1" in
+bound|renew)
+  ip addr flush dev "$interface"
+  ip addr add "$ip/$mask" dev "$interface"
+  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
+  echo "$ip" > /tmp/ip
+  ;;
+esac
+exit 0
+EOS
+chmod +x /tmp/dhcp.sh
+ip link set eth0 up
+timeout {timeout_secs} udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t {tries} -T {gap_secs}
+r dhcp_exit $?
+r ip "$(cat /tmp/ip 2>/dev/null)"
+"#
+    )
+}
+
 /// A bootable guest: kernel + initramfs.
 #[derive(Debug, Clone)]
 pub struct Image {

@@ -27,27 +27,11 @@ const GUEST_MAC: &str = "52:54:00:00:00:c1";
 const FLOOD_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xf1];
 
 fn script(http_port: u16, upload_port: u16) -> String {
+    let dhcp = warren_tests::guest::dhcp_lease(60, 10, 3);
     format!(
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
-cat > /tmp/dhcp.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
-  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
-  echo "$ip" > /tmp/ip
-  ;;
-esac
-exit 0
-EOS
-chmod +x /tmp/dhcp.sh
-ip link set eth0 up
-timeout 60 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 10 -T 3
-r dhcp_exit $?
-r ip "$(cat /tmp/ip 2>/dev/null)"
-timeout 120 wget -q -O /tmp/f http://10.0.2.2:{http_port}/f
+{dhcp}timeout 120 wget -q -O /tmp/f http://10.0.2.2:{http_port}/f
 r http_exit $?
 r http_sha "$(sha256sum /tmp/f | cut -d' ' -f1)"
 rm -f /tmp/f

@@ -80,28 +80,12 @@ impl Run {
 
 fn script(http_port: u16, upload_port: u16) -> String {
     let leases = LEASES.map(|l| l.to_string()).join(" ");
+    let dhcp = warren_tests::guest::dhcp_lease(90, 10, 3);
     format!(
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
 ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
-cat > /tmp/dhcp.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
-  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
-  echo "$ip" > /tmp/ip
-  ;;
-esac
-exit 0
-EOS
-chmod +x /tmp/dhcp.sh
-ip link set eth0 up
-timeout 90 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 10 -T 3
-r dhcp_exit $?
-ip=$(cat /tmp/ip 2>/dev/null)
-r ip "$ip"
+{dhcp}ip=$(cat /tmp/ip 2>/dev/null)
 
 timeout 60 wget -q -O /tmp/f http://10.0.2.2:{http_port}/f
 r http_exit $?

@@ -256,3 +256,99 @@ fn passt_reports_errors_before_detaching() {
         "{err}"
     );
 }
+
+/// QEMU's own `-netdev passt` backend (QEMU 10.1, `net/passt.c`: `net_passt_decode_args` and
+/// `net_passt_start_daemon`): QEMU makes a socketpair, runs `passt --quiet [options] --pid FILE
+/// --fd 3` with the other end at descriptor 3, waits for it to exit 0, reads the PID file and
+/// speaks the stream framing (4-byte length, frame) on its end; it kills the PID at cleanup, and
+/// passt exits by itself when the connection closes (`--fd` implies `--one-off`). Debian 12's
+/// QEMU 7.2 predates that backend, so the test plays QEMU, with `--fd N` for the number its end
+/// got: a DHCP exchange over the descriptor, then warren exits and removes its PID file when
+/// "QEMU" closes its end, and binds no socket of its own meanwhile.
+#[test]
+fn qemu_netdev_passt_fd_contract() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use warren_tests::hostile::{
+        dhcp_client_frame, dhcp_reply_info, framed, parse, Parsed, DHCPDISCOVER,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("warren-passt-fd-")
+        .tempdir()
+        .expect("temp dir");
+    let bin = dir.path().join("passt");
+    warren_tests::link_or_copy(&warren_binary(), &bin).expect("warren as passt");
+    let pidfile = dir.path().join("passt.pid");
+    let (mut qemu_end, passt_end) = UnixStream::pair().expect("socketpair");
+    // The child inherits it (QEMU: g_subprocess_launcher_take_fd).
+    rustix::io::fcntl_setfd(&passt_end, rustix::io::FdFlags::empty()).expect("clear CLOEXEC");
+    let out = Command::new(&bin)
+        .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["--quiet", "--pid"])
+        .arg(&pidfile)
+        .args(["--fd", &passt_end.as_raw_fd().to_string()])
+        .output()
+        .expect("run passt");
+    drop(passt_end);
+    assert!(
+        out.status.success(),
+        "passt --fd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: u32 = fs::read_to_string(&pidfile)
+        .expect("PID file")
+        .trim()
+        .parse()
+        .expect("PID");
+    assert!(alive(pid), "the daemon is not running");
+    assert!(
+        !dir.path().join("warren.sock").exists(),
+        "warren bound its default socket besides --fd"
+    );
+
+    qemu_end
+        .write_all(&framed(&dhcp_client_frame(
+            DEFAULT_MAC_BYTES,
+            0x0f0f,
+            DHCPDISCOVER,
+            None,
+            None,
+        )))
+        .expect("send DISCOVER");
+    qemu_end
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut offered = None;
+    while offered.is_none() && Instant::now() < deadline {
+        let mut len = [0u8; 4];
+        if qemu_end.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+        qemu_end.read_exact(&mut f).expect("frame body");
+        if let Parsed::Udp {
+            sport: 67, payload, ..
+        } = parse(&f)
+        {
+            offered = dhcp_reply_info(&payload).filter(|r| r.0 == 2 && r.2 == 0x0f0f);
+        }
+    }
+    let offered = offered.expect("no DHCPOFFER over the --fd connection");
+    assert_eq!(offered.1.to_string(), "10.0.2.15");
+
+    // "QEMU" goes: warren exits and removes its PID file.
+    drop(qemu_end);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !alive(pid),
+        "warren still runs after its --fd connection closed"
+    );
+    assert!(!pidfile.exists(), "PID file left behind");
+}
+
+const DEFAULT_MAC_BYTES: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];

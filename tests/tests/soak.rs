@@ -280,28 +280,12 @@ impl Control {
 }
 
 fn guest_script(http: u16, upload: u16, control: u16) -> String {
+    let dhcp = warren_tests::guest::dhcp_lease(120, 20, 3);
     format!(
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
 ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
-cat > /tmp/dhcp.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
-  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
-  echo "$ip" > /tmp/ip
-  ;;
-esac
-exit 0
-EOS
-chmod +x /tmp/dhcp.sh
-ip link set eth0 up
-timeout 120 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 20 -T 3
-r dhcp_exit $?
-r ip "$(cat /tmp/ip 2>/dev/null)"
-echo "{LEASED}"
+{dhcp}echo "{LEASED}"
 r go "$(timeout 700 wget -q -O - http://10.0.2.2:{control}/go 2>&1)"
 n=0
 while :; do

@@ -361,7 +361,7 @@ fn runtime_checks(socket: &Path, api_path: &Path) -> Result<(), String> {
         );
         eth(m1, g, 0x0800, &ip)
     };
-    let before = stat(api_path, "vxlan_frag_needed");
+    let before = stat(api_path, "icmp_frag_needed");
     c.send(&big).expect("send");
     let next_hop = c
         .recv_matching(soon(), |f| match hostile::parse(f) {
@@ -372,7 +372,7 @@ fn runtime_checks(socket: &Path, api_path: &Path) -> Result<(), String> {
         })
         .ok_or("no ICMP fragmentation needed")?;
     assert_eq!(next_hop, 1450);
-    assert!(stat(api_path, "vxlan_frag_needed") > before);
+    assert!(stat(api_path, "icmp_frag_needed") > before);
     assert!(
         recv_vx(&r1, quiet(), |f| (f.len() > 1464).then_some(())).is_none(),
         "an oversized frame crossed the uplink"

@@ -6,7 +6,7 @@
 //! drop-in, `--slirp-options` and the hidden internal subcommands keep their own hand-written
 //! grammars (someone else's contract); they are dispatched before clap (see `main.rs`).
 
-use crate::server::Listen;
+use crate::frontend::stream::Listen;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use netstack::config::{Config, Ipv4Net};
@@ -316,6 +316,20 @@ pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, String> {
     Err(format!("--dns-upstream {s:?}: expected ADDR or ADDR:PORT"))
 }
 
+/// Whether and how strictly to confine the daemon (`sandbox.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// `--no-sandbox`.
+    Off,
+    /// The default: every layer the kernel offers; a missing one is one log line.
+    #[default]
+    On,
+    /// `--require-sandbox` (and the slirp4netns drop-in's `--enable-sandbox`/`--enable-seccomp`): a
+    /// layer that cannot be applied stops warren before it serves (a kernel without Landlock at all
+    /// stays a warning: seccomp alone already refuses every file open).
+    Required,
+}
+
 /// The checked options of `warren` / `warren run` (nothing looked up yet: see [`Options::resolve`]).
 #[derive(Debug)]
 pub struct Options {
@@ -342,12 +356,12 @@ pub struct Options {
     /// `--netns`, `--tap`, … and `warren run`'s command (`netns.rs`).
     pub netns: crate::netns::NetnsOptions,
     /// `--no-sandbox` / `--require-sandbox` (`sandbox.rs`).
-    pub sandbox: crate::sandbox::Mode,
+    pub sandbox: SandboxMode,
     /// Hidden `--sandbox-selftest FILE` (tests only): report what the sandbox lets through.
     pub sandbox_selftest: Option<PathBuf>,
     /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
-    pub lan: crate::server::LanOptions,
-    /// The VXLAN uplink, `--no-gateway`, `--dhcp-range` (`vxlan.rs`).
+    pub lan: crate::switch::LanOptions,
+    /// The VXLAN uplink, `--no-gateway`, `--dhcp-range` (`vxlan.rs`, `frontend/vxlan.rs`).
     pub vxlan: crate::vxlan::VxlanOptions,
 }
 
@@ -414,15 +428,13 @@ pub fn parse_command_line<I: IntoIterator<Item = String>>(
             if !cli.stray_command.is_empty() {
                 return Err(UsageError("a command after -- needs warren run".into()));
             }
-            Ok(Invocation::Serve(Box::new(
-                options(cli.opts, None).map_err(UsageError)?,
-            )))
+            Ok(Invocation::Serve(Box::new(options(cli.opts, None)?)))
         }
         Some(Command::Run { opts, command }) => {
             if command.is_empty() {
                 return Err(UsageError("warren run needs -- CMD [ARGS...]".into()));
             }
-            let mut o = options(*opts, Some(command)).map_err(UsageError)?;
+            let mut o = options(*opts, Some(command))?;
             // warren run's own output goes to stderr only with -v.
             if o.verbosity == 0 {
                 o.verbosity = -1;
@@ -456,21 +468,65 @@ pub fn parse_command_line<I: IntoIterator<Item = String>>(
     }
 }
 
+/// Why the options do not make sense together, or a name in them does not resolve. One line each,
+/// printed as `warren: …` (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// What clap refuses (its message, reworded as [`UsageError`] has it).
+    #[error("{0}")]
+    Usage(String),
+    #[error("a subcommand is not an option here")]
+    SubcommandHere,
+    #[error("--no-sandbox and --require-sandbox contradict each other")]
+    SandboxContradiction,
+    #[error("--slirp-options given twice")]
+    SlirpOptionsTwice,
+    #[error("--slirp-options: {0}")]
+    SlirpOptions(String),
+    /// A `--guestfwd` (or `guestfwd=` in `--slirp-options`) the gateway's plan cannot take.
+    #[error("--guestfwd {spec}: {why}")]
+    GuestFwd { spec: String, why: String },
+    #[error("--guestfwd {spec}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", path.display())]
+    GuestFwdUnix { spec: String, path: PathBuf },
+    #[error("--guestfwd {spec}: cannot resolve {host}: {why}")]
+    GuestFwdResolve {
+        spec: String,
+        host: String,
+        why: String,
+    },
+    #[error("--guestfwd {spec}: {host} has no address")]
+    GuestFwdNoAddress { spec: String, host: String },
+    /// The gateway's configuration check (`netstack::config::Config::validate`).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Group(#[from] crate::frontend::vde::GroupError),
+    /// The overlay's options (`--vxlan…`, `--no-gateway`, `--dhcp-range`).
+    #[error("{0}")]
+    Vxlan(String),
+}
+
+impl From<OptionsError> for UsageError {
+    fn from(e: OptionsError) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
 /// Parses the daemon options alone (no `run`, no subcommand; as the slirp4netns drop-in produces).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, OptionsError> {
     let argv = std::iter::once("warren".to_string()).chain(args);
-    let cli = Cli::try_parse_from(argv).map_err(|e| clap_error(e).0)?;
+    let cli = Cli::try_parse_from(argv).map_err(|e| OptionsError::Usage(clap_error(e).0))?;
     if cli.command.is_some() {
-        return Err("a subcommand is not an option here".into());
+        return Err(OptionsError::SubcommandHere);
     }
     let command = (!cli.stray_command.is_empty()).then_some(cli.stray_command);
     options(cli.opts, command)
 }
 
 /// Checks the parsed values together and builds [`Options`] (no I/O).
-fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, String> {
+fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, OptionsError> {
     let mut config = Config::default();
-    let mut lan = crate::server::LanOptions::default();
+    let mut lan = crate::switch::LanOptions::default();
     if let Some(m) = a.mtu {
         config.mtu = m;
     }
@@ -501,18 +557,18 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         lan.max_macs_per_port = n as usize;
     }
     let sandbox = match (a.no_sandbox, a.require_sandbox) {
-        (true, true) => {
-            return Err("--no-sandbox and --require-sandbox contradict each other".into())
-        }
-        (true, false) => crate::sandbox::Mode::Off,
-        (false, true) => crate::sandbox::Mode::Required,
-        (false, false) => crate::sandbox::Mode::On,
+        (true, true) => return Err(OptionsError::SandboxContradiction),
+        (true, false) => SandboxMode::Off,
+        (false, true) => SandboxMode::Required,
+        (false, false) => SandboxMode::On,
     };
     if a.slirp_options.len() > 1 {
-        return Err("--slirp-options given twice".into());
+        return Err(OptionsError::SlirpOptionsTwice);
     }
     let slirp = match a.slirp_options.first() {
-        Some(s) => Some(SlirpOptions::parse(s).map_err(|e| format!("--slirp-options: {e}"))?),
+        Some(s) => {
+            Some(SlirpOptions::parse(s).map_err(|e| OptionsError::SlirpOptions(e.to_string()))?)
+        }
         None => None,
     };
     // Addresses default to the same host numbers as slirp's within whatever network was chosen.
@@ -527,13 +583,14 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         &mut config,
         a.mtu.is_some(),
         a.dhcp_start.is_some(),
-    )?;
+    )
+    .map_err(OptionsError::Vxlan)?;
     let mut hostfwd = a.hostfwd;
     let mut guestfwd = a.guestfwd;
     // A -netdev user option string: same meaning and defaults as QEMU's.
     if let Some(so) = slirp {
         so.apply(&mut config)
-            .map_err(|e| format!("--slirp-options: {e}"))?;
+            .map_err(|e| OptionsError::SlirpOptions(e.to_string()))?;
         if so.restrict == Some(true) {
             config.restrict = true;
         }
@@ -545,17 +602,23 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
     }
     for g in &guestfwd {
         g.resolved_addr(&config)
-            .map_err(|e| format!("--guestfwd {g}: {e}"))?;
+            .map_err(|e| OptionsError::GuestFwd {
+                spec: g.to_string(),
+                why: e.to_string(),
+            })?;
         if let GuestFwdTarget::Unix(p) = &g.target {
-            return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()));
+            return Err(OptionsError::GuestFwdUnix {
+                spec: g.to_string(),
+                path: p.clone(),
+            });
         }
     }
     if vxlan.no_gateway && (!hostfwd.is_empty() || !guestfwd.is_empty()) {
-        return Err(
+        return Err(OptionsError::Vxlan(
             "--no-gateway: forwards need the gateway (set them on the warren that has it)".into(),
-        );
+        ));
     }
-    config.validate()?;
+    config.validate().map_err(OptionsError::Config)?;
     Ok(Options {
         config,
         listen: a
@@ -568,7 +631,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
         dgram_idle: a
             .dgram_idle
             .map(std::time::Duration::from_secs)
-            .unwrap_or(crate::dgram::IDLE),
+            .unwrap_or(crate::frontend::dgram::IDLE),
         vde: a.vde,
         vde_mode: a.vde_mode,
         vde_group: None,
@@ -604,16 +667,17 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Strin
 impl Options {
     /// The lookups parsing leaves out: `--vde-group` names, guestfwd host names, and (when no
     /// `--dns-upstream`/`--dns-search` was given) `resolv_conf`'s nameservers and search list.
-    pub fn resolve(&mut self, resolv_conf: &Path) -> Result<(), String> {
+    pub fn resolve(&mut self, resolv_conf: &Path) -> Result<(), OptionsError> {
         if let Some(g) = &self.vde_group_name {
-            self.vde_group = Some(crate::vde::group_id(g)?);
+            self.vde_group = Some(crate::frontend::vde::group_id(g)?);
         }
-        self.config.guestfwds = self
+        let given: Vec<_> = self
             .guestfwd
             .iter()
             .map(|g| netstack_guestfwd(g, &self.config))
             .collect::<Result<_, _>>()?;
-        self.config.validate()?;
+        self.config.guestfwds.extend(given); // after the drop-ins' own (pasta -T)
+        self.config.validate().map_err(OptionsError::Config)?;
         if self.config.dns_upstreams.is_empty() || !self.dns_search_given {
             let rc = netstack::resolv::read(resolv_conf).unwrap_or_default();
             if self.config.dns_upstreams.is_empty() {
@@ -634,23 +698,38 @@ impl Options {
 }
 
 /// Turns a parsed `guestfwd` into the gateway's form (host names resolved now).
-fn netstack_guestfwd(g: &GuestFwd, cfg: &Config) -> Result<netstack::config::GuestFwd, String> {
+fn netstack_guestfwd(
+    g: &GuestFwd,
+    cfg: &Config,
+) -> Result<netstack::config::GuestFwd, OptionsError> {
     use std::net::ToSocketAddrs;
-    let addr = g
-        .resolved_addr(cfg)
-        .map_err(|e| format!("--guestfwd {g}: {e}"))?;
+    let spec = || g.to_string();
+    let addr = g.resolved_addr(cfg).map_err(|e| OptionsError::GuestFwd {
+        spec: spec(),
+        why: e.to_string(),
+    })?;
     let target = match &g.target {
         GuestFwdTarget::Tcp { host, port } => {
             let a = (host.as_str(), *port)
                 .to_socket_addrs()
-                .map_err(|e| format!("--guestfwd {g}: cannot resolve {host}: {e}"))?
+                .map_err(|e| OptionsError::GuestFwdResolve {
+                    spec: spec(),
+                    host: host.clone(),
+                    why: e.to_string(),
+                })?
                 .next()
-                .ok_or_else(|| format!("--guestfwd {g}: {host} has no address"))?;
+                .ok_or_else(|| OptionsError::GuestFwdNoAddress {
+                    spec: spec(),
+                    host: host.clone(),
+                })?;
             netstack::config::GuestFwdTarget::Connect(a)
         }
         GuestFwdTarget::Cmd(c) => netstack::config::GuestFwdTarget::Command(c.clone()),
         GuestFwdTarget::Unix(p) => {
-            return Err(format!("--guestfwd {g}: unix socket targets ({}) are not supported yet; use cmd:socat - UNIX-CONNECT:PATH", p.display()))
+            return Err(OptionsError::GuestFwdUnix {
+                spec: spec(),
+                path: p.clone(),
+            })
         }
     };
     Ok(netstack::config::GuestFwd {
@@ -665,8 +744,9 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Options, String> {
-        let mut o = parse(args.iter().map(|s| s.to_string()))?;
-        o.resolve(Path::new("/nonexistent/resolv.conf"))?;
+        let mut o = parse(args.iter().map(|s| s.to_string())).map_err(|e| e.to_string())?;
+        o.resolve(Path::new("/nonexistent/resolv.conf"))
+            .map_err(|e| e.to_string())?;
         Ok(o)
     }
 
@@ -721,7 +801,7 @@ mod tests {
         assert_eq!(o.vde_mode, Some(0o660));
         assert_eq!(o.vde_group, Some(0));
         assert!(o.isolate);
-        assert_eq!(o.lan, crate::server::LanOptions::default());
+        assert_eq!(o.lan, crate::switch::LanOptions::default());
         assert!(o.listen.is_empty());
     }
 
@@ -1015,10 +1095,17 @@ mod generated {
         .expect("parses");
         assert_eq!(o.vde_group, None);
         assert!(o.config.guestfwds.is_empty());
-        assert!(o
-            .resolve(Path::new("/nonexistent"))
-            .unwrap_err()
-            .contains("--vde-group"));
+        let e = o.resolve(Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(
+            e,
+            OptionsError::Group(crate::frontend::vde::GroupError::NoSuchGroup(
+                "no-such-group-here".into()
+            ))
+        );
+        assert_eq!(
+            e.to_string(),
+            "--vde-group \"no-such-group-here\": no such group"
+        );
         let mut o = parse(["--guestfwd", "tcp:10.0.2.100:80-localhost:80"].map(String::from))
             .expect("parses");
         o.resolve(Path::new("/nonexistent")).expect("resolves");

@@ -30,12 +30,18 @@ pub struct Extras {
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
     pub one_off: bool,
+    /// passt `--fd N`: serve this inherited, connected stream socket (and no listening socket).
+    pub stream_fd: Option<i32>,
     /// pasta `-a` with `--config-net`: the tap's address.
     pub tap_address: Option<Ipv4Addr>,
     /// pasta `--netns PATH`: stop when it disappears.
     pub watch_path: Option<PathBuf>,
     /// Daemonize (neither `-f` nor a command to run).
     pub daemon: bool,
+    /// pasta `-T`: (gateway port, host loopback port): guestfwds on the gateway's own address.
+    pub gateway_tcp: Vec<(u16, u16)>,
+    /// pasta `-t auto`/`-u auto`: the helper that follows the namespace's bound ports.
+    pub autofwd: Option<Box<crate::autofwd::AutoFwd>>,
 }
 
 /// What the drop-in should do.
@@ -70,9 +76,12 @@ fn common(p: &Parsed) -> Extras {
         pid_file: p.pid_file.clone(),
         log_file: p.log_file.clone(),
         one_off: p.one_off,
+        stream_fd: p.fd,
         tap_address: None,
         watch_path: None,
         daemon: !p.foreground,
+        gateway_tcp: p.gateway_forwards(),
+        autofwd: None,
     }
 }
 
@@ -119,8 +128,20 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
             }
             match pa.target {
                 Target::Netns { target, userns } => {
-                    if !target.bytes().all(|b| b.is_ascii_digit()) {
+                    if !target.bytes().all(|b| b.is_ascii_digit()) && !p.no_netns_quit {
                         x.watch_path = Some(PathBuf::from(&target));
+                    }
+                    if p.tcp_auto.is_some() || p.udp_auto.is_some() {
+                        // The helper talks to warren through a private control socket.
+                        let api = private_dir()?.join(format!("pasta-{}.api", std::process::id()));
+                        a.push(format!("--api={}", api.display()));
+                        x.autofwd = Some(Box::new(crate::autofwd::AutoFwd {
+                            api,
+                            netns: target.clone(),
+                            userns: userns.clone(),
+                            tcp: p.tcp_auto.clone(),
+                            udp: p.udp_auto.clone(),
+                        }));
                     }
                     ns.push(format!("--netns={target}"));
                     if let Some(u) = userns {
@@ -129,6 +150,11 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
                     a.extend(ns);
                 }
                 Target::Command(cmd) => {
+                    if (p.tcp_auto.is_some() || p.udp_auto.is_some())
+                        && std::env::var_os(DAEMON_ENV).is_none()
+                    {
+                        eprintln!("pasta: with a command, warren forwards no ports automatically (pasta: -t/-u auto); give -t/-u PORTS");
+                    }
                     // As `warren run`: the command's namespace, configured; warren exits with it.
                     let mut r = vec!["run".to_string()];
                     r.append(&mut a);
@@ -143,12 +169,52 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, String> {
     Ok(DropIn::Run(a, x))
 }
 
+/// `$XDG_RUNTIME_DIR/warren`, or a `warren-UID` directory in the temporary directory: created
+/// mode 0700 and used only if it is ours and closed to others.
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("warren"),
+        None => std::env::temp_dir().join(format!("warren-{}", rustix::process::getuid().as_raw())),
+    };
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m)
+            if m.is_dir()
+                && m.uid() == rustix::process::getuid().as_raw()
+                && m.mode() & 0o077 == 0 =>
+        {
+            Ok(dir)
+        }
+        _ => Err(format!(
+            "{}: not a private directory of this user (needed for -t/-u auto's control socket)",
+            dir.display()
+        )),
+    }
+}
+
 impl Extras {
     /// Applies what warren's command line cannot say.
     pub fn apply(&self, opts: &mut crate::cli::Options) {
         if self.tap_address.is_some() {
             opts.netns.address = self.tap_address;
         }
+        // pasta -T: GATEWAY:P leads to the host's 127.0.0.1:Q, with or without --no-map-gw
+        // (`Options::resolve` keeps these next to the `--guestfwd` ones).
+        let gw = opts.config.gateway;
+        opts.config
+            .guestfwds
+            .extend(
+                self.gateway_tcp
+                    .iter()
+                    .map(|&(p, q)| netstack::config::GuestFwd {
+                        addr: gw,
+                        port: p,
+                        target: netstack::config::GuestFwdTarget::Connect(
+                            std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, q)),
+                        ),
+                    }),
+            );
     }
 
     /// Called once everything is bound and attached, right before serving: arms `--one-off` and
@@ -156,6 +222,16 @@ impl Extras {
     pub fn ready(&self, server: &mut crate::server::Server) -> io::Result<()> {
         if self.one_off {
             server.stop_when_guest_leaves();
+        }
+        if let Some(n) = self.stream_fd {
+            let fd = crate::sys::claim_inherited_fd(n)
+                .ok_or_else(|| io::Error::other(format!("--fd {n}: not an open descriptor")))?;
+            let s = socket2::Socket::from(fd);
+            if s.r#type().ok() != Some(socket2::Type::STREAM) {
+                return Err(io::Error::other(format!("--fd {n}: not a stream socket")));
+            }
+            // "stream…": `--one-off` stops warren when this port closes.
+            server.add_stream(s, format!("stream passt --fd {n}"))?;
         }
         if let Some(path) = &self.watch_path {
             let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
@@ -189,6 +265,9 @@ impl Extras {
             };
             rustix::stdio::dup2_stdout(&to)?;
             rustix::stdio::dup2_stderr(&to)?;
+        }
+        if let Some(a) = &self.autofwd {
+            a.spawn()?;
         }
         Ok(())
     }
@@ -294,6 +373,59 @@ mod tests {
         assert!(!x.daemon && !x.one_off);
     }
 
+    /// podman 5.x's default argv (containers/common libnetwork/pasta `createPastaArgs`: DNS at
+    /// 169.254.1.1, outside warren's network) plus a `-T` forward.
+    #[test]
+    fn podman5_defaults() {
+        let (a, x) = run(
+            Kind::Pasta,
+            &[
+                "--config-net",
+                "--dns-forward",
+                "169.254.1.1",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "-T",
+                "5432:15432",
+                "-U",
+                "none",
+                "--no-map-gw",
+                "--quiet",
+                "--map-guest-addr",
+                "169.254.1.2",
+                "--netns",
+                "/run/user/1000/netns/x",
+            ],
+        );
+        let mut o = crate::cli::parse(a).expect("warren accepts the DNS address");
+        x.apply(&mut o);
+        o.resolve(Path::new("/nonexistent/resolv.conf"))
+            .expect("resolves");
+        assert_eq!(o.config.dns, Ipv4Addr::new(169, 254, 1, 1));
+        assert!(!o.config.host_loopback);
+        assert_eq!(
+            o.config.guestfwds,
+            vec![netstack::config::GuestFwd {
+                addr: Ipv4Addr::new(10, 0, 2, 2),
+                port: 5432,
+                target: netstack::config::GuestFwdTarget::Connect(
+                    "127.0.0.1:15432".parse().expect("addr")
+                ),
+            }]
+        );
+        for bad in ["127.0.0.1", "0.1.2.3", "224.0.0.1", "255.255.255.255"] {
+            let (a, _) = run(Kind::Pasta, &["--dns-forward", bad, "1"]);
+            let e = crate::cli::parse(a).expect_err(bad);
+            assert!(
+                e.to_string()
+                    .contains("cannot be reached through the gateway"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn pasta_namespaces() {
         let (a, x) = run(
@@ -312,6 +444,19 @@ mod tests {
             ],
         );
         assert_eq!(x.watch_path, Some(PathBuf::from("/run/user/1000/netns/x")));
+        let (_, y) = run(
+            Kind::Pasta,
+            &[
+                "--no-netns-quit",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "--netns",
+                "/n",
+            ],
+        );
+        assert_eq!(y.watch_path, None, "--no-netns-quit: no watch");
         assert_eq!(x.tap_address, Some(Ipv4Addr::new(10, 0, 2, 100)));
         let mut o = crate::cli::parse(a).expect("warren accepts it");
         x.apply(&mut o);

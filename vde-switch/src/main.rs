@@ -1,15 +1,15 @@
 //! `warren`: a virtual switch with a built-in gateway for unprivileged QEMU guests.
 
 use netstack::config::Config;
-use netstack::driver::{Driver, ReadyQueue};
 use netstack::gateway::Gateway;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vde_switch::cli::{self, Invocation};
+use vde_switch::frontend::vde::VdeOptions;
+use vde_switch::reactor::{Driver, ReadyQueue};
 use vde_switch::sandbox::Plan;
 use vde_switch::server::{Listen, Server, ServerOptions};
-use vde_switch::vde::VdeOptions;
 
 fn default_socket() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         Some("__attach") => return vde_switch::netns::attach_main(&args[1..]),
         Some("__run-child") => return vde_switch::run::child_main(&args[1..]),
         Some("__exec-helper") => return vde_switch::sandbox::exec_helper_main(&args[1..]),
+        Some(vde_switch::autofwd::HELPER) => return vde_switch::autofwd::helper_main(&args[1..]),
         _ => {}
     }
     // The slirp4netns drop-in: `slirp4netns …` (a link or copy named so) or `warren slirp4netns …`.
@@ -166,6 +167,7 @@ fn main() -> ExitCode {
         x.apply(&mut opts);
     }
     vde_switch::logger::init(opts.verbosity);
+    vde_switch::activation::init(); // systemd's LISTEN_FDS, before any thread or child starts
     if let Err(e) = opts.resolve(Path::new("/etc/resolv.conf")) {
         eprintln!("warren: {e}");
         return ExitCode::from(2);
@@ -174,6 +176,7 @@ fn main() -> ExitCode {
         && opts.dgram.is_empty()
         && opts.vde.is_empty()
         && !opts.netns.active()
+        && extras.as_ref().is_none_or(|x| x.stream_fd.is_none())
     {
         opts.listen.push(Listen::Unix(default_socket()));
     }
@@ -258,8 +261,8 @@ fn main() -> ExitCode {
                 vde: vde.clone(),
                 isolate,
                 lan: opts.lan.clone(),
-                vxlan: opts.vxlan.clone(),
             })?;
+        vde_switch::frontend::vxlan::bind(&mut server.host(), &opts.vxlan)?;
         if let Some(line) = &vxlan_mtu {
             println!("warren: {line}");
         }
@@ -325,8 +328,9 @@ fn main() -> ExitCode {
             server.listen_api(api)?;
             println!("warren: control socket {} (warren ctl --api {} list)", api.display(), api.display());
         }
+        vde_switch::activation::close_unused();
         if let Some(a) = attachment.as_mut() {
-            a.install(&mut server)?;
+            a.install(&mut server.host())?;
         }
         if let Some(x) = &extras {
             x.ready(&mut server)?;

@@ -11,17 +11,18 @@
 //! warren stops when the namespace's process exits (`--netns PID`, watched through a pidfd), when the
 //! `--exit-fd` closes, or on SIGINT/SIGTERM.
 
-use crate::server::{poll_ready, register, Endpoint, Keep, Server};
+use crate::frontend::Host;
+use crate::helper::{
+    helper_socket, recv_msg, send_msg, seqpacket_pair, set_nonblocking, spawn_helper,
+};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use sys_common::{ioctl_ifreq, IfReq, IfReqIoctl};
-use tokio::io::unix::AsyncFd;
 
 /// The tap's name when `--tap` is not given.
 pub const DEFAULT_TAP: &str = "tap0";
@@ -31,8 +32,6 @@ pub const CONFIGURED_HOST: u32 = 100;
 /// Transmit ring of the tap (frames the namespace may queue towards warren). A tap drops what does
 /// not fit, and drops stall TCP far more than a deeper queue costs.
 const TAP_TXQUEUELEN: i32 = 5000;
-/// The fd number the helpers find their socket at.
-const HELPER_FD: RawFd = 3;
 
 /// The namespace options of the command line.
 #[derive(Clone, Debug, Default)]
@@ -102,56 +101,6 @@ fn open_path(p: &Path, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
     .map_err(|e| err(format!("{}: {}", p.display(), io::Error::from(e))))
 }
 
-/// A connected `SOCK_SEQPACKET` pair (close-on-exec).
-pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-    socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| err(format!("socketpair: {}", io::Error::from(e))))
-}
-
-/// Sends one message, with `fd` attached (SCM_RIGHTS) if given.
-pub(crate) fn send_msg(
-    sock: BorrowedFd<'_>,
-    data: &[u8],
-    fd: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
-    sys_common::send_fd(sock, data, fd)
-        .map(|_| ())
-        .map_err(|e| io::Error::new(e.kind(), format!("sendmsg: {e}")))
-}
-
-/// Receives one message (blocking) and the fd attached to it, if any. An empty message means EOF.
-pub(crate) fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
-    let mut data = vec![0u8; 4096];
-    let (n, fd) = sys_common::recv_fd(sock, &mut data)
-        .map_err(|e| io::Error::new(e.kind(), format!("recvmsg: {e}")))?;
-    data.truncate(n);
-    Ok((data, fd))
-}
-
-/// Runs `/proc/self/exe ARGS` with `sock` as its fd 3 (the helpers' protocol).
-pub(crate) fn spawn_helper(args: &[&OsStr], sock: &OwnedFd) -> io::Result<std::process::Child> {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("warren").args(args).stdin(Stdio::null());
-    crate::sys::child_fd(&mut cmd, sock.as_fd(), HELPER_FD);
-    cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot start a warren helper process: {e}"),
-        )
-    })
-}
-
-/// The helper side of the protocol: fd 3, if it is open.
-pub(crate) fn helper_socket() -> Option<OwnedFd> {
-    crate::sys::claim_inherited_fd(HELPER_FD)
-}
-
 /// Creates tap `tap` inside the network namespace at `netns` and returns its fd (non-blocking),
 /// configured as `cfg` says if given.
 pub fn attach(
@@ -189,13 +138,6 @@ pub fn attach(
             netns.display()
         ))),
     }
-}
-
-pub(crate) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-    fcntl_getfl(fd)
-        .and_then(|fl| fcntl_setfl(fd, fl | OFlags::NONBLOCK))
-        .map_err(|e| err(format!("fcntl O_NONBLOCK: {}", io::Error::from(e))))
 }
 
 /// `warren __attach NETNS USERNS|- TAP [ADDR/PREFIX GATEWAY MTU]`, run by [`attach`].
@@ -402,32 +344,6 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
         .map_err(|e| err(format!("{}: {}", what(), io::Error::from(e))))
 }
 
-/// Something whose readiness means "stop": a pidfd of the namespace's process, or `--exit-fd`.
-pub struct ExitWatch {
-    fd: AsyncFd<OwnedFd>,
-    what: String,
-}
-
-impl Server {
-    /// Stops the server when `fd` becomes readable (`what` is logged).
-    pub fn stop_when_readable(&mut self, fd: OwnedFd, what: String) -> io::Result<()> {
-        set_nonblocking(&fd)?;
-        let fd = register(fd)?;
-        self.add_endpoint(Endpoint::ExitWatch(ExitWatch { fd, what }));
-        Ok(())
-    }
-
-    pub(crate) fn exit_watch_readable(&mut self, idx: usize, w: &mut ExitWatch) -> Keep {
-        let (waker, _) = self.endpoint_waker(idx);
-        if !poll_ready(&w.fd, &waker, false) {
-            return Keep::Yes;
-        }
-        log::info!("{}: stopping", w.what);
-        self.request_stop();
-        Keep::No
-    }
-}
-
 /// A namespace attached before the event loop starts, waiting to be served.
 pub struct Attachment {
     tap: Option<OwnedFd>,
@@ -542,13 +458,13 @@ pub fn prepare(
 }
 
 impl Attachment {
-    /// Serves the tap as a port of `server`, arms the watches, reports readiness.
-    pub fn install(&mut self, server: &mut Server) -> io::Result<()> {
+    /// Serves the tap as a port of the switch, arms the watches, reports readiness.
+    pub fn install(&mut self, host: &mut Host<'_>) -> io::Result<()> {
         if let Some(fd) = self.tap.take() {
-            crate::tap::add_tap(server, fd, &self.tap_name)?;
+            crate::frontend::tap::add_tap(host, fd, &self.tap_name)?;
         }
         for (fd, what) in self.watch.drain(..) {
-            server.stop_when_readable(fd, what)?;
+            crate::frontend::watch::stop_when_readable(host, fd, what)?;
         }
         if let Some((fd, owned)) = self.ready_fd.take() {
             if let Err(e) = rustix::io::write(&owned, b"1") {

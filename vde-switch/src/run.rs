@@ -9,7 +9,7 @@
 //! until CMD exits and exits with its status (128+N when killed by signal N). If warren dies first,
 //! CMD gets SIGKILL (PR_SET_PDEATHSIG), so nothing outlives it.
 
-use crate::netns::{helper_socket, recv_msg, send_msg, seqpacket_pair, spawn_helper};
+use crate::helper::{helper_socket, recv_msg, send_msg, seqpacket_pair, spawn_helper};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::net::Ipv4Addr;

@@ -33,6 +33,8 @@
 #[allow(unsafe_code)]
 mod sys;
 
+pub use crate::atexit::AtExit;
+use crate::atexit::{open_dir, parent};
 use landlock::BitFlags;
 use landlock::{
     Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
@@ -49,19 +51,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Whether and how strictly to confine the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// `--no-sandbox`.
-    Off,
-    /// The default: every layer the kernel offers; a missing one is one log line.
-    #[default]
-    On,
-    /// `--require-sandbox` (and the slirp4netns drop-in's `--enable-sandbox`/`--enable-seccomp`): a
-    /// layer that cannot be applied stops warren before it serves (a kernel without Landlock at all
-    /// stays a warning: seccomp alone already refuses every file open).
-    Required,
-}
+pub use crate::cli::SandboxMode as Mode;
 
 /// What the running daemon still needs from the filesystem and the process table.
 #[derive(Debug, Default, Clone)]
@@ -84,14 +74,6 @@ pub struct Plan {
     pub selftest: Option<PathBuf>,
 }
 
-/// The parent directory of `p` (`.` for a bare name).
-fn parent(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 impl Plan {
     /// The plan for a daemon started with `opts` (and `warren run`'s command `child`).
     pub fn new(opts: &crate::cli::Options, child: Option<u32>) -> Plan {
@@ -102,7 +84,7 @@ impl Plan {
             ..Plan::default()
         };
         for l in &opts.listen {
-            if let crate::server::Listen::Unix(path) = l {
+            if let crate::frontend::stream::Listen::Unix(path) = l {
                 p.cleanup_dirs.push(parent(path));
             }
         }
@@ -165,60 +147,9 @@ pub enum Detached {
     UserMount,
 }
 
-/// A file (or empty directory) removed at exit through a descriptor of its directory, opened when it
-/// was registered: removal then works from inside the sandbox's empty root as well (Landlock's
-/// remove rights still apply: they are bound to the directory, not to its path).
-#[derive(Debug)]
-pub struct AtExit {
-    path: PathBuf,
-    at: Option<(OwnedFd, OsString)>,
-}
-
-impl AtExit {
-    /// Opens the directory of `path` (`O_PATH`); if that fails, removal falls back to the path.
-    pub fn new(path: PathBuf) -> AtExit {
-        let at = path.file_name().map(OsString::from).and_then(|name| {
-            let dir = open_dir(&parent(&path)).ok()?;
-            Some((dir, name))
-        });
-        AtExit { path, at }
-    }
-
-    /// Removes the file (`dir`: the empty directory); errors (already gone, not empty) are ignored.
-    pub fn remove(&self, dir: bool) {
-        match &self.at {
-            Some((fd, name)) => {
-                let flags = if dir {
-                    rustix::fs::AtFlags::REMOVEDIR
-                } else {
-                    rustix::fs::AtFlags::empty()
-                };
-                let _ = rustix::fs::unlinkat(fd, name.as_os_str(), flags);
-            }
-            None if dir => {
-                let _ = std::fs::remove_dir(&self.path);
-            }
-            None => {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
-/// `open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)`.
-fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
-    use rustix::fs::{Mode as FileMode, OFlags};
-    rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        FileMode::empty(),
-    )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))
-}
-
 /// Confines the calling process as `plan` says; `driver` gets the exec helper for `cmd:` guestfwds.
 /// Call once, after everything is bound and attached and before serving.
-pub fn enter(plan: &Plan, driver: &mut netstack::driver::Driver) -> io::Result<Applied> {
+pub fn enter(plan: &Plan, driver: &mut crate::reactor::Driver) -> io::Result<Applied> {
     let mut done = Applied::default();
     if plan.mode == Mode::Off {
         log::info!("sandbox: off (--no-sandbox)");
@@ -393,21 +324,40 @@ fn empty_root() -> io::Result<()> {
 }
 
 /// Landlock's rules, their directories opened before the namespace layer hides the paths.
-fn landlock_rules(plan: &Plan) -> Result<Vec<(OwnedFd, BitFlags<AccessFs>)>, String> {
+/// Why a confinement layer could not be applied (one line after `Landlock: ` or `seccomp: `).
+#[derive(Debug, thiserror::Error)]
+enum LayerError {
+    /// A directory of the plan cannot be opened.
+    #[error("{0}")]
+    Dir(#[from] io::Error),
+    #[error("{0}")]
+    Landlock(#[from] landlock::RulesetError),
+    /// The seccomp filter cannot be built for this architecture.
+    #[error("{0}")]
+    Filter(#[from] seccompiler::BackendError),
+    /// The kernel refused the seccomp filter.
+    #[error("{0}")]
+    Apply(#[from] seccompiler::Error),
+}
+
+fn landlock_rules(plan: &Plan) -> Result<Vec<(OwnedFd, BitFlags<AccessFs>)>, LayerError> {
     let mut rules = Vec::new();
     for d in &plan.socket_dirs {
-        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        let fd = open_dir(d)?;
         rules.push((fd, AccessFs::MakeSock | AccessFs::RemoveFile));
     }
     for d in &plan.cleanup_dirs {
-        let fd = open_dir(d).map_err(|e| e.to_string())?;
+        let fd = open_dir(d)?;
         rules.push((fd, AccessFs::RemoveFile | AccessFs::RemoveDir));
     }
     Ok(rules)
 }
 
 /// Applies the Landlock ruleset; `Ok(None)` when the kernel has no Landlock.
-fn landlock(plan: &Plan, rules: Vec<(OwnedFd, BitFlags<AccessFs>)>) -> Result<Option<i32>, String> {
+fn landlock(
+    plan: &Plan,
+    rules: Vec<(OwnedFd, BitFlags<AccessFs>)>,
+) -> Result<Option<i32>, LayerError> {
     // Every filesystem right this crate knows of (best effort: those the kernel has are handled).
     let mut handled = AccessFs::from_all(ABI::V10);
     if plan.unix_peers {
@@ -425,18 +375,13 @@ fn landlock(plan: &Plan, rules: Vec<(OwnedFd, BitFlags<AccessFs>)>) -> Result<Op
     }
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(handled)
-        .map_err(|e| e.to_string())?
-        .scope(scopes)
-        .map_err(|e| e.to_string())?
-        .create()
-        .map_err(|e| e.to_string())?;
+        .handle_access(handled)?
+        .scope(scopes)?
+        .create()?;
     for (fd, access) in rules {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| e.to_string())?;
+        ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
     }
-    let status = ruleset.restrict_self().map_err(|e| e.to_string())?;
+    let status = ruleset.restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::NotEnforced => None,
         RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => {
@@ -601,8 +546,8 @@ fn allowlist(plan: &Plan) -> BTreeMap<i64, Vec<SeccompRule>> {
 }
 
 /// The two filter programs: the allowlist, and clone3 → ENOSYS.
-fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
+fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), LayerError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
     let rules = allowlist(plan);
     let n = rules.len();
     let allow: BpfProgram = SeccompFilter::new(
@@ -611,8 +556,7 @@ fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), Strin
         SeccompAction::Allow,
         arch,
     )
-    .and_then(TryInto::try_into)
-    .map_err(|e| e.to_string())?;
+    .and_then(TryInto::try_into)?;
     // clone3's arguments live in memory a filter cannot read: make it ENOSYS so that the C library
     // falls back to clone(), whose flags the allowlist checks. The allowlist lets clone3 through and
     // this filter, installed first, answers it.
@@ -622,16 +566,15 @@ fn seccomp_program(plan: &Plan) -> Result<(BpfProgram, BpfProgram, usize), Strin
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )
-    .and_then(TryInto::try_into)
-    .map_err(|e| e.to_string())?;
+    .and_then(TryInto::try_into)?;
     Ok((allow, clone3, n))
 }
 
 /// Installs the seccomp filters on every thread; returns the number of allowed system calls.
-fn seccomp(plan: &Plan) -> Result<usize, String> {
+fn seccomp(plan: &Plan) -> Result<usize, LayerError> {
     let (allow, clone3, n) = seccomp_program(plan)?;
-    seccompiler::apply_filter_all_threads(&clone3).map_err(|e| e.to_string())?;
-    seccompiler::apply_filter_all_threads(&allow).map_err(|e| e.to_string())?;
+    seccompiler::apply_filter_all_threads(&clone3)?;
+    seccompiler::apply_filter_all_threads(&allow)?;
     Ok(n)
 }
 
@@ -694,12 +637,12 @@ struct ExecHelper {
 
 impl ExecHelper {
     fn start(commands: &[String]) -> io::Result<ExecHelper> {
-        let (ours, theirs) = crate::netns::seqpacket_pair()?;
+        let (ours, theirs) = crate::helper::seqpacket_pair()?;
         let mut args: Vec<OsString> = vec!["__exec-helper".into()];
         args.extend(commands.iter().map(OsString::from));
         let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         // The helper outlives nothing: it exits when this end closes, i.e. when warren exits.
-        let _child = crate::netns::spawn_helper(&argv, &theirs)?;
+        let _child = crate::helper::spawn_helper(&argv, &theirs)?;
         drop(theirs);
         // A helper that falls behind must not stall the event loop: the send fails instead.
         socket2::SockRef::from(&ours).set_nonblocking(true)?;
@@ -716,7 +659,7 @@ impl ExecHelper {
             .iter()
             .position(|c| c == command)
             .ok_or_else(|| io::Error::other("not a configured guestfwd command"))?;
-        crate::netns::send_msg(
+        crate::helper::send_msg(
             self.sock.as_fd(),
             &(idx as u32).to_le_bytes(),
             Some(stream.as_fd()),
@@ -731,7 +674,7 @@ const MAX_CHILDREN: usize = 1024;
 /// `warren __exec-helper COMMAND…`: runs `/bin/sh -c COMMAND[i]` on each socket the daemon sends with
 /// index i, and reaps its children. Exits when the daemon's end closes.
 pub fn exec_helper_main(commands: &[String]) -> ExitCode {
-    let Some(sock) = crate::netns::helper_socket() else {
+    let Some(sock) = crate::helper::helper_socket() else {
         eprintln!("warren: __exec-helper is started by warren itself");
         return ExitCode::from(2);
     };
@@ -745,7 +688,7 @@ pub fn exec_helper_main(commands: &[String]) -> ExitCode {
     let mut children: Vec<std::process::Child> = Vec::new();
     loop {
         children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
-        let (data, fd) = match crate::netns::recv_msg(sock.as_fd()) {
+        let (data, fd) = match crate::helper::recv_msg(sock.as_fd()) {
             Ok(m) => m,
             Err(e)
                 if matches!(

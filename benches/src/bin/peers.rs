@@ -51,6 +51,8 @@ options:
   --tools LIST       comma-separated (default: warren,slirp4netns,pasta)
   --warren PATH      warren binary (default: $WARREN_BIN, else newest of target/release/warren and
                      $CARGO_TARGET_DIR/release/warren)
+  --pasta PATH       pasta binary (default: $PASTA_BIN, else pasta from PATH); e.g. the current
+                     passt built by ../shared/peers/build-passt.sh DIR: --pasta DIR/pasta
   --mtus LIST        default: 1500,65520
   --rounds N         throughput rounds per tool and MTU; medians are reported (default 3)
   --secs S           iperf3 seconds per run, after 1 s omitted (default 5)
@@ -92,6 +94,7 @@ impl Tool {
 struct Options {
     tools: Vec<Tool>,
     warren: Option<PathBuf>,
+    pasta: PathBuf,
     mtus: Vec<u16>,
     rounds: usize,
     secs: u32,
@@ -107,6 +110,7 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
     let mut o = Options {
         tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta],
         warren: std::env::var_os("WARREN_BIN").map(PathBuf::from),
+        pasta: std::env::var_os("PASTA_BIN").map_or_else(|| PathBuf::from("pasta"), PathBuf::from),
         mtus: vec![1500, 65520],
         rounds: 3,
         secs: 5,
@@ -133,6 +137,7 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
                     .collect::<Res<_>>()?
             }
             "--warren" => o.warren = Some(PathBuf::from(val(a)?)),
+            "--pasta" => o.pasta = PathBuf::from(val(a)?),
             "--mtus" => {
                 o.mtus = val(a)?
                     .split(',')
@@ -319,7 +324,7 @@ impl Ctx {
         let mut cmd = self.host.command(match tool {
             Tool::Warren => self.warren.as_os_str(),
             Tool::Slirp => "slirp4netns".as_ref(),
-            Tool::Pasta => "pasta".as_ref(),
+            Tool::Pasta => self.o.pasta.as_os_str(),
         });
         match tool {
             Tool::Warren => cmd.args([
@@ -868,10 +873,23 @@ fn bench(o: Options) -> Res<String> {
             .map_err(|_| format!("{bin} not found"))?;
     }
     for t in &o.tools {
-        if *t != Tool::Warren {
-            run(Command::new("sh").args(["-c", &format!("command -v {}", t.name())])).map_err(
-                |_| format!("{} not found (apt-get install slirp4netns passt)", t.name()),
-            )?;
+        let bin = match t {
+            Tool::Warren => continue,
+            Tool::Slirp => "slirp4netns".to_string(),
+            Tool::Pasta => o.pasta.display().to_string(),
+        };
+        run(Command::new("sh").args(["-c", &format!("command -v '{bin}'")])).map_err(|_| {
+            format!("{bin} not found (apt-get install slirp4netns passt, or --pasta PATH)")
+        })?;
+    }
+    if o.tools.contains(&Tool::Pasta) {
+        if let Ok(out) = Command::new(&o.pasta).arg("--version").output() {
+            let v = String::from_utf8_lossy(&out.stdout);
+            eprintln!(
+                "pasta: {} ({})",
+                o.pasta.display(),
+                v.lines().next().unwrap_or("?")
+            );
         }
     }
     let warren = o

@@ -7,7 +7,9 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ip;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 

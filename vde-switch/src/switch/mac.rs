@@ -1,5 +1,6 @@
-//! The learning L2 switch: a MAC table with aging, unicast to the learned port, flooding of
-//! broadcast/multicast/unknown destinations. The gateway is one port (see `server.rs`).
+//! The learning L2 switch's MAC table: aging, unicast to the learned port, flooding of
+//! broadcast/multicast/unknown destinations. The gateway is not a port here: it is addressed by its
+//! MAC (see `switch/mod.rs`). Generic over the port key, so that it is tested with plain numbers.
 //!
 //! The table is bounded: at most `max` MACs in all and `per_port` on one port. A new MAC beyond a
 //! bound is refused ([`Refused::MacLimit`]); entries that aged out make room, live entries of other
@@ -7,10 +8,8 @@
 
 use netstack::Mac;
 use rustc_hash::FxHashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
-
-/// A switch port number. The gateway is not in the table; it is addressed by its MAC.
-pub type PortId = u32;
 
 /// How long a learned MAC stays bound to its port without traffic.
 pub const MAC_AGING: Duration = Duration::from_secs(300);
@@ -20,16 +19,16 @@ pub const DEFAULT_MAX_MACS: usize = 4096;
 pub const DEFAULT_MAX_MACS_PER_PORT: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
-struct Entry {
-    port: PortId,
+struct Entry<P> {
+    port: P,
     seen: Instant,
 }
 
 /// Where a frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dest {
+pub enum Dest<P> {
     /// To one port.
-    Port(PortId),
+    Port(P),
     /// To every port but the source (and to the gateway when `gateway` is set).
     Flood { gateway: bool },
     /// To the gateway only.
@@ -40,33 +39,33 @@ pub enum Dest {
 
 /// Why a frame was not accepted from a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub enum Refused<P> {
     /// The source MAC is the gateway's.
     GatewayMac,
     /// The source MAC is live on another port.
-    MacInUse(PortId),
+    MacInUse(P),
     /// The source MAC is a group address.
     GroupSource,
     /// The source MAC is new and the table (or this port's share of it) is full.
     MacLimit,
 }
 
-pub struct MacTable {
-    entries: FxHashMap<Mac, Entry>,
+pub struct MacTable<P> {
+    entries: FxHashMap<Mac, Entry<P>>,
     /// Entries per port.
-    per_port_count: FxHashMap<PortId, usize>,
+    per_port_count: FxHashMap<P, usize>,
     max: usize,
     per_port: usize,
     last_sweep: Option<Instant>,
 }
 
-impl Default for MacTable {
+impl<P: Copy + Eq + Hash> Default for MacTable<P> {
     fn default() -> Self {
         MacTable::new(DEFAULT_MAX_MACS, DEFAULT_MAX_MACS_PER_PORT)
     }
 }
 
-impl MacTable {
+impl<P: Copy + Eq + Hash> MacTable<P> {
     /// A table of at most `max` MACs, `per_port` on one port.
     pub fn new(max: usize, per_port: usize) -> Self {
         MacTable {
@@ -78,11 +77,11 @@ impl MacTable {
         }
     }
 
-    fn count(&self, port: PortId) -> usize {
+    fn count(&self, port: P) -> usize {
         self.per_port_count.get(&port).copied().unwrap_or(0)
     }
 
-    fn dec(&mut self, port: PortId) {
+    fn dec(&mut self, port: P) {
         if let Some(c) = self.per_port_count.get_mut(&port) {
             *c -= 1;
             if *c == 0 {
@@ -92,7 +91,7 @@ impl MacTable {
     }
 
     /// Whether one more MAC fits on `port` (sweeping aged entries, at most once a second, if not).
-    fn room(&mut self, now: Instant, port: PortId) -> bool {
+    fn room(&mut self, now: Instant, port: P) -> bool {
         let fits = |t: &Self| t.entries.len() < t.max && t.count(port) < t.per_port;
         if fits(self) {
             return true;
@@ -110,11 +109,11 @@ impl MacTable {
     pub fn forward(
         &mut self,
         now: Instant,
-        port: PortId,
+        port: P,
         src: Mac,
         dst: Mac,
         gateway: Mac,
-    ) -> Result<Dest, Refused> {
+    ) -> Result<Dest<P>, Refused<P>> {
         if src == gateway {
             return Err(Refused::GatewayMac);
         }
@@ -151,7 +150,7 @@ impl MacTable {
     }
 
     /// Where a frame to `dst` goes (from the gateway when `from` is None).
-    pub fn lookup(&self, now: Instant, dst: Mac, gateway: Mac, from: Option<PortId>) -> Dest {
+    pub fn lookup(&self, now: Instant, dst: Mac, gateway: Mac, from: Option<P>) -> Dest<P> {
         if dst == gateway {
             return if from.is_some() {
                 Dest::Gateway
@@ -177,7 +176,7 @@ impl MacTable {
     }
 
     /// Forgets every MAC learned on `port` (it went away); returns them.
-    pub fn remove_port(&mut self, port: PortId) -> Vec<Mac> {
+    pub fn remove_port(&mut self, port: P) -> Vec<Mac> {
         let mut gone = Vec::new();
         self.entries.retain(|m, e| {
             let keep = e.port != port;
@@ -207,7 +206,7 @@ impl MacTable {
     }
 
     /// The live MACs learned on ports for which `pred` holds.
-    pub fn macs_on(&self, now: Instant, pred: impl Fn(PortId) -> bool) -> Vec<Mac> {
+    pub fn macs_on(&self, now: Instant, pred: impl Fn(P) -> bool) -> Vec<Mac> {
         self.entries
             .iter()
             .filter(|(_, e)| now.saturating_duration_since(e.seen) < MAC_AGING && pred(e.port))
@@ -216,7 +215,7 @@ impl MacTable {
     }
 
     /// MACs learned on `port`.
-    pub fn port_len(&self, port: PortId) -> usize {
+    pub fn port_len(&self, port: P) -> usize {
         self.count(port)
     }
 

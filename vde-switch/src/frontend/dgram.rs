@@ -9,10 +9,9 @@
 //!
 //! Unnamed senders (nothing to answer to) are ignored; the number of peers per socket is capped.
 
-use crate::port::Tx;
-use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
-use crate::switch::PortId;
-use netstack::driver::Driver;
+use super::{bind_unix, Context, FrontEnd, Host};
+use crate::reactor::{clear_ready, poll_ready, register, Keep};
+use crate::switch::port::{PortId, Tx};
 use netstack::wire::ethernet;
 use rustc_hash::FxHashMap;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -34,7 +33,6 @@ const BATCH: usize = 64;
 
 struct Peer {
     port: PortId,
-    gen: u32,
     last: Instant,
 }
 
@@ -57,19 +55,20 @@ pub struct DgramRx {
     idle: Duration,
 }
 
-/// Binds `path` and registers it with the server.
-pub fn bind(s: &mut Server, path: &Path, idle: Duration) -> io::Result<()> {
-    let sock = crate::server::bind_unix(path, Type::DGRAM)?;
+/// Binds `path` and registers it as a front end.
+pub fn bind(s: &mut Host<'_>, path: &Path, idle: Duration) -> io::Result<()> {
+    let sock = bind_unix(path, Type::DGRAM)?;
     sock.set_nonblocking(true)?;
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     s.remove_on_exit(path.to_path_buf());
     let fd = Rc::new(register(OwnedFd::from(sock))?);
-    s.add_endpoint(Endpoint::Dgram(DgramRx {
+    let mtu_frame = s.mtu_frame();
+    s.add_front_end(Box::new(DgramRx {
         fd,
         path: path.to_path_buf(),
         peers: FxHashMap::default(),
-        buf: vec![0; (256 << 10).max(2 * (s.mtu_frame + 1))],
+        buf: vec![0; (256 << 10).max(2 * (mtu_frame + 1))],
         counters: DgramCounters::default(),
         idle: if idle.is_zero() { IDLE } else { idle },
     }));
@@ -120,18 +119,14 @@ pub fn describe(key: &[u8]) -> String {
     format!("{at}{name}")
 }
 
-impl Server {
-    pub(crate) fn dgram_readable(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        d: &mut DgramRx,
-        driver: &mut Driver,
-    ) -> Keep {
-        let (waker, tok) = self.endpoint_waker(idx);
+impl FrontEnd for DgramRx {
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Keep {
+        let d = self;
+        let (waker, tok) = cx.waker();
         // A batch of frames, switched, then handed to the gateway together.
         let (mut frames, mut used, mut more) = (Vec::with_capacity(BATCH), 0, true);
-        let room = self.mtu_frame + 1;
+        let mtu_frame = cx.mtu_frame();
+        let room = mtu_frame + 1;
         while frames.len() < BATCH && d.buf.len() - used >= room {
             if !poll_ready(&d.fd, &waker, false) {
                 more = false;
@@ -145,7 +140,7 @@ impl Server {
             ) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    clear_ready(&d.fd, &waker, false, &self.queue, tok);
+                    clear_ready(&d.fd, &waker, false, cx.queue(), tok);
                     more = false;
                     break;
                 }
@@ -154,7 +149,7 @@ impl Server {
                     break;
                 }
             };
-            if !(ethernet::HEADER_LEN..=self.mtu_frame).contains(&len) {
+            if !(ethernet::HEADER_LEN..=mtu_frame).contains(&len) {
                 d.counters.bad_size += 1;
                 log::debug!("dgram {}: dropped a {len}-byte datagram", d.path.display());
                 continue;
@@ -169,7 +164,7 @@ impl Server {
                 }
                 continue;
             };
-            let Some(port) = self.dgram_peer(now, d, key, &addr) else {
+            let Some(port) = d.peer(cx, key, &addr) else {
                 continue;
             };
             frames.push((port, used..used + len));
@@ -180,14 +175,12 @@ impl Server {
         let mut run_port = None;
         for (port, r) in frames {
             let f = &d.buf[r];
-            if !self.switch_in(now, port, f, driver.gw.dhcp()) {
+            if !cx.switch(port, f) {
                 continue;
             }
             if run_port.is_some_and(|p| p != port) && !for_gateway.is_empty() {
                 if let Some(p) = run_port {
-                    driver.handle_frames_from(now, p, &for_gateway, &mut |f| {
-                        self.gateway_out(now, f)
-                    });
+                    cx.to_gateway(p, &for_gateway);
                 }
                 for_gateway.clear();
             }
@@ -195,26 +188,49 @@ impl Server {
             for_gateway.push(f);
         }
         if let (Some(p), false) = (run_port, for_gateway.is_empty()) {
-            driver.handle_frames_from(now, p, &for_gateway, &mut |f| self.gateway_out(now, f));
+            cx.to_gateway(p, &for_gateway);
         }
         if more {
             // More may be waiting: come back after the others had their turn.
-            self.queue.push(tok);
+            cx.again();
         }
         Keep::Yes
     }
 
+    /// Closes the ports of idle peers and forgets those closed elsewhere.
+    fn tick(&mut self, cx: &mut Context<'_>) -> Keep {
+        let now = cx.now;
+        let mut idle = Vec::new();
+        let limit = self.idle;
+        self.peers.retain(|_, p| {
+            if now.saturating_duration_since(p.last) >= limit {
+                idle.push(p.port);
+                false
+            } else {
+                cx.port_exists(p.port)
+            }
+        });
+        for port in idle {
+            if cx.port_exists(port) {
+                cx.close_port(port, "idle (no datagram from the peer)");
+            }
+        }
+        Keep::Yes
+    }
+}
+
+impl DgramRx {
     /// The live port of the peer at `key`, creating it if needed.
-    fn dgram_peer(
+    fn peer(
         &mut self,
-        now: Instant,
-        d: &mut DgramRx,
+        cx: &mut Context<'_>,
         key: Cow<'_, [u8]>,
         addr: &SockAddr,
     ) -> Option<PortId> {
+        let d = self;
         if let Some(p) = d.peers.get_mut(key.as_ref()) {
-            if self.port_gen(p.port) == Some(p.gen) {
-                p.last = now;
+            if cx.port_exists(p.port) {
+                p.last = cx.now;
                 return Some(p.port);
             }
             // Closed behind our back (its socket went away): start afresh.
@@ -261,40 +277,14 @@ impl Server {
                 }
             }
         };
-        let port = self.add_port(
+        let port = cx.add_port(
             format!("dgram {} peer {who}", d.path.display()),
             tx,
             usize::MAX,
         );
-        let gen = self.port_gen(port)?;
-        d.peers.insert(
-            key.into_owned(),
-            Peer {
-                port,
-                gen,
-                last: now,
-            },
-        );
+        d.peers
+            .insert(key.into_owned(), Peer { port, last: cx.now });
         Some(port)
-    }
-
-    /// Closes the ports of idle peers and forgets those closed elsewhere.
-    pub(crate) fn dgram_tick(&mut self, now: Instant, d: &mut DgramRx) -> Keep {
-        let mut idle = Vec::new();
-        d.peers.retain(|_, p| {
-            if now.saturating_duration_since(p.last) >= d.idle {
-                idle.push((p.port, p.gen));
-                false
-            } else {
-                self.port_gen(p.port) == Some(p.gen)
-            }
-        });
-        for (port, gen) in idle {
-            if self.port_gen(port) == Some(gen) {
-                self.close_port(port, "idle (no datagram from the peer)");
-            }
-        }
-        Keep::Yes
     }
 }
 

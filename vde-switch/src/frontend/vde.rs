@@ -16,10 +16,9 @@
 //!   cannot be swapped in between;
 //! - a request must be 122..=250 bytes, version 3, and arrive within 10 s.
 
-use crate::port::Tx;
-use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
-use crate::switch::PortId;
-use netstack::driver::Driver;
+use super::{bind_unix, Context, FrontEnd, Host};
+use crate::reactor::{clear_ready, poll_ready, register, Keep};
+use crate::switch::port::{PortId, Tx};
 use netstack::wire::ethernet;
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -73,13 +72,22 @@ pub struct VdeOptions {
     pub group: Option<u32>,
 }
 
+/// Why `--vde-group` names no group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("--vde-group {0:?}: bad name")]
+    BadName(String),
+    #[error("--vde-group {0:?}: no such group")]
+    NoSuchGroup(String),
+}
+
 /// A group name or number to its gid.
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub fn group_id(name: &str) -> Result<u32, GroupError> {
     if let Ok(g) = name.parse::<u32>() {
         return Ok(g);
     }
-    let c = CString::new(name).map_err(|_| format!("--vde-group {name:?}: bad name"))?;
-    crate::sys::group_gid(&c).ok_or_else(|| format!("--vde-group {name:?}: no such group"))
+    let c = CString::new(name).map_err(|_| GroupError::BadName(name.to_string()))?;
+    crate::sys::group_gid(&c).ok_or_else(|| GroupError::NoSuchGroup(name.to_string()))
 }
 
 /// The socket and directory modes for `mode` (vde_switch's rules).
@@ -386,7 +394,6 @@ impl Drop for Reserved {
 struct Attached {
     data: Rc<AsyncFd<OwnedFd>>,
     port: PortId,
-    gen: u32,
     buf: Vec<u8>,
     _name: Reserved,
 }
@@ -435,8 +442,8 @@ fn chmod_chown(path: &Path, mode: u32, group: Option<u32>) -> io::Result<()> {
     })
 }
 
-/// Creates (or reuses) the switch directory, binds `DIR/ctl` and registers it with the server.
-pub fn bind(s: &mut Server, o: &VdeOptions) -> io::Result<()> {
+/// Creates (or reuses) the switch directory, binds `DIR/ctl` and registers it as a front end.
+pub fn bind(s: &mut Host<'_>, o: &VdeOptions) -> io::Result<()> {
     let (mode, dirmode) = modes(o.mode);
     let created = match fs::symlink_metadata(&o.dir) {
         Ok(m) if m.is_dir() => false,
@@ -476,7 +483,7 @@ pub fn bind(s: &mut Server, o: &VdeOptions) -> io::Result<()> {
     // Bound and listening under a temporary name, then renamed: a client that sees `ctl` can connect.
     let ctl = dir.join("ctl");
     let tmp = dir.join(format!(".ctl-{}", std::process::id()));
-    let sock = crate::server::bind_unix(&tmp, Type::STREAM)?;
+    let sock = bind_unix(&tmp, Type::STREAM)?;
     let ready = (|| {
         chmod_chown(&tmp, mode, o.group)?;
         sock.listen(64)?;
@@ -508,7 +515,7 @@ pub fn bind(s: &mut Server, o: &VdeOptions) -> io::Result<()> {
         s.remove_dir_on_exit(dir.clone());
     }
     let fd = register(OwnedFd::from(sock))?;
-    s.add_endpoint(Endpoint::VdeListener(VdeListener {
+    s.add_front_end(Box::new(VdeListener {
         fd,
         dir: Rc::new(RefCell::new(Dir {
             path: dir,
@@ -521,9 +528,10 @@ pub fn bind(s: &mut Server, o: &VdeOptions) -> io::Result<()> {
     Ok(())
 }
 
-impl Server {
-    pub(crate) fn vde_accept(&mut self, now: Instant, idx: usize, l: &mut VdeListener) -> Keep {
-        let (waker, tok) = self.endpoint_waker(idx);
+impl FrontEnd for VdeListener {
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Keep {
+        let l = self;
+        let (waker, tok) = cx.waker();
         loop {
             if !poll_ready(&l.fd, &waker, false) {
                 return Keep::Yes;
@@ -531,7 +539,7 @@ impl Server {
             let s = match SockRef::from(l.fd.get_ref()).accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    clear_ready(&l.fd, &waker, false, &self.queue, tok);
+                    clear_ready(&l.fd, &waker, false, cx.queue(), tok);
                     return Keep::Yes;
                 }
                 Err(e) => {
@@ -566,7 +574,8 @@ impl Server {
                 }
             };
             dir.borrow_mut().pending += 1;
-            self.add_endpoint(Endpoint::VdeConn(VdeConn {
+            let now = cx.now;
+            cx.add_front_end(Box::new(VdeConn {
                 ctl,
                 dir: dir.clone(),
                 peer,
@@ -578,17 +587,14 @@ impl Server {
             }));
         }
     }
+}
 
-    pub(crate) fn vde_readable(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        c: &mut VdeConn,
-        driver: &mut Driver,
-    ) -> Keep {
-        let (waker, tok) = self.endpoint_waker(idx);
+impl FrontEnd for VdeConn {
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Keep {
+        let c = self;
+        let (waker, tok) = cx.waker();
         if let State::Attached(a) = &c.state {
-            if self.port_gen(a.port) != Some(a.gen) {
+            if !cx.port_exists(a.port) {
                 return Keep::No;
             }
         }
@@ -607,13 +613,13 @@ impl Server {
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    clear_ready(&c.ctl, &waker, false, &self.queue, tok);
+                    clear_ready(&c.ctl, &waker, false, cx.queue(), tok);
                     break;
                 }
                 Ok(0) | Err(_) => {
                     match &c.state {
                         State::Attached(a) => {
-                            self.close_port(a.port, "VDE control connection closed")
+                            cx.close_port(a.port, "VDE control connection closed")
                         }
                         State::Handshake { buf, .. } if !buf.is_empty() => log::warn!(
                             "vde {}: refused a client (pid {} uid {}): {}",
@@ -637,7 +643,7 @@ impl Server {
             if buf.len() < REQ_FIXED && !wrong_magic {
                 continue;
             }
-            match parse_request(buf).and_then(|r| self.vde_attach(idx, c, r)) {
+            match parse_request(buf).and_then(|r| c.attach(cx, r)) {
                 Ok(a) => c.state = State::Attached(a),
                 Err(e) => {
                     log::warn!(
@@ -667,7 +673,7 @@ impl Server {
                 RecvFlags::TRUNC,
             ) {
                 Ok(n) if n > MAX_VDE_FRAME => {
-                    if let Some(ctr) = self.port_counters_mut(a.port) {
+                    if let Some(ctr) = cx.port_counters_mut(a.port) {
                         ctr.drop_oversize += 1;
                     }
                 }
@@ -677,7 +683,7 @@ impl Server {
                     used += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    clear_ready(&a.data, &waker, false, &self.queue, tok);
+                    clear_ready(&a.data, &waker, false, cx.queue(), tok);
                     more = false;
                     break;
                 }
@@ -690,35 +696,53 @@ impl Server {
         let mut for_gateway: Vec<&[u8]> = Vec::new();
         for r in frames {
             let f = &a.buf[r];
-            if self.switch_in(now, a.port, f, driver.gw.dhcp()) {
+            if cx.switch(a.port, f) {
                 for_gateway.push(f);
             }
         }
         if !for_gateway.is_empty() {
-            driver.handle_frames_from(now, a.port, &for_gateway, &mut |f| self.gateway_out(now, f));
+            cx.to_gateway(a.port, &for_gateway);
         }
         if let Some(e) = failed {
             log::warn!("port {}: VDE data socket: {e}", a.port);
-            self.close_port(a.port, "VDE data socket failed");
+            cx.close_port(a.port, "VDE data socket failed");
             return Keep::No;
         }
-        if self.port_gen(a.port) != Some(a.gen) {
+        if !cx.port_exists(a.port) {
             return Keep::No;
         }
         if more {
             // More may be waiting: come back after the others had their turn.
-            self.queue.push(tok);
+            cx.again();
         }
         Keep::Yes
     }
 
+    /// Drops handshakes that stalled and connections whose port was closed elsewhere.
+    fn tick(&mut self, cx: &mut Context<'_>) -> Keep {
+        let c = self;
+        match &c.state {
+            State::Handshake { since, .. }
+                if cx.now.saturating_duration_since(*since) >= HANDSHAKE_TIMEOUT =>
+            {
+                log::warn!(
+                    "vde {}: client (pid {} uid {}) sent no request within {HANDSHAKE_TIMEOUT:?}",
+                    c.dir.borrow().path.display(),
+                    c.peer.pid,
+                    c.peer.uid
+                );
+                Keep::No
+            }
+            State::Attached(a) if !cx.port_exists(a.port) => Keep::No,
+            _ => Keep::Yes,
+        }
+    }
+}
+
+impl VdeConn {
     /// Checks the client's socket, creates the data socket and the port, and answers the client.
-    fn vde_attach(
-        &mut self,
-        idx: usize,
-        c: &VdeConn,
-        req: Request,
-    ) -> Result<Attached, BadRequest> {
+    fn attach(&self, cx: &mut Context<'_>, req: Request) -> Result<Attached, BadRequest> {
+        let c = self;
         let io = |e: io::Error| BadRequest::Io(e.to_string());
         let (dir_path, mode, group) = {
             let d = c.dir.borrow();
@@ -777,7 +801,7 @@ impl Server {
                 )))
             }
         }
-        let port = self.add_port(
+        let port = cx.add_port(
             format!(
                 "vde {} port {number} \"{}\" pid {} uid {}",
                 dir_path.display(),
@@ -792,35 +816,14 @@ impl Server {
             },
             MAX_VDE_FRAME,
         );
-        let gen = self.port_gen(port).unwrap_or(u32::MAX);
         // Data may already be waiting: look at once.
-        self.queue.push(self.endpoint_waker(idx).1);
+        cx.again();
         Ok(Attached {
             data,
             port,
-            gen,
             buf: vec![0; BATCH * MAX_VDE_FRAME + 1],
             _name: name,
         })
-    }
-
-    /// Drops handshakes that stalled and connections whose port was closed elsewhere.
-    pub(crate) fn vde_tick(&mut self, now: Instant, c: &mut VdeConn) -> Keep {
-        match &c.state {
-            State::Handshake { since, .. }
-                if now.saturating_duration_since(*since) >= HANDSHAKE_TIMEOUT =>
-            {
-                log::warn!(
-                    "vde {}: client (pid {} uid {}) sent no request within {HANDSHAKE_TIMEOUT:?}",
-                    c.dir.borrow().path.display(),
-                    c.peer.pid,
-                    c.peer.uid
-                );
-                Keep::No
-            }
-            State::Attached(a) if self.port_gen(a.port) != Some(a.gen) => Keep::No,
-            _ => Keep::Yes,
-        }
     }
 }
 

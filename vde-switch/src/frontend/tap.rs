@@ -5,14 +5,12 @@
 //! `Driver::handle_frames` in one batch and ends the batch (so ACKs and window updates go out per batch
 //! of reads, not per wakeup). Transmission is `Tx::Packet` (one write per frame).
 
-use crate::port::Tx;
-use crate::server::{clear_ready, poll_ready, register, Endpoint, Keep, Server};
-use crate::switch::PortId;
-use netstack::driver::Driver;
+use super::{Context, FrontEnd, Host};
+use crate::reactor::{clear_ready, poll_ready, register, Keep};
+use crate::switch::port::{PortId, Tx};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
 /// Frames read per batch.
@@ -42,8 +40,8 @@ pub struct TapRx {
 }
 
 /// Serves tap fd `fd` (named `name` in its namespace) as a port; returns the port.
-pub fn add_tap(s: &mut Server, fd: OwnedFd, name: &str) -> io::Result<PortId> {
-    crate::netns::set_nonblocking(&fd)?;
+pub fn add_tap(s: &mut Host<'_>, fd: OwnedFd, name: &str) -> io::Result<PortId> {
+    crate::helper::set_nonblocking(&fd)?;
     let fd = Rc::new(register(fd)?);
     let port = s.add_port(
         format!("tap {name}"),
@@ -53,8 +51,8 @@ pub fn add_tap(s: &mut Server, fd: OwnedFd, name: &str) -> io::Result<PortId> {
         },
         usize::MAX,
     );
-    let frame = s.mtu_frame + 1;
-    s.add_endpoint(Endpoint::Tap(TapRx {
+    let frame = s.mtu_frame() + 1;
+    s.add_front_end(Box::new(TapRx {
         fd,
         port,
         name: name.to_string(),
@@ -104,60 +102,51 @@ impl TapRx {
     }
 }
 
-impl Server {
-    pub(crate) fn tap_readable(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        t: &mut TapRx,
-        driver: &mut Driver,
-    ) -> Keep {
-        if !self.port_exists(t.port) {
+impl FrontEnd for TapRx {
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Keep {
+        if !cx.port_exists(self.port) {
             return Keep::No;
         }
-        let (waker, tok) = self.endpoint_waker(idx);
+        let (waker, tok) = cx.waker();
         for _ in 0..ROUNDS {
-            if !poll_ready(&t.fd, &waker, false) {
+            if !poll_ready(&self.fd, &waker, false) {
                 return Keep::Yes;
             }
-            let state = t.read_batch(self.mtu_frame);
-            if !t.spans.is_empty() {
-                t.counters.batches += 1;
+            let state = self.read_batch(cx.mtu_frame());
+            if !self.spans.is_empty() {
+                self.counters.batches += 1;
                 let mut for_gateway: [&[u8]; BATCH] = [&[]; BATCH];
                 let mut n = 0;
-                for &(off, len) in &t.spans {
-                    let frame = &t.buf[off..off + len];
-                    if self.switch_in(now, t.port, frame, driver.gw.dhcp()) {
+                for &(off, len) in &self.spans {
+                    let frame = &self.buf[off..off + len];
+                    if cx.switch(self.port, frame) {
                         for_gateway[n] = frame;
                         n += 1;
                     }
                 }
                 if n > 0 {
-                    driver.handle_frames_from(now, t.port, &for_gateway[..n], &mut |f| {
-                        self.gateway_out(now, f)
-                    });
-                    driver.end_batch(now, &mut |f| self.gateway_out(now, f));
-                    self.flush_and_resume(now, driver);
+                    cx.to_gateway(self.port, &for_gateway[..n]);
+                    cx.end_batch();
                 }
             }
             match state {
                 Read::More => {}
                 Read::Empty => {
-                    clear_ready(&t.fd, &waker, false, &self.queue, tok);
+                    clear_ready(&self.fd, &waker, false, cx.queue(), tok);
                     return Keep::Yes;
                 }
                 Read::Failed(e) => {
-                    log::warn!("tap {}: read failed: {e}", t.name);
-                    self.close_port(t.port, "tap read failed");
+                    log::warn!("tap {}: read failed: {e}", self.name);
+                    cx.close_port(self.port, "tap read failed");
                     return Keep::No;
                 }
             }
-            if !self.port_exists(t.port) {
+            if !cx.port_exists(self.port) {
                 return Keep::No;
             }
         }
         // More may be waiting: come back after the others had their turn.
-        self.queue.push(tok);
+        cx.again();
         Keep::Yes
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! A port is where the switch sends frames: a stream connection (QEMU length framing, queued and flushed
 //! in batches), or a datagram destination (a `-netdev dgram` peer on a shared socket, a VDE2 data
-//! socket, a tap fd: one frame per write). The receive side lives in the front end's own endpoint
-//! (`server.rs` and the front-end modules), which shares the fd through an `Rc`.
+//! socket, a tap fd: one frame per write), or whatever a front end brings as a [`Transmit`]. The receive
+//! side lives in the front end (`frontend/`), which shares the fd through an `Rc`.
 
-use crate::framing;
+use super::framing;
 use rustix::net::SendFlags;
 use socket2::{SockAddr, SockRef};
 use std::io::{self, IoSlice};
@@ -32,6 +32,26 @@ pub const DGRAM_FLOOD_MAX: usize = DGRAM_QUEUE_CAP / 2;
 pub const DGRAM_PEER_MAX: usize = DGRAM_QUEUE_CAP * 3 / 4;
 /// Frames at least this long are written directly (no copy into the queue) when the queue is empty.
 const DIRECT_WRITE_MIN: usize = 16 << 10;
+
+slotmap::new_key_type! {
+    /// A switch port: a key into the switch's port table. A front end keeps the key of its port; once
+    /// the port is closed the key no longer finds it, even when its slot (and number) is reused.
+    pub struct PortId;
+}
+
+impl PortId {
+    /// The port's number in log lines and for the gateway: slots are numbered from 0 and a freed
+    /// number is reused first (the table is a `slotmap`, whose slot 0 is a sentinel).
+    pub fn number(self) -> u32 {
+        (self.0.as_ffi() as u32).wrapping_sub(1)
+    }
+}
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
 
 /// Per-port counters.
 #[derive(Default, Debug, Clone)]
@@ -177,8 +197,34 @@ pub enum Tx {
         queue: std::collections::VecDeque<Vec<u8>>,
         bytes: usize,
     },
-    /// The VXLAN uplink (`vxlan.rs`): each frame is encapsulated and sent to its VTEP(s).
-    Vxlan(Rc<std::cell::RefCell<crate::vxlan::Uplink>>),
+    /// A transmit side of the front end's own (see [`Transmit`]).
+    Custom(Box<dyn Transmit>),
+}
+
+/// The transmit side of a front end whose frames leave neither as a length-framed stream nor as
+/// plain datagrams (an encapsulating uplink, say): such a front end implements this and creates its
+/// port with [`Tx::Custom`], without touching the switch. Class shares are those of datagram ports.
+pub trait Transmit {
+    /// Sends or queues one frame (counting drops in `counters`). [`Sent::Queued`] asks for a
+    /// [`Transmit::flush`] at the end of the batch.
+    fn send(&mut self, frame: &[u8], counters: &mut PortCounters) -> Sent;
+    /// Writes what is queued: `Ok(true)` all written, `Ok(false)` wait until
+    /// [`Transmit::writable_fd`] is writable, `Err` the port fails (and is closed).
+    fn flush(&mut self, _counters: &mut PortCounters) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Bytes queued.
+    fn queued(&self) -> usize {
+        0
+    }
+    /// Whether the gateway should pause its senders towards this port.
+    fn congested(&self) -> bool {
+        false
+    }
+    /// The fd whose write readiness resumes [`Transmit::flush`].
+    fn writable_fd(&self) -> Option<&AsyncFd<OwnedFd>> {
+        None
+    }
 }
 
 /// One datagram on a connected socket.
@@ -194,7 +240,7 @@ pub struct Port {
     /// Largest frame this port carries (VDE2 peers: 1518; others: the LAN's MTU + 14).
     pub max_frame: usize,
     /// Storm control of the frames this port floods (set by the server).
-    pub storm: Option<crate::storm::TokenBucket>,
+    pub storm: Option<super::storm::TokenBucket>,
 }
 
 /// What `Port::send` did.
@@ -224,7 +270,8 @@ impl Port {
         match &self.tx {
             Tx::Stream { queue, off, .. } => queue.len() - off,
             Tx::Datagram { bytes, .. } => *bytes,
-            Tx::Packet { .. } | Tx::Vxlan(_) => 0,
+            Tx::Packet { .. } => 0,
+            Tx::Custom(t) => t.queued(),
         }
     }
 
@@ -258,13 +305,6 @@ impl Port {
         self.counters.frames_out += 1;
         self.counters.bytes_out += frame.len() as u64;
         match &mut self.tx {
-            Tx::Vxlan(u) => {
-                match u.try_borrow_mut() {
-                    Ok(mut u) => u.send(frame),
-                    Err(_) => self.counters.drop_tx_full += 1,
-                }
-                Sent::Done
-            }
             Tx::Stream {
                 fd,
                 queue,
@@ -353,6 +393,7 @@ impl Port {
                 }
                 Sent::Done
             }
+            Tx::Custom(t) => t.send(frame, &mut self.counters),
         }
     }
 
@@ -373,6 +414,9 @@ impl Port {
                 queue.pop_front();
             }
             return Ok(true);
+        }
+        if let Tx::Custom(t) = &mut self.tx {
+            return t.flush(&mut self.counters);
         }
         let Tx::Stream {
             fd,
@@ -408,15 +452,17 @@ impl Port {
         match &self.tx {
             Tx::Stream { queue, off, .. } => queue.len() - off > TX_QUEUE_SOFT,
             Tx::Datagram { bytes, .. } => *bytes > DGRAM_QUEUE_CAP / 4,
-            Tx::Packet { .. } | Tx::Vxlan(_) => false,
+            Tx::Packet { .. } => false,
+            Tx::Custom(t) => t.congested(),
         }
     }
 
-    /// The fd whose write readiness matters (stream and queued datagram ports).
-    pub fn stream_fd(&self) -> Option<&Rc<AsyncFd<OwnedFd>>> {
+    /// The fd whose write readiness matters (stream and queued datagram ports, custom ones).
+    pub fn writable_fd(&self) -> Option<&AsyncFd<OwnedFd>> {
         match &self.tx {
             Tx::Stream { fd, .. } | Tx::Datagram { fd, .. } => Some(fd),
-            Tx::Packet { .. } | Tx::Vxlan(_) => None,
+            Tx::Packet { .. } => None,
+            Tx::Custom(t) => t.writable_fd(),
         }
     }
 }

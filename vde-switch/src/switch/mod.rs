@@ -1,0 +1,664 @@
+//! The switch: its ports and their queues, the MAC table, the LAN guards (IP source guard, DHCP
+//! snooping, storm control) and the pcap; no sockets of its own beyond the ports' transmit sides.
+//!
+//! A front end hands every frame it reads to [`Switch::switch_in`], which learns, guards and sends it
+//! to other ports, and says whether the gateway must see it too (the front end then passes it to the
+//! driver, batched). The gateway's frames come back through [`Switch::gateway_out`]. Ports queue what
+//! they cannot write at once; [`Switch::flush_and_resume`] writes the queues at the end of a batch and
+//! lets the gateway resume senders it paused on a congested port.
+//!
+//! Children: `mac` (the MAC table), `port` (transmit sides, counters, queue shares), `framing` (QEMU's
+//! stream framing), `guard` (what a frame claims), `binding` (IP source guard), `storm` (token bucket).
+//! They do not depend on this file.
+
+pub mod binding;
+pub mod framing;
+pub mod guard;
+pub mod mac;
+pub mod port;
+pub mod storm;
+
+use crate::reactor::{clear_ready, poll_ready, port_token, Driver, Stopper};
+use binding::{Guard, Verdict};
+use guard::L3;
+use mac::{Dest, MacTable, Refused};
+use netstack::config::Ipv4Net;
+use netstack::dhcp::DhcpServer;
+use netstack::gateway::Gateway;
+use netstack::pcap::PcapWriter;
+use netstack::wire::ethernet;
+use netstack::Mac;
+use port::{Class, Port, PortCounters, PortId, Sent, Tx};
+use slotmap::SlotMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+use storm::{StormLimit, TokenBucket};
+
+/// LAN safety limits (storm control, table bounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LanOptions {
+    /// Flooded frames per second and burst per ingress port (`rate` 0: unlimited).
+    pub storm: StormLimit,
+    /// Learned MACs in all, and on one port.
+    pub max_macs: usize,
+    pub max_macs_per_port: usize,
+    /// Addresses bound without a DHCP lease (IP source guard).
+    pub max_bindings: usize,
+}
+
+impl Default for LanOptions {
+    fn default() -> Self {
+        LanOptions {
+            storm: StormLimit::default(),
+            max_macs: mac::DEFAULT_MAX_MACS,
+            max_macs_per_port: mac::DEFAULT_MAX_MACS_PER_PORT,
+            max_bindings: binding::DEFAULT_MAX,
+        }
+    }
+}
+
+struct PortSlot {
+    port: Port,
+    waker: Waker,
+    /// The gateway paused senders because this port was congested: resume them when it drains.
+    gw_waiting: bool,
+}
+
+/// The switch's state, owned by the event loop's thread.
+pub struct Switch {
+    queue: Arc<crate::reactor::ReadyQueue>,
+    stopper: Stopper,
+    ports: SlotMap<PortId, PortSlot>,
+    dirty: Vec<PortId>,
+    dead: Vec<(PortId, &'static str)>,
+    /// The gateway paused a sender on a congested port (which one: [`PortSlot::gw_waiting`]), or on
+    /// a port that closed since (`closed_waiting`).
+    link_waiting: bool,
+    closed_waiting: bool,
+    macs: MacTable<PortId>,
+    gateway_mac: Mac,
+    /// Largest frame on the LAN (MTU + Ethernet header).
+    mtu_frame: usize,
+    pcap: Option<PcapWriter<BufWriter<File>>>,
+    /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
+    protected_ips: Vec<[u8; 4]>,
+    isolate: bool,
+    /// IP source guard: addresses bound to MACs.
+    guard: Guard,
+    /// The LAN (claims of its addresses are bound; others are the gateway's business).
+    net: Ipv4Net,
+    storm: StormLimit,
+    /// Counters of ports that have closed (for the totals in `stats`).
+    closed: PortCounters,
+    /// passt's `--one-off`: stop when a stream guest's port closes.
+    one_off: bool,
+    /// `--no-gateway`: nothing is delivered to the gateway (another warren on the overlay is it).
+    no_gateway: bool,
+    /// A port that may carry DHCP server messages and claim the gateway's addresses (the uplink
+    /// towards the real gateway under `--no-gateway`).
+    trusted: Option<PortId>,
+    /// The source (MAC, address) of ICMP "fragmentation needed" for frames too big for their port.
+    icmp_from: (Mac, std::net::Ipv4Addr),
+    /// ICMP "fragmentation needed" sent.
+    frag_needed: u64,
+    /// Counters and control-socket commands of things attached to the switch (the VXLAN uplink).
+    attachments: Vec<std::rc::Rc<std::cell::RefCell<dyn Attachment>>>,
+}
+
+/// The switch's gateway MAC under `--no-gateway`: a group address nobody sends from.
+const NO_GATEWAY_MAC: Mac = [0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+
+/// Something a front end attaches to the switch: it reports counters (in `stats`) and may answer
+/// control-socket requests of its own.
+pub trait Attachment {
+    /// Counters, by name.
+    fn stats(&self) -> Vec<(&'static str, u64)>;
+    /// The reply to a control-socket request it handles; None for the others.
+    fn api(&mut self, _request: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl Switch {
+    /// A switch in front of `gw`; ports report writability on `queue`, `stopper` serves `--one-off`.
+    pub fn new(
+        queue: Arc<crate::reactor::ReadyQueue>,
+        stopper: Stopper,
+        gw: &Gateway,
+        lan: &LanOptions,
+        isolate: bool,
+        pcap: Option<PcapWriter<BufWriter<File>>>,
+    ) -> Self {
+        let cfg = gw.config();
+        let mut protected_ips = vec![cfg.gateway.octets(), cfg.dns.octets()];
+        for g in &cfg.guestfwds {
+            if !protected_ips.contains(&g.addr.octets()) {
+                protected_ips.push(g.addr.octets());
+            }
+        }
+        Switch {
+            queue,
+            stopper,
+            ports: SlotMap::with_key(),
+            dirty: Vec::new(),
+            dead: Vec::new(),
+            link_waiting: false,
+            closed_waiting: false,
+            macs: MacTable::new(lan.max_macs, lan.max_macs_per_port),
+            gateway_mac: gw.mac(),
+            mtu_frame: usize::from(cfg.mtu) + ethernet::HEADER_LEN,
+            pcap,
+            protected_ips,
+            isolate,
+            guard: Guard::new(lan.max_bindings),
+            net: cfg.net,
+            storm: lan.storm,
+            closed: PortCounters::default(),
+            one_off: false,
+            no_gateway: false,
+            trusted: None,
+            icmp_from: (gw.mac(), cfg.gateway),
+            frag_needed: 0,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// `--no-gateway`: the switch delivers nothing to the gateway.
+    pub fn set_no_gateway(&mut self) {
+        self.no_gateway = true;
+        self.gateway_mac = NO_GATEWAY_MAC;
+    }
+
+    /// The gateway's MAC as the switch knows it (a group address under `--no-gateway`).
+    pub fn gateway_mac(&self) -> Mac {
+        self.gateway_mac
+    }
+
+    /// Port `id` may carry DHCP server messages and frames claiming the gateway's addresses.
+    pub fn trust_port(&mut self, id: PortId) {
+        self.trusted = Some(id);
+    }
+
+    /// Attaches counters and control-socket commands (see [`Attachment`]).
+    pub fn attach(&mut self, a: std::rc::Rc<std::cell::RefCell<dyn Attachment>>) {
+        self.attachments.push(a);
+    }
+
+    /// The reply of the attachment that handles `request`, if one does.
+    pub fn attachment_api(&mut self, request: &[u8]) -> Option<Vec<u8>> {
+        self.attachments
+            .iter()
+            .find_map(|a| a.try_borrow_mut().ok()?.api(request))
+    }
+
+    /// Largest frame on the LAN (MTU + Ethernet header).
+    pub fn mtu_frame(&self) -> usize {
+        self.mtu_frame
+    }
+
+    /// Creates a port carrying frames of at most `max_frame` bytes (and at most the LAN's).
+    pub fn add_port(&mut self, name: String, tx: Tx, max_frame: usize) -> PortId {
+        let mut port = Port::new(name, tx, max_frame.min(self.mtu_frame));
+        port.storm = Some(TokenBucket::new(self.storm, Instant::now()));
+        let queue = &self.queue;
+        let id = self.ports.insert_with_key(|k| PortSlot {
+            port,
+            waker: queue.waker(port_token(k)),
+            gw_waiting: false,
+        });
+        log::info!("port {id} connected ({})", self.ports[id].port.name);
+        id
+    }
+
+    /// Removes a port and forgets its MACs.
+    pub fn close_port(&mut self, id: PortId, why: &str) {
+        let Some(slot) = self.ports.remove(id) else {
+            return;
+        };
+        let p = slot.port;
+        log::info!("port {id} ({}) closed: {why}; {:?}", p.name, p.counters);
+        if slot.gw_waiting {
+            // Paused senders towards it are resumed at the next flush.
+            self.link_waiting = true;
+            self.closed_waiting = true;
+        }
+        self.closed.add(&p.counters);
+        for mac in self.macs.remove_port(id) {
+            self.guard.remove_mac(&mac);
+        }
+        if self.one_off && p.name.starts_with("stream") {
+            log::info!("--one-off: the guest left; stopping");
+            self.stopper.stop();
+        }
+    }
+
+    /// passt's `--one-off`: stop once a stream guest (QEMU) has disconnected.
+    pub fn stop_when_guest_leaves(&mut self) {
+        self.one_off = true;
+    }
+
+    pub fn port_exists(&self, id: PortId) -> bool {
+        self.ports.contains_key(id)
+    }
+
+    pub fn port_counters_mut(&mut self, id: PortId) -> Option<&mut PortCounters> {
+        self.ports.get_mut(id).map(|s| &mut s.port.counters)
+    }
+
+    pub fn port_counters(&self, id: PortId) -> Option<&PortCounters> {
+        self.ports.get(id).map(|s| &s.port.counters)
+    }
+
+    /// The switch's counters summed over every port that ever existed (`port_` + counter name), plus
+    /// the sizes of its tables.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let mut total = self.closed.clone();
+        for slot in self.ports.values() {
+            total.add(&slot.port.counters);
+        }
+        let mut v: Vec<(&'static str, u64)> = total.stat_pairs().to_vec();
+        v.push(("ports", self.ports.len() as u64));
+        v.push(("macs", self.macs.len() as u64));
+        v.push(("ip_bindings", self.guard.len() as u64));
+        v.push(("icmp_frag_needed", self.frag_needed));
+        for a in &self.attachments {
+            if let Ok(a) = a.try_borrow() {
+                v.extend(a.stats());
+            }
+        }
+        v
+    }
+
+    /// One line per open port: its name and nonzero counters (for the exit log).
+    pub fn port_summaries(&self) -> Vec<String> {
+        let mut ports: Vec<_> = self.ports.iter().collect();
+        ports.sort_by_key(|(id, _)| id.number());
+        ports
+            .into_iter()
+            .map(|(id, s)| {
+                let c: Vec<String> = s
+                    .port
+                    .counters
+                    .pairs()
+                    .iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("port {id} ({}): {}", s.port.name, c.join(" "))
+            })
+            .collect()
+    }
+
+    /// Ages the MAC table and the IP bindings.
+    pub fn expire(&mut self, now: Instant) {
+        self.macs.expire(now);
+        self.guard.expire(now);
+    }
+
+    /// Writes buffered pcap records out.
+    pub fn flush_pcap(&mut self) {
+        if let Some(pc) = self.pcap.as_mut() {
+            let _ = pc.flush();
+        }
+    }
+
+    /// Learns and switches a frame from `port` to other ports; true if the gateway must see it too
+    /// (the caller delivers it, possibly batched with others). `dhcp` says who holds which lease (the
+    /// IP source guard).
+    pub fn switch_in(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &[u8],
+        dhcp: &DhcpServer,
+    ) -> bool {
+        if frame.len() < ethernet::HEADER_LEN {
+            return false;
+        }
+        let Some(p) = self.ports.get_mut(port).map(|s| &mut s.port) else {
+            return false;
+        };
+        // Every frame goes to the pcap except what storm control drops (a flood would fill the disk).
+        let mut pcap = self.pcap.as_mut();
+        let mut record = |f: &[u8]| {
+            if let Some(pc) = pcap.take() {
+                let _ = pc.frame(f);
+            }
+        };
+        p.counters.frames_in += 1;
+        p.counters.bytes_in += frame.len() as u64;
+        let trusted = self.trusted == Some(port);
+        if let Some(claim) = guard::claims(frame, &self.protected_ips).filter(|_| !trusted) {
+            record(frame);
+            p.counters.drop_spoofed += 1;
+            log::debug!("port {port}: dropped a frame that {claim}");
+            return false;
+        }
+        let (dst, src) = (mac_at(frame, 0), mac_at(frame, 6));
+        let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
+            Ok(d) => d,
+            Err(r) => {
+                record(frame);
+                let why = match r {
+                    Refused::GatewayMac => "uses the gateway's MAC".to_string(),
+                    Refused::GroupSource => "has a multicast source MAC".to_string(),
+                    Refused::MacInUse(other) => format!("uses a MAC live on port {other}"),
+                    Refused::MacLimit => "comes from one MAC too many".to_string(),
+                };
+                if r == Refused::MacLimit {
+                    p.counters.drop_mac_limit += 1;
+                } else {
+                    p.counters.drop_refused += 1;
+                }
+                log::debug!("port {port}: dropped a frame that {why}");
+                return false;
+            }
+        };
+        // Storm control: whatever this port floods is rate-limited (IPv6 multicast included).
+        if let Dest::Flood { .. } = dest {
+            if !p.storm.as_mut().is_none_or(|b| b.allow(now)) {
+                p.counters.drop_storm += 1;
+                return false;
+            }
+        }
+        record(frame);
+        // DHCP snooping and IP source guard.
+        let claimed = match guard::inspect(frame) {
+            L3::Ipv4 {
+                dhcp_server: true, ..
+            } if !trusted => {
+                p.counters.drop_dhcp_server += 1;
+                log::debug!("port {port}: dropped a DHCP server message");
+                return false;
+            }
+            L3::Arp { spa } => Some(spa),
+            L3::Ipv4 { src, .. } => Some(src),
+            // IPv6 source guard: bind ND/DHCPv6 addresses here once the gateway serves IPv6.
+            L3::Ipv6 | L3::Other => None,
+        };
+        if let Some(ip) = claimed.map(std::net::Ipv4Addr::from) {
+            if ip.is_unspecified() {
+                // ARP probes and DHCP clients before they have an address.
+            } else if ip.is_broadcast() || ip.is_multicast() || ip == self.net.broadcast() {
+                p.counters.drop_spoofed += 1;
+                log::debug!("port {port}: dropped a frame from the group address {ip}");
+                return false;
+            } else if self.net.contains(ip) {
+                match self.guard.check(now, src, ip.into(), dhcp.mac_for_ip(ip)) {
+                    Verdict::Ok => {}
+                    Verdict::Spoofed(owner) => {
+                        p.counters.drop_spoofed += 1;
+                        log::debug!(
+                            "port {port}: dropped a frame claiming {ip}, which belongs to {}",
+                            fmt_mac(&owner)
+                        );
+                        return false;
+                    }
+                    Verdict::Full => {
+                        p.counters.drop_bind_limit += 1;
+                        log::debug!("port {port}: address table full; dropped a claim of {ip}");
+                        return false;
+                    }
+                }
+            }
+        }
+        match dest {
+            Dest::Gateway => !self.no_gateway,
+            Dest::Port(_) | Dest::Flood { gateway: false } if self.isolate => {
+                p.counters.drop_isolated += 1;
+                false
+            }
+            Dest::Port(to) => {
+                if !self.too_big(port, to, frame) {
+                    self.port_send(to, frame, Class::Peer);
+                }
+                false
+            }
+            Dest::Flood { gateway } => {
+                if !self.isolate {
+                    self.flood(Some(port), frame, Class::Flood);
+                }
+                gateway && !self.no_gateway
+            }
+            Dest::Drop => false,
+        }
+    }
+
+    /// Whether `frame` (from port `from`) is too big for port `to`: then it is dropped and counted,
+    /// and an IPv4 packet with DF set is answered with ICMP "fragmentation needed" (path MTU
+    /// discovery across an uplink whose underlay carries less than the LAN).
+    fn too_big(&mut self, from: PortId, to: PortId, frame: &[u8]) -> bool {
+        let Some(slot) = self.ports.get_mut(to) else {
+            return false;
+        };
+        let max = slot.port.max_frame;
+        if frame.len() <= max {
+            return false;
+        }
+        slot.port.counters.drop_oversize += 1;
+        let mtu = u16::try_from(max - ethernet::HEADER_LEN).unwrap_or(u16::MAX);
+        let (mac, ip) = self.icmp_from;
+        if let crate::vxlan::TooBig::Reply(icmp) = crate::vxlan::frag_needed(frame, mtu, mac, ip) {
+            self.frag_needed += 1;
+            self.port_send(from, &icmp, Class::Gateway);
+        }
+        true
+    }
+
+    /// Sends `frame` to every port but `except`.
+    fn flood(&mut self, except: Option<PortId>, frame: &[u8], class: Class) {
+        for (id, slot) in self.ports.iter_mut() {
+            if Some(id) == except {
+                continue;
+            }
+            match slot.port.send_class(frame, class) {
+                Sent::Done => {}
+                Sent::Queued => self.dirty.push(id),
+                Sent::Failed => self.dead.push((id, "send failed")),
+            }
+        }
+    }
+
+    /// A frame from the gateway: to its port, or flooded. False when that port is congested (the
+    /// frame was queued; the gateway pauses bulk data towards that port until `link_ready`).
+    pub fn gateway_out(&mut self, now: Instant, frame: &[u8]) -> bool {
+        if frame.len() < ethernet::HEADER_LEN {
+            return true;
+        }
+        if let Some(pc) = self.pcap.as_mut() {
+            let _ = pc.frame(frame);
+        }
+        match self
+            .macs
+            .lookup(now, mac_at(frame, 0), self.gateway_mac, None)
+        {
+            Dest::Port(p) => {
+                self.port_send(p, frame, Class::Gateway);
+                let Some(slot) = self.ports.get_mut(p) else {
+                    return true;
+                };
+                let congested = slot.port.congested();
+                if congested {
+                    slot.gw_waiting = true;
+                    self.link_waiting = true;
+                }
+                !congested
+            }
+            Dest::Flood { .. } => {
+                self.flood(None, frame, Class::Gateway);
+                true
+            }
+            Dest::Gateway | Dest::Drop => true,
+        }
+    }
+
+    /// Flushes port queues; when a port the gateway paused on has room again (or is gone), lets the
+    /// gateway resume the senders towards it. Senders towards ports that are still congested stay
+    /// paused: a guest that stops reading holds up only its own traffic.
+    pub fn flush_and_resume(&mut self, now: Instant, driver: &mut Driver) {
+        self.flush_ports();
+        if !self.link_waiting {
+            return;
+        }
+        let (mut ready, mut still) = (false, false);
+        for slot in self.ports.values_mut() {
+            if !slot.gw_waiting {
+                continue;
+            }
+            if slot.port.congested() {
+                still = true;
+            } else {
+                slot.gw_waiting = false;
+                ready = true;
+            }
+        }
+        // A paused port that closed since counts as ready (its paused senders are resumed).
+        ready |= std::mem::take(&mut self.closed_waiting);
+        self.link_waiting = still;
+        if ready {
+            let ports = &self.ports;
+            let congested = self
+                .macs
+                .macs_on(now, |id| ports.get(id).is_some_and(|s| s.port.congested()));
+            driver.link_ready_except(now, &|mac| congested.contains(mac), &mut |f| {
+                self.gateway_out(now, f)
+            });
+            self.flush_ports();
+        }
+    }
+
+    fn port_send(&mut self, id: PortId, frame: &[u8], class: Class) {
+        let Some(slot) = self.ports.get_mut(id) else {
+            return;
+        };
+        match slot.port.send_class(frame, class) {
+            Sent::Done => {}
+            Sent::Queued => self.dirty.push(id),
+            Sent::Failed => self.dead.push((id, "send failed")),
+        }
+    }
+
+    fn flush_ports(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
+            let Some(slot) = self.ports.get_mut(id) else {
+                continue;
+            };
+            match slot.port.flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(fd) = slot.port.writable_fd() {
+                        clear_ready(fd, &slot.waker, true, &self.queue, port_token(id));
+                    }
+                }
+                Err(_) => self.dead.push((id, "write failed")),
+            }
+        }
+        for (id, why) in std::mem::take(&mut self.dead) {
+            self.close_port(id, why);
+        }
+    }
+
+    /// Port `id` reported writability: flush it with the others at the end of the batch.
+    pub fn port_writable(&mut self, id: PortId) {
+        let Some(slot) = self.ports.get(id) else {
+            return;
+        };
+        if let Some(fd) = slot.port.writable_fd() {
+            if poll_ready(fd, &slot.waker, true) {
+                self.dirty.push(id);
+            }
+        }
+    }
+}
+
+fn fmt_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// The MAC at byte `at` of `f` (which must hold 6 bytes there).
+pub fn mac_at(f: &[u8], at: usize) -> Mac {
+    [f[at], f[at + 1], f[at + 2], f[at + 3], f[at + 4], f[at + 5]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::{Reactor, ReadyQueue};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A transmit side that records what it is given.
+    struct Record(Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl port::Transmit for Record {
+        fn send(&mut self, frame: &[u8], _: &mut PortCounters) -> Sent {
+            self.0.borrow_mut().push(frame.to_vec());
+            Sent::Done
+        }
+    }
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    }
+
+    #[test]
+    fn ports_are_numbered_from_zero_and_custom_transmits_get_frames() {
+        let queue = Arc::new(ReadyQueue::default());
+        let reactor: Reactor<u32> = Reactor::new(queue.clone());
+        let gw = Gateway::new(netstack::config::Config::default());
+        let mut sw = Switch::new(
+            queue,
+            reactor.stopper(),
+            &gw,
+            &LanOptions::default(),
+            false,
+            None,
+        );
+        let (seen_a, seen_b) = (Rc::default(), Rc::default());
+        let a = sw.add_port(
+            "a".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_a)))),
+            9000,
+        );
+        let b = sw.add_port(
+            "b".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_b)))),
+            9000,
+        );
+        assert_eq!((a.number(), b.number()), (0, 1));
+        let (ma, mb) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let now = Instant::now();
+        // A broadcast from a floods to b (and the gateway must see it); b's reply is unicast to a.
+        assert!(sw.switch_in(now, a, &frame([0xff; 6], ma), gw.dhcp()));
+        assert_eq!(seen_b.borrow().len(), 1);
+        assert!(!sw.switch_in(now, b, &frame(ma, mb), gw.dhcp()));
+        assert_eq!(seen_a.borrow().len(), 1);
+        // The gateway's frame to b goes to b only.
+        assert!(sw.gateway_out(now, &frame(mb, gw.mac())));
+        assert_eq!((seen_a.borrow().len(), seen_b.borrow().len()), (1, 2));
+        // A closed port's number is reused; its old key finds nothing.
+        sw.close_port(a, "test");
+        assert!(!sw.port_exists(a));
+        let c = sw.add_port(
+            "c".into(),
+            Tx::Custom(Box::new(Record(Rc::default()))),
+            9000,
+        );
+        assert_eq!(c.number(), 0);
+        assert_ne!(a, c);
+        assert!(!sw.switch_in(now, a, &frame([0xff; 6], ma), gw.dhcp()));
+        assert_eq!(sw.port_counters(b).map(|c| c.frames_in), Some(1));
+    }
+}
