@@ -613,6 +613,84 @@ mod tests {
         f
     }
 
+    /// An IPv4 frame `dst` <- `src` (10.0.2.15 -> 10.0.2.16), UDP `sport` -> `dport`, DF set, `len`
+    /// bytes of IP.
+    fn ipv4_frame(dst: Mac, src: Mac, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+        use netstack::wire::ip;
+        let mut f = vec![0u8; 14 + len];
+        ethernet::write_header(&mut f, dst, src, ethernet::ETHERTYPE_IPV4);
+        ip::write_header(
+            &mut f[14..],
+            std::net::Ipv4Addr::new(10, 0, 2, 15).into(),
+            std::net::Ipv4Addr::new(10, 0, 2, 16).into(),
+            ip::PROTO_UDP,
+            len - 20,
+        );
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn too_big_no_gateway_and_a_trusted_port() {
+        let queue = Arc::new(ReadyQueue::default());
+        let reactor: Reactor<u32> = Reactor::new(queue.clone());
+        let gw = Gateway::new(netstack::config::Config::default());
+        let mut sw = Switch::new(
+            queue,
+            reactor.stopper(),
+            &gw,
+            &LanOptions::default(),
+            false,
+            None,
+        );
+        let (seen_g, seen_u): (Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<Vec<Vec<u8>>>>) =
+            (Rc::default(), Rc::default());
+        let g = sw.add_port(
+            "guest".into(),
+            Tx::Custom(Box::new(Record(seen_g.clone()))),
+            9000,
+        );
+        // An uplink carrying IP packets of 1450 bytes.
+        let u = sw.add_port(
+            "uplink".into(),
+            Tx::Custom(Box::new(Record(seen_u.clone()))),
+            1464,
+        );
+        let (mg, mu) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let now = Instant::now();
+        sw.switch_in(now, u, &frame([0xff; 6], mu), gw.dhcp());
+        // Too big for the uplink: dropped, and the sender hears "fragmentation needed", MTU 1450.
+        assert!(!sw.switch_in(now, g, &ipv4_frame(mu, mg, 1000, 2000, 1500), gw.dhcp()));
+        assert!(seen_u.borrow().is_empty());
+        let icmp = seen_g.borrow().last().cloned().expect("an ICMP error");
+        assert_eq!((icmp[34], icmp[35]), (3, 4));
+        assert_eq!(u16::from_be_bytes([icmp[40], icmp[41]]), 1450);
+        assert_eq!(&icmp[..6], &mg);
+        assert!(sw.stats().contains(&("icmp_frag_needed", 1)));
+        // What fits goes through.
+        assert!(!sw.switch_in(now, g, &ipv4_frame(mu, mg, 1000, 2000, 1450), gw.dhcp()));
+        assert_eq!(seen_u.borrow().len(), 1);
+        // A DHCP server message from the gateway's address on the uplink: dropped, unless the uplink
+        // is trusted.
+        let mut offer = ipv4_frame(mg, mu, 67, 68, 300);
+        offer[26..30].copy_from_slice(&[10, 0, 2, 2]);
+        let before = seen_g.borrow().len();
+        sw.switch_in(now, u, &offer, gw.dhcp());
+        assert_eq!(seen_g.borrow().len(), before);
+        assert!(sw.port_counters(u).is_some_and(|c| c.drop_spoofed == 1));
+        sw.trust_port(u);
+        sw.switch_in(now, u, &offer, gw.dhcp());
+        assert_eq!(seen_g.borrow().len(), before + 1);
+        // --no-gateway: broadcasts are not for the gateway, and the real gateway's MAC (behind the
+        // uplink) is an ordinary MAC.
+        assert!(sw.switch_in(now, g, &frame([0xff; 6], mg), gw.dhcp()));
+        sw.set_no_gateway();
+        assert!(!sw.switch_in(now, g, &frame([0xff; 6], mg), gw.dhcp()));
+        assert!(!sw.switch_in(now, u, &frame(mg, gw.mac()), gw.dhcp()));
+        assert!(sw.port_counters(u).is_some_and(|c| c.drop_refused == 0));
+    }
+
     #[test]
     fn ports_are_numbered_from_zero_and_custom_transmits_get_frames() {
         let queue = Arc::new(ReadyQueue::default());
