@@ -644,8 +644,8 @@ mod tests {
             false,
             None,
         );
-        let (seen_g, seen_u): (Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<Vec<Vec<u8>>>>) =
-            (Rc::default(), Rc::default());
+        let seen_g: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let seen_u: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
         let g = sw.add_port(
             "guest".into(),
             Tx::Custom(Box::new(Record(seen_g.clone()))),
