@@ -12,7 +12,7 @@ use netstack::config::{Config, GuestFwd, GuestFwdTarget, Ipv4Net};
 use netstack::gateway::Gateway;
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::tcp::SYN;
-use std::io::ErrorKind;
+use netstack::host::HostError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use warren_fuzz::seeds::{cfg_flags, tcp_seg, Op};
@@ -133,8 +133,8 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(id) = host.pick_tcp(n) {
                     let result = match r % 4 {
                         0 | 1 => Ok(()),
-                        2 => Err(ErrorKind::ConnectionRefused.into()),
-                        _ => Err(std::io::Error::from_raw_os_error(113)),
+                        2 => Err(HostError::Refused),
+                        _ => Err(HostError::HostUnreachable),
                     };
                     gw.on_tcp_connected(now, id, result, &mut host);
                 }
@@ -266,9 +266,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::FailNextOpen => {
                 host.fail_open = Some(match inp.u8() % 3 {
-                    0 => ErrorKind::PermissionDenied,
-                    1 => ErrorKind::AddrNotAvailable,
-                    _ => ErrorKind::OutOfMemory,
+                    0 => HostError::NotPermitted("simulated failure".into()),
+                    1 => HostError::Other("simulated failure".into()),
+                    _ => HostError::NoBuffers,
                 })
             }
         }

@@ -10,7 +10,8 @@ use netstack::flow::FlowId;
 use netstack::host::HostIo;
 use netstack::Mac;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::{self, ErrorKind, IoSliceMut};
+use netstack::host::{HostError, HostResult};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
 /// A TCP socket on the host side of one flow.
@@ -44,7 +45,7 @@ pub struct SimHost {
     /// `transmit` reports congestion while this is set.
     pub congested: bool,
     /// The next socket open (connect, spawn, UDP, ICMP) fails with this.
-    pub fail_open: Option<ErrorKind>,
+    pub fail_open: Option<HostError>,
     pub tcp: BTreeMap<FlowId, SimTcp>,
     pub udp: BTreeMap<FlowId, SimDgram>,
     pub icmp: BTreeMap<FlowId, SimDgram>,
@@ -117,9 +118,9 @@ impl SimHost {
         }
     }
 
-    fn open(&mut self) -> io::Result<()> {
+    fn open(&mut self) -> HostResult<()> {
         match self.fail_open.take() {
-            Some(k) => Err(io::Error::new(k, "simulated failure")),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -187,26 +188,26 @@ impl HostIo for SimHost {
         !self.congested
     }
 
-    fn tcp_connect(&mut self, id: FlowId, _dst: SocketAddr) -> io::Result<()> {
+    fn tcp_connect(&mut self, id: FlowId, _dst: SocketAddr) -> HostResult<()> {
         self.open()?;
         self.tcp.insert(id, SimTcp::default());
         Ok(())
     }
 
-    fn tcp_spawn(&mut self, id: FlowId, _command: &str) -> io::Result<()> {
+    fn tcp_spawn(&mut self, id: FlowId, _command: &str) -> HostResult<()> {
         self.open()?;
         self.tcp.insert(id, SimTcp::default());
         Ok(())
     }
 
-    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
-        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(HostError::NotOpen)?;
         if s.closed || s.shut_wr {
-            return Err(ErrorKind::BrokenPipe.into());
+            return Err(HostError::Other("broken pipe".into()));
         }
         let n = s.send_room.map_or(data.len(), |r| r.min(data.len()));
         if n == 0 && !data.is_empty() {
-            return Err(ErrorKind::WouldBlock.into());
+            return Err(HostError::WouldBlock);
         }
         if let Some(r) = s.send_room.as_mut() {
             *r -= n;
@@ -215,7 +216,7 @@ impl HostIo for SimHost {
         Ok(n)
     }
 
-    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[IoSlice<'_>]) -> HostResult<usize> {
         let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         self.tcp_send(id, &all)
     }
@@ -225,13 +226,13 @@ impl HostIo for SimHost {
         id: FlowId,
         offset: usize,
         bufs: &mut [IoSliceMut<'_>],
-    ) -> io::Result<usize> {
-        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+    ) -> HostResult<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(HostError::NotOpen)?;
         if offset >= s.rx.len() {
             return if s.rx_eof {
                 Ok(0)
             } else {
-                Err(ErrorKind::WouldBlock.into())
+                Err(HostError::WouldBlock)
             };
         }
         let mut n = 0;
@@ -278,32 +279,32 @@ impl HostIo for SimHost {
         self.tcp.remove(&id);
     }
 
-    fn udp_open_forward(&mut self, id: FlowId, _fwd: u32, _client: SocketAddr) -> io::Result<()> {
+    fn udp_open_forward(&mut self, id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
         self.open()?;
         self.udp.insert(id, SimDgram::default());
         Ok(())
     }
 
-    fn udp_open(&mut self, id: FlowId, _dst: SocketAddr) -> io::Result<()> {
+    fn udp_open(&mut self, id: FlowId, _dst: SocketAddr) -> HostResult<()> {
         self.open()?;
         self.udp.insert(id, SimDgram::default());
         Ok(())
     }
 
-    fn udp_send(&mut self, id: FlowId, _data: &[u8]) -> io::Result<()> {
-        self.udp.get_mut(&id).ok_or(ErrorKind::NotConnected)?.sent += 1;
+    fn udp_send(&mut self, id: FlowId, _data: &[u8]) -> HostResult<()> {
+        self.udp.get_mut(&id).ok_or(HostError::NotOpen)?.sent += 1;
         Ok(())
     }
 
-    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.udp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
-        let d = s.rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
+        let s = self.udp.get_mut(&id).ok_or(HostError::NotOpen)?;
+        let d = s.rx.pop_front().ok_or(HostError::WouldBlock)?;
         if d.first() == Some(&0xee) && d.len() == 2 {
             // A queued error (ICMP port unreachable from the host network and the like).
             return Err(match d[1] % 3 {
-                0 => ErrorKind::ConnectionRefused.into(),
-                1 => io::Error::from_raw_os_error(113), // EHOSTUNREACH
-                _ => io::Error::from_raw_os_error(101), // ENETUNREACH
+                0 => HostError::Refused,
+                1 => HostError::HostUnreachable,
+                _ => HostError::NetUnreachable,
             });
         }
         Ok(copy_out(&d, buf))
@@ -313,20 +314,20 @@ impl HostIo for SimHost {
         self.udp.remove(&id);
     }
 
-    fn icmp_open(&mut self, id: FlowId, _dst: IpAddr) -> io::Result<()> {
+    fn icmp_open(&mut self, id: FlowId, _dst: IpAddr) -> HostResult<()> {
         self.open()?;
         self.icmp.insert(id, SimDgram::default());
         Ok(())
     }
 
-    fn icmp_send(&mut self, id: FlowId, _msg: &[u8]) -> io::Result<()> {
-        self.icmp.get_mut(&id).ok_or(ErrorKind::NotConnected)?.sent += 1;
+    fn icmp_send(&mut self, id: FlowId, _msg: &[u8]) -> HostResult<()> {
+        self.icmp.get_mut(&id).ok_or(HostError::NotOpen)?.sent += 1;
         Ok(())
     }
 
-    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.icmp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
-        let d = s.rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
+        let s = self.icmp.get_mut(&id).ok_or(HostError::NotOpen)?;
+        let d = s.rx.pop_front().ok_or(HostError::WouldBlock)?;
         Ok(copy_out(&d, buf))
     }
 
@@ -334,7 +335,7 @@ impl HostIo for SimHost {
         self.icmp.remove(&id);
     }
 
-    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
+    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> HostResult<()> {
         if self.dns_sent.len() >= 8 {
             self.dns_sent.pop_front();
         }
@@ -342,8 +343,8 @@ impl HostIo for SimHost {
         Ok(())
     }
 
-    fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let (from, d) = self.dns_rx.pop_front().ok_or(ErrorKind::WouldBlock)?;
+    fn dns_recv(&mut self, buf: &mut [u8]) -> HostResult<(usize, SocketAddr)> {
+        let (from, d) = self.dns_rx.pop_front().ok_or(HostError::WouldBlock)?;
         Ok((copy_out(&d, buf), from))
     }
 }

@@ -3,6 +3,41 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// Why a network or a configuration was rejected (one line each, shown to users as is).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("prefix /{0} leaves no room for guests (at most /30)")]
+    PrefixTooLong(u8),
+    #[error("bad prefix length in {0:?}")]
+    BadPrefix(String),
+    #[error("bad IPv4 address in {0:?}")]
+    BadAddress(String),
+    #[error("{name} address {ip} is outside {net}/{prefix}")]
+    Outside {
+        name: &'static str,
+        ip: Ipv4Addr,
+        net: Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("{name} address {ip} is the network or broadcast address")]
+    NetworkOrBroadcast { name: &'static str, ip: Ipv4Addr },
+    #[error("guestfwd address {0} must be a free address inside the network")]
+    GuestFwdAddress(Ipv4Addr),
+    #[error("dns address {0} cannot be reached through the gateway (unspecified, loopback, multicast or reserved)")]
+    DnsUnreachable(Ipv4Addr),
+    #[error("gateway and DNS addresses must differ")]
+    GatewayIsDns,
+    #[error("MTU {0} out of range 576..=65520")]
+    Mtu(u16),
+}
+
+/// For callers that report errors as one-line strings.
+impl From<ConfigError> for String {
+    fn from(e: ConfigError) -> Self {
+        e.to_string()
+    }
+}
+
 /// An IPv4 network: address and prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Net {
@@ -11,11 +46,9 @@ pub struct Ipv4Net {
 }
 
 impl Ipv4Net {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, String> {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, ConfigError> {
         if prefix > 30 {
-            return Err(format!(
-                "prefix /{prefix} leaves no room for guests (at most /30)"
-            ));
+            return Err(ConfigError::PrefixTooLong(prefix));
         }
         Ok(Ipv4Net {
             addr: Ipv4Addr::from(u32::from(addr) & Self::mask_bits(prefix)),
@@ -42,18 +75,18 @@ impl Ipv4Net {
         u32::from(ip) & Self::mask_bits(self.prefix) == u32::from(self.addr)
     }
     /// Parses `A.B.C.D/N` (a bare address means /24, as slirp's `net=` does).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (
                 a,
                 p.parse::<u8>()
-                    .map_err(|_| format!("bad prefix length in {s:?}"))?,
+                    .map_err(|_| ConfigError::BadPrefix(s.to_string()))?,
             ),
             None => (s, 24),
         };
         let addr: Ipv4Addr = a
             .parse()
-            .map_err(|_| format!("bad IPv4 address in {s:?}"))?;
+            .map_err(|_| ConfigError::BadAddress(s.to_string()))?;
         Self::new(addr, p)
     }
 }
@@ -175,7 +208,7 @@ impl Default for Config {
 
 impl Config {
     /// Checks that the addresses agree with each other. Returns a one-line reason on failure.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, ip) in [
             ("gateway", self.gateway),
             ("dns", self.dns),
@@ -189,20 +222,20 @@ impl Config {
                     || ip.is_multicast()
                     || ip.octets()[0] >= 240
                 {
-                    return Err(format!("dns address {ip} cannot be reached through the gateway (unspecified, loopback, multicast or reserved)"));
+                    return Err(ConfigError::DnsUnreachable(ip));
                 }
                 continue;
             }
             if !self.net.contains(ip) {
-                return Err(format!(
-                    "{name} address {ip} is outside {}/{}",
-                    self.net.addr, self.net.prefix
-                ));
+                return Err(ConfigError::Outside {
+                    name,
+                    ip,
+                    net: self.net.addr,
+                    prefix: self.net.prefix,
+                });
             }
             if ip == self.net.network() || ip == self.net.broadcast() {
-                return Err(format!(
-                    "{name} address {ip} is the network or broadcast address"
-                ));
+                return Err(ConfigError::NetworkOrBroadcast { name, ip });
             }
         }
         // A guestfwd may sit on the gateway's address (pasta's -T: gateway:P to a host port).
@@ -210,17 +243,14 @@ impl Config {
             if !self.net.contains(g.addr)
                 || [self.dns, self.net.network(), self.net.broadcast()].contains(&g.addr)
             {
-                return Err(format!(
-                    "guestfwd address {} must be a free address inside the network",
-                    g.addr
-                ));
+                return Err(ConfigError::GuestFwdAddress(g.addr));
             }
         }
         if self.gateway == self.dns {
-            return Err("gateway and DNS addresses must differ".into());
+            return Err(ConfigError::GatewayIsDns);
         }
         if !(576..=65520).contains(&self.mtu) {
-            return Err(format!("MTU {} out of range 576..=65520", self.mtu));
+            return Err(ConfigError::Mtu(self.mtu));
         }
         Ok(())
     }

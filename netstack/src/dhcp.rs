@@ -63,26 +63,17 @@ pub struct DhcpReply {
 }
 
 /// Why a DHCP message was ignored (counted as `dhcp_bad`).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DhcpError {
+    #[error("malformed DHCP message: {0}")]
     Malformed(String),
+    #[error("not a BOOTREQUEST")]
     NotBootRequest,
+    #[error("no DHCP message type option")]
     NoMessageType,
+    #[error("DHCP address pool exhausted")]
     PoolExhausted,
 }
-
-impl std::fmt::Display for DhcpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DhcpError::Malformed(why) => write!(f, "malformed DHCP message: {why}"),
-            DhcpError::NotBootRequest => write!(f, "not a BOOTREQUEST"),
-            DhcpError::NoMessageType => write!(f, "no DHCP message type option"),
-            DhcpError::PoolExhausted => write!(f, "DHCP address pool exhausted"),
-        }
-    }
-}
-
-impl std::error::Error for DhcpError {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {

@@ -57,26 +57,17 @@ pub enum DnsAction {
 
 /// Why a datagram was dropped (counted as `dns_bad`). Upstream responses that do not match a
 /// pending query (wrong source, id or question: possible spoofing) are `Malformed` with the reason.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
+    #[error("bad DNS message: {0}")]
     Malformed(String),
+    #[error("DNS message is not a standard query")]
     NotAQuery,
+    #[error("no upstream DNS server")]
     NoUpstream,
+    #[error("too many DNS queries pending")]
     TooManyPending,
 }
-
-impl std::fmt::Display for DnsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DnsError::Malformed(why) => write!(f, "bad DNS message: {why}"),
-            DnsError::NotAQuery => write!(f, "DNS message is not a standard query"),
-            DnsError::NoUpstream => write!(f, "no upstream DNS server"),
-            DnsError::TooManyPending => write!(f, "too many DNS queries pending"),
-        }
-    }
-}
-
-impl std::error::Error for DnsError {}
 
 /// One query waiting for an upstream, keyed by the id it was forwarded with.
 struct Pending {

@@ -9,6 +9,7 @@ use crate::Instant;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -138,83 +139,236 @@ impl TimerHeap {
     }
 }
 
-/// A flow that ends after a period without traffic (UDP, ICMP echo).
-pub trait IdleFlow {
-    fn key(&self) -> FlowKey;
-    fn last_active(&self) -> Instant;
+/// One live flow as the flow table sees it: whom its socket is charged to, and when it last
+/// carried traffic.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    gen: u32,
+    owner: Owner,
+    /// A `guestfwd ... cmd:` child of this guest (counted against its children cap).
+    cmd: Option<IpAddr>,
+    last: Instant,
 }
 
-/// Flows indexed by key that expire when idle: one hash lookup per packet, and a lazy timer entry per
-/// flow that is re-queued at its real expiry when it fires early.
-pub struct IdleTable<F> {
-    pub flows: Slab<F>,
-    pub by_key: rustc_hash::FxHashMap<FlowKey, (u32, u32)>,
-    pub timers: TimerHeap,
+/// The idle flows of one protocol (UDP or ICMP echo): a lazy timer entry per flow at or before its
+/// real expiry, re-queued at the real expiry when it fires early.
+struct IdleIndex {
+    idle: Duration,
+    timers: TimerHeap,
 }
 
-impl<F> Default for IdleTable<F> {
-    fn default() -> Self {
-        IdleTable {
-            flows: Slab::default(),
-            by_key: Default::default(),
-            timers: TimerHeap::default(),
-        }
+/// Every NAT flow of every protocol, by [`FlowId`]: the one place that knows who holds how many
+/// flows ([`FlowBudget`]), when idle flows expire, and which idle flow to evict when the fd budget is
+/// used up. The protocol NATs own their flows' protocol state; they tell this table when a flow
+/// opens, carries traffic (`touch`) and closes.
+pub struct FlowTable {
+    budget: FlowBudget,
+    /// Per protocol (TCP, UDP, ICMP), indexed like the NAT's slab.
+    entries: [Vec<Option<Entry>>; 3],
+    /// Idle expiry for UDP and ICMP.
+    udp: IdleIndex,
+    icmp: IdleIndex,
+    /// Flows closed by eviction whose NAT has not forgotten them yet (`take_evicted`).
+    evicted: Vec<FlowId>,
+}
+
+fn pidx(p: Proto) -> usize {
+    match p {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+        Proto::Icmp => 2,
     }
 }
 
-impl<F: IdleFlow> IdleTable<F> {
-    /// Removes and returns the flows idle for `idle` or longer at `now`.
-    pub fn expire(&mut self, now: Instant, idle: std::time::Duration) -> Vec<(FlowId, F)> {
+impl FlowTable {
+    /// A table with `budget` whose UDP and ICMP flows expire after `udp_idle` and `icmp_idle`
+    /// without traffic.
+    pub fn new(budget: FlowBudget, udp_idle: Duration, icmp_idle: Duration) -> Self {
+        FlowTable {
+            budget,
+            entries: [Vec::new(), Vec::new(), Vec::new()],
+            udp: IdleIndex {
+                idle: udp_idle,
+                timers: TimerHeap::default(),
+            },
+            icmp: IdleIndex {
+                idle: icmp_idle,
+                timers: TimerHeap::default(),
+            },
+            evicted: Vec::new(),
+        }
+    }
+
+    /// The accounting: live flows in all and per owner, and the limits.
+    pub fn budget(&self) -> &FlowBudget {
+        &self.budget
+    }
+
+    fn entry(&self, id: FlowId) -> Option<&Entry> {
+        match self.entries[pidx(id.proto)].get(id.idx as usize) {
+            Some(Some(e)) if e.gen == id.gen => Some(e),
+            _ => None,
+        }
+    }
+
+    fn index(&mut self, p: Proto) -> Option<&mut IdleIndex> {
+        match p {
+            Proto::Tcp => None,
+            Proto::Udp => Some(&mut self.udp),
+            Proto::Icmp => Some(&mut self.icmp),
+        }
+    }
+
+    /// Records a new flow charged to `owner` (and, for a command child, to `cmd`'s children cap).
+    /// UDP and ICMP flows start their idle timer.
+    pub fn open(&mut self, id: FlowId, owner: Owner, cmd: Option<IpAddr>, now: Instant) {
+        let v = &mut self.entries[pidx(id.proto)];
+        let i = id.idx as usize;
+        if v.len() <= i {
+            v.resize(i + 1, None);
+        }
+        if let Some(old) = v[i].take() {
+            // A slot reused without a close: never double-count.
+            self.budget.closed(old.owner);
+            if let Some(g) = old.cmd {
+                self.budget.cmd_closed(g);
+            }
+        }
+        v[i] = Some(Entry {
+            gen: id.gen,
+            owner,
+            cmd,
+            last: now,
+        });
+        self.budget.opened(owner);
+        if let Some(g) = cmd {
+            self.budget.cmd_opened(g);
+        }
+        if let Some(ix) = self.index(id.proto) {
+            let at = now + ix.idle;
+            ix.timers.push(at, id);
+        }
+    }
+
+    /// The flow carried traffic at `now` (postpones its idle expiry).
+    pub fn touch(&mut self, id: FlowId, now: Instant) {
+        if let Some(Some(e)) = self.entries[pidx(id.proto)].get_mut(id.idx as usize) {
+            if e.gen == id.gen {
+                e.last = now;
+            }
+        }
+    }
+
+    /// Whom `id` is charged to, while it lives.
+    pub fn owner_of(&self, id: FlowId) -> Option<Owner> {
+        self.entry(id).map(|e| e.owner)
+    }
+
+    /// Forgets a closed flow and releases its share of the budget. Returns its owner.
+    pub fn close(&mut self, id: FlowId) -> Option<Owner> {
+        let slot = self.entries[pidx(id.proto)].get_mut(id.idx as usize)?;
+        if slot.as_ref().is_none_or(|e| e.gen != id.gen) {
+            return None;
+        }
+        let e = slot.take()?;
+        self.budget.closed(e.owner);
+        if let Some(g) = e.cmd {
+            self.budget.cmd_closed(g);
+        }
+        Some(e.owner)
+    }
+
+    /// Closes (in the table) and returns the UDP and ICMP flows idle for their timeout at `now`.
+    /// The caller closes their sockets and forgets them in their NAT.
+    pub fn expire(&mut self, now: Instant) -> Vec<FlowId> {
         let mut out = Vec::new();
-        while let Some(id) = self.timers.pop_due(now) {
-            let Some(f) = self.flows.get(id.idx, id.gen) else {
+        for p in [Proto::Udp, Proto::Icmp] {
+            let Some(idle) = self.index(p).map(|ix| ix.idle) else {
                 continue;
             };
-            let expires = f.last_active() + idle;
-            if expires > now {
-                self.timers.push(expires, id);
-                continue;
-            }
-            if let Some(f) = self.flows.remove(id.idx, id.gen) {
-                self.by_key.remove(&f.key());
-                out.push((id, f));
+            while let Some(id) = self.index(p).and_then(|ix| ix.timers.pop_due(now)) {
+                let Some(e) = self.entry(id) else { continue };
+                let expires = e.last + idle;
+                if expires > now {
+                    if let Some(ix) = self.index(p) {
+                        ix.timers.push(expires, id);
+                    }
+                    continue;
+                }
+                self.close(id);
+                out.push(id);
             }
         }
         out
     }
 
-    /// The least recently active flow and when it was last active, without scanning: stale heap
-    /// entries met on the way are re-queued at their flow's real expiry (each flow has exactly one
-    /// entry, at or before its real expiry, so the first accurate entry is the oldest flow).
-    pub fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
+    /// The least recently active flow of `p` (UDP or ICMP) and its last activity, without
+    /// scanning: stale heap entries met on the way are re-queued at their flow's real expiry (each
+    /// flow has exactly one entry, at or before its real expiry, so the first accurate entry is the
+    /// oldest flow).
+    fn oldest(&mut self, p: Proto) -> Option<(FlowId, Instant)> {
         loop {
-            let Reverse((at, id)) = *self.timers.heap.peek()?;
-            let Some(f) = self.flows.get(id.idx, id.gen) else {
-                self.timers.heap.pop();
-                continue;
+            let ix = self.index(p)?;
+            let idle = ix.idle;
+            let Reverse((at, id)) = *ix.timers.heap.peek()?;
+            let last = match self.entry(id) {
+                Some(e) => e.last,
+                None => {
+                    self.index(p)?.timers.heap.pop();
+                    continue;
+                }
             };
-            let last = f.last_active();
             if last + idle > at {
-                self.timers.heap.pop();
-                self.timers.push(last + idle, id);
+                let ix = self.index(p)?;
+                ix.timers.heap.pop();
+                ix.timers.push(last + idle, id);
                 continue;
             }
             return Some((id, last));
         }
     }
 
-    /// Removes one flow (eviction); its heap entry goes stale.
-    pub fn remove(&mut self, id: FlowId) -> Option<F> {
-        let f = self.flows.remove(id.idx, id.gen)?;
-        self.by_key.remove(&f.key());
-        Some(f)
+    /// The least recently active UDP or ICMP flow, its last activity and owner: the candidate for
+    /// eviction under the fd budget.
+    pub fn oldest_idle(&mut self) -> Option<(FlowId, Instant, Owner)> {
+        let u = self.oldest(Proto::Udp);
+        let i = self.oldest(Proto::Icmp);
+        let (id, last) = match (u, i) {
+            (Some(u), Some(i)) => {
+                if i.1 < u.1 {
+                    i
+                } else {
+                    u
+                }
+            }
+            (u, i) => u.or(i)?,
+        };
+        Some((id, last, self.owner_of(id)?))
     }
 
-    pub fn len(&self) -> usize {
-        self.flows.len()
+    /// Closes `id` in the table as evicted; its NAT forgets it at [`FlowTable::take_evicted`].
+    pub fn evict(&mut self, id: FlowId) -> Option<Owner> {
+        let owner = self.close(id)?;
+        self.evicted.push(id);
+        Some(owner)
     }
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+
+    /// The flows evicted since the last call (their NATs must forget them).
+    pub fn take_evicted(&mut self) -> Vec<FlowId> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Whether any evicted flow waits to be forgotten by its NAT.
+    pub fn has_evicted(&self) -> bool {
+        !self.evicted.is_empty()
+    }
+
+    /// When the next idle timer is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.udp.timers.next(), self.icmp.timers.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

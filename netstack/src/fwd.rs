@@ -8,8 +8,14 @@
 
 use crate::config::{Config, GuestFwdTarget};
 use crate::flow::Proto;
-use crate::gateway::Target;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Where a guest flow goes on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    Command(String),
+}
 
 /// Why a destination is never NATed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

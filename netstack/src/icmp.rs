@@ -1,52 +1,29 @@
 //! ICMP: echo requests from guests go out through host ICMP sockets (unprivileged ping sockets where
 //! `net.ipv4.ping_group_range` allows, raw sockets when privileged); replies are real, never forged.
-//! Also builds the ICMP errors the gateway sends to guests (unreachable).
+//! (The ICMP errors the gateway sends to guests are built by [`Ctx::send_icmp_error`].)
 
-use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
-use crate::fwd::Dest;
-use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
+use crate::ctx::Ctx;
+use crate::flow::{FlowId, FlowKey, Proto, Slab};
+use crate::fwd::{Dest, Target};
+use crate::host::{HostError, HostIo};
 use crate::wire::ethernet;
 use crate::wire::icmp::{self as icmpw, IcmpMessage};
 use crate::wire::ip::{self, IpPacket};
 use crate::{Instant, Mac};
-use std::io::ErrorKind;
-use std::net::IpAddr;
+use rustc_hash::FxHashMap;
 
-pub(crate) struct IcmpFlow {
+struct IcmpFlow {
     key: FlowKey,
-    /// Whom the flow's socket is charged to (`FlowBudget`).
-    owner: Owner,
     guest_mac: Mac,
-    last: Instant,
 }
 
+/// The ICMP echo flows, indexed by guest-side key (the echo identifier is the guest "port"). Their
+/// owners and idle timers live in the flow table ([`Ctx::flows`]).
 #[derive(Default)]
 pub struct IcmpNat {
-    table: IdleTable<IcmpFlow>,
+    flows: Slab<IcmpFlow>,
+    by_key: FxHashMap<FlowKey, (u32, u32)>,
     unavailable_logged: bool,
-}
-
-impl IcmpNat {
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.table.timers.next()
-    }
-    /// The least recently active flow and its last activity.
-    pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
-        self.table.oldest(idle)
-    }
-    pub(crate) fn owner_of(&self, id: FlowId) -> Option<Owner> {
-        self.table.flows.get(id.idx, id.gen).map(|f| f.owner)
-    }
-    pub(crate) fn evict(&mut self, id: FlowId) {
-        self.table.remove(id);
-    }
 }
 
 fn fid(idx: u32, gen: u32) -> FlowId {
@@ -57,17 +34,38 @@ fn fid(idx: u32, gen: u32) -> FlowId {
     }
 }
 
-impl Gateway {
-    pub(crate) fn icmp_input(&mut self, now: Instant, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+impl IcmpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Forgets a flow the flow table closed (idle expiry or eviction).
+    pub(crate) fn forget(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.remove(id.idx, id.gen) {
+            self.by_key.remove(&f.key);
+        }
+    }
+
+    /// An ICMP message from a guest (only echo requests leave the LAN).
+    pub(crate) fn input(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        p: &IpPacket<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let m = match IcmpMessage::parse(p.payload) {
             Ok(m) => m,
-            Err(e) => return self.bad(now, "icmp", e),
+            Err(e) => return ctx.bad(now, "icmp", e),
         };
         if m.kind != icmpw::ECHO_REQUEST || m.code != 0 {
-            self.stats.drop_unsupported += 1;
+            ctx.stats.drop_unsupported += 1;
             return;
         }
-        let Some(mac) = self.guest_mac(p.src) else {
+        let Some(mac) = ctx.guest_mac(p.src) else {
             return;
         };
         let key = FlowKey {
@@ -76,77 +74,77 @@ impl Gateway {
             remote: p.dst,
             remote_port: 0,
         };
-        let (idx, gen) = match self.icmp.table.by_key.get(&key) {
+        let (idx, gen) = match self.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let target = match self.dest(p.dst, 0, Proto::Icmp) {
+                let target = match ctx.dest(p.dst, 0, Proto::Icmp, None) {
                     Dest::Host(Target::Addr(t)) => t.ip(),
-                    Dest::Bad(why) => return self.bad_dest(now, &key, why),
+                    Dest::Bad(why) => return ctx.bad_dest(now, &key, why),
                     Dest::Host(Target::Command(_)) | Dest::Refused => {
-                        self.stats.drop_not_for_us += 1;
+                        ctx.stats.drop_not_for_us += 1;
                         return;
                     }
                 };
-                if !self.flow_allowed(now, &key, io) {
+                if !ctx.admit(now, &key, io) {
                     return;
                 }
-                let owner = self.owner_for(key.guest);
-                let (idx, gen) = self.icmp.table.flows.insert(IcmpFlow {
+                let owner = ctx.owner_for(key.guest);
+                let (idx, gen) = self.flows.insert(IcmpFlow {
                     key,
-                    owner,
                     guest_mac: mac,
-                    last: now,
                 });
                 if let Err(e) = io.icmp_open(fid(idx, gen), target) {
-                    self.icmp.table.flows.remove(idx, gen);
-                    if self.out_of_fds(now, &e) {
+                    self.flows.remove(idx, gen);
+                    if ctx.out_of_fds(now, &e) {
                         return;
                     }
-                    self.stats.icmp_unavailable += 1;
-                    if !self.icmp.unavailable_logged {
-                        self.icmp.unavailable_logged = true;
+                    ctx.stats.icmp_unavailable += 1;
+                    if !self.unavailable_logged {
+                        self.unavailable_logged = true;
                         log::warn!("ping from guests cannot be forwarded: {e} (allow it with sysctl net.ipv4.ping_group_range)");
                     }
                     return;
                 }
-                self.icmp.table.by_key.insert(key, (idx, gen));
-                self.icmp
-                    .table
-                    .timers
-                    .push(now + self.cfg.icmp_idle, fid(idx, gen));
-                self.flow_opened(owner);
+                self.by_key.insert(key, (idx, gen));
+                ctx.flows.open(fid(idx, gen), owner, None, now);
                 (idx, gen)
             }
         };
-        if let Some(f) = self.icmp.table.flows.get_mut(idx, gen) {
-            f.last = now;
+        if let Some(f) = self.flows.get_mut(idx, gen) {
             f.guest_mac = mac;
         }
+        ctx.flows.touch(fid(idx, gen), now);
         match io.icmp_send(fid(idx, gen), p.payload) {
-            Ok(()) => self.stats.icmp_echo_sent += 1,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Ok(()) => ctx.stats.icmp_echo_sent += 1,
+            Err(HostError::WouldBlock) => ctx.stats.drop_tx_queue_full += 1,
             Err(e) => {
                 let d = p.dst;
-                self.note(now, || format!("ping to {d} failed: {e}"));
+                ctx.note(now, || format!("ping to {d} failed: {e}"));
             }
         }
     }
 
     /// The ICMP socket of `id` has replies.
-    pub fn on_icmp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        let mut tx = std::mem::take(&mut self.tx);
+    pub(crate) fn on_readable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        let mut tx = std::mem::take(&mut ctx.tx);
         for _ in 0..64 {
-            let Some(f) = self.icmp.table.flows.get_mut(id.idx, id.gen) else {
+            let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
                 break;
             };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
-            let max = usize::from(self.cfg.mtu).saturating_sub(ip::header_len(f.key.guest));
+            let max = usize::from(ctx.cfg.mtu).saturating_sub(ip::header_len(f.key.guest));
             match io.icmp_recv(id, &mut tx[off..off + max]) {
                 Ok(n) if n >= icmpw::HEADER_LEN => {
                     if tx[off] != icmpw::ECHO_REPLY {
                         continue;
                     }
-                    f.last = now;
+                    ctx.flows.touch(id, now);
                     let (key, mac) = (f.key, f.guest_mac);
                     let seqb = [tx[off + 6], tx[off + 7]];
                     let ident = key.guest_port.to_be_bytes();
@@ -157,57 +155,90 @@ impl Gateway {
                         [ident[0], ident[1], seqb[0], seqb[1]],
                     );
                     let len =
-                        self.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_ICMP, n);
+                        ctx.finish_frame(&mut tx, mac, key.remote, key.guest, ip::PROTO_ICMP, n);
                     io.transmit(&tx[..len]);
-                    self.stats.frames_out += 1;
+                    ctx.stats.frames_out += 1;
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(HostError::WouldBlock) => break,
                 Err(e) => {
                     log::debug!("ICMP receive: {e}");
                     break;
                 }
             }
         }
-        self.tx = tx;
+        ctx.tx = tx;
     }
 
-    pub(crate) fn icmp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        for (id, f) in self.icmp.table.expire(now, self.cfg.icmp_idle) {
-            io.icmp_close(id);
-            self.flow_closed(f.owner);
-        }
-    }
-
-    /// Sends an ICMP error (`kind`/`code`) from `src` to the guest at `dst`, quoting `quote`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn send_icmp_error(
-        &mut self,
-        mac: Mac,
-        src: IpAddr,
-        dst: IpAddr,
-        kind: u8,
-        code: u8,
-        quote: &[u8],
-        io: &mut dyn HostIo,
-    ) {
-        let off = ethernet::HEADER_LEN + ip::header_len(dst);
-        let n = icmpw::HEADER_LEN + quote.len();
-        let mut tx = std::mem::take(&mut self.tx);
-        tx[off + icmpw::HEADER_LEN..off + n].copy_from_slice(quote);
-        icmpw::write(&mut tx[off..off + n], kind, code, [0; 4]);
-        let len = self.finish_frame(&mut tx, mac, src, dst, ip::PROTO_ICMP, n);
-        io.transmit(&tx[..len]);
-        self.stats.frames_out += 1;
-        self.tx = tx;
+    /// A flow the flow table expired: its socket closes.
+    pub(crate) fn expired(&mut self, id: FlowId, io: &mut dyn HostIo) {
+        self.forget(id);
+        io.icmp_close(id);
     }
 }
 
-impl IdleFlow for IcmpFlow {
-    fn key(&self) -> FlowKey {
-        self.key
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, Call, Rec};
+
+    #[test]
+    fn echo_round_trip_restores_the_guests_identifier() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = IcmpNat::default();
+        let mut rec = Rec::default();
+        let req = testkit::icmp_message(icmpw::ECHO_REQUEST, 0x1234, 7, b"ping!");
+        let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &req);
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::IcmpOpen(id, testkit::remote()),
+                Call::IcmpSend(id, req.clone())
+            ]
+        );
+        assert_eq!(ctx.stats.icmp_echo_sent, 1);
+        assert_eq!(ctx.flows.budget().total(), 1);
+        // The ping socket rewrote the identifier; the reply carries the kernel's.
+        rec.icmp_rx.push_back(testkit::icmp_message(
+            icmpw::ECHO_REPLY,
+            0x9999,
+            7,
+            b"ping!",
+        ));
+        // Anything but an echo reply is skipped.
+        rec.icmp_rx
+            .push_back(testkit::icmp_message(icmpw::DEST_UNREACHABLE, 0, 0, b""));
+        nat.on_readable(&mut ctx, now, id, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let p = testkit::to_guest(&f[0]);
+        assert_eq!((p.src, p.proto), (testkit::remote(), ip::PROTO_ICMP));
+        let m = IcmpMessage::parse(p.payload).expect("valid checksum");
+        assert_eq!(
+            (m.kind, m.code, m.ident, m.seq, m.payload),
+            (icmpw::ECHO_REPLY, 0, 0x1234, 7, &b"ping!"[..])
+        );
+        // Idle expiry closes it.
+        let idle = ctx.cfg.icmp_idle;
+        assert_eq!(ctx.flows.expire(now + idle), vec![id]);
+        nat.expired(id, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::IcmpClose(id)));
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
     }
-    fn last_active(&self) -> Instant {
-        self.last
+
+    #[test]
+    fn only_echo_requests_leave_the_lan() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = IcmpNat::default();
+        let mut rec = Rec::default();
+        let m = testkit::icmp_message(icmpw::TIME_EXCEEDED, 0, 0, b"");
+        let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &m);
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        assert!(rec.calls.is_empty());
+        assert_eq!(ctx.stats.drop_unsupported, 1);
     }
 }

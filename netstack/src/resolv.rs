@@ -1,12 +1,13 @@
-//! Reading the host's /etc/resolv.conf (resolv.conf(5)).
+//! Parsing the host's /etc/resolv.conf (resolv.conf(5)); reading the file is the driver's job
+//! (`netstack_driver::resolv::read`).
 //!
 //! Only the parts the gateway needs are understood: `nameserver`, `search` and `domain`. Everything
 //! else (options, sortlist, junk) is ignored, and a bad `nameserver` line is skipped rather than
 //! failing the whole file, as glibc does.
 //!
 //! * `nameserver ADDR`: an IPv4 or IPv6 address; IPv6 link-local addresses may carry a `%scope`
-//!   (a numeric index, or an interface name when read through [`read`], which looks the name up in
-//!   /sys/class/net). Servers are always used on port 53. Loopback servers (systemd-resolved's
+//!   (a numeric index, or an interface name resolved by the caller's lookup, see
+//!   [`parse_with_scopes`]). Servers are always used on port 53. Loopback servers (systemd-resolved's
 //!   127.0.0.53, a local dnsmasq) are kept: the gateway talks to them on the guest's behalf. An
 //!   unspecified address (`0.0.0.0`, `::`), which the kernel treats as "this host", becomes the
 //!   matching loopback address so replies come back from the address the query went to.
@@ -75,24 +76,6 @@ pub fn parse_with_scopes(text: &str, scope_index: impl Fn(&str) -> Option<u32>) 
         }
     }
     rc
-}
-
-/// Reads and parses a file (usually /etc/resolv.conf). IPv6 scope names are resolved through
-/// /sys/class/net/NAME/ifindex.
-pub fn read(path: &std::path::Path) -> std::io::Result<ResolvConf> {
-    Ok(parse_with_scopes(
-        &std::fs::read_to_string(path)?,
-        sysfs_ifindex,
-    ))
-}
-
-/// Looks up an interface index by name through sysfs (Linux); `None` elsewhere or when absent.
-fn sysfs_ifindex(name: &str) -> Option<u32> {
-    if name.is_empty() || name.len() > 15 || name.contains('/') || name == "." || name == ".." {
-        return None;
-    }
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?;
-    text.trim().parse().ok()
 }
 
 /// One `nameserver` value: `1.2.3.4`, `2001:db8::1`, `fe80::1%eth0`, `fe80::1%3`.
@@ -313,29 +296,5 @@ mod tests {
         let rc = parse("nameserver 1.1.1.1\r\nsearch x.example\r\n");
         assert_eq!(rc.nameservers, vec![v4(1, 1, 1, 1)]);
         assert_eq!(rc.search, vec!["x.example".to_string()]);
-    }
-
-    #[test]
-    fn read_from_file() {
-        let dir = std::env::temp_dir().join(format!("warren-resolv-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("resolv.conf");
-        std::fs::write(&path, "nameserver 10.1.2.3\ndomain home.example\n").unwrap();
-        let rc = read(&path).unwrap();
-        std::fs::remove_dir_all(&dir).ok();
-        assert_eq!(rc.nameservers, vec![v4(10, 1, 2, 3)]);
-        assert_eq!(rc.domain.as_deref(), Some("home.example"));
-        assert!(read(std::path::Path::new("/nonexistent/warren/resolv.conf")).is_err());
-    }
-
-    #[test]
-    fn sysfs_lookup_rejects_paths() {
-        assert_eq!(sysfs_ifindex("../../etc"), None);
-        assert_eq!(sysfs_ifindex(""), None);
-        assert_eq!(sysfs_ifindex(".."), None);
-        // "lo" exists on every Linux host with sysfs; elsewhere this is just None.
-        if std::path::Path::new("/sys/class/net/lo/ifindex").exists() {
-            assert!(sysfs_ifindex("lo").is_some());
-        }
     }
 }

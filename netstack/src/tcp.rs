@@ -10,11 +10,12 @@
 //!   user-space copy per byte). Loss recovery is go-back-N from `snd_una` on timeout or triple dup-ACK.
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
-use crate::flow::{FlowId, FlowKey, Owner, Proto, Slab, TimerHeap};
-use crate::fwd::Dest;
-use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
-use crate::rng::{Rng, STREAM_TCP_ISN};
+use crate::arp;
+use crate::ctx::Ctx;
+use crate::error::InboundError;
+use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
+use crate::fwd::{Dest, Target};
+use crate::host::{HostError, HostIo, HostResult};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -23,7 +24,7 @@ use crate::wire::tcp::{
 };
 use crate::{Instant, Mac};
 use rustc_hash::FxHashMap;
-use std::io::{ErrorKind, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -96,10 +97,6 @@ pub(crate) struct TcpFlow {
     push_due: bool,
     /// With `host_eof`: the sequence number just past the host's last byte (where the FIN goes).
     data_end: u32,
-    /// A `guestfwd ... cmd:` connection (counted against the guest's children cap).
-    cmd: bool,
-    /// Whom the flow's socket is charged to (`FlowBudget`).
-    owner: Owner,
 }
 
 impl TcpFlow {
@@ -107,7 +104,6 @@ impl TcpFlow {
     /// caller from its SYN or SYN-ACK.
     fn new(key: FlowKey, guest_mac: Mac, state: State, iss: u32, mss: u16) -> Self {
         TcpFlow {
-            owner: Owner::Guest(key.guest),
             key,
             guest_mac,
             state,
@@ -139,7 +135,6 @@ impl TcpFlow {
             unconsumed: 0,
             push_due: false,
             data_end: 0,
-            cmd: false,
         }
     }
 
@@ -166,6 +161,7 @@ impl TcpFlow {
 }
 
 /// All TCP flows, indexed by guest-side key.
+#[derive(Default)]
 pub struct TcpNat {
     flows: Slab<TcpFlow>,
     by_key: FxHashMap<FlowKey, (u32, u32)>,
@@ -173,8 +169,6 @@ pub struct TcpNat {
     timers: TimerHeap,
     ack_pending: Vec<(u32, u32)>,
     segbufs: Vec<Vec<u8>>,
-    /// Initial sequence numbers (seeded from `Config::seed`).
-    isn_rng: Rng,
     /// Guest payload gathered during a batch of frames, written per flow at its end.
     wbatch: Vec<BatchWrite>,
     /// Flows paused on congestion towards their guest.
@@ -195,32 +189,6 @@ pub(crate) struct BatchWrite {
     len: usize,
 }
 
-impl Default for TcpNat {
-    /// A NAT with a random seed; [`TcpNat::with_seed`] for a reproducible one.
-    fn default() -> Self {
-        TcpNat::with_seed(crate::rng::random_seed())
-    }
-}
-
-impl TcpNat {
-    /// A NAT whose initial sequence numbers come from `seed` (the gateway's `Config::seed`).
-    pub fn with_seed(seed: u64) -> Self {
-        TcpNat {
-            flows: Slab::default(),
-            by_key: FxHashMap::default(),
-            connecting_per_guest: FxHashMap::default(),
-            timers: TimerHeap::default(),
-            ack_pending: Vec::new(),
-            segbufs: Vec::new(),
-            wbatch: Vec::new(),
-            tx_blocked: Vec::new(),
-            push_list: Vec::new(),
-            arp_waiting: Vec::new(),
-            isn_rng: Rng::new(seed, STREAM_TCP_ISN),
-        }
-    }
-}
-
 /// The MAC of a guest not yet resolved by ARP.
 const UNRESOLVED: Mac = [0; 6];
 
@@ -236,9 +204,6 @@ impl TcpNat {
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.next()
-    }
-    fn next_isn(&mut self) -> u32 {
-        self.isn_rng.next_u32()
     }
 }
 
@@ -259,11 +224,18 @@ fn arm(timers: &mut TimerHeap, f: &mut TcpFlow, idx: u32, gen: u32, at: Instant)
     }
 }
 
-impl Gateway {
-    pub(crate) fn tcp_input(&mut self, now: Instant, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+impl TcpNat {
+    pub(crate) fn input(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        p: &IpPacket<'_>,
+        dns_upstream: Option<SocketAddr>,
+        io: &mut dyn HostIo,
+    ) {
         let seg = match TcpSegment::parse(p.payload, p.src, p.dst) {
             Ok(s) => s,
-            Err(e) => return self.bad(now, "tcp", e),
+            Err(e) => return ctx.bad(now, "tcp", e),
         };
         let key = FlowKey {
             guest: p.src,
@@ -271,17 +243,21 @@ impl Gateway {
             remote: p.dst,
             remote_port: seg.dst_port,
         };
-        let Some(&(idx, gen)) = self.tcp.by_key.get(&key) else {
-            return self.tcp_no_flow(now, key, &seg, io);
+        let Some(&(idx, gen)) = self.by_key.get(&key) else {
+            return self.no_flow(ctx, now, key, &seg, dns_upstream, io);
         };
-        self.tcp_segment(now, idx, gen, &seg, io);
+        // Where the payload sits in the guest's frame (Ethernet, IP and TCP headers before it).
+        let at = ethernet::HEADER_LEN + p.header.len() + seg.header_len;
+        self.segment(ctx, now, idx, gen, &seg, at, io);
     }
 
-    fn tcp_no_flow(
+    fn no_flow(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         key: FlowKey,
         seg: &TcpSegment<'_>,
+        dns_upstream: Option<SocketAddr>,
         io: &mut dyn HostIo,
     ) {
         if seg.has(RST) {
@@ -289,52 +265,52 @@ impl Gateway {
         }
         if !seg.has(SYN) || seg.has(ACK) {
             // A segment for a connection we do not know: reset it (RFC 9293 §3.10.7.1).
-            self.tcp_send_reset_for(key, seg, io);
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
-        let target = match self.dest(key.remote, key.remote_port, Proto::Tcp) {
+        let target = match ctx.dest(key.remote, key.remote_port, Proto::Tcp, dns_upstream) {
             Dest::Host(t) => t,
             Dest::Refused => {
-                self.stats.tcp_refused += 1;
-                self.tcp_send_reset_for(key, seg, io);
+                ctx.stats.tcp_refused += 1;
+                self.send_reset_for(ctx, key, seg, io);
                 return;
             }
-            Dest::Bad(why) => return self.bad_dest(now, &key, why),
+            Dest::Bad(why) => return ctx.bad_dest(now, &key, why),
         };
         let is_cmd = matches!(target, Target::Command(_));
-        if is_cmd && self.budget.cmds_of(key.guest) >= self.budget.max_cmd_per_guest {
-            self.stats.guestfwd_cmd_refused += 1;
-            let (g, max) = (key.guest, self.budget.max_cmd_per_guest);
-            self.note(now, || {
+        let max_cmd = ctx.flows.budget().max_cmd_per_guest;
+        if is_cmd && ctx.flows.budget().cmds_of(key.guest) >= max_cmd {
+            ctx.stats.guestfwd_cmd_refused += 1;
+            let (g, max) = (key.guest, max_cmd);
+            ctx.note(now, || {
                 format!("guest {g} has {max} guestfwd commands running; connection refused")
             });
-            self.tcp_send_reset_for(key, seg, io);
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
-        let owner = self.owner_for(key.guest);
-        if !self.flow_allowed(now, &key, io) {
-            self.tcp_send_reset_for(key, seg, io);
+        let owner = ctx.owner_for(key.guest);
+        if !ctx.admit(now, &key, io) {
+            self.send_reset_for(ctx, key, seg, io);
             return;
         }
         let connecting = self
-            .tcp
             .connecting_per_guest
             .get(&key.guest)
             .copied()
             .unwrap_or(0);
-        if connecting >= self.cfg.max_pending_per_guest {
-            self.stats.drop_syn_flood += 1;
+        if connecting >= ctx.cfg.max_pending_per_guest {
+            ctx.stats.drop_syn_flood += 1;
             let g = key.guest;
-            self.note(now, || {
+            ctx.note(now, || {
                 format!("guest {g} has too many connections in progress; SYN dropped")
             });
             return;
         }
-        let Some(guest_mac) = self.guest_mac(key.guest) else {
+        let Some(guest_mac) = ctx.guest_mac(key.guest) else {
             return;
         };
-        let iss = self.tcp.next_isn();
-        let max_mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let iss = ctx.isn.next_u32();
+        let max_mss = ctx.cfg.mtu.saturating_sub(40).max(536);
         let mut flow = TcpFlow::new(
             key,
             guest_mac,
@@ -346,39 +322,36 @@ impl Gateway {
         flow.snd_wnd = u32::from(seg.window);
         flow.guest_wscale = seg.wscale.unwrap_or(0);
         flow.wscale_ok = seg.wscale.is_some();
-        flow.cmd = is_cmd;
-        flow.owner = owner;
-        let (idx, gen) = self.tcp.flows.insert(flow);
-        self.tcp.by_key.insert(key, (idx, gen));
-        *self.tcp.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
-        self.flow_opened(owner);
-        if is_cmd {
-            self.budget.cmd_opened(key.guest);
-        }
-        self.stats.tcp_flows_opened += 1;
-        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
-            arm(&mut self.tcp.timers, f, idx, gen, now + CONNECT_TIMEOUT);
+        let (idx, gen) = self.flows.insert(flow);
+        self.by_key.insert(key, (idx, gen));
+        *self.connecting_per_guest.entry(key.guest).or_insert(0) += 1;
+        let cmd = is_cmd.then_some(key.guest);
+        ctx.flows.open(fid(idx, gen), owner, cmd, now);
+        ctx.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.flows.get_mut(idx, gen) {
+            arm(&mut self.timers, f, idx, gen, now + CONNECT_TIMEOUT);
         }
         let started = match &target {
             Target::Addr(a) => io.tcp_connect(fid(idx, gen), *a),
             Target::Command(c) => io.tcp_spawn(fid(idx, gen), c),
         };
         if let Err(e) = started {
-            self.on_tcp_connected(now, fid(idx, gen), Err(e), io);
+            self.on_connected(ctx, now, fid(idx, gen), Err(e), io);
         }
     }
 
     /// A host client connected to a TCP forward for `guest`. Sends SYN to the guest from the client's
     /// address (host loopback shows as the gateway) and returns the flow id the driver binds the accepted
     /// socket to. Errors are one-line reasons; the driver then resets the client.
-    pub fn tcp_inbound(
+    pub(crate) fn inbound(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         client: SocketAddr,
         guest: SocketAddr,
         io: &mut dyn HostIo,
-    ) -> Result<FlowId, String> {
-        let remote = self.guest_visible(client.ip());
+    ) -> Result<FlowId, InboundError> {
+        let remote = ctx.guest_visible(client.ip());
         let key = FlowKey {
             guest: guest.ip(),
             guest_port: guest.port(),
@@ -386,66 +359,64 @@ impl Gateway {
             remote_port: client.port(),
         };
         let IpAddr::V4(guest4) = guest.ip() else {
-            return Err(format!(
-                "guest {} is not an IPv4 address on the LAN",
-                guest.ip()
-            ));
+            return Err(InboundError::NotIpv4(guest.ip()));
         };
-        if !self.cfg.net.contains(guest4) || self.is_virtual(guest4) {
-            return Err(format!("{guest4} is not a guest address on the LAN"));
+        if !ctx.cfg.net.contains(guest4) || ctx.is_virtual(guest4) {
+            return Err(InboundError::NotAGuest(guest.ip()));
         }
         // Unknown yet (a guest that has only listened): ask by ARP; the SYN waits for the answer.
-        let known = self.guest_mac(guest.ip());
+        let known = ctx.guest_mac(guest.ip());
         let guest_mac = known.unwrap_or(UNRESOLVED);
-        if self.tcp.by_key.contains_key(&key) {
-            return Err(format!(
-                "a connection {remote}:{} -> {guest} already exists",
-                client.port()
-            ));
+        if self.by_key.contains_key(&key) {
+            return Err(InboundError::Exists {
+                remote,
+                remote_port: client.port(),
+                guest,
+            });
         }
-        if !self.flow_allowed(now, &key, io) {
-            return Err(format!("guest {} has too many flows", guest.ip()));
+        if !ctx.admit(now, &key, io) {
+            return Err(InboundError::TooManyFlows(guest.ip()));
         }
-        let iss = self.tcp.next_isn();
-        let mss = self.cfg.mtu.saturating_sub(40).max(536);
+        let iss = ctx.isn.next_u32();
+        let mss = ctx.cfg.mtu.saturating_sub(40).max(536);
         let mut flow = TcpFlow::new(key, guest_mac, State::SynSent, iss, mss);
         // Our SYN occupies one sequence number and offers window scaling.
         flow.snd_nxt = iss.wrapping_add(1);
         flow.wscale_ok = true;
-        flow.owner = self.owner_for(key.guest);
-        let owner = flow.owner;
-        let (idx, gen) = self.tcp.flows.insert(flow);
-        self.tcp.by_key.insert(key, (idx, gen));
-        self.flow_opened(owner);
-        self.stats.tcp_flows_opened += 1;
-        if let Some(f) = self.tcp.flows.get_mut(idx, gen) {
-            arm(&mut self.tcp.timers, f, idx, gen, now + SYNACK_RTO);
+        let owner = ctx.owner_for(key.guest);
+        let (idx, gen) = self.flows.insert(flow);
+        self.by_key.insert(key, (idx, gen));
+        ctx.flows.open(fid(idx, gen), owner, None, now);
+        ctx.stats.tcp_flows_opened += 1;
+        if let Some(f) = self.flows.get_mut(idx, gen) {
+            arm(&mut self.timers, f, idx, gen, now + SYNACK_RTO);
         }
         if known.is_some() {
-            self.tcp_send_ctl(fid(idx, gen), SYN, io);
+            self.send_ctl(ctx, fid(idx, gen), SYN, io);
         } else {
-            self.tcp.arp_waiting.push((guest.ip(), idx, gen));
-            self.send_arp_request(guest4, io);
+            self.arp_waiting.push((guest.ip(), idx, gen));
+            arp::request(ctx, guest4, io);
         }
         Ok(fid(idx, gen))
     }
 
     /// The host connect() for `id` finished.
-    pub fn on_tcp_connected(
+    pub(crate) fn on_connected(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         id: FlowId,
-        result: std::io::Result<()>,
+        result: HostResult<()>,
         io: &mut dyn HostIo,
     ) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         if f.state != State::Connecting {
             return;
         }
         let guest = f.key.guest;
-        if let Some(n) = self.tcp.connecting_per_guest.get_mut(&guest) {
+        if let Some(n) = self.connecting_per_guest.get_mut(&guest) {
             *n = n.saturating_sub(1);
         }
         match result {
@@ -453,46 +424,50 @@ impl Gateway {
                 f.state = State::SynAckSent;
                 f.snd_nxt = f.iss.wrapping_add(1);
                 f.retries = 0;
-                arm(&mut self.tcp.timers, f, id.idx, id.gen, now + SYNACK_RTO);
-                self.tcp_send_ctl(id, SYN | ACK, io);
+                arm(&mut self.timers, f, id.idx, id.gen, now + SYNACK_RTO);
+                self.send_ctl(ctx, id, SYN | ACK, io);
             }
             Err(e) => {
                 let (key, irs) = (f.key, f.rcv_nxt.wrapping_sub(1));
                 let rcv_nxt = f.rcv_nxt;
                 let mac = f.guest_mac;
-                self.tcp_remove(id, io, false);
-                if e.kind() == ErrorKind::ConnectionRefused {
-                    self.stats.tcp_refused += 1;
-                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
-                } else if self.out_of_fds(now, &e) {
+                self.remove(ctx, id, io, false);
+                if e == HostError::Refused {
+                    ctx.stats.tcp_refused += 1;
+                    self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                } else if ctx.out_of_fds(now, &e) {
                     // Out of file descriptors: refused like a full budget, never a wedge.
-                    self.tcp_emit(mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
+                    self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
                 } else {
-                    self.stats.tcp_unreachable += 1;
-                    let code = match e.raw_os_error() {
-                        Some(libc::ENETUNREACH) => icmpw::CODE_NET_UNREACHABLE,
+                    ctx.stats.tcp_unreachable += 1;
+                    let code = match e {
+                        HostError::NetUnreachable => icmpw::CODE_NET_UNREACHABLE,
                         _ => icmpw::CODE_HOST_UNREACHABLE,
                     };
                     let r = key.remote;
-                    self.note(now, || {
+                    ctx.note(now, || {
                         format!("connect to {r}:{} failed: {e}", key.remote_port)
                     });
-                    self.tcp_send_unreachable(mac, key, irs, code, io);
+                    self.send_unreachable(ctx, mac, key, irs, code, io);
                 }
             }
         }
     }
 
-    fn tcp_segment(
+    /// A segment of a known flow whose payload starts `at` bytes into its frame.
+    #[allow(clippy::too_many_arguments)]
+    fn segment(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         idx: u32,
         gen: u32,
         seg: &TcpSegment<'_>,
+        at: usize,
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if seg.has(RST) {
@@ -502,7 +477,7 @@ impl Gateway {
             let synsent_ok =
                 f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
             if ok || f.state == State::Connecting || synsent_ok {
-                self.tcp_remove(id, io, true);
+                self.remove(ctx, id, io, true);
             }
             return;
         }
@@ -512,7 +487,7 @@ impl Gateway {
                 if !(seg.has(SYN) && seg.has(ACK)) || seg.ack != f.iss.wrapping_add(1) {
                     if seg.has(ACK) && !seg.has(SYN) {
                         let key = f.key;
-                        self.tcp_send_reset_for(key, seg, io);
+                        self.send_reset_for(ctx, key, seg, io);
                     }
                     return;
                 }
@@ -526,18 +501,18 @@ impl Gateway {
                 f.last_wnd_seen = f.snd_wnd;
                 f.retries = 0;
                 f.deadline = None;
-                self.tcp_queue_ack(idx, gen);
-                self.tcp_push(now, idx, gen, io);
+                self.queue_ack(idx, gen);
+                self.push(ctx, now, idx, gen, io);
                 return;
             }
             State::SynAckSent => {
                 if seg.has(SYN) && !seg.has(ACK) {
-                    self.tcp_send_ctl(id, SYN | ACK, io);
+                    self.send_ctl(ctx, id, SYN | ACK, io);
                     return;
                 }
                 if !seg.has(ACK) || seg.ack != f.iss.wrapping_add(1) {
                     let key = f.key;
-                    self.tcp_send_reset_for(key, seg, io);
+                    self.send_reset_for(ctx, key, seg, io);
                     return;
                 }
                 f.state = State::Established;
@@ -551,7 +526,7 @@ impl Gateway {
             State::Established => {
                 if seg.has(SYN) {
                     // A SYN on an established connection: answer with an ACK (challenge ACK).
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 if !seg.has(ACK) {
@@ -559,7 +534,7 @@ impl Gateway {
                 }
                 if seq_lt(f.snd_nxt, seg.ack) {
                     // Acknowledges data we never sent.
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 let wnd = u32::from(seg.window) << f.guest_wscale;
@@ -568,7 +543,7 @@ impl Gateway {
                     let fin_now_acked = f.fin_sent && seg.ack == f.snd_nxt;
                     let data_acked = acked - u32::from(fin_now_acked);
                     if data_acked > 0 {
-                        if self.batch.is_some() {
+                        if ctx.batch.is_some() {
                             // Dropped from the host socket once, before the batch's next read.
                             f.unconsumed += data_acked;
                         } else {
@@ -585,7 +560,7 @@ impl Gateway {
                         Some(now + f.rto)
                     };
                     if let Some(at) = f.deadline {
-                        arm(&mut self.tcp.timers, f, idx, gen, at);
+                        arm(&mut self.timers, f, idx, gen, at);
                     }
                 } else if seg.ack == f.snd_una
                     && seg.payload.is_empty()
@@ -599,81 +574,92 @@ impl Gateway {
                         f.snd_nxt = f.snd_una;
                         f.fin_sent = false;
                         f.host_readable = true;
-                        self.stats.tcp_retransmits += 1;
+                        ctx.stats.tcp_retransmits += 1;
                     }
                 }
                 f.snd_wnd = wnd;
                 f.last_wnd_seen = wnd;
             }
         }
-        self.tcp_receive(now, idx, gen, seg, io);
-        let batching = self.batch.is_some();
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        self.receive(ctx, now, idx, gen, seg, at, io);
+        let batching = ctx.batch.is_some();
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if batching {
             // Several ACKs of one batch make one read of the host socket, at the batch's end.
             if !f.push_due {
                 f.push_due = true;
-                self.tcp.push_list.push((idx, gen));
+                self.push_list.push((idx, gen));
             }
         } else {
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
     }
 
     /// `ip` turned out to use `mac`: forwarded connections waiting for it send their SYN.
-    pub(crate) fn tcp_neighbour_known(&mut self, ip: IpAddr, mac: Mac, io: &mut dyn HostIo) {
-        let waiting = std::mem::take(&mut self.tcp.arp_waiting);
+    pub(crate) fn neighbour_known(
+        &mut self,
+        ctx: &mut Ctx,
+        ip: IpAddr,
+        mac: Mac,
+        io: &mut dyn HostIo,
+    ) {
+        let waiting = std::mem::take(&mut self.arp_waiting);
         for (wip, idx, gen) in waiting {
             if wip != ip {
-                self.tcp.arp_waiting.push((wip, idx, gen));
+                self.arp_waiting.push((wip, idx, gen));
                 continue;
             }
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             if f.state == State::SynSent && f.guest_mac == UNRESOLVED {
                 f.guest_mac = mac;
-                self.tcp_send_ctl(fid(idx, gen), SYN, io);
+                self.send_ctl(ctx, fid(idx, gen), SYN, io);
             }
         }
     }
 
     /// End of a batch: the deferred reads of flows whose guest acknowledged data or opened its window.
-    pub(crate) fn tcp_flush_pushes(&mut self, now: Instant, io: &mut dyn HostIo) {
-        let list = std::mem::take(&mut self.tcp.push_list);
+    pub(crate) fn flush_pushes(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.push_list);
         for &(idx, gen) in &list {
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             f.push_due = false;
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
         let mut list = list;
         list.clear();
-        if self.tcp.push_list.is_empty() {
-            self.tcp.push_list = list;
+        if self.push_list.is_empty() {
+            self.push_list = list;
         }
     }
 
     /// Guest payload and FIN.
-    fn tcp_receive(
+    #[allow(clippy::too_many_arguments)]
+    fn receive(
         &mut self,
+        ctx: &mut Ctx,
         _now: Instant,
         idx: u32,
         gen: u32,
         seg: &TcpSegment<'_>,
+        at: usize,
         io: &mut dyn HostIo,
     ) {
         let id = fid(idx, gen);
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         let mut data = seg.payload;
         let mut seq = seg.seq;
+        // Offset of `data` in the frame.
+        let mut at = at;
         if !data.is_empty() {
             if f.guest_fin {
                 return;
@@ -682,29 +668,28 @@ impl Gateway {
                 let skip = f.rcv_nxt.wrapping_sub(seq) as usize;
                 if skip >= data.len() {
                     // Entirely old: a retransmission of something we have.
-                    self.tcp_queue_ack(idx, gen);
+                    self.queue_ack(idx, gen);
                     return;
                 }
                 data = &data[skip..];
+                at += skip;
                 seq = f.rcv_nxt;
             }
             if seq != f.rcv_nxt {
                 // Out of order: drop it and repeat our ACK so the guest retransmits.
-                self.tcp_queue_ack(idx, gen);
+                self.queue_ack(idx, gen);
                 return;
             }
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if take > 0 && f.pending.is_empty() && self.batch.is_some() {
+            if let (true, true, Some(b)) = (take > 0, f.pending.is_empty(), ctx.batch) {
                 // Gathered: written with the flow's other segments of this batch in one writev.
-                let base = self.batch.map_or(0, |b| b.1);
-                let off = (data.as_ptr() as usize).wrapping_sub(base);
-                let frame = self.batch.map_or(0, |b| b.0);
+                let (frame, off) = (b.frame, at);
                 if !f.in_batch {
                     f.in_batch = true;
                 }
-                self.tcp.wbatch.push(BatchWrite {
+                self.wbatch.push(BatchWrite {
                     idx,
                     gen,
                     frame,
@@ -717,9 +702,9 @@ impl Gateway {
                 if f.pending.is_empty() {
                     match io.tcp_send(id, data) {
                         Ok(n) => written = n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(HostError::WouldBlock) => {}
                         Err(_) => {
-                            self.tcp_abort(id, io);
+                            self.abort(ctx, id, io);
                             return;
                         }
                     }
@@ -734,9 +719,9 @@ impl Gateway {
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
             }
             // Bytes beyond our window were dropped: say at once how far we got.
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         }
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if seg.has(FIN)
@@ -750,19 +735,19 @@ impl Gateway {
                 f.shut_wr_done = true;
                 io.tcp_shutdown_write(id);
             }
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         } else if seg.has(FIN) && f.guest_fin {
             // A retransmitted FIN.
-            self.tcp_queue_ack(idx, gen);
+            self.queue_ack(idx, gen);
         }
     }
 
     /// Writes the guest bytes gathered during a batch: one `writev` per flow, in order. What the socket
     /// does not take now is kept (as with single writes) until it is writable.
-    pub(crate) fn tcp_flush_writes(&mut self, frames: &[&[u8]], io: &mut dyn HostIo) {
-        let mut batch = std::mem::take(&mut self.tcp.wbatch);
+    pub(crate) fn flush_writes(&mut self, ctx: &mut Ctx, frames: &[&[u8]], io: &mut dyn HostIo) {
+        let mut batch = std::mem::take(&mut self.wbatch);
         if batch.is_empty() {
-            self.tcp.wbatch = batch;
+            self.wbatch = batch;
             return;
         }
         // Stable: each flow's segments keep their order.
@@ -777,7 +762,7 @@ impl Gateway {
             let group = &batch[i..j];
             i = j;
             let id = fid(idx, gen);
-            if self.tcp.flows.get(idx, gen).is_none() {
+            if self.flows.get(idx, gen).is_none() {
                 continue;
             }
             let slice = |b: &BatchWrite| {
@@ -790,10 +775,7 @@ impl Gateway {
             let mut written = 0;
             let mut failed = false;
             for chunk in group.chunks(512) {
-                let iov: Vec<std::io::IoSlice<'_>> = chunk
-                    .iter()
-                    .map(|b| std::io::IoSlice::new(slice(b)))
-                    .collect();
+                let iov: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(slice(b))).collect();
                 let want: usize = chunk.iter().map(|b| b.len).sum();
                 match io.tcp_send_vectored(id, &iov) {
                     Ok(n) => {
@@ -802,7 +784,7 @@ impl Gateway {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(HostError::WouldBlock) => break,
                     Err(_) => {
                         failed = true;
                         break;
@@ -810,15 +792,15 @@ impl Gateway {
                 }
             }
             if failed {
-                self.tcp_abort(id, io);
+                self.abort(ctx, id, io);
                 continue;
             }
-            let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+            let Some(f) = self.flows.get_mut(idx, gen) else {
                 continue;
             };
             f.in_batch = false;
             if written < total {
-                self.stats.tcp_host_full += 1;
+                ctx.stats.tcp_host_full += 1;
                 let mut skip = written;
                 for b in group {
                     let s = slice(b);
@@ -838,27 +820,28 @@ impl Gateway {
                 io.tcp_shutdown_write(id);
             }
             // A flow whose last segments waited in this batch may be done now.
-            self.tcp_maybe_finish(idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
         batch.clear();
-        self.tcp.wbatch = batch;
+        self.wbatch = batch;
     }
 
     /// The way to the guests has room again: resumes the flows that paused on congestion.
-    pub fn on_link_ready(&mut self, now: Instant, io: &mut dyn HostIo) {
-        self.on_link_ready_except(now, &|_| false, io);
+    pub(crate) fn on_link_ready(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        self.on_link_ready_except(ctx, now, &|_| false, io);
     }
 
     /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
     /// holds stay paused (the way to that guest is still congested; others must not wait for it).
-    pub fn on_link_ready_except(
+    pub(crate) fn on_link_ready_except(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         still_blocked: &dyn Fn(&Mac) -> bool,
         io: &mut dyn HostIo,
     ) {
-        let mut list = std::mem::take(&mut self.tcp.tx_blocked);
-        let flows = &mut self.tcp.flows;
+        let mut list = std::mem::take(&mut self.tx_blocked);
+        let flows = &mut self.flows;
         let mut keep = Vec::new();
         list.retain(|&(idx, gen)| match flows.get_mut(idx, gen) {
             Some(f) if still_blocked(&f.guest_mac) => {
@@ -871,25 +854,37 @@ impl Gateway {
             }
             None => false,
         });
-        self.tcp.tx_blocked = keep;
+        self.tx_blocked = keep;
         for (idx, gen) in list {
-            self.tcp_push(now, idx, gen, io);
-            self.tcp_maybe_finish(idx, gen, io);
+            self.push(ctx, now, idx, gen, io);
+            self.maybe_finish(ctx, idx, gen, io);
         }
     }
 
     /// The host socket has data (or EOF) for the guest.
-    pub fn on_tcp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        if let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) {
+    pub(crate) fn on_readable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        if let Some(f) = self.flows.get_mut(id.idx, id.gen) {
             f.host_readable = true;
-            self.tcp_push(now, id.idx, id.gen, io);
-            self.tcp_maybe_finish(id.idx, id.gen, io);
+            self.push(ctx, now, id.idx, id.gen, io);
+            self.maybe_finish(ctx, id.idx, id.gen, io);
         }
     }
 
     /// The host socket can take the guest bytes we are holding.
-    pub fn on_tcp_writable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    pub(crate) fn on_writable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         f.want_write = false;
@@ -899,8 +894,8 @@ impl Gateway {
                 Ok(n) => {
                     f.pending.drain(..n);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return self.tcp_abort(id, io),
+                Err(HostError::WouldBlock) => break,
+                Err(_) => return self.abort(ctx, id, io),
             }
         }
         if !f.pending.is_empty() {
@@ -915,17 +910,17 @@ impl Gateway {
         }
         // Tell the guest the window opened again if it had closed noticeably.
         if f.last_adv_wnd < RCV_WINDOW / 2 && f.adv_window() > f.last_adv_wnd {
-            self.tcp_queue_ack(id.idx, id.gen);
+            self.queue_ack(id.idx, id.gen);
         }
-        self.tcp_maybe_finish(id.idx, id.gen, io);
+        self.maybe_finish(ctx, id.idx, id.gen, io);
         let _ = now;
     }
 
     /// Sends host data to the guest while its window allows; then FIN after host EOF.
-    fn tcp_push(&mut self, now: Instant, idx: u32, gen: u32, io: &mut dyn HostIo) {
+    fn push(&mut self, ctx: &mut Ctx, now: Instant, idx: u32, gen: u32, io: &mut dyn HostIo) {
         let id = fid(idx, gen);
-        let gw_mac = self.cfg.gateway_mac;
-        let tcp = &mut self.tcp;
+        let gw_mac = ctx.cfg.gateway_mac;
+        let tcp = &mut *self;
         let Some(f) = tcp.flows.get_mut(idx, gen) else {
             return;
         };
@@ -961,7 +956,7 @@ impl Gateway {
                     let buf = segbuf_first(&mut tcp.segbufs, off);
                     let n = build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, 0);
                     io.transmit(&buf[..n]);
-                    self.stats.frames_out += 1;
+                    ctx.stats.frames_out += 1;
                     if f.deadline.is_none() {
                         arm(&mut tcp.timers, f, idx, gen, now + f.rto);
                     }
@@ -970,7 +965,7 @@ impl Gateway {
             }
             let inflight = f.snd_nxt.wrapping_sub(f.snd_una);
             if inflight >= f.snd_wnd {
-                self.stats.tcp_guest_window_full += 1;
+                ctx.stats.tcp_guest_window_full += 1;
                 if f.snd_wnd == 0 && f.deadline.is_none() {
                     // Zero window: probe later.
                     arm(&mut tcp.timers, f, idx, gen, now + f.rto);
@@ -1007,7 +1002,7 @@ impl Gateway {
                     } else if f.snd_nxt != f.data_end {
                         // Cannot happen with a sane socket (bytes before EOF are never lost);
                         // end the flow rather than send a FIN in the wrong place.
-                        self.tcp_abort(id, io);
+                        self.abort(ctx, id, io);
                         return;
                     }
                     continue;
@@ -1031,7 +1026,7 @@ impl Gateway {
                         let fl =
                             build_tcp(buf, gw_mac, f.guest_mac, f.key.remote, f.key.guest, &h, len);
                         congested |= !io.transmit(&buf[..fl]);
-                        self.stats.frames_out += 1;
+                        ctx.stats.frames_out += 1;
                         f.snd_nxt = f.snd_nxt.wrapping_add(len as u32);
                         i += 1;
                     }
@@ -1044,7 +1039,7 @@ impl Gateway {
                         // The guest's link is full: wait for `on_link_ready` rather than drop.
                         f.tx_blocked = true;
                         tcp.tx_blocked.push((idx, gen));
-                        self.stats.tcp_link_paused += 1;
+                        ctx.stats.tcp_link_paused += 1;
                         break;
                     }
                     if n < asked {
@@ -1052,13 +1047,13 @@ impl Gateway {
                         continue;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(HostError::WouldBlock) => {
                     f.host_readable = false;
-                    self.stats.tcp_host_empty += 1;
+                    ctx.stats.tcp_host_empty += 1;
                     break;
                 }
                 Err(_) => {
-                    self.tcp_abort(id, io);
+                    self.abort(ctx, id, io);
                     return;
                 }
             }
@@ -1066,80 +1061,77 @@ impl Gateway {
     }
 
     /// Frees the flow once both directions are closed and everything is acknowledged.
-    fn tcp_maybe_finish(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(idx, gen) else {
+    fn maybe_finish(&mut self, ctx: &mut Ctx, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get(idx, gen) else {
             return;
         };
         // Bytes gathered for the batch's writev still belong to the flow (`in_batch`).
         if f.guest_fin && f.fin_acked() && f.pending.is_empty() && !f.in_batch {
             let id = fid(idx, gen);
             if f.ack_due {
-                self.tcp_send_ctl(id, ACK, io);
+                self.send_ctl(ctx, id, ACK, io);
             }
-            self.tcp_remove(id, io, false);
+            self.remove(ctx, id, io, false);
         }
     }
 
     /// Resets both sides.
-    fn tcp_abort(&mut self, id: FlowId, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get(id.idx, id.gen) else {
+    fn abort(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get(id.idx, id.gen) else {
             return;
         };
         let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
-        self.tcp_emit(mac, key, seq, ack, RST | ACK, 0, None, 0, io);
-        self.tcp_remove(id, io, true);
+        self.emit(ctx, mac, key, seq, ack, RST | ACK, 0, None, 0, io);
+        self.remove(ctx, id, io, true);
     }
 
-    fn tcp_remove(&mut self, id: FlowId, io: &mut dyn HostIo, reset: bool) {
-        let Some(f) = self.tcp.flows.remove(id.idx, id.gen) else {
+    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo, reset: bool) {
+        let Some(f) = self.flows.remove(id.idx, id.gen) else {
             return;
         };
-        self.tcp.by_key.remove(&f.key);
+        self.by_key.remove(&f.key);
         if f.state == State::Connecting {
-            if let Some(n) = self.tcp.connecting_per_guest.get_mut(&f.key.guest) {
+            if let Some(n) = self.connecting_per_guest.get_mut(&f.key.guest) {
                 *n = n.saturating_sub(1);
             }
         }
-        if self.tcp.connecting_per_guest.get(&f.key.guest) == Some(&0) {
-            self.tcp.connecting_per_guest.remove(&f.key.guest);
+        if self.connecting_per_guest.get(&f.key.guest) == Some(&0) {
+            self.connecting_per_guest.remove(&f.key.guest);
         }
         io.tcp_close(id, reset);
-        self.flow_closed(f.owner);
-        if f.cmd {
-            self.budget.cmd_closed(f.key.guest);
-        }
-        self.stats.tcp_flows_closed += 1;
+        ctx.flows.close(id);
+        ctx.stats.tcp_flows_closed += 1;
     }
 
     /// Marks an ACK as due; ACKs are sent at the end of the batch unless data carries them first.
-    fn tcp_queue_ack(&mut self, idx: u32, gen: u32) {
-        let Some(f) = self.tcp.flows.get_mut(idx, gen) else {
+    fn queue_ack(&mut self, idx: u32, gen: u32) {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
         if !f.ack_due {
             f.ack_due = true;
-            self.tcp.ack_pending.push((idx, gen));
+            self.ack_pending.push((idx, gen));
         }
     }
 
-    pub(crate) fn tcp_flush_acks(&mut self, _now: Instant, io: &mut dyn HostIo) {
-        let list = std::mem::take(&mut self.tcp.ack_pending);
+    pub(crate) fn flush_acks(&mut self, ctx: &mut Ctx, _now: Instant, io: &mut dyn HostIo) {
+        let list = std::mem::take(&mut self.ack_pending);
         for &(idx, gen) in &list {
-            let due = self.tcp.flows.get(idx, gen).is_some_and(|f| f.ack_due);
+            let due = self.flows.get(idx, gen).is_some_and(|f| f.ack_due);
             if due {
-                self.tcp_send_ctl(fid(idx, gen), ACK, io);
+                self.send_ctl(ctx, fid(idx, gen), ACK, io);
             }
         }
         let mut list = list;
         list.clear();
-        if self.tcp.ack_pending.is_empty() {
-            self.tcp.ack_pending = list;
+        if self.ack_pending.is_empty() {
+            self.ack_pending = list;
         }
     }
 
     /// Sends a segment without payload on a flow (SYN-ACK, ACK, window probe) with current numbers.
-    fn tcp_send_ctl(&mut self, id: FlowId, flags: u8, io: &mut dyn HostIo) {
-        let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    fn send_ctl(&mut self, ctx: &mut Ctx, id: FlowId, flags: u8, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
             return;
         };
         let syn = flags & SYN != 0;
@@ -1150,13 +1142,14 @@ impl Gateway {
         f.ack_due = false;
         f.last_adv_wnd = f.adv_window();
         let (mac, key, ack) = (f.guest_mac, f.key, f.rcv_nxt);
-        self.tcp_emit(mac, key, seq, ack, flags, window, opts, 0, io);
+        self.emit(ctx, mac, key, seq, ack, flags, window, opts, 0, io);
     }
 
     /// Builds one segment from the remote to the guest in the scratch buffer and transmits it.
     #[allow(clippy::too_many_arguments)]
-    fn tcp_emit(
+    fn emit(
         &mut self,
+        ctx: &mut Ctx,
         mac: Mac,
         key: FlowKey,
         seq: u32,
@@ -1176,10 +1169,10 @@ impl Gateway {
             window,
             syn_opts,
         };
-        let mut tx = std::mem::take(&mut self.tx);
+        let mut tx = std::mem::take(&mut ctx.tx);
         let n = build_tcp(
             &mut tx,
-            self.cfg.gateway_mac,
+            ctx.cfg.gateway_mac,
             mac,
             key.remote,
             key.guest,
@@ -1187,26 +1180,33 @@ impl Gateway {
             payload,
         );
         io.transmit(&tx[..n]);
-        self.tx = tx;
-        self.stats.frames_out += 1;
+        ctx.tx = tx;
+        ctx.stats.frames_out += 1;
     }
 
     /// RST for a segment that matches no connection.
-    fn tcp_send_reset_for(&mut self, key: FlowKey, seg: &TcpSegment<'_>, io: &mut dyn HostIo) {
-        let Some(mac) = self.guest_mac(key.guest) else {
+    fn send_reset_for(
+        &mut self,
+        ctx: &mut Ctx,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(mac) = ctx.guest_mac(key.guest) else {
             return;
         };
         if seg.has(ACK) {
-            self.tcp_emit(mac, key, seg.ack, 0, RST, 0, None, 0, io);
+            self.emit(ctx, mac, key, seg.ack, 0, RST, 0, None, 0, io);
         } else {
             let ack = seg.seq.wrapping_add(seg.seq_len());
-            self.tcp_emit(mac, key, 0, ack, RST | ACK, 0, None, 0, io);
+            self.emit(ctx, mac, key, 0, ack, RST | ACK, 0, None, 0, io);
         }
     }
 
     /// ICMP destination unreachable for the guest's SYN (quoting its IP header and first 8 TCP bytes).
-    fn tcp_send_unreachable(
+    fn send_unreachable(
         &mut self,
+        ctx: &mut Ctx,
         mac: Mac,
         key: FlowKey,
         irs: u32,
@@ -1227,8 +1227,8 @@ impl Gateway {
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..28].copy_from_slice(&irs.to_be_bytes());
-        let src = IpAddr::V4(self.cfg.gateway);
-        self.send_icmp_error(
+        let src = IpAddr::V4(ctx.cfg.gateway);
+        ctx.send_icmp_error(
             mac,
             src,
             key.guest,
@@ -1239,9 +1239,9 @@ impl Gateway {
         );
     }
 
-    pub(crate) fn tcp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        while let Some((at, id)) = self.tcp.timers.pop_due_at(now) {
-            let Some(f) = self.tcp.flows.get_mut(id.idx, id.gen) else {
+    pub(crate) fn timers(&mut self, ctx: &mut Ctx, now: Instant, io: &mut dyn HostIo) {
+        while let Some((at, id)) = self.timers.pop_due_at(now) {
+            let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
                 continue;
             };
             if f.queued == Some(at) {
@@ -1249,15 +1249,14 @@ impl Gateway {
             }
             let Some(deadline) = f.deadline else { continue };
             if deadline > now {
-                arm(&mut self.tcp.timers, f, id.idx, id.gen, deadline);
+                arm(&mut self.timers, f, id.idx, id.gen, deadline);
                 continue;
             }
             f.deadline = None;
             match f.state {
                 State::Connecting => {
                     // The host connect is taking too long: give up like a timed-out connect.
-                    let err = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
-                    self.on_tcp_connected(now, id, Err(err), io);
+                    self.on_connected(ctx, now, id, Err(HostError::TimedOut), io);
                 }
                 State::SynAckSent | State::SynSent => {
                     f.retries += 1;
@@ -1268,18 +1267,18 @@ impl Gateway {
                     };
                     if f.guest_mac == UNRESOLVED && f.retries <= SYNACK_RETRIES {
                         let at = now + SYNACK_RTO;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         if let IpAddr::V4(g) = f.key.guest {
-                            self.send_arp_request(g, io);
+                            arp::request(ctx, g, io);
                         }
                         continue;
                     }
                     if f.retries > SYNACK_RETRIES {
-                        self.tcp_remove(id, io, true);
+                        self.remove(ctx, id, io, true);
                     } else {
                         let at = now + SYNACK_RTO * (1 << f.retries.min(5));
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
-                        self.tcp_send_ctl(id, flags, io);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
+                        self.send_ctl(ctx, id, flags, io);
                     }
                 }
                 State::Established => {
@@ -1289,19 +1288,19 @@ impl Gateway {
                     if f.tx_blocked {
                         // Waiting for the link, not for the guest: nothing is lost yet.
                         let at = now + f.rto;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         continue;
                     }
                     f.retries += 1;
                     if f.retries > MAX_RETRIES {
-                        self.tcp_abort(id, io);
+                        self.abort(ctx, id, io);
                         continue;
                     }
                     f.rto = (f.rto * 2).min(RTO_MAX);
                     if f.snd_una == f.snd_nxt {
                         // Zero-window probe: an old sequence number makes the guest answer with an ACK.
                         let at = now + f.rto;
-                        arm(&mut self.tcp.timers, f, id.idx, id.gen, at);
+                        arm(&mut self.timers, f, id.idx, id.gen, at);
                         let (mac, key, seq, ack, w) = (
                             f.guest_mac,
                             f.key,
@@ -1309,15 +1308,15 @@ impl Gateway {
                             f.rcv_nxt,
                             f.window_field(),
                         );
-                        self.tcp_emit(mac, key, seq, ack, ACK, w, None, 0, io);
+                        self.emit(ctx, mac, key, seq, ack, ACK, w, None, 0, io);
                         continue;
                     }
                     // Retransmission timeout: go back to the oldest unacknowledged byte.
                     f.snd_nxt = f.snd_una;
                     f.fin_sent = false;
                     f.host_readable = true;
-                    self.stats.tcp_retransmits += 1;
-                    self.tcp_push(now, id.idx, id.gen, io);
+                    ctx.stats.tcp_retransmits += 1;
+                    self.push(ctx, now, id.idx, id.gen, io);
                 }
             }
         }
@@ -1364,4 +1363,210 @@ fn build_tcp(
         tlen,
     );
     t0 + tlen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, Call, Rec};
+    use crate::wire::icmp::IcmpMessage;
+
+    const ISN: u32 = 1000;
+
+    fn syn() -> Vec<u8> {
+        let h = TcpHeader {
+            src_port: 0,
+            dst_port: 0,
+            seq: ISN,
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            syn_opts: Some((1460, Some(7))),
+        };
+        testkit::tcp_packet(40000, SocketAddr::new(testkit::remote(), 80), h, b"")
+    }
+
+    /// A guest SYN handled by a fresh NAT: the context, the NAT, the host, and the flow's id.
+    fn connecting(rec: &mut Rec, now: Instant) -> (Ctx, TcpNat, Option<FlowId>) {
+        let mut ctx = testkit::ctx(now);
+        let mut nat = TcpNat::default();
+        let b = syn();
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, rec);
+        let id = rec.calls.iter().find_map(|c| match c {
+            Call::TcpConnect(id, _) => Some(*id),
+            _ => None,
+        });
+        (ctx, nat, id)
+    }
+
+    #[test]
+    fn syn_ack_only_after_the_host_connect_succeeds() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("a host connect");
+        assert_eq!(
+            rec.calls,
+            vec![Call::TcpConnect(id, SocketAddr::new(testkit::remote(), 80))]
+        );
+        assert!(
+            rec.frames.is_empty(),
+            "nothing for the guest while connecting"
+        );
+        assert_eq!(ctx.flows.budget().total(), 1);
+        // A retransmitted SYN waits for the connect too.
+        let b = syn();
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        assert!(rec.frames.is_empty());
+
+        nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let s = testkit::tcp_to_guest(&f[0]);
+        assert_eq!(s.flags & (SYN | ACK | RST), SYN | ACK);
+        assert_eq!(s.ack, ISN + 1);
+        assert_eq!((s.src_port, s.dst_port), (80, 40000));
+        assert_eq!(ctx.stats.tcp_flows_opened, 1);
+    }
+
+    #[test]
+    fn seeded_isns_are_reproducible() {
+        let isn = || {
+            let now = Instant::now();
+            let mut rec = Rec::default();
+            let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+            nat.on_connected(&mut ctx, now, id.expect("id"), Ok(()), &mut rec);
+            testkit::tcp_to_guest(&rec.frames[0]).seq
+        };
+        assert_eq!(isn(), isn());
+    }
+
+    #[test]
+    fn refused_connect_resets_the_guest() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("id");
+        nat.on_connected(&mut ctx, now, id, Err(HostError::Refused), &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let s = testkit::tcp_to_guest(&f[0]);
+        assert_eq!(s.flags, RST | ACK);
+        assert_eq!(s.ack, ISN + 1);
+        assert_eq!(ctx.stats.tcp_refused, 1);
+        assert_eq!(nat.len(), 0);
+        assert_eq!(ctx.flows.budget().total(), 0, "the budget is released");
+        assert!(rec.calls.contains(&Call::TcpClose(id, false)));
+    }
+
+    /// The ICMP error the guest got for its SYN: (code, quoted sequence number).
+    fn unreachable(f: &[u8]) -> (u8, u32) {
+        let p = testkit::to_guest(f);
+        assert_eq!(p.proto, ip::PROTO_ICMP);
+        let m = IcmpMessage::parse(p.payload).expect("valid ICMP");
+        assert_eq!(m.kind, icmpw::DEST_UNREACHABLE);
+        // The quote: the SYN's IP header, then ports and sequence number.
+        let q = &m.payload[ip::IPV4_HEADER_LEN..];
+        assert_eq!(u16::from_be_bytes([q[0], q[1]]), 40000);
+        (m.code, u32::from_be_bytes([q[4], q[5], q[6], q[7]]))
+    }
+
+    #[test]
+    fn unreachable_networks_and_hosts_get_their_icmp_codes() {
+        for (err, code) in [
+            (HostError::NetUnreachable, icmpw::CODE_NET_UNREACHABLE),
+            (HostError::HostUnreachable, icmpw::CODE_HOST_UNREACHABLE),
+            (HostError::Other("x".into()), icmpw::CODE_HOST_UNREACHABLE),
+        ] {
+            let now = Instant::now();
+            let mut rec = Rec::default();
+            let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+            nat.on_connected(&mut ctx, now, id.expect("id"), Err(err.clone()), &mut rec);
+            let f = rec.take_frames();
+            assert_eq!(f.len(), 1, "{err:?}");
+            assert_eq!(unreachable(&f[0]), (code, ISN), "{err:?}");
+            assert_eq!(ctx.stats.tcp_unreachable, 1);
+            assert_eq!(ctx.flows.budget().total(), 0);
+        }
+    }
+
+    #[test]
+    fn a_connect_failing_at_once_answers_at_once() {
+        let now = Instant::now();
+        let mut rec = Rec {
+            connect_error: Some(HostError::NetUnreachable),
+            ..Rec::default()
+        };
+        let (ctx, nat, _) = connecting(&mut rec, now);
+        assert_eq!(rec.frames.len(), 1);
+        assert_eq!(unreachable(&rec.frames[0]).0, icmpw::CODE_NET_UNREACHABLE);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        // Out of file descriptors: refused like a full budget (RST), and counted.
+        let mut rec = Rec {
+            connect_error: Some(HostError::NoBuffers),
+            ..Rec::default()
+        };
+        let (ctx, _, _) = connecting(&mut rec, now);
+        assert_eq!(testkit::tcp_to_guest(&rec.frames[0]).flags, RST | ACK);
+        assert_eq!(ctx.stats.flows_refused_fd, 1);
+    }
+
+    #[test]
+    fn a_connect_that_never_finishes_times_out_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, _) = connecting(&mut rec, t0);
+        let due = nat.next_deadline().expect("a connect timer");
+        assert_eq!(due, t0 + CONNECT_TIMEOUT);
+        nat.timers(&mut ctx, due - Duration::from_millis(1), &mut rec);
+        assert!(rec.frames.is_empty(), "not yet");
+        nat.timers(&mut ctx, due, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(unreachable(&f[0]), (icmpw::CODE_HOST_UNREACHABLE, ISN));
+        assert_eq!(nat.len(), 0);
+    }
+
+    #[test]
+    fn batched_payload_is_gathered_by_offset_past_options_overlap_and_padding() {
+        let now = Instant::now();
+        let mut rec = Rec::default();
+        let (mut ctx, mut nat, id) = connecting(&mut rec, now);
+        let id = id.expect("id");
+        nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
+        let ours = testkit::tcp_to_guest(&rec.take_frames()[0]).seq;
+        let dst = SocketAddr::new(testkit::remote(), 80);
+        let data = |seq: u32, opts: bool, payload: &[u8]| {
+            let h = TcpHeader {
+                src_port: 0,
+                dst_port: 0,
+                seq,
+                ack: ours.wrapping_add(1),
+                flags: ACK,
+                window: 65535,
+                // An option block makes the header longer than 20 bytes.
+                syn_opts: opts.then_some((1460, Some(7))),
+            };
+            testkit::tcp_packet(40000, dst, h, payload)
+        };
+        // The handshake's ACK, alone.
+        let b = data(ISN + 1, false, b"");
+        nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        // One batch: "hello" after options, then "lo world" overlapping by two bytes, padded.
+        let frames = [
+            testkit::frame(&data(ISN + 1, true, b"hello"), 0),
+            testkit::frame(&data(ISN + 4, false, b"lo world"), 6),
+        ];
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        for (i, f) in refs.iter().enumerate() {
+            ctx.batch = Some(crate::ctx::BatchPos { frame: i });
+            let p = testkit::parse_ip(&f[ethernet::HEADER_LEN..]);
+            nat.input(&mut ctx, now, &p, None, &mut rec);
+        }
+        ctx.batch = None;
+        assert!(rec.written.is_empty(), "gathered until the batch ends");
+        nat.flush_writes(&mut ctx, &refs, &mut rec);
+        assert_eq!(rec.written, b"hello world");
+        assert_eq!(rec.writes, 1, "one writev for the flow");
+    }
 }

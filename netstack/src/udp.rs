@@ -3,51 +3,54 @@
 //! Replies come from the right source address because the flow key remembers what the guest sent to;
 //! a host ECONNREFUSED becomes ICMP port-unreachable to the guest; idle flows expire.
 
-use crate::flow::{FlowId, FlowKey, IdleFlow, IdleTable, Owner, Proto};
-use crate::fwd::Dest;
-use crate::gateway::{Gateway, Target};
-use crate::host::HostIo;
+use crate::arp;
+use crate::ctx::Ctx;
+use crate::error::InboundError;
+use crate::flow::{FlowId, FlowKey, Proto, Slab};
+use crate::fwd::{Dest, Target};
+use crate::host::{HostError, HostIo};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
 use crate::wire::udp::{self as udpw, UdpDatagram};
 use crate::{Instant, Mac};
-use std::io::ErrorKind;
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) struct UdpFlow {
+struct UdpFlow {
     key: FlowKey,
-    /// Whom the flow's socket is charged to (`FlowBudget`).
-    owner: Owner,
     guest_mac: Mac,
-    last: Instant,
     last_len: u16,
 }
 
+/// The UDP flows, indexed by guest-side key. Their owners and idle timers live in the flow table
+/// ([`Ctx::flows`]).
 #[derive(Default)]
 pub struct UdpNat {
-    table: IdleTable<UdpFlow>,
+    flows: Slab<UdpFlow>,
+    by_key: FxHashMap<FlowKey, (u32, u32)>,
 }
 
 impl UdpNat {
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.flows.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.flows.is_empty()
     }
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.table.timers.next()
+
+    /// Forgets a flow the flow table closed (idle expiry or eviction).
+    pub(crate) fn forget(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.remove(id.idx, id.gen) {
+            self.by_key.remove(&f.key);
+        }
     }
-    /// The least recently active flow and its last activity.
-    pub(crate) fn oldest(&mut self, idle: std::time::Duration) -> Option<(FlowId, Instant)> {
-        self.table.oldest(idle)
-    }
-    pub(crate) fn owner_of(&self, id: FlowId) -> Option<Owner> {
-        self.table.flows.get(id.idx, id.gen).map(|f| f.owner)
-    }
-    pub(crate) fn evict(&mut self, id: FlowId) {
-        self.table.remove(id);
+
+    /// A flow the flow table expired: its socket closes.
+    pub(crate) fn expired(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo) {
+        self.forget(id);
+        io.udp_close(id);
+        ctx.stats.udp_flows_expired += 1;
     }
 }
 
@@ -59,23 +62,19 @@ fn fid(idx: u32, gen: u32) -> FlowId {
     }
 }
 
-impl Gateway {
-    pub(crate) fn udp_input(
+impl UdpNat {
+    /// A datagram from a guest that is not for the gateway's own services.
+    pub(crate) fn input(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         src_mac: Mac,
         p: &IpPacket<'_>,
+        d: &UdpDatagram<'_>,
         io: &mut dyn HostIo,
     ) {
-        let d = match UdpDatagram::parse(p.payload, p.src, p.dst) {
-            Ok(d) => d,
-            Err(e) => return self.bad(now, "udp", e),
-        };
-        if self.udp_local(now, src_mac, p, &d, io) {
-            return;
-        }
         if p.src.is_unspecified() {
-            self.stats.drop_spoofed += 1;
+            ctx.stats.drop_spoofed += 1;
             return;
         }
         let key = FlowKey {
@@ -84,58 +83,52 @@ impl Gateway {
             remote: p.dst,
             remote_port: d.dst_port,
         };
-        let (idx, gen) = match self.udp.table.by_key.get(&key) {
+        let (idx, gen) = match self.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                let target = match self.dest(key.remote, key.remote_port, Proto::Udp) {
+                let target = match ctx.dest(key.remote, key.remote_port, Proto::Udp, None) {
                     Dest::Host(Target::Addr(t)) => t,
-                    Dest::Bad(why) => return self.bad_dest(now, &key, why),
+                    Dest::Bad(why) => return ctx.bad_dest(now, &key, why),
                     Dest::Host(Target::Command(_)) | Dest::Refused => {
-                        self.stats.drop_not_for_us += 1;
+                        ctx.stats.drop_not_for_us += 1;
                         return;
                     }
                 };
-                if !self.flow_allowed(now, &key, io) {
+                if !ctx.admit(now, &key, io) {
                     return;
                 }
-                let owner = self.owner_for(key.guest);
-                let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
+                let owner = ctx.owner_for(key.guest);
+                let (idx, gen) = self.flows.insert(UdpFlow {
                     key,
-                    owner,
                     guest_mac: src_mac,
-                    last: now,
                     last_len: 0,
                 });
                 if let Err(e) = io.udp_open(fid(idx, gen), target) {
-                    self.udp.table.flows.remove(idx, gen);
-                    if !self.out_of_fds(now, &e) {
-                        self.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
+                    self.flows.remove(idx, gen);
+                    if !ctx.out_of_fds(now, &e) {
+                        ctx.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
                     }
                     return;
                 }
-                self.udp.table.by_key.insert(key, (idx, gen));
-                self.udp
-                    .table
-                    .timers
-                    .push(now + self.cfg.udp_idle, fid(idx, gen));
-                self.flow_opened(owner);
-                self.stats.udp_flows_opened += 1;
+                self.by_key.insert(key, (idx, gen));
+                ctx.flows.open(fid(idx, gen), owner, None, now);
+                ctx.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
         };
-        let Some(f) = self.udp.table.flows.get_mut(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
-        f.last = now;
         f.guest_mac = src_mac;
         f.last_len = d.payload.len() as u16;
+        ctx.flows.touch(fid(idx, gen), now);
         match io.udp_send(fid(idx, gen), d.payload) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => self.udp_refused(idx, gen, io),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.drop_tx_queue_full += 1,
+            Err(HostError::Refused) => self.refused(ctx, idx, gen, io),
+            Err(HostError::WouldBlock) => ctx.stats.drop_tx_queue_full += 1,
             Err(e) => {
                 let r = key.remote;
-                self.note(now, || {
+                ctx.note(now, || {
                     format!("UDP send to {r}:{} failed: {e}", key.remote_port)
                 });
             }
@@ -145,73 +138,64 @@ impl Gateway {
     /// A datagram from `client` arrived on UDP forward `fwd` for `guest`: finds or makes the flow (whose
     /// replies leave through the forward's socket) and delivers the datagram to the guest from the
     /// client's address (host loopback shows as the gateway).
-    pub fn udp_inbound(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn inbound(
         &mut self,
+        ctx: &mut Ctx,
         now: Instant,
         fwd: u32,
         client: SocketAddr,
         guest: SocketAddr,
         payload: &[u8],
         io: &mut dyn HostIo,
-    ) -> Result<FlowId, String> {
-        let remote = self.guest_visible(client.ip());
+    ) -> Result<FlowId, InboundError> {
+        let remote = ctx.guest_visible(client.ip());
         let key = FlowKey {
             guest: guest.ip(),
             guest_port: guest.port(),
             remote,
             remote_port: client.port(),
         };
-        let Some(mac) = self.guest_mac(guest.ip()) else {
+        let Some(mac) = ctx.guest_mac(guest.ip()) else {
             // Not heard from yet: ask by ARP and drop this datagram (the client will retry).
             if let IpAddr::V4(g) = guest.ip() {
-                if self.cfg.net.contains(g) && !self.is_virtual(g) {
-                    self.send_arp_request(g, io);
+                if ctx.cfg.net.contains(g) && !ctx.is_virtual(g) {
+                    arp::request(ctx, g, io);
                 }
             }
-            return Err(format!(
-                "guest {} is not known yet (asked by ARP)",
-                guest.ip()
-            ));
+            return Err(InboundError::Unresolved(guest.ip()));
         };
-        let (idx, gen) = match self.udp.table.by_key.get(&key) {
+        let (idx, gen) = match self.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                if !self.flow_allowed(now, &key, io) {
-                    return Err(format!("guest {} has too many flows", guest.ip()));
+                if !ctx.admit(now, &key, io) {
+                    return Err(InboundError::TooManyFlows(guest.ip()));
                 }
-                let owner = self.owner_for(key.guest);
-                let (idx, gen) = self.udp.table.flows.insert(UdpFlow {
+                let owner = ctx.owner_for(key.guest);
+                let (idx, gen) = self.flows.insert(UdpFlow {
                     key,
-                    owner,
                     guest_mac: mac,
-                    last: now,
                     last_len: 0,
                 });
                 if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
-                    self.udp.table.flows.remove(idx, gen);
-                    self.out_of_fds(now, &e);
-                    return Err(format!("cannot track UDP peer {client}: {e}"));
+                    self.flows.remove(idx, gen);
+                    ctx.out_of_fds(now, &e);
+                    return Err(InboundError::Host { client, error: e });
                 }
-                self.udp.table.by_key.insert(key, (idx, gen));
-                self.udp
-                    .table
-                    .timers
-                    .push(now + self.cfg.udp_idle, fid(idx, gen));
-                self.flow_opened(owner);
-                self.stats.udp_flows_opened += 1;
+                self.by_key.insert(key, (idx, gen));
+                ctx.flows.open(fid(idx, gen), owner, None, now);
+                ctx.stats.udp_flows_opened += 1;
                 (idx, gen)
             }
         };
-        if let Some(f) = self.udp.table.flows.get_mut(idx, gen) {
-            f.last = now;
-        }
+        ctx.flows.touch(fid(idx, gen), now);
         let max =
-            usize::from(self.cfg.mtu).saturating_sub(ip::header_len(key.guest) + udpw::HEADER_LEN);
+            usize::from(ctx.cfg.mtu).saturating_sub(ip::header_len(key.guest) + udpw::HEADER_LEN);
         if payload.len() > max {
-            self.stats.drop_unsupported += 1;
+            ctx.stats.drop_unsupported += 1;
             return Ok(fid(idx, gen));
         }
-        self.send_udp_to(
+        ctx.send_udp_to(
             mac,
             remote,
             client.port(),
@@ -224,19 +208,25 @@ impl Gateway {
     }
 
     /// The host socket of `id` has datagrams (or an error) for the guest.
-    pub fn on_udp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        let mut tx = std::mem::take(&mut self.tx);
+    pub(crate) fn on_readable(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        io: &mut dyn HostIo,
+    ) {
+        let mut tx = std::mem::take(&mut ctx.tx);
         for _ in 0..64 {
-            let Some(f) = self.udp.table.flows.get_mut(id.idx, id.gen) else {
+            let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
                 break;
             };
             let off = ethernet::HEADER_LEN + ip::header_len(f.key.guest);
-            let max = usize::from(self.cfg.mtu)
+            let max = usize::from(ctx.cfg.mtu)
                 .saturating_sub(ip::header_len(f.key.guest) + udpw::HEADER_LEN);
             let start = off + udpw::HEADER_LEN;
             match io.udp_recv(id, &mut tx[start..start + max]) {
                 Ok(n) => {
-                    f.last = now;
+                    ctx.flows.touch(id, now);
                     let (key, mac) = (f.key, f.guest_mac);
                     udpw::write(
                         &mut tx[off..start + n],
@@ -245,7 +235,7 @@ impl Gateway {
                         key.remote_port,
                         key.guest_port,
                     );
-                    let len = self.finish_frame(
+                    let len = ctx.finish_frame(
                         &mut tx,
                         mac,
                         key.remote,
@@ -254,13 +244,13 @@ impl Gateway {
                         udpw::HEADER_LEN + n,
                     );
                     io.transmit(&tx[..len]);
-                    self.stats.frames_out += 1;
+                    ctx.stats.frames_out += 1;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                    self.tx = std::mem::take(&mut tx);
-                    self.udp_refused(id.idx, id.gen, io);
-                    tx = std::mem::take(&mut self.tx);
+                Err(HostError::WouldBlock) => break,
+                Err(HostError::Refused) => {
+                    ctx.tx = std::mem::take(&mut tx);
+                    self.refused(ctx, id.idx, id.gen, io);
+                    tx = std::mem::take(&mut ctx.tx);
                 }
                 Err(e) => {
                     log::debug!("UDP receive: {e}");
@@ -268,12 +258,12 @@ impl Gateway {
                 }
             }
         }
-        self.tx = tx;
+        ctx.tx = tx;
     }
 
     /// ICMP port unreachable to the guest, quoting its last datagram's headers.
-    fn udp_refused(&mut self, idx: u32, gen: u32, io: &mut dyn HostIo) {
-        let Some(f) = self.udp.table.flows.get(idx, gen) else {
+    fn refused(&mut self, ctx: &mut Ctx, idx: u32, gen: u32, io: &mut dyn HostIo) {
+        let Some(f) = self.flows.get(idx, gen) else {
             return;
         };
         let (key, mac, len) = (f.key, f.guest_mac, f.last_len);
@@ -291,7 +281,7 @@ impl Gateway {
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..26].copy_from_slice(&(len.saturating_add(8)).to_be_bytes());
-        self.send_icmp_error(
+        ctx.send_icmp_error(
             mac,
             key.remote,
             key.guest,
@@ -301,21 +291,124 @@ impl Gateway {
             io,
         );
     }
-
-    pub(crate) fn udp_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
-        for (id, f) in self.udp.table.expire(now, self.cfg.udp_idle) {
-            io.udp_close(id);
-            self.flow_closed(f.owner);
-            self.stats.udp_flows_expired += 1;
-        }
-    }
 }
 
-impl IdleFlow for UdpFlow {
-    fn key(&self) -> FlowKey {
-        self.key
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::testkit::{self, Call, Rec};
+    use std::time::Duration;
+
+    fn dst(port: u16) -> SocketAddr {
+        SocketAddr::new(testkit::remote(), port)
     }
-    fn last_active(&self) -> Instant {
-        self.last
+
+    fn send(
+        nat: &mut UdpNat,
+        ctx: &mut Ctx,
+        now: Instant,
+        sport: u16,
+        to: SocketAddr,
+        payload: &[u8],
+        rec: &mut Rec,
+    ) {
+        let b = testkit::udp_packet(sport, to, payload);
+        let p = testkit::parse_ip(&b);
+        let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp");
+        nat.input(ctx, now, testkit::GUEST_MAC, &p, &d, rec);
+    }
+
+    #[test]
+    fn a_flow_opens_once_sends_and_expires_when_idle() {
+        let t0 = Instant::now();
+        let mut ctx = testkit::ctx(t0);
+        let idle = ctx.cfg.udp_idle;
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(53), b"one", &mut rec);
+        let t1 = t0 + Duration::from_secs(10);
+        send(&mut nat, &mut ctx, t1, 5000, dst(53), b"two", &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::UdpOpen(id, dst(53)),
+                Call::UdpSend(id, b"one".to_vec()),
+                Call::UdpSend(id, b"two".to_vec()),
+            ]
+        );
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (1, 1));
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        // Idle counts from the last datagram, not the first.
+        assert!(ctx.flows.expire(t0 + idle).is_empty());
+        assert!(ctx
+            .flows
+            .expire(t1 + idle - Duration::from_millis(1))
+            .is_empty());
+        let expired = ctx.flows.expire(t1 + idle);
+        assert_eq!(expired, vec![id]);
+        nat.expired(&mut ctx, id, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::UdpClose(id)));
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        assert_eq!(ctx.stats.udp_flows_expired, 1);
+        // The same 4-tuple later is a new flow.
+        send(&mut nat, &mut ctx, t1 + idle, 5000, dst(53), b"3", &mut rec);
+        assert_eq!(nat.len(), 1);
+    }
+
+    #[test]
+    fn a_full_budget_evicts_the_oldest_idle_flow() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            max_flows_total: 2,
+            ..Config::default()
+        };
+        let mut ctx = testkit::ctx_with(cfg, t0);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(1), b"a", &mut rec);
+        let t1 = t0 + Duration::from_secs(5);
+        send(&mut nat, &mut ctx, t1, 5001, dst(2), b"b", &mut rec);
+        // The budget is used up; the first flow has been idle for 5.5 s and makes room.
+        let t2 = t1 + Duration::from_millis(500);
+        send(&mut nat, &mut ctx, t2, 5002, dst(3), b"c", &mut rec);
+        let first = fid(0, 0);
+        assert!(
+            rec.calls.contains(&Call::UdpClose(first)),
+            "{:?}",
+            rec.calls
+        );
+        assert_eq!(ctx.stats.flows_evicted, 1);
+        assert_eq!(ctx.flows.take_evicted(), vec![first]);
+        nat.forget(first);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (2, 2));
+        // Now both flows were active within the last second: a fourth is refused.
+        send(&mut nat, &mut ctx, t2, 5003, dst(4), b"d", &mut rec);
+        assert_eq!(ctx.stats.flows_refused_budget, 1);
+        assert_eq!(nat.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_datagram_becomes_port_unreachable() {
+        let t0 = Instant::now();
+        let mut ctx = testkit::ctx(t0);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        send(&mut nat, &mut ctx, t0, 5000, dst(9), b"x", &mut rec);
+        nat.refused(&mut ctx, 0, 0, &mut rec);
+        let f = rec.take_frames();
+        assert_eq!(f.len(), 1);
+        let p = testkit::to_guest(&f[0]);
+        assert_eq!(
+            p.src,
+            testkit::remote(),
+            "from the address the guest wrote to"
+        );
+        let m = crate::wire::icmp::IcmpMessage::parse(p.payload).expect("icmp");
+        assert_eq!(
+            (m.kind, m.code),
+            (icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE)
+        );
     }
 }

@@ -3,7 +3,7 @@
 use netstack::config::{Config, GuestFwd, GuestFwdTarget};
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
-use netstack::host::HostIo;
+use netstack::host::{HostError, HostIo, HostResult};
 use netstack::wire::arp::{self, ArpRepr};
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::icmp as icmpw;
@@ -11,7 +11,7 @@ use netstack::wire::ip::{self, IpPacket};
 use netstack::wire::tcp::{self as tcpw, TcpHeader, TcpSegment, ACK, FIN, PSH, RST, SYN};
 use netstack::wire::udp::{self as udpw, UdpDatagram};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,8 @@ struct SimHost {
     /// Report congestion once this many frames are waiting.
     congest_after: Option<usize>,
     udp_forwards: Vec<(FlowId, u32)>,
-    /// Make socket()/socketpair() fail with this errno (e.g. EMFILE).
-    fail_open: Option<i32>,
+    /// Make socket()/socketpair() fail with this error (e.g. out of fds).
+    fail_open: Option<HostError>,
     /// DNS queries sent upstream.
     dns_sent: usize,
     /// Their bytes, in order.
@@ -66,9 +66,9 @@ struct SimHost {
 }
 
 impl SimHost {
-    fn check_open(&self) -> io::Result<()> {
-        match self.fail_open {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+    fn check_open(&self) -> HostResult<()> {
+        match &self.fail_open {
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
@@ -79,7 +79,7 @@ impl HostIo for SimHost {
         self.frames.push(frame.to_vec());
         self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
     }
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
         self.check_open()?;
         self.tcp.insert(
             id,
@@ -90,22 +90,22 @@ impl HostIo for SimHost {
         );
         Ok(())
     }
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
+    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()> {
         self.check_open()?;
         self.spawned.push(command.to_string());
         self.tcp.insert(id, SimTcp::default());
         Ok(())
     }
-    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()> {
+    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
         self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
         self.udp_forwards.push((id, fwd));
         Ok(())
     }
-    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
-        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
+        let s = self.tcp.get_mut(&id).ok_or(HostError::NotOpen)?;
         let n = s.send_room.map_or(data.len(), |r| r.min(data.len()));
         if n == 0 {
-            return Err(ErrorKind::WouldBlock.into());
+            return Err(HostError::WouldBlock);
         }
         if let Some(r) = s.send_room.as_mut() {
             *r -= n;
@@ -113,7 +113,7 @@ impl HostIo for SimHost {
         s.written.extend_from_slice(&data[..n]);
         Ok(n)
     }
-    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    fn tcp_send_vectored(&mut self, id: FlowId, bufs: &[IoSlice<'_>]) -> HostResult<usize> {
         let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         self.tcp_send(id, &all)
     }
@@ -122,14 +122,14 @@ impl HostIo for SimHost {
         id: FlowId,
         offset: usize,
         bufs: &mut [IoSliceMut<'_>],
-    ) -> io::Result<usize> {
+    ) -> HostResult<usize> {
         self.peeks += 1;
-        let s = self.tcp.get_mut(&id).ok_or(ErrorKind::NotConnected)?;
+        let s = self.tcp.get_mut(&id).ok_or(HostError::NotOpen)?;
         if offset >= s.rx.len() {
             return if s.rx_eof {
                 Ok(0)
             } else {
-                Err(ErrorKind::WouldBlock.into())
+                Err(HostError::WouldBlock)
             };
         }
         let mut n = 0;
@@ -166,53 +166,52 @@ impl HostIo for SimHost {
             s.closed = Some(reset);
         }
     }
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
         self.check_open()?;
         self.udp.insert(id, (dst, Vec::new(), VecDeque::new()));
         Ok(())
     }
-    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
+    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()> {
         self.udp
             .get_mut(&id)
-            .ok_or(ErrorKind::NotConnected)?
+            .ok_or(HostError::NotOpen)?
             .1
             .push(data.to_vec());
         Ok(())
     }
-    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
         let d = self
             .udp
             .get_mut(&id)
-            .ok_or(ErrorKind::NotConnected)?
+            .ok_or(HostError::NotOpen)?
             .2
             .pop_front()
-            .ok_or(ErrorKind::WouldBlock)?;
+            .ok_or(HostError::WouldBlock)?;
         buf[..d.len()].copy_from_slice(&d);
         Ok(d.len())
     }
     fn udp_close(&mut self, id: FlowId) {
         self.udp.remove(&id);
     }
-    fn icmp_open(&mut self, _id: FlowId, _dst: IpAddr) -> io::Result<()> {
-        Err(io::Error::new(
-            ErrorKind::PermissionDenied,
-            "no ping sockets in the simulation",
+    fn icmp_open(&mut self, _id: FlowId, _dst: IpAddr) -> HostResult<()> {
+        Err(HostError::NotPermitted(
+            "no ping sockets in the simulation".into(),
         ))
     }
-    fn icmp_send(&mut self, _id: FlowId, _msg: &[u8]) -> io::Result<()> {
+    fn icmp_send(&mut self, _id: FlowId, _msg: &[u8]) -> HostResult<()> {
         Ok(())
     }
-    fn icmp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(ErrorKind::WouldBlock.into())
+    fn icmp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> HostResult<usize> {
+        Err(HostError::WouldBlock)
     }
     fn icmp_close(&mut self, _id: FlowId) {}
-    fn dns_send(&mut self, _upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
+    fn dns_send(&mut self, _upstream: SocketAddr, query: &[u8]) -> HostResult<()> {
         self.dns_sent += 1;
         self.dns_queries.push(query.to_vec());
         Ok(())
     }
-    fn dns_recv(&mut self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Err(ErrorKind::WouldBlock.into())
+    fn dns_recv(&mut self, _buf: &mut [u8]) -> HostResult<(usize, SocketAddr)> {
+        Err(HostError::WouldBlock)
     }
 }
 
@@ -562,12 +561,7 @@ fn refused_connect_is_reset_at_once() {
         Some("127.0.0.1:9".parse().expect("addr")),
         "the gateway address is host loopback"
     );
-    h.gw.on_tcp_connected(
-        h.now,
-        id,
-        Err(io::Error::from(ErrorKind::ConnectionRefused)),
-        &mut h.host,
-    );
+    h.gw.on_tcp_connected(h.now, id, Err(HostError::Refused), &mut h.host);
     let out = h.take_tcp();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].flags, RST | ACK);
@@ -581,12 +575,7 @@ fn unreachable_connect_becomes_icmp() {
     let mut h = Harness::new(Config::default());
     h.send(tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b""));
     let id = h.flow();
-    h.gw.on_tcp_connected(
-        h.now,
-        id,
-        Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
-        &mut h.host,
-    );
+    h.gw.on_tcp_connected(h.now, id, Err(HostError::HostUnreachable), &mut h.host);
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
@@ -1689,13 +1678,13 @@ fn tcp_flows_count_against_the_budget_but_are_never_evicted() {
 #[test]
 fn out_of_fds_resets_tcp_and_drops_udp_without_leaking_flows() {
     let mut h = Harness::new(Config::default());
-    h.host.fail_open = Some(libc::EMFILE);
+    h.host.fail_open = Some(HostError::NoBuffers);
     h.send(syn_from(GUEST_MAC, guest_ip(), 40000, remote_ip(), 80));
     let out = h.take_tcp();
     assert_eq!(out.len(), 1, "the guest hears at once");
     assert_eq!(out[0].flags, RST | ACK);
     h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 53, b"q"));
-    h.host.fail_open = Some(libc::ENFILE);
+    h.host.fail_open = Some(HostError::NoBuffers);
     h.send(udp_from(GUEST_MAC, guest_ip(), 5000, remote_ip(), 54, b"q"));
     assert_eq!(h.gw.stats().flows_refused_fd, 3);
     assert_eq!(h.gw.flow_counts(), (0, 0, 0));
@@ -1996,12 +1985,7 @@ fn guestfwd_commands_are_capped_per_guest() {
         .keys()
         .min_by_key(|id| id.idx)
         .expect("a command flow");
-    h.gw.on_tcp_connected(
-        h.now,
-        first,
-        Err(io::Error::from(ErrorKind::ConnectionRefused)),
-        &mut h.host,
-    );
+    h.gw.on_tcp_connected(h.now, first, Err(HostError::Refused), &mut h.host);
     h.send(syn_from(GUEST_MAC, guest_ip(), 1003, svc, 7));
     assert_eq!(h.host.spawned.len(), 4);
 }

@@ -171,7 +171,7 @@ fn parse_net_raw(s: &str) -> Result<Ipv4Net, String> {
             bits.leading_ones() as u8
         }
     };
-    Ipv4Net::new(addr, prefix).map_err(bad)
+    Ipv4Net::new(addr, prefix).map_err(|e| bad(e.into()))
 }
 
 /// QEMU's default host numbers within `net`: `net | (n & ~mask)`.
@@ -324,7 +324,7 @@ impl SlirpOptions {
     fn effective_net_raw(&self) -> Result<Option<Ipv4Net>, String> {
         match (self.net, self.ip) {
             (Some(n), _) => Ok(Some(n)),
-            (None, Some(ip)) => Ipv4Net::new(ip, 24).map(Some),
+            (None, Some(ip)) => Ipv4Net::new(ip, 24).map(Some).map_err(String::from),
             (None, None) => Ok(None),
         }
     }

@@ -272,7 +272,7 @@ fn fd_number(v: &str) -> Result<i32, String> {
         .ok_or_else(|| "expected a file descriptor number".to_string())
 }
 fn net_cidr(v: &str) -> Result<Ipv4Net, String> {
-    Ipv4Net::parse(v)
+    Ipv4Net::parse(v).map_err(String::from)
 }
 fn ipv4(v: &str) -> Result<Ipv4Addr, String> {
     v.parse().map_err(|_| "not an IPv4 address".to_string())
@@ -497,8 +497,8 @@ pub enum OptionsError {
     #[error("--guestfwd {spec}: {host} has no address")]
     GuestFwdNoAddress { spec: String, host: String },
     /// The gateway's configuration check (`netstack::config::Config::validate`).
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] netstack::config::ConfigError),
     #[error(transparent)]
     Group(#[from] crate::frontend::vde::GroupError),
     /// The overlay's options (`--vxlan…`, `--no-gateway`, `--dhcp-range`).
@@ -679,7 +679,7 @@ impl Options {
         self.config.guestfwds.extend(given); // after the drop-ins' own (pasta -T)
         self.config.validate().map_err(OptionsError::Config)?;
         if self.config.dns_upstreams.is_empty() || !self.dns_search_given {
-            let rc = netstack::resolv::read(resolv_conf).unwrap_or_default();
+            let rc = netstack_driver::resolv::read(resolv_conf).unwrap_or_default();
             if self.config.dns_upstreams.is_empty() {
                 self.config.dns_upstreams = rc.nameservers.clone();
                 if self.config.dns_upstreams.is_empty() {

@@ -18,7 +18,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use crate::sys::register;
-pub use netstack::driver::{
+pub use netstack_driver::{
     clear_ready, log_allowed, poll_ready, retry_later, Driver, ReadyQueue, Token, ACCEPT_RETRY,
 };
 

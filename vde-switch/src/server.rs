@@ -11,7 +11,7 @@ use crate::frontend::{self, Context, FrontEnd, Host};
 use crate::reactor::{classify, Driver, FrontEndId, Reactor, Ready, ReadyQueue, Waiter};
 use crate::switch::port::PortId;
 use crate::switch::Switch;
-use netstack::pcap::PcapWriter;
+use netstack_driver::pcap::PcapWriter;
 use slirp_compat::hostfwd::Proto;
 use socket2::Socket;
 use std::fs::File;

@@ -48,3 +48,30 @@ impl ArpRepr {
         b[24..28].copy_from_slice(&self.target_ip.octets());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_emit_parse_roundtrip() {
+        let r = ArpRepr {
+            op: OP_REQUEST,
+            sender_mac: [0x52, 0x54, 0, 1, 2, 3],
+            sender_ip: Ipv4Addr::new(10, 0, 2, 15),
+            target_mac: [0; 6],
+            target_ip: Ipv4Addr::new(10, 0, 2, 2),
+        };
+        let mut b = [0u8; LEN];
+        r.emit(&mut b);
+        let p = ArpRepr::parse(&b).expect("valid");
+        assert_eq!(p, r);
+        let mut again = [0u8; LEN];
+        p.emit(&mut again);
+        assert_eq!(again, b);
+        assert_eq!(ArpRepr::parse(&b[..LEN - 1]), Err(WireError::Truncated));
+        let mut other = b;
+        other[5] = 16; // not IPv4-sized protocol addresses
+        assert_eq!(ArpRepr::parse(&other), Err(WireError::Unsupported));
+    }
+}

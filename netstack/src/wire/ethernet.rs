@@ -58,3 +58,28 @@ pub fn fmt_mac(m: &Mac) -> String {
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_write_parse_roundtrip() {
+        let mut b = vec![0u8; HEADER_LEN + 4];
+        b[HEADER_LEN..].copy_from_slice(b"data");
+        let (dst, src) = ([0x52, 0x54, 0, 1, 2, 3], [0x52, 0x55, 0x0a, 0, 2, 2]);
+        write_header(&mut b, dst, src, ETHERTYPE_IPV4);
+        let f = Frame::parse(&b).expect("valid");
+        assert_eq!(
+            (f.dst(), f.src(), f.ethertype()),
+            (dst, src, ETHERTYPE_IPV4)
+        );
+        assert_eq!(f.payload(), b"data");
+        let mut again = b.clone();
+        write_header(&mut again, f.dst(), f.src(), f.ethertype());
+        assert_eq!(again, b);
+        assert!(Frame::parse(&b[..HEADER_LEN - 1]).is_err());
+        assert!(is_group(&BROADCAST) && !is_group(&src));
+        assert_eq!(fmt_mac(&src), "52:55:0a:00:02:02");
+    }
+}

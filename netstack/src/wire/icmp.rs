@@ -48,3 +48,31 @@ pub fn write(msg: &mut [u8], kind: u8, code: u8, rest: [u8; 4]) {
     let c = checksum::checksum(msg);
     msg[2..4].copy_from_slice(&c.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_write_parse_roundtrip() {
+        let mut b = vec![0u8; HEADER_LEN + 5];
+        b[HEADER_LEN..].copy_from_slice(b"hello");
+        write(&mut b, ECHO_REQUEST, 0, [0x12, 0x34, 0, 9]);
+        let m = IcmpMessage::parse(&b).expect("valid");
+        assert_eq!(
+            (m.kind, m.code, m.ident, m.seq, m.payload),
+            (ECHO_REQUEST, 0, 0x1234, 9, &b"hello"[..])
+        );
+        let mut again = b.clone();
+        let (i, s) = (m.ident.to_be_bytes(), m.seq.to_be_bytes());
+        write(&mut again, m.kind, m.code, [i[0], i[1], s[0], s[1]]);
+        assert_eq!(again, b);
+        let mut bad = b.clone();
+        bad[9] ^= 1;
+        assert_eq!(IcmpMessage::parse(&bad).err(), Some(WireError::BadChecksum));
+        assert_eq!(
+            IcmpMessage::parse(&b[..7]).err(),
+            Some(WireError::Truncated)
+        );
+    }
+}

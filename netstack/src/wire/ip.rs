@@ -175,4 +175,40 @@ mod tests {
         frag[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(IpPacket::parse_v4(&frag).err(), Some(WireError::Fragment));
     }
+
+    #[test]
+    fn v6_parse_write_parse_roundtrip() {
+        let s = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 15));
+        let d = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let mut b = vec![0u8; IPV6_HEADER_LEN + 8];
+        assert_eq!(write_header(&mut b, s, d, PROTO_UDP, 8), IPV6_HEADER_LEN);
+        let p = IpPacket::parse_v6(&b).expect("valid");
+        assert_eq!(
+            (p.src, p.dst, p.proto, p.ttl, p.payload.len()),
+            (s, d, PROTO_UDP, DEFAULT_TTL, 8)
+        );
+        let mut again = vec![0u8; b.len()];
+        write_header(&mut again, p.src, p.dst, p.proto, p.payload.len());
+        assert_eq!(again, b);
+        assert_eq!(
+            IpPacket::parse_v6(&b[..IPV6_HEADER_LEN - 1]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut v4 = b.clone();
+        v4[0] = 0x45;
+        assert_eq!(IpPacket::parse_v6(&v4).err(), Some(WireError::BadVersion));
+    }
+
+    #[test]
+    fn v4_write_parse_write_is_identical() {
+        let s = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15));
+        let d = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let mut b = vec![0u8; IPV4_HEADER_LEN + 4];
+        write_header(&mut b, s, d, PROTO_TCP, 4);
+        let p = IpPacket::parse_v4(&b).expect("valid");
+        assert_eq!(p.header, &b[..IPV4_HEADER_LEN]);
+        let mut again = vec![0u8; b.len()];
+        write_header(&mut again, p.src, p.dst, p.proto, p.payload.len());
+        assert_eq!(again, b);
+    }
 }

@@ -14,30 +14,22 @@ pub mod tcp;
 pub mod udp;
 
 /// Why a packet was rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    #[error("truncated packet")]
     Truncated,
+    #[error("bad IP version")]
     BadVersion,
+    #[error("bad header length")]
     BadHeaderLength,
+    #[error("bad length field")]
     BadLength,
+    #[error("bad checksum")]
     BadChecksum,
+    #[error("IP fragment (unsupported)")]
     Fragment,
+    #[error("unsupported packet")]
     Unsupported,
-}
-
-impl std::fmt::Display for WireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            WireError::Truncated => "truncated packet",
-            WireError::BadVersion => "bad IP version",
-            WireError::BadHeaderLength => "bad header length",
-            WireError::BadLength => "bad length field",
-            WireError::BadChecksum => "bad checksum",
-            WireError::Fragment => "IP fragment (unsupported)",
-            WireError::Unsupported => "unsupported packet",
-        };
-        f.write_str(s)
-    }
 }
 
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {

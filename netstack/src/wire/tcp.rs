@@ -22,6 +22,8 @@ pub struct TcpSegment<'a> {
     pub mss: Option<u16>,
     /// Window-scale option, if present (clamped to 14).
     pub wscale: Option<u8>,
+    /// Length of the header with its options: where `payload` starts in the segment's bytes.
+    pub header_len: usize,
     pub payload: &'a [u8],
 }
 
@@ -47,6 +49,7 @@ impl<'a> TcpSegment<'a> {
             window: be16(b, 14),
             mss: None,
             wscale: None,
+            header_len: off,
             payload: &b[off..],
         };
         let mut opts = &b[HEADER_LEN..off];

@@ -48,3 +48,67 @@ pub fn write(seg: &mut [u8], src: IpAddr, dst: IpAddr, src_port: u16, dst_port: 
     }
     seg[6..8].copy_from_slice(&c.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn roundtrip(src: IpAddr, dst: IpAddr) {
+        let mut b = vec![0u8; HEADER_LEN + 3];
+        b[HEADER_LEN..].copy_from_slice(b"abc");
+        write(&mut b, src, dst, 5000, 53);
+        let d = UdpDatagram::parse(&b, src, dst).expect("valid");
+        assert_eq!((d.src_port, d.dst_port, d.payload), (5000, 53, &b"abc"[..]));
+        let mut again = vec![0u8; HEADER_LEN + d.payload.len()];
+        again[HEADER_LEN..].copy_from_slice(d.payload);
+        write(&mut again, src, dst, d.src_port, d.dst_port);
+        assert_eq!(again, b);
+        let mut bad = b.clone();
+        bad[HEADER_LEN] ^= 1;
+        assert_eq!(
+            UdpDatagram::parse(&bad, src, dst).err(),
+            Some(WireError::BadChecksum)
+        );
+        let mut long = b.clone();
+        long[5] = 200;
+        assert_eq!(
+            UdpDatagram::parse(&long, src, dst).err(),
+            Some(WireError::BadLength)
+        );
+    }
+
+    #[test]
+    fn parse_write_parse_roundtrip_v4_and_v6() {
+        roundtrip(
+            IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15)),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        );
+        roundtrip(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 15)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        );
+    }
+
+    #[test]
+    fn zero_checksum_means_none_on_v4_only() {
+        let (s4, d4) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15)),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        );
+        let mut b = vec![0u8; HEADER_LEN + 1];
+        write(&mut b, s4, d4, 1, 2);
+        b[6] = 0;
+        b[7] = 0;
+        b[HEADER_LEN] = 0x55;
+        assert!(UdpDatagram::parse(&b, s4, d4).is_ok());
+        let (s6, d6) = (
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        );
+        assert_eq!(
+            UdpDatagram::parse(&b, s6, d6).err(),
+            Some(WireError::BadChecksum)
+        );
+    }
+}

@@ -25,7 +25,7 @@ use mac::{Dest, MacTable, Refused};
 use netstack::config::Ipv4Net;
 use netstack::dhcp::DhcpServer;
 use netstack::gateway::Gateway;
-use netstack::pcap::PcapWriter;
+use netstack_driver::pcap::PcapWriter;
 use netstack::wire::ethernet;
 use netstack::Mac;
 use port::{Class, Port, PortCounters, PortId, Sent, Tx};

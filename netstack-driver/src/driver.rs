@@ -5,10 +5,10 @@
 //! event loop. The loop (in the switch) drains the queue in batches and calls [`Driver::handle`] per token,
 //! so the cost per event does not depend on how many flows exist.
 
-use crate::flow::{FlowId, Proto};
-use crate::gateway::Gateway;
-use crate::host::HostIo;
-use crate::Instant;
+use netstack::flow::{FlowId, Proto};
+use netstack::gateway::Gateway;
+use netstack::host::{HostError, HostIo, HostResult};
+use netstack::Instant;
 use rustc_hash::FxHashMap;
 use rustix::net::{RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendFlags};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -389,12 +389,14 @@ fn recv_from(fd: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<Socket
     Ok((n, from.and_then(|a| SocketAddr::try_from(a).ok())))
 }
 
-impl HostIo for IoCtx<'_> {
-    fn transmit(&mut self, frame: &[u8]) -> bool {
+/// The OS side of each [`HostIo`] operation, with the OS's errors (mapped by [`host_error`] in the
+/// trait impl below).
+impl IoCtx<'_> {
+    fn os_transmit(&mut self, frame: &[u8]) -> bool {
         (self.sink)(frame)
     }
 
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+    fn os_tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
         let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
         s.set_nonblocking(true)?;
         s.set_tcp_nodelay(true)?;
@@ -407,7 +409,7 @@ impl HostIo for IoCtx<'_> {
         self.socks.install(id, s, true, None)
     }
 
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
+    fn os_tcp_spawn(&mut self, id: FlowId, command: &str) -> io::Result<()> {
         let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
         if let Some(spawn) = &self.socks.spawner {
             spawn(command, theirs.into())?;
@@ -433,7 +435,7 @@ impl HostIo for IoCtx<'_> {
         self.socks.install(id, ours, true, None)
     }
 
-    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()> {
+    fn os_udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> io::Result<()> {
         let f = self
             .socks
             .forwards
@@ -445,7 +447,7 @@ impl HostIo for IoCtx<'_> {
         Ok(())
     }
 
-    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
+    fn os_tcp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         let r = rustix::net::send(&s.fd, data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
@@ -458,7 +460,7 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn tcp_send_vectored(
+    fn os_tcp_send_vectored(
         &mut self,
         id: FlowId,
         bufs: &[std::io::IoSlice<'_>],
@@ -481,7 +483,7 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn tcp_peek(
+    fn os_tcp_peek(
         &mut self,
         id: FlowId,
         offset: usize,
@@ -516,7 +518,7 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn tcp_consume(&mut self, id: FlowId, mut n: usize) {
+    fn os_tcp_consume(&mut self, id: FlowId, mut n: usize) {
         let mut discard = std::mem::take(&mut self.socks.discard);
         if discard.len() < 65536 {
             discard.resize(65536, 0);
@@ -540,20 +542,20 @@ impl HostIo for IoCtx<'_> {
         self.socks.discard = discard;
     }
 
-    fn tcp_want_write(&mut self, id: FlowId) {
+    fn os_tcp_want_write(&mut self, id: FlowId) {
         if let Some(s) = self.socks.get(id) {
             s.want_write = true;
             self.socks.queue.push(Token::Flow(id));
         }
     }
 
-    fn tcp_shutdown_write(&mut self, id: FlowId) {
+    fn os_tcp_shutdown_write(&mut self, id: FlowId) {
         if let Some(s) = self.socks.get(id) {
             let _ = s.fd.get_ref().shutdown(std::net::Shutdown::Write);
         }
     }
 
-    fn tcp_close(&mut self, id: FlowId, reset: bool) {
+    fn os_tcp_close(&mut self, id: FlowId, reset: bool) {
         if let Some(s) = self.socks.remove(id) {
             if reset {
                 let _ = s.fd.get_ref().set_linger(Some(std::time::Duration::ZERO));
@@ -564,14 +566,14 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
+    fn os_udp_open(&mut self, id: FlowId, dst: SocketAddr) -> io::Result<()> {
         let s = Socket::new(Domain::for_address(dst), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_nonblocking(true)?;
         s.connect(&SockAddr::from(dst))?;
         self.socks.install(id, s, false, None)
     }
 
-    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
+    fn os_udp_send(&mut self, id: FlowId, data: &[u8]) -> io::Result<()> {
         if let Some(&(fwd, client)) = self.socks.fwd_udp.get(&id) {
             let f = self
                 .socks
@@ -589,7 +591,7 @@ impl HostIo for IoCtx<'_> {
         s.fd.get_ref().send(data).map(|_| ())
     }
 
-    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn os_udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         let r = rustix::net::recv(&s.fd, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n);
@@ -602,7 +604,7 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn udp_close(&mut self, id: FlowId) {
+    fn os_udp_close(&mut self, id: FlowId) {
         if let Some((fwd, client)) = self.socks.fwd_udp.remove(&id) {
             if let Some(Some(f)) = self.socks.forwards.get_mut(fwd as usize) {
                 f.peers.remove(&client);
@@ -611,7 +613,7 @@ impl HostIo for IoCtx<'_> {
         self.socks.remove(id);
     }
 
-    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> io::Result<()> {
+    fn os_icmp_open(&mut self, id: FlowId, dst: IpAddr) -> io::Result<()> {
         if !dst.is_ipv4() {
             return Err(io::Error::from(io::ErrorKind::Unsupported));
         }
@@ -631,7 +633,7 @@ impl HostIo for IoCtx<'_> {
         self.socks.install(id, s, false, raw.then_some((dst, 0)))
     }
 
-    fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> io::Result<()> {
+    fn os_icmp_send(&mut self, id: FlowId, msg: &[u8]) -> io::Result<()> {
         let s = self.socks.get(id).ok_or_else(not_open)?;
         if let Some((dst, _)) = s.raw_icmp {
             // Raw sockets keep our identifier: remember it to match replies.
@@ -642,7 +644,7 @@ impl HostIo for IoCtx<'_> {
         s.fd.get_ref().send(msg).map(|_| ())
     }
 
-    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn os_icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> io::Result<usize> {
         let q = self.socks.queue.clone();
         let s = self.socks.get(id).ok_or_else(not_open)?;
         loop {
@@ -672,18 +674,18 @@ impl HostIo for IoCtx<'_> {
         }
     }
 
-    fn icmp_close(&mut self, id: FlowId) {
+    fn os_icmp_close(&mut self, id: FlowId) {
         self.socks.remove(id);
     }
 
-    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
+    fn os_dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> io::Result<()> {
         let fd = self.socks.dns_socket(upstream.is_ipv6())?;
         fd.get_ref()
             .send_to(query, &SockAddr::from(upstream))
             .map(|_| ())
     }
 
-    fn dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    fn os_dns_recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         for (fd, waker) in self.socks.dns.iter().flatten() {
             match recv_from(fd, buf) {
                 Ok((n, addr)) => {
@@ -702,6 +704,110 @@ impl HostIo for IoCtx<'_> {
             }
         }
         Err(would_block())
+    }
+}
+
+impl HostIo for IoCtx<'_> {
+    fn transmit(&mut self, frame: &[u8]) -> bool {
+        self.os_transmit(frame)
+    }
+    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
+        self.os_tcp_connect(id, dst).map_err(host_error)
+    }
+    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()> {
+        self.os_tcp_spawn(id, command).map_err(host_error)
+    }
+    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
+        self.os_udp_open_forward(id, fwd, client)
+            .map_err(host_error)
+    }
+    fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
+        self.os_tcp_send(id, data).map_err(host_error)
+    }
+    fn tcp_send_vectored(
+        &mut self,
+        id: FlowId,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> HostResult<usize> {
+        self.os_tcp_send_vectored(id, bufs).map_err(host_error)
+    }
+    fn tcp_peek(
+        &mut self,
+        id: FlowId,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> HostResult<usize> {
+        self.os_tcp_peek(id, offset, bufs).map_err(host_error)
+    }
+    fn tcp_consume(&mut self, id: FlowId, n: usize) {
+        self.os_tcp_consume(id, n)
+    }
+    fn tcp_want_write(&mut self, id: FlowId) {
+        self.os_tcp_want_write(id)
+    }
+    fn tcp_shutdown_write(&mut self, id: FlowId) {
+        self.os_tcp_shutdown_write(id)
+    }
+    fn tcp_close(&mut self, id: FlowId, reset: bool) {
+        self.os_tcp_close(id, reset)
+    }
+    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
+        self.os_udp_open(id, dst).map_err(host_error)
+    }
+    fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()> {
+        self.os_udp_send(id, data).map_err(host_error)
+    }
+    fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
+        self.os_udp_recv(id, buf).map_err(host_error)
+    }
+    fn udp_close(&mut self, id: FlowId) {
+        self.os_udp_close(id)
+    }
+    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> HostResult<()> {
+        self.os_icmp_open(id, dst).map_err(host_error)
+    }
+    fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()> {
+        self.os_icmp_send(id, msg).map_err(host_error)
+    }
+    fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
+        self.os_icmp_recv(id, buf).map_err(host_error)
+    }
+    fn icmp_close(&mut self, id: FlowId) {
+        self.os_icmp_close(id)
+    }
+    fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> HostResult<()> {
+        self.os_dns_send(upstream, query).map_err(host_error)
+    }
+    fn dns_recv(&mut self, buf: &mut [u8]) -> HostResult<(usize, SocketAddr)> {
+        self.os_dns_recv(buf).map_err(host_error)
+    }
+}
+
+/// The one place where the OS's errors become the core's [`HostError`]s.
+pub fn host_error(e: io::Error) -> HostError {
+    if let Some(errno) = e.raw_os_error() {
+        match errno {
+            libc::EAGAIN | libc::EINPROGRESS => return HostError::WouldBlock,
+            libc::ECONNREFUSED => return HostError::Refused,
+            libc::ENETUNREACH => return HostError::NetUnreachable,
+            libc::EHOSTUNREACH => return HostError::HostUnreachable,
+            libc::ETIMEDOUT => return HostError::TimedOut,
+            libc::ECONNRESET => return HostError::Reset,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                return HostError::NoBuffers
+            }
+            libc::EACCES | libc::EPERM => return HostError::NotPermitted(e.to_string()),
+            _ => return HostError::Other(e.to_string()),
+        }
+    }
+    match e.kind() {
+        io::ErrorKind::WouldBlock => HostError::WouldBlock,
+        io::ErrorKind::ConnectionRefused => HostError::Refused,
+        io::ErrorKind::TimedOut => HostError::TimedOut,
+        io::ErrorKind::ConnectionReset => HostError::Reset,
+        io::ErrorKind::NotConnected => HostError::NotOpen,
+        io::ErrorKind::PermissionDenied => HostError::NotPermitted(e.to_string()),
+        _ => HostError::Other(e.to_string()),
     }
 }
 
@@ -976,7 +1082,8 @@ impl Driver {
                 socks: &mut self.socks,
                 sink,
             };
-            self.gw.on_tcp_connected(now, id, res, &mut io);
+            self.gw
+                .on_tcp_connected(now, id, res.map_err(host_error), &mut io);
         }
         let Some(s) = self.socks.get(id) else { return };
         if s.want_write && poll_ready(&s.fd, &s.waker, true) {
@@ -1015,7 +1122,7 @@ impl Driver {
     pub fn link_ready_except(
         &mut self,
         now: Instant,
-        still_blocked: &dyn Fn(&crate::Mac) -> bool,
+        still_blocked: &dyn Fn(&netstack::Mac) -> bool,
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
         let mut io = IoCtx {
@@ -1093,6 +1200,37 @@ mod tests {
                 tokens.clear();
             }
         });
+    }
+
+    #[test]
+    fn os_errors_map_to_host_errors() {
+        let os = |n| host_error(io::Error::from_raw_os_error(n));
+        assert_eq!(os(libc::EAGAIN), HostError::WouldBlock);
+        assert_eq!(os(libc::EINPROGRESS), HostError::WouldBlock);
+        assert_eq!(os(libc::ECONNREFUSED), HostError::Refused);
+        assert_eq!(os(libc::ENETUNREACH), HostError::NetUnreachable);
+        assert_eq!(os(libc::EHOSTUNREACH), HostError::HostUnreachable);
+        assert_eq!(os(libc::ETIMEDOUT), HostError::TimedOut);
+        assert_eq!(os(libc::ECONNRESET), HostError::Reset);
+        for n in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(os(n), HostError::NoBuffers, "errno {n}");
+        }
+        assert!(matches!(os(libc::EACCES), HostError::NotPermitted(_)));
+        // Anything else keeps the OS's description for the log line.
+        let other = os(libc::EPIPE);
+        assert_eq!(
+            other,
+            HostError::Other(io::Error::from_raw_os_error(libc::EPIPE).to_string())
+        );
+        // Errors made without an errno (the driver's own) map by kind.
+        let kind = |k| host_error(io::Error::from(k));
+        assert_eq!(kind(io::ErrorKind::WouldBlock), HostError::WouldBlock);
+        assert_eq!(kind(io::ErrorKind::ConnectionRefused), HostError::Refused);
+        assert_eq!(kind(io::ErrorKind::NotConnected), HostError::NotOpen);
+        assert!(matches!(
+            host_error(io::Error::new(io::ErrorKind::PermissionDenied, "no ping")),
+            HostError::NotPermitted(m) if m == "no ping"
+        ));
     }
 
     fn futures_noop_waker() -> Waker {
