@@ -118,7 +118,7 @@ impl Uplink {
             Err(e) => {
                 self.counters.drop_send += 1;
                 static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                if netstack::driver::log_allowed(&LOGGED) {
+                if crate::reactor::log_allowed(&LOGGED) {
                     log::warn!("VXLAN: sending to {to} failed: {e}");
                 }
             }
