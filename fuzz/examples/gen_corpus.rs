@@ -45,6 +45,7 @@ const TARGETS: &[&str] = &[
     "slirp4netns_cli",
     "acl",
     "resolv_conf",
+    "vxlan",
 ];
 
 fn main() {
@@ -58,6 +59,7 @@ fn main() {
     framing_seeds();
     api();
     text_seeds();
+    vxlan_seeds();
     let total: u64 = TARGETS
         .iter()
         .flat_map(|t| {
@@ -467,4 +469,31 @@ fn text_seeds() {
     for (i, r) in rc.iter().enumerate() {
         write("resolv_conf", &i.to_string(), r.as_bytes());
     }
+}
+
+fn vxlan_seeds() {
+    // A datagram as Linux's vxlan device sends it: ARP over VNI 42.
+    let mut d = vde_switch::vxlan::header(42).to_vec();
+    d.extend_from_slice(&arp_request(
+        GUEST_MAC,
+        guest4(),
+        Ipv4Addr::new(10, 0, 2, 2),
+    ));
+    write("vxlan", "arp-vni42", &d);
+    // VXLAN-GPE carrying Ethernet, reserved bits set.
+    let mut g = d.clone();
+    g[0] = 0x0c;
+    g[3] = 0x03;
+    g[7] = 0xff;
+    write("vxlan", "gpe-ethernet", &g);
+    // A guest's DF frame too big for a 1450-byte uplink (the first two bytes are the MTU).
+    let mut big = vec![0x05, 0xaa, 0, 0, 0, 0, 0, 0];
+    big.extend_from_slice(&[0x52, 0x55, 10, 0, 2, 2]);
+    big.extend_from_slice(&GUEST_MAC);
+    big.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    big.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 16]);
+    big.resize(8 + 14 + 1500, 0x5a);
+    write("vxlan", "frag-needed", &big);
+    write("vxlan", "endpoint-v6", b"[2001:db8::7]:4789");
+    write("vxlan", "dhcp-range", b"10.0.2.100-10.0.2.199");
 }

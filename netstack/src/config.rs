@@ -119,6 +119,8 @@ pub struct Config {
     pub dns: Ipv4Addr,
     /// First DHCP lease (default 10.0.2.15).
     pub dhcp_start: Ipv4Addr,
+    /// Last DHCP lease (`--dhcp-range`; default: the end of the network).
+    pub dhcp_end: Option<Ipv4Addr>,
     /// The gateway's MAC address (slirp uses 52:55:0a:00:02:02).
     pub gateway_mac: [u8; 6],
     /// Link MTU (default 1500, up to 65520).
@@ -178,6 +180,7 @@ impl Default for Config {
             gateway: Ipv4Addr::new(10, 0, 2, 2),
             dns: Ipv4Addr::new(10, 0, 2, 3),
             dhcp_start: Ipv4Addr::new(10, 0, 2, 15),
+            dhcp_end: None,
             gateway_mac: [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02],
             mtu: 1500,
             host_loopback: true,

@@ -238,12 +238,16 @@ impl DhcpServer {
 
     // ---- the address pool ----
 
-    /// Whether `ip` may be handed out at all: in the net, at or above `dhcp_start`, and not the
+    /// Whether `ip` may be handed out at all: in the net, from `dhcp_start` to `dhcp_end`, and not the
     /// network, broadcast, gateway or DNS address.
     fn in_pool(&self, ip: Ipv4Addr) -> bool {
         let net = &self.cfg.net;
         net.contains(ip)
             && u32::from(ip) >= u32::from(self.cfg.dhcp_start)
+            && self
+                .cfg
+                .dhcp_end
+                .is_none_or(|e| u32::from(ip) <= u32::from(e))
             && ip != net.network()
             && ip != net.broadcast()
             && ip != self.cfg.gateway
@@ -269,7 +273,11 @@ impl DhcpServer {
     fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         let start =
             u32::from(self.cfg.dhcp_start).max(u32::from(self.cfg.net.network()).saturating_add(1));
-        let end = u32::from(self.cfg.net.broadcast());
+        let end = u32::from(self.cfg.net.broadcast()).min(
+            self.cfg
+                .dhcp_end
+                .map_or(u32::MAX, |e| u32::from(e).saturating_add(1)),
+        );
         (start..end)
             .map(Ipv4Addr::from)
             .filter(|ip| self.in_pool(*ip))
@@ -1457,6 +1465,29 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((r.dst_ip, r.dst_mac), (Ipv4Addr::BROADCAST, BROADCAST_MAC));
+    }
+
+    #[test]
+    fn dhcp_end_bounds_the_pool() {
+        // --dhcp-range 10.0.2.100-10.0.2.101: two addresses, then exhausted.
+        let cfg = Config {
+            dhcp_start: ip("10.0.2.100"),
+            dhcp_end: Some(ip("10.0.2.101")),
+            ..Config::default()
+        };
+        let mut s = DhcpServer::new(&cfg);
+        let now = Instant::now();
+        let (a, b, c) = (
+            Client::new(MAC_A),
+            Client::new(MAC_B),
+            Client::new([2, 0, 0, 0, 0, 0xc]),
+        );
+        assert_eq!(dora(&mut s, now, &a), ip("10.0.2.100"));
+        assert_eq!(dora(&mut s, now, &b), ip("10.0.2.101"));
+        assert_eq!(
+            s.handle(now, [2, 0, 0, 0, 0, 0xc], &c.discover()),
+            Err(DhcpError::PoolExhausted)
+        );
     }
 
     #[test]

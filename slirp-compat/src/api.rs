@@ -67,6 +67,9 @@ pub enum ApiError {
     /// The backend could not open the forwarding (its message, e.g. a bind error).
     #[error("bad request: add_hostfwd: {0}")]
     Open(String),
+    /// A VXLAN request to a daemon without an uplink (warren's daemon answers them when it has one).
+    #[error("no VXLAN uplink")]
+    NoVxlan,
 }
 
 impl ApiError {
@@ -144,6 +147,16 @@ pub enum ApiRequest {
     ListLeases,
     /// warren: the gateway's counters.
     Stats,
+    /// warren: the VXLAN uplink's VTEPs and learnt MACs (`list_vxlan`).
+    ListVxlan,
+    /// warren: add a static remote VTEP (`add_vxlan_remote`, `{"remote":"ADDR[:PORT]"}`).
+    AddVxlanRemote {
+        remote: String,
+    },
+    /// warren: remove a static remote VTEP (`remove_vxlan_remote`).
+    RemoveVxlanRemote {
+        remote: String,
+    },
 }
 
 impl ApiRequest {
@@ -169,6 +182,10 @@ impl ApiRequest {
         #[derive(Serialize)]
         struct IdArg {
             id: u32,
+        }
+        #[derive(Serialize)]
+        struct RemoteArg<'a> {
+            remote: &'a str,
         }
         let bare = |execute| {
             to_bytes(&Req::<()> {
@@ -201,6 +218,15 @@ impl ApiRequest {
             }),
             ApiRequest::ListLeases => bare("list_leases"),
             ApiRequest::Stats => bare("stats"),
+            ApiRequest::ListVxlan => bare("list_vxlan"),
+            ApiRequest::AddVxlanRemote { remote } => to_bytes(&Req {
+                execute: "add_vxlan_remote",
+                arguments: Some(RemoteArg { remote }),
+            }),
+            ApiRequest::RemoveVxlanRemote { remote } => to_bytes(&Req {
+                execute: "remove_vxlan_remote",
+                arguments: Some(RemoteArg { remote }),
+            }),
         }
     }
 }
@@ -630,6 +656,10 @@ pub fn handle_request(
         }),
         ApiRequest::ListLeases => Ok(leases_response(&backend.leases())),
         ApiRequest::Stats => Ok(stats_response(backend.stats())),
+        // warren's daemon answers these itself (vde-switch/src/vxlan.rs) when it has an uplink.
+        ApiRequest::ListVxlan
+        | ApiRequest::AddVxlanRemote { .. }
+        | ApiRequest::RemoveVxlanRemote { .. } => Err(ApiError::NoVxlan),
     };
     result.unwrap_or_else(|e| e.to_json())
 }

@@ -11,7 +11,7 @@ use crate::hostfwd::{HostFwd, HostFwdError};
 use serde_json::Value;
 use std::path::PathBuf;
 
-const COMMANDS: &str = "add-hostfwd, list, remove, leases or stats";
+const COMMANDS: &str = "add-hostfwd, list, remove, leases, stats, vxlan, vxlan-add or vxlan-remove";
 
 /// A `warren ctl` command line that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +95,19 @@ pub enum CtlSubcommand {
     Leases,
     /// Show the gateway's counters
     Stats,
+    /// List the VXLAN uplink's remote VTEPs and learnt MACs
+    Vxlan,
+    /// Add a remote VTEP to the VXLAN uplink: ADDR[:PORT] (port 4789)
+    VxlanAdd {
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+    },
+    /// Remove a remote VTEP from the VXLAN uplink
+    #[command(alias = "vxlan-rm")]
+    VxlanRemove {
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+    },
 }
 
 // `warren ctl` alone (for parsing the words after `ctl`); `//`: a doc comment would be its about.
@@ -231,6 +244,13 @@ where
         }
         CtlSubcommand::Leases => vec![ApiRequest::ListLeases],
         CtlSubcommand::Stats => vec![ApiRequest::Stats],
+        CtlSubcommand::Vxlan => vec![ApiRequest::ListVxlan],
+        CtlSubcommand::VxlanAdd { remote } => vec![ApiRequest::AddVxlanRemote {
+            remote: remote.ok_or(CtlError::Usage("vxlan-add REMOTE[:PORT]"))?,
+        }],
+        CtlSubcommand::VxlanRemove { remote } => vec![ApiRequest::RemoveVxlanRemote {
+            remote: remote.ok_or(CtlError::Usage("vxlan-remove REMOTE[:PORT]"))?,
+        }],
     };
     Ok(Ctl::Run(CtlCommand { api, requests }))
 }
@@ -261,7 +281,46 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, ReplyError
                 .ok_or(ReplyError::Missing("id"))?;
             format!("id {}\n", s(id))
         }
-        ApiRequest::RemoveHostFwd { .. } => String::new(),
+        ApiRequest::RemoveHostFwd { .. }
+        | ApiRequest::AddVxlanRemote { .. }
+        | ApiRequest::RemoveVxlanRemote { .. } => String::new(),
+        ApiRequest::ListVxlan => {
+            let r = ret.ok_or(ReplyError::Missing("return"))?;
+            let mut out = format!(
+                "VNI {}  local {}  group {}  MTU {}\nVTEP\tKIND\n",
+                r.get("vni").map(s).unwrap_or_default(),
+                r.get("local").map(s).unwrap_or_default(),
+                r.get("group").map(s).unwrap_or_else(|| "-".into()),
+                r.get("mtu").map(s).unwrap_or_default(),
+            );
+            for v in r
+                .get("vteps")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "{}\t{}\n",
+                    v.get("vtep").map(s).unwrap_or_default(),
+                    v.get("kind").map(s).unwrap_or_default()
+                ));
+            }
+            out.push_str("MAC\tVTEP\tIDLE\n");
+            for m in r
+                .get("macs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "{}\t{}\t{}s\n",
+                    m.get("mac").map(s).unwrap_or_default(),
+                    m.get("vtep").map(s).unwrap_or_default(),
+                    m.get("idle_secs").map(s).unwrap_or_default()
+                ));
+            }
+            out
+        }
         ApiRequest::ListHostFwd => {
             // warren and slirp4netns's man page: return.entries; slirp4netns's code: entries.
             let entries = ret
@@ -392,6 +451,48 @@ mod tests {
                 vec![ApiRequest::RemoveHostFwd { id: 3 }]
             );
         }
+    }
+
+    #[test]
+    fn vxlan_commands() {
+        assert_eq!(
+            run(&["--api", "/a", "vxlan"]).request_bytes(),
+            vec![br#"{"execute":"list_vxlan"}"#.to_vec()]
+        );
+        assert_eq!(
+            run(&["--api", "/a", "vxlan-add", "192.0.2.7:4789"]).request_bytes(),
+            vec![
+                br#"{"execute":"add_vxlan_remote","arguments":{"remote":"192.0.2.7:4789"}}"#
+                    .to_vec()
+            ]
+        );
+        assert_eq!(
+            run(&["--api", "/a", "vxlan-remove", "192.0.2.7"]).request_bytes(),
+            vec![
+                br#"{"execute":"remove_vxlan_remote","arguments":{"remote":"192.0.2.7"}}"#.to_vec()
+            ]
+        );
+        assert!(err(&["--api", "/a", "vxlan-add"]).contains("vxlan-add REMOTE"));
+        let text = render_reply(
+            &ApiRequest::ListVxlan,
+            br#"{"return":{"vni":42,"local":["0.0.0.0:4789"],"group":null,"mtu":1450,
+               "vteps":[{"vtep":"192.0.2.7:4789","kind":"static"}],
+               "macs":[{"mac":"02:00:00:00:00:01","vtep":"192.0.2.7:4789","idle_secs":3}]}}"#,
+        )
+        .expect("renders");
+        assert!(text.contains("VNI 42"), "{text}");
+        assert!(text.contains("192.0.2.7:4789\tstatic"), "{text}");
+        assert!(
+            text.contains("02:00:00:00:00:01\t192.0.2.7:4789\t3s"),
+            "{text}"
+        );
+        assert_eq!(
+            render_reply(
+                &ApiRequest::ListVxlan,
+                br#"{"error":{"desc":"no VXLAN uplink"}}"#
+            ),
+            Err(ReplyError::Server("no VXLAN uplink".into()))
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 #[allow(unsafe_code)]
 mod sys;
 
-pub use sys::{ioctl_ifreq, recv_fd, send_fd, IfReq, IfReqIoctl, IFNAMSIZ};
+pub use sys::{
+    ethtool_set_value, ioctl_ifreq, recv_fd, send_fd, IfReq, IfReqIoctl, ETHTOOL_STXCSUM, IFNAMSIZ,
+};
 
 #[cfg(test)]
 mod tests {

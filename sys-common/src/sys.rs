@@ -228,3 +228,24 @@ pub fn ioctl_ifreq(fd: BorrowedFd<'_>, req: IfReqIoctl, r: &mut IfReq) -> io::Re
     }
     Ok(())
 }
+
+/// `ETHTOOL_STXCSUM`: transmit checksum offload on or off.
+pub const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// `ioctl(fd, SIOCETHTOOL)` with a `struct ethtool_value { cmd, data }` (the `ETHTOOL_S*` commands
+/// that take one u32, e.g. [`ETHTOOL_STXCSUM`]) for the interface `name`, through any socket `fd`
+/// (what `ethtool -K NAME tx off` does). Tests use it on veths, whose partial checksums a userspace
+/// VXLAN endpoint would otherwise receive unfilled.
+pub fn ethtool_set_value(fd: BorrowedFd<'_>, name: &[u8], cmd: u32, value: u32) -> io::Result<()> {
+    let mut r =
+        IfReq::with_name(name).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut v: [u32; 2] = [cmd, value];
+    let ptr = std::ptr::addr_of_mut!(v) as usize;
+    r.data[..std::mem::size_of::<usize>()].copy_from_slice(&ptr.to_ne_bytes());
+    // SAFETY: `r` is a valid, aligned struct ifreq whose ifr_data is a pointer to `v`, a live
+    // struct ethtool_value (two u32) the kernel reads and may write during the call only.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL as _, &mut r as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

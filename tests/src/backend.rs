@@ -80,6 +80,7 @@ impl Network {
                     args,
                     pcap: opts.pcap,
                     fresh_netns: opts.fresh_netns_with_ping,
+                    ..WarrenConfig::default()
                 });
                 Network {
                     backend,

@@ -53,6 +53,8 @@ pub struct WarrenConfig {
     pub pcap: bool,
     /// Run inside a fresh network namespace (see [`NETNS_SETUP`]).
     pub fresh_netns: bool,
+    /// Run inside this named network namespace (`ip netns exec NAME`; one the test made).
+    pub netns: Option<String>,
 }
 
 /// A running warren; killed on drop.
@@ -95,6 +97,9 @@ impl Warren {
         let mut argv: Vec<String> = Vec::new();
         if cfg.fresh_netns {
             argv.extend(fresh_netns_prefix());
+        }
+        if let Some(ns) = &cfg.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(String::from));
         }
         if root {
             argv.extend(

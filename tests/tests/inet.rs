@@ -58,6 +58,7 @@ fn legacy_socket_and_stream_inet_guests_share_one_tcp_listener() {
         ],
         pcap: false,
         fresh_netns: false,
+        netns: None,
     });
     let image = Image::build("inet", &script(http.port));
     let guests = [

@@ -245,6 +245,10 @@ pub struct DaemonArgs {
     /// Warnings only
     #[arg(short, long, help_heading = "Limits and diagnostics")]
     pub quiet: bool,
+
+    // Overlay
+    #[command(flatten)]
+    pub vxlan: crate::vxlan::VxlanArgs,
 }
 
 // Value checks: each message follows clap's "invalid value 'V' for '--opt <V>': ".
@@ -361,6 +365,8 @@ pub struct Options {
     pub sandbox_selftest: Option<PathBuf>,
     /// Storm control and table bounds (`--bcast-rate`, `--max-macs`, …).
     pub lan: crate::switch::LanOptions,
+    /// The VXLAN uplink, `--no-gateway`, `--dhcp-range` (`vxlan.rs`, `frontend/vxlan.rs`).
+    pub vxlan: crate::vxlan::VxlanOptions,
 }
 
 /// What the command line asks for.
@@ -499,6 +505,9 @@ pub enum OptionsError {
     Config(#[from] netstack::config::ConfigError),
     #[error(transparent)]
     Group(#[from] crate::frontend::vde::GroupError),
+    /// The overlay's options (`--vxlan…`, `--no-gateway`, `--dhcp-range`).
+    #[error("{0}")]
+    Vxlan(String),
 }
 
 impl From<OptionsError> for UsageError {
@@ -573,6 +582,13 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
     config.gateway = a.gateway.unwrap_or(host(2));
     config.dns = a.dns_addr.unwrap_or(host(3));
     config.dhcp_start = a.dhcp_start.unwrap_or(host(15));
+    let vxlan = crate::vxlan::options(
+        a.vxlan,
+        &mut config,
+        a.mtu.is_some(),
+        a.dhcp_start.is_some(),
+    )
+    .map_err(OptionsError::Vxlan)?;
     let mut hostfwd = a.hostfwd;
     let mut guestfwd = a.guestfwd;
     // A -netdev user option string: same meaning and defaults as QEMU's.
@@ -600,6 +616,11 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
                 path: p.clone(),
             });
         }
+    }
+    if vxlan.no_gateway && (!hostfwd.is_empty() || !guestfwd.is_empty()) {
+        return Err(OptionsError::Vxlan(
+            "--no-gateway: forwards need the gateway (set them on the warren that has it)".into(),
+        ));
     }
     config.validate().map_err(OptionsError::Config)?;
     Ok(Options {
@@ -644,6 +665,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
         sandbox,
         sandbox_selftest: a.sandbox_selftest,
         lan,
+        vxlan,
     })
 }
 

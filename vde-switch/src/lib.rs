@@ -28,6 +28,7 @@ pub mod slirp4netns;
 pub mod switch;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod vxlan;
 
 // The paths the fuzz targets (`fuzz/`) use.
 pub use frontend::{dgram, vde};

@@ -207,6 +207,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let vxlan_mtu = vde_switch::vxlan::plan_mtu(&mut opts.config, &mut opts.vxlan);
     let cfg = opts.config.clone();
     // --netns / warren run: the namespace is attached (and warren run's command started) before serving.
     let (mut attachment, running) =
@@ -263,6 +264,13 @@ fn main() -> ExitCode {
                 isolate,
                 lan: opts.lan.clone(),
             })?;
+        vde_switch::frontend::vxlan::bind(&mut server.host(), &opts.vxlan)?;
+        if let Some(line) = &vxlan_mtu {
+            println!("warren: {line}");
+        }
+        if opts.vxlan.no_gateway {
+            println!("warren: --no-gateway: a pure switch (no DHCP, DNS, NAT); the gateway is elsewhere on the overlay");
+        }
         println!(
             "warren: serving {}/{}: gateway {} (host loopback: {}), DNS {}, first lease {}, MTU {}",
             cfg.net.network(),

@@ -111,6 +111,10 @@ impl FrontEnd for ApiConn {
         if self.buf.is_empty() {
             return Keep::No;
         }
+        if let Some(reply) = cx.host.switch.attachment_api(&self.buf) {
+            write_all_nonblocking(self.fd.get_ref(), &reply);
+            return Keep::No;
+        }
         let (forwards, driver, switch) = cx.forwards_and_stats();
         let reply = forwards.handle_request(&self.buf, driver, switch);
         write_all_nonblocking(self.fd.get_ref(), &reply);

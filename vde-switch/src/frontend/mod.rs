@@ -17,6 +17,7 @@ pub mod stream;
 pub mod tap;
 pub mod vde;
 pub mod vhost_user;
+pub mod vxlan;
 pub mod watch;
 
 use crate::atexit::AtExitList;

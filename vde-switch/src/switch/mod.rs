@@ -95,6 +95,31 @@ pub struct Switch {
     closed: PortCounters,
     /// passt's `--one-off`: stop when a stream guest's port closes.
     one_off: bool,
+    /// `--no-gateway`: nothing is delivered to the gateway (another warren on the overlay is it).
+    no_gateway: bool,
+    /// A port that may carry DHCP server messages and claim the gateway's addresses (the uplink
+    /// towards the real gateway under `--no-gateway`).
+    trusted: Option<PortId>,
+    /// The source (MAC, address) of ICMP "fragmentation needed" for frames too big for their port.
+    icmp_from: (Mac, std::net::Ipv4Addr),
+    /// ICMP "fragmentation needed" sent.
+    frag_needed: u64,
+    /// Counters and control-socket commands of things attached to the switch (the VXLAN uplink).
+    attachments: Vec<std::rc::Rc<std::cell::RefCell<dyn Attachment>>>,
+}
+
+/// The switch's gateway MAC under `--no-gateway`: a group address nobody sends from.
+const NO_GATEWAY_MAC: Mac = [0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+
+/// Something a front end attaches to the switch: it reports counters (in `stats`) and may answer
+/// control-socket requests of its own.
+pub trait Attachment {
+    /// Counters, by name.
+    fn stats(&self) -> Vec<(&'static str, u64)>;
+    /// The reply to a control-socket request it handles; None for the others.
+    fn api(&mut self, _request: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl Switch {
@@ -133,7 +158,40 @@ impl Switch {
             storm: lan.storm,
             closed: PortCounters::default(),
             one_off: false,
+            no_gateway: false,
+            trusted: None,
+            icmp_from: (gw.mac(), cfg.gateway),
+            frag_needed: 0,
+            attachments: Vec::new(),
         }
+    }
+
+    /// `--no-gateway`: the switch delivers nothing to the gateway.
+    pub fn set_no_gateway(&mut self) {
+        self.no_gateway = true;
+        self.gateway_mac = NO_GATEWAY_MAC;
+    }
+
+    /// The gateway's MAC as the switch knows it (a group address under `--no-gateway`).
+    pub fn gateway_mac(&self) -> Mac {
+        self.gateway_mac
+    }
+
+    /// Port `id` may carry DHCP server messages and frames claiming the gateway's addresses.
+    pub fn trust_port(&mut self, id: PortId) {
+        self.trusted = Some(id);
+    }
+
+    /// Attaches counters and control-socket commands (see [`Attachment`]).
+    pub fn attach(&mut self, a: std::rc::Rc<std::cell::RefCell<dyn Attachment>>) {
+        self.attachments.push(a);
+    }
+
+    /// The reply of the attachment that handles `request`, if one does.
+    pub fn attachment_api(&mut self, request: &[u8]) -> Option<Vec<u8>> {
+        self.attachments
+            .iter()
+            .find_map(|a| a.try_borrow_mut().ok()?.api(request))
     }
 
     /// Largest frame on the LAN (MTU + Ethernet header).
@@ -205,6 +263,12 @@ impl Switch {
         v.push(("ports", self.ports.len() as u64));
         v.push(("macs", self.macs.len() as u64));
         v.push(("ip_bindings", self.guard.len() as u64));
+        v.push(("icmp_frag_needed", self.frag_needed));
+        for a in &self.attachments {
+            if let Ok(a) = a.try_borrow() {
+                v.extend(a.stats());
+            }
+        }
         v
     }
 
@@ -266,7 +330,8 @@ impl Switch {
         };
         p.counters.frames_in += 1;
         p.counters.bytes_in += frame.len() as u64;
-        if let Some(claim) = guard::claims(frame, &self.protected_ips) {
+        let trusted = self.trusted == Some(port);
+        if let Some(claim) = guard::claims(frame, &self.protected_ips).filter(|_| !trusted) {
             record(frame);
             p.counters.drop_spoofed += 1;
             log::debug!("port {port}: dropped a frame that {claim}");
@@ -304,7 +369,7 @@ impl Switch {
         let claimed = match guard::inspect(frame) {
             L3::Ipv4 {
                 dhcp_server: true, ..
-            } => {
+            } if !trusted => {
                 p.counters.drop_dhcp_server += 1;
                 log::debug!("port {port}: dropped a DHCP server message");
                 return false;
@@ -341,23 +406,46 @@ impl Switch {
             }
         }
         match dest {
-            Dest::Gateway => true,
+            Dest::Gateway => !self.no_gateway,
             Dest::Port(_) | Dest::Flood { gateway: false } if self.isolate => {
                 p.counters.drop_isolated += 1;
                 false
             }
             Dest::Port(to) => {
-                self.port_send(to, frame, Class::Peer);
+                if !self.too_big(port, to, frame) {
+                    self.port_send(to, frame, Class::Peer);
+                }
                 false
             }
             Dest::Flood { gateway } => {
                 if !self.isolate {
                     self.flood(Some(port), frame, Class::Flood);
                 }
-                gateway
+                gateway && !self.no_gateway
             }
             Dest::Drop => false,
         }
+    }
+
+    /// Whether `frame` (from port `from`) is too big for port `to`: then it is dropped and counted,
+    /// and an IPv4 packet with DF set is answered with ICMP "fragmentation needed" (path MTU
+    /// discovery across an uplink whose underlay carries less than the LAN).
+    fn too_big(&mut self, from: PortId, to: PortId, frame: &[u8]) -> bool {
+        let Some(slot) = self.ports.get_mut(to) else {
+            return false;
+        };
+        let max = slot.port.max_frame;
+        if frame.len() <= max {
+            return false;
+        }
+        slot.port.counters.drop_oversize += 1;
+        let mtu = u16::try_from(max - ethernet::HEADER_LEN).unwrap_or(u16::MAX);
+        let (mac, ip) = self.icmp_from;
+        if let crate::vxlan::TooBig::Reply(icmp) = crate::vxlan::frag_needed(frame, mtu, mac, ip) {
+            self.frag_needed += 1;
+            self.port_send(from, &icmp, Class::Gateway);
+        }
+        true
     }
 
     /// Sends `frame` to every port but `except`.
@@ -523,6 +611,84 @@ mod tests {
         f.extend_from_slice(&[0x88, 0xb5]);
         f.extend_from_slice(&[0u8; 46]);
         f
+    }
+
+    /// An IPv4 frame `dst` <- `src` (10.0.2.15 -> 10.0.2.16), UDP `sport` -> `dport`, DF set, `len`
+    /// bytes of IP.
+    fn ipv4_frame(dst: Mac, src: Mac, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+        use netstack::wire::ip;
+        let mut f = vec![0u8; 14 + len];
+        ethernet::write_header(&mut f, dst, src, ethernet::ETHERTYPE_IPV4);
+        ip::write_header(
+            &mut f[14..],
+            std::net::Ipv4Addr::new(10, 0, 2, 15).into(),
+            std::net::Ipv4Addr::new(10, 0, 2, 16).into(),
+            ip::PROTO_UDP,
+            len - 20,
+        );
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn too_big_no_gateway_and_a_trusted_port() {
+        let queue = Arc::new(ReadyQueue::default());
+        let reactor: Reactor<u32> = Reactor::new(queue.clone());
+        let gw = Gateway::new(netstack::config::Config::default());
+        let mut sw = Switch::new(
+            queue,
+            reactor.stopper(),
+            &gw,
+            &LanOptions::default(),
+            false,
+            None,
+        );
+        let seen_g: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let seen_u: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let g = sw.add_port(
+            "guest".into(),
+            Tx::Custom(Box::new(Record(seen_g.clone()))),
+            9000,
+        );
+        // An uplink carrying IP packets of 1450 bytes.
+        let u = sw.add_port(
+            "uplink".into(),
+            Tx::Custom(Box::new(Record(seen_u.clone()))),
+            1464,
+        );
+        let (mg, mu) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let now = Instant::now();
+        sw.switch_in(now, u, &frame([0xff; 6], mu), gw.dhcp());
+        // Too big for the uplink: dropped, and the sender hears "fragmentation needed", MTU 1450.
+        assert!(!sw.switch_in(now, g, &ipv4_frame(mu, mg, 1000, 2000, 1500), gw.dhcp()));
+        assert!(seen_u.borrow().is_empty());
+        let icmp = seen_g.borrow().last().cloned().expect("an ICMP error");
+        assert_eq!((icmp[34], icmp[35]), (3, 4));
+        assert_eq!(u16::from_be_bytes([icmp[40], icmp[41]]), 1450);
+        assert_eq!(&icmp[..6], &mg);
+        assert!(sw.stats().contains(&("icmp_frag_needed", 1)));
+        // What fits goes through.
+        assert!(!sw.switch_in(now, g, &ipv4_frame(mu, mg, 1000, 2000, 1450), gw.dhcp()));
+        assert_eq!(seen_u.borrow().len(), 1);
+        // A DHCP server message from the gateway's address on the uplink: dropped, unless the uplink
+        // is trusted.
+        let mut offer = ipv4_frame(mg, mu, 67, 68, 300);
+        offer[26..30].copy_from_slice(&[10, 0, 2, 2]);
+        let before = seen_g.borrow().len();
+        sw.switch_in(now, u, &offer, gw.dhcp());
+        assert_eq!(seen_g.borrow().len(), before);
+        assert!(sw.port_counters(u).is_some_and(|c| c.drop_spoofed == 1));
+        sw.trust_port(u);
+        sw.switch_in(now, u, &offer, gw.dhcp());
+        assert_eq!(seen_g.borrow().len(), before + 1);
+        // --no-gateway: broadcasts are not for the gateway, and the real gateway's MAC (behind the
+        // uplink) is an ordinary MAC.
+        assert!(sw.switch_in(now, g, &frame([0xff; 6], mg), gw.dhcp()));
+        sw.set_no_gateway();
+        assert!(!sw.switch_in(now, g, &frame([0xff; 6], mg), gw.dhcp()));
+        assert!(!sw.switch_in(now, u, &frame(mg, gw.mac()), gw.dhcp()));
+        assert!(sw.port_counters(u).is_some_and(|c| c.drop_refused == 0));
     }
 
     #[test]
