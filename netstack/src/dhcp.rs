@@ -48,29 +48,40 @@ const BROADCAST_MAC: Mac = [0xff; 6];
 /// One lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The client's MAC (its identity: the Ethernet source, equal to `chaddr`).
     pub mac: Mac,
+    /// The leased or offered address.
     pub ip: Ipv4Addr,
+    /// Host Name (option 12) the client last sent, if it was a plain name of at most 63 bytes.
     pub hostname: Option<String>,
+    /// When the lease (or the offer's reservation) ends.
     pub expires: Instant,
 }
 
 /// A reply to send: the UDP payload (server port 67 → client port 68) and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DhcpReply {
+    /// The encoded DHCP message (padded to at least 300 bytes).
     pub payload: Vec<u8>,
+    /// IPv4 destination: the client's `ciaddr`, or `yiaddr`, or 255.255.255.255 (RFC 2131 §4.1).
     pub dst_ip: Ipv4Addr,
+    /// Ethernet destination: the client's MAC, or broadcast when `dst_ip` is.
     pub dst_mac: Mac,
 }
 
 /// Why a DHCP message was ignored (counted as `dhcp_bad`).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DhcpError {
+    /// Undecodable, or a field that breaks the rules (the text says which).
     #[error("malformed DHCP message: {0}")]
     Malformed(String),
+    /// `op` is not BOOTREQUEST (1): a server's message seen on the link.
     #[error("not a BOOTREQUEST")]
     NotBootRequest,
+    /// A BOOTP message without DHCP Message Type (option 53); BOOTP is not served.
     #[error("no DHCP message type option")]
     NoMessageType,
+    /// No address left to offer or bind (all active, declined or taken).
     #[error("DHCP address pool exhausted")]
     PoolExhausted,
 }
@@ -112,6 +123,7 @@ enum RequestKind {
     Renewing,
 }
 
+/// The DHCPv4 server of one gateway: bindings by MAC, offers, leases and declined addresses.
 pub struct DhcpServer {
     cfg: Config,
     bindings: HashMap<Mac, Binding>,
@@ -132,6 +144,7 @@ struct Request {
 }
 
 impl DhcpServer {
+    /// A server with no bindings, serving the network, pool and options of `cfg`.
     pub fn new(cfg: &Config) -> Self {
         DhcpServer {
             cfg: cfg.clone(),

@@ -45,12 +45,16 @@ const RCODE_REFUSED: u8 = 5;
 pub enum DnsAction {
     /// Send `query` to `upstream` over UDP from the forwarder's upstream socket.
     SendUpstream {
+        /// One of the configured upstream servers.
         upstream: SocketAddr,
+        /// The guest's query with the forwarder's upstream id in bytes 0..2.
         query: Vec<u8>,
     },
     /// Send `response` to the guest at `client` (from the DNS address, port 53).
     Reply {
+        /// The guest's address and source port.
         client: SocketAddr,
+        /// The upstream answer with the guest's id restored, or a SERVFAIL.
         response: Vec<u8>,
     },
 }
@@ -59,12 +63,17 @@ pub enum DnsAction {
 /// pending query (wrong source, id or question: possible spoofing) are `Malformed` with the reason.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
+    /// Undecodable, no question, or an upstream response matching no pending query.
     #[error("bad DNS message: {0}")]
     Malformed(String),
+    /// From a guest: QR set or an opcode other than QUERY.
     #[error("DNS message is not a standard query")]
     NotAQuery,
+    /// No upstream server. Not returned at present: with no upstreams the forwarder
+    /// answers the guest with a SERVFAIL instead.
     #[error("no upstream DNS server")]
     NoUpstream,
+    /// [`MAX_PENDING`] queries (or the per-guest cap) are already waiting for upstreams.
     #[error("too many DNS queries pending")]
     TooManyPending,
 }
@@ -98,6 +107,7 @@ struct Parsed {
     questions: Vec<Query>,
 }
 
+/// The gateway's DNS forwarder: pending queries keyed by upstream id, with deadlines.
 pub struct DnsForwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
@@ -118,6 +128,8 @@ pub struct DnsForwarder {
 }
 
 impl DnsForwarder {
+    /// A forwarder to `upstreams` (tried in order, the last good one first) with a per-query
+    /// budget of `timeout`, seeded from [`crate::rng::random_seed`].
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
         Self::with_seed(upstreams, timeout, crate::rng::random_seed())
     }
@@ -140,6 +152,7 @@ impl DnsForwarder {
         }
     }
 
+    /// The configured upstream servers, in configuration order.
     pub fn upstreams(&self) -> &[SocketAddr] {
         &self.upstreams
     }
@@ -338,6 +351,8 @@ impl DnsForwarder {
         actions
     }
 
+    /// The earliest instant at which an upstream's share or a query's budget runs out;
+    /// the driver calls [`DnsForwarder::poll_timeouts`] then.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(t, _)| *t)
     }

@@ -7,23 +7,34 @@ use std::net::{IpAddr, SocketAddr};
 /// Why a host-initiated flow (a forward's connection or datagram) could not be made for a guest.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
+    /// A TCP forward named a guest that is not IPv4 (inbound TCP is IPv4-only so far).
     #[error("guest {0} is not an IPv4 address on the LAN")]
     NotIpv4(IpAddr),
+    /// The address is outside the LAN, or one of the gateway's own (gateway, DNS, guestfwd) addresses.
     #[error("{0} is not a guest address on the LAN")]
     NotAGuest(IpAddr),
+    /// A TCP flow with this remote address/port and guest address/port is already open.
     #[error("a connection {remote}:{remote_port} -> {guest} already exists")]
     Exists {
+        /// The remote address as the guest sees it.
         remote: IpAddr,
+        /// The remote (host-side client's) port.
         remote_port: u16,
+        /// The guest's address and port the forward targets.
         guest: SocketAddr,
     },
+    /// The flow budget refused the flow (the guest's share or the global budget is used up).
     #[error("guest {0} has too many flows")]
     TooManyFlows(IpAddr),
+    /// No MAC is known for the guest yet; an ARP request was sent and this datagram dropped.
     #[error("guest {0} is not known yet (asked by ARP)")]
     Unresolved(IpAddr),
+    /// The host refused a socket for a UDP forward's new peer (e.g. out of file descriptors).
     #[error("cannot track UDP peer {client}: {error}")]
     Host {
+        /// The host-side peer the forward's datagram came from.
         client: SocketAddr,
+        /// What the host said.
         error: HostError,
     },
 }

@@ -11,18 +11,25 @@ use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The transport a NAT flow carries; selects the NAT module and its slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
+    /// A TCP connection.
     Tcp,
+    /// A UDP association between a guest port and a remote.
     Udp,
+    /// An ICMP or ICMPv6 echo session.
     Icmp,
 }
 
 /// A handle on one flow's host socket, stable for the flow's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId {
+    /// Which NAT's slab the flow lives in.
     pub proto: Proto,
+    /// Slot index in that slab.
     pub idx: u32,
+    /// Slot generation when the flow was created; a stale id no longer matches.
     pub gen: u32,
 }
 
@@ -30,9 +37,13 @@ pub struct FlowId {
 /// For ICMP echo the ports are the echo identifier and 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// The guest's address.
     pub guest: IpAddr,
+    /// The guest's port (the echo identifier for ICMP).
     pub guest_port: u16,
+    /// The remote address as the guest sees it.
     pub remote: IpAddr,
+    /// The destination port (0 for ICMP).
     pub remote_port: u16,
 }
 
@@ -67,18 +78,21 @@ impl<T> Slab<T> {
             ((self.slots.len() - 1) as u32, 0)
         }
     }
+    /// The value at `idx` if the slot is live and still of generation `gen`.
     pub fn get(&self, idx: u32, gen: u32) -> Option<&T> {
         match self.slots.get(idx as usize) {
             Some((g, Some(v))) if *g == gen => Some(v),
             _ => None,
         }
     }
+    /// Mutable access to the value at `idx` if live and of generation `gen`.
     pub fn get_mut(&mut self, idx: u32, gen: u32) -> Option<&mut T> {
         match self.slots.get_mut(idx as usize) {
             Some((g, Some(v))) if *g == gen => Some(v),
             _ => None,
         }
     }
+    /// Takes the value out if live and of generation `gen`; the slot is reused with `gen + 1`.
     pub fn remove(&mut self, idx: u32, gen: u32) -> Option<T> {
         match self.slots.get_mut(idx as usize) {
             Some((g, slot @ Some(_))) if *g == gen => {
@@ -89,12 +103,15 @@ impl<T> Slab<T> {
             _ => None,
         }
     }
+    /// Number of live values.
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether no value is live.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Live values with their (index, generation), in index order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &T)> {
         self.slots
             .iter()
@@ -111,6 +128,7 @@ pub struct TimerHeap {
 }
 
 impl TimerHeap {
+    /// Queues `id` to be looked at when `at` has come; duplicates are allowed (lazy deletion).
     pub fn push(&mut self, at: Instant, id: FlowId) {
         self.heap.push(Reverse((at, id)));
     }
@@ -128,12 +146,15 @@ impl TimerHeap {
             _ => None,
         }
     }
+    /// The earliest queued deadline, possibly stale.
     pub fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
+    /// Number of queued entries, stale ones included.
     pub fn len(&self) -> usize {
         self.heap.len()
     }
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -387,7 +408,9 @@ pub enum Refusal {
 /// guest's address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Owner {
+    /// The switch port (driver-assigned number) the guest's frames arrived on.
     Port(u32),
+    /// The guest's address, when no port is known.
     Guest(IpAddr),
 }
 
@@ -423,6 +446,8 @@ pub struct FlowBudget {
 }
 
 impl FlowBudget {
+    /// Limits for `max_total` flows in all (at least 1), `max_per_guest` per owner (at least 1) and
+    /// `max_cmd_per_guest` command children per guest; nothing live yet.
     pub fn new(max_total: usize, max_per_guest: usize, max_cmd_per_guest: usize) -> Self {
         FlowBudget {
             max_total: max_total.max(1),
@@ -455,17 +480,21 @@ impl FlowBudget {
         let n = self.of(owner);
         self.per_guest.values().all(|&m| m <= n)
     }
+    /// Counts a new flow of `owner`; called by [`FlowTable::open`], which enforces nothing itself.
     pub fn opened(&mut self, owner: Owner) {
         self.total += 1;
         *self.per_guest.entry(owner).or_insert(0) += 1;
     }
+    /// Releases one flow of `owner` (saturating; unknown owners are ignored).
     pub fn closed(&mut self, owner: Owner) {
         self.total = self.total.saturating_sub(1);
         dec(&mut self.per_guest, owner);
     }
+    /// Counts a new `guestfwd ... cmd:` child of `guest`.
     pub fn cmd_opened(&mut self, guest: IpAddr) {
         *self.cmd_per_guest.entry(guest).or_insert(0) += 1;
     }
+    /// Releases one command child of `guest` (saturating).
     pub fn cmd_closed(&mut self, guest: IpAddr) {
         dec(&mut self.cmd_per_guest, guest);
     }

@@ -13,18 +13,27 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// Where a guest flow goes on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// Connect or send to this host address: the real destination, a `guestfwd` target, the DNS
+    /// upstream (TCP to the DNS address), or host loopback (the gateway address).
     Addr(SocketAddr),
+    /// Run this `guestfwd ... cmd:` shell command and splice the flow to its stdin/stdout.
     Command(String),
 }
 
 /// Why a destination is never NATed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BadDest {
+    /// 0.0.0.0/8 or `::`.
     Unspecified,
+    /// 127.0.0.0/8 or `::1` (the host's loopback is reached only via the gateway address).
     Loopback,
+    /// 255.255.255.255 or the LAN's directed broadcast.
     Broadcast,
+    /// 224.0.0.0/4 or ff00::/8.
     Multicast,
+    /// 240.0.0.0/4 (other than the broadcast address).
     Reserved,
+    /// IPv6 link-local (fe80::/10).
     LinkLocal,
     /// An address of the LAN itself (guests are reached through the switch, not the host).
     Lan,

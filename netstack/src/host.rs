@@ -51,6 +51,9 @@ pub enum HostError {
 /// The result of a host operation.
 pub type HostResult<T> = Result<T, HostError>;
 
+/// Everything the sans-IO gateway asks of the host: frames out to the LAN and the sockets of
+/// NAT flows, addressed by [`FlowId`]. Implemented by the tokio driver (`netstack-driver`) and by the
+/// test kit's simulated host; results come back as `Gateway` events.
 pub trait HostIo {
     /// Delivers a frame from the gateway to the LAN. Returns false when the way to that guest is
     /// congested: the frame was still accepted, but bulk senders should pause until

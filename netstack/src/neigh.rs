@@ -28,6 +28,7 @@ pub enum Learned {
     Full,
 }
 
+/// The bounded, aging map from guest IP address to the MAC it sends from.
 pub struct NeighTable {
     map: FxHashMap<IpAddr, Entry>,
     per_mac: FxHashMap<Mac, usize>,
@@ -41,6 +42,8 @@ pub struct NeighTable {
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 impl NeighTable {
+    /// An empty table of at most `max` entries (at least 1), `max_per_mac` per MAC (at least 1),
+    /// forgetting entries not refreshed for `idle`.
     pub fn new(max: usize, max_per_mac: usize, idle: Duration) -> Self {
         NeighTable {
             map: FxHashMap::default(),
@@ -51,15 +54,19 @@ impl NeighTable {
             last_sweep: None,
         }
     }
+    /// The MAC `ip` was last seen sending from, if the entry has not been swept.
     pub fn get(&self, ip: &IpAddr) -> Option<Mac> {
         self.map.get(ip).map(|e| e.mac)
     }
+    /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+    /// The most entries the table holds (`max` as given to [`NeighTable::new`], at least 1).
     pub fn capacity(&self) -> usize {
         self.max
     }

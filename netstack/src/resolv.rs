@@ -17,10 +17,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
+/// What the gateway uses of a resolv.conf.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResolvConf {
+    /// The `nameserver` addresses in file order without duplicates, each on [`DNS_PORT`].
     pub nameservers: Vec<SocketAddr>,
+    /// The search list of the last `search` or `domain` line, in order, without duplicates.
     pub search: Vec<String>,
+    /// The argument of the last valid `domain` line, if any.
     pub domain: Option<String>,
 }
 

@@ -4,20 +4,30 @@ use super::{be16, WireError};
 use crate::Mac;
 use std::net::Ipv4Addr;
 
+/// Length of an Ethernet/IPv4 ARP packet in bytes (RFC 826, hlen 6, plen 4).
 pub const LEN: usize = 28;
+/// `ar$op` value of an ARP request.
 pub const OP_REQUEST: u16 = 1;
+/// `ar$op` value of an ARP reply.
 pub const OP_REPLY: u16 = 2;
 
+/// A decoded Ethernet/IPv4 ARP packet; hardware/protocol type and lengths are implied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpRepr {
+    /// Operation (`ar$op`, big-endian on the wire): [`OP_REQUEST`] or [`OP_REPLY`].
     pub op: u16,
+    /// Sender hardware address (`ar$sha`).
     pub sender_mac: Mac,
+    /// Sender protocol address (`ar$spa`).
     pub sender_ip: Ipv4Addr,
+    /// Target hardware address (`ar$tha`); all zeros in a request.
     pub target_mac: Mac,
+    /// Target protocol address (`ar$tpa`), the address being resolved.
     pub target_ip: Ipv4Addr,
 }
 
 impl ArpRepr {
+    /// Decodes `b[..28]`; `Truncated` if shorter, `Unsupported` unless htype 1, ptype 0x0800, hlen 6, plen 4.
     pub fn parse(b: &[u8]) -> Result<Self, WireError> {
         if b.len() < LEN {
             return Err(WireError::Truncated);
@@ -36,6 +46,7 @@ impl ArpRepr {
             target_ip: ip(24),
         })
     }
+    /// Writes the 28-byte packet into `b[..28]`; panics if `b` is shorter than [`LEN`].
     pub fn emit(&self, b: &mut [u8]) {
         b[0..2].copy_from_slice(&1u16.to_be_bytes());
         b[2..4].copy_from_slice(&0x0800u16.to_be_bytes());

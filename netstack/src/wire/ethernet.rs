@@ -3,33 +3,44 @@
 use super::{be16, WireError};
 use crate::Mac;
 
+/// Ethernet II header length in bytes: destination, source, EtherType.
 pub const HEADER_LEN: usize = 14;
+/// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// The broadcast MAC `ff:ff:ff:ff:ff:ff`.
 pub const BROADCAST: Mac = [0xff; 6];
 
+/// A view over an Ethernet II frame whose 14-byte header is known to be present.
 #[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
+    /// Checks that `buf` holds at least a header; `Truncated` otherwise.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
         Ok(Frame { buf })
     }
+    /// Destination MAC (bytes 0..6).
     pub fn dst(&self) -> Mac {
         mac_at(self.buf, 0)
     }
+    /// Source MAC (bytes 6..12).
     pub fn src(&self) -> Mac {
         mac_at(self.buf, 6)
     }
+    /// EtherType (bytes 12..14, big-endian), e.g. [`ETHERTYPE_IPV4`].
     pub fn ethertype(&self) -> u16 {
         be16(self.buf, 12)
     }
+    /// Everything after the header (no FCS is carried).
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..]
     }

@@ -2,26 +2,40 @@
 
 use super::{be16, checksum, WireError};
 
+/// ICMPv4 header length in bytes: type, code, checksum and 4 type-specific bytes.
 pub const HEADER_LEN: usize = 8;
+/// Type 0, Echo Reply.
 pub const ECHO_REPLY: u8 = 0;
+/// Type 3, Destination Unreachable.
 pub const DEST_UNREACHABLE: u8 = 3;
+/// Type 8, Echo Request.
 pub const ECHO_REQUEST: u8 = 8;
+/// Type 11, Time Exceeded.
 pub const TIME_EXCEEDED: u8 = 11;
+/// Destination Unreachable code 0, net unreachable.
 pub const CODE_NET_UNREACHABLE: u8 = 0;
+/// Destination Unreachable code 1, host unreachable.
 pub const CODE_HOST_UNREACHABLE: u8 = 1;
+/// Destination Unreachable code 3, port unreachable.
 pub const CODE_PORT_UNREACHABLE: u8 = 3;
 
+/// A checksum-verified ICMPv4 message.
 #[derive(Clone, Copy, Debug)]
 pub struct IcmpMessage<'a> {
+    /// Type field (byte 0), e.g. [`ECHO_REQUEST`].
     pub kind: u8,
+    /// Code field (byte 1).
     pub code: u8,
     /// Identifier and sequence for echo messages (bytes 4..8 otherwise).
     pub ident: u16,
+    /// Sequence number for echo messages (bytes 6..8, big-endian).
     pub seq: u16,
+    /// Bytes after the 8-byte header (echo data, or the quoted datagram of an error).
     pub payload: &'a [u8],
 }
 
 impl<'a> IcmpMessage<'a> {
+    /// Parses `b` (the whole IP payload); `Truncated` below 8 bytes, `BadChecksum` if the checksum fails.
     pub fn parse(b: &'a [u8]) -> Result<Self, WireError> {
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);

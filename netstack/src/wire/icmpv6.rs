@@ -11,29 +11,46 @@ use super::{be16, be32};
 use crate::Mac;
 use std::net::Ipv6Addr;
 
+/// Bytes common to every ICMPv6 message: type, code and checksum.
 pub const HEADER_LEN: usize = 4;
+/// Type 1, Destination Unreachable (RFC 4443 §3.1).
 pub const DST_UNREACHABLE: u8 = 1;
+/// Type 2, Packet Too Big (RFC 4443 §3.2).
 pub const PACKET_TOO_BIG: u8 = 2;
+/// Type 3, Time Exceeded (RFC 4443 §3.3).
 pub const TIME_EXCEEDED: u8 = 3;
+/// Type 4, Parameter Problem (RFC 4443 §3.4).
 pub const PARAM_PROBLEM: u8 = 4;
+/// Type 128, Echo Request.
 pub const ECHO_REQUEST: u8 = 128;
+/// Type 129, Echo Reply.
 pub const ECHO_REPLY: u8 = 129;
+/// Type 133, Router Solicitation (RFC 4861 §4.1).
 pub const ROUTER_SOLICIT: u8 = 133;
+/// Type 134, Router Advertisement (RFC 4861 §4.2).
 pub const ROUTER_ADVERT: u8 = 134;
+/// Type 135, Neighbor Solicitation (RFC 4861 §4.3).
 pub const NEIGHBOR_SOLICIT: u8 = 135;
+/// Type 136, Neighbor Advertisement (RFC 4861 §4.4).
 pub const NEIGHBOR_ADVERT: u8 = 136;
 
-/// Destination Unreachable codes.
+/// Destination Unreachable code 0: no route to destination.
 pub const CODE_NO_ROUTE: u8 = 0;
+/// Destination Unreachable code 1: communication administratively prohibited.
 pub const CODE_ADMIN_PROHIBITED: u8 = 1;
+/// Destination Unreachable code 3: address unreachable (neighbour did not resolve).
 pub const CODE_ADDR_UNREACHABLE: u8 = 3;
+/// Destination Unreachable code 4: port unreachable.
 pub const CODE_PORT_UNREACHABLE: u8 = 4;
-/// Time Exceeded codes.
+/// Time Exceeded code 0: hop limit exceeded in transit.
 pub const CODE_HOP_LIMIT: u8 = 0;
+/// Time Exceeded code 1: fragment reassembly time exceeded.
 pub const CODE_REASSEMBLY: u8 = 1;
-/// Parameter Problem codes.
+/// Parameter Problem code 0: erroneous header field encountered.
 pub const CODE_BAD_HEADER_FIELD: u8 = 0;
+/// Parameter Problem code 1: unrecognised Next Header type.
 pub const CODE_UNKNOWN_NEXT_HEADER: u8 = 1;
+/// Parameter Problem code 2: unrecognised IPv6 option.
 pub const CODE_UNKNOWN_OPTION: u8 = 2;
 
 /// The IPv6 minimum link MTU; an ICMPv6 error never makes a packet longer than this.
@@ -41,17 +58,25 @@ pub const MIN_MTU: usize = 1280;
 /// The most of an invoking packet an error message quotes (1280 - 40 - 8).
 pub const MAX_INVOKING: usize = MIN_MTU - 40 - 8;
 
+/// NDP option type 1, Source Link-Layer Address.
 pub const OPT_SOURCE_LLADDR: u8 = 1;
+/// NDP option type 2, Target Link-Layer Address.
 pub const OPT_TARGET_LLADDR: u8 = 2;
+/// NDP option type 3, Prefix Information.
 pub const OPT_PREFIX_INFO: u8 = 3;
+/// NDP option type 5, MTU.
 pub const OPT_MTU: u8 = 5;
+/// NDP option type 25, Recursive DNS Server (RFC 8106).
 pub const OPT_RDNSS: u8 = 25;
+/// NDP option type 31, DNS Search List (RFC 8106).
 pub const OPT_DNSSL: u8 = 31;
 
 /// Why an ICMPv6 message was refused (a counted drop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Icmpv6Error {
+    /// Shorter than the 4-byte header or than the message type's fixed part.
     Truncated,
+    /// The checksum over the IPv6 pseudo-header and message does not verify.
     BadChecksum,
     /// An NDP message with a non-zero code (RFC 4861 validation).
     BadCode,
@@ -86,18 +111,22 @@ pub struct Icmpv6Packet<'a> {
 }
 
 impl<'a> Icmpv6Packet<'a> {
+    /// Checks only that `buf` holds the 4-byte header; `Truncated` otherwise.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Icmpv6Error> {
         if buf.len() < HEADER_LEN {
             return Err(Icmpv6Error::Truncated);
         }
         Ok(Icmpv6Packet { buf })
     }
+    /// Type (byte 0), e.g. [`ECHO_REQUEST`].
     pub fn kind(&self) -> u8 {
         self.buf[0]
     }
+    /// Code (byte 1).
     pub fn code(&self) -> u8 {
         self.buf[1]
     }
+    /// Checksum field as carried (bytes 2..4, big-endian).
     pub fn checksum(&self) -> u16 {
         be16(self.buf, 2)
     }
@@ -105,9 +134,11 @@ impl<'a> Icmpv6Packet<'a> {
     pub fn body(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..]
     }
+    /// The whole message, header included.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf
     }
+    /// Whether the checksum verifies over the pseudo-header of `src`/`dst` and the message.
     pub fn checksum_ok(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
         upper_checksum(src, dst, NH_ICMPV6, self.buf) == 0
     }
@@ -120,59 +151,89 @@ impl<'a> Icmpv6Packet<'a> {
 /// A Prefix Information option (RFC 4861 §4.6.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixInfo {
+    /// Prefix Length in bits (0..=128).
     pub prefix_len: u8,
+    /// L flag: the prefix is on-link.
     pub on_link: bool,
+    /// A flag: hosts may form addresses from the prefix with SLAAC.
     pub autonomous: bool,
     /// Seconds; `u32::MAX` is infinity.
     pub valid_lifetime: u32,
+    /// Seconds; `u32::MAX` is infinity; at most `valid_lifetime`.
     pub preferred_lifetime: u32,
+    /// The prefix; bits past `prefix_len` are zero when we emit it.
     pub prefix: Ipv6Addr,
 }
 
 /// A Recursive DNS Server option (RFC 8106 §5.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rdnss {
+    /// Seconds the servers may be used; 0 withdraws them, `u32::MAX` is infinity.
     pub lifetime: u32,
+    /// The recursive DNS servers (unicast), in preference order.
     pub servers: Vec<Ipv6Addr>,
 }
 
 /// A DNS Search List option (RFC 8106 §5.2). Domains without the trailing dot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dnssl {
+    /// Seconds the domains may be used; 0 withdraws them, `u32::MAX` is infinity.
     pub lifetime: u32,
+    /// Search domains, in order.
     pub domains: Vec<String>,
 }
 
 /// The NDP messages the gateway takes part in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NdpRepr {
+    /// Router Solicitation: a host asks for a Router Advertisement.
     RouterSolicit {
+        /// The sender's MAC, if it included a Source Link-Layer Address option.
         source_lladdr: Option<Mac>,
     },
+    /// Router Advertisement: the router's parameters, prefixes and DNS options.
     RouterAdvert {
+        /// Cur Hop Limit hosts should use; 0 means unspecified.
         hop_limit: u8,
+        /// M flag: addresses are available via DHCPv6.
         managed: bool,
+        /// O flag: other configuration (e.g. DNS) is available via DHCPv6.
         other: bool,
         /// Seconds; 0 means "not a default router".
         router_lifetime: u16,
         /// Milliseconds; 0 means unspecified.
         reachable_time: u32,
+        /// Retrans Timer in milliseconds; 0 means unspecified.
         retrans_time: u32,
+        /// The router's MAC (Source Link-Layer Address option).
         source_lladdr: Option<Mac>,
+        /// Link MTU from the MTU option, in bytes.
         mtu: Option<u32>,
+        /// Prefix Information options, in message order.
         prefixes: Vec<PrefixInfo>,
+        /// RDNSS options, in message order.
         rdnss: Vec<Rdnss>,
+        /// DNSSL options, in message order.
         dnssl: Vec<Dnssl>,
     },
+    /// Neighbor Solicitation: address resolution or duplicate address detection.
     NeighborSolicit {
+        /// The address being resolved (unicast).
         target: Ipv6Addr,
+        /// The sender's MAC; absent in duplicate address detection (source `::`).
         source_lladdr: Option<Mac>,
     },
+    /// Neighbor Advertisement: the link-layer address of `target`.
     NeighborAdvert {
+        /// R flag: the sender is a router.
         router: bool,
+        /// S flag: sent in response to a Neighbor Solicitation.
         solicited: bool,
+        /// O flag: the advertisement should override a cached link-layer address.
         override_: bool,
+        /// The address advertised.
         target: Ipv6Addr,
+        /// Its MAC (Target Link-Layer Address option).
         target_lladdr: Option<Mac>,
     },
 }
@@ -180,38 +241,63 @@ pub enum NdpRepr {
 /// An ICMPv6 message as values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Icmpv6Repr<'a> {
+    /// Destination Unreachable (type 1).
     DstUnreachable {
+        /// Reason, e.g. [`CODE_PORT_UNREACHABLE`].
         code: u8,
+        /// The quoted invoking packet; `emit` cuts it to [`MAX_INVOKING`] bytes.
         invoking: &'a [u8],
     },
+    /// Packet Too Big (type 2).
     PacketTooBig {
+        /// MTU of the next-hop link, in bytes.
         mtu: u32,
+        /// The quoted invoking packet (cut to [`MAX_INVOKING`] bytes on emit).
         invoking: &'a [u8],
     },
+    /// Time Exceeded (type 3).
     TimeExceeded {
+        /// [`CODE_HOP_LIMIT`] or [`CODE_REASSEMBLY`].
         code: u8,
+        /// The quoted invoking packet (cut to [`MAX_INVOKING`] bytes on emit).
         invoking: &'a [u8],
     },
+    /// Parameter Problem (type 4).
     ParamProblem {
+        /// E.g. [`CODE_UNKNOWN_NEXT_HEADER`].
         code: u8,
+        /// Byte offset in the invoking packet where the problem was found.
         pointer: u32,
+        /// The quoted invoking packet (cut to [`MAX_INVOKING`] bytes on emit).
         invoking: &'a [u8],
     },
+    /// Echo Request (type 128).
     EchoRequest {
+        /// Identifier (bytes 4..6, big-endian).
         ident: u16,
+        /// Sequence number (bytes 6..8, big-endian).
         seq: u16,
+        /// Echo data, returned unchanged in the reply.
         data: &'a [u8],
     },
+    /// Echo Reply (type 129).
     EchoReply {
+        /// Identifier copied from the request.
         ident: u16,
+        /// Sequence number copied from the request.
         seq: u16,
+        /// Data copied from the request.
         data: &'a [u8],
     },
+    /// One of the NDP messages the gateway models.
     Ndp(NdpRepr),
     /// Anything else (MLD, Redirect, unknown types): type, code and the bytes after the checksum.
     Other {
+        /// Type (byte 0).
         kind: u8,
+        /// Code (byte 1).
         code: u8,
+        /// The bytes after the checksum.
         body: &'a [u8],
     },
 }

@@ -3,23 +3,35 @@
 use super::{be16, checksum, WireError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// IPv4 Protocol / IPv6 Next Header number of ICMP.
 pub const PROTO_ICMP: u8 = 1;
+/// Protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
+/// Protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// Next Header number of ICMPv6.
 pub const PROTO_ICMPV6: u8 = 58;
+/// IPv4 header length without options, in bytes (IHL 5).
 pub const IPV4_HEADER_LEN: usize = 20;
+/// IPv6 fixed header length in bytes.
 pub const IPV6_HEADER_LEN: usize = 40;
+/// TTL / Hop Limit of every packet the gateway originates.
 pub const DEFAULT_TTL: u8 = 64;
 
 /// A parsed IP packet: addresses, protocol and the transport payload (trimmed to the length field).
 #[derive(Clone, Copy, Debug)]
 pub struct IpPacket<'a> {
+    /// Source address (v4 bytes 12..16, v6 bytes 8..24).
     pub src: IpAddr,
+    /// Destination address (v4 bytes 16..20, v6 bytes 24..40).
     pub dst: IpAddr,
+    /// IPv4 Protocol (byte 9) or IPv6 Next Header (byte 6), e.g. [`PROTO_TCP`].
     pub proto: u8,
+    /// IPv4 TTL (byte 8) or IPv6 Hop Limit (byte 7).
     pub ttl: u8,
     /// The IP header bytes (for ICMP errors quoting the packet).
     pub header: &'a [u8],
+    /// The transport bytes, cut to the Total Length / Payload Length field.
     pub payload: &'a [u8],
 }
 

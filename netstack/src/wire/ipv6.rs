@@ -10,16 +10,27 @@
 use super::{be16, be32, checksum, WireError};
 use std::net::{IpAddr, Ipv6Addr};
 
+/// IPv6 fixed header length in bytes.
 pub const HEADER_LEN: usize = 40;
+/// Next Header 0, Hop-by-Hop Options.
 pub const NH_HOP_BY_HOP: u8 = 0;
+/// Next Header 6, TCP.
 pub const NH_TCP: u8 = 6;
+/// Next Header 17, UDP.
 pub const NH_UDP: u8 = 17;
+/// Next Header 43, Routing header.
 pub const NH_ROUTING: u8 = 43;
+/// Next Header 44, Fragment header.
 pub const NH_FRAGMENT: u8 = 44;
+/// Next Header 50, ESP (not walked: its contents are encrypted).
 pub const NH_ESP: u8 = 50;
+/// Next Header 51, Authentication Header.
 pub const NH_AH: u8 = 51;
+/// Next Header 58, ICMPv6.
 pub const NH_ICMPV6: u8 = 58;
+/// Next Header 59, No Next Header.
 pub const NH_NONE: u8 = 59;
+/// Next Header 60, Destination Options.
 pub const NH_DEST_OPTS: u8 = 60;
 /// The most extension headers walked before the packet is refused (RFC 8200 needs at most 6 in
 /// a sane packet; a chain of hundreds is an attack on the walker).
@@ -45,7 +56,13 @@ pub enum Ipv6Error {
     HopByHopNotFirst,
     /// An unrecognised option whose action bits say "discard" (RFC 8200 §4.2). `icmp`: the
     /// sender is owed a Parameter Problem (code 2) pointing at byte `pointer` of the packet.
-    BadOption { pointer: u32, icmp: bool },
+    BadOption {
+        /// Byte offset of the option's type octet from the start of the IPv6 header.
+        pointer: u32,
+        /// Action bits 10 or 11: a Parameter Problem is owed (for 11 only if the destination was
+        /// not multicast, which the caller checks); `false` for 01, discard silently.
+        icmp: bool,
+    },
     /// A malformed option TLV inside hop-by-hop/destination options.
     BadOptionLength,
     /// A fragment header with reserved bits set, or a non-final fragment whose length is not a
@@ -120,13 +137,16 @@ impl UpperLayer<'_> {
 /// The fields of a fragment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragmentInfo {
+    /// Identification (32 bits, big-endian on the wire).
     pub ident: u32,
     /// Offset of this fragment's data in the original payload, in bytes.
     pub offset: u16,
+    /// M flag: more fragments follow.
     pub more: bool,
 }
 
 impl FragmentInfo {
+    /// An atomic fragment (offset 0, no more fragments): the whole payload is here (RFC 6946).
     pub fn is_atomic(&self) -> bool {
         self.offset == 0 && !self.more
     }
@@ -154,24 +174,31 @@ impl<'a> Ipv6Packet<'a> {
             buf: &b[..HEADER_LEN + plen],
         })
     }
+    /// Traffic Class (the 8 bits after the version nibble).
     pub fn traffic_class(&self) -> u8 {
         ((be16(self.buf, 0) >> 4) & 0xff) as u8
     }
+    /// Flow Label (low 20 bits of the first word).
     pub fn flow_label(&self) -> u32 {
         be32(self.buf, 0) & 0x000f_ffff
     }
+    /// Payload Length (bytes 4..6, big-endian): bytes after the fixed header.
     pub fn payload_len(&self) -> u16 {
         be16(self.buf, 4)
     }
+    /// Next Header (byte 6): the first extension header or the upper-layer protocol.
     pub fn next_header(&self) -> u8 {
         self.buf[6]
     }
+    /// Hop Limit (byte 7).
     pub fn hop_limit(&self) -> u8 {
         self.buf[7]
     }
+    /// Source Address (bytes 8..24).
     pub fn src(&self) -> Ipv6Addr {
         addr_at(self.buf, 8)
     }
+    /// Destination Address (bytes 24..40).
     pub fn dst(&self) -> Ipv6Addr {
         addr_at(self.buf, 24)
     }
@@ -318,12 +345,19 @@ fn addr_at(b: &[u8], at: usize) -> Ipv6Addr {
 /// The fixed header as plain values: what [`Ipv6Repr::emit`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv6Repr {
+    /// Source Address.
     pub src: Ipv6Addr,
+    /// Destination Address.
     pub dst: Ipv6Addr,
+    /// Next Header, e.g. [`NH_ICMPV6`].
     pub next_header: u8,
+    /// Payload Length in bytes (everything after the 40-byte header).
     pub payload_len: u16,
+    /// Hop Limit.
     pub hop_limit: u8,
+    /// Traffic Class (DSCP and ECN).
     pub traffic_class: u8,
+    /// Flow Label (20 bits; higher bits are ignored on emit).
     pub flow_label: u32,
 }
 
@@ -340,6 +374,7 @@ impl Ipv6Repr {
             flow_label: 0,
         }
     }
+    /// Copies the fixed header's fields out of a checked packet.
     pub fn parse(p: &Ipv6Packet<'_>) -> Self {
         Ipv6Repr {
             src: p.src(),

@@ -16,18 +16,26 @@ pub mod udp;
 /// Why a packet was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// Shorter than the fixed header or than a length field claims.
     #[error("truncated packet")]
     Truncated,
+    /// The IP version nibble is not the one expected (4 or 6).
     #[error("bad IP version")]
     BadVersion,
+    /// IPv4 IHL or TCP data offset below 5 words or past the buffer, or a malformed TCP option length.
     #[error("bad header length")]
     BadHeaderLength,
+    /// A length field (IPv4 total length, UDP length, IPv6 payload length) is inconsistent with the buffer.
     #[error("bad length field")]
     BadLength,
+    /// The Internet checksum (RFC 1071) does not verify.
     #[error("bad checksum")]
     BadChecksum,
+    /// An IPv4 fragment (MF set or non-zero offset); the gateway does no reassembly and drops it.
     #[error("IP fragment (unsupported)")]
     Fragment,
+    /// Well-formed but outside what warren handles (e.g. non-Ethernet/IPv4 ARP, an IPv6
+    /// next header other than TCP, UDP or ICMPv6).
     #[error("unsupported packet")]
     Unsupported,
 }

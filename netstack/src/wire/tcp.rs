@@ -3,20 +3,33 @@
 use super::{be16, be32, checksum, ip::PROTO_TCP, WireError};
 use std::net::IpAddr;
 
+/// TCP header length without options, in bytes (data offset 5).
 pub const HEADER_LEN: usize = 20;
+/// FIN flag bit (in byte 13 of the header).
 pub const FIN: u8 = 0x01;
+/// SYN flag bit.
 pub const SYN: u8 = 0x02;
+/// RST flag bit.
 pub const RST: u8 = 0x04;
+/// PSH flag bit.
 pub const PSH: u8 = 0x08;
+/// ACK flag bit.
 pub const ACK: u8 = 0x10;
 
+/// A checksum-verified TCP segment with its MSS and window-scale options decoded.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpSegment<'a> {
+    /// Source port (bytes 0..2, big-endian).
     pub src_port: u16,
+    /// Destination port (bytes 2..4, big-endian).
     pub dst_port: u16,
+    /// Sequence number (bytes 4..8, big-endian).
     pub seq: u32,
+    /// Acknowledgment number (bytes 8..12, big-endian); meaningful only with [`ACK`].
     pub ack: u32,
+    /// Control bits (byte 13): [`FIN`], [`SYN`], [`RST`], [`PSH`], [`ACK`], …
     pub flags: u8,
+    /// Window (bytes 14..16, big-endian), not yet scaled by `wscale`.
     pub window: u16,
     /// MSS option, if present.
     pub mss: Option<u16>,
@@ -24,6 +37,7 @@ pub struct TcpSegment<'a> {
     pub wscale: Option<u8>,
     /// Length of the header with its options: where `payload` starts in the segment's bytes.
     pub header_len: usize,
+    /// Data after the header and its options.
     pub payload: &'a [u8],
 }
 
@@ -74,6 +88,7 @@ impl<'a> TcpSegment<'a> {
         Ok(seg)
     }
 
+    /// Whether any bit of `flag` (e.g. [`SYN`]) is set.
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
@@ -87,17 +102,24 @@ impl<'a> TcpSegment<'a> {
 /// What to put in a header written by [`write_header`].
 #[derive(Clone, Copy, Debug)]
 pub struct TcpHeader {
+    /// Source port.
     pub src_port: u16,
+    /// Destination port.
     pub dst_port: u16,
+    /// Sequence number.
     pub seq: u32,
+    /// Acknowledgment number (written as is; set [`ACK`] in `flags` for it to count).
     pub ack: u32,
+    /// Control bits, e.g. `SYN | ACK`.
     pub flags: u8,
+    /// Advertised window, already shifted right by our window scale.
     pub window: u16,
     /// On SYN segments: MSS and (optionally) window scale.
     pub syn_opts: Option<(u16, Option<u8>)>,
 }
 
 impl TcpHeader {
+    /// Header length in bytes: 20, plus 4 for MSS, plus 4 for window scale (NOP + option).
     pub fn len(&self) -> usize {
         match self.syn_opts {
             None => HEADER_LEN,
@@ -105,6 +127,7 @@ impl TcpHeader {
             Some((_, Some(_))) => HEADER_LEN + 8,
         }
     }
+    /// Always `false` (a header is never empty); exists to pair with [`TcpHeader::len`].
     pub fn is_empty(&self) -> bool {
         false
     }

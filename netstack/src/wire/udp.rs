@@ -3,12 +3,17 @@
 use super::{be16, checksum, ip::PROTO_UDP, WireError};
 use std::net::IpAddr;
 
+/// UDP header length in bytes.
 pub const HEADER_LEN: usize = 8;
 
+/// A length- and checksum-verified UDP datagram.
 #[derive(Clone, Copy, Debug)]
 pub struct UdpDatagram<'a> {
+    /// Source port (bytes 0..2, big-endian).
     pub src_port: u16,
+    /// Destination port (bytes 2..4, big-endian).
     pub dst_port: u16,
+    /// Data after the header, cut to the UDP length field (trailing padding dropped).
     pub payload: &'a [u8],
 }
 
