@@ -81,6 +81,7 @@ pub trait HostIo {
     fn tcp_consume(&mut self, id: FlowId, n: usize);
     /// Asks for one `on_tcp_writable` call when the socket can take more data.
     fn tcp_want_write(&mut self, id: FlowId);
+    /// Half-closes the socket (FIN to the host peer) after the guest's FIN and the data before it.
     fn tcp_shutdown_write(&mut self, id: FlowId);
     /// Closes the socket; `reset` aborts it (RST to the peer).
     fn tcp_close(&mut self, id: FlowId, reset: bool);
@@ -90,8 +91,11 @@ pub trait HostIo {
     fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()>;
     /// Opens a UDP socket connected to `dst`.
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()>;
+    /// Sends one datagram on the flow's socket (to its connected destination or forward client).
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()>;
+    /// Receives one datagram into `buf`, returning its length; `WouldBlock` when none is queued.
     fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize>;
+    /// Releases the flow's UDP socket (or its forward client); the id is not used again.
     fn udp_close(&mut self, id: FlowId);
 
     /// Opens an ICMP echo socket towards `dst` (ping socket or raw socket).
@@ -100,6 +104,7 @@ pub trait HostIo {
     fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()>;
     /// Receives one ICMP message (header first, no IP header).
     fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize>;
+    /// Closes the flow's ICMP echo socket.
     fn icmp_close(&mut self, id: FlowId);
 
     /// Sends a DNS query to an upstream over UDP.
