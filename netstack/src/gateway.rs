@@ -17,6 +17,7 @@ use crate::icmp::IcmpNat;
 use crate::stats::Stats;
 use crate::tcp::TcpNat;
 use crate::udp::UdpNat;
+use crate::v6::Lan6;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ip::{self, IpPacket};
 use crate::wire::udp::UdpDatagram;
@@ -33,6 +34,8 @@ pub struct Gateway {
     tcp: TcpNat,
     udp: UdpNat,
     icmp: IcmpNat,
+    /// The IPv6 side (NDP, RA, DHCPv6); `None` with `Config::v6` off.
+    v6: Option<Lan6>,
 }
 
 impl Gateway {
@@ -43,7 +46,12 @@ impl Gateway {
         let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
         let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
         dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
+        let v6 = cfg
+            .v6
+            .clone()
+            .map(|p| Lan6::new(p, cfg.gateway_mac, &cfg.dns_search, seed));
         Gateway {
+            v6,
             ctx: Ctx::new(cfg, seed),
             dns,
             tcp: TcpNat::default(),
@@ -60,6 +68,10 @@ impl Gateway {
     }
     pub fn dhcp(&self) -> &DhcpServer {
         &self.ctx.dhcp
+    }
+    /// The IPv6 side, unless IPv6 is off.
+    pub fn v6(&self) -> Option<&Lan6> {
+        self.v6.as_ref()
     }
     pub fn mac(&self) -> Mac {
         self.ctx.cfg.gateway_mac
@@ -153,7 +165,10 @@ impl Gateway {
                 }
                 Err(e) => self.ctx.bad(now, "ipv4", e),
             },
-            // IPv6 (NDP, RA, DHCPv6, NAT) comes next; addresses and flow keys are already dual-stack.
+            ethernet::ETHERTYPE_IPV6 => match self.v6.as_mut() {
+                Some(v6) => v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io),
+                None => self.ctx.stats.drop_unsupported += 1,
+            },
             _ => self.ctx.stats.drop_unsupported += 1,
         }
         self.forget_evicted();
@@ -451,6 +466,11 @@ impl Gateway {
                 Proto::Tcp => {}
             }
         }
+        if let Some(v6) = self.v6.as_mut() {
+            if v6.next_deadline().is_none_or(|t| t <= now) {
+                v6.poll(&mut self.ctx, now, io);
+            }
+        }
         let actions = self.dns.poll_timeouts(now);
         if !actions.is_empty() {
             self.dns_actions(actions, io);
@@ -464,6 +484,7 @@ impl Gateway {
             self.ctx.flows.next_deadline(),
             self.dns.next_deadline(),
             self.ctx.neigh.next_sweep(),
+            self.v6.as_ref().and_then(Lan6::next_deadline),
         ]
         .into_iter()
         .flatten()
