@@ -269,3 +269,229 @@ fn malformed(ctx: &mut Ctx, now: Instant, what: &str) {
     ctx.stats.v6_malformed += 1;
     ctx.note(now, || format!("dropped a malformed IPv6 packet: {what}"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::testkit::{ctx, Rec, GUEST_MAC};
+    use crate::wire::icmpv6::NdpRepr;
+    use crate::wire::ipv6::{solicited_node, ALL_ROUTERS};
+    use crate::wire::udp;
+    use std::time::Duration;
+
+    fn lan(now: Instant, c: &Ctx) -> Lan6 {
+        let plan = c.cfg.v6.clone().expect("IPv6 on by default");
+        let mut l = Lan6::new(plan, c.cfg.gateway_mac, &[], 7);
+        l.ndp(c, now);
+        l
+    }
+
+    fn guest_ll() -> Ipv6Addr {
+        link_local(&GUEST_MAC)
+    }
+
+    fn icmp_packet(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, m: &Icmpv6Repr<'_>) -> Vec<u8> {
+        let b = m.to_bytes(src, dst);
+        Ipv6Repr::new(src, dst, NH_ICMPV6, b.len() as u16, hop).packet(&b)
+    }
+
+    fn udp_packet(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, p: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; udp::HEADER_LEN + p.len()];
+        b[udp::HEADER_LEN..].copy_from_slice(p);
+        udp::write(&mut b, IpAddr::V6(src), IpAddr::V6(dst), sport, dport);
+        Ipv6Repr::new(src, dst, NH_UDP, b.len() as u16, 1).packet(&b)
+    }
+
+    /// The IPv6 packet of each frame sent.
+    fn sent(io: &mut Rec) -> Vec<Vec<u8>> {
+        io.take_frames()
+            .into_iter()
+            .map(|f| {
+                assert_eq!(&f[12..14], &ethernet::ETHERTYPE_IPV6.to_be_bytes());
+                f[ethernet::HEADER_LEN..].to_vec()
+            })
+            .collect()
+    }
+
+    fn icmp_of(p: &[u8]) -> Icmpv6Repr<'_> {
+        let ip = Ipv6Packet::parse(p).expect("ipv6");
+        let u = ip.upper_layer().expect("upper layer");
+        assert_eq!(u.proto, NH_ICMPV6);
+        Icmpv6Repr::parse(ip.src(), ip.dst(), u.data).expect("valid ICMPv6")
+    }
+
+    #[test]
+    fn neighbour_and_router_solicitations_are_answered() {
+        let now = Instant::now();
+        let mut c = ctx(now);
+        let mut l = lan(now, &c);
+        let mut io = Rec::default();
+        let router = l.plan().router;
+        let ns = Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+            target: router,
+            source_lladdr: Some(GUEST_MAC),
+        });
+        let pkt = icmp_packet(guest_ll(), solicited_node(&router), 255, &ns);
+        l.input(&mut c, now, GUEST_MAC, &pkt, &mut io);
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1);
+        match icmp_of(&out[0]) {
+            Icmpv6Repr::Ndp(NdpRepr::NeighborAdvert {
+                target,
+                target_lladdr,
+                solicited: true,
+                router: true,
+                ..
+            }) => {
+                assert_eq!(target, router);
+                assert_eq!(target_lladdr, Some(c.cfg.gateway_mac));
+            }
+            other => panic!("not a solicited NA: {other:?}"),
+        }
+        assert_eq!(c.neigh.get(&IpAddr::V6(guest_ll())), Some(GUEST_MAC));
+
+        // RS -> an RA within half a second (through the timer), with the prefix and DNS.
+        let rs = Icmpv6Repr::Ndp(NdpRepr::RouterSolicit {
+            source_lladdr: Some(GUEST_MAC),
+        });
+        l.input(
+            &mut c,
+            now,
+            GUEST_MAC,
+            &icmp_packet(guest_ll(), ALL_ROUTERS, 255, &rs),
+            &mut io,
+        );
+        let due = l.next_deadline().expect("RA scheduled");
+        assert!(due <= now + Duration::from_millis(500), "{due:?}");
+        l.poll(&mut c, due, &mut io);
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1);
+        match icmp_of(&out[0]) {
+            Icmpv6Repr::Ndp(NdpRepr::RouterAdvert {
+                prefixes, rdnss, ..
+            }) => {
+                assert_eq!(prefixes[0].prefix, "fec0::".parse::<Ipv6Addr>().unwrap());
+                assert!(prefixes[0].autonomous);
+                assert_eq!(
+                    rdnss[0].servers,
+                    vec!["fec0::3".parse::<Ipv6Addr>().unwrap()]
+                );
+            }
+            other => panic!("not an RA: {other:?}"),
+        }
+        assert_eq!(l.ras_sent(), 1);
+        assert_eq!(c.stats.ndp_sent, 2);
+    }
+
+    #[test]
+    fn echo_to_the_router_is_answered_and_other_ipv6_is_counted() {
+        let now = Instant::now();
+        let mut c = ctx(now);
+        let mut l = lan(now, &c);
+        let mut io = Rec::default();
+        let g: Ipv6Addr = "fec0::5054:ff:fe12:3456".parse().unwrap();
+        let echo = Icmpv6Repr::EchoRequest {
+            ident: 9,
+            seq: 3,
+            data: b"hello",
+        };
+        l.input(
+            &mut c,
+            now,
+            GUEST_MAC,
+            &icmp_packet(g, l.plan().router, 64, &echo),
+            &mut io,
+        );
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            icmp_of(&out[0]),
+            Icmpv6Repr::EchoReply {
+                ident: 9,
+                seq: 3,
+                data: b"hello"
+            }
+        );
+        assert_eq!(c.stats.icmp6_echo_replies, 1);
+        // Echo to the outside world: counted and dropped (no IPv6 NAT yet), nothing sent.
+        let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        l.input(
+            &mut c,
+            now,
+            GUEST_MAC,
+            &icmp_packet(g, far, 64, &echo),
+            &mut io,
+        );
+        assert!(io.take_frames().is_empty());
+        assert_eq!(c.stats.v6_dropped, 1);
+        // Truncated and garbage packets: counted, never a panic.
+        let good = icmp_packet(g, l.plan().router, 64, &echo);
+        for n in 0..good.len() {
+            l.input(&mut c, now, GUEST_MAC, &good[..n], &mut io);
+        }
+        assert!(io.take_frames().is_empty());
+        assert!(c.stats.v6_malformed >= 40, "{}", c.stats.v6_malformed);
+    }
+
+    #[test]
+    fn router_adverts_from_guests_are_counted_and_dropped() {
+        let now = Instant::now();
+        let mut c = ctx(now);
+        let mut l = lan(now, &c);
+        let mut io = Rec::default();
+        let ra = l.ndp(&c, now).router_advert();
+        let pkt = icmp_packet(
+            guest_ll(),
+            crate::wire::ipv6::ALL_NODES,
+            255,
+            &Icmpv6Repr::Ndp(ra),
+        );
+        l.input(&mut c, now, GUEST_MAC, &pkt, &mut io);
+        assert!(io.take_frames().is_empty());
+        assert_eq!(c.stats.ndp_rogue_ra, 1);
+    }
+
+    #[test]
+    fn dhcpv6_information_request_gets_the_dns_server() {
+        let now = Instant::now();
+        let mut c = ctx(now);
+        let mut l = lan(now, &c);
+        let mut io = Rec::default();
+        let m = GUEST_MAC;
+        // Information-Request, xid 1 2 3, client id DUID-LL, elapsed time 0.
+        let mut req = vec![11, 1, 2, 3, 0, 1, 0, 10, 0, 3, 0, 1];
+        req.extend_from_slice(&m);
+        req.extend_from_slice(&[0, 8, 0, 2, 0, 0]);
+        let pkt = udp_packet(guest_ll(), ALL_DHCP_SERVERS, CLIENT_PORT, SERVER_PORT, &req);
+        l.input(&mut c, now, GUEST_MAC, &pkt, &mut io);
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1, "stats {:?}", c.stats);
+        let ip = Ipv6Packet::parse(&out[0]).unwrap();
+        assert_eq!(ip.src(), l.plan().router_ll);
+        assert_eq!(ip.dst(), guest_ll());
+        let u = ip.upper_layer().unwrap();
+        let d = UdpDatagram::parse(u.data, IpAddr::V6(ip.src()), IpAddr::V6(ip.dst())).unwrap();
+        assert_eq!((d.src_port, d.dst_port), (SERVER_PORT, CLIENT_PORT));
+        assert_eq!(&d.payload[..4], &[7, 1, 2, 3], "a Reply to our xid");
+        let dns: Ipv6Addr = "fec0::3".parse().unwrap();
+        assert!(
+            d.payload.windows(16).any(|w| w == dns.octets()),
+            "DNS option carries fec0::3"
+        );
+        assert_eq!(c.stats.dhcp6_replies, 1);
+    }
+
+    #[test]
+    fn ipv6_off_means_no_lan6() {
+        let c = Config {
+            v6: None,
+            ..Config::default()
+        };
+        let g = crate::gateway::Gateway::new(c);
+        assert!(g.v6().is_none());
+        assert!(crate::gateway::Gateway::new(Config::default())
+            .v6()
+            .is_some());
+    }
+}

@@ -820,6 +820,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_plan_options() {
+        let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let v6 = p(&[]).unwrap().config.v6.expect("IPv6 on by default");
+        assert_eq!((v6.router, v6.dns), (six("fec0::2"), six("fec0::3")));
+        assert!(p(&["--no-ipv6"]).unwrap().config.v6.is_none());
+        let v6 = p(&["--net6", "fd00:1::/64", "--dns-addr6", "fd00:1::53"])
+            .unwrap()
+            .config
+            .v6
+            .unwrap();
+        assert_eq!((v6.router, v6.dns), (six("fd00:1::2"), six("fd00:1::53")));
+        let v6 = p(&[
+            "--slirp-options",
+            "ipv6-net=fd00:2::/64,ipv6-host=fd00:2::1",
+        ])
+        .unwrap()
+        .config
+        .v6
+        .unwrap();
+        assert_eq!((v6.router, v6.dns), (six("fd00:2::1"), six("fd00:2::3")));
+        assert!(p(&["--slirp-options", "ipv4=on"])
+            .unwrap()
+            .config
+            .v6
+            .is_none());
+        assert!(p(&["--net6", "fd00::"]).unwrap_err().contains("--net6"));
+        assert!(p(&["--gateway6", "2001:db8::2"]).is_err());
+        assert!(p(&["--no-ipv6", "--net6", "fd00::/64"])
+            .unwrap_err()
+            .contains("--no-ipv6"));
+    }
+
+    #[test]
     fn front_ends_and_isolation() {
         let o = p(&[
             "--dgram",
