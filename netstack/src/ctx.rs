@@ -289,6 +289,9 @@ impl Ctx {
         quote: &[u8],
         io: &mut dyn HostIo,
     ) {
+        if let IpAddr::V6(d6) = dst {
+            return self.send_icmp6_unreachable(mac, src, d6, kind, code, quote, io);
+        }
         let off = ethernet::HEADER_LEN + ip::header_len(dst);
         let n = icmpw::HEADER_LEN + quote.len();
         let mut tx = std::mem::take(&mut self.tx);
@@ -298,6 +301,60 @@ impl Ctx {
         io.transmit(&tx[..len]);
         self.stats.frames_out += 1;
         self.tx = tx;
+    }
+
+    /// [`Ctx::send_icmp_error`] towards an IPv6 guest: the NATs quote an IPv4-shaped header (20
+    /// bytes, protocol at 9) and the transport bytes; this sends ICMPv6 destination unreachable
+    /// quoting an IPv6 header instead, from the router when the NAT named an IPv4 source.
+    #[allow(clippy::too_many_arguments)]
+    fn send_icmp6_unreachable(
+        &mut self,
+        mac: Mac,
+        src: IpAddr,
+        dst: std::net::Ipv6Addr,
+        kind: u8,
+        code: u8,
+        quote: &[u8],
+        io: &mut dyn HostIo,
+    ) {
+        use crate::wire::icmpv6::{self as i6, Icmpv6Repr};
+        use crate::wire::ipv6::{Ipv6Repr, NH_ICMPV6};
+        let Some(plan) = &self.cfg.v6 else {
+            return;
+        };
+        if kind != icmpw::DEST_UNREACHABLE || quote.len() < 20 {
+            return;
+        }
+        let code6 = match code {
+            icmpw::CODE_PORT_UNREACHABLE => i6::CODE_PORT_UNREACHABLE,
+            0 => i6::CODE_NO_ROUTE,
+            9 | 10 | 13 => i6::CODE_ADMIN_PROHIBITED,
+            _ => i6::CODE_ADDR_UNREACHABLE,
+        };
+        let src6 = match src {
+            IpAddr::V6(s) => s,
+            IpAddr::V4(_) => plan.router,
+        };
+        // The invoking packet: guest -> the remote the NAT answered for.
+        let transport = &quote[20..];
+        let Ok(tlen) = u16::try_from(transport.len()) else {
+            return;
+        };
+        let invoking = Ipv6Repr::new(dst, src6, quote[9], tlen, 64).packet(transport);
+        let msg = Icmpv6Repr::DstUnreachable {
+            code: code6,
+            invoking: &invoking,
+        }
+        .to_bytes(src6, dst);
+        let Ok(mlen) = u16::try_from(msg.len()) else {
+            return;
+        };
+        let ip6 = Ipv6Repr::new(src6, dst, NH_ICMPV6, mlen, 64).packet(&msg);
+        let mut f = vec![0u8; ethernet::HEADER_LEN];
+        ethernet::write_header(&mut f, mac, self.cfg.gateway_mac, ethernet::ETHERTYPE_IPV6);
+        f.extend_from_slice(&ip6);
+        io.transmit(&f);
+        self.stats.frames_out += 1;
     }
 
     /// Writes the Ethernet and IP headers in front of `tlen` transport bytes already placed after

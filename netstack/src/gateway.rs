@@ -20,6 +20,7 @@ use crate::udp::UdpNat;
 use crate::v6::Lan6;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ip::{self, IpPacket};
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::udp::UdpDatagram;
 use crate::wire::WireError;
 use crate::{Instant, Mac};
@@ -41,7 +42,12 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with `cfg` (`cfg.dns_upstreams` are the resolved upstream servers, decided by the
     /// caller).
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(mut cfg: Config) -> Self {
+        // The IPv6 plan's MAC and link-local address follow the gateway's MAC.
+        if let Some(p) = cfg.v6.as_mut() {
+            p.router_mac = cfg.gateway_mac;
+            p.router_ll = crate::addr6::link_local(&cfg.gateway_mac);
+        }
         // The only non-deterministic input of the core: a random seed unless the config fixes one.
         let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
         let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
@@ -166,7 +172,11 @@ impl Gateway {
                 Err(e) => self.ctx.bad(now, "ipv4", e),
             },
             ethernet::ETHERTYPE_IPV6 => match self.v6.as_mut() {
-                Some(v6) => v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io),
+                Some(v6) => {
+                    if v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io) {
+                        self.handle_ip6(now, eth.src(), eth.payload(), io);
+                    }
+                }
                 None => self.ctx.stats.drop_unsupported += 1,
             },
             _ => self.ctx.stats.drop_unsupported += 1,
@@ -211,6 +221,44 @@ impl Gateway {
             }
             ip::PROTO_ICMP => self.icmp.input(&mut self.ctx, now, p, io),
             _ => self.ctx.stats.drop_unsupported += 1,
+        }
+    }
+
+    /// A guest's IPv6 TCP or UDP packet that [`Lan6::input`] passed on: the DNS proxy on the DNS
+    /// address, else the NATs.
+    fn handle_ip6(&mut self, now: Instant, src_mac: Mac, packet: &[u8], io: &mut dyn HostIo) {
+        let Ok(p6) = Ipv6Packet::parse(packet) else {
+            return;
+        };
+        let Ok(u) = p6.upper_layer() else {
+            return;
+        };
+        let p = IpPacket {
+            src: IpAddr::V6(p6.src()),
+            dst: IpAddr::V6(p6.dst()),
+            proto: u.proto,
+            ttl: p6.hop_limit(),
+            header: p6.header(),
+            payload: u.data,
+        };
+        match p.proto {
+            ip::PROTO_TCP => {
+                let up = self.dns.preferred_upstream();
+                self.tcp.input(&mut self.ctx, now, &p, up, io)
+            }
+            ip::PROTO_UDP => {
+                let d = match UdpDatagram::parse(p.payload, p.src, p.dst) {
+                    Ok(d) => d,
+                    Err(e) => return self.ctx.bad(now, "udp", e),
+                };
+                let dns6 = self.v6.as_ref().map(|v| IpAddr::V6(v.plan().dns));
+                if d.dst_port == 53 && Some(p.dst) == dns6 {
+                    self.dns_query(now, SocketAddr::new(p.src, d.src_port), d.payload, io);
+                } else {
+                    self.udp.input(&mut self.ctx, now, src_mac, &p, &d, io);
+                }
+            }
+            _ => self.ctx.stats.v6_dropped += 1,
         }
     }
 
@@ -297,9 +345,17 @@ impl Gateway {
             return true;
         }
         if dst == IpAddr::V4(self.ctx.cfg.dns) && d.dst_port == 53 {
+            self.dns_query(now, SocketAddr::new(p.src, d.src_port), d.payload, io);
+            return true;
+        }
+        false
+    }
+
+    /// A guest's DNS query to the proxy (on the IPv4 or the IPv6 DNS address).
+    fn dns_query(&mut self, now: Instant, client: SocketAddr, query: &[u8], io: &mut dyn HostIo) {
+        {
             self.ctx.stats.dns_queries += 1;
-            let client = SocketAddr::new(p.src, d.src_port);
-            match self.dns.on_guest_query(now, client, d.payload) {
+            match self.dns.on_guest_query(now, client, query) {
                 Ok(actions) => self.dns_actions(actions, io),
                 Err(DnsError::TooManyPending) => {
                     self.ctx.stats.dns_drop_pending += 1;
@@ -315,9 +371,7 @@ impl Gateway {
                         .note(now, || format!("ignored a DNS query from {client}: {e}"));
                 }
             }
-            return true;
         }
-        false
     }
 
     fn dns_actions(&mut self, actions: Vec<DnsAction>, io: &mut dyn HostIo) {
@@ -335,15 +389,12 @@ impl Gateway {
                     let Some(mac) = self.ctx.guest_mac(client.ip()) else {
                         continue;
                     };
-                    self.ctx.send_udp_to(
-                        mac,
-                        IpAddr::V4(self.ctx.cfg.dns),
-                        53,
-                        client.ip(),
-                        client.port(),
-                        &response,
-                        io,
-                    );
+                    let from = match (client.ip(), &self.ctx.cfg.v6) {
+                        (IpAddr::V6(_), Some(plan)) => IpAddr::V6(plan.dns),
+                        _ => IpAddr::V4(self.ctx.cfg.dns),
+                    };
+                    self.ctx
+                        .send_udp_to(mac, from, 53, client.ip(), client.port(), &response, io);
                 }
             }
         }

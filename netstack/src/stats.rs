@@ -72,6 +72,8 @@ pub struct Stats {
     pub icmp6_echo_replies: u64,
     pub dhcp6_replies: u64,
     pub dhcp6_bad: u64,
+    /// IPv6 packets above the link MTU, answered with ICMPv6 Packet Too Big.
+    pub v6_too_big: u64,
 }
 
 impl Stats {
@@ -126,6 +128,7 @@ impl Stats {
             ("icmp6_echo_replies", self.icmp6_echo_replies),
             ("dhcp6_replies", self.dhcp6_replies),
             ("dhcp6_bad", self.dhcp6_bad),
+            ("v6_too_big", self.v6_too_big),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway's IPv6 side on the LAN: neighbour discovery and router advertisements
 //! ([`NdpResponder`]), DHCPv6 ([`Dhcpv6Server`]) and ICMPv6 echo to the router and DNS addresses.
-//! Everything else IPv6 is counted (`v6_dropped`) and dropped until the IPv6 NAT lands.
+//! Guest TCP and UDP go on to the NATs (see [`Lan6::input`]); everything else IPv6 is counted
+//! (`v6_dropped`) and dropped.
 
 use crate::addr6::{link_local, Plan6};
 use crate::ctx::Ctx;
@@ -9,7 +10,7 @@ use crate::host::HostIo;
 use crate::ndp::{NdpConfig, NdpDrop, NdpResponder};
 use crate::wire::ethernet;
 use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Repr};
-use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr, ALL_DHCP_SERVERS, NH_ICMPV6, NH_UDP};
+use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr, ALL_DHCP_SERVERS, NH_ICMPV6, NH_TCP, NH_UDP};
 use crate::wire::udp::UdpDatagram;
 use crate::{Instant, Mac};
 use std::net::{IpAddr, Ipv6Addr};
@@ -80,7 +81,9 @@ impl Lan6 {
         self.dhcp.advance(now);
     }
 
-    /// One IPv6 packet (the Ethernet payload) from `src_mac`.
+    /// One IPv6 packet (the Ethernet payload) from `src_mac`. True when it is TCP or UDP for the
+    /// NAT (or the DNS proxy), from a valid guest source now known as a neighbour: the gateway
+    /// hands it on.
     pub fn input(
         &mut self,
         ctx: &mut Ctx,
@@ -88,26 +91,38 @@ impl Lan6 {
         src_mac: Mac,
         packet: &[u8],
         io: &mut dyn HostIo,
-    ) {
+    ) -> bool {
         ctx.stats.v6_frames_in += 1;
         self.ndp(ctx, now);
         let p = match Ipv6Packet::parse(packet) {
             Ok(p) => p,
-            Err(e) => return malformed(ctx, now, &e.to_string()),
+            Err(e) => {
+                malformed(ctx, now, &e.to_string());
+                return false;
+            }
         };
         let u = match p.upper_layer() {
             Ok(u) => u,
-            Err(e) => return malformed(ctx, now, &e.to_string()),
+            Err(e) => {
+                malformed(ctx, now, &e.to_string());
+                return false;
+            }
         };
         if u.is_fragmented() {
             ctx.stats.drop_fragment += 1;
-            return;
+            return false;
+        }
+        if packet.len() > usize::from(ctx.cfg.mtu) {
+            // Never silent loss: the guest learns the link MTU.
+            self.too_big(ctx, src_mac, &p, io);
+            return false;
         }
         let (src, dst) = (p.src(), p.dst());
         match u.proto {
             NH_ICMPV6 => {
                 let Ok(icmp) = Icmpv6Packet::parse(u.data) else {
-                    return malformed(ctx, now, "truncated ICMPv6");
+                    malformed(ctx, now, "truncated ICMPv6");
+                    return false;
                 };
                 match icmp.kind() {
                     icmpv6::ROUTER_SOLICIT..=icmpv6::NEIGHBOR_ADVERT => {
@@ -122,17 +137,57 @@ impl Lan6 {
             NH_UDP => {
                 let d = match UdpDatagram::parse(u.data, IpAddr::V6(src), IpAddr::V6(dst)) {
                     Ok(d) => d,
-                    Err(e) => return malformed(ctx, now, &format!("UDP: {e}")),
+                    Err(e) => {
+                        malformed(ctx, now, &format!("UDP: {e}"));
+                        return false;
+                    }
                 };
                 let to_server = dst == ALL_DHCP_SERVERS || self.is_local(&dst);
                 if d.dst_port == SERVER_PORT && to_server {
                     self.dhcp_input(ctx, now, src_mac, src, d.src_port, d.payload, io)
                 } else {
-                    ctx.stats.v6_dropped += 1;
+                    return self.for_nat(ctx, now, src_mac, src);
                 }
             }
+            NH_TCP => return self.for_nat(ctx, now, src_mac, src),
             _ => ctx.stats.v6_dropped += 1,
         }
+        false
+    }
+
+    /// A guest's TCP or UDP packet from `src`: true if the source is a guest address of the LAN
+    /// (then remembered as `src_mac`'s).
+    fn for_nat(&mut self, ctx: &mut Ctx, now: Instant, src_mac: Mac, src: Ipv6Addr) -> bool {
+        if !self.plan.guest_source_ok(&src) {
+            ctx.stats.drop_spoofed += 1;
+            let m = ethernet::fmt_mac(&src_mac);
+            ctx.note(now, || {
+                format!("dropped a packet from {m} with source address {src} (not a guest address)")
+            });
+            return false;
+        }
+        ctx.learn_neighbour(now, IpAddr::V6(src), src_mac).is_some()
+    }
+
+    /// ICMPv6 Packet Too Big for a packet above the link MTU.
+    fn too_big(&mut self, ctx: &mut Ctx, src_mac: Mac, p: &Ipv6Packet<'_>, io: &mut dyn HostIo) {
+        let (src, dst) = (p.src(), p.dst());
+        if src.is_unspecified() || src.is_multicast() || dst.is_multicast() {
+            ctx.stats.v6_dropped += 1;
+            return;
+        }
+        let from = if self.is_local(&dst) {
+            dst
+        } else {
+            self.plan.router
+        };
+        let msg = Icmpv6Repr::PacketTooBig {
+            mtu: u32::from(ctx.cfg.mtu),
+            invoking: p.as_bytes(),
+        }
+        .to_bytes(from, src);
+        send(ctx, io, src_mac, from, src, NH_ICMPV6, &msg);
+        ctx.stats.v6_too_big += 1;
     }
 
     /// The router's (global or link-local) or the DNS address.

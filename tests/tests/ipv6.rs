@@ -1,7 +1,10 @@
 //! End-to-end IPv6 on the LAN: a real Linux guest under QEMU TCG configures itself by SLAAC from
 //! warren's router advertisements (prefix `fec0::/64`), takes the router's link-local address as
 //! its default route, and pings the router `fec0::2` and the DNS address `fec0::3` (answered by
-//! the gateway itself). Busybox has no DHCPv6 client; DHCPv6 is covered by the core's tests.
+//! the gateway itself). Through the IPv6 NAT it fetches a file over HTTP from a server the test
+//! runs on the host's `[::1]` (via `[fec0::2]:PORT`) and one over TFTP (UDP) from `[::1]`, and it
+//! resolves a name through the DNS proxy on `fec0::3` (the test's own DNS server upstream).
+//! Busybox has no DHCPv6 client; DHCPv6 is covered by the core's tests.
 //!
 //! One guest boot runs every check; each `#[test]` asserts its own part.
 
@@ -12,10 +15,17 @@ use std::time::Duration;
 use warren_tests::backend::{Backend, NetOptions, Network};
 use warren_tests::guest::{Image, DONE_MARKER};
 use warren_tests::qemu::{Guest, DEFAULT_MAC};
+use warren_tests::servers::{pseudo_random, DnsServer, HttpServer, TftpServer};
+
+const DNS_NAME: &str = "v6.warren.example";
+const DNS_ANSWER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 66);
 
 struct Run {
+    backend: Backend,
     results: BTreeMap<String, String>,
     context: String,
+    http: HttpServer,
+    tftp: TftpServer,
 }
 
 impl Run {
@@ -27,7 +37,7 @@ impl Run {
     }
 }
 
-const SCRIPT: &str = r#"
+const SCRIPT_HEAD: &str = r#"
 r() { echo "@@RESULT $1=$2"; }
 r ipv6_kernel "$([ -d /proc/sys/net/ipv6 ] && echo yes || echo no)"
 echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
@@ -52,12 +62,45 @@ r ping_dns_exit $rc
 r ping_dns_replies "$(echo "$out" | grep -c 'bytes from fec0::3')"
 "#;
 
+fn script(http: u16, tftp: u16) -> String {
+    format!(
+        r#"{SCRIPT_HEAD}
+timeout 120 wget -q -O /tmp/big "http://[fec0::2]:{http}/big.bin"
+r http_exit $?
+r http_sha "$(sha256sum /tmp/big | cut -d' ' -f1)"
+cd /tmp && timeout 60 tftp -g -r data.bin -l /tmp/tftp fec0::2 {tftp}
+r tftp_exit $?
+r tftp_sha "$(sha256sum /tmp/tftp | cut -d' ' -f1)"
+out=$(timeout 20 nslookup {DNS_NAME} fec0::3 2>&1); rc=$?
+echo "$out"
+r dns_exit $rc
+r dns_answer "$(echo "$out" | grep -c '{DNS_ANSWER}')"
+"#
+    )
+}
+
 fn run() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
         let backend = Backend::from_env();
-        let image = Image::build("ipv6-slaac", SCRIPT);
-        let net = Network::start(backend, &NetOptions::default());
+        let six = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let http = HttpServer::start_on(
+            BTreeMap::from([("/big.bin".to_owned(), pseudo_random(4 << 20, 66))]),
+            six,
+        );
+        let tftp = TftpServer::start_on(
+            BTreeMap::from([("data.bin".to_owned(), pseudo_random(70_000, 67))]),
+            six,
+        );
+        let dns = DnsServer::start(BTreeMap::from([(DNS_NAME.to_owned(), DNS_ANSWER)]));
+        let image = Image::build("ipv6", &script(http.port, tftp.port));
+        let net = Network::start(
+            backend,
+            &NetOptions {
+                dns_upstream: Some(dns.addr()),
+                ..NetOptions::default()
+            },
+        );
         let guest = Guest::spawn_with(&image, &net.attach, DEFAULT_MAC);
         let done = guest.wait_for(DONE_MARKER, Duration::from_secs(240));
         let context = format!(
@@ -70,8 +113,11 @@ fn run() -> &'static Run {
         }
         eprintln!("ipv6: done after {:?}", guest.elapsed());
         Run {
+            backend,
             results: guest.results(),
             context,
+            http,
+            tftp,
         }
     })
 }
@@ -102,4 +148,38 @@ fn guest_pings_the_router_and_the_dns_address() {
     assert_eq!(run.get("ping_router_replies"), "3", "{}", run.context);
     assert_eq!(run.get("ping_dns_exit"), "0", "{}", run.context);
     assert_eq!(run.get("ping_dns_replies"), "2", "{}", run.context);
+}
+
+#[test]
+fn guest_fetches_over_tcp_from_the_hosts_ipv6_loopback_through_the_router() {
+    let run = run();
+    assert_eq!(run.get("http_exit"), "0", "{}", run.context);
+    assert_eq!(
+        run.get("http_sha"),
+        run.http.sha256("/big.bin"),
+        "{}",
+        run.context
+    );
+}
+
+#[test]
+fn guest_fetches_over_udp_from_the_hosts_ipv6_loopback_through_the_router() {
+    let run = run();
+    assert_eq!(run.get("tftp_exit"), "0", "{}", run.context);
+    assert_eq!(
+        run.get("tftp_sha"),
+        run.tftp.sha256("data.bin"),
+        "{}",
+        run.context
+    );
+}
+
+#[test]
+fn guest_resolves_through_the_dns_proxy_on_its_ipv6_address() {
+    let run = run();
+    if !run.backend.dns_upstream_configurable() {
+        return;
+    }
+    assert_eq!(run.get("dns_exit"), "0", "{}", run.context);
+    assert_ne!(run.get("dns_answer"), "0", "{}", run.context);
 }
