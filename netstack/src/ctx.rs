@@ -289,8 +289,9 @@ impl Ctx {
         quote: &[u8],
         io: &mut dyn HostIo,
     ) {
-        if let IpAddr::V6(d6) = dst {
-            return self.send_icmp6_unreachable(mac, src, d6, kind, code, quote, io);
+        if dst.is_ipv6() {
+            // IPv6 guests get `send_icmp6_unreachable` (the quote here is IPv4-shaped).
+            return;
         }
         let off = ethernet::HEADER_LEN + ip::header_len(dst);
         let n = icmpw::HEADER_LEN + quote.len();
@@ -303,44 +304,41 @@ impl Ctx {
         self.tx = tx;
     }
 
-    /// [`Ctx::send_icmp_error`] towards an IPv6 guest: the NATs quote an IPv4-shaped header (20
-    /// bytes, protocol at 9) and the transport bytes; this sends ICMPv6 destination unreachable
-    /// quoting an IPv6 header instead, from the router when the NAT named an IPv4 source.
+    /// ICMPv6 destination unreachable to IPv6 guest `guest` about its packet of `proto` to
+    /// `remote` (whose first transport bytes are `transport`), from `from` (the router when the
+    /// NAT names an IPv4 address). `code` is the ICMPv4 code the NATs use; it is mapped to ICMPv6's.
     #[allow(clippy::too_many_arguments)]
-    fn send_icmp6_unreachable(
+    pub(crate) fn send_icmp6_unreachable(
         &mut self,
         mac: Mac,
-        src: IpAddr,
-        dst: std::net::Ipv6Addr,
-        kind: u8,
+        from: IpAddr,
+        guest: IpAddr,
+        remote: IpAddr,
+        proto: u8,
         code: u8,
-        quote: &[u8],
+        transport: &[u8],
         io: &mut dyn HostIo,
     ) {
         use crate::wire::icmpv6::{self as i6, Icmpv6Repr};
         use crate::wire::ipv6::{Ipv6Repr, NH_ICMPV6};
-        let Some(plan) = &self.cfg.v6 else {
+        let (Some(plan), IpAddr::V6(dst), IpAddr::V6(remote)) = (&self.cfg.v6, guest, remote)
+        else {
             return;
         };
-        if kind != icmpw::DEST_UNREACHABLE || quote.len() < 20 {
-            return;
-        }
         let code6 = match code {
             icmpw::CODE_PORT_UNREACHABLE => i6::CODE_PORT_UNREACHABLE,
             0 => i6::CODE_NO_ROUTE,
             9 | 10 | 13 => i6::CODE_ADMIN_PROHIBITED,
             _ => i6::CODE_ADDR_UNREACHABLE,
         };
-        let src6 = match src {
+        let src6 = match from {
             IpAddr::V6(s) => s,
             IpAddr::V4(_) => plan.router,
         };
-        // The invoking packet: guest -> the remote the NAT answered for.
-        let transport = &quote[20..];
         let Ok(tlen) = u16::try_from(transport.len()) else {
             return;
         };
-        let invoking = Ipv6Repr::new(dst, src6, quote[9], tlen, 64).packet(transport);
+        let invoking = Ipv6Repr::new(dst, remote, proto, tlen, 64).packet(transport);
         let msg = Icmpv6Repr::DstUnreachable {
             code: code6,
             invoking: &invoking,

@@ -1222,14 +1222,16 @@ impl TcpNat {
                 ip::PROTO_TCP,
                 tcpw::HEADER_LEN,
             );
-        } else {
-            // IPv6: `send_icmp_error` rebuilds the header from the protocol byte.
-            quote[9] = ip::PROTO_TCP;
         }
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..28].copy_from_slice(&irs.to_be_bytes());
         let src = IpAddr::V4(ctx.cfg.gateway);
+        if key.guest.is_ipv6() {
+            let t = &quote[ip::IPV4_HEADER_LEN..];
+            let (g, r) = (key.guest, key.remote);
+            return ctx.send_icmp6_unreachable(mac, src, g, r, ip::PROTO_TCP, code, t, io);
+        }
         ctx.send_icmp_error(
             mac,
             src,

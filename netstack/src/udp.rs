@@ -276,13 +276,15 @@ impl UdpNat {
                 ip::PROTO_UDP,
                 udpw::HEADER_LEN + usize::from(len),
             );
-        } else {
-            // IPv6: `send_icmp_error` rebuilds the header from the protocol byte.
-            quote[9] = ip::PROTO_UDP;
         }
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..26].copy_from_slice(&(len.saturating_add(8)).to_be_bytes());
+        if key.guest.is_ipv6() {
+            let t = &quote[ip::IPV4_HEADER_LEN..];
+            let (code, r) = (icmpw::CODE_PORT_UNREACHABLE, key.remote);
+            return ctx.send_icmp6_unreachable(mac, r, key.guest, r, ip::PROTO_UDP, code, t, io);
+        }
         ctx.send_icmp_error(
             mac,
             key.remote,

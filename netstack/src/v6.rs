@@ -549,4 +549,177 @@ mod tests {
             .v6()
             .is_some());
     }
+
+    // ---- the IPv6 NAT through the gateway ----
+
+    use crate::gateway::Gateway;
+    use crate::host::HostError;
+    use crate::testkit::Call;
+    use crate::wire::tcp::{self as tcpw, TcpHeader, TcpSegment};
+
+    fn g6() -> Ipv6Addr {
+        "fec0::5054:ff:fe12:3456".parse().unwrap()
+    }
+
+    fn frame(p: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; ethernet::HEADER_LEN];
+        ethernet::write_header(
+            &mut f,
+            Config::default().gateway_mac,
+            GUEST_MAC,
+            ethernet::ETHERTYPE_IPV6,
+        );
+        f.extend_from_slice(p);
+        f
+    }
+
+    fn syn6(dst: Ipv6Addr, port: u16) -> Vec<u8> {
+        let h = TcpHeader {
+            src_port: 40000,
+            dst_port: port,
+            seq: 1000,
+            ack: 0,
+            flags: tcpw::SYN,
+            window: 65535,
+            syn_opts: Some((9000, Some(7))),
+        };
+        let mut seg = vec![0u8; h.len()];
+        tcpw::write_header(&mut seg, &h, IpAddr::V6(g6()), IpAddr::V6(dst));
+        frame(&Ipv6Repr::new(g6(), dst, NH_TCP, seg.len() as u16, 64).packet(&seg))
+    }
+
+    #[test]
+    fn tcp_to_the_router_reaches_host_loopback_with_an_ipv6_mss() {
+        let now = Instant::now();
+        let mut gw = Gateway::new(Config::default());
+        let mut io = Rec::default();
+        let router: Ipv6Addr = "fec0::2".parse().unwrap();
+        gw.handle_frame(now, &syn6(router, 8080), &mut io);
+        let id = match io.calls.as_slice() {
+            [Call::TcpConnect(id, to)] => {
+                assert_eq!(*to, "[::1]:8080".parse().unwrap());
+                *id
+            }
+            other => panic!("no connect to [::1]:8080: {other:?}"),
+        };
+        assert!(io.take_frames().is_empty(), "no SYN-ACK before connect()");
+        gw.on_tcp_connected(now, id, Ok(()), &mut io);
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1);
+        let ip = Ipv6Packet::parse(&out[0]).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (router, g6()));
+        let u = ip.upper_layer().unwrap();
+        let seg = TcpSegment::parse(u.data, IpAddr::V6(router), IpAddr::V6(g6())).unwrap();
+        assert_eq!(seg.flags, tcpw::SYN | tcpw::ACK);
+        assert_eq!(seg.mss, Some(1500 - 60), "MSS = MTU - 60 on IPv6");
+        assert_eq!(gw.neighbour(IpAddr::V6(g6())), Some(GUEST_MAC));
+    }
+
+    #[test]
+    fn host_errors_become_rst_or_icmpv6_unreachable() {
+        let now = Instant::now();
+        let far: Ipv6Addr = "2001:db8::80".parse().unwrap();
+        for (err, want_rst) in [
+            (HostError::Refused, true),
+            (HostError::NetUnreachable, false),
+        ] {
+            let mut gw = Gateway::new(Config::default());
+            let mut io = Rec::default();
+            gw.handle_frame(now, &syn6(far, 80), &mut io);
+            let Some(Call::TcpConnect(id, _)) = io.calls.first().cloned() else {
+                panic!("no connect: {:?}", io.calls);
+            };
+            gw.on_tcp_connected(now, id, Err(err.clone()), &mut io);
+            let out = sent(&mut io);
+            assert_eq!(out.len(), 1, "{err:?}");
+            let ip = Ipv6Packet::parse(&out[0]).unwrap();
+            let u = ip.upper_layer().unwrap();
+            if want_rst {
+                let seg = TcpSegment::parse(u.data, IpAddr::V6(far), IpAddr::V6(g6())).unwrap();
+                assert!(seg.flags & tcpw::RST != 0);
+            } else {
+                assert_eq!(u.proto, NH_ICMPV6);
+                match Icmpv6Repr::parse(ip.src(), ip.dst(), u.data).expect("valid ICMPv6") {
+                    Icmpv6Repr::DstUnreachable { code, invoking } => {
+                        assert_eq!(code, icmpv6::CODE_NO_ROUTE);
+                        let q = Ipv6Packet::parse(invoking).expect("quotes an IPv6 header");
+                        assert_eq!((q.src(), q.dst(), q.next_header()), (g6(), far, NH_TCP));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_host_loopback_refuses_the_router_and_lan_addresses_are_never_natted() {
+        let now = Instant::now();
+        let mut gw = Gateway::new(Config {
+            host_loopback: false,
+            ..Config::default()
+        });
+        let mut io = Rec::default();
+        gw.handle_frame(now, &syn6("fec0::2".parse().unwrap(), 22), &mut io);
+        gw.handle_frame(now, &syn6("fec0::99".parse().unwrap(), 22), &mut io);
+        assert!(
+            !io.calls.iter().any(|c| matches!(c, Call::TcpConnect(..))),
+            "{:?}",
+            io.calls
+        );
+        assert_eq!(
+            gw.stats().drop_bad_dest,
+            1,
+            "the LAN prefix is not the outside world"
+        );
+    }
+
+    #[test]
+    fn spoofed_sources_are_dropped() {
+        let now = Instant::now();
+        let mut gw = Gateway::new(Config::default());
+        let mut io = Rec::default();
+        let router: Ipv6Addr = "fec0::2".parse().unwrap();
+        let h = TcpHeader {
+            src_port: 1,
+            dst_port: 80,
+            seq: 1,
+            ack: 0,
+            flags: tcpw::SYN,
+            window: 100,
+            syn_opts: None,
+        };
+        let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        for src in [router, "2001:db8::5".parse().unwrap()] {
+            let mut seg = vec![0u8; h.len()];
+            tcpw::write_header(&mut seg, &h, IpAddr::V6(src), IpAddr::V6(far));
+            let p = Ipv6Repr::new(src, far, NH_TCP, seg.len() as u16, 64).packet(&seg);
+            gw.handle_frame(now, &frame(&p), &mut io);
+        }
+        assert!(io.calls.is_empty(), "{:?}", io.calls);
+        assert_eq!(gw.stats().drop_spoofed, 2);
+    }
+
+    #[test]
+    fn packets_above_the_mtu_get_packet_too_big() {
+        let now = Instant::now();
+        let mut gw = Gateway::new(Config {
+            mtu: 1280,
+            ..Config::default()
+        });
+        let mut io = Rec::default();
+        let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let p = udp_packet(g6(), far, 5000, 5001, &[7u8; 1300]);
+        gw.handle_frame(now, &frame(&p), &mut io);
+        assert!(io.calls.is_empty());
+        let out = sent(&mut io);
+        assert_eq!(out.len(), 1);
+        match icmp_of(&out[0]) {
+            Icmpv6Repr::PacketTooBig { mtu, invoking } => {
+                assert_eq!(mtu, 1280);
+                assert!(invoking.len() <= 1232 && invoking.starts_with(&p[..40]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(gw.stats().v6_too_big, 1);
+    }
 }
