@@ -181,9 +181,12 @@ impl Lan6 {
         } else {
             self.plan.router
         };
+        // The error itself must fit the link: IPv6 + ICMPv6 headers are 48 bytes.
+        let room = usize::from(ctx.cfg.mtu).saturating_sub(48);
+        let quote = p.as_bytes();
         let msg = Icmpv6Repr::PacketTooBig {
             mtu: u32::from(ctx.cfg.mtu),
-            invoking: p.as_bytes(),
+            invoking: &quote[..quote.len().min(room)],
         }
         .to_bytes(from, src);
         send(ctx, io, src_mac, from, src, NH_ICMPV6, &msg);
@@ -721,5 +724,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(gw.stats().v6_too_big, 1);
+        // With a link MTU below IPv6's 1280 the error still fits the link.
+        let mut gw = Gateway::new(Config {
+            mtu: 576,
+            ..Config::default()
+        });
+        gw.handle_frame(
+            now,
+            &frame(&udp_packet(g6(), far, 1, 2, &[0; 700])),
+            &mut io,
+        );
+        let f = io.take_frames();
+        assert_eq!(f.len(), 1);
+        assert!(f[0].len() <= 576 + ethernet::HEADER_LEN, "{}", f[0].len());
     }
 }
