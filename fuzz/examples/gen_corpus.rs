@@ -111,6 +111,60 @@ fn frame_path() {
     s.advance_s(3).advance_s(3);
     write("frame_path", "dns", &s.bytes());
 
+    // IPv6: NS for the router, RS (then the RA timer), echo to the router, a DNS query to ::3,
+    // a TCP connection to an IPv6 host and a UDP datagram above a small MTU.
+    {
+        use netstack::wire::icmpv6::{Icmpv6Repr, NdpRepr};
+        use std::net::{IpAddr, Ipv6Addr};
+        let ll: Ipv6Addr = "fe80::5054:ff:fe12:3456".parse().expect("addr");
+        let g6: Ipv6Addr = "fec0::5054:ff:fe12:3456".parse().expect("addr");
+        let router: Ipv6Addr = "fec0::2".parse().expect("addr");
+        let far: Ipv6Addr = "2001:db8::80".parse().expect("addr");
+        let mut s = FrameScript::new(cfg_flags::MTU_576);
+        let ns = Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+            target: router,
+            source_lladdr: Some(GUEST_MAC),
+        });
+        let sn: Ipv6Addr = "ff02::1:ff00:2".parse().expect("addr");
+        s.frame(&icmpv6(ll, sn, [0x33, 0x33, 0xff, 0, 0, 2], &ns));
+        let rs = Icmpv6Repr::Ndp(NdpRepr::RouterSolicit {
+            source_lladdr: Some(GUEST_MAC),
+        });
+        let all_routers: Ipv6Addr = "ff02::2".parse().expect("addr");
+        s.frame(&icmpv6(ll, all_routers, [0x33, 0x33, 0, 0, 0, 2], &rs));
+        s.advance_ms(600);
+        let echo = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq: 1,
+            data: b"ping",
+        };
+        s.frame(&icmpv6(g6, router, GW_MAC, &echo));
+        let q = dns_query(0x3456, "example.org", 28, true);
+        let dns6 = IpAddr::V6("fec0::3".parse().expect("addr"));
+        s.frame(&udp(GUEST_MAC, IpAddr::V6(g6), 5353, dns6, 53, &q));
+        s.frame(&tcp(
+            IpAddr::V6(g6),
+            40000,
+            IpAddr::V6(far),
+            80,
+            1000,
+            0,
+            SYN,
+            b"",
+        ));
+        s.op(Op::TcpConnected).u8(0).u8(0);
+        s.frame(&udp(
+            GUEST_MAC,
+            IpAddr::V6(g6),
+            5000,
+            IpAddr::V6(far),
+            9,
+            &[1; 700],
+        ));
+        s.advance_s(60);
+        write("frame_path", "ipv6", &s.bytes());
+    }
+
     // DNS with no upstream: SERVFAIL at once.
     let mut s = FrameScript::new(0);
     lease(&mut s);

@@ -1,6 +1,7 @@
 //! What every frame the gateway emits must be, whatever the guests sent: a well-formed Ethernet
 //! frame from the gateway's MAC, no longer than MTU + 14, to a MAC the gateway has heard from (or
-//! broadcast), carrying ARP or IPv4 whose header, length and checksums are right.
+//! broadcast, or IPv6 multicast), carrying ARP, IPv4 or IPv6 whose header, length and checksums
+//! are right.
 
 use netstack::config::Config;
 use netstack::wire::arp::{self, ArpRepr};
@@ -34,6 +35,11 @@ fn check(cfg: &Config, known_macs: &HashSet<Mac>, frame: &[u8]) -> Result<(), St
         ));
     }
     let dst = eth.dst();
+    // IPv6 multicast (33:33:…) carries router advertisements to all nodes.
+    let v6_multicast = dst[0] == 0x33 && dst[1] == 0x33;
+    if eth.ethertype() == ethernet::ETHERTYPE_IPV6 && v6_multicast {
+        return check_v6(cfg, eth.payload());
+    }
     if dst != ethernet::BROADCAST && !known_macs.contains(&dst) {
         return Err(format!("destination MAC {dst:02x?} was never a guest's"));
     }
@@ -86,7 +92,44 @@ fn check(cfg: &Config, known_macs: &HashSet<Mac>, frame: &[u8]) -> Result<(), St
                 other => Err(format!("IP protocol {other}")),
             }
         }
+        ethernet::ETHERTYPE_IPV6 => check_v6(cfg, eth.payload()),
         other => Err(format!("ethertype {other:#06x}")),
+    }
+}
+
+/// An IPv6 packet the gateway may emit: well-formed, to a guest (on the prefix, link-local or
+/// all-nodes), never to the gateway's own addresses, with a valid TCP/UDP/ICMPv6 message.
+fn check_v6(cfg: &Config, b: &[u8]) -> Result<(), String> {
+    use netstack::wire::icmpv6::Icmpv6Repr;
+    use netstack::wire::ipv6::{Ipv6Packet, ALL_NODES, NH_ICMPV6, NH_TCP, NH_UDP};
+    let Some(plan) = &cfg.v6 else {
+        return Err("IPv6 with IPv6 off".into());
+    };
+    let p = Ipv6Packet::parse(b).map_err(|e| format!("ipv6: {e:?}"))?;
+    if p.as_bytes().len() != b.len() {
+        return Err("IPv6 payload length disagrees with the frame".into());
+    }
+    let (src, dst) = (p.src(), p.dst());
+    let link_local = dst.segments()[0] & 0xffc0 == 0xfe80;
+    if !(plan.net.contains(dst) || link_local || dst == ALL_NODES) {
+        return Err(format!("IPv6 destination {dst} is not on the LAN"));
+    }
+    if plan.is_own(&dst) || dst == plan.router_ll {
+        return Err(format!("IPv6 destination {dst} is the gateway's own"));
+    }
+    let u = p.upper_layer().map_err(|e| format!("ipv6 chain: {e:?}"))?;
+    let (s, d) = (IpAddr::V6(src), IpAddr::V6(dst));
+    match u.proto {
+        NH_TCP => TcpSegment::parse(u.data, s, d)
+            .map(|_| ())
+            .map_err(|e| format!("tcp6: {e:?}")),
+        NH_UDP => UdpDatagram::parse(u.data, s, d)
+            .map(|_| ())
+            .map_err(|e| format!("udp6: {e:?}")),
+        NH_ICMPV6 => Icmpv6Repr::parse(src, dst, u.data)
+            .map(|_| ())
+            .map_err(|e| format!("icmpv6: {e:?}")),
+        other => Err(format!("IPv6 next header {other}")),
     }
 }
 

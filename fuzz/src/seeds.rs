@@ -124,10 +124,30 @@ pub fn ipv4(src_mac: Mac, src: IpAddr, dst: IpAddr, proto: u8, transport: &[u8])
     } else {
         GW_MAC
     };
-    let mut p = vec![0u8; ip::IPV4_HEADER_LEN + transport.len()];
+    // IPv6 addresses make an IPv6 packet (the helpers below serve both families).
+    let hl = ip::header_len(dst);
+    let mut p = vec![0u8; hl + transport.len()];
     ip::write_header(&mut p, src, dst, proto, transport.len());
-    p[ip::IPV4_HEADER_LEN..].copy_from_slice(transport);
-    eth(dst_mac, src_mac, ethernet::ETHERTYPE_IPV4, &p)
+    p[hl..].copy_from_slice(transport);
+    let ethertype = if dst.is_ipv4() {
+        ethernet::ETHERTYPE_IPV4
+    } else {
+        ethernet::ETHERTYPE_IPV6
+    };
+    eth(dst_mac, src_mac, ethertype, &p)
+}
+
+/// An ICMPv6 message from a guest at `src` (NDP with hop limit 255), as a frame to `dst_mac`.
+pub fn icmpv6(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    dst_mac: Mac,
+    m: &netstack::wire::icmpv6::Icmpv6Repr<'_>,
+) -> Vec<u8> {
+    use netstack::wire::ipv6::{Ipv6Repr, NH_ICMPV6};
+    let b = m.to_bytes(src, dst);
+    let p = Ipv6Repr::new(src, dst, NH_ICMPV6, b.len() as u16, 255).packet(&b);
+    eth(dst_mac, GUEST_MAC, ethernet::ETHERTYPE_IPV6, &p)
 }
 
 pub fn arp_request(sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! The gateway's address plan and settings. Defaults follow slirp (QEMU `-netdev user`).
 
+use crate::addr6::Plan6;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -168,6 +169,10 @@ pub struct Config {
     /// A fixed seed makes the core deterministic (replayable fuzz crashes and simulation tests) but
     /// makes DNS ids and ISNs predictable: for tests and fuzzing only, never in production.
     pub seed: Option<u64>,
+    /// The IPv6 side of the LAN (NDP, router advertisements, DHCPv6); `None` = IPv4 only
+    /// (`--no-ipv6`). Default: slirp's plan `fec0::/64`, router `::2`, DNS `::3`. The plan's MAC
+    /// and link-local address follow `gateway_mac` when the gateway starts.
+    pub v6: Option<Plan6>,
 }
 
 impl Default for Config {
@@ -202,6 +207,7 @@ impl Default for Config {
             restrict: false,
             guestfwds: Vec::new(),
             seed: None,
+            v6: Some(Plan6::slirp([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02])),
         }
     }
 }

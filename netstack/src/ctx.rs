@@ -289,6 +289,10 @@ impl Ctx {
         quote: &[u8],
         io: &mut dyn HostIo,
     ) {
+        if dst.is_ipv6() {
+            // IPv6 guests get `send_icmp6_unreachable` (the quote here is IPv4-shaped).
+            return;
+        }
         let off = ethernet::HEADER_LEN + ip::header_len(dst);
         let n = icmpw::HEADER_LEN + quote.len();
         let mut tx = std::mem::take(&mut self.tx);
@@ -298,6 +302,57 @@ impl Ctx {
         io.transmit(&tx[..len]);
         self.stats.frames_out += 1;
         self.tx = tx;
+    }
+
+    /// ICMPv6 destination unreachable to IPv6 guest `guest` about its packet of `proto` to
+    /// `remote` (whose first transport bytes are `transport`), from `from` (the router when the
+    /// NAT names an IPv4 address). `code` is the ICMPv4 code the NATs use; it is mapped to ICMPv6's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_icmp6_unreachable(
+        &mut self,
+        mac: Mac,
+        from: IpAddr,
+        guest: IpAddr,
+        remote: IpAddr,
+        proto: u8,
+        code: u8,
+        transport: &[u8],
+        io: &mut dyn HostIo,
+    ) {
+        use crate::wire::icmpv6::{self as i6, Icmpv6Repr};
+        use crate::wire::ipv6::{Ipv6Repr, NH_ICMPV6};
+        let (Some(plan), IpAddr::V6(dst), IpAddr::V6(remote)) = (&self.cfg.v6, guest, remote)
+        else {
+            return;
+        };
+        let code6 = match code {
+            icmpw::CODE_PORT_UNREACHABLE => i6::CODE_PORT_UNREACHABLE,
+            0 => i6::CODE_NO_ROUTE,
+            9 | 10 | 13 => i6::CODE_ADMIN_PROHIBITED,
+            _ => i6::CODE_ADDR_UNREACHABLE,
+        };
+        let src6 = match from {
+            IpAddr::V6(s) => s,
+            IpAddr::V4(_) => plan.router,
+        };
+        let Ok(tlen) = u16::try_from(transport.len()) else {
+            return;
+        };
+        let invoking = Ipv6Repr::new(dst, remote, proto, tlen, 64).packet(transport);
+        let msg = Icmpv6Repr::DstUnreachable {
+            code: code6,
+            invoking: &invoking,
+        }
+        .to_bytes(src6, dst);
+        let Ok(mlen) = u16::try_from(msg.len()) else {
+            return;
+        };
+        let ip6 = Ipv6Repr::new(src6, dst, NH_ICMPV6, mlen, 64).packet(&msg);
+        let mut f = vec![0u8; ethernet::HEADER_LEN];
+        ethernet::write_header(&mut f, mac, self.cfg.gateway_mac, ethernet::ETHERTYPE_IPV6);
+        f.extend_from_slice(&ip6);
+        io.transmit(&f);
+        self.stats.frames_out += 1;
     }
 
     /// Writes the Ethernet and IP headers in front of `tlen` transport bytes already placed after

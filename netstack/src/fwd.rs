@@ -71,6 +71,27 @@ pub fn classify(
                     None => Dest::Host(Target::Addr(SocketAddr::new(IpAddr::V4(v4), port))),
                 };
             }
+            if let Some(plan) = &cfg.v6 {
+                if v6 == plan.dns {
+                    return match (proto, port, dns_upstream) {
+                        (Proto::Tcp, 53, Some(up)) => Dest::Host(Target::Addr(up)),
+                        _ => Dest::Refused,
+                    };
+                }
+                if v6 == plan.router || v6 == plan.router_ll {
+                    return if cfg.restrict || !cfg.host_loopback {
+                        Dest::Refused
+                    } else {
+                        Dest::Host(Target::Addr(SocketAddr::new(
+                            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                            port,
+                        )))
+                    };
+                }
+                if plan.net.contains(v6) {
+                    return Dest::Bad(BadDest::Lan);
+                }
+            }
             let bad = if v6.is_unspecified() {
                 Some(BadDest::Unspecified)
             } else if v6.is_loopback() {

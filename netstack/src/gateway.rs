@@ -17,8 +17,10 @@ use crate::icmp::IcmpNat;
 use crate::stats::Stats;
 use crate::tcp::TcpNat;
 use crate::udp::UdpNat;
+use crate::v6::Lan6;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ip::{self, IpPacket};
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::udp::UdpDatagram;
 use crate::wire::WireError;
 use crate::{Instant, Mac};
@@ -33,17 +35,29 @@ pub struct Gateway {
     tcp: TcpNat,
     udp: UdpNat,
     icmp: IcmpNat,
+    /// The IPv6 side (NDP, RA, DHCPv6); `None` with `Config::v6` off.
+    v6: Option<Lan6>,
 }
 
 impl Gateway {
     /// A gateway with `cfg` (`cfg.dns_upstreams` are the resolved upstream servers, decided by the
     /// caller).
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(mut cfg: Config) -> Self {
+        // The IPv6 plan's MAC and link-local address follow the gateway's MAC.
+        if let Some(p) = cfg.v6.as_mut() {
+            p.router_mac = cfg.gateway_mac;
+            p.router_ll = crate::addr6::link_local(&cfg.gateway_mac);
+        }
         // The only non-deterministic input of the core: a random seed unless the config fixes one.
         let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
         let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
         dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
+        let v6 = cfg
+            .v6
+            .clone()
+            .map(|p| Lan6::new(p, cfg.gateway_mac, &cfg.dns_search, seed));
         Gateway {
+            v6,
             ctx: Ctx::new(cfg, seed),
             dns,
             tcp: TcpNat::default(),
@@ -60,6 +74,10 @@ impl Gateway {
     }
     pub fn dhcp(&self) -> &DhcpServer {
         &self.ctx.dhcp
+    }
+    /// The IPv6 side, unless IPv6 is off.
+    pub fn v6(&self) -> Option<&Lan6> {
+        self.v6.as_ref()
     }
     pub fn mac(&self) -> Mac {
         self.ctx.cfg.gateway_mac
@@ -153,7 +171,14 @@ impl Gateway {
                 }
                 Err(e) => self.ctx.bad(now, "ipv4", e),
             },
-            // IPv6 (NDP, RA, DHCPv6, NAT) comes next; addresses and flow keys are already dual-stack.
+            ethernet::ETHERTYPE_IPV6 => match self.v6.as_mut() {
+                Some(v6) => {
+                    if v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io) {
+                        self.handle_ip6(now, eth.src(), eth.payload(), io);
+                    }
+                }
+                None => self.ctx.stats.drop_unsupported += 1,
+            },
             _ => self.ctx.stats.drop_unsupported += 1,
         }
         self.forget_evicted();
@@ -196,6 +221,44 @@ impl Gateway {
             }
             ip::PROTO_ICMP => self.icmp.input(&mut self.ctx, now, p, io),
             _ => self.ctx.stats.drop_unsupported += 1,
+        }
+    }
+
+    /// A guest's IPv6 TCP or UDP packet that [`Lan6::input`] passed on: the DNS proxy on the DNS
+    /// address, else the NATs.
+    fn handle_ip6(&mut self, now: Instant, src_mac: Mac, packet: &[u8], io: &mut dyn HostIo) {
+        let Ok(p6) = Ipv6Packet::parse(packet) else {
+            return;
+        };
+        let Ok(u) = p6.upper_layer() else {
+            return;
+        };
+        let p = IpPacket {
+            src: IpAddr::V6(p6.src()),
+            dst: IpAddr::V6(p6.dst()),
+            proto: u.proto,
+            ttl: p6.hop_limit(),
+            header: p6.header(),
+            payload: u.data,
+        };
+        match p.proto {
+            ip::PROTO_TCP => {
+                let up = self.dns.preferred_upstream();
+                self.tcp.input(&mut self.ctx, now, &p, up, io)
+            }
+            ip::PROTO_UDP => {
+                let d = match UdpDatagram::parse(p.payload, p.src, p.dst) {
+                    Ok(d) => d,
+                    Err(e) => return self.ctx.bad(now, "udp", e),
+                };
+                let dns6 = self.v6.as_ref().map(|v| IpAddr::V6(v.plan().dns));
+                if d.dst_port == 53 && Some(p.dst) == dns6 {
+                    self.dns_query(now, SocketAddr::new(p.src, d.src_port), d.payload, io);
+                } else {
+                    self.udp.input(&mut self.ctx, now, src_mac, &p, &d, io);
+                }
+            }
+            _ => self.ctx.stats.v6_dropped += 1,
         }
     }
 
@@ -282,9 +345,17 @@ impl Gateway {
             return true;
         }
         if dst == IpAddr::V4(self.ctx.cfg.dns) && d.dst_port == 53 {
+            self.dns_query(now, SocketAddr::new(p.src, d.src_port), d.payload, io);
+            return true;
+        }
+        false
+    }
+
+    /// A guest's DNS query to the proxy (on the IPv4 or the IPv6 DNS address).
+    fn dns_query(&mut self, now: Instant, client: SocketAddr, query: &[u8], io: &mut dyn HostIo) {
+        {
             self.ctx.stats.dns_queries += 1;
-            let client = SocketAddr::new(p.src, d.src_port);
-            match self.dns.on_guest_query(now, client, d.payload) {
+            match self.dns.on_guest_query(now, client, query) {
                 Ok(actions) => self.dns_actions(actions, io),
                 Err(DnsError::TooManyPending) => {
                     self.ctx.stats.dns_drop_pending += 1;
@@ -300,9 +371,7 @@ impl Gateway {
                         .note(now, || format!("ignored a DNS query from {client}: {e}"));
                 }
             }
-            return true;
         }
-        false
     }
 
     fn dns_actions(&mut self, actions: Vec<DnsAction>, io: &mut dyn HostIo) {
@@ -320,15 +389,12 @@ impl Gateway {
                     let Some(mac) = self.ctx.guest_mac(client.ip()) else {
                         continue;
                     };
-                    self.ctx.send_udp_to(
-                        mac,
-                        IpAddr::V4(self.ctx.cfg.dns),
-                        53,
-                        client.ip(),
-                        client.port(),
-                        &response,
-                        io,
-                    );
+                    let from = match (client.ip(), &self.ctx.cfg.v6) {
+                        (IpAddr::V6(_), Some(plan)) => IpAddr::V6(plan.dns),
+                        _ => IpAddr::V4(self.ctx.cfg.dns),
+                    };
+                    self.ctx
+                        .send_udp_to(mac, from, 53, client.ip(), client.port(), &response, io);
                 }
             }
         }
@@ -451,6 +517,11 @@ impl Gateway {
                 Proto::Tcp => {}
             }
         }
+        if let Some(v6) = self.v6.as_mut() {
+            if v6.next_deadline().is_none_or(|t| t <= now) {
+                v6.poll(&mut self.ctx, now, io);
+            }
+        }
         let actions = self.dns.poll_timeouts(now);
         if !actions.is_empty() {
             self.dns_actions(actions, io);
@@ -464,6 +535,7 @@ impl Gateway {
             self.ctx.flows.next_deadline(),
             self.dns.next_deadline(),
             self.ctx.neigh.next_sweep(),
+            self.v6.as_ref().and_then(Lan6::next_deadline),
         ]
         .into_iter()
         .flatten()

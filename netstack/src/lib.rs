@@ -37,6 +37,7 @@ pub mod tcp;
 #[cfg(test)]
 mod testkit;
 pub mod udp;
+pub mod v6;
 pub mod wire;
 
 /// Monotonic time as seen by the core. Always passed in; the core never reads a clock.

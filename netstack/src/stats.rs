@@ -54,6 +54,26 @@ pub struct Stats {
     pub dns_drop_pending: u64,
     /// guestfwd cmd: connections refused: the guest's children cap was reached.
     pub guestfwd_cmd_refused: u64,
+    /// IPv6 frames that reached the gateway.
+    pub v6_frames_in: u64,
+    /// IPv6 packets that are not for the gateway's own services (IPv6 NAT comes later): dropped.
+    pub v6_dropped: u64,
+    /// Malformed IPv6 packets (bad header, extension chain, fragment, checksum).
+    pub v6_malformed: u64,
+    /// Neighbour advertisements and router advertisements sent.
+    pub ndp_sent: u64,
+    /// NDP messages refused (hop limit, bad DAD, wrong destination, malformed).
+    pub ndp_bad: u64,
+    /// Router advertisements from guests (RA guard).
+    pub ndp_rogue_ra: u64,
+    /// Guests that claimed or probed for one of the gateway's IPv6 addresses.
+    pub ndp_conflict: u64,
+    /// ICMPv6 echo requests to the router or DNS addresses answered.
+    pub icmp6_echo_replies: u64,
+    pub dhcp6_replies: u64,
+    pub dhcp6_bad: u64,
+    /// IPv6 packets above the link MTU, answered with ICMPv6 Packet Too Big.
+    pub v6_too_big: u64,
 }
 
 impl Stats {
@@ -98,6 +118,17 @@ impl Stats {
             ("neigh_expired", self.neigh_expired),
             ("dns_drop_pending", self.dns_drop_pending),
             ("guestfwd_cmd_refused", self.guestfwd_cmd_refused),
+            ("v6_frames_in", self.v6_frames_in),
+            ("v6_dropped", self.v6_dropped),
+            ("v6_malformed", self.v6_malformed),
+            ("ndp_sent", self.ndp_sent),
+            ("ndp_bad", self.ndp_bad),
+            ("ndp_rogue_ra", self.ndp_rogue_ra),
+            ("ndp_conflict", self.ndp_conflict),
+            ("icmp6_echo_replies", self.icmp6_echo_replies),
+            ("dhcp6_replies", self.dhcp6_replies),
+            ("dhcp6_bad", self.dhcp6_bad),
+            ("v6_too_big", self.v6_too_big),
         ]
     }
 }

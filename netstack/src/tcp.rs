@@ -310,7 +310,7 @@ impl TcpNat {
             return;
         };
         let iss = ctx.isn.next_u32();
-        let max_mss = ctx.cfg.mtu.saturating_sub(40).max(536);
+        let max_mss = ctx.cfg.mtu.saturating_sub(ip_overhead(key.guest)).max(536);
         let mut flow = TcpFlow::new(
             key,
             guest_mac,
@@ -378,7 +378,7 @@ impl TcpNat {
             return Err(InboundError::TooManyFlows(guest.ip()));
         }
         let iss = ctx.isn.next_u32();
-        let mss = ctx.cfg.mtu.saturating_sub(40).max(536);
+        let mss = ctx.cfg.mtu.saturating_sub(ip_overhead(key.guest)).max(536);
         let mut flow = TcpFlow::new(key, guest_mac, State::SynSent, iss, mss);
         // Our SYN occupies one sequence number and offers window scaling.
         flow.snd_nxt = iss.wrapping_add(1);
@@ -1213,21 +1213,25 @@ impl TcpNat {
         code: u8,
         io: &mut dyn HostIo,
     ) {
-        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else {
-            return;
-        };
         let mut quote = [0u8; ip::IPV4_HEADER_LEN + 8];
-        ip::write_header(
-            &mut quote,
-            key.guest,
-            key.remote,
-            ip::PROTO_TCP,
-            tcpw::HEADER_LEN,
-        );
+        if let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) {
+            ip::write_header(
+                &mut quote,
+                key.guest,
+                key.remote,
+                ip::PROTO_TCP,
+                tcpw::HEADER_LEN,
+            );
+        }
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..28].copy_from_slice(&irs.to_be_bytes());
         let src = IpAddr::V4(ctx.cfg.gateway);
+        if key.guest.is_ipv6() {
+            let t = &quote[ip::IPV4_HEADER_LEN..];
+            let (g, r) = (key.guest, key.remote);
+            return ctx.send_icmp6_unreachable(mac, src, g, r, ip::PROTO_TCP, code, t, io);
+        }
         ctx.send_icmp_error(
             mac,
             src,
@@ -1363,6 +1367,15 @@ fn build_tcp(
         tlen,
     );
     t0 + tlen
+}
+
+/// IP + TCP header bytes of a full segment: MSS = MTU - 40 (IPv4) or MTU - 60 (IPv6).
+fn ip_overhead(a: IpAddr) -> u16 {
+    if a.is_ipv4() {
+        40
+    } else {
+        60
+    }
 }
 
 #[cfg(test)]

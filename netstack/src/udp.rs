@@ -267,20 +267,24 @@ impl UdpNat {
             return;
         };
         let (key, mac, len) = (f.key, f.guest_mac, f.last_len);
-        let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) else {
-            return;
-        };
         let mut quote = [0u8; ip::IPV4_HEADER_LEN + udpw::HEADER_LEN];
-        ip::write_header(
-            &mut quote,
-            key.guest,
-            key.remote,
-            ip::PROTO_UDP,
-            udpw::HEADER_LEN + usize::from(len),
-        );
+        if let (IpAddr::V4(_), IpAddr::V4(_)) = (key.guest, key.remote) {
+            ip::write_header(
+                &mut quote,
+                key.guest,
+                key.remote,
+                ip::PROTO_UDP,
+                udpw::HEADER_LEN + usize::from(len),
+            );
+        }
         quote[20..22].copy_from_slice(&key.guest_port.to_be_bytes());
         quote[22..24].copy_from_slice(&key.remote_port.to_be_bytes());
         quote[24..26].copy_from_slice(&(len.saturating_add(8)).to_be_bytes());
+        if key.guest.is_ipv6() {
+            let t = &quote[ip::IPV4_HEADER_LEN..];
+            let (code, r) = (icmpw::CODE_PORT_UNREACHABLE, key.remote);
+            return ctx.send_icmp6_unreachable(mac, r, key.guest, r, ip::PROTO_UDP, code, t, io);
+        }
         ctx.send_icmp_error(
             mac,
             key.remote,

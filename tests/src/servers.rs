@@ -50,7 +50,13 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves `files` (URL path such as `/small.txt` -> content).
     pub fn start(files: BTreeMap<String, Vec<u8>>) -> HttpServer {
-        let (l, port) = loopback_listener();
+        Self::start_on(files, std::net::IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`HttpServer::start`] on loopback address `ip` (`::1` for IPv6 tests).
+    pub fn start_on(files: BTreeMap<String, Vec<u8>>, ip: std::net::IpAddr) -> HttpServer {
+        let l = TcpListener::bind((ip, 0)).expect("bind loopback listener");
+        let port = l.local_addr().expect("local addr").port();
         let files = Arc::new(files);
         let served = Arc::new(Mutex::new(Vec::new()));
         let (f, s) = (files.clone(), served.clone());
@@ -198,7 +204,12 @@ pub struct TftpServer {
 
 impl TftpServer {
     pub fn start(files: BTreeMap<String, Vec<u8>>) -> TftpServer {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp 127.0.0.1:0");
+        Self::start_on(files, std::net::IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`TftpServer::start`] on loopback address `ip` (`::1` for IPv6 tests).
+    pub fn start_on(files: BTreeMap<String, Vec<u8>>, ip: std::net::IpAddr) -> TftpServer {
+        let s = UdpSocket::bind((ip, 0)).expect("bind udp loopback");
         let port = s.local_addr().expect("local addr").port();
         let files = Arc::new(files);
         let completed = Arc::new(Mutex::new(Vec::new()));

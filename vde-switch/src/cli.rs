@@ -169,6 +169,18 @@ pub struct DaemonArgs {
     /// The gateway address does not reach the host's 127.0.0.1
     #[arg(long, help_heading = "Address plan")]
     pub no_host_loopback: bool,
+    /// IPv6 prefix of the LAN (default fec0::/64; router ::2, DNS ::3 of it)
+    #[arg(long, value_name = "PREFIX/LEN", help_heading = "Address plan")]
+    pub net6: Option<String>,
+    /// IPv6 router address, = host ::1 (default ::2 of --net6)
+    #[arg(long, value_name = "IP6", help_heading = "Address plan")]
+    pub gateway6: Option<String>,
+    /// IPv6 DNS forwarder address (default ::3 of --net6)
+    #[arg(long, value_name = "IP6", help_heading = "Address plan")]
+    pub dns_addr6: Option<String>,
+    /// IPv4 only: no NDP, router advertisements or DHCPv6
+    #[arg(long, help_heading = "Address plan")]
+    pub no_ipv6: bool,
 
     // DNS and DHCP
     /// Upstream DNS server (repeatable; default: /etc/resolv.conf's)
@@ -487,6 +499,11 @@ pub enum OptionsError {
     SlirpOptionsTwice,
     #[error("--slirp-options: {0}")]
     SlirpOptions(String),
+    /// The IPv6 plan (`--net6`, `--gateway6`, `--dns-addr6`, `ipv6-*` slirp options).
+    #[error("{0}")]
+    Ipv6(String),
+    #[error("--no-ipv6 contradicts --net6/--gateway6/--dns-addr6")]
+    NoIpv6Contradiction,
     /// A `--guestfwd` (or `guestfwd=` in `--slirp-options`) the gateway's plan cannot take.
     #[error("--guestfwd {spec}: {why}")]
     GuestFwd { spec: String, why: String },
@@ -603,6 +620,42 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
         }
         hostfwd.extend(so.hostfwd.iter().cloned());
         guestfwd.extend(so.guestfwd.iter().cloned());
+        if !so.ipv6_enabled() {
+            config.v6 = None;
+        } else if so.ipv6_prefix.is_some()
+            || so.ipv6_prefix_len.is_some()
+            || so.ipv6_host.is_some()
+            || so.ipv6_dns.is_some()
+        {
+            let p = netstack::addr6::Plan6::from_qemu_typed(
+                so.ipv6_prefix,
+                so.ipv6_prefix_len,
+                so.ipv6_host,
+                so.ipv6_dns,
+                so.restrict == Some(true),
+                config.gateway_mac,
+            )
+            .map_err(|e| OptionsError::SlirpOptions(e.to_string()))?;
+            config.v6 = Some(p);
+        }
+    }
+    let v6_given = a.net6.is_some() || a.gateway6.is_some() || a.dns_addr6.is_some();
+    if a.no_ipv6 {
+        if v6_given {
+            return Err(OptionsError::NoIpv6Contradiction);
+        }
+        config.v6 = None;
+    } else if v6_given {
+        if let Some(base) = &config.v6 {
+            let p = netstack::addr6::Plan6::from_options(
+                base,
+                a.net6.as_deref(),
+                a.gateway6.as_deref(),
+                a.dns_addr6.as_deref(),
+            )
+            .map_err(OptionsError::Ipv6)?;
+            config.v6 = Some(p);
+        }
     }
     for g in &guestfwd {
         g.resolved_addr(&config)
@@ -786,6 +839,39 @@ mod tests {
         assert!(p(&["--vde-mode", "0800"]).is_err());
         assert!(p(&["--vde-mode", "1777"]).is_err());
         assert!(p(&["--vde-group", "no-such-group-here"]).is_err());
+    }
+
+    #[test]
+    fn ipv6_plan_options() {
+        let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let v6 = p(&[]).unwrap().config.v6.expect("IPv6 on by default");
+        assert_eq!((v6.router, v6.dns), (six("fec0::2"), six("fec0::3")));
+        assert!(p(&["--no-ipv6"]).unwrap().config.v6.is_none());
+        let v6 = p(&["--net6", "fd00:1::/64", "--dns-addr6", "fd00:1::53"])
+            .unwrap()
+            .config
+            .v6
+            .unwrap();
+        assert_eq!((v6.router, v6.dns), (six("fd00:1::2"), six("fd00:1::53")));
+        let v6 = p(&[
+            "--slirp-options",
+            "ipv6-net=fd00:2::/64,ipv6-host=fd00:2::1",
+        ])
+        .unwrap()
+        .config
+        .v6
+        .unwrap();
+        assert_eq!((v6.router, v6.dns), (six("fd00:2::1"), six("fd00:2::3")));
+        assert!(p(&["--slirp-options", "ipv4=on"])
+            .unwrap()
+            .config
+            .v6
+            .is_none());
+        assert!(p(&["--net6", "fd00::"]).unwrap_err().contains("--net6"));
+        assert!(p(&["--gateway6", "2001:db8::2"]).is_err());
+        assert!(p(&["--no-ipv6", "--net6", "fd00::/64"])
+            .unwrap_err()
+            .contains("--no-ipv6"));
     }
 
     #[test]

@@ -19,6 +19,9 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: u8 = 17;
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCP_CLIENT_PORT: u16 = 68;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMPV6_RA: u8 = 134;
+const DHCPV6_SERVER_PORT: u16 = 547;
 
 /// What a refused frame claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +71,13 @@ pub enum L3 {
     /// IPv4: the source address, and whether the packet is a DHCP *server* message (UDP from port
     /// 67, or a BOOTREPLY to port 67/68), which no guest may send.
     Ipv4 { src: [u8; 4], dhcp_server: bool },
-    /// IPv6. Hook for the IPv6 source guard (ND/DHCPv6 snooping) once the gateway serves IPv6; today
-    /// only storm control and the MAC rules apply to it.
-    Ipv6,
+    /// IPv6: whether the packet is a router advertisement (ICMPv6 type 134) or a DHCPv6 server
+    /// message (UDP from port 547), which no guest may send (RA guard, DHCPv6 guard). Only a
+    /// header chain without extension headers is looked into.
+    Ipv6 {
+        router_advert: bool,
+        dhcp_server: bool,
+    },
     /// Anything else (or too short to say).
     Other,
 }
@@ -108,7 +115,15 @@ fn inspect_opt(frame: &[u8]) -> Option<L3> {
                 dhcp_server: dhcp_server(frame, off),
             })
         }
-        ETHERTYPE_IPV6 => Some(L3::Ipv6),
+        ETHERTYPE_IPV6 => {
+            let next = frame.get(off + 6).copied();
+            let l4 = off + 40;
+            Some(L3::Ipv6 {
+                router_advert: next == Some(IPPROTO_ICMPV6) && frame.get(l4) == Some(&ICMPV6_RA),
+                dhcp_server: next == Some(IPPROTO_UDP)
+                    && be16(frame, l4) == Some(DHCPV6_SERVER_PORT),
+            })
+        }
         _ => None,
     }
 }
@@ -267,8 +282,42 @@ mod tests {
         );
         let mut f = ipv4(GW);
         f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-        assert_eq!(inspect(&f), L3::Ipv6);
+        let plain = L3::Ipv6 {
+            router_advert: false,
+            dhcp_server: false,
+        };
+        assert_eq!(inspect(&f), plain);
         assert_eq!(inspect(&f[..13]), L3::Other);
+    }
+
+    fn ipv6(next: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[14 + 6] = next;
+        f.extend_from_slice(l4);
+        f
+    }
+
+    #[test]
+    fn ipv6_router_adverts_and_dhcpv6_server_messages_are_spotted() {
+        let l3 = |ra, ds| L3::Ipv6 {
+            router_advert: ra,
+            dhcp_server: ds,
+        };
+        assert_eq!(inspect(&ipv6(58, &[134, 0, 0, 0])), l3(true, false));
+        assert_eq!(inspect(&ipv6(58, &[133, 0, 0, 0])), l3(false, false));
+        assert_eq!(
+            inspect(&ipv6(17, &[2, 35, 2, 34, 0, 8, 0, 0])),
+            l3(false, true)
+        );
+        assert_eq!(
+            inspect(&ipv6(17, &[2, 34, 2, 35, 0, 8, 0, 0])),
+            l3(false, false)
+        );
+        // Truncated: nothing claimed, no panic.
+        assert_eq!(inspect(&ipv6(58, &[])), l3(false, false));
+        assert_eq!(inspect(&ipv6(17, &[2])), l3(false, false));
     }
 
     #[test]

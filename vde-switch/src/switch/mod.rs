@@ -374,10 +374,25 @@ impl Switch {
                 log::debug!("port {port}: dropped a DHCP server message");
                 return false;
             }
+            L3::Ipv6 {
+                router_advert: true,
+                ..
+            } => {
+                p.counters.drop_rogue_ra += 1;
+                log::debug!("port {port}: dropped an IPv6 router advertisement");
+                return false;
+            }
+            L3::Ipv6 {
+                dhcp_server: true, ..
+            } => {
+                p.counters.drop_dhcp_server += 1;
+                log::debug!("port {port}: dropped a DHCPv6 server message");
+                return false;
+            }
             L3::Arp { spa } => Some(spa),
             L3::Ipv4 { src, .. } => Some(src),
-            // IPv6 source guard: bind ND/DHCPv6 addresses here once the gateway serves IPv6.
-            L3::Ipv6 | L3::Other => None,
+            // IPv6 source guard (ND/DHCPv6 snooping): not yet.
+            L3::Ipv6 { .. } | L3::Other => None,
         };
         if let Some(ip) = claimed.map(std::net::Ipv4Addr::from) {
             if ip.is_unspecified() {

@@ -80,10 +80,12 @@ pub struct PortCounters {
     pub drop_dhcp_server: u64,
     /// ARP/IPv4 claiming a new address while the binding table was full.
     pub drop_bind_limit: u64,
+    /// IPv6 router advertisements from this port (RA guard).
+    pub drop_rogue_ra: u64,
 }
 
 /// The counters' names as `stats` shows the switch-wide totals (the per-port name is without `port_`).
-const STAT_NAMES: [&str; 15] = [
+const STAT_NAMES: [&str; 16] = [
     "port_frames_in",
     "port_frames_out",
     "port_bytes_in",
@@ -99,10 +101,11 @@ const STAT_NAMES: [&str; 15] = [
     "port_drop_mac_limit",
     "port_drop_dhcp_server",
     "port_drop_bind_limit",
+    "port_drop_rogue_ra",
 ];
 
 impl PortCounters {
-    fn values(&self) -> [u64; 15] {
+    fn values(&self) -> [u64; 16] {
         [
             self.frames_in,
             self.frames_out,
@@ -119,10 +122,11 @@ impl PortCounters {
             self.drop_mac_limit,
             self.drop_dhcp_server,
             self.drop_bind_limit,
+            self.drop_rogue_ra,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 15] {
+    fn fields_mut(&mut self) -> [&mut u64; 16] {
         [
             &mut self.frames_in,
             &mut self.frames_out,
@@ -139,17 +143,18 @@ impl PortCounters {
             &mut self.drop_mac_limit,
             &mut self.drop_dhcp_server,
             &mut self.drop_bind_limit,
+            &mut self.drop_rogue_ra,
         ]
     }
 
     /// The counters by name (`frames_in`, `drop_storm`, ...).
-    pub fn pairs(&self) -> [(&'static str, u64); 15] {
+    pub fn pairs(&self) -> [(&'static str, u64); 16] {
         let v = self.values();
         std::array::from_fn(|i| (&STAT_NAMES[i][5..], v[i]))
     }
 
     /// The counters by their switch-wide name (`port_frames_in`, `port_drop_storm`, ...).
-    pub fn stat_pairs(&self) -> [(&'static str, u64); 15] {
+    pub fn stat_pairs(&self) -> [(&'static str, u64); 16] {
         let v = self.values();
         std::array::from_fn(|i| (STAT_NAMES[i], v[i]))
     }
