@@ -58,12 +58,15 @@ impl Ipv6Net {
             .map_err(|_| format!("{a:?} is not an IPv6 address"))?;
         Self::new(addr, l)
     }
+    /// The network address (host bits cleared).
     pub fn addr(&self) -> Ipv6Addr {
         self.addr
     }
+    /// The prefix length.
     pub fn prefix_len(&self) -> u8 {
         self.len
     }
+    /// Whether `a` lies inside the prefix.
     pub fn contains(&self, a: Ipv6Addr) -> bool {
         u128::from(a) & mask(self.len) == u128::from(self.addr)
     }
@@ -167,10 +170,15 @@ pub const NAMESPACE_HOST: u128 = 0x100;
 /// QEMU `-netdev user` IPv6 values as given (each `None` when absent).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QemuV6<'a> {
+    /// `ipv6-net=` (address/length).
     pub net: Option<&'a str>,
+    /// `ipv6-prefix=`.
     pub prefix: Option<&'a str>,
+    /// `ipv6-prefixlen=`.
     pub prefixlen: Option<&'a str>,
+    /// `ipv6-host=`: the router's address.
     pub host: Option<&'a str>,
+    /// `ipv6-dns=`: the DNS server's address.
     pub dns: Option<&'a str>,
     /// `restrict=on`: then `ipv6-dns` must lie inside the prefix too (as in QEMU).
     pub restrict: bool,
@@ -420,6 +428,7 @@ impl Plan6 {
     pub fn own_addrs(&self) -> [Ipv6Addr; 3] {
         [self.router, self.dns, self.router_ll]
     }
+    /// Whether `a` is one of [`Self::own_addrs`].
     pub fn is_own(&self, a: &Ipv6Addr) -> bool {
         self.own_addrs().contains(a)
     }

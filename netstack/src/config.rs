@@ -8,27 +8,45 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("prefix /{0} leaves no room for guests (at most /30)")]
+    /// The prefix length is above /30.
     PrefixTooLong(u8),
     #[error("bad prefix length in {0:?}")]
+    /// The prefix after `/` is not a number.
     BadPrefix(String),
     #[error("bad IPv4 address in {0:?}")]
+    /// The address part does not parse as IPv4.
     BadAddress(String),
     #[error("{name} address {ip} is outside {net}/{prefix}")]
+    /// An address (gateway, DNS, DHCP start/end) lies outside the network.
     Outside {
+        /// Which setting (e.g. `gateway`).
         name: &'static str,
+        /// The offending address.
         ip: Ipv4Addr,
+        /// The network address.
         net: Ipv4Addr,
+        /// The network's prefix length.
         prefix: u8,
     },
     #[error("{name} address {ip} is the network or broadcast address")]
-    NetworkOrBroadcast { name: &'static str, ip: Ipv4Addr },
+    /// An address is the network's own or its broadcast address.
+    NetworkOrBroadcast {
+        /// Which setting (e.g. `gateway`).
+        name: &'static str,
+        /// The offending address.
+        ip: Ipv4Addr,
+    },
     #[error("guestfwd address {0} must be a free address inside the network")]
+    /// The guestfwd address is not a free address inside the network.
     GuestFwdAddress(Ipv4Addr),
     #[error("dns address {0} cannot be reached through the gateway (unspecified, loopback, multicast or reserved)")]
+    /// The DNS address is unspecified, loopback, multicast or reserved.
     DnsUnreachable(Ipv4Addr),
     #[error("gateway and DNS addresses must differ")]
+    /// The gateway and DNS addresses are the same.
     GatewayIsDns,
     #[error("MTU {0} out of range 576..=65520")]
+    /// The MTU is outside 576..=65520.
     Mtu(u16),
 }
 
@@ -42,11 +60,14 @@ impl From<ConfigError> for String {
 /// An IPv4 network: address and prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Net {
+    /// The network address (host bits cleared by [`Ipv4Net::new`]).
     pub addr: Ipv4Addr,
+    /// Prefix length, 0..=30.
     pub prefix: u8,
 }
 
 impl Ipv4Net {
+    /// Makes a network from an address (host bits are cleared) and a prefix length; refuses prefixes above /30.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, ConfigError> {
         if prefix > 30 {
             return Err(ConfigError::PrefixTooLong(prefix));
@@ -63,15 +84,19 @@ impl Ipv4Net {
             u32::MAX << (32 - u32::from(prefix))
         }
     }
+    /// The netmask, e.g. 255.255.255.0 for /24.
     pub fn mask(&self) -> Ipv4Addr {
         Ipv4Addr::from(Self::mask_bits(self.prefix))
     }
+    /// The network address (same as `addr`).
     pub fn network(&self) -> Ipv4Addr {
         self.addr
     }
+    /// The broadcast address (all host bits set).
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) | !Self::mask_bits(self.prefix))
     }
+    /// Whether `ip` lies inside the network (network and broadcast included).
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & Self::mask_bits(self.prefix) == u32::from(self.addr)
     }
@@ -104,8 +129,11 @@ pub enum GuestFwdTarget {
 /// A guestfwd: connections from guests to `addr:port` (a virtual address in the LAN) go to `target`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestFwd {
+    /// The virtual address guests connect to.
     pub addr: Ipv4Addr,
+    /// The TCP port guests connect to.
     pub port: u16,
+    /// Where the connections go.
     pub target: GuestFwdTarget,
 }
 

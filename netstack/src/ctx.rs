@@ -38,7 +38,9 @@ pub(crate) struct BatchPos {
 
 /// The gateway's shared state, as the protocol modules see it.
 pub struct Ctx {
+    /// The gateway's configuration (fixed after start).
     pub cfg: Config,
+    /// Counters the protocol modules increment; read by the driver and the `stats` API.
     pub stats: Stats,
     /// Guest address → the MAC it sends from (learned from valid frames and DHCP); bounded, aging.
     pub neigh: NeighTable,

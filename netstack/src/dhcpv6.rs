@@ -39,7 +39,9 @@ use std::hash::Hasher;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+/// The UDP port the DHCPv6 server listens on (547).
 pub const SERVER_PORT: u16 = 547;
+/// The UDP port DHCPv6 clients listen on (546).
 pub const CLIENT_PORT: u16 = 546;
 /// How long an Advertise reserves its address for the client.
 pub const OFFER_HOLD: Duration = Duration::from_secs(60);
@@ -65,12 +67,15 @@ const OPT_DOMAIN_LIST: u16 = 24;
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Dhcpv6Config {
+    /// The IPv6 addresses (router, DNS, pool) the server hands out from.
     pub plan: Plan6,
     /// Option 23 (default: the plan's DNS address).
     pub dns_servers: Vec<Ipv6Addr>,
     /// Option 24 (invalid names are left out).
     pub domains: Vec<String>,
+    /// Preferred lifetime of leased addresses (default 12 h).
     pub preferred_lifetime: Duration,
+    /// Valid lifetime of leased addresses (default 24 h).
     pub valid_lifetime: Duration,
     /// Answer a Solicit carrying Rapid Commit with a Reply at once.
     pub rapid_commit: bool,
@@ -78,10 +83,12 @@ pub struct Dhcpv6Config {
     pub info_refresh: Duration,
     /// Key of the address hash; constant across restarts keeps addresses stable.
     pub hash_key: u64,
+    /// Most leases kept (default `MAX_LEASES`).
     pub max_leases: usize,
 }
 
 impl Dhcpv6Config {
+    /// Default settings for `plan`: its DNS address, no domains, 12 h/24 h lifetimes, Rapid Commit on, 24 h refresh, hash key from the router MAC.
     pub fn new(plan: Plan6) -> Self {
         let dns = plan.dns;
         let mac = plan.router_mac;
@@ -102,14 +109,18 @@ impl Dhcpv6Config {
 /// A reply: UDP payload from port 547 to the client's port 546.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dhcpv6Reply {
+    /// The DHCPv6 message.
     pub payload: Vec<u8>,
+    /// The client's (link-local) address.
     pub dst: Ipv6Addr,
+    /// The client's MAC.
     pub dst_mac: Mac,
 }
 
 /// Why a message was ignored (counted as a DHCPv6 drop).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dhcpv6Error {
+    /// The message did not parse; the text says why.
     Malformed(String),
     /// A server or relay message type from a guest.
     NotClientMessage(u8),
@@ -135,10 +146,15 @@ fn malformed(s: impl Into<String>) -> Dhcpv6Error {
 /// One lease as reported to the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease6 {
+    /// The client's DUID.
     pub duid: Vec<u8>,
+    /// The IA_NA's identity association ID.
     pub iaid: u32,
+    /// The leased address.
     pub addr: Ipv6Addr,
+    /// The MAC the client sent from.
     pub mac: Mac,
+    /// When the lease runs out.
     pub expires: Instant,
 }
 
@@ -180,6 +196,7 @@ struct Request {
     rapid_commit: bool,
 }
 
+/// A stateful DHCPv6 server (IA_NA addresses, Information-Request) for the guests; sans-IO, time passed in.
 pub struct Dhcpv6Server {
     cfg: Dhcpv6Config,
     duid: Vec<u8>,
@@ -190,6 +207,7 @@ pub struct Dhcpv6Server {
 }
 
 impl Dhcpv6Server {
+    /// A server with no leases; its DUID is DUID-LL from the router MAC.
     pub fn new(cfg: Dhcpv6Config) -> Self {
         let m = cfg.plan.router_mac;
         // DUID-LL: type 3, hardware type 1 (Ethernet), the MAC.
@@ -798,8 +816,8 @@ fn push_opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
 }
 
 /// Copies the header and only the options the server reads, each with a valid length: client
-/// and server id (1-130 bytes, first copy), IA_NA (at least 12 bytes, at most [`MAX_IAS`], with
-/// only its IAAddr sub-options cut to their fixed 24 bytes, at most [`MAX_IA_ADDRS`]), ORO (even
+/// and server id (1-130 bytes, first copy), IA_NA (at least 12 bytes, at most `MAX_IAS`, with
+/// only its IAAddr sub-options cut to their fixed 24 bytes, at most `MAX_IA_ADDRS`), ORO (even
 /// length), Elapsed Time (2 bytes), Rapid Commit (empty). Everything else is dropped, so
 /// `dhcproto` never sees a length it could trust wrongly, nor nesting deeper than one level.
 pub fn sanitize(payload: &[u8]) -> Result<Vec<u8>, Dhcpv6Error> {

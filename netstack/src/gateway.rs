@@ -29,6 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 pub use crate::ctx::{EVICT_MIN_IDLE, MAX_FRAME};
 pub use crate::fwd::Target;
 
+/// The sans-IO gateway: takes guest frames, host events and the time; emits frames to guests and socket operations through `HostIo`.
 pub struct Gateway {
     ctx: Ctx,
     dns: DnsForwarder,
@@ -66,12 +67,15 @@ impl Gateway {
         }
     }
 
+    /// The configuration the gateway runs with.
     pub fn config(&self) -> &Config {
         &self.ctx.cfg
     }
+    /// The counters so far (see [`Stats`]).
     pub fn stats(&self) -> &Stats {
         &self.ctx.stats
     }
+    /// The IPv4 DHCP server and its leases.
     pub fn dhcp(&self) -> &DhcpServer {
         &self.ctx.dhcp
     }
@@ -79,6 +83,7 @@ impl Gateway {
     pub fn v6(&self) -> Option<&Lan6> {
         self.v6.as_ref()
     }
+    /// The gateway's own MAC address (`Config::gateway_mac`).
     pub fn mac(&self) -> Mac {
         self.ctx.cfg.gateway_mac
     }

@@ -1,6 +1,6 @@
 //! ICMP: echo requests from guests go out through host ICMP sockets (unprivileged ping sockets where
 //! `net.ipv4.ping_group_range` allows, raw sockets when privileged); replies are real, never forged.
-//! (The ICMP errors the gateway sends to guests are built by [`Ctx::send_icmp_error`].)
+//! (The ICMP errors the gateway sends to guests are built by `Ctx::send_icmp_error`.)
 
 use crate::ctx::Ctx;
 use crate::flow::{FlowId, FlowKey, Proto, Slab};
@@ -35,9 +35,11 @@ fn fid(idx: u32, gen: u32) -> FlowId {
 }
 
 impl IcmpNat {
+    /// Number of open ICMP echo flows.
     pub fn len(&self) -> usize {
         self.flows.len()
     }
+    /// Whether no ICMP echo flow is open.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

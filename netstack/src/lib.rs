@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! warren's gateway library.
 //!
 //! The core is sans-IO: [`gateway::Gateway`] takes Ethernet frames from guests and events from the host,

@@ -37,8 +37,11 @@ use std::time::Duration;
 
 /// RFC 4861 §10 router constants.
 pub const MAX_RA_DELAY: Duration = Duration::from_millis(500);
+/// Least time between multicast RAs (RFC 4861 MIN_DELAY_BETWEEN_RAS, 3 s).
 pub const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
+/// Longest interval between the first unsolicited RAs (RFC 4861, 16 s).
 pub const MAX_INITIAL_RTR_ADVERT_INTERVAL: Duration = Duration::from_secs(16);
+/// How many first unsolicited RAs use the shorter initial interval (RFC 4861, 3).
 pub const MAX_INITIAL_RTR_ADVERTISEMENTS: u8 = 3;
 /// The random-stream label of the responder's jitter (distinct from the core's other streams).
 const STREAM_NDP: u64 = 0x6e64_7036;
@@ -46,6 +49,7 @@ const STREAM_NDP: u64 = 0x6e64_7036;
 /// What the responder advertises.
 #[derive(Clone, Debug)]
 pub struct NdpConfig {
+    /// The addresses advertised: router link-local address and MAC, prefix, DNS.
     pub plan: Plan6,
     /// Link MTU announced in the MTU option.
     pub mtu: u32,
@@ -55,9 +59,11 @@ pub struct NdpConfig {
     pub router_lifetime: Duration,
     /// Prefix valid and preferred lifetimes.
     pub valid_lifetime: Duration,
+    /// Prefix preferred lifetime (default 4 h).
     pub preferred_lifetime: Duration,
     /// Unsolicited RA interval bounds (RFC 4861: 4..=1800 s and 3 s..=0.75 × max).
     pub min_interval: Duration,
+    /// Upper bound of the unsolicited RA interval (default 600 s).
     pub max_interval: Duration,
     /// M flag: addresses from DHCPv6 (default off: SLAAC).
     pub managed: bool,
@@ -86,9 +92,13 @@ impl NdpConfig {
 /// One frame to send: Ethernet destination, IPv6 addresses and the ICMPv6 message (checksummed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NdpTx {
+    /// Ethernet destination.
     pub dst_mac: Mac,
+    /// IPv6 source address (the router's link-local or own address).
     pub src: Ipv6Addr,
+    /// IPv6 destination address.
     pub dst: Ipv6Addr,
+    /// The ICMPv6 message, checksum filled in.
     pub icmp: Vec<u8>,
 }
 
@@ -148,12 +158,17 @@ impl std::error::Error for NdpDrop {}
 /// Where an NDP message came from.
 #[derive(Clone, Copy, Debug)]
 pub struct NdpIn {
+    /// The sender's Ethernet source MAC.
     pub src_mac: Mac,
+    /// IPv6 source address.
     pub src: Ipv6Addr,
+    /// IPv6 destination address.
     pub dst: Ipv6Addr,
+    /// IPv6 hop limit as received (NDP requires 255).
     pub hop_limit: u8,
 }
 
+/// The gateway's NDP side: answers router and neighbour solicitations for its own addresses and sends router advertisements on a jittered schedule; sans-IO, time passed in.
 pub struct NdpResponder {
     cfg: NdpConfig,
     rng: Rng,
@@ -181,6 +196,7 @@ impl NdpResponder {
         }
     }
 
+    /// What the responder advertises.
     pub fn config(&self) -> &NdpConfig {
         &self.cfg
     }

@@ -3,26 +3,47 @@
 /// Plain counters; the core increments them, the driver reports them.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// Ethernet frames received from guests (every frame handed to the gateway).
     pub frames_in: u64,
+    /// Ethernet frames emitted to guests.
     pub frames_out: u64,
+    /// Frames dropped because a header or length did not parse.
     pub drop_malformed: u64,
+    /// Frames dropped for a wrong IPv4/TCP/UDP/ICMP checksum.
     pub drop_bad_checksum: u64,
+    /// Frames dropped because they were addressed to neither the gateway nor a NATed destination.
     pub drop_not_for_us: u64,
+    /// Frames dropped for an EtherType or protocol the gateway does not handle.
     pub drop_unsupported: u64,
+    /// Frames dropped because the source address did not match the guest's MAC/lease (anti-spoofing).
     pub drop_spoofed: u64,
+    /// New flows dropped because the flow table was full.
     pub drop_flow_limit: u64,
+    /// SYNs dropped by the SYN-flood limit (too many half-open connections).
     pub drop_syn_flood: u64,
+    /// Frames dropped because the queue towards the guest was full.
     pub drop_tx_queue_full: u64,
+    /// ARP replies sent for the gateway's, DNS or guestfwd addresses.
     pub arp_replies: u64,
+    /// DHCP offers and acks sent.
     pub dhcp_replies: u64,
+    /// DHCP messages refused as malformed or not acceptable.
     pub dhcp_bad: u64,
+    /// DNS queries from guests accepted for forwarding.
     pub dns_queries: u64,
+    /// DNS queries dropped as malformed.
     pub dns_bad: u64,
+    /// DNS queries answered with SERVFAIL (host resolver failed or timed out).
     pub dns_servfail: u64,
+    /// TCP flows opened to a host socket after a guest SYN.
     pub tcp_flows_opened: u64,
+    /// TCP flows closed (either side, including resets and timeouts).
     pub tcp_flows_closed: u64,
+    /// Guest connections answered with RST because the host refused the connection.
     pub tcp_refused: u64,
+    /// Guest connections failed because the destination was unreachable (answered with ICMP or RST).
     pub tcp_unreachable: u64,
+    /// TCP segments retransmitted to the guest.
     pub tcp_retransmits: u64,
     /// Guest bytes the host socket could not take at once (held until writable).
     pub tcp_host_full: u64,
@@ -32,9 +53,13 @@ pub struct Stats {
     pub tcp_link_paused: u64,
     /// Host reads that found nothing new (then readiness is awaited).
     pub tcp_host_empty: u64,
+    /// UDP flows opened (a host socket created for a new guest source/destination).
     pub udp_flows_opened: u64,
+    /// UDP flows closed after being idle.
     pub udp_flows_expired: u64,
+    /// ICMP echo requests forwarded to the host.
     pub icmp_echo_sent: u64,
+    /// ICMP echo requests dropped because the host offers no ICMP socket (ping_group_range).
     pub icmp_unavailable: u64,
     /// IPv4 fragments (not reassembled: dropped).
     pub drop_fragment: u64,
@@ -70,7 +95,9 @@ pub struct Stats {
     pub ndp_conflict: u64,
     /// ICMPv6 echo requests to the router or DNS addresses answered.
     pub icmp6_echo_replies: u64,
+    /// DHCPv6 replies (Advertise/Reply) sent.
     pub dhcp6_replies: u64,
+    /// DHCPv6 messages refused as malformed or not acceptable.
     pub dhcp6_bad: u64,
     /// IPv6 packets above the link MTU, answered with ICMPv6 Packet Too Big.
     pub v6_too_big: u64,

@@ -196,9 +196,11 @@ impl TcpNat {
     pub(crate) fn arp_waiting_is_empty(&self) -> bool {
         self.arp_waiting.is_empty()
     }
+    /// Number of live TCP NAT flows.
     pub fn len(&self) -> usize {
         self.flows.len()
     }
+    /// Whether no TCP NAT flow is live.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

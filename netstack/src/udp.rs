@@ -32,9 +32,11 @@ pub struct UdpNat {
 }
 
 impl UdpNat {
+    /// Number of live UDP NAT flows.
     pub fn len(&self) -> usize {
         self.flows.len()
     }
+    /// Whether no UDP NAT flow is live.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

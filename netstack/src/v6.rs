@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv6Addr};
 /// Hop limit of the packets the gateway sends itself.
 const HOP_LIMIT: u8 = 64;
 
+/// The gateway's IPv6 side: NDP/router advertisements and the DHCPv6 server for one LAN.
 pub struct Lan6 {
     plan: Plan6,
     seed: u64,
@@ -42,6 +43,7 @@ impl Lan6 {
         }
     }
 
+    /// The IPv6 address plan in use (router MAC and link-local address follow the gateway's MAC).
     pub fn plan(&self) -> &Plan6 {
         &self.plan
     }
