@@ -7,41 +7,41 @@ pub struct Stats {
     pub frames_in: u64,
     /// Ethernet frames emitted to guests.
     pub frames_out: u64,
-    /// Frames dropped because a header or length did not parse.
+    /// Packets dropped because a header or length did not parse (other than a bad checksum).
     pub drop_malformed: u64,
     /// Frames dropped for a wrong IPv4/TCP/UDP/ICMP checksum.
     pub drop_bad_checksum: u64,
-    /// Frames dropped because they were addressed to neither the gateway nor a NATed destination.
+    /// Frames not addressed to the gateway's MAC (nor broadcast/multicast), and UDP/ICMP to a destination the gateway does not forward.
     pub drop_not_for_us: u64,
-    /// Frames dropped for an EtherType or protocol the gateway does not handle.
+    /// Frames of an EtherType or protocol the gateway does not handle, and replies too large for the MTU.
     pub drop_unsupported: u64,
-    /// Frames dropped because the source address did not match the guest's MAC/lease (anti-spoofing).
+    /// Frames or ARP claims whose sender address is the gateway's own or is leased to another guest's MAC.
     pub drop_spoofed: u64,
-    /// New flows dropped because the flow table was full.
+    /// New flows refused because the guest already had `max_flows_per_guest` flows.
     pub drop_flow_limit: u64,
-    /// SYNs dropped by the SYN-flood limit (too many half-open connections).
+    /// SYNs dropped because the guest already had `max_pending_per_guest` connecting TCP flows.
     pub drop_syn_flood: u64,
-    /// Frames dropped because the queue towards the guest was full.
+    /// UDP datagrams and ICMP echoes dropped because the host socket would block (send buffer full).
     pub drop_tx_queue_full: u64,
-    /// ARP replies sent for the gateway's, DNS or guestfwd addresses.
+    /// ARP replies sent to guests.
     pub arp_replies: u64,
-    /// DHCP offers and acks sent.
+    /// DHCP replies sent to guests.
     pub dhcp_replies: u64,
-    /// DHCP messages refused as malformed or not acceptable.
+    /// DHCP messages ignored (malformed or not acceptable, see `dhcp::DhcpError`).
     pub dhcp_bad: u64,
-    /// DNS queries from guests accepted for forwarding.
+    /// DNS queries received from guests.
     pub dns_queries: u64,
-    /// DNS queries dropped as malformed.
+    /// DNS queries from guests or upstream responses dropped as malformed or unexpected.
     pub dns_bad: u64,
-    /// DNS queries answered with SERVFAIL (host resolver failed or timed out).
+    /// SERVFAIL replies sent to guests (no upstream answered in time, or the upstream failed).
     pub dns_servfail: u64,
-    /// TCP flows opened to a host socket after a guest SYN.
+    /// TCP flows created: a guest SYN to a NATed destination, or an inbound (host-forwarded) connection.
     pub tcp_flows_opened: u64,
-    /// TCP flows closed (either side, including resets and timeouts).
+    /// TCP flows removed (closed, reset, timed out or failed to connect).
     pub tcp_flows_closed: u64,
-    /// Guest connections answered with RST because the host refused the connection.
+    /// Guest connections answered with RST: the destination is refused, or the host connect was refused.
     pub tcp_refused: u64,
-    /// Guest connections failed because the destination was unreachable (answered with ICMP or RST).
+    /// Guest connections whose host connect failed otherwise (not refused, not out of fds): answered with ICMP unreachable.
     pub tcp_unreachable: u64,
     /// TCP segments retransmitted to the guest.
     pub tcp_retransmits: u64,
@@ -53,13 +53,13 @@ pub struct Stats {
     pub tcp_link_paused: u64,
     /// Host reads that found nothing new (then readiness is awaited).
     pub tcp_host_empty: u64,
-    /// UDP flows opened (a host socket created for a new guest source/destination).
+    /// UDP flows created: a guest datagram to a new destination, or an inbound (host-forwarded) one.
     pub udp_flows_opened: u64,
     /// UDP flows closed after being idle.
     pub udp_flows_expired: u64,
-    /// ICMP echo requests forwarded to the host.
+    /// ICMP echo requests sent to the host's ICMP socket.
     pub icmp_echo_sent: u64,
-    /// ICMP echo requests dropped because the host offers no ICMP socket (ping_group_range).
+    /// ICMP echo flows not opened because the host refused an ICMP socket (e.g. `net.ipv4.ping_group_range`).
     pub icmp_unavailable: u64,
     /// IPv4 fragments (not reassembled: dropped).
     pub drop_fragment: u64,
@@ -95,9 +95,9 @@ pub struct Stats {
     pub ndp_conflict: u64,
     /// ICMPv6 echo requests to the router or DNS addresses answered.
     pub icmp6_echo_replies: u64,
-    /// DHCPv6 replies (Advertise/Reply) sent.
+    /// DHCPv6 replies (Advertise or Reply) sent to guests.
     pub dhcp6_replies: u64,
-    /// DHCPv6 messages refused as malformed or not acceptable.
+    /// DHCPv6 messages ignored (malformed, or a server/relay message type from a guest).
     pub dhcp6_bad: u64,
     /// IPv6 packets above the link MTU, answered with ICMPv6 Packet Too Big.
     pub v6_too_big: u64,
