@@ -17,7 +17,7 @@ pub enum ConfigError {
     /// The address part does not parse as IPv4.
     BadAddress(String),
     #[error("{name} address {ip} is outside {net}/{prefix}")]
-    /// An address (gateway, DNS, DHCP start/end) lies outside the network.
+    /// The gateway address or the DHCP start lies outside the network.
     Outside {
         /// Which setting (e.g. `gateway`).
         name: &'static str,
