@@ -160,6 +160,10 @@ pub struct Plan6 {
     pub router_mac: Mac,
 }
 
+/// IPv6's minimum link MTU (RFC 8200 section 5): below it guests ignore the advertised MTU, so the
+/// daemon serves IPv4 only on such a LAN.
+pub const MIN_MTU: u16 = 1280;
+
 /// QEMU's default prefix (`-netdev user`).
 pub const SLIRP_PREFIX: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0);
 /// slirp4netns' prefix with `--enable-ipv6`.

@@ -33,32 +33,19 @@ const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 const VHOST_MAC: &str = "52:54:00:00:00:b1";
 const STREAM_MAC: &str = "52:54:00:00:00:b2";
 
-const DHCP: &str = r#"
-r() { echo "@@RESULT $1=$2"; }
-ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
-cat > /tmp/dhcp.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
-  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
-  echo "$ip" > /tmp/ip
-  ;;
-esac
-exit 0
-EOS
-chmod +x /tmp/dhcp.sh
-ip link set eth0 up
-timeout 120 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 20 -T 3
-r dhcp_exit $?
-ip=$(cat /tmp/ip 2>/dev/null)
-r ip "$ip"
-"#;
+/// The guests' common start: result helpers, then a DHCP lease (address in `$ip`).
+fn dhcp() -> String {
+    format!(
+        "r() {{ echo \"@@RESULT $1=$2\"; }}\nms() {{ awk '{{ printf \"%d\", $1 * 1000 }}' /proc/uptime; }}\n{}ip=$(cat /tmp/ip 2>/dev/null)\n",
+        warren_tests::guest::dhcp_lease(120, 20, 3)
+    )
+}
 
 fn stream_script(http_port: u16) -> String {
+    let dhcp = dhcp();
     format!(
-        r#"{DHCP}
+        r#"
+{dhcp}
 mkdir -p /www
 dd if=/dev/urandom of=/www/peer bs=1k count={kib} 2>/dev/null
 r peer_sha "$(sha256sum /www/peer | cut -d' ' -f1)"
@@ -78,8 +65,10 @@ done
 
 fn vhost_script(http_port: u16, upload_port: u16, peer: &str, full: bool) -> String {
     let full = u8::from(full);
+    let dhcp = dhcp();
     format!(
-        r#"{DHCP}
+        r#"
+{dhcp}
 if [ {full} = 1 ]; then
   out=$(timeout 30 nslookup {DNS_NAME} 10.0.2.3 2>&1)
   r dns_exit $?

@@ -208,6 +208,15 @@ fn main() -> ExitCode {
         }
     };
     let vxlan_mtu = vde_switch::vxlan::plan_mtu(&mut opts.config, &mut opts.vxlan);
+    if opts.config.mtu < netstack::addr6::MIN_MTU && opts.config.v6.is_some() {
+        // Guests ignore a router advertisement's MTU below IPv6's minimum: IPv4 only then.
+        log::warn!(
+            "MTU {} is below IPv6's minimum of {}: serving IPv4 only (--no-ipv6 says so quietly)",
+            opts.config.mtu,
+            netstack::addr6::MIN_MTU
+        );
+        opts.config.v6 = None;
+    }
     let cfg = opts.config.clone();
     // --netns / warren run: the namespace is attached (and warren run's command started) before serving.
     let (mut attachment, running) =

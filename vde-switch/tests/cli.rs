@@ -132,3 +132,52 @@ fn rust_log_filters_per_module() {
         assert!(line.starts_with("warren: "), "{line:?}");
     }
 }
+
+/// Starts the daemon with `args` (plus a scratch `--socket`), waits for its sandbox line (logged once
+/// everything is set up), stops it and returns what it logged.
+fn start_up_log(name: &str, args: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!("warren-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("--socket")
+        .arg(dir.join("w.sock"))
+        .args(["--dns-upstream", "127.0.0.1:9"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start warren");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read().contains("sandbox: ") {
+        if Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+            let _ = child.kill();
+            panic!("warren did not finish starting: {}", read());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = read();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn an_mtu_below_1280_serves_ipv4_only_and_says_so() {
+    let small = start_up_log("mtu1000", &["--mtu", "1000"]);
+    assert!(
+        small.contains(
+            "warren: warning: MTU 1000 is below IPv6's minimum of 1280: serving IPv4 only"
+        ),
+        "{small}"
+    );
+    for quiet in [&["--mtu", "1280"][..], &["--mtu", "1000", "--no-ipv6"]] {
+        let out = start_up_log("mtu-quiet", quiet);
+        assert!(!out.contains("IPv6's minimum"), "{quiet:?}: {out}");
+    }
+}
