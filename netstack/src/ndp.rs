@@ -357,7 +357,7 @@ impl NdpResponder {
                     return Err(NdpDrop::BadDad);
                 }
                 if guest_src {
-                    out.learned = Some((input.src, source_lladdr.unwrap_or(input.src_mac)));
+                    out.learned = Some((input.src, input.src_mac));
                 }
                 let mut at = now + jitter(&mut self.rng, Duration::ZERO, MAX_RA_DELAY);
                 if let Some(last) = self.last_multicast {
@@ -384,7 +384,7 @@ impl NdpResponder {
                         return Err(NdpDrop::BadDestination);
                     }
                     if guest_src {
-                        out.learned = Some((input.src, source_lladdr.unwrap_or(input.src_mac)));
+                        out.learned = Some((input.src, input.src_mac));
                     }
                 }
                 if !self.answers_for(target) {
@@ -397,7 +397,7 @@ impl NdpResponder {
                     out.conflict = Some((*target, input.src_mac));
                     (ALL_NODES, multicast_mac(&ALL_NODES), false)
                 } else {
-                    (input.src, source_lladdr.unwrap_or(input.src_mac), true)
+                    (input.src, input.src_mac, true)
                 };
                 let na = NdpRepr::NeighborAdvert {
                     router: true,
@@ -414,15 +414,14 @@ impl NdpResponder {
                 });
             }
             NdpRepr::NeighborAdvert {
-                solicited,
-                target,
-                target_lladdr,
-                ..
+                solicited, target, ..
             } => {
                 if *solicited && input.dst.is_multicast() {
                     return Err(NdpDrop::BadDestination);
                 }
-                let mac = target_lladdr.unwrap_or(input.src_mac);
+                // The frame's own source, never the option's: a guest may not point the
+                // gateway's traffic at another guest's MAC.
+                let mac = input.src_mac;
                 if self.cfg.plan.is_own(target) {
                     out.conflict = Some((*target, mac));
                 } else if self.cfg.plan.guest_source_ok(target) {
@@ -544,6 +543,37 @@ mod tests {
             )
             .expect("NUD");
         assert_eq!(out.replies[0].dst_mac, GUEST);
+    }
+
+    #[test]
+    fn link_layer_options_never_redirect_replies_or_learning() {
+        // A guest naming another MAC in its NDP options: replies and learning follow the frame's
+        // own source (found by the frame_path fuzz target: the NA went to a MAC never heard from).
+        const OTHER: Mac = [0x52, 0x54, 0, 0, 0, 0x99];
+        let t0 = Instant::now();
+        let mut r = responder(t0);
+        let guest = a("fec0::5054:ff:fe12:3456");
+        let target = a("fec0::2");
+        let out = r
+            .handle(
+                t0,
+                &from_guest(guest, solicited_node(&target)),
+                &ns(target, Some(OTHER)),
+            )
+            .expect("valid NS");
+        assert_eq!(out.learned, Some((guest, GUEST)));
+        assert_eq!(out.replies[0].dst_mac, GUEST);
+        let na = NdpRepr::NeighborAdvert {
+            router: false,
+            solicited: false,
+            override_: true,
+            target: guest,
+            target_lladdr: Some(OTHER),
+        };
+        let out = r
+            .handle(t0, &from_guest(guest, ALL_NODES), &na)
+            .expect("valid NA");
+        assert_eq!(out.learned, Some((guest, GUEST)));
     }
 
     #[test]

@@ -174,7 +174,12 @@ impl Lan6 {
     /// ICMPv6 Packet Too Big for a packet above the link MTU.
     fn too_big(&mut self, ctx: &mut Ctx, src_mac: Mac, p: &Ipv6Packet<'_>, io: &mut dyn HostIo) {
         let (src, dst) = (p.src(), p.dst());
-        if src.is_unspecified() || src.is_multicast() || dst.is_multicast() {
+        if !self.plan.guest_source_ok(&src) {
+            // Never an error towards an address that is not a guest's (a spoofed source).
+            ctx.stats.drop_spoofed += 1;
+            return;
+        }
+        if dst.is_multicast() {
             ctx.stats.v6_dropped += 1;
             return;
         }
@@ -726,6 +731,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(gw.stats().v6_too_big, 1);
+        // Never towards a source that is not a guest's (found by the frame_path fuzz target).
+        let spoofed: Ipv6Addr = "bc0::5054:ff:fe12:3456".parse().unwrap();
+        let p = udp_packet(spoofed, far, 5000, 5001, &[7u8; 1300]);
+        gw.handle_frame(now, &frame(&p), &mut io);
+        assert!(sent(&mut io).is_empty());
+        assert_eq!(gw.stats().v6_too_big, 1);
+        assert_eq!(gw.stats().drop_spoofed, 1);
         // With a link MTU below IPv6's 1280 the error still fits the link.
         let mut gw = Gateway::new(Config {
             mtu: 576,
