@@ -96,34 +96,13 @@ fn help_version_completions_and_man_page() {
 
 #[test]
 fn rust_log_filters_per_module() {
-    let dir = std::env::temp_dir().join(format!("warren-cli-log-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let log = dir.join("stderr.log");
     // -q: warnings only, except the sandbox module at debug.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .arg("--socket")
-        .arg(dir.join("w.sock"))
-        .args(["--dns-upstream", "127.0.0.1:9", "-q"])
-        .env("RUST_LOG", "vde_switch::sandbox=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start warren");
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !read().contains("warren: info: sandbox: ") {
-        if Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
-            let _ = child.kill();
-            panic!("warren did not log its sandbox line: {}", read());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let out = read();
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = start_up_log(
+        "log",
+        &["-q"],
+        Some("vde_switch::sandbox=debug"),
+        "warren: info: sandbox: ",
+    );
     assert!(out.contains("warren: debug: sandbox: "), "{out}");
     // Other modules stay at -q's level: the info lines of start-up are not there.
     assert!(!out.contains("file descriptors"), "{out}");
@@ -133,9 +112,10 @@ fn rust_log_filters_per_module() {
     }
 }
 
-/// Starts the daemon with `args` (plus a scratch `--socket`), waits for its sandbox line (logged once
-/// everything is set up), stops it and returns what it logged.
-fn start_up_log(name: &str, args: &[&str]) -> String {
+/// Starts the daemon with `args` (plus a scratch `--socket`) and `RUST_LOG=rust_log` if given, waits
+/// until its log contains `marker` (the sandbox line comes once everything is set up), stops it and
+/// returns what it logged.
+fn start_up_log(name: &str, args: &[&str], rust_log: Option<&str>, marker: &str) -> String {
     let dir = std::env::temp_dir().join(format!("warren-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -146,6 +126,7 @@ fn start_up_log(name: &str, args: &[&str]) -> String {
         .args(["--dns-upstream", "127.0.0.1:9"])
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(rust_log.map(|v| ("RUST_LOG", v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -153,7 +134,7 @@ fn start_up_log(name: &str, args: &[&str]) -> String {
         .expect("start warren");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !read().contains("sandbox: ") {
+    while !read().contains(marker) {
         if Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
             let _ = child.kill();
             panic!("warren did not finish starting: {}", read());
@@ -169,7 +150,7 @@ fn start_up_log(name: &str, args: &[&str]) -> String {
 
 #[test]
 fn an_mtu_below_1280_serves_ipv4_only_and_says_so() {
-    let small = start_up_log("mtu1000", &["--mtu", "1000"]);
+    let small = start_up_log("mtu1000", &["--mtu", "1000"], None, "sandbox: ");
     assert!(
         small.contains(
             "warren: warning: MTU 1000 is below IPv6's minimum of 1280: serving IPv4 only"
@@ -177,7 +158,7 @@ fn an_mtu_below_1280_serves_ipv4_only_and_says_so() {
         "{small}"
     );
     for quiet in [&["--mtu", "1280"][..], &["--mtu", "1000", "--no-ipv6"]] {
-        let out = start_up_log("mtu-quiet", quiet);
+        let out = start_up_log("mtu-quiet", quiet, None, "sandbox: ");
         assert!(!out.contains("IPv6's minimum"), "{quiet:?}: {out}");
     }
 }
