@@ -74,6 +74,10 @@ pub(crate) fn input(
 
 /// Asks the LAN who has `ip` (a guest a forward wants to reach before it has sent anything).
 pub(crate) fn request(ctx: &mut Ctx, ip: Ipv4Addr, io: &mut dyn HostIo) {
+    if !ctx.cfg.ipv4 {
+        // IPv6 only: the gateway sends nothing on IPv4.
+        return;
+    }
     let req = ArpRepr {
         op: arp::OP_REQUEST,
         sender_mac: ctx.cfg.gateway_mac,

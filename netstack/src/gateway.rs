@@ -161,6 +161,10 @@ impl Gateway {
             return;
         }
         match eth.ethertype() {
+            // `ipv4: false` (IPv6 only): the gateway answers nothing on IPv4.
+            ethernet::ETHERTYPE_ARP | ethernet::ETHERTYPE_IPV4 if !self.ctx.cfg.ipv4 => {
+                self.ctx.stats.drop_unsupported += 1
+            }
             ethernet::ETHERTYPE_ARP => {
                 if let Some((ip, mac)) = arp::input(&mut self.ctx, now, &eth, io) {
                     self.neighbour_learned(ip, mac, io);
