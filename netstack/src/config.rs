@@ -374,7 +374,11 @@ mod tests {
             let mut g = Gateway::new(cfg);
             let mut io = Rec::default();
             g.handle_frame(now, &arp_request(Ipv4Addr::new(10, 0, 2, 2)), &mut io);
-            assert_eq!(io.take_frames().len(), usize::from(ipv4), "ARP reply iff IPv4 on");
+            assert_eq!(
+                io.take_frames().len(),
+                usize::from(ipv4),
+                "ARP reply iff IPv4 on"
+            );
             let dropped = g.stats().drop_unsupported;
             g.handle_frame(now, &udp_to_dns(), &mut io);
             if !ipv4 {
