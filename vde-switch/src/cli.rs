@@ -137,7 +137,8 @@ pub struct DaemonArgs {
         help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
     )]
     pub tap: Option<String>,
-    /// Set 10.0.2.100/24 (.100 of --net), default route via the gateway, MTU, link up
+    /// Set 10.0.2.100/24 (.100 of --net) and fd00::100/64 (::100 of --net6), default routes via
+    /// the gateway, MTU, link up
     #[arg(
         long,
         help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
@@ -169,7 +170,7 @@ pub struct DaemonArgs {
     /// The gateway address does not reach the host's 127.0.0.1
     #[arg(long, help_heading = "Address plan")]
     pub no_host_loopback: bool,
-    /// IPv6 prefix of the LAN (default fec0::/64; router ::2, DNS ::3 of it)
+    /// IPv6 prefix of the LAN (default fec0::/64, namespaces fd00::/64; router ::2, DNS ::3 of it)
     #[arg(long, value_name = "PREFIX/LEN", help_heading = "Address plan")]
     pub net6: Option<String>,
     /// IPv6 router address, = host ::1 (default ::2 of --net6)
