@@ -446,6 +446,45 @@ mod tests {
     }
 
     #[test]
+    fn pasta_ipv6_options() {
+        let (a, x) = run(
+            Kind::Pasta,
+            &[
+                "--config-net",
+                "-a",
+                "fd12:3::77",
+                "-g",
+                "fd12:3::1",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "--netns",
+                "/run/user/1000/netns/x",
+            ],
+        );
+        let mut o = crate::cli::parse(a).expect("warren accepts it");
+        x.apply(&mut o);
+        assert_eq!(o.netns.address6, Some("fd12:3::77".parse().unwrap()));
+        let v6 = o.config.v6.expect("IPv6 on");
+        assert_eq!(v6.net.to_string(), "fd12:3::/64");
+        assert_eq!(
+            v6.router,
+            "fd12:3::1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        let (a, _) = run(Kind::Pasta, &["-6", "-t", "none", "-u", "none", "4242"]);
+        let o = crate::cli::parse(a).expect("IPv6 only");
+        assert!(!o.config.ipv4 && o.config.v6.is_some());
+        let (a, _) = run(Kind::Pasta, &["-4", "-t", "none", "-u", "none", "4242"]);
+        let o = crate::cli::parse(a).expect("IPv4 only");
+        assert!(o.config.ipv4 && o.config.v6.is_none());
+        // -6 with an IPv4 address: warren's one-line contradiction.
+        let (a, _) = run(Kind::Pasta, &["-6", "-a", "10.0.2.100", "4242"]);
+        let e = crate::cli::parse(a).expect_err("contradiction").to_string();
+        assert!(e.starts_with("--no-ipv4 contradicts --net"), "{e}");
+    }
+
+    #[test]
     fn pasta_namespaces() {
         let (a, x) = run(
             Kind::Pasta,
