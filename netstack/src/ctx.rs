@@ -139,7 +139,7 @@ impl Ctx {
     /// comes back to the gateway, which owns the flow.
     pub(crate) fn guest_visible(&self, peer: IpAddr, guest: IpAddr) -> IpAddr {
         let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, |v4| IpAddr::V4(v4)),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             v4 => v4,
         };
         match (guest, &self.cfg.v6) {

@@ -446,8 +446,8 @@ fn ctl_leases_lists_the_guests_v6_address() {
         .find(|l| l.contains("10.0.2.15"))
         .unwrap_or_else(|| panic!("no lease line for 10.0.2.15 in:\n{out}\n{}", run.context));
     assert!(
-        line.split('\t')
-            .last()
+        line.rsplit('\t')
+            .next()
             .is_some_and(|v6s| v6s.split(',').any(|a| a == guest6().to_string())),
         "the lease line should list {}: {line:?}\n{}",
         guest6(),
