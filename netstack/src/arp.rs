@@ -96,3 +96,35 @@ pub(crate) fn request(ctx: &mut Ctx, ip: Ipv4Addr, io: &mut dyn HostIo) {
     io.transmit(&buf);
     ctx.stats.frames_out += 1;
 }
+
+/// Asks the LAN who has guest address `ip`: an ARP request for IPv4, a neighbour solicitation to
+/// the solicited-node group for IPv6 (from the router's address, or its link-local one for a
+/// link-local target). The answer teaches the neighbour table.
+pub(crate) fn solicit(ctx: &mut Ctx, ip: IpAddr, io: &mut dyn HostIo) {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return request(ctx, v4, io),
+        IpAddr::V6(v6) => v6,
+    };
+    let Some(plan) = &ctx.cfg.v6 else {
+        return;
+    };
+    let ns = crate::wire::icmpv6::NdpRepr::NeighborSolicit {
+        target: v6,
+        source_lladdr: Some(ctx.cfg.gateway_mac),
+    };
+    let dst = crate::wire::ipv6::solicited_node(&v6);
+    let src = if crate::wire::ipv6::is_link_local(&v6) {
+        plan.router_ll
+    } else {
+        plan.router
+    };
+    let tx = crate::ndp::NdpTx {
+        dst_mac: crate::wire::ipv6::multicast_mac(&dst),
+        src,
+        dst,
+        icmp: crate::wire::icmpv6::Icmpv6Repr::Ndp(ns).to_bytes(src, dst),
+    };
+    io.transmit(&tx.to_frame(ctx.cfg.gateway_mac));
+    ctx.stats.frames_out += 1;
+    ctx.stats.ndp_sent += 1;
+}

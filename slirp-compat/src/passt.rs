@@ -1307,5 +1307,12 @@ mod tests {
         assert_eq!(parse_netmask("255.255.255.0"), Ok(24));
         let p = parse(Kind::Passt, &s(&["-t", "[::1]/2222:22", "-u", "53"])).expect("v6 bind");
         assert_eq!(p.hostfwd_specs(), vec!["tcp:[::1]:2222-:22", "udp::53-:53"]);
+        // The IPv6 listener resolves (no guest: it follows the listener's family at run time).
+        let r = crate::hostfwd::HostFwd::parse(&p.hostfwd_specs()[0])
+            .expect("spec")
+            .resolve(&netstack::config::Config::default())
+            .expect("resolves");
+        assert_eq!(r[0].host, "[::1]:2222".parse().expect("sa"));
+        assert!(r[0].follow_family);
     }
 }
