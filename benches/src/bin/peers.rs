@@ -1,14 +1,17 @@
-//! peers: warren, slirp4netns and pasta side by side, each serving a tap inside an identical
-//! `unshare -Urn` network namespace (the rootless-container setup), in one run on one machine.
+//! peers: warren, slirp4netns and pasta (current and Debian's) side by side, each serving a tap inside
+//! an identical `unshare -Urn` network namespace (the rootless-container setup), in one run on one
+//! machine, against a kernel veth pair as the ceiling.
 //!
 //! ```text
 //!  guest netns (unshare -Urn)                 netns wbench-<pid>-peers ("host")
-//!  10.0.2.100/24 tap0, default via 10.0.2.2   iperf3 -s -B 127.0.0.1, probe/RR/idle servers
+//!  10.0.2.100/24 tap0, default via 10.0.2.2   iperf3 -s -B 0.0.0.0, probe/RR/idle servers
 //!   └ tap0 ══ warren --netns | slirp4netns --configure | pasta --config-net ──▶ 127.0.0.1
+//!   └ tap0 ══ veth ══ wbv0 10.0.2.2/24 (veth baseline: the kernel forwards, no tool)
 //! ```
 //!
-//! The "host" is an isolated namespace whose only other interface is a dummy device, so nothing any
-//! tool does can leave the machine; every tool maps the gateway 10.0.2.2 to that namespace's loopback.
+//! The "host" is an isolated namespace whose only other interfaces are a veth pair with both ends in
+//! it (and the baseline's veth while it runs), so nothing any tool does can leave the machine; every
+//! tool maps the gateway 10.0.2.2 to that namespace's loopback.
 //! Measured: iperf3 TCP both ways and UDP guest→host at each MTU (medians of rounds, tools
 //! interleaved), TCP request/response latency, TCP connection setup rate, each tool's RSS idle and with
 //! 10,000 idle connections, and the tool's CPU time per packet with 10 and with 10,000 flows open.
@@ -38,6 +41,8 @@ type Res<T> = Result<T, String>;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const IPERF_PORT: u16 = 5201;
+/// The host end of the veth baseline's pair (the guest end is `tap0`, like the tools' taps).
+const VETH_HOST: &str = "wbv0";
 
 const USAGE: &str = "\
 usage: peers [options]
@@ -48,11 +53,18 @@ setup rate, RSS idle and with N idle connections, CPU per packet with 10 vs N fl
 Must run as root; needs iproute2, util-linux (unshare, nsenter), iperf3, slirp4netns, passt (pasta).
 
 options:
-  --tools LIST       comma-separated (default: warren,slirp4netns,pasta)
+  --tools LIST       comma-separated from warren, slirp4netns, pasta, pasta-debian, veth
+                     (default: warren,slirp4netns,pasta,veth); veth is a kernel veth pair, the
+                     ceiling every row is also divided by
   --warren PATH      warren binary (default: $WARREN_BIN, else newest of target/release/warren and
                      $CARGO_TARGET_DIR/release/warren)
   --pasta PATH       pasta binary (default: $PASTA_BIN, else pasta from PATH); e.g. the current
                      passt built by ../shared/peers/build-passt.sh DIR: --pasta DIR/pasta
+  --pasta-debian PATH  the second pasta column, pasta-debian (default /usr/bin/pasta, Debian's)
+  --cc NAME          TCP congestion control of the guest and host namespaces (default reno; `inherit`
+                     keeps the machine's). A namespace may only pick an allowed one
+                     (net.ipv4.tcp_allowed_congestion_control): reno and the machine's default.
+                     pasta collapses guest->host under bbr (see benches/README.md)
   --mtus LIST        default: 1500,65520
   --rounds N         throughput rounds per tool and MTU; medians are reported (default 3)
   --secs S           iperf3 seconds per run, after 1 s omitted (default 5)
@@ -71,6 +83,8 @@ enum Tool {
     Warren,
     Slirp,
     Pasta,
+    PastaDebian,
+    Veth,
 }
 
 impl Tool {
@@ -79,6 +93,8 @@ impl Tool {
             Tool::Warren => "warren",
             Tool::Slirp => "slirp4netns",
             Tool::Pasta => "pasta",
+            Tool::PastaDebian => "pasta-debian",
+            Tool::Veth => "veth",
         }
     }
     fn parse(s: &str) -> Option<Tool> {
@@ -86,6 +102,8 @@ impl Tool {
             "warren" => Some(Tool::Warren),
             "slirp4netns" | "slirp" => Some(Tool::Slirp),
             "pasta" => Some(Tool::Pasta),
+            "pasta-debian" | "pasta-deb" => Some(Tool::PastaDebian),
+            "veth" => Some(Tool::Veth),
             _ => None,
         }
     }
@@ -95,6 +113,8 @@ struct Options {
     tools: Vec<Tool>,
     warren: Option<PathBuf>,
     pasta: PathBuf,
+    pasta_debian: PathBuf,
+    cc: Option<String>,
     mtus: Vec<u16>,
     rounds: usize,
     secs: u32,
@@ -108,9 +128,11 @@ struct Options {
 
 fn parse_options(args: &[String]) -> Res<Option<Options>> {
     let mut o = Options {
-        tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta],
+        tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta, Tool::Veth],
         warren: std::env::var_os("WARREN_BIN").map(PathBuf::from),
         pasta: std::env::var_os("PASTA_BIN").map_or_else(|| PathBuf::from("pasta"), PathBuf::from),
+        pasta_debian: PathBuf::from("/usr/bin/pasta"),
+        cc: Some("reno".into()),
         mtus: vec![1500, 65520],
         rounds: 3,
         secs: 5,
@@ -138,6 +160,14 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
             }
             "--warren" => o.warren = Some(PathBuf::from(val(a)?)),
             "--pasta" => o.pasta = PathBuf::from(val(a)?),
+            "--pasta-debian" => o.pasta_debian = PathBuf::from(val(a)?),
+            "--cc" => {
+                let v = val(a)?;
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("bad --cc {v:?}"));
+                }
+                o.cc = (v != "inherit").then_some(v);
+            }
             "--mtus" => {
                 o.mtus = val(a)?
                     .split(',')
@@ -215,9 +245,9 @@ impl HostServers {
     fn start(host_ns: &Path) -> Res<HostServers> {
         let (p, r, i) = in_ns(host_ns, || -> std::io::Result<_> {
             Ok((
-                TcpListener::bind("127.0.0.1:0")?,
-                TcpListener::bind("127.0.0.1:0")?,
-                TcpListener::bind("127.0.0.1:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
             ))
         })?
         .map_err(|e| format!("host servers: {e}"))?;
@@ -267,6 +297,8 @@ struct Instance {
     /// `unshare -Urn sleep`: holds the guest namespace.
     _ns: Proc,
     guest_ns: PathBuf,
+    /// veth: the host namespace holding the host end (`wbv0`), deleted on drop.
+    veth_host: Option<String>,
 }
 
 impl Instance {
@@ -279,6 +311,9 @@ impl Drop for Instance {
     fn drop(&mut self) {
         // The tool goes first: it may exit by itself when the namespace goes.
         drop(self.proc_.take());
+        if let Some(h) = self.veth_host.take() {
+            let _ = ip(&["-n", &h, "link", "del", VETH_HOST]);
+        }
     }
 }
 
@@ -319,12 +354,28 @@ impl Ctx {
             }
             thread::sleep(Duration::from_millis(10));
         }
+        if let Some(cc) = &self.o.cc {
+            set_cc(&guest_ns, cc)?;
+        }
         let m = mtu.to_string();
         let p = gpid.to_string();
+        if tool == Tool::Veth {
+            let h = self.host.name().to_string();
+            let inst = Instance {
+                proc_: None,
+                _ns: ns,
+                guest_ns,
+                veth_host: Some(h.clone()),
+            };
+            veth_pair(&h, &p, &m)?;
+            return self.ready(inst, tool);
+        }
         let mut cmd = self.host.command(match tool {
             Tool::Warren => self.warren.as_os_str(),
             Tool::Slirp => "slirp4netns".as_ref(),
             Tool::Pasta => self.o.pasta.as_os_str(),
+            Tool::PastaDebian => self.o.pasta_debian.as_os_str(),
+            Tool::Veth => unreachable!("handled above"),
         });
         match tool {
             Tool::Warren => cmd.args([
@@ -340,7 +391,7 @@ impl Ctx {
                 "40000",
             ]),
             Tool::Slirp => cmd.args(["--configure", "--mtu", &m, &p, "tap0"]),
-            Tool::Pasta => cmd.args([
+            Tool::Pasta | Tool::PastaDebian => cmd.args([
                 "-f",
                 "-q",
                 "-4",
@@ -367,6 +418,7 @@ impl Ctx {
                 "0",
                 &p,
             ]),
+            Tool::Veth => &mut cmd,
         };
         let proc_ = Proc::spawn(
             tool.name(),
@@ -378,7 +430,16 @@ impl Ctx {
             proc_: Some(proc_),
             _ns: ns,
             guest_ns,
+            veth_host: None,
         };
+        if let Some(p) = inst.proc_.as_mut() {
+            p.check_alive()?;
+        }
+        self.ready(inst, tool)
+    }
+
+    /// Waits until the guest of `inst` reaches the host's probe server through 10.0.2.2.
+    fn ready(&self, mut inst: Instance, tool: Tool) -> Res<Instance> {
         // Ready once the guest reaches the host's loopback through the gateway.
         let probe = SocketAddr::from((GW, self.servers.probe));
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -583,7 +644,10 @@ impl Table {
         let mut head = vec!["metric".to_string()];
         head.extend(self.tools.iter().map(|t| t.name().to_string()));
         let w = self.tools.iter().position(|t| *t == Tool::Warren);
-        let peers: Vec<usize> = (0..self.tools.len()).filter(|i| Some(*i) != w).collect();
+        let veth = self.tools.iter().position(|t| *t == Tool::Veth);
+        let peers: Vec<usize> = (0..self.tools.len())
+            .filter(|i| Some(*i) != w && Some(*i) != veth)
+            .collect();
         if w.is_some() {
             head.extend(
                 peers
@@ -591,6 +655,15 @@ impl Table {
                     .map(|&p| format!("warren/{}", self.tools[p].name())),
             );
         }
+        // Each tool's ratio to the veth ceiling.
+        let to_veth: Vec<usize> = (0..self.tools.len())
+            .filter(|i| veth.is_some() && Some(*i) != veth)
+            .collect();
+        head.extend(
+            to_veth
+                .iter()
+                .map(|&p| format!("{}/veth", self.tools[p].name())),
+        );
         let mut lines = vec![head];
         for r in &self.rows {
             let mut l = vec![format!(
@@ -616,13 +689,19 @@ impl Table {
                     None => "–".into(),
                 });
             }
+            let ratio = |a: usize, b: usize| match (r.cells[a].value(), r.cells[b].value()) {
+                (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                _ => "–".into(),
+            };
             if let Some(w) = w {
                 for &p in &peers {
-                    l.push(match (r.cells[w].value(), r.cells[p].value()) {
-                        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
-                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-                        _ => "–".into(),
-                    });
+                    l.push(ratio(w, p));
+                }
+            }
+            if let Some(v) = veth {
+                for &p in &to_veth {
+                    l.push(ratio(p, v));
                 }
             }
             lines.push(l);
@@ -692,6 +771,52 @@ fn host_netns(dir: &TempDir) -> Res<Netns> {
     Ok(h)
 }
 
+/// Sets the TCP congestion control of the namespace `ns` (a path to a netns file).
+fn set_cc(ns: &Path, cc: &str) -> Res<()> {
+    let cc = cc.to_string();
+    let f = "/proc/sys/net/ipv4/tcp_congestion_control";
+    in_ns(ns, move || {
+        fs::write(f, &cc).map_err(|e| {
+            format!(
+                "set {f} to {cc}: {e} (allowed in namespaces: {})",
+                fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+                    .unwrap_or_default()
+                    .trim()
+            )
+        })?;
+        match fs::read_to_string(f) {
+            Ok(v) if v.trim() == cc => Ok(()),
+            Ok(v) => Err(format!("{f} is {} after writing {cc}", v.trim())),
+            Err(e) => Err(format!("read {f}: {e}")),
+        }
+    })?
+}
+
+/// The veth baseline: a veth pair from host namespace `host` (`wbv0`, 10.0.2.2/24) to the guest
+/// namespace of process `gpid` (`tap0`, 10.0.2.100/24, default route via 10.0.2.2), both at MTU `mtu`,
+/// with the kernel's default offloads. The host servers listen on all addresses of the host
+/// namespace, so the guest reaches them at 10.0.2.2 as it does through the tools.
+fn veth_pair(host: &str, gpid: &str, mtu: &str) -> Res<()> {
+    let gns = format!("/proc/{gpid}/ns/net");
+    ip(&[
+        "-n", host, "link", "add", VETH_HOST, "mtu", mtu, "type", "veth", "peer", "name", "tap0",
+        "mtu", mtu, "netns", gpid,
+    ])?;
+    ip(&["-n", host, "addr", "add", "10.0.2.2/24", "dev", VETH_HOST])?;
+    ip(&["-n", host, "link", "set", VETH_HOST, "up"])?;
+    let g = |args: &[&str]| {
+        run(Command::new("nsenter")
+            .arg(format!("--net={gns}"))
+            .arg("ip")
+            .args(args))
+        .map(|_| ())
+    };
+    g(&["link", "set", "lo", "up"])?;
+    g(&["addr", "add", "10.0.2.100/24", "dev", "tap0"])?;
+    g(&["link", "set", "tap0", "up"])?;
+    g(&["route", "add", "default", "via", "10.0.2.2"])
+}
+
 fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> Res<()> {
     let tag = format!("{}-{mtu}-r{round}", tool.name());
     let inst = ctx.start(tool, mtu, &tag)?;
@@ -726,6 +851,28 @@ fn small_packets(ctx: &Ctx, t: &mut Table, tool: Tool) -> Res<()> {
     let inst = ctx.start(tool, 1500, &format!("{}-small", tool.name()))?;
     let pid = inst.pid();
     thread::sleep(Duration::from_millis(300));
+    if tool == Tool::Veth {
+        // No process of its own: latency and connection rate only.
+        let lat = rr(
+            &inst.guest_ns,
+            ctx.servers.rr,
+            20_000,
+            Duration::from_secs(10),
+        )?;
+        t.add(
+            "TCP request/response latency (µs, median)",
+            false,
+            tool,
+            median(&lat).ok_or_else(|| "no samples".into()),
+        );
+        t.add(
+            "TCP connections set up per second",
+            true,
+            tool,
+            conn_rate(&inst.guest_ns, ctx.servers.probe, 2.0),
+        );
+        return Ok(());
+    }
     t.add(
         "RSS idle (MiB)",
         false,
@@ -843,6 +990,14 @@ fn small_packets(ctx: &Ctx, t: &mut Table, tool: Tool) -> Res<()> {
     Ok(())
 }
 
+/// The 1-minute load average, as text.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn raise_nofile() {
     let lim = libc::rlimit {
         rlim_cur: 200_000,
@@ -877,19 +1032,27 @@ fn bench(o: Options) -> Res<String> {
             Tool::Warren => continue,
             Tool::Slirp => "slirp4netns".to_string(),
             Tool::Pasta => o.pasta.display().to_string(),
+            Tool::PastaDebian => o.pasta_debian.display().to_string(),
+            Tool::Veth => continue,
         };
         run(Command::new("sh").args(["-c", &format!("command -v '{bin}'")])).map_err(|_| {
             format!("{bin} not found (apt-get install slirp4netns passt, or --pasta PATH)")
         })?;
     }
-    if o.tools.contains(&Tool::Pasta) {
-        if let Ok(out) = Command::new(&o.pasta).arg("--version").output() {
-            let v = String::from_utf8_lossy(&out.stdout);
-            eprintln!(
-                "pasta: {} ({})",
-                o.pasta.display(),
-                v.lines().next().unwrap_or("?")
-            );
+    for (tool, bin) in [
+        (Tool::Pasta, &o.pasta),
+        (Tool::PastaDebian, &o.pasta_debian),
+    ] {
+        if o.tools.contains(&tool) {
+            if let Ok(out) = Command::new(bin).arg("--version").output() {
+                let v = String::from_utf8_lossy(&out.stdout);
+                eprintln!(
+                    "{}: {} ({})",
+                    tool.name(),
+                    bin.display(),
+                    v.lines().next().unwrap_or("?")
+                );
+            }
         }
     }
     let warren = o
@@ -919,10 +1082,18 @@ fn bench(o: Options) -> Res<String> {
     dir.keep = o.keep_logs;
     let host = host_netns(&dir)?;
     let host_ns = PathBuf::from(format!("/run/netns/{}", host.name()));
+    let machine_cc = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if let Some(cc) = &o.cc {
+        set_cc(&host_ns, cc)?;
+    }
+    let load0 = loadavg();
     let iperf = Proc::spawn(
         "iperf3 server",
         host.command("iperf3")
-            .args(["-s", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()]),
+            .args(["-s", "-B", "0.0.0.0", "-p", &IPERF_PORT.to_string()]),
         &dir.path.join("iperf3-server.log"),
         false,
     )?;
@@ -973,6 +1144,12 @@ fn bench(o: Options) -> Res<String> {
         ctx.o.rounds,
         ctx.o.secs,
         thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str(&format!(
+        "TCP congestion control in the namespaces: {} (machine default {machine_cc}); load average \
+         (1 min) {load0} at start, {} at end\n",
+        ctx.o.cc.as_deref().unwrap_or(&machine_cc),
+        loadavg()
     ));
     out.push_str(&t.render(ctx.o.markdown));
     Ok(out)
