@@ -41,6 +41,8 @@ type Res<T> = Result<T, String>;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const IPERF_PORT: u16 = 5201;
+/// The IPv6 iperf3 server's port (on the host's `::`).
+const IPERF6_PORT: u16 = 5202;
 /// The host end of the veth baseline's pair (the guest end is `tap0`, like the tools' taps).
 const VETH_HOST: &str = "wbv0";
 
@@ -74,6 +76,13 @@ options:
   --out FILE         also write the Markdown table to FILE
   --keep-logs        keep /tmp/wbench-<pid>-peers (tool logs)
   --no-throughput    only the latency, connection, RSS and flow measurements
+  --no-small         only the throughput rows (no latency, connection, RSS and flow measurements)
+  --ipv6             also TCP both ways over IPv6 at each MTU: the guest reaches the host's [::1]
+                     through its IPv6 default router (warren --net6 fd00::/64, slirp4netns
+                     --enable-ipv6, pasta's copy of the host's address and route, veth fd00::2).
+                     A tool that configures no IPv6 in the namespace gets fd00::100/64 via fd00::2
+                     set by hand if it is warren (its gateway serves the LAN either way; the
+                     namespace set-up may not), and a failed cell otherwise
   --perf             perf record the tools during the per-packet cost runs (implies --keep-logs)
   -h, --help
 ";
@@ -124,6 +133,8 @@ struct Options {
     keep_logs: bool,
     throughput: bool,
     perf: bool,
+    ipv6: bool,
+    small: bool,
 }
 
 fn parse_options(args: &[String]) -> Res<Option<Options>> {
@@ -142,6 +153,8 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
         keep_logs: false,
         throughput: true,
         perf: false,
+        ipv6: false,
+        small: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -186,6 +199,8 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
             "--out" => o.out = Some(PathBuf::from(val(a)?)),
             "--keep-logs" => o.keep_logs = true,
             "--no-throughput" => o.throughput = false,
+            "--ipv6" => o.ipv6 = true,
+            "--no-small" => o.small = false,
             "--perf" => {
                 o.perf = true;
                 o.keep_logs = true;
@@ -324,6 +339,7 @@ struct Ctx {
     host: Netns,
     servers: HostServers,
     _iperf: Proc,
+    _iperf6: Option<Proc>,
 }
 
 impl Ctx {
@@ -367,7 +383,7 @@ impl Ctx {
                 guest_ns,
                 veth_host: Some(h.clone()),
             };
-            veth_pair(&h, &p, &m)?;
+            veth_pair(&h, &p, &m, self.o.ipv6)?;
             return self.ready(inst, tool);
         }
         let mut cmd = self.host.command(match tool {
@@ -378,6 +394,23 @@ impl Ctx {
             Tool::Veth => unreachable!("handled above"),
         });
         match tool {
+            Tool::Warren if self.o.ipv6 => cmd.args([
+                "--netns",
+                &p,
+                "--configure",
+                "--mtu",
+                &m,
+                "--dns-upstream",
+                "127.0.0.1",
+                "-q",
+                "--max-flows",
+                "40000",
+                "--net6",
+                "fd00::/64",
+            ]),
+            Tool::Slirp if self.o.ipv6 => {
+                cmd.args(["--configure", "--enable-ipv6", "--mtu", &m, &p, "tap0"])
+            }
             Tool::Warren => cmd.args([
                 "--netns",
                 &p,
@@ -391,33 +424,34 @@ impl Ctx {
                 "40000",
             ]),
             Tool::Slirp => cmd.args(["--configure", "--mtu", &m, &p, "tap0"]),
-            Tool::Pasta | Tool::PastaDebian => cmd.args([
-                "-f",
-                "-q",
-                "-4",
-                "--config-net",
-                "-I",
-                "tap0",
-                "-a",
-                "10.0.2.100",
-                "-n",
-                "24",
-                "-g",
-                "10.0.2.2",
-                "-m",
-                &m,
-                "-t",
-                "none",
-                "-u",
-                "none",
-                "-T",
-                "none",
-                "-U",
-                "none",
-                "--runas",
-                "0",
-                &p,
-            ]),
+            Tool::Pasta | Tool::PastaDebian => cmd
+                // -4 only without --ipv6: then the IPv6 of the host namespace is copied in.
+                .args(["-f", "-q"])
+                .args((!self.o.ipv6).then_some("-4"))
+                .args([
+                    "--config-net",
+                    "-I",
+                    "tap0",
+                    "-a",
+                    "10.0.2.100",
+                    "-n",
+                    "24",
+                    "-g",
+                    "10.0.2.2",
+                    "-m",
+                    &m,
+                    "-t",
+                    "none",
+                    "-u",
+                    "none",
+                    "-T",
+                    "none",
+                    "-U",
+                    "none",
+                    "--runas",
+                    "0",
+                    &p,
+                ]),
             Tool::Veth => &mut cmd,
         };
         let proc_ = Proc::spawn(
@@ -466,15 +500,27 @@ impl Ctx {
 
     /// iperf3 from the guest; returns (receiver) Gbit/s.
     fn iperf(&self, inst: &Instance, args: &[&str], label: &str) -> Res<f64> {
+        self.iperf_to(inst, "10.0.2.2", IPERF_PORT, args, label)
+    }
+
+    /// iperf3 from the guest to `server`:`port`; returns (receiver) Gbit/s.
+    fn iperf_to(
+        &self,
+        inst: &Instance,
+        server: &str,
+        port: u16,
+        args: &[&str],
+        label: &str,
+    ) -> Res<f64> {
         check_interrupted()?;
         let secs = self.o.secs.to_string();
-        let port = IPERF_PORT.to_string();
+        let port = port.to_string();
         let log = self.log(&format!("iperf-{label}"));
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", inst.guest_ns.display()))
             .args([
-                "iperf3", "-c", "10.0.2.2", "-p", &port, "-t", &secs, "-O", "1", "-J",
+                "iperf3", "-c", server, "-p", &port, "-t", &secs, "-O", "1", "-J",
             ])
             .args(args)
             .stdout(out)
@@ -755,7 +801,7 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn host_netns(dir: &TempDir) -> Res<Netns> {
+fn host_netns(dir: &TempDir, ipv6: bool) -> Res<Netns> {
     let name = format!("{NETNS_PREFIX}{}-peers", std::process::id());
     let h = Netns::create(&name)?;
     // An interface with a default route (pasta derives its defaults from one) that leads nowhere: a
@@ -767,6 +813,34 @@ fn host_netns(dir: &TempDir) -> Res<Netns> {
     ip(&["-n", &name, "link", "set", "wb0", "up"])?;
     ip(&["-n", &name, "link", "set", "wb1", "up"])?;
     ip(&["-n", &name, "route", "add", "default", "via", "192.0.2.254"])?;
+    if ipv6 {
+        // Netns::create turned IPv6 off; the host's [::1] and a global address with a default route
+        // (pasta copies both into the namespace) that leads nowhere either.
+        run(h.command("sh").args([
+            "-c",
+            "for i in all default lo wb0 wb1; do echo 0 > /proc/sys/net/ipv6/conf/$i/disable_ipv6; done",
+        ]))?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "wb0",
+            "nodad",
+        ])?;
+        ip(&[
+            "-n",
+            &name,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::fe",
+        ])?;
+    }
     let _ = dir;
     Ok(h)
 }
@@ -796,7 +870,7 @@ fn set_cc(ns: &Path, cc: &str) -> Res<()> {
 /// namespace of process `gpid` (`tap0`, 10.0.2.100/24, default route via 10.0.2.2), both at MTU `mtu`,
 /// with the kernel's default offloads. The host servers listen on all addresses of the host
 /// namespace, so the guest reaches them at 10.0.2.2 as it does through the tools.
-fn veth_pair(host: &str, gpid: &str, mtu: &str) -> Res<()> {
+fn veth_pair(host: &str, gpid: &str, mtu: &str, ipv6: bool) -> Res<()> {
     let gns = format!("/proc/{gpid}/ns/net");
     ip(&[
         "-n", host, "link", "add", VETH_HOST, "mtu", mtu, "type", "veth", "peer", "name", "tap0",
@@ -813,8 +887,75 @@ fn veth_pair(host: &str, gpid: &str, mtu: &str) -> Res<()> {
     };
     g(&["link", "set", "lo", "up"])?;
     g(&["addr", "add", "10.0.2.100/24", "dev", "tap0"])?;
+    if ipv6 {
+        ip(&[
+            "-n",
+            host,
+            "addr",
+            "add",
+            "fd00::2/64",
+            "dev",
+            VETH_HOST,
+            "nodad",
+        ])?;
+        g(&["addr", "add", "fd00::100/64", "dev", "tap0", "nodad"])?;
+    }
     g(&["link", "set", "tap0", "up"])?;
+    if ipv6 {
+        g(&["-6", "route", "add", "default", "via", "fd00::2"])?;
+    }
     g(&["route", "add", "default", "via", "10.0.2.2"])
+}
+
+/// The guest's IPv6 router, once it has a global address that passed DAD and a default route via a
+/// global router; warren gets fd00::100/64 via fd00::2 by hand if its namespace set-up left none.
+fn guest_router6(inst: &Instance, tool: Tool) -> Res<String> {
+    let g = |args: &[&str]| -> Res<String> {
+        run(Command::new("nsenter")
+            .arg(format!("--net={}", inst.guest_ns.display()))
+            .arg("ip")
+            .args(args))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut by_hand = false;
+    loop {
+        let addrs = g(&["-6", "-o", "addr", "show", "dev", "tap0", "scope", "global"])?;
+        let route = g(&["-6", "route", "show", "default"])?;
+        let via = route
+            .split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .filter(|v| !v.starts_with("fe80:"))
+            .map(str::to_string);
+        if !addrs.trim().is_empty() && !addrs.contains("tentative") {
+            if let Some(v) = via {
+                return Ok(v);
+            }
+        }
+        if Instant::now() > deadline {
+            if tool != Tool::Warren || by_hand {
+                return Err(format!(
+                    "no global IPv6 address and router in the namespace (addresses: {:?}, \
+                     routes: {:?})",
+                    addrs.trim(),
+                    route.trim()
+                ));
+            }
+            eprintln!(
+                "  warren: its namespace set-up configured no IPv6; fd00::100/64 via fd00::2 set \
+                 by hand"
+            );
+            let _ = g(&["-6", "addr", "flush", "dev", "tap0", "scope", "global"]);
+            g(&["addr", "add", "fd00::100/64", "dev", "tap0", "nodad"])?;
+            let _ = g(&["-6", "route", "del", "default"]);
+            g(&[
+                "-6", "route", "add", "default", "via", "fd00::2", "dev", "tap0",
+            ])?;
+            by_hand = true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> Res<()> {
@@ -843,6 +984,22 @@ fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> R
             &format!("{tag}-udp"),
         ),
     );
+    if ctx.o.ipv6 {
+        let up = format!("TCP guest→host IPv6, MTU {mtu} (Gbit/s)");
+        let down = format!("TCP host→guest IPv6, MTU {mtu} (Gbit/s)");
+        match guest_router6(&inst, tool) {
+            Ok(gw) => {
+                let r = ctx.iperf_to(&inst, &gw, IPERF6_PORT, &[], &format!("{tag}-up6"));
+                t.add(&up, true, tool, r);
+                let r = ctx.iperf_to(&inst, &gw, IPERF6_PORT, &["-R"], &format!("{tag}-down6"));
+                t.add(&down, true, tool, r);
+            }
+            Err(e) => {
+                t.add(&up, true, tool, Err(e.clone()));
+                t.add(&down, true, tool, Err(e));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1080,7 +1237,7 @@ fn bench(o: Options) -> Res<String> {
         std::process::id()
     )))?;
     dir.keep = o.keep_logs;
-    let host = host_netns(&dir)?;
+    let host = host_netns(&dir, o.ipv6)?;
     let host_ns = PathBuf::from(format!("/run/netns/{}", host.name()));
     let machine_cc = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
         .unwrap_or_default()
@@ -1097,6 +1254,17 @@ fn bench(o: Options) -> Res<String> {
         &dir.path.join("iperf3-server.log"),
         false,
     )?;
+    let iperf6 = if o.ipv6 {
+        Some(Proc::spawn(
+            "iperf3 IPv6 server",
+            host.command("iperf3")
+                .args(["-s", "-B", "::", "-p", &IPERF6_PORT.to_string()]),
+            &dir.path.join("iperf3-server6.log"),
+            false,
+        )?)
+    } else {
+        None
+    };
     let servers = HostServers::start(&host_ns)?;
     thread::sleep(Duration::from_millis(300));
     let ctx = Ctx {
@@ -1105,6 +1273,7 @@ fn bench(o: Options) -> Res<String> {
         host,
         servers,
         _iperf: iperf,
+        _iperf6: iperf6,
         o,
     };
     eprintln!("warren: {}", ctx.warren.display());
@@ -1127,7 +1296,7 @@ fn bench(o: Options) -> Res<String> {
             }
         }
     }
-    for &tool in &ctx.o.tools {
+    for &tool in ctx.o.tools.iter().filter(|_| ctx.o.small) {
         eprintln!("latency, connection rate, RSS, flows: {}", tool.name());
         if let Err(e) = small_packets(&ctx, &mut t, tool) {
             eprintln!("  {}: {e}", tool.name());
@@ -1242,6 +1411,35 @@ mod tests {
         assert_eq!(o.tools, vec![Tool::Warren, Tool::Pasta]);
         assert_eq!((o.rounds, o.secs, o.flows), (1, 2, 2000));
         assert!(a(&["--tools", "qemu"]).is_err());
+        let o = a(&[]).expect("ok").expect("some");
+        assert_eq!(
+            o.tools,
+            vec![Tool::Warren, Tool::Slirp, Tool::Pasta, Tool::Veth]
+        );
+        assert_eq!(o.cc.as_deref(), Some("reno"));
+        assert!(!o.ipv6 && o.small);
+        let o = a(&[
+            "--cc",
+            "inherit",
+            "--tools",
+            "pasta-debian,veth",
+            "--ipv6",
+            "--no-small",
+        ])
+        .expect("ok")
+        .expect("some");
+        assert_eq!(o.cc, None);
+        assert_eq!(o.tools, vec![Tool::PastaDebian, Tool::Veth]);
+        assert!(o.ipv6 && !o.small);
+        assert_eq!(
+            a(&["--cc", "bbr"])
+                .expect("ok")
+                .expect("some")
+                .cc
+                .as_deref(),
+            Some("bbr")
+        );
+        assert!(a(&["--cc", "x; rm"]).is_err());
         assert!(a(&["--help"]).expect("ok").is_none());
     }
 
@@ -1262,5 +1460,34 @@ mod tests {
             "{md}"
         );
         assert!(t.render(false).contains("warren/slirp4netns"));
+    }
+
+    #[test]
+    fn table_ratios_to_veth() {
+        let mut t = Table {
+            tools: vec![Tool::Warren, Tool::Pasta, Tool::Veth],
+            rows: Vec::new(),
+        };
+        t.add("TCP", true, Tool::Warren, Ok(7.0));
+        t.add("TCP", true, Tool::Pasta, Ok(3.5));
+        t.add("TCP", true, Tool::Veth, Ok(10.0));
+        t.add("RSS", false, Tool::Warren, Ok(4.0));
+        t.add("RSS", false, Tool::Pasta, Ok(8.0));
+        let md = t.render(true);
+        assert!(
+            md.starts_with(
+                "| metric | warren | pasta | veth | warren/pasta | warren/veth | pasta/veth |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| TCP | 7.00 | 3.50 | 10.00 | 2.00× | 0.70× | 0.35× |"),
+            "{md}"
+        );
+        // No veth value: no ratio to it, and veth is never a "peer" of warren.
+        assert!(
+            md.contains("| RSS (lower is better) | 4.00 | 8.00 | – | 0.50× | – | – |"),
+            "{md}"
+        );
     }
 }
