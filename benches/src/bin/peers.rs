@@ -907,6 +907,26 @@ fn veth_pair(host: &str, gpid: &str, mtu: &str, ipv6: bool) -> Res<()> {
     g(&["route", "add", "default", "via", "10.0.2.2"])
 }
 
+/// A global address for the IPv6 router `via` of a default route: itself if global; for a link-local
+/// router (slirp4netns announces fe80::2 in its RAs), `::2` of the prefix of the first global
+/// address in `addrs` (`ip -6 -o addr` lines), which is where slirp4netns and warren put the router.
+fn router_global(via: &str, addrs: &str) -> Option<String> {
+    let via: std::net::Ipv6Addr = via.parse().ok()?;
+    if via.segments()[0] & 0xffc0 != 0xfe80 {
+        return Some(via.to_string());
+    }
+    let a: std::net::Ipv6Addr = addrs
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let s = a.segments();
+    Some(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 2).to_string())
+}
+
 /// The guest's IPv6 router, once it has a global address that passed DAD and a default route via a
 /// global router; warren gets fd00::100/64 via fd00::2 by hand if its namespace set-up left none.
 fn guest_router6(inst: &Instance, tool: Tool) -> Res<String> {
@@ -926,8 +946,7 @@ fn guest_router6(inst: &Instance, tool: Tool) -> Res<String> {
             .split_whitespace()
             .skip_while(|w| *w != "via")
             .nth(1)
-            .filter(|v| !v.starts_with("fe80:"))
-            .map(str::to_string);
+            .and_then(|v| router_global(v, &addrs));
         if !addrs.trim().is_empty() && !addrs.contains("tentative") {
             if let Some(v) = via {
                 return Ok(v);
@@ -1460,6 +1479,18 @@ mod tests {
             "{md}"
         );
         assert!(t.render(false).contains("warren/slirp4netns"));
+    }
+
+    #[test]
+    fn ipv6_router_address() {
+        let addrs = "2: tap0    inet6 fd00::24ee:4ff:fe47:ccfa/64 scope global dynamic mngtmpaddr";
+        assert_eq!(router_global("fe80::2", addrs).as_deref(), Some("fd00::2"));
+        assert_eq!(
+            router_global("2001:db8:1::fe", addrs).as_deref(),
+            Some("2001:db8:1::fe")
+        );
+        assert_eq!(router_global("fe80::2", ""), None);
+        assert_eq!(router_global("bogus", addrs), None);
     }
 
     #[test]
