@@ -81,7 +81,8 @@ pub struct Stats {
     pub guestfwd_cmd_refused: u64,
     /// IPv6 frames that reached the gateway.
     pub v6_frames_in: u64,
-    /// IPv6 packets that are not for the gateway's own services (IPv6 NAT comes later): dropped.
+    /// IPv6 packets neither for the gateway's own services nor for the NATs (other upper-layer
+    /// protocols, ICMPv6 other than echo and NDP, echo to multicast): dropped.
     pub v6_dropped: u64,
     /// Malformed IPv6 packets (bad header, extension chain, fragment, checksum).
     pub v6_malformed: u64,
