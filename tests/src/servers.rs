@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,12 +30,6 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
     l.local_addr().expect("local addr").port()
-}
-
-fn loopback_listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let port = l.local_addr().expect("local addr").port();
-    (l, port)
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -148,8 +142,14 @@ pub struct UploadSink {
 
 impl UploadSink {
     pub fn start() -> UploadSink {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`UploadSink::start`] on loopback address `ip` (`::1` for IPv6 tests).
+    pub fn start_on(ip: IpAddr) -> UploadSink {
         use sha2::{Digest, Sha256};
-        let (l, port) = loopback_listener();
+        let l = TcpListener::bind((ip, 0)).expect("bind loopback listener");
+        let port = l.local_addr().expect("local addr").port();
         let uploads = Arc::new(Mutex::new(Vec::new()));
         let u = uploads.clone();
         std::thread::spawn(move || {
@@ -306,11 +306,13 @@ fn tftp_loop(s: UdpSocket, files: &BTreeMap<String, Vec<u8>>, completed: &Mutex<
 
 // ---------------------------------------------------------------- DNS
 
-/// A tiny authoritative DNS server on 127.0.0.1 (UDP and TCP, same port)
-/// answering A queries for fixed names; AAAA and other types get an empty
-/// NOERROR answer for known names, NXDOMAIN for unknown ones.
+/// A tiny authoritative DNS server on 127.0.0.1 or `::1` (UDP and TCP, same
+/// port) answering A and AAAA queries for fixed names; other types (and a type
+/// the name has no address of) get an empty NOERROR answer for known names,
+/// NXDOMAIN for unknown ones.
 pub struct DnsServer {
     pub port: u16,
+    ip: IpAddr,
     queries: Arc<Mutex<Vec<DnsQuery>>>,
 }
 
@@ -331,6 +333,16 @@ impl DnsServer {
     /// Like [`DnsServer::start`] on `ip:port` (port 0: any free port), e.g. `127.0.0.77:53` for
     /// clients that cannot be told a port.
     pub fn start_at(ip: Ipv4Addr, port: u16, records: BTreeMap<String, Ipv4Addr>) -> DnsServer {
+        let records = records
+            .into_iter()
+            .map(|(name, a)| (name, vec![IpAddr::V4(a)]))
+            .collect();
+        Self::start_with(IpAddr::V4(ip), port, records)
+    }
+
+    /// Like [`DnsServer::start_at`] on any loopback address (`::1` for an IPv6 upstream), with
+    /// any number of IPv4 (A) and IPv6 (AAAA) addresses per name.
+    pub fn start_with(ip: IpAddr, port: u16, records: BTreeMap<String, Vec<IpAddr>>) -> DnsServer {
         // Bind UDP first, then TCP on the same port (retry if taken).
         let (udp, tcp, port) = (0..20)
             .find_map(|_| {
@@ -381,11 +393,11 @@ impl DnsServer {
                 }
             }
         });
-        DnsServer { port, queries }
+        DnsServer { port, ip, queries }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// Queries answered so far.
@@ -398,7 +410,7 @@ impl DnsServer {
 /// well-formed single-question query.
 fn dns_answer(
     msg: &[u8],
-    records: &BTreeMap<String, Ipv4Addr>,
+    records: &BTreeMap<String, Vec<IpAddr>>,
     tcp: bool,
 ) -> Option<(Vec<u8>, DnsQuery)> {
     if msg.len() < 12 || msg[2] & 0x80 != 0 || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
@@ -422,20 +434,34 @@ fn dns_answer(
     let question_end = i + 4;
     msg.get(..question_end)?;
     let name = labels.join(".");
-    let addr = records.get(&name);
+    let addrs = records.get(&name);
 
     let mut reply = Vec::with_capacity(question_end + 16);
     reply.extend_from_slice(&msg[0..2]); // id
     let rd = msg[2] & 0x01;
     reply.push(0x84 | rd); // QR, AA, RD copied
-    let rcode = if addr.is_some() { 0 } else { 3 }; // NOERROR / NXDOMAIN
+    let rcode = if addrs.is_some() { 0 } else { 3 }; // NOERROR / NXDOMAIN
     reply.push(rcode);
-    let answer = addr.filter(|_| qtype == 1);
-    reply.extend_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+    // A (1) answers the IPv4 addresses, AAAA (28) the IPv6 ones.
+    let answers: Vec<Vec<u8>> = addrs
+        .into_iter()
+        .flatten()
+        .filter_map(|a| match (a, qtype) {
+            (IpAddr::V4(a), 1) => Some(a.octets().to_vec()),
+            (IpAddr::V6(a), 28) => Some(a.octets().to_vec()),
+            _ => None,
+        })
+        .collect();
+    let count = u16::try_from(answers.len()).unwrap_or(u16::MAX);
+    reply.extend_from_slice(&[0, 1]);
+    reply.extend_from_slice(&count.to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
     reply.extend_from_slice(&msg[12..question_end]);
-    if let Some(a) = answer {
-        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend_from_slice(&a.octets());
+    for rdata in answers.iter().take(usize::from(count)) {
+        reply.extend_from_slice(&[0xc0, 12]);
+        reply.extend_from_slice(&qtype.to_be_bytes());
+        reply.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, rdata.len() as u8]);
+        reply.extend_from_slice(rdata);
     }
     Some((reply, DnsQuery { name, qtype, tcp }))
 }
@@ -485,6 +511,48 @@ mod tests {
         assert!(n > 12);
         assert_eq!(d.queries().len(), 2);
         assert!(!d.queries()[0].tcp);
+    }
+
+    #[test]
+    fn dns_answers_aaaa_and_a_on_ipv6_loopback() {
+        let v6: std::net::Ipv6Addr = "2001:db8::6:66".parse().expect("v6");
+        let d = DnsServer::start_with(
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            0,
+            BTreeMap::from([
+                ("six.example".to_owned(), vec![IpAddr::V6(v6)]),
+                (
+                    "both.example".to_owned(),
+                    vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), IpAddr::V6(v6)],
+                ),
+            ]),
+        );
+        assert!(d.addr().is_ipv6());
+        let s = UdpSocket::bind("[::1]:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        s.send_to(&query(1, "six.example", 28), d.addr())
+            .expect("send");
+        let n = s.recv(&mut buf).expect("reply");
+        assert_eq!(buf[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1, "one answer");
+        assert_eq!(&buf[n - 18..n - 16], &[0, 16], "rdlength");
+        assert_eq!(&buf[n - 16..n], &v6.octets());
+        // A for a v6-only name: NOERROR, no answer.
+        s.send_to(&query(2, "six.example", 1), d.addr())
+            .expect("send");
+        s.recv(&mut buf).expect("reply");
+        assert_eq!(buf[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 0);
+        s.send_to(&query(3, "both.example", 1), d.addr())
+            .expect("send");
+        let n = s.recv(&mut buf).expect("reply");
+        assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1);
+        assert_eq!(&buf[n - 4..n], &[192, 0, 2, 9]);
+        let q = d.queries();
+        assert_eq!(q.len(), 3);
+        assert_eq!((q[0].qtype, q[1].qtype), (28, 1));
     }
 
     #[test]
