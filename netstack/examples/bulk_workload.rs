@@ -137,10 +137,9 @@ fn main() {
         .unwrap_or(1500);
     let cfg = Config {
         mtu,
-        seed: Some(1),
         ..Config::default()
     };
-    let mut gw = Gateway::new(cfg);
+    let mut gw = Gateway::new(cfg, 1);
     let gw_mac = gw.mac();
     let mut host = Host::default();
     let now = std::time::Instant::now();

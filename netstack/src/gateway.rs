@@ -42,16 +42,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with `cfg` (`cfg.dns_upstreams` are the resolved upstream servers, decided by the
-    /// caller).
-    pub fn new(mut cfg: Config) -> Self {
+    /// caller) whose every random choice (TCP initial sequence numbers, upstream DNS query ids, NDP
+    /// jitter) comes from `seed`. The core draws no randomness of its own: the driver draws the seed
+    /// (`netstack_driver::random_seed`). A fixed seed makes the core deterministic (replayable fuzz
+    /// crashes and simulation tests) but makes DNS ids and ISNs predictable: tests and fuzzing only.
+    pub fn new(mut cfg: Config, seed: u64) -> Self {
         // The IPv6 plan's MAC and link-local address follow the gateway's MAC.
         if let Some(p) = cfg.v6.as_mut() {
             p.router_mac = cfg.gateway_mac;
             p.router_ll = crate::addr6::link_local(&cfg.gateway_mac);
         }
-        // The only non-deterministic input of the core: a random seed unless the config fixes one.
-        let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
-        let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
+        let mut dns = DnsForwarder::new(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
         dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
         let v6 = cfg
             .v6

@@ -6,8 +6,8 @@
 //! Tests drive it deterministically with a simulated host. The crate does no I/O, reads no clock and
 //! has no `unsafe`; the tokio driver that owns the real sockets and timers is `netstack-driver`.
 //!
-//! Host failures arrive as typed [`host::HostError`]s, and every random choice comes from
-//! `Config::seed`.
+//! Host failures arrive as typed [`host::HostError`]s, and every random choice comes from the seed
+//! `Gateway::new` takes (the driver draws it; the core draws no randomness of its own).
 //!
 //! One protocol per file: [`arp`], [`dhcp`], [`dns`], [`tcp`], [`udp`], [`icmp`]; packet views live in
 //! [`wire`]. The gateway only dispatches; the protocol modules see a [`ctx::Ctx`] (configuration,

@@ -553,9 +553,9 @@ mod tests {
             v6: None,
             ..Config::default()
         };
-        let g = crate::gateway::Gateway::new(c);
+        let g = crate::gateway::Gateway::new(c, 7);
         assert!(g.v6().is_none());
-        assert!(crate::gateway::Gateway::new(Config::default())
+        assert!(crate::gateway::Gateway::new(Config::default(), 7)
             .v6()
             .is_some());
     }
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn tcp_to_the_router_reaches_host_loopback_with_an_ipv6_mss() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let router: Ipv6Addr = "fec0::2".parse().unwrap();
         gw.handle_frame(now, &syn6(router, 8080), &mut io);
@@ -633,7 +633,7 @@ mod tests {
             (HostError::Refused, true),
             (HostError::NetUnreachable, false),
         ] {
-            let mut gw = Gateway::new(Config::default());
+            let mut gw = Gateway::new(Config::default(), 7);
             let mut io = Rec::default();
             gw.handle_frame(now, &syn6(far, 80), &mut io);
             let Some(Call::TcpConnect(id, _)) = io.calls.first().cloned() else {
@@ -664,10 +664,13 @@ mod tests {
     #[test]
     fn no_host_loopback_refuses_the_router_and_lan_addresses_are_never_natted() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config {
-            host_loopback: false,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                host_loopback: false,
+                ..Config::default()
+            },
+            7,
+        );
         let mut io = Rec::default();
         gw.handle_frame(now, &syn6("fec0::2".parse().unwrap(), 22), &mut io);
         gw.handle_frame(now, &syn6("fec0::99".parse().unwrap(), 22), &mut io);
@@ -686,7 +689,7 @@ mod tests {
     #[test]
     fn spoofed_sources_are_dropped() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let router: Ipv6Addr = "fec0::2".parse().unwrap();
         let h = TcpHeader {
@@ -712,10 +715,13 @@ mod tests {
     #[test]
     fn packets_above_the_mtu_get_packet_too_big() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config {
-            mtu: 1280,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                mtu: 1280,
+                ..Config::default()
+            },
+            7,
+        );
         let mut io = Rec::default();
         let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let p = udp_packet(g6(), far, 5000, 5001, &[7u8; 1300]);
@@ -739,10 +745,13 @@ mod tests {
         assert_eq!(gw.stats().v6_too_big, 1);
         assert_eq!(gw.stats().drop_spoofed, 1);
         // With a link MTU below IPv6's 1280 the error still fits the link.
-        let mut gw = Gateway::new(Config {
-            mtu: 576,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                mtu: 576,
+                ..Config::default()
+            },
+            7,
+        );
         gw.handle_frame(
             now,
             &frame(&udp_packet(g6(), far, 1, 2, &[0; 700])),
