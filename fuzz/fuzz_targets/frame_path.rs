@@ -12,11 +12,11 @@ use netstack::config::{Config, GuestFwd, GuestFwdTarget, Ipv4Net};
 use netstack::gateway::Gateway;
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::tcp::SYN;
-use netstack::host::HostError;
+use netstack::host::{Event, HostError};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use warren_fuzz::seeds::{cfg_flags, tcp_seg, Op};
-use warren_fuzz::sim::SimHost;
+use warren_fuzz::sim::{drain, SimHost};
 use warren_fuzz::Input;
 
 const MAX_OPS: usize = 400;
@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     Duration::from_millis(u64::from(v))
                 };
-                gw.poll_timers(now, &mut host);
+                gw.handle_timeout(now, &mut host);
             }
             Op::TcpConnected => {
                 let (n, r) = (inp.u8(), inp.u8());
@@ -135,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
                         2 => Err(HostError::Refused),
                         _ => Err(HostError::HostUnreachable),
                     };
-                    gw.on_tcp_connected(now, id, result, &mut host);
+                    gw.handle_event(now, Event::TcpConnected { id, result }, &mut host);
                 }
             }
             Op::TcpData => {
@@ -145,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.tcp.get_mut(&id) {
                         s.rx.extend(d);
                     }
-                    gw.on_tcp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::TcpReadable(id), &mut host);
                 }
             }
             Op::TcpEof => {
@@ -153,7 +153,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.tcp.get_mut(&id) {
                         s.rx_eof = true;
                     }
-                    gw.on_tcp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::TcpReadable(id), &mut host);
                 }
             }
             Op::TcpWritable => {
@@ -165,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
                         wake = std::mem::take(&mut s.want_write);
                     }
                     if wake {
-                        gw.on_tcp_writable(now, id, &mut host);
+                        gw.handle_event(now, Event::TcpWritable(id), &mut host);
                     }
                 }
             }
@@ -176,7 +176,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.udp.get_mut(&id) {
                         s.rx.push_back(d.to_vec());
                     }
-                    gw.on_udp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::UdpReadable(id), &mut host);
                 }
             }
             Op::IcmpFromHost => {
@@ -186,7 +186,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.icmp.get_mut(&id) {
                         s.rx.push_back(d.to_vec());
                     }
-                    gw.on_icmp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::IcmpReadable(id), &mut host);
                 }
             }
             Op::DnsAnswer => {
@@ -210,7 +210,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(m) = msg {
                     host.dns_rx.push_back(m);
                 }
-                gw.on_dns_readable(now, &mut host);
+                gw.handle_event(now, Event::DnsReadable, &mut host);
             }
             Op::TcpInbound => {
                 let client = SocketAddr::new(addr(&mut inp, &cfg), inp.u16());
@@ -261,7 +261,7 @@ fuzz_target!(|data: &[u8]| {
             Op::Congest => host.congested = !host.congested,
             Op::LinkReady => {
                 host.congested = false;
-                gw.on_link_ready(now, &mut host);
+                gw.handle_event(now, Event::LinkReady, &mut host);
             }
             Op::FailNextOpen => {
                 host.fail_open = Some(match inp.u8() % 3 {
@@ -271,8 +271,10 @@ fuzz_target!(|data: &[u8]| {
                 })
             }
         }
+        drain(&mut gw, &mut host, now);
         gw.end_batch(now, &mut host);
-        if let Some(d) = gw.next_deadline() {
+        drain(&mut gw, &mut host, now);
+        if let Some(d) = gw.poll_timeout() {
             assert!(
                 d <= now + Duration::from_secs(7 * 86400),
                 "a timer is set more than a week ahead"
@@ -282,11 +284,14 @@ fuzz_target!(|data: &[u8]| {
 
     // Idle UDP and ICMP flows expire, and their host sockets with them.
     host.congested = false;
-    gw.on_link_ready(now, &mut host);
+    gw.handle_event(now, Event::LinkReady, &mut host);
+    drain(&mut gw, &mut host, now);
     for _ in 0..3 {
         now += Duration::from_secs(3600);
-        gw.poll_timers(now, &mut host);
+        gw.handle_timeout(now, &mut host);
+        drain(&mut gw, &mut host, now);
         gw.end_batch(now, &mut host);
+        drain(&mut gw, &mut host, now);
     }
     let (_, udp, icmp) = gw.flow_counts();
     assert_eq!(

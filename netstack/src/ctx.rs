@@ -1,15 +1,16 @@
 //! What the protocol NATs and services see: [`Ctx`], the gateway's shared parts.
 //!
-//! The TCP, UDP and ICMP NATs and ARP take `&mut Ctx` (plus `&mut dyn HostIo`), never the
-//! [`Gateway`](crate::gateway::Gateway): the configuration, counters, neighbour table and DHCP
-//! leases (who is which MAC), the flow table (budget, idle timers, eviction), the frame builder and
-//! the seeded randomness. The gateway owns a `Ctx` and the NATs and only dispatches.
+//! The TCP, UDP and ICMP NATs and ARP take `&mut Ctx` (plus `&mut dyn HostIo` for the data path),
+//! never the [`Gateway`](crate::gateway::Gateway): the configuration, counters, neighbour table and
+//! DHCP leases (who is which MAC), the flow table (budget, idle timers, eviction), the frame
+//! builder, the seeded randomness and the queue of [`Action`]s for the driver. The gateway owns a
+//! `Ctx` and the NATs and only dispatches.
 
 use crate::config::Config;
 use crate::dhcp::DhcpServer;
 use crate::flow::{FlowBudget, FlowKey, FlowTable, Owner, Proto};
 use crate::fwd::{self, Dest};
-use crate::host::{HostError, HostIo};
+use crate::host::{Action, HostError, HostIo};
 use crate::neigh::{Learned, NeighTable};
 use crate::rng::{Rng, STREAM_TCP_ISN};
 use crate::stats::Stats;
@@ -19,6 +20,7 @@ use crate::wire::ip;
 use crate::wire::udp;
 use crate::wire::WireError;
 use crate::{Instant, Mac};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -57,6 +59,8 @@ pub struct Ctx {
     pub(crate) batch: Option<BatchPos>,
     /// TCP initial sequence numbers (seeded).
     pub(crate) isn: Rng,
+    /// Control decisions waiting for the driver (`Gateway::poll_action`), oldest first.
+    pub(crate) actions: VecDeque<Action>,
     log: LogLimiter,
 }
 
@@ -85,9 +89,20 @@ impl Ctx {
             tx: vec![0; MAX_FRAME],
             batch: None,
             isn: Rng::new(seed, STREAM_TCP_ISN),
+            actions: VecDeque::new(),
             log: LogLimiter::default(),
             cfg,
         }
+    }
+
+    /// Queues a control decision for the driver (`Gateway::poll_action`).
+    pub(crate) fn act(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    /// The oldest control decision the driver has not taken yet.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
     }
 
     /// Whom a new flow of `guest` is charged to: the port its frames came in on, else its address.

@@ -15,7 +15,7 @@ use crate::ctx::Ctx;
 use crate::error::InboundError;
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
 use crate::fwd::{Dest, Target};
-use crate::host::{HostError, HostIo, HostResult};
+use crate::host::{Action, HostError, HostIo, HostResult};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -333,13 +333,12 @@ impl TcpNat {
         if let Some(f) = self.flows.get_mut(idx, gen) {
             arm(&mut self.timers, f, idx, gen, now + CONNECT_TIMEOUT);
         }
-        let started = match &target {
-            Target::Addr(a) => io.tcp_connect(fid(idx, gen), *a),
-            Target::Command(c) => io.tcp_spawn(fid(idx, gen), c),
-        };
-        if let Err(e) = started {
-            self.on_connected(ctx, now, fid(idx, gen), Err(e), io);
-        }
+        // The result (also an immediate failure) comes back as `Event::TcpConnected`.
+        let id = fid(idx, gen);
+        ctx.act(match target {
+            Target::Addr(dst) => Action::TcpConnect { id, dst },
+            Target::Command(command) => Action::TcpSpawn { id, command },
+        });
     }
 
     /// A host client connected to a TCP forward for `guest`. Sends SYN to the guest from the client's
@@ -433,7 +432,7 @@ impl TcpNat {
                 let (key, irs) = (f.key, f.rcv_nxt.wrapping_sub(1));
                 let rcv_nxt = f.rcv_nxt;
                 let mac = f.guest_mac;
-                self.remove(ctx, id, io, false);
+                self.remove(ctx, id, false);
                 if e == HostError::Refused {
                     ctx.stats.tcp_refused += 1;
                     self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
@@ -479,7 +478,7 @@ impl TcpNat {
             let synsent_ok =
                 f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
             if ok || f.state == State::Connecting || synsent_ok {
-                self.remove(ctx, id, io, true);
+                self.remove(ctx, id, true);
             }
             return;
         }
@@ -715,7 +714,7 @@ impl TcpNat {
                     f.pending.extend_from_slice(&data[written..]);
                     if !f.want_write {
                         f.want_write = true;
-                        io.tcp_want_write(id);
+                        ctx.act(Action::TcpWantWrite(id));
                     }
                 }
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
@@ -735,7 +734,7 @@ impl TcpNat {
             // With gathered bytes still to write, the shutdown follows the batch's writes.
             if f.pending.is_empty() && !f.in_batch {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
             self.queue_ack(idx, gen);
         } else if seg.has(FIN) && f.guest_fin {
@@ -815,11 +814,11 @@ impl TcpNat {
                 }
                 if !f.want_write {
                     f.want_write = true;
-                    io.tcp_want_write(id);
+                    ctx.act(Action::TcpWantWrite(id));
                 }
             } else if f.guest_fin && !f.shut_wr_done {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
             // A flow whose last segments waited in this batch may be done now.
             self.maybe_finish(ctx, idx, gen, io);
@@ -902,12 +901,12 @@ impl TcpNat {
         }
         if !f.pending.is_empty() {
             f.want_write = true;
-            io.tcp_want_write(id);
+            ctx.act(Action::TcpWantWrite(id));
         } else {
             f.pending = Vec::new();
             if f.guest_fin && !f.shut_wr_done {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
         }
         // Tell the guest the window opened again if it had closed noticeably.
@@ -1073,7 +1072,7 @@ impl TcpNat {
             if f.ack_due {
                 self.send_ctl(ctx, id, ACK, io);
             }
-            self.remove(ctx, id, io, false);
+            self.remove(ctx, id, false);
         }
     }
 
@@ -1084,10 +1083,10 @@ impl TcpNat {
         };
         let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
         self.emit(ctx, mac, key, seq, ack, RST | ACK, 0, None, 0, io);
-        self.remove(ctx, id, io, true);
+        self.remove(ctx, id, true);
     }
 
-    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo, reset: bool) {
+    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, reset: bool) {
         let Some(f) = self.flows.remove(id.idx, id.gen) else {
             return;
         };
@@ -1100,7 +1099,7 @@ impl TcpNat {
         if self.connecting_per_guest.get(&f.key.guest) == Some(&0) {
             self.connecting_per_guest.remove(&f.key.guest);
         }
-        io.tcp_close(id, reset);
+        ctx.act(Action::TcpClose { id, reset });
         ctx.flows.close(id);
         ctx.stats.tcp_flows_closed += 1;
     }
@@ -1280,7 +1279,7 @@ impl TcpNat {
                         continue;
                     }
                     if f.retries > SYNACK_RETRIES {
-                        self.remove(ctx, id, io, true);
+                        self.remove(ctx, id, true);
                     } else {
                         let at = now + SYNACK_RTO * (1 << f.retries.min(5));
                         arm(&mut self.timers, f, id.idx, id.gen, at);
@@ -1401,12 +1400,22 @@ mod tests {
         testkit::tcp_packet(40000, SocketAddr::new(testkit::remote(), 80), h, b"")
     }
 
+    /// Carries out the queued actions as a driver would, reporting failed connects.
+    fn drain(ctx: &mut Ctx, nat: &mut TcpNat, rec: &mut Rec, now: Instant) {
+        while let Some(a) = ctx.poll_action() {
+            if let Some((id, e)) = rec.record(a) {
+                nat.on_connected(ctx, now, id, Err(e), rec);
+            }
+        }
+    }
+
     /// A guest SYN handled by a fresh NAT: the context, the NAT, the host, and the flow's id.
     fn connecting(rec: &mut Rec, now: Instant) -> (Ctx, TcpNat, Option<FlowId>) {
         let mut ctx = testkit::ctx(now);
         let mut nat = TcpNat::default();
         let b = syn();
         nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, rec);
+        drain(&mut ctx, &mut nat, rec, now);
         let id = rec.calls.iter().find_map(|c| match c {
             Call::TcpConnect(id, _) => Some(*id),
             _ => None,
@@ -1432,7 +1441,9 @@ mod tests {
         // A retransmitted SYN waits for the connect too.
         let b = syn();
         nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        drain(&mut ctx, &mut nat, &mut rec, now);
         assert!(rec.frames.is_empty());
+        assert_eq!(rec.calls.len(), 1, "one connect");
 
         nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
         let f = rec.take_frames();
@@ -1463,6 +1474,7 @@ mod tests {
         let (mut ctx, mut nat, id) = connecting(&mut rec, now);
         let id = id.expect("id");
         nat.on_connected(&mut ctx, now, id, Err(HostError::Refused), &mut rec);
+        drain(&mut ctx, &mut nat, &mut rec, now);
         let f = rec.take_frames();
         assert_eq!(f.len(), 1);
         let s = testkit::tcp_to_guest(&f[0]);

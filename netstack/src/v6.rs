@@ -563,8 +563,18 @@ mod tests {
     // ---- the IPv6 NAT through the gateway ----
 
     use crate::gateway::Gateway;
-    use crate::host::HostError;
+    use crate::host::{Event, HostError};
     use crate::testkit::Call;
+
+    /// Carries out what `gw` queued, as a driver does after each call into the gateway.
+    fn drain(rec: &mut Rec, gw: &mut Gateway, now: Instant) {
+        while let Some(a) = gw.poll_action() {
+            if let Some((id, e)) = rec.record(a) {
+                let ev = Event::TcpConnected { id, result: Err(e) };
+                gw.handle_event(now, ev, rec);
+            }
+        }
+    }
     use crate::wire::tcp::{self as tcpw, TcpHeader, TcpSegment};
 
     fn g6() -> Ipv6Addr {
@@ -605,6 +615,7 @@ mod tests {
         let mut io = Rec::default();
         let router: Ipv6Addr = "fec0::2".parse().unwrap();
         gw.handle_frame(now, &syn6(router, 8080), &mut io);
+        drain(&mut io, &mut gw, now);
         let id = match io.calls.as_slice() {
             [Call::TcpConnect(id, to)] => {
                 assert_eq!(*to, "[::1]:8080".parse().unwrap());
@@ -613,7 +624,7 @@ mod tests {
             other => panic!("no connect to [::1]:8080: {other:?}"),
         };
         assert!(io.take_frames().is_empty(), "no SYN-ACK before connect()");
-        gw.on_tcp_connected(now, id, Ok(()), &mut io);
+        gw.handle_event(now, Event::TcpConnected { id, result: Ok(()) }, &mut io);
         let out = sent(&mut io);
         assert_eq!(out.len(), 1);
         let ip = Ipv6Packet::parse(&out[0]).unwrap();
@@ -636,10 +647,12 @@ mod tests {
             let mut gw = Gateway::new(Config::default(), 7);
             let mut io = Rec::default();
             gw.handle_frame(now, &syn6(far, 80), &mut io);
+            drain(&mut io, &mut gw, now);
             let Some(Call::TcpConnect(id, _)) = io.calls.first().cloned() else {
                 panic!("no connect: {:?}", io.calls);
             };
-            gw.on_tcp_connected(now, id, Err(err.clone()), &mut io);
+            let result = Err(err.clone());
+            gw.handle_event(now, Event::TcpConnected { id, result }, &mut io);
             let out = sent(&mut io);
             assert_eq!(out.len(), 1, "{err:?}");
             let ip = Ipv6Packet::parse(&out[0]).unwrap();
@@ -674,6 +687,7 @@ mod tests {
         let mut io = Rec::default();
         gw.handle_frame(now, &syn6("fec0::2".parse().unwrap(), 22), &mut io);
         gw.handle_frame(now, &syn6("fec0::99".parse().unwrap(), 22), &mut io);
+        drain(&mut io, &mut gw, now);
         assert!(
             !io.calls.iter().any(|c| matches!(c, Call::TcpConnect(..))),
             "{:?}",
@@ -708,6 +722,7 @@ mod tests {
             let p = Ipv6Repr::new(src, far, NH_TCP, seg.len() as u16, 64).packet(&seg);
             gw.handle_frame(now, &frame(&p), &mut io);
         }
+        drain(&mut io, &mut gw, now);
         assert!(io.calls.is_empty(), "{:?}", io.calls);
         assert_eq!(gw.stats().drop_spoofed, 2);
     }

@@ -3,7 +3,7 @@
 use netstack::config::{Config, GuestFwd, GuestFwdTarget};
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
-use netstack::host::{HostError, HostIo, HostResult};
+use netstack::host::{Action, Event, HostError, HostIo, HostResult};
 use netstack::wire::arp::{self, ArpRepr};
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::icmp as icmpw;
@@ -72,29 +72,50 @@ impl SimHost {
             None => Ok(()),
         }
     }
+
+    /// Carries out one action of the gateway, as the driver would. A connect or command start that
+    /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
+    fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+        match a {
+            Action::TcpConnect { id, dst } => {
+                if let Err(e) = self.check_open() {
+                    return Some((id, e));
+                }
+                self.tcp.insert(
+                    id,
+                    SimTcp {
+                        dst: Some(dst),
+                        ..Default::default()
+                    },
+                );
+            }
+            Action::TcpSpawn { id, command } => {
+                if let Err(e) = self.check_open() {
+                    return Some((id, e));
+                }
+                self.spawned.push(command);
+                self.tcp.insert(id, SimTcp::default());
+            }
+            Action::TcpWantWrite(id) => self.want_write.push(id),
+            Action::TcpShutdownWrite(id) => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.shut_wr = true;
+                }
+            }
+            Action::TcpClose { id, reset } => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.closed = Some(reset);
+                }
+            }
+        }
+        None
+    }
 }
 
 impl HostIo for SimHost {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.frames.push(frame.to_vec());
         self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
-    }
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.check_open()?;
-        self.tcp.insert(
-            id,
-            SimTcp {
-                dst: Some(dst),
-                ..Default::default()
-            },
-        );
-        Ok(())
-    }
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()> {
-        self.check_open()?;
-        self.spawned.push(command.to_string());
-        self.tcp.insert(id, SimTcp::default());
-        Ok(())
     }
     fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
         self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
@@ -151,19 +172,6 @@ impl HostIo for SimHost {
         self.consumes += 1;
         if let Some(s) = self.tcp.get_mut(&id) {
             s.rx.drain(..n.min(s.rx.len()));
-        }
-    }
-    fn tcp_want_write(&mut self, id: FlowId) {
-        self.want_write.push(id);
-    }
-    fn tcp_shutdown_write(&mut self, id: FlowId) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.shut_wr = true;
-        }
-    }
-    fn tcp_close(&mut self, id: FlowId, reset: bool) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.closed = Some(reset);
         }
     }
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
@@ -246,22 +254,45 @@ impl Harness {
         }
     }
 
+    /// Carries out the gateway's queued actions, as the driver does after every call.
+    fn drain(&mut self) {
+        while let Some(a) = self.gw.poll_action() {
+            if let Some((id, e)) = self.host.apply(a) {
+                let ev = Event::TcpConnected { id, result: Err(e) };
+                self.gw.handle_event(self.now, ev, &mut self.host);
+            }
+        }
+    }
+
+    /// A host event, then the actions it led to.
+    fn event(&mut self, ev: Event<'_>) {
+        self.gw.handle_event(self.now, ev, &mut self.host);
+        self.drain();
+    }
+
+    /// The end of a batch (deferred ACKs), then the actions.
+    fn end_batch(&mut self) {
+        self.drain();
+        self.gw.end_batch(self.now, &mut self.host);
+        self.drain();
+    }
+
     fn send(&mut self, frame: Vec<u8>) {
         self.gw.handle_frame(self.now, &frame, &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        self.end_batch();
     }
 
     /// A frame that came in on switch port `port` (its flows are charged to the port).
     fn send_from(&mut self, port: u32, frame: Vec<u8>) {
         self.gw
             .handle_frames_from(self.now, port, &[&frame], &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        self.end_batch();
     }
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.gw.poll_timers(self.now, &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        self.gw.handle_timeout(self.now, &mut self.host);
+        self.end_batch();
     }
 
     fn take_frames(&mut self) -> Vec<Vec<u8>> {
@@ -359,7 +390,7 @@ fn establish(h: &mut Harness, dst: IpAddr, port: u16) -> u32 {
         "no SYN-ACK before the host connect succeeds"
     );
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    h.event(Event::TcpConnected { id, result: Ok(()) });
     let out = h.take_tcp();
     assert_eq!(out.len(), 1);
     let synack = &out[0];
@@ -444,7 +475,7 @@ fn tcp_full_exchange_and_orderly_close() {
         .expect("sock")
         .rx
         .extend(body.iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let segs = h.take_tcp();
     assert_eq!(
         segs.iter().map(|s| s.payload.len()).collect::<Vec<_>>(),
@@ -486,7 +517,7 @@ fn tcp_full_exchange_and_orderly_close() {
 
     // Host closes → FIN to the guest after the data.
     h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let fin = h.take_tcp();
     assert_eq!(fin.len(), 1);
     assert_eq!(fin[0].flags & FIN, FIN);
@@ -540,7 +571,7 @@ fn guest_half_close_keeps_host_to_guest_open() {
         .expect("sock")
         .rx
         .extend(b"ok".iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let d = h.take_tcp();
     assert_eq!(d[0].payload, b"ok");
     assert_eq!(h.gw.flow_counts().0, 1);
@@ -565,7 +596,10 @@ fn refused_connect_is_reset_at_once() {
         Some("127.0.0.1:9".parse().expect("addr")),
         "the gateway address is host loopback"
     );
-    h.gw.on_tcp_connected(h.now, id, Err(HostError::Refused), &mut h.host);
+    h.event(Event::TcpConnected {
+        id,
+        result: Err(HostError::Refused),
+    });
     let out = h.take_tcp();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].flags, RST | ACK);
@@ -579,7 +613,10 @@ fn unreachable_connect_becomes_icmp() {
     let mut h = Harness::new(Config::default());
     h.send(tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b""));
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Err(HostError::HostUnreachable), &mut h.host);
+    h.event(Event::TcpConnected {
+        id,
+        result: Err(HostError::HostUnreachable),
+    });
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
@@ -687,7 +724,7 @@ fn full_host_socket_buffers_within_window_then_flushes() {
         "the window shrinks by what we hold"
     );
     h.host.tcp.get_mut(&id).expect("sock").send_room = None;
-    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    h.event(Event::TcpWritable(id));
     assert_eq!(h.host.tcp[&id].written, b"0123456789");
 }
 
@@ -702,7 +739,7 @@ fn lost_segments_are_retransmitted_from_snd_una() {
         .expect("sock")
         .rx
         .extend(vec![7u8; 3000]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert_eq!(h.take_tcp().len(), 3);
     // Nothing is acknowledged: after the retransmission timeout everything goes again.
     h.advance(Duration::from_millis(300));
@@ -752,7 +789,7 @@ fn guest_window_limits_what_is_sent() {
         b"",
     ));
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    h.event(Event::TcpConnected { id, result: Ok(()) });
     let ours = h.take_tcp()[0].seq + 1;
     h.send(tcp_frame(
         remote_ip(),
@@ -770,7 +807,7 @@ fn guest_window_limits_what_is_sent() {
         .expect("sock")
         .rx
         .extend(vec![1u8; 10000]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let segs = h.take_tcp();
     assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 2000);
     // The window slides as the guest acknowledges.
@@ -929,7 +966,7 @@ fn udp_round_trip_and_idle_expiry() {
         .expect("udp")
         .2
         .push_back(b"pong".to_vec());
-    h.gw.on_udp_readable(h.now, id, &mut h.host);
+    h.event(Event::UdpReadable(id));
     let f = h.take_frames();
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
     assert_eq!(
@@ -1025,7 +1062,7 @@ fn tcp_forward_opens_to_guest_with_client_address() {
         .expect("sock")
         .rx
         .extend(b"SSH-2.0-client".iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let d = h.take_tcp();
     assert_eq!(d[0].payload, b"SSH-2.0-client");
     let data = {
@@ -1268,7 +1305,8 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     // The socket takes 5 bytes now: the rest is held, and the shutdown waits for it.
     h.host.tcp.get_mut(&id).expect("sock").send_room = Some(5);
     h.gw.handle_frames(h.now, &refs, &mut h.host);
-    h.gw.end_batch(h.now, &mut h.host);
+    h.drain();
+    h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"aaabb");
     assert!(
         !h.host.tcp[&id].shut_wr,
@@ -1278,7 +1316,7 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     assert_eq!(acks.len(), 1, "one ACK for the batch");
     assert_eq!(acks[0].ack, ISN + 11);
     h.host.tcp.get_mut(&id).expect("sock").send_room = None;
-    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    h.event(Event::TcpWritable(id));
     assert_eq!(h.host.tcp[&id].written, b"aaabbbccc");
     assert!(h.host.tcp[&id].shut_wr);
 }
@@ -1295,7 +1333,7 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
         .rx
         .extend(vec![3u8; 200 * 1460]);
     h.host.congest_after = Some(4);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let first = h.take_tcp();
     assert!(
         first.len() < 200,
@@ -1303,10 +1341,10 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
         first.len()
     );
     // More readiness or ACK-less wakeups send nothing while paused.
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert!(h.take_frames().is_empty());
     h.host.congest_after = None;
-    h.gw.on_link_ready(h.now, &mut h.host);
+    h.event(Event::LinkReady);
     let rest = h.take_tcp();
     let total: usize = first
         .iter()
@@ -1332,7 +1370,7 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
         .expect("sock")
         .rx
         .extend(vec![9u8; 8 * 1460]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert_eq!(h.take_tcp().len(), 8);
     let (c0, p0) = (h.host.consumes, h.host.peeks);
     let acks: Vec<Vec<u8>> = (1..=4u32)
@@ -1351,6 +1389,7 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
         .collect();
     let refs: Vec<&[u8]> = acks.iter().map(|f| f.as_slice()).collect();
     h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.drain();
     assert_eq!(h.host.consumes - c0, 1, "four ACKs, one consume");
     assert!(h.host.tcp[&id].rx.is_empty());
     // The socket had already said it was empty: no read until it signals readiness again.
@@ -1381,7 +1420,7 @@ fn fast_retransmit_after_fin_resends_the_data_before_the_fin() {
         sock.rx.extend(vec![5u8; 3000]);
         sock.rx_eof = true;
     }
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let first = h.take_tcp();
     assert_eq!(
         first.last().map(|s| (s.flags & FIN, s.seq)),
@@ -1436,7 +1475,7 @@ fn batched_tail_is_written_when_the_host_closed_first() {
     let ours = establish(&mut h, remote_ip(), 80);
     let id = h.flow();
     h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let fin = h.take_tcp();
     assert_eq!(fin.last().map(|s| s.flags & FIN), Some(FIN));
     let frames = [
@@ -1463,7 +1502,8 @@ fn batched_tail_is_written_when_the_host_closed_first() {
     ];
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
     h.gw.handle_frames(h.now, &refs, &mut h.host);
-    h.gw.end_batch(h.now, &mut h.host);
+    h.drain();
+    h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"tail-1tail-2");
     assert!(h.host.tcp[&id].shut_wr);
     assert_eq!(
@@ -1989,7 +2029,10 @@ fn guestfwd_commands_are_capped_per_guest() {
         .keys()
         .min_by_key(|id| id.idx)
         .expect("a command flow");
-    h.gw.on_tcp_connected(h.now, first, Err(HostError::Refused), &mut h.host);
+    h.event(Event::TcpConnected {
+        id: first,
+        result: Err(HostError::Refused),
+    });
     h.send(syn_from(GUEST_MAC, guest_ip(), 1003, svc, 7));
     assert_eq!(h.host.spawned.len(), 4);
 }
@@ -2033,7 +2076,7 @@ fn seeded_run(seed: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .find(|id| !seen.contains(*id))
             .expect("a new host socket");
         seen.push(id);
-        h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+        h.event(Event::TcpConnected { id, result: Ok(()) });
         h.send(udp_from(
             GUEST_MAC,
             guest_ip(),
