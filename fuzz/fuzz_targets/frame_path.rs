@@ -8,6 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use netstack::batch::FrameBatch;
 use netstack::config::{Config, GuestFwd, GuestFwdTarget, Ipv4Net};
 use netstack::gateway::Gateway;
 use netstack::wire::ethernet::{self, Frame};
@@ -116,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
                 let frames: Vec<&[u8]> = (0..n).map(|_| inp.chunk()).collect();
                 let frames: Vec<&[u8]> =
                     frames.into_iter().filter(|f| admit(&mut host, f)).collect();
-                gw.handle_frames(now, &frames, &mut host);
+                gw.handle_batch(now, FrameBatch::new(&frames), &mut host);
             }
             Op::Advance => {
                 let v = inp.u16();

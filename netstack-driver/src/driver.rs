@@ -6,6 +6,7 @@
 //! event loop. The loop (in the switch) drains the queue in batches and calls [`Driver::handle`] per token,
 //! so the cost per event does not depend on how many flows exist.
 
+use netstack::batch::FrameBatch;
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
 use netstack::host::{Action, Event, HostError, HostIo, HostResult};
@@ -873,17 +874,18 @@ impl Driver {
         }
     }
 
-    /// Several frames from the LAN for the gateway (see `Gateway::handle_frames`).
+    /// Several frames from the LAN for the gateway (see [`Gateway::handle_batch`]).
     pub fn handle_frames(
         &mut self,
         now: Instant,
         frames: &[&[u8]],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        self.call(now, sink, |gw, io| gw.handle_frames(now, frames, io));
+        let batch = FrameBatch::new(frames);
+        self.call(now, sink, |gw, io| gw.handle_batch(now, batch, io));
     }
 
-    /// [`Gateway::handle_frames_from`]: frames that all came in on switch port `port`.
+    /// Frames that all came in on switch port `port` ([`FrameBatch::from_port`]).
     pub fn handle_frames_from(
         &mut self,
         now: Instant,
@@ -891,9 +893,8 @@ impl Driver {
         frames: &[&[u8]],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        self.call(now, sink, |gw, io| {
-            gw.handle_frames_from(now, port, frames, io)
-        });
+        let batch = FrameBatch::from_port(port, frames);
+        self.call(now, sink, |gw, io| gw.handle_batch(now, batch, io));
     }
 
     /// One frame from the LAN for the gateway.

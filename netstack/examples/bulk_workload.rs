@@ -6,6 +6,7 @@
 //! `cargo build --release -p netstack --example bulk_workload` then
 //! `valgrind --tool=callgrind target/release/examples/bulk_workload [MTU]`.
 
+use netstack::batch::FrameBatch;
 use netstack::config::Config;
 use netstack::flow::FlowId;
 use netstack::gateway::Gateway;
@@ -183,7 +184,7 @@ fn main() {
             .collect();
         seq = seq.wrapping_add(32 * u32::from(mss));
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-        gw.handle_frames(now, &refs, &mut host);
+        gw.handle_batch(now, FrameBatch::new(&refs), &mut host);
         host.drain(&mut gw);
         gw.end_batch(now, &mut host);
         host.drain(&mut gw);
@@ -193,7 +194,7 @@ fn main() {
         gw.handle_event(now, Event::TcpReadable(id), &mut host);
         host.drain(&mut gw);
         let ack = segment(gw_mac, &hdr(seq, host.guest_ack, ACK, None), b"");
-        gw.handle_frames(now, &[&ack], &mut host);
+        gw.handle_batch(now, FrameBatch::new(&[&ack]), &mut host);
         host.drain(&mut gw);
         gw.end_batch(now, &mut host);
         host.drain(&mut gw);

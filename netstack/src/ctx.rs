@@ -6,6 +6,7 @@
 //! builder, the seeded randomness and the queue of [`Action`]s for the driver. The gateway owns a
 //! `Ctx` and the NATs and only dispatches.
 
+use crate::batch::FrameIdx;
 use crate::config::Config;
 use crate::dhcp::DhcpServer;
 use crate::flow::{FlowBudget, FlowKey, FlowTable, Owner, Proto};
@@ -30,14 +31,6 @@ pub const MAX_FRAME: usize = 65535 + ethernet::HEADER_LEN;
 /// A UDP/ICMP flow must have been idle this long before the fd budget evicts it.
 pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
 
-/// The frame being handled in the batch of `handle_frames`: guest TCP payload is remembered as
-/// (frame index, offset in the frame, length) and written with one `writev` per flow at the batch's
-/// end; no pointers are kept.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BatchPos {
-    pub(crate) frame: usize,
-}
-
 /// The gateway's shared state, as the protocol modules see it.
 pub struct Ctx {
     /// The gateway's configuration (fixed after start).
@@ -55,8 +48,9 @@ pub struct Ctx {
     pub(crate) ingress: Option<u32>,
     /// Scratch buffer for building one frame.
     pub(crate) tx: Vec<u8>,
-    /// While `handle_frames` runs: the current frame.
-    pub(crate) batch: Option<BatchPos>,
+    /// While `Gateway::handle_batch` runs: the frame being handled (guest TCP payload is
+    /// remembered as a span of it and written per flow at the batch's end).
+    pub(crate) batch: Option<FrameIdx>,
     /// TCP initial sequence numbers (seeded).
     pub(crate) isn: Rng,
     /// Control decisions waiting for the driver (`Gateway::poll_action`), oldest first.

@@ -6,8 +6,9 @@
 //! see; the protocol state is theirs.
 
 use crate::arp;
+use crate::batch::FrameBatch;
 use crate::config::Config;
-use crate::ctx::{BatchPos, Ctx};
+use crate::ctx::Ctx;
 use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsError, DnsForwarder};
 use crate::error::InboundError;
@@ -123,30 +124,19 @@ impl Gateway {
         ]
     }
 
-    /// Several frames at once (e.g. all those one read from a guest produced). Guest TCP payload for the
-    /// same flow is gathered and written to the host socket with one `writev` at the end.
-    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], io: &mut dyn HostIo) {
-        for (i, f) in frames.iter().enumerate() {
-            self.ctx.batch = Some(BatchPos { frame: i });
+    /// Several frames at once (all those one read from a port produced; see [`FrameBatch`]). Guest
+    /// TCP payload for the same flow is gathered and written to the host socket with one vectored
+    /// send at the end, straight from the batch's frames. With [`FrameBatch::from_port`], the flows
+    /// the frames open are charged to that port.
+    pub fn handle_batch(&mut self, now: Instant, batch: FrameBatch<'_>, io: &mut dyn HostIo) {
+        self.ctx.ingress = batch.port();
+        for (i, f) in batch.frames() {
+            self.ctx.batch = Some(i);
             self.handle_frame(now, f, io);
         }
         self.ctx.batch = None;
-        self.tcp.flush_writes(&mut self.ctx, frames, io);
+        self.tcp.flush_writes(&mut self.ctx, &batch, io);
         self.tcp.flush_pushes(&mut self.ctx, now, io);
-    }
-
-    /// Like [`Gateway::handle_frames`] for frames that all came in on switch port `port`: the flows
-    /// they open are charged to that port, so one port cannot multiply its share of the fd budget
-    /// by using many addresses.
-    pub fn handle_frames_from(
-        &mut self,
-        now: Instant,
-        port: u32,
-        frames: &[&[u8]],
-        io: &mut dyn HostIo,
-    ) {
-        self.ctx.ingress = Some(port);
-        self.handle_frames(now, frames, io);
         self.ctx.ingress = None;
     }
 

@@ -18,6 +18,7 @@
 
 pub mod addr6;
 pub mod arp;
+pub mod batch;
 pub mod config;
 pub mod ctx;
 pub mod dhcp;

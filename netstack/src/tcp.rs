@@ -11,6 +11,7 @@
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
 use crate::arp;
+use crate::batch::{FrameBatch, Span};
 use crate::ctx::Ctx;
 use crate::error::InboundError;
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
@@ -179,14 +180,12 @@ pub struct TcpNat {
     arp_waiting: Vec<(IpAddr, u32, u32)>,
 }
 
-/// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
+/// One in-order guest segment of flow (`idx`, `gen`) waiting in the batch, as a span of its frame.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchWrite {
     idx: u32,
     gen: u32,
-    frame: usize,
-    off: usize,
-    len: usize,
+    span: Span,
 }
 
 /// The MAC of a guest not yet resolved by ARP.
@@ -684,18 +683,13 @@ impl TcpNat {
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if let (true, true, Some(b)) = (take > 0, f.pending.is_empty(), ctx.batch) {
+            if let (true, true, Some(frame)) = (take > 0, f.pending.is_empty(), ctx.batch) {
                 // Gathered: written with the flow's other segments of this batch in one writev.
-                let (frame, off) = (b.frame, at);
-                if !f.in_batch {
-                    f.in_batch = true;
-                }
+                f.in_batch = true;
                 self.wbatch.push(BatchWrite {
                     idx,
                     gen,
-                    frame,
-                    off,
-                    len: take,
+                    span: frame.span(at, take),
                 });
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
             } else if take > 0 {
@@ -745,7 +739,12 @@ impl TcpNat {
 
     /// Writes the guest bytes gathered during a batch: one `writev` per flow, in order. What the socket
     /// does not take now is kept (as with single writes) until it is writable.
-    pub(crate) fn flush_writes(&mut self, ctx: &mut Ctx, frames: &[&[u8]], io: &mut dyn HostIo) {
+    pub(crate) fn flush_writes(
+        &mut self,
+        ctx: &mut Ctx,
+        frames: &FrameBatch<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let mut batch = std::mem::take(&mut self.wbatch);
         if batch.is_empty() {
             self.wbatch = batch;
@@ -766,18 +765,15 @@ impl TcpNat {
             if self.flows.get(idx, gen).is_none() {
                 continue;
             }
-            let slice = |b: &BatchWrite| {
-                frames
-                    .get(b.frame)
-                    .and_then(|f| f.get(b.off..b.off + b.len))
-                    .unwrap_or(&[])
-            };
-            let total: usize = group.iter().map(|b| b.len).sum();
+            let total: usize = group.iter().map(|b| b.span.len()).sum();
             let mut written = 0;
             let mut failed = false;
             for chunk in group.chunks(512) {
-                let iov: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(slice(b))).collect();
-                let want: usize = chunk.iter().map(|b| b.len).sum();
+                let iov: Vec<IoSlice<'_>> = chunk
+                    .iter()
+                    .map(|b| IoSlice::new(frames.bytes(b.span)))
+                    .collect();
+                let want: usize = chunk.iter().map(|b| b.span.len()).sum();
                 match io.tcp_send_vectored(id, &iov) {
                     Ok(n) => {
                         written += n;
@@ -804,7 +800,7 @@ impl TcpNat {
                 ctx.stats.tcp_host_full += 1;
                 let mut skip = written;
                 for b in group {
-                    let s = slice(b);
+                    let s = frames.bytes(b.span);
                     if skip >= s.len() {
                         skip -= s.len();
                         continue;
@@ -1585,14 +1581,15 @@ mod tests {
             testkit::frame(&data(ISN + 4, false, b"lo world"), 6),
         ];
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-        for (i, f) in refs.iter().enumerate() {
-            ctx.batch = Some(crate::ctx::BatchPos { frame: i });
+        let batch = FrameBatch::new(&refs);
+        for (i, f) in batch.frames() {
+            ctx.batch = Some(i);
             let p = testkit::parse_ip(&f[ethernet::HEADER_LEN..]);
             nat.input(&mut ctx, now, &p, None, &mut rec);
         }
         ctx.batch = None;
         assert!(rec.written.is_empty(), "gathered until the batch ends");
-        nat.flush_writes(&mut ctx, &refs, &mut rec);
+        nat.flush_writes(&mut ctx, &batch, &mut rec);
         assert_eq!(rec.written, b"hello world");
         assert_eq!(rec.writes, 1, "one writev for the flow");
     }

@@ -1,5 +1,6 @@
 //! Deterministic tests of the gateway core against a simulated host: virtual time, in-memory sockets.
 
+use netstack::batch::FrameBatch;
 use netstack::config::{Config, GuestFwd, GuestFwdTarget};
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
@@ -63,6 +64,8 @@ struct SimHost {
     dns_sent: usize,
     /// Their bytes, in order.
     dns_queries: Vec<Vec<u8>>,
+    /// Every action the gateway asked for, in order.
+    actions: Vec<Action>,
 }
 
 impl SimHost {
@@ -76,6 +79,7 @@ impl SimHost {
     /// Carries out one action of the gateway, as the driver would. A connect or command start that
     /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
     fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+        self.actions.push(a.clone());
         match a {
             Action::TcpConnect { id, dst } => {
                 if let Err(e) = self.check_open() {
@@ -284,8 +288,9 @@ impl Harness {
 
     /// A frame that came in on switch port `port` (its flows are charged to the port).
     fn send_from(&mut self, port: u32, frame: Vec<u8>) {
-        self.gw
-            .handle_frames_from(self.now, port, &[&frame], &mut self.host);
+        let frames = [frame.as_slice()];
+        let batch = FrameBatch::from_port(port, &frames);
+        self.gw.handle_batch(self.now, batch, &mut self.host);
         self.end_batch();
     }
 
@@ -1304,7 +1309,7 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
     // The socket takes 5 bytes now: the rest is held, and the shutdown waits for it.
     h.host.tcp.get_mut(&id).expect("sock").send_room = Some(5);
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
     h.drain();
     h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"aaabb");
@@ -1388,7 +1393,7 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
         })
         .collect();
     let refs: Vec<&[u8]> = acks.iter().map(|f| f.as_slice()).collect();
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
     h.drain();
     assert_eq!(h.host.consumes - c0, 1, "four ACKs, one consume");
     assert!(h.host.tcp[&id].rx.is_empty());
@@ -1501,7 +1506,7 @@ fn batched_tail_is_written_when_the_host_closed_first() {
         ),
     ];
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
     h.drain();
     h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"tail-1tail-2");
@@ -2054,10 +2059,13 @@ fn ipv4_fragments_are_dropped_and_counted() {
 
 // ---- Seeded randomness (issue 10) ----
 
-/// What a gateway with `seed` emits for a fixed script: frames to the guest and DNS queries sent
-/// upstream. The script opens three TCP connections (three ISNs) and sends three DNS queries (three
-/// upstream ids).
-fn seeded_run(seed: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// What a gateway with `seed` emits for a fixed script of events: frames to the guest, DNS queries
+/// sent upstream and the actions it asked of the host. The script opens three TCP connections
+/// (three ISNs; the second is refused), sends three DNS queries (three upstream ids), a UDP
+/// datagram, host data and EOF on the first connection, and lets time pass.
+type Run = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Action>);
+
+fn seeded_run(seed: u64) -> Run {
     let mut h = Harness::with_seed(
         Config {
             dns_upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
@@ -2076,7 +2084,12 @@ fn seeded_run(seed: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .find(|id| !seen.contains(*id))
             .expect("a new host socket");
         seen.push(id);
-        h.event(Event::TcpConnected { id, result: Ok(()) });
+        let result = if i == 1 {
+            Err(HostError::Refused)
+        } else {
+            Ok(())
+        };
+        h.event(Event::TcpConnected { id, result });
         h.send(udp_from(
             GUEST_MAC,
             guest_ip(),
@@ -2087,7 +2100,17 @@ fn seeded_run(seed: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         ));
         frames.extend(h.take_frames());
     }
-    (frames, std::mem::take(&mut h.host.dns_queries))
+    h.send(udp_from(GUEST_MAC, guest_ip(), 7000, remote_ip(), 9, b"x"));
+    let first = seen[0];
+    let s = h.host.tcp.get_mut(&first).expect("first flow");
+    s.rx.extend(b"hello from the host");
+    s.rx_eof = true;
+    h.event(Event::TcpReadable(first));
+    h.end_batch();
+    h.advance(Duration::from_secs(10));
+    frames.extend(h.take_frames());
+    let actions = std::mem::take(&mut h.host.actions);
+    (frames, std::mem::take(&mut h.host.dns_queries), actions)
 }
 
 /// The gateway's ISNs in `frames` (the sequence numbers of its SYN-ACKs).
@@ -2111,21 +2134,37 @@ fn query_ids(queries: &[Vec<u8>]) -> Vec<u16> {
 }
 
 #[test]
-fn same_seed_gives_byte_identical_output() {
-    let (frames_a, dns_a) = seeded_run(0x5eed);
-    let (frames_b, dns_b) = seeded_run(0x5eed);
-    assert_eq!(synack_isns(&frames_a).len(), 3, "three SYN-ACKs");
+fn same_seed_same_events_give_identical_actions_and_frames() {
+    let (frames_a, dns_a, actions_a) = seeded_run(0x5eed);
+    let (frames_b, dns_b, actions_b) = seeded_run(0x5eed);
+    let mut isns = synack_isns(&frames_a);
+    isns.sort_unstable();
+    isns.dedup();
+    assert_eq!(isns.len(), 2, "two connections SYN-ACKed, one refused");
     assert_eq!(dns_a.len(), 3, "three queries upstream");
+    assert!(
+        actions_a.len() >= 4,
+        "three connects and a close at least: {actions_a:?}"
+    );
+    assert!(actions_a.contains(&Action::TcpClose {
+        id: match actions_a[1] {
+            Action::TcpConnect { id, .. } => id,
+            ref a => panic!("the second action is the second connect: {a:?}"),
+        },
+        reset: false
+    }));
     assert_eq!(frames_a, frames_b, "same seed, same frames to the guest");
     assert_eq!(dns_a, dns_b, "same seed, same upstream queries");
+    assert_eq!(actions_a, actions_b, "same seed, same actions");
 }
 
 #[test]
 fn different_seeds_give_different_isns_and_dns_ids() {
-    let (frames_a, dns_a) = seeded_run(1);
-    let (frames_b, dns_b) = seeded_run(2);
+    let (frames_a, dns_a, _) = seeded_run(1);
+    let (frames_b, dns_b, _) = seeded_run(2);
     let (isn_a, isn_b) = (synack_isns(&frames_a), synack_isns(&frames_b));
-    assert_eq!((isn_a.len(), isn_b.len()), (3, 3));
+    // Two SYN-ACKed connections, their SYN-ACKs retransmitted once as time passes.
+    assert_eq!((isn_a.len(), isn_b.len()), (4, 4));
     assert_ne!(isn_a, isn_b);
     let (ids_a, ids_b) = (query_ids(&dns_a), query_ids(&dns_b));
     assert_eq!((ids_a.len(), ids_b.len()), (3, 3));
