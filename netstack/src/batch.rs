@@ -1,5 +1,5 @@
 //! Typed handles for batched guest frames: [`FrameBatch`] (the frames of one call) and the
-//! crate's [`Span`]s into it (guest TCP payload gathered per flow).
+//! crate's `Span`s into it (guest TCP payload gathered per flow).
 //!
 //! A batch is everything one read from a switch port produced. Guest TCP payload in it is never
 //! copied into the core: the TCP NAT remembers where each in-order segment's bytes are (which frame

@@ -43,7 +43,7 @@ pub struct Ctx {
     pub dhcp: DhcpServer,
     /// Every NAT flow: budget, owners, idle timers, eviction.
     pub flows: FlowTable,
-    /// The switch port the frames being handled came in on (`handle_frames_from`): new flows are
+    /// The switch port the frames being handled came in on (`FrameBatch::from_port`): new flows are
     /// charged to it.
     pub(crate) ingress: Option<u32>,
     /// Scratch buffer for building one frame.

@@ -6,7 +6,9 @@
 //!   `Gateway::poll_action` after every call into the gateway and carries them out.
 //! * [`Event`]s: what the host has to say (a connect finished, a socket is readable or writable, the
 //!   link drained). They all come in through one entry point, `Gateway::handle_event`. Timers are
-//!   `Gateway::poll_timeout` / `Gateway::handle_timeout`.
+//!   `Gateway::poll_timeout` / `Gateway::handle_timeout`. A host forward's accepted connection or
+//!   datagram (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it
+//!   answers with the flow id the driver binds the accepted socket to.
 //! * [`HostIo`]: only the borrowed, zero-copy data path that cannot be an owned action without a copy
 //!   per byte: frames out (written into the core's own buffer and lent to the driver), host bytes
 //!   peeked straight into the frame being built, gathered guest writes, datagram send/receive into

@@ -828,7 +828,7 @@ impl TcpNat {
         self.on_link_ready_except(ctx, now, &|_| false, io);
     }
 
-    /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
+    /// Like `Event::LinkReady`, but flows towards a guest MAC for which `still_blocked`
     /// holds stay paused (the way to that guest is still congested; others must not wait for it).
     pub(crate) fn on_link_ready_except(
         &mut self,
@@ -1033,7 +1033,7 @@ impl TcpNat {
                         arm(&mut tcp.timers, f, idx, gen, now + f.rto);
                     }
                     if congested {
-                        // The guest's link is full: wait for `on_link_ready` rather than drop.
+                        // The guest's link is full: wait for `Event::LinkReady` rather than drop.
                         f.tx_blocked = true;
                         tcp.tx_blocked.push((idx, gen));
                         ctx.stats.tcp_link_paused += 1;
