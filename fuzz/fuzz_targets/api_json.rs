@@ -31,6 +31,7 @@ impl ApiBackend for Backend {
         proto: Proto,
         host: SocketAddr,
         _g: SocketAddr,
+        _follow: bool,
     ) -> Result<(), api::OpenError> {
         if self.refuse {
             return Err("Address already in use (os error 98)".into());

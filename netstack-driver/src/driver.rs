@@ -191,6 +191,10 @@ pub struct Forward {
     /// The address actually bound (port 0 resolved).
     pub host: SocketAddr,
     pub guest: SocketAddr,
+    /// The rule named no guest: `guest` is the default guest's IPv4 address and an IPv6 listener's
+    /// clients go to that guest's IPv6 address when the gateway knows one
+    /// (`Gateway::forward_guest`).
+    pub follow_family: bool,
     fd: AsyncFd<Socket>,
     waker: Waker,
     /// UDP: the flow of each client.
@@ -921,12 +925,25 @@ impl Driver {
     }
 
     /// Opens a host→guest forward: a TCP listener or a bound UDP socket at `host`, whose connections
-    /// or datagrams go to `guest`. Returns its id.
+    /// or datagrams go to `guest`. Returns its id. An IPv6 wildcard listener (`[::]`) also takes
+    /// IPv4 clients (dual stack, as libslirp's listeners are unless asked for IPv6 only).
     pub fn add_forward(
         &mut self,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+    ) -> io::Result<u32> {
+        self.add_forward_with(proto, host, guest, false)
+    }
+
+    /// [`Driver::add_forward`] for a rule that may name no guest (`follow_family`, see
+    /// [`Forward::follow_family`]).
+    pub fn add_forward_with(
+        &mut self,
+        proto: Proto,
+        host: SocketAddr,
+        guest: SocketAddr,
+        follow_family: bool,
     ) -> io::Result<u32> {
         let (ty, p) = match proto {
             Proto::Tcp => (Type::STREAM, Protocol::TCP),
@@ -964,6 +981,7 @@ impl Driver {
             proto,
             host: bound,
             guest,
+            follow_family,
             fd,
             waker,
             peers: FxHashMap::default(),
@@ -1009,6 +1027,11 @@ impl Driver {
                 break;
             }
             let (proto, guest) = (f.proto, f.guest);
+            let guest = if f.follow_family {
+                self.gw.forward_guest(f.host.ip(), guest)
+            } else {
+                guest
+            };
             if proto == Proto::Tcp {
                 match f.fd.get_ref().accept() {
                     Ok((conn, addr)) => {

@@ -74,6 +74,10 @@ pub(crate) fn input(
 
 /// Asks the LAN who has `ip` (a guest a forward wants to reach before it has sent anything).
 pub(crate) fn request(ctx: &mut Ctx, ip: Ipv4Addr, io: &mut dyn HostIo) {
+    if !ctx.cfg.ipv4 {
+        // IPv6 only: the gateway sends nothing on IPv4.
+        return;
+    }
     let req = ArpRepr {
         op: arp::OP_REQUEST,
         sender_mac: ctx.cfg.gateway_mac,
@@ -91,4 +95,36 @@ pub(crate) fn request(ctx: &mut Ctx, ip: Ipv4Addr, io: &mut dyn HostIo) {
     req.emit(&mut buf[ethernet::HEADER_LEN..]);
     io.transmit(&buf);
     ctx.stats.frames_out += 1;
+}
+
+/// Asks the LAN who has guest address `ip`: an ARP request for IPv4, a neighbour solicitation to
+/// the solicited-node group for IPv6 (from the router's address, or its link-local one for a
+/// link-local target). The answer teaches the neighbour table.
+pub(crate) fn solicit(ctx: &mut Ctx, ip: IpAddr, io: &mut dyn HostIo) {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return request(ctx, v4, io),
+        IpAddr::V6(v6) => v6,
+    };
+    let Some(plan) = &ctx.cfg.v6 else {
+        return;
+    };
+    let ns = crate::wire::icmpv6::NdpRepr::NeighborSolicit {
+        target: v6,
+        source_lladdr: Some(ctx.cfg.gateway_mac),
+    };
+    let dst = crate::wire::ipv6::solicited_node(&v6);
+    let src = if crate::wire::ipv6::is_link_local(&v6) {
+        plan.router_ll
+    } else {
+        plan.router
+    };
+    let tx = crate::ndp::NdpTx {
+        dst_mac: crate::wire::ipv6::multicast_mac(&dst),
+        src,
+        dst,
+        icmp: crate::wire::icmpv6::Icmpv6Repr::Ndp(ns).to_bytes(src, dst),
+    };
+    io.transmit(&tx.to_frame(ctx.cfg.gateway_mac));
+    ctx.stats.frames_out += 1;
+    ctx.stats.ndp_sent += 1;
 }

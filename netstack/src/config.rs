@@ -48,6 +48,9 @@ pub enum ConfigError {
     #[error("MTU {0} out of range 576..=65520")]
     /// The MTU is outside 576..=65520.
     Mtu(u16),
+    #[error("IPv4 and IPv6 cannot both be off")]
+    /// `ipv4` is off and there is no IPv6 plan: the gateway would serve nothing.
+    NoFamily,
 }
 
 /// For callers that report errors as one-line strings.
@@ -196,6 +199,10 @@ pub struct Config {
     /// (`--no-ipv6`). Default: slirp's plan `fec0::/64`, router `::2`, DNS `::3`. The plan's MAC
     /// and link-local address follow `gateway_mac` when the gateway starts.
     pub v6: Option<Plan6>,
+    /// Whether the gateway serves IPv4 (ARP, DHCP, DNS and NAT over IPv4). `false` (`--no-ipv4`,
+    /// slirp's `ipv4=off`): IPv4 and ARP frames to the gateway are dropped (counted as
+    /// `drop_unsupported`) and it sends none; IPv6 is unaffected. Default `true`.
+    pub ipv4: bool,
 }
 
 impl Default for Config {
@@ -230,6 +237,7 @@ impl Default for Config {
             restrict: false,
             guestfwds: Vec::new(),
             v6: Some(Plan6::slirp([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02])),
+            ipv4: true,
         }
     }
 }
@@ -280,6 +288,111 @@ impl Config {
         if !(576..=65520).contains(&self.mtu) {
             return Err(ConfigError::Mtu(self.mtu));
         }
+        if !self.ipv4 && self.v6.is_none() {
+            return Err(ConfigError::NoFamily);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::Gateway;
+    use crate::testkit::{frame, udp_packet, Rec, GUEST_MAC};
+    use crate::wire::arp::{self, ArpRepr};
+    use crate::wire::ethernet;
+    use crate::wire::icmpv6::{Icmpv6Repr, NdpRepr};
+    use crate::wire::ipv6::{solicited_node, Ipv6Repr, NH_ICMPV6};
+    use crate::Instant;
+    use std::net::Ipv6Addr;
+
+    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::LEN];
+        ethernet::write_header(
+            &mut f,
+            ethernet::BROADCAST,
+            GUEST_MAC,
+            ethernet::ETHERTYPE_ARP,
+        );
+        ArpRepr {
+            op: arp::OP_REQUEST,
+            sender_mac: GUEST_MAC,
+            sender_ip: Ipv4Addr::new(10, 0, 2, 15),
+            target_mac: [0; 6],
+            target_ip: target,
+        }
+        .emit(&mut f[ethernet::HEADER_LEN..]);
+        f
+    }
+
+    fn neighbour_solicit(target: Ipv6Addr) -> Vec<u8> {
+        let src = crate::addr6::link_local(&GUEST_MAC);
+        let dst = solicited_node(&target);
+        let m = Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+            target,
+            source_lladdr: Some(GUEST_MAC),
+        })
+        .to_bytes(src, dst);
+        let p = Ipv6Repr::new(src, dst, NH_ICMPV6, m.len() as u16, 255).packet(&m);
+        let mut f = vec![0u8; ethernet::HEADER_LEN + p.len()];
+        f[ethernet::HEADER_LEN..].copy_from_slice(&p);
+        let o = dst.octets();
+        let mcast = [0x33, 0x33, o[12], o[13], o[14], o[15]];
+        ethernet::write_header(&mut f, mcast, GUEST_MAC, ethernet::ETHERTYPE_IPV6);
+        f
+    }
+
+    /// A DHCP DISCOVER's bytes are not needed: any UDP to port 67 from 0.0.0.0 would be DHCP.
+    fn udp_to_dns() -> Vec<u8> {
+        frame(
+            &udp_packet(
+                4444,
+                SocketAddr::from((Ipv4Addr::new(10, 0, 2, 3), 53)),
+                b"query",
+            ),
+            0,
+        )
+    }
+
+    #[test]
+    fn ipv4_off_answers_nothing_on_ipv4_and_ipv6_still_works() {
+        let now = Instant::now();
+        for ipv4 in [true, false] {
+            let cfg = Config {
+                ipv4,
+                ..Config::default()
+            };
+            assert_eq!(cfg.validate(), Ok(()));
+            let router = cfg.v6.as_ref().expect("v6 on by default").router;
+            let mut g = Gateway::new(cfg, 7);
+            let mut io = Rec::default();
+            g.handle_frame(now, &arp_request(Ipv4Addr::new(10, 0, 2, 2)), &mut io);
+            assert_eq!(
+                io.take_frames().len(),
+                usize::from(ipv4),
+                "ARP reply iff IPv4 on"
+            );
+            let dropped = g.stats().drop_unsupported;
+            g.handle_frame(now, &udp_to_dns(), &mut io);
+            if !ipv4 {
+                assert_eq!(g.stats().drop_unsupported, dropped + 1, "counted drop");
+                assert!(io.take_frames().is_empty() && io.calls.is_empty());
+            }
+            g.handle_frame(now, &neighbour_solicit(router), &mut io);
+            let out = io.take_frames();
+            assert_eq!(out.len(), 1, "the router's NA, IPv4 on or off");
+            assert_eq!(&out[0][12..14], &ethernet::ETHERTYPE_IPV6.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn both_families_off_is_refused() {
+        let cfg = Config {
+            ipv4: false,
+            v6: None,
+            ..Config::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::NoFamily));
     }
 }

@@ -140,20 +140,52 @@ impl Ctx {
             || self.cfg.guestfwds.iter().any(|g| g.addr == ip)
     }
 
-    /// How a host peer's address appears to guests: loopback (and anything a guest could not tell apart
-    /// from its own LAN, or IPv6 for IPv4 guests) shows as the gateway; other addresses as themselves.
-    pub(crate) fn guest_visible(&self, peer: IpAddr) -> IpAddr {
-        match peer {
-            IpAddr::V4(v4)
-                if !v4.is_loopback() && !v4.is_unspecified() && !self.cfg.net.contains(v4) =>
-            {
-                peer
-            }
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.guest_visible(IpAddr::V4(v4)),
-                None => IpAddr::V4(self.cfg.gateway),
+    /// How a host peer's address appears to a guest at `guest` (a forward's client): as itself when
+    /// it is of the guest's family and could not be mistaken for a LAN address; otherwise as the
+    /// gateway's address of the guest's family. So loopback (`127.0.0.1`, `::1`) shows as the
+    /// gateway (`10.0.2.2`, the IPv6 router `::2`), and a client of the other family (an IPv4
+    /// client of an IPv6 guest, or the other way round) as the gateway too: the guest's reply
+    /// comes back to the gateway, which owns the flow.
+    pub(crate) fn guest_visible(&self, peer: IpAddr, guest: IpAddr) -> IpAddr {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        match (guest, &self.cfg.v6) {
+            (IpAddr::V6(_), Some(plan)) => match peer {
+                IpAddr::V6(v6)
+                    if !v6.is_loopback()
+                        && !v6.is_unspecified()
+                        && !v6.is_multicast()
+                        && !crate::wire::ipv6::is_link_local(&v6)
+                        && !plan.net.contains(v6) =>
+                {
+                    peer
+                }
+                _ => IpAddr::V6(plan.router),
             },
-            _ => IpAddr::V4(self.cfg.gateway),
+            _ => match peer {
+                IpAddr::V4(v4)
+                    if !v4.is_loopback() && !v4.is_unspecified() && !self.cfg.net.contains(v4) =>
+                {
+                    peer
+                }
+                _ => IpAddr::V4(self.cfg.gateway),
+            },
+        }
+    }
+
+    /// Whether `ip` can be a guest's address on the LAN: an IPv4 address of the LAN other than the
+    /// gateway's own, or (IPv6 on) a guest address of the prefix or link-local.
+    pub(crate) fn is_guest_addr(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => {
+                self.cfg.net.contains(v4)
+                    && !self.is_virtual(v4)
+                    && v4 != self.cfg.net.network()
+                    && v4 != self.cfg.net.broadcast()
+            }
+            IpAddr::V6(v6) => self.cfg.v6.as_ref().is_some_and(|p| p.guest_source_ok(&v6)),
         }
     }
 

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 /// Why a host-initiated flow (a forward's connection or datagram) could not be made for a guest.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
-    /// A TCP forward named a guest that is not IPv4 (inbound TCP is IPv4-only so far).
-    #[error("guest {0} is not an IPv4 address on the LAN")]
+    /// A TCP forward named an IPv6 guest while IPv6 is off.
+    #[error("guest {0} is an IPv6 address and IPv6 is off")]
     NotIpv4(IpAddr),
     /// The address is outside the LAN, or one of the gateway's own (gateway, DNS, guestfwd) addresses.
     #[error("{0} is not a guest address on the LAN")]
@@ -26,8 +26,9 @@ pub enum InboundError {
     /// The flow budget refused the flow (the guest's share or the global budget is used up).
     #[error("guest {0} has too many flows")]
     TooManyFlows(IpAddr),
-    /// No MAC is known for the guest yet; an ARP request was sent and this datagram dropped.
-    #[error("guest {0} is not known yet (asked by ARP)")]
+    /// No MAC is known for the guest yet; an ARP request (IPv6: a neighbour solicitation) was sent
+    /// and this datagram dropped.
+    #[error("guest {0} is not known yet (asked by ARP or neighbour solicitation)")]
     Unresolved(IpAddr),
     /// The host refused a socket for a UDP forward's new peer (e.g. out of file descriptors).
     #[error("cannot track UDP peer {client}: {error}")]

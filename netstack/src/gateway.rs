@@ -102,6 +102,59 @@ impl Gateway {
     pub fn neighbour(&self, ip: IpAddr) -> Option<Mac> {
         self.ctx.neigh.get(&ip)
     }
+    /// The IPv6 addresses of the guest at `mac`: its DHCPv6 leases first, then the addresses it was
+    /// seen using (traffic, duplicate address detection, neighbour advertisements), prefix
+    /// addresses before link-local ones. Empty with IPv6 off.
+    pub fn guest_addrs6(&self, mac: Mac) -> Vec<std::net::Ipv6Addr> {
+        let Some(v6) = &self.v6 else {
+            return Vec::new();
+        };
+        let mut out: Vec<std::net::Ipv6Addr> = v6
+            .dhcp()
+            .leases()
+            .into_iter()
+            .filter(|l| l.mac == mac)
+            .map(|l| l.addr)
+            .collect();
+        let mut seen: Vec<std::net::Ipv6Addr> = self
+            .ctx
+            .neigh
+            .addrs_of(mac)
+            .filter_map(|ip| match ip {
+                IpAddr::V6(a) if !out.contains(&a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        seen.sort_by_key(|a| (crate::wire::ipv6::is_link_local(a), *a));
+        out.extend(seen);
+        out
+    }
+
+    /// Where a connection to a forward that named no guest goes (see `ResolvedHostFwd` in
+    /// slirp-compat): `guest` is the default guest's IPv4 address; a listener of the other family
+    /// (`listener` IPv6) leads to that guest's IPv6 address on the prefix when the gateway knows
+    /// one (DHCPv6 lease, the SLAAC address it was seen using), else to `guest` itself.
+    pub fn forward_guest(&self, listener: IpAddr, guest: SocketAddr) -> SocketAddr {
+        let v6_listener = match listener {
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_none(),
+            IpAddr::V4(_) => false,
+        };
+        if !v6_listener || guest.is_ipv6() {
+            return guest;
+        }
+        let Some(mac) = self.ctx.guest_mac(guest.ip()) else {
+            return guest;
+        };
+        match self
+            .guest_addrs6(mac)
+            .into_iter()
+            .find(|a| !crate::wire::ipv6::is_link_local(a))
+        {
+            Some(a) => SocketAddr::new(IpAddr::V6(a), guest.port()),
+            None => guest,
+        }
+    }
+
     /// Guest addresses remembered in the neighbour table.
     pub fn neighbours(&self) -> usize {
         self.ctx.neigh.len()
@@ -153,6 +206,10 @@ impl Gateway {
             return;
         }
         match eth.ethertype() {
+            // `ipv4: false` (IPv6 only): the gateway answers nothing on IPv4.
+            ethernet::ETHERTYPE_ARP | ethernet::ETHERTYPE_IPV4 if !self.ctx.cfg.ipv4 => {
+                self.ctx.stats.drop_unsupported += 1
+            }
             ethernet::ETHERTYPE_ARP => {
                 if let Some((ip, mac)) = arp::input(&mut self.ctx, now, &eth, io) {
                     self.neighbour_learned(ip, mac, io);
@@ -170,7 +227,11 @@ impl Gateway {
             },
             ethernet::ETHERTYPE_IPV6 => match self.v6.as_mut() {
                 Some(v6) => {
-                    if v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io) {
+                    let nat = v6.input(&mut self.ctx, now, eth.src(), eth.payload(), io);
+                    if let Some((ip, mac)) = v6.take_new_neighbour() {
+                        self.neighbour_learned(IpAddr::V6(ip), mac, io);
+                    }
+                    if nat {
                         self.handle_ip6(now, eth.src(), eth.payload(), io);
                     }
                 }

@@ -122,6 +122,9 @@ pub struct NdpOutcome {
     pub learned: Option<(Ipv6Addr, Mac)>,
     /// A guest that claims (NA) or probes for (DAD) one of the gateway's addresses.
     pub conflict: Option<(Ipv6Addr, Mac)>,
+    /// A duplicate address detection probe for a guest address (the tentative address and the
+    /// prober's MAC): worth remembering only while nobody else is known to hold the address.
+    pub dad_probe: Option<(Ipv6Addr, Mac)>,
 }
 
 /// Why an NDP message was refused (each a counted drop).
@@ -378,6 +381,9 @@ impl NdpResponder {
                 if unspecified {
                     if source_lladdr.is_some() || input.dst != solicited_node(target) {
                         return Err(NdpDrop::BadDad);
+                    }
+                    if plan.guest_source_ok(target) {
+                        out.dad_probe = Some((*target, input.src_mac));
                     }
                 } else {
                     if input.dst.is_multicast() && input.dst != solicited_node(target) {
@@ -639,7 +645,8 @@ mod tests {
                 target_lladdr: Some(GW),
             }
         );
-        // A guest probing for its own new address: silence (never claim a guest's address).
+        // A guest probing for its own new address: silence (never claim a guest's address); the
+        // probe is reported so the gateway may remember the tentative address.
         for target in [
             a("fec0::5054:ff:fe12:3456"),
             link_local(&GUEST),
@@ -652,7 +659,14 @@ mod tests {
                     &ns(target, None),
                 )
                 .expect("DAD");
-            assert_eq!(out, NdpOutcome::default(), "{target}");
+            assert_eq!(
+                out,
+                NdpOutcome {
+                    dad_probe: Some((target, GUEST)),
+                    ..NdpOutcome::default()
+                },
+                "{target}"
+            );
         }
         // Malformed probes: with a source link-layer option, or not to the solicited-node group.
         assert_eq!(

@@ -58,6 +58,13 @@ impl NeighTable {
     pub fn get(&self, ip: &IpAddr) -> Option<Mac> {
         self.map.get(ip).map(|e| e.mac)
     }
+    /// The addresses remembered for `mac` (in no particular order).
+    pub fn addrs_of(&self, mac: Mac) -> impl Iterator<Item = IpAddr> + '_ {
+        self.map
+            .iter()
+            .filter(move |(_, e)| e.mac == mac)
+            .map(|(ip, _)| *ip)
+    }
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()

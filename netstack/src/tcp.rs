@@ -351,20 +351,21 @@ impl TcpNat {
         guest: SocketAddr,
         io: &mut dyn HostIo,
     ) -> Result<FlowId, InboundError> {
-        let remote = ctx.guest_visible(client.ip());
+        let remote = ctx.guest_visible(client.ip(), guest.ip());
         let key = FlowKey {
             guest: guest.ip(),
             guest_port: guest.port(),
             remote,
             remote_port: client.port(),
         };
-        let IpAddr::V4(guest4) = guest.ip() else {
+        if guest.is_ipv6() && ctx.cfg.v6.is_none() {
             return Err(InboundError::NotIpv4(guest.ip()));
-        };
-        if !ctx.cfg.net.contains(guest4) || ctx.is_virtual(guest4) {
+        }
+        if !ctx.is_guest_addr(guest.ip()) {
             return Err(InboundError::NotAGuest(guest.ip()));
         }
-        // Unknown yet (a guest that has only listened): ask by ARP; the SYN waits for the answer.
+        // Unknown yet (a guest that has only listened): ask by ARP or neighbour solicitation;
+        // the SYN waits for the answer.
         let known = ctx.guest_mac(guest.ip());
         let guest_mac = known.unwrap_or(UNRESOLVED);
         if self.by_key.contains_key(&key) {
@@ -395,7 +396,7 @@ impl TcpNat {
             self.send_ctl(ctx, fid(idx, gen), SYN, io);
         } else {
             self.arp_waiting.push((guest.ip(), idx, gen));
-            arp::request(ctx, guest4, io);
+            arp::solicit(ctx, guest.ip(), io);
         }
         Ok(fid(idx, gen))
     }
@@ -1269,9 +1270,8 @@ impl TcpNat {
                     if f.guest_mac == UNRESOLVED && f.retries <= SYNACK_RETRIES {
                         let at = now + SYNACK_RTO;
                         arm(&mut self.timers, f, id.idx, id.gen, at);
-                        if let IpAddr::V4(g) = f.key.guest {
-                            arp::request(ctx, g, io);
-                        }
+                        let g = f.key.guest;
+                        arp::solicit(ctx, g, io);
                         continue;
                     }
                     if f.retries > SYNACK_RETRIES {

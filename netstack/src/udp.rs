@@ -151,7 +151,7 @@ impl UdpNat {
         payload: &[u8],
         io: &mut dyn HostIo,
     ) -> Result<FlowId, InboundError> {
-        let remote = ctx.guest_visible(client.ip());
+        let remote = ctx.guest_visible(client.ip(), guest.ip());
         let key = FlowKey {
             guest: guest.ip(),
             guest_port: guest.port(),
@@ -159,11 +159,10 @@ impl UdpNat {
             remote_port: client.port(),
         };
         let Some(mac) = ctx.guest_mac(guest.ip()) else {
-            // Not heard from yet: ask by ARP and drop this datagram (the client will retry).
-            if let IpAddr::V4(g) = guest.ip() {
-                if ctx.cfg.net.contains(g) && !ctx.is_virtual(g) {
-                    arp::request(ctx, g, io);
-                }
+            // Not heard from yet: ask (ARP or neighbour solicitation) and drop this datagram (the
+            // client will retry).
+            if ctx.is_guest_addr(guest.ip()) {
+                arp::solicit(ctx, guest.ip(), io);
             }
             return Err(InboundError::Unresolved(guest.ip()));
         };

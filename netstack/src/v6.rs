@@ -25,6 +25,9 @@ pub struct Lan6 {
     /// Made at the first frame or timer (the responder needs the time to schedule its first RA).
     ndp: Option<NdpResponder>,
     dhcp: Dhcpv6Server,
+    /// A guest address new in the neighbour table since the last [`Lan6::take_new_neighbour`]
+    /// (forwarded connections waiting for it may go ahead).
+    new_neighbour: Option<(Ipv6Addr, Mac)>,
 }
 
 impl Lan6 {
@@ -40,7 +43,23 @@ impl Lan6 {
             seed,
             ndp: None,
             dhcp: Dhcpv6Server::new(dcfg),
+            new_neighbour: None,
         }
+    }
+
+    /// The guest address that became known (new in the neighbour table) during the last
+    /// [`Lan6::input`], if any.
+    pub fn take_new_neighbour(&mut self) -> Option<(Ipv6Addr, Mac)> {
+        self.new_neighbour.take()
+    }
+
+    /// Remembers `ip` at `mac` in the neighbour table; notes it when new.
+    fn learn(&mut self, ctx: &mut Ctx, now: Instant, ip: Ipv6Addr, mac: Mac) -> Option<bool> {
+        let r = ctx.learn_neighbour(now, IpAddr::V6(ip), mac);
+        if r == Some(true) {
+            self.new_neighbour = Some((ip, mac));
+        }
+        r
     }
 
     /// The IPv6 address plan in use (router MAC and link-local address follow the gateway's MAC).
@@ -168,7 +187,7 @@ impl Lan6 {
             });
             return false;
         }
-        ctx.learn_neighbour(now, IpAddr::V6(src), src_mac).is_some()
+        self.learn(ctx, now, src, src_mac).is_some()
     }
 
     /// ICMPv6 Packet Too Big for a packet above the link MTU.
@@ -222,7 +241,16 @@ impl Lan6 {
                     ctx.stats.ndp_sent += 1;
                 }
                 if let Some((ip, mac)) = out.learned {
-                    ctx.learn_neighbour(now, IpAddr::V6(ip), mac);
+                    self.learn(ctx, now, ip, mac);
+                }
+                // A guest probing for an address nobody is known to hold will most likely use
+                // it: remember it, so forwards find a guest that has not sent anything yet.
+                if let Some((ip, mac)) = out.dad_probe {
+                    if ctx.neigh.get(&IpAddr::V6(ip)).is_none()
+                        && self.dhcp.mac_for_addr(ip).is_none_or(|m| m == mac)
+                    {
+                        self.learn(ctx, now, ip, mac);
+                    }
                 }
                 if let Some((ip, mac)) = out.conflict {
                     ctx.stats.ndp_conflict += 1;

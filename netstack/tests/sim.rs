@@ -2172,3 +2172,373 @@ fn different_seeds_give_different_isns_and_dns_ids() {
     // The guest's own ids (0, 1, 2) are not what goes upstream.
     assert_ne!(ids_a, vec![0, 1, 2]);
 }
+
+// ---- IPv6 forwards (host -> guest over IPv6, and across families) ----
+
+use netstack::wire::icmpv6::{Icmpv6Repr, NdpRepr};
+use netstack::wire::ipv6::{Ipv6Packet, Ipv6Repr};
+use std::net::Ipv6Addr;
+
+fn guest6() -> Ipv6Addr {
+    "fec0::5054:ff:fe12:3456".parse().expect("v6")
+}
+fn router6() -> IpAddr {
+    "fec0::2".parse().expect("v6")
+}
+
+/// An IPv6 frame from the guest's MAC.
+fn ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, nh: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    ethernet::write_header(&mut f, GW_MAC, GUEST_MAC, ethernet::ETHERTYPE_IPV6);
+    f.extend_from_slice(&Ipv6Repr::new(src, dst, nh, 0, hop).packet(payload));
+    f
+}
+
+fn udp6_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut seg = vec![0u8; 8 + payload.len()];
+    seg[8..].copy_from_slice(payload);
+    udpw::write(&mut seg, IpAddr::V6(src), IpAddr::V6(dst), sport, dport);
+    ipv6_frame(src, dst, ip::PROTO_UDP, 64, &seg)
+}
+
+fn tcp6_frame(src: Ipv6Addr, dst: IpAddr, h: &TcpHeader, payload: &[u8]) -> Vec<u8> {
+    let IpAddr::V6(dst) = dst else {
+        panic!("v6 destination")
+    };
+    let mut seg = vec![0u8; h.len() + payload.len()];
+    seg[h.len()..].copy_from_slice(payload);
+    tcpw::write_header(&mut seg, h, IpAddr::V6(src), IpAddr::V6(dst));
+    ipv6_frame(src, dst, ip::PROTO_TCP, 64, &seg)
+}
+
+/// (source, destination, upper-layer protocol, upper-layer data) of an IPv6 frame to the guest.
+fn parse6(f: &[u8]) -> (IpAddr, IpAddr, u8, Vec<u8>) {
+    let e = Frame::parse(f).expect("eth");
+    assert_eq!(e.ethertype(), ethernet::ETHERTYPE_IPV6);
+    let p = Ipv6Packet::parse(e.payload()).expect("v6");
+    let u = p.upper_layer().expect("upper");
+    (
+        IpAddr::V6(p.src()),
+        IpAddr::V6(p.dst()),
+        u.proto,
+        u.data.to_vec(),
+    )
+}
+
+/// The guest sends one IPv6 datagram out (as SLAAC hosts do soon after coming up): the gateway
+/// learns its address.
+fn announce_guest6(h: &mut Harness) {
+    let out: Ipv6Addr = "2001:db8::1".parse().expect("v6");
+    h.send(udp6_frame(guest6(), out, 5555, 9, b"hello"));
+    h.take_frames();
+}
+
+#[test]
+fn tcp_forward_over_ipv6_keeps_the_client_address_and_loopback_shows_as_the_router() {
+    let mut h = Harness::new(Config::default());
+    announce_guest6(&mut h);
+    let guest = SocketAddr::new(IpAddr::V6(guest6()), 22);
+    let mut last = None;
+    for (client, shown) in [
+        ("[::1]:50000", router6()),
+        ("127.0.0.1:50001", router6()),
+        ("[::ffff:127.0.0.1]:50002", router6()),
+        ("192.0.2.9:50003", router6()),
+        ("[fe80::1]:50005", router6()),
+        ("[2001:db8::77]:50004", "2001:db8::77".parse().expect("v6")),
+    ] {
+        let client: SocketAddr = client.parse().expect("addr");
+        let id =
+            h.gw.tcp_inbound(h.now, client, guest, &mut h.host)
+                .expect("forwarded");
+        h.host.tcp.insert(id, SimTcp::default());
+        let f = h.take_frames();
+        assert_eq!(f.len(), 1, "{client}: one SYN");
+        assert_eq!(Frame::parse(&f[0]).expect("eth").dst(), GUEST_MAC);
+        let (src, dst, proto, data) = parse6(&f[0]);
+        assert_eq!(
+            (src, dst, proto),
+            (shown, guest.ip(), ip::PROTO_TCP),
+            "{client}"
+        );
+        let s = TcpSegment::parse(&data, src, dst).expect("tcp checksum");
+        assert_eq!((s.flags, s.src_port, s.dst_port), (SYN, client.port(), 22));
+        assert_eq!(s.mss, Some(1500 - 60), "IPv6 MSS");
+        last = Some((id, client, s.seq));
+    }
+    // The last one completes: SYN-ACK from the guest, then data both ways.
+    let (id, client, iss) = last.expect("ran");
+    let hdr = TcpHeader {
+        src_port: 22,
+        dst_port: client.port(),
+        seq: 7000,
+        ack: iss + 1,
+        flags: SYN | ACK,
+        window: 65535,
+        syn_opts: Some((1440, Some(7))),
+    };
+    h.send(tcp6_frame(guest6(), client.ip(), &hdr, b""));
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    let (_, _, _, data) = parse6(&f[0]);
+    let a = TcpSegment::parse(&data, client.ip(), IpAddr::V6(guest6())).expect("tcp");
+    assert_eq!((a.flags, a.ack), (ACK, 7001));
+    h.host
+        .tcp
+        .get_mut(&id)
+        .expect("sock")
+        .rx
+        .extend(b"hello guest".iter().copied());
+    h.event(Event::TcpReadable(id));
+    let f = h.take_frames();
+    let (src, dst, _, data) = parse6(&f[0]);
+    let d = TcpSegment::parse(&data, src, dst).expect("tcp");
+    assert_eq!(d.payload, b"hello guest");
+    let data_hdr = TcpHeader {
+        src_port: 22,
+        dst_port: client.port(),
+        seq: 7001,
+        ack: iss + 1 + 11,
+        flags: ACK | PSH,
+        window: 65535,
+        syn_opts: None,
+    };
+    h.send(tcp6_frame(
+        guest6(),
+        client.ip(),
+        &data_hdr,
+        b"SSH-2.0-guest",
+    ));
+    assert_eq!(h.host.tcp[&id].written, b"SSH-2.0-guest");
+}
+
+#[test]
+fn tcp_forward_to_a_silent_ipv6_guest_solicits_it_first() {
+    let mut h = Harness::new(Config::default());
+    let silent: Ipv6Addr = "fec0::99".parse().expect("v6");
+    let id =
+        h.gw.tcp_inbound(
+            h.now,
+            "[::1]:1".parse().expect("addr"),
+            SocketAddr::new(IpAddr::V6(silent), 80),
+            &mut h.host,
+        )
+        .expect("accepted while the guest is resolved");
+    h.host.tcp.insert(id, SimTcp::default());
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1, "a neighbour solicitation, no SYN yet");
+    let e = Frame::parse(&f[0]).expect("eth");
+    assert_eq!(e.dst(), [0x33, 0x33, 0xff, 0, 0, 0x99]);
+    let (src, dst, proto, data) = parse6(&f[0]);
+    assert_eq!(
+        (src, dst, proto),
+        (
+            router6(),
+            "ff02::1:ff00:99".parse().expect("v6"),
+            netstack::wire::ipv6::NH_ICMPV6
+        )
+    );
+    let (IpAddr::V6(s6), IpAddr::V6(d6)) = (src, dst) else {
+        unreachable!()
+    };
+    match Icmpv6Repr::parse(s6, d6, &data).expect("icmpv6") {
+        Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+            target,
+            source_lladdr,
+        }) => assert_eq!((target, source_lladdr), (silent, Some(GW_MAC))),
+        other => panic!("not an NS: {other:?}"),
+    }
+    // Unanswered: asked again on the retransmission timer.
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take_frames().len(), 1, "asked again");
+    // The guest answers with a solicited NA: the SYN goes to its MAC at once.
+    let na = Icmpv6Repr::Ndp(NdpRepr::NeighborAdvert {
+        router: false,
+        solicited: true,
+        override_: true,
+        target: silent,
+        target_lladdr: Some(GUEST_MAC),
+    })
+    .to_bytes(silent, "fec0::2".parse().expect("v6"));
+    h.send(ipv6_frame(
+        silent,
+        "fec0::2".parse().expect("v6"),
+        netstack::wire::ipv6::NH_ICMPV6,
+        255,
+        &na,
+    ));
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(Frame::parse(&f[0]).expect("eth").dst(), GUEST_MAC);
+    let (src, dst, _, data) = parse6(&f[0]);
+    let s = TcpSegment::parse(&data, src, dst).expect("tcp");
+    assert_eq!((s.flags, dst), (SYN, IpAddr::V6(silent)));
+    // Not guest addresses: refused outright.
+    for bad in [
+        "[fec0::2]:80",
+        "[fec0::3]:80",
+        "[fec0::]:80",
+        "[fd00::5]:80",
+        "[ff02::1]:80",
+    ] {
+        assert!(
+            h.gw.tcp_inbound(
+                h.now,
+                "[::1]:2".parse().expect("addr"),
+                bad.parse().expect("addr"),
+                &mut h.host
+            )
+            .is_err(),
+            "{bad}"
+        );
+    }
+    // IPv6 off: a v6 guest is refused with a reason.
+    let mut off = Harness::new(Config {
+        v6: None,
+        ..Config::default()
+    });
+    let e = off
+        .gw
+        .tcp_inbound(
+            off.now,
+            "[::1]:2".parse().expect("addr"),
+            SocketAddr::new(IpAddr::V6(silent), 80),
+            &mut off.host,
+        )
+        .expect_err("v6 off");
+    assert!(e.to_string().contains("IPv6 is off"), "{e}");
+}
+
+#[test]
+fn ipv6_listener_to_an_ipv4_guest_shows_the_client_as_the_gateway() {
+    let mut h = Harness::new(Config::default());
+    announce_guest(&mut h);
+    let id =
+        h.gw.tcp_inbound(
+            h.now,
+            "[2001:db8::5]:4000".parse().expect("addr"),
+            "10.0.2.15:80".parse().expect("addr"),
+            &mut h.host,
+        )
+        .expect("forwarded");
+    h.host.tcp.insert(id, SimTcp::default());
+    let f = h.take_frames();
+    let p = IpPacket::parse_v4(&f[0][14..]).expect("IPv4 to the v4 guest");
+    assert_eq!((p.src, p.dst), (gw_ip(), guest_ip()));
+    // A v4-mapped client of a dual-stack listener keeps its IPv4 address.
+    let id =
+        h.gw.tcp_inbound(
+            h.now,
+            "[::ffff:192.0.2.44]:4001".parse().expect("addr"),
+            "10.0.2.15:80".parse().expect("addr"),
+            &mut h.host,
+        )
+        .expect("forwarded");
+    h.host.tcp.insert(id, SimTcp::default());
+    let f = h.take_frames();
+    let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
+    assert_eq!(p.src, remote_ip_for("192.0.2.44"));
+}
+
+#[test]
+fn udp_forward_over_ipv6_round_trip() {
+    let mut h = Harness::new(Config::default());
+    announce_guest6(&mut h);
+    let client: SocketAddr = "[::1]:6000".parse().expect("addr");
+    let id =
+        h.gw.udp_inbound(
+            h.now,
+            4,
+            client,
+            SocketAddr::new(IpAddr::V6(guest6()), 53),
+            b"query",
+            &mut h.host,
+        )
+        .expect("ok");
+    assert_eq!(h.host.udp_forwards, vec![(id, 4)]);
+    let f = h.take_frames();
+    let (src, dst, proto, data) = parse6(&f[0]);
+    assert_eq!(
+        (src, dst, proto),
+        (router6(), IpAddr::V6(guest6()), ip::PROTO_UDP)
+    );
+    let d = UdpDatagram::parse(&data, src, dst).expect("udp checksum");
+    assert_eq!(
+        (d.src_port, d.dst_port, d.payload),
+        (6000, 53, &b"query"[..])
+    );
+    // The answer to ::2 goes back through the forward's flow, not to the host's ::1 by NAT.
+    let IpAddr::V6(r6) = router6() else {
+        unreachable!()
+    };
+    let socks = h.host.udp.len();
+    h.send(udp6_frame(guest6(), r6, 53, 6000, b"answer"));
+    assert_eq!(h.host.udp[&id].1, vec![b"answer".to_vec()]);
+    assert_eq!(h.host.udp.len(), socks, "no new NAT flow");
+    // A silent v6 guest: solicited, this datagram dropped with a reason.
+    let e =
+        h.gw.udp_inbound(
+            h.now,
+            4,
+            client,
+            "[fec0::98]:53".parse().expect("addr"),
+            b"q",
+            &mut h.host,
+        )
+        .expect_err("unresolved");
+    assert!(e.to_string().contains("neighbour solicitation"), "{e}");
+    assert_eq!(h.take_frames().len(), 1, "one NS");
+}
+
+#[test]
+fn forwards_without_a_guest_follow_the_listener_family() {
+    let mut h = Harness::new(Config::default());
+    announce_guest(&mut h);
+    let default: SocketAddr = "10.0.2.15:80".parse().expect("addr");
+    let v6l: IpAddr = "::1".parse().expect("v6");
+    let v4l: IpAddr = "127.0.0.1".parse().expect("v4");
+    // No IPv6 address known yet: the v4 guest.
+    assert_eq!(h.gw.forward_guest(v6l, default), default);
+    assert!(h.gw.guest_addrs6(GUEST_MAC).is_empty());
+    // The guest probes (DAD) for its SLAAC address: learnt, and a v6 listener leads there.
+    let dad = Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+        target: guest6(),
+        source_lladdr: None,
+    });
+    let sn = netstack::wire::ipv6::solicited_node(&guest6());
+    h.send(ipv6_frame(
+        Ipv6Addr::UNSPECIFIED,
+        sn,
+        netstack::wire::ipv6::NH_ICMPV6,
+        255,
+        &dad.to_bytes(Ipv6Addr::UNSPECIFIED, sn),
+    ));
+    assert_eq!(h.gw.guest_addrs6(GUEST_MAC), vec![guest6()]);
+    assert_eq!(
+        h.gw.forward_guest(v6l, default),
+        SocketAddr::new(IpAddr::V6(guest6()), 80)
+    );
+    // A v4 listener (or a v4-mapped one) stays on IPv4; an explicit guest is never changed.
+    assert_eq!(h.gw.forward_guest(v4l, default), default);
+    let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("v6");
+    assert_eq!(h.gw.forward_guest(mapped, default), default);
+    // A DAD probe from another MAC for a known address does not take it over.
+    let mut f = ipv6_frame(
+        Ipv6Addr::UNSPECIFIED,
+        sn,
+        netstack::wire::ipv6::NH_ICMPV6,
+        255,
+        &dad.to_bytes(Ipv6Addr::UNSPECIFIED, sn),
+    );
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    h.send(f);
+    assert_eq!(h.gw.neighbour(IpAddr::V6(guest6())), Some(GUEST_MAC));
+    assert!(h.gw.guest_addrs6([2, 0, 0, 0, 0, 9]).is_empty());
+    // IPv6 off: always the v4 guest.
+    let mut off = Harness::new(Config {
+        v6: None,
+        ..Config::default()
+    });
+    announce_guest(&mut off);
+    assert_eq!(off.gw.forward_guest(v6l, default), default);
+}

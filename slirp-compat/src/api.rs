@@ -109,14 +109,17 @@ pub struct AddHostFwd {
 }
 
 impl AddHostFwd {
-    /// The host and guest socket addresses, as slirp4netns decides them: an absent guest
-    /// address is `default_guest` (network + 100 for slirp4netns); IPv6 (`tcp6`, an IPv6
-    /// host address) needs `ipv6_enabled`; the guest address must be of the host's family.
+    /// The host and guest socket addresses, and whether the guest was left to the default: an
+    /// absent guest address is `default_guest` (network + 100 for slirp4netns) and then the
+    /// connections of an IPv6 listener go to that guest's IPv6 address when the gateway knows one
+    /// (the `bool`). IPv6 (`tcp6`, an IPv6 host or guest address) needs `ipv6_enabled`. The
+    /// families may differ (an IPv6 listener may lead to an IPv4 guest and the other way round),
+    /// where slirp4netns keeps them apart.
     pub fn resolve(
         &self,
         default_guest: IpAddr,
         ipv6_enabled: bool,
-    ) -> Result<(SocketAddr, SocketAddr), ApiError> {
+    ) -> Result<(SocketAddr, SocketAddr, bool), ApiError> {
         let bad = |f: &'static str| ApiError::bad_argument("add_hostfwd", f);
         if self.family == Family::V6 && !ipv6_enabled {
             return Err(bad("proto"));
@@ -124,13 +127,14 @@ impl AddHostFwd {
         if self.host_addr.is_ipv6() && !ipv6_enabled {
             return Err(bad("host_addr"));
         }
-        let guest = self.guest_addr.unwrap_or(default_guest);
-        if guest.is_ipv6() != self.host_addr.is_ipv6() {
+        if self.guest_addr.is_some_and(|g| g.is_ipv6()) && !ipv6_enabled {
             return Err(bad("guest_addr"));
         }
+        let guest = self.guest_addr.unwrap_or(default_guest);
         Ok((
             SocketAddr::new(self.host_addr, self.host_port),
             SocketAddr::new(guest, self.guest_port),
+            self.guest_addr.is_none(),
         ))
     }
 }
@@ -537,6 +541,10 @@ pub struct LeaseInfo {
     pub hostname: Option<String>,
     /// Seconds until the lease (or offer) lapses.
     pub expires_in: u64,
+    /// The guest's IPv6 addresses: its DHCPv6 leases and the addresses the gateway saw it use
+    /// (traffic, duplicate address detection, neighbour advertisements). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ipv6: Vec<std::net::Ipv6Addr>,
 }
 
 impl LeaseInfo {
@@ -546,7 +554,13 @@ impl LeaseInfo {
             ip,
             hostname,
             expires_in,
+            ipv6: Vec::new(),
         }
+    }
+    /// The same with the guest's IPv6 addresses.
+    pub fn with_ipv6(mut self, addrs: Vec<std::net::Ipv6Addr>) -> Self {
+        self.ipv6 = addrs;
+        self
     }
     /// From the gateway's DHCP server view at time `now`.
     pub fn from_lease(l: &netstack::dhcp::Lease, now: std::time::Instant) -> Self {
@@ -567,7 +581,7 @@ pub fn fmt_mac(m: [u8; 6]) -> String {
     )
 }
 
-/// `{"return":{"leases":[{"mac":…,"ip":…,"hostname":…,"expires_in":…}]}}`
+/// `{"return":{"leases":[{"mac":…,"ip":…,"hostname":…,"expires_in":…,"ipv6":[…]}]}}`
 pub fn leases_response(leases: &[LeaseInfo]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Leases<'a> {
@@ -602,13 +616,15 @@ pub trait ApiBackend {
     fn ipv6_enabled(&self) -> bool {
         false
     }
-    /// Starts listening for a new forwarding (bind the host socket). The error's text ends up
-    /// in the reply after "bad request: add_hostfwd: ".
+    /// Starts listening for a new forwarding (bind the host socket). `follow_family`: the request
+    /// named no guest (`guest` is the default one; see [`AddHostFwd::resolve`]). The error's text
+    /// ends up in the reply after "bad request: add_hostfwd: ".
     fn open_hostfwd(
         &mut self,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+        follow_family: bool,
     ) -> Result<(), OpenError>;
     /// Stops a forwarding that was removed from the table.
     fn close_hostfwd(&mut self, entry: &HostFwdEntry);
@@ -630,10 +646,11 @@ pub fn handle_request(
     };
     let result = match req {
         ApiRequest::AddHostFwd(a) => (|| {
-            let (host, guest) = a.resolve(backend.default_guest(), backend.ipv6_enabled())?;
+            let (host, guest, follow) =
+                a.resolve(backend.default_guest(), backend.ipv6_enabled())?;
             table.check(a.proto, host)?;
             backend
-                .open_hostfwd(a.proto, host, guest)
+                .open_hostfwd(a.proto, host, guest, follow)
                 .map_err(|e| ApiError::Open(e.to_string()))?;
             match table.add(a.proto, host, guest) {
                 Ok(id) => Ok(id_response(id)),
@@ -1071,6 +1088,7 @@ mod tests {
             p: Proto,
             h: SocketAddr,
             g: SocketAddr,
+            _follow: bool,
         ) -> Result<(), OpenError> {
             if self.fail_bind {
                 return Err(format!("cannot listen on {h}: Address in use").into());
@@ -1082,7 +1100,8 @@ mod tests {
             self.closed.push(e.id);
         }
         fn leases(&self) -> Vec<LeaseInfo> {
-            vec![LeaseInfo::new([2; 6], Ipv4Addr::new(10, 0, 2, 15), None, 9)]
+            vec![LeaseInfo::new([2; 6], Ipv4Addr::new(10, 0, 2, 15), None, 9)
+                .with_ipv6(vec!["fec0::15".parse().expect("v6")])]
         }
         fn stats(&self) -> Vec<(&'static str, u64)> {
             vec![("frames_in", 1)]
@@ -1136,7 +1155,7 @@ mod tests {
         assert!(h(r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":1,"guest_port":1}}"#, &mut m)
             .contains("bad arguments.host_addr"));
         assert!(h(r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":1,"guest_port":1,"guest_addr":"fd00::5"}}"#, &mut m)
-            .contains("bad arguments.guest_addr"));
+            .contains("bad arguments.guest_addr"), "IPv6 guest with IPv6 off");
         let list = h(r#"{"execute":"list_hostfwd"}"#, &mut m);
         let v = json(list.as_bytes());
         assert_eq!(v["entries"][1]["guest_addr"], "10.0.2.15");
@@ -1156,6 +1175,10 @@ mod tests {
         .contains("bad arguments.id"));
         assert!(h(r#"{"execute":"list_leases"}"#, &mut m).contains("02:02:02:02:02:02"));
         assert_eq!(
+            h(r#"{"execute":"list_leases"}"#, &mut m),
+            r#"{"return":{"leases":[{"mac":"02:02:02:02:02:02","ip":"10.0.2.15","expires_in":9,"ipv6":["fec0::15"]}]}}"#
+        );
+        assert_eq!(
             h(r#"{"execute":"stats"}"#, &mut m),
             r#"{"return":{"frames_in":1}}"#
         );
@@ -1171,5 +1194,33 @@ mod tests {
             ),
             r#"{"return":{"id":3}}"#
         );
+        // With IPv6 on, the families may cross: a v6 listener to the default (v4) guest, a v4
+        // listener to a v6 guest.
+        assert_eq!(
+            h(
+                r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":2,"guest_port":2}}"#,
+                &mut m
+            ),
+            r#"{"return":{"id":4}}"#
+        );
+        assert_eq!(
+            h(
+                r#"{"execute":"add_hostfwd","arguments":{"proto":"udp","host_addr":"127.0.0.1","host_port":3,"guest_port":3,"guest_addr":"fd00::100"}}"#,
+                &mut m
+            ),
+            r#"{"return":{"id":5}}"#
+        );
+        assert_eq!(
+            m.open[m.open.len() - 2..],
+            [
+                (Proto::Tcp, sa("[::1]:2"), sa("10.0.2.100:2")),
+                (Proto::Udp, sa("127.0.0.1:3"), sa("[fd00::100]:3"))
+            ]
+        );
+        let v = json(h(r#"{"execute":"list_hostfwd"}"#, &mut m).as_bytes());
+        // id 1 is gone: ids 2, 3, 4, 5.
+        assert_eq!(v["entries"][2]["host_addr6"], "::1");
+        assert_eq!(v["entries"][2]["guest_addr"], "10.0.2.100");
+        assert_eq!(v["entries"][3]["guest_addr6"], "fd00::100");
     }
 }

@@ -353,14 +353,24 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, ReplyError
                 .and_then(|r| r.get("leases"))
                 .and_then(Value::as_array)
                 .ok_or(ReplyError::Missing("leases"))?;
-            let mut out = String::from("MAC\tIP\tEXPIRES_IN\tHOSTNAME\n");
+            let mut out = String::from("MAC\tIP\tEXPIRES_IN\tHOSTNAME\tIPV6\n");
             for l in leases {
+                let v6: Vec<String> = l
+                    .get("ipv6")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(s).collect())
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "{}\t{}\t{}s\t{}\n",
+                    "{}\t{}\t{}s\t{}\t{}\n",
                     l.get("mac").map(s).unwrap_or_default(),
                     l.get("ip").map(s).unwrap_or_default(),
                     l.get("expires_in").map(s).unwrap_or_default(),
                     l.get("hostname").map(s).unwrap_or_else(|| "-".into()),
+                    if v6.is_empty() {
+                        "-".into()
+                    } else {
+                        v6.join(",")
+                    },
                 ));
             }
             out
@@ -570,15 +580,18 @@ mod tests {
         assert!(render_reply(&ApiRequest::ListHostFwd, real)
             .expect("ok")
             .contains("42\ttcp\t0.0.0.0:8080"));
-        let leases = api::leases_response(&[LeaseInfo::new(
-            [2, 0, 0, 0, 0, 1],
-            Ipv4Addr::new(10, 0, 2, 15),
-            None,
-            60,
-        )]);
+        let leases = api::leases_response(&[
+            LeaseInfo::new([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 2, 15), None, 60),
+            LeaseInfo::new([2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 2, 16), None, 61).with_ipv6(
+                vec![
+                    "fec0::16".parse().expect("v6"),
+                    "fe80::2".parse().expect("v6"),
+                ],
+            ),
+        ]);
         assert_eq!(
             render_reply(&ApiRequest::ListLeases, &leases),
-            Ok("MAC\tIP\tEXPIRES_IN\tHOSTNAME\n02:00:00:00:00:01\t10.0.2.15\t60s\t-\n".into())
+            Ok("MAC\tIP\tEXPIRES_IN\tHOSTNAME\tIPV6\n02:00:00:00:00:01\t10.0.2.15\t60s\t-\t-\n02:00:00:00:00:02\t10.0.2.16\t61s\t-\tfec0::16,fe80::2\n".into())
         );
         assert_eq!(
             render_reply(&ApiRequest::Stats, &api::stats_response([("frames_in", 5)])),

@@ -16,7 +16,15 @@
 //!   before it starts GUESTADDR. Everything between the host address and that `-` is HOSTPORT
 //!   (which may itself be a range `A-B`). In other words: the separator is the `-` followed by
 //!   a `:` with no other `-` in between.
-//! - **IPv6** host (and guest) addresses in brackets: `tcp:[::1]:2222-:22`.
+//! - **IPv6** host and guest addresses in brackets: `tcp:[::1]:2222-:22`,
+//!   `tcp:[::]:8080-[fec0::15]:80`. The families may differ: a v6 listener may lead to the guest's
+//!   IPv4 address and a v4 listener to its IPv6 address (libslirp's `slirp_add_hostxfwd` takes any
+//!   pair). An IPv6 guest address must lie in the IPv6 prefix (or be link-local) and not be the
+//!   router's or the DNS address.
+//! - **An empty GUESTADDR follows the listener's family**: the forward goes to the default guest
+//!   (the first DHCP lease, [`ResolvedHostFwd::follow_family`]); for an IPv6 listener the gateway
+//!   uses that guest's IPv6 address (its DHCPv6 lease, or the address it was seen using on the
+//!   prefix: traffic or duplicate address detection) when it knows one, else its IPv4 address.
 //! - Addresses must be dotted quads (QEMU's `inet_aton` also takes `127.1` or hex parts).
 //! - Ports are decimal without leading zeros (QEMU reads ports with base 0, so `080` would be
 //!   octal 64 there; rejecting it avoids a silent difference), and host port 0 is refused (QEMU
@@ -75,6 +83,12 @@ pub enum GuestAddrError {
     NetworkOrBroadcast(Ipv4Addr),
     #[error("guest address {0} is the gateway's or the DNS forwarder's")]
     GatewayOrDns(Ipv4Addr),
+    #[error("IPv6 guest address {0}: IPv6 is off")]
+    Ipv6Off(Ipv6Addr),
+    #[error("IPv6 guest address {ip} is outside {net} (and not link-local)")]
+    OutsideNet6 { ip: Ipv6Addr, net: String },
+    #[error("IPv6 guest address {0} is multicast, the prefix's own address, the router's or the DNS address")]
+    NotAGuest6(Ipv6Addr),
 }
 
 /// What is wrong with a `hostfwd` spec (shown after `hostfwd "SPEC": `).
@@ -108,12 +122,6 @@ pub enum HostFwdSyntaxError {
         .guest.len()
     )]
     RangeLengths { host: PortRange, guest: PortRange },
-    #[error(
-        "host address {} and guest address {} are of different IP versions",
-        fmt_addr(.host),
-        fmt_addr(.guest)
-    )]
-    MixedFamilies { host: IpAddr, guest: IpAddr },
 }
 
 /// A `hostfwd` rule that does not parse or does not fit the gateway's LAN.
@@ -124,8 +132,6 @@ pub enum HostFwdError {
         spec: String,
         kind: HostFwdSyntaxError,
     },
-    #[error("hostfwd {rule}: IPv6 guest address {addr} is not supported yet")]
-    Ipv6Guest { rule: Box<HostFwd>, addr: Ipv6Addr },
     #[error("hostfwd {rule}: {why}")]
     Guest {
         rule: Box<HostFwd>,
@@ -305,6 +311,9 @@ pub struct ResolvedHostFwd {
     pub proto: Proto,
     pub host: SocketAddr,
     pub guest: SocketAddr,
+    /// The spec named no guest address: `guest` is the default guest's IPv4 address, and an IPv6
+    /// listener's connections go to that guest's IPv6 address when the gateway knows one.
+    pub follow_family: bool,
 }
 
 const HOSTFWD_SYNTAX: &str = "expected [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT";
@@ -361,13 +370,6 @@ impl HostFwd {
                 }
             });
         }
-        if let (Some(g), h) = (guest_addr, host_addr) {
-            if g.is_ipv6() != h.is_ipv6() && !h.is_unspecified() {
-                // Allowed in principle (libslirp can cross families), but we keep the families
-                // apart until IPv6 forwarding exists: say so clearly.
-                return Err(E::MixedFamilies { host: h, guest: g });
-            }
-        }
         Ok(HostFwd {
             proto,
             host_addr,
@@ -393,20 +395,17 @@ impl HostFwd {
     }
 
     /// Expands and fills in the guest address against `cfg` (an empty guest address means the
-    /// first DHCP lease, as in libslirp). The guest address must be an IPv4 address on the LAN
-    /// other than the gateway, DNS, network and broadcast addresses.
+    /// first DHCP lease, as in libslirp, with [`ResolvedHostFwd::follow_family`] set). An IPv4
+    /// guest address must be on the LAN other than the gateway, DNS, network and broadcast
+    /// addresses; an IPv6 one needs IPv6 on and must be a guest address of the prefix (or
+    /// link-local). The listener's family does not have to match the guest's.
     pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, HostFwdError> {
-        let guest = match self.guest_addr {
-            None => cfg.dhcp_start,
-            Some(IpAddr::V4(a)) => a,
-            Some(IpAddr::V6(addr)) => {
-                return Err(HostFwdError::Ipv6Guest {
-                    rule: Box::new(self.clone()),
-                    addr,
-                })
-            }
+        let guest = self.guest_addr.unwrap_or(IpAddr::V4(cfg.dhcp_start));
+        let checked = match guest {
+            IpAddr::V4(a) => check_guest_addr(cfg, a),
+            IpAddr::V6(a) => check_guest_addr6(cfg, a),
         };
-        check_guest_addr(cfg, guest).map_err(|why| HostFwdError::Guest {
+        checked.map_err(|why| HostFwdError::Guest {
             rule: Box::new(self.clone()),
             why,
         })?;
@@ -416,14 +415,15 @@ impl HostFwd {
             .map(|r| ResolvedHostFwd {
                 proto: r.proto,
                 host: r.host,
-                guest: SocketAddr::new(IpAddr::V4(guest), r.guest_port),
+                guest: SocketAddr::new(guest, r.guest_port),
+                follow_family: self.guest_addr.is_none(),
             })
             .collect())
     }
 }
 
 /// Checks that `ip` can be a guest on `cfg`'s LAN.
-pub(crate) fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), GuestAddrError> {
+pub fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), GuestAddrError> {
     if !cfg.net.contains(ip) {
         return Err(GuestAddrError::OutsideNet {
             ip,
@@ -436,6 +436,26 @@ pub(crate) fn check_guest_addr(cfg: &Config, ip: Ipv4Addr) -> Result<(), GuestAd
     }
     if ip == cfg.gateway || ip == cfg.dns {
         return Err(GuestAddrError::GatewayOrDns(ip));
+    }
+    Ok(())
+}
+
+/// Checks that `ip` can be a guest's IPv6 address under `cfg`'s IPv6 plan: inside the prefix or
+/// link-local, unicast, not the prefix's own (subnet-router anycast) address, the router's or the
+/// DNS address.
+pub fn check_guest_addr6(cfg: &Config, ip: Ipv6Addr) -> Result<(), GuestAddrError> {
+    let Some(plan) = &cfg.v6 else {
+        return Err(GuestAddrError::Ipv6Off(ip));
+    };
+    let ll = ip.segments()[0] & 0xffc0 == 0xfe80;
+    if !ll && !plan.net.contains(ip) {
+        return Err(GuestAddrError::OutsideNet6 {
+            ip,
+            net: plan.net.to_string(),
+        });
+    }
+    if ip.is_multicast() || ip == plan.net.addr() || ip == plan.router || ip == plan.dns {
+        return Err(GuestAddrError::NotAGuest6(ip));
     }
     Ok(())
 }
@@ -566,7 +586,15 @@ mod tests {
         assert!(err("tcp:[::1]2222-:22").contains("missing ':'"));
         assert!(err("tcp:[1.2.3.4]:1-:2").contains("IPv6"));
         assert!(err("tcp::1-fd00::5]:2").contains("'['"));
-        assert!(err("tcp:[::1]:1-10.0.2.15:2").contains("different IP versions"));
+        // Either family may lead to the other.
+        let h = p("tcp:[::1]:1-10.0.2.15:2");
+        assert_eq!(h.guest_addr, Some(v4("10.0.2.15")));
+        let h = p("udp:127.0.0.1:5353-[fec0::15]:53");
+        assert_eq!(h.guest_addr, Some("fec0::15".parse().expect("v6")));
+        assert_eq!(h.to_string(), "udp:127.0.0.1:5353-[fec0::15]:53");
+        let h = p("tcp:[::]:8080-8081-[fec0::15]:80-81");
+        assert_eq!(h.host_addr, "::".parse::<IpAddr>().expect("v6"));
+        assert_eq!(h.expand().len(), 2);
     }
 
     #[test]
@@ -639,10 +667,66 @@ mod tests {
             "tcp::1-10.0.2.0:2",
             "tcp::1-10.0.2.255:2",
             "tcp::1-[fd00::5]:2",
+            "tcp::1-[fec0::]:2",
+            "tcp::1-[fec0::2]:2",
+            "tcp::1-[fec0::3]:2",
+            "tcp::1-[ff02::1]:2",
         ] {
             let e = p(bad).resolve(&cfg).unwrap_err().to_string();
             assert!(e.starts_with("hostfwd tcp:"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
         }
+        assert!(p("tcp::1-[fd00::5]:2")
+            .resolve(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("outside fec0::/64"));
+    }
+
+    #[test]
+    fn resolve_ipv6_and_cross_family() {
+        let cfg = Config::default();
+        assert!(cfg.v6.is_some(), "IPv6 is on by default");
+        let sa = |s: &str| s.parse::<SocketAddr>().expect("sa");
+        // v6 listener, v6 guest; a range.
+        let r = p("tcp:[::1]:8080-8081-[fec0::15]:80-81")
+            .resolve(&cfg)
+            .expect("ok");
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[1].host, r[1].guest),
+            (sa("[::1]:8081"), sa("[fec0::15]:81"))
+        );
+        assert!(!r[1].follow_family);
+        // v4 listener to a v6 guest, v6 listener to a v4 guest.
+        let r = p("udp:127.0.0.1:5353-[fec0::15]:53")
+            .resolve(&cfg)
+            .expect("ok");
+        assert_eq!(r[0].guest, sa("[fec0::15]:53"));
+        let r = p("tcp:[::]:8080-10.0.2.15:80").resolve(&cfg).expect("ok");
+        assert_eq!(
+            (r[0].host, r[0].guest),
+            (sa("[::]:8080"), sa("10.0.2.15:80"))
+        );
+        // No guest address: the default guest's v4 address, following the listener's family.
+        let r = p("tcp:[::1]:8080-:80").resolve(&cfg).expect("ok");
+        assert_eq!(r[0].guest, sa("10.0.2.15:80"));
+        assert!(r[0].follow_family);
+        // Link-local guest addresses are on the link too.
+        assert!(p("tcp:[::1]:1-[fe80::5054:ff:fe12:3456]:2")
+            .resolve(&cfg)
+            .is_ok());
+        // IPv6 off: v6 guests are refused with a clear reason; v6 listeners to v4 guests work.
+        let off = Config {
+            v6: None,
+            ..Config::default()
+        };
+        let e = p("tcp::1-[fec0::15]:2")
+            .resolve(&off)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IPv6 is off"), "{e}");
+        assert!(p("tcp:[::1]:1-:2").resolve(&off).is_ok());
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub enum OptionsError {
     /// netstack's `Ipv4Net::new` refused the legacy `ip=` network (its error is a `String`).
     #[error("{}", esc(.0))]
     LegacyIp(String),
-    #[error("ipv4=off: warren's gateway needs IPv4")]
+    #[error("ipv4=off and ipv6=off: nothing left to serve")]
     Ipv4Off,
     #[error("ipv6=on without ipv4=on turns IPv4 off (as in QEMU); add ipv4=on")]
     Ipv6TurnsIpv4Off,
@@ -418,12 +418,15 @@ impl SlirpOptions {
     /// the LAN), guestfwd (addresses on the LAN, not the gateway/DNS, no duplicates). Not
     /// represented in `Config`, read them from `self`: restrict, hostname, ipv6*, id.
     pub fn apply(&self, cfg: &mut Config) -> Result<(), OptionsError> {
+        // ipv4=off: IPv6 only (the daemon's --no-ipv4). `ipv6=on` alone would turn IPv4 off too
+        // in QEMU; warren asks for it to be said.
         if !self.ipv4_enabled() {
-            return Err(if self.ipv4 == Some(false) {
-                OptionsError::Ipv4Off
-            } else {
-                OptionsError::Ipv6TurnsIpv4Off
-            });
+            if self.ipv4 != Some(false) {
+                return Err(OptionsError::Ipv6TurnsIpv4Off);
+            }
+            if !self.ipv6_enabled() {
+                return Err(OptionsError::Ipv4Off);
+            }
         }
         if !self.ipv6_enabled()
             && (self.ipv6_prefix.is_some()
@@ -434,6 +437,7 @@ impl SlirpOptions {
             return Err(OptionsError::Ipv6Disabled);
         }
         let mut c = cfg.clone();
+        c.ipv4 = self.ipv4_enabled();
         if let Some(net) = self.effective_net()? {
             c.net = net;
             c.gateway = qemu_host(net, 0x0202);
@@ -704,7 +708,7 @@ mod tests {
                 "guestfwd=tcp::80-cmd:cat,guestfwd=tcp:10.0.2.4:80-cmd:x",
                 "twice",
             ),
-            ("ipv4=off", "needs IPv4"),
+            ("ipv4=off,ipv6=off", "nothing left"),
             ("ipv6=on", "add ipv4=on"),
             ("ipv6=off,ipv6-dns=fd00::3", "IPv6 disabled"),
             ("ipv4=on,ipv6-prefix=fd00::", "IPv6 disabled"),
@@ -717,7 +721,12 @@ mod tests {
             assert_eq!(format!("{c:?}"), before, "{s}: config changed on error");
         }
         // Callers can tell the failures apart without reading the text.
-        assert_eq!(applied("ipv4=off").err(), Some(OptionsError::Ipv4Off));
+        assert_eq!(
+            applied("ipv4=off,ipv6=off").err(),
+            Some(OptionsError::Ipv4Off)
+        );
+        assert!(!applied("ipv4=off").expect("IPv6 only").ipv4);
+        assert!(applied("ipv6=off").expect("IPv4 only").ipv4);
         assert_eq!(
             applied("dns=10.0.2.2").err(),
             Some(OptionsError::DnsIsHost(ip("10.0.2.2")))

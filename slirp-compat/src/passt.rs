@@ -12,7 +12,7 @@
 //! meaning, or with a documented different meaning, see [`Parsed::notes`]) or *refused* with a
 //! one-line error naming it. Anything else is an unknown-option error. Nothing is ignored silently.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// A passt or pasta command line that does not parse or asks for what warren does not do; the
@@ -91,8 +91,6 @@ pub enum PasstError {
     MtuNotNumber(String),
     #[error("--mtu {0}: warren needs 576..65520")]
     MtuRange(u16),
-    #[error("{}: --address: IPv6 addresses are not served by warren yet (IPv4 only)", .0.name())]
-    Ipv6Address(Kind),
     #[error("passt takes no operands (got {0:?})")]
     PasstOperands(String),
     #[error("{}: --tcp-ns: {ports} ports; warren forwards at most {MAX_NS_PORTS} namespace ports to the host", .kind.name())]
@@ -179,8 +177,19 @@ pub struct Parsed {
     /// `-p`/`--pcap`.
     pub pcap: Option<PathBuf>,
     pub mtu: Option<u16>,
-    /// `-a` (IPv4; IPv6 is refused for now).
+    /// `-a` with an IPv4 address.
     pub address: Option<Ipv4Addr>,
+    /// `-a` with an IPv6 address: its /64 becomes warren's IPv6 prefix (`--net6`), and pasta's
+    /// `--config-net` gives it to the namespace.
+    pub address6: Option<Ipv6Addr>,
+    /// `-g` with an IPv6 address: warren's IPv6 router (`--gateway6`).
+    pub gateway6: Option<Ipv6Addr>,
+    /// `--dns-forward` with an IPv6 address: warren's IPv6 DNS address (`--dns-addr6`).
+    pub dns_forward6: Option<Ipv6Addr>,
+    /// `-4`/`--ipv4-only` (`--no-ipv6`).
+    pub ipv4_only: bool,
+    /// `-6`/`--ipv6-only` (`--no-ipv4`).
+    pub ipv6_only: bool,
     /// `-n` as a prefix length.
     pub prefix: Option<u8>,
     pub gateway: Option<Ipv4Addr>,
@@ -613,7 +622,7 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
         operands,
         ..Parsed::default()
     };
-    let mut addr6 = false;
+    let mut no_ndp = false;
     for (long, v) in opts {
         let scope = OPTS
             .iter()
@@ -668,10 +677,13 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
             }
             "address" => match ip(long, &v)? {
                 IpAddr::V4(a) => p.address = Some(a),
-                IpAddr::V6(_) => addr6 = true,
+                IpAddr::V6(a) => p.address6 = Some(a),
             },
             "netmask" => p.prefix = Some(parse_netmask(&v)?),
-            "gateway" => p.gateway = Some(ipv4(long, &v)?),
+            "gateway" => match ip(long, &v)? {
+                IpAddr::V4(a) => p.gateway = Some(a),
+                IpAddr::V6(a) => p.gateway6 = Some(a),
+            },
             "mac-addr" => note(format!(
                 "accepted; warren's gateway keeps its own MAC address (not {v})"
             )),
@@ -690,7 +702,10 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
                     v.split_whitespace().map(String::from).collect()
                 })
             }
-            "dns-forward" => p.dns_forward = Some(ipv4(long, &v)?),
+            "dns-forward" => match ip(long, &v)? {
+                IpAddr::V4(a) => p.dns_forward = Some(a),
+                IpAddr::V6(a) => p.dns_forward6 = Some(a),
+            },
             "dns-host" => p.dns_host = Some(ip(long, &v)?),
             "no-map-gw" => p.no_map_gw = true,
             "map-gw" => p.no_map_gw = false,
@@ -706,10 +721,14 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
             "map-guest-addr" => note(format!(
                 "accepted; warren does not translate {v} to the host (reach the host through the gateway address instead)"
             )),
-            "ipv4-only" => {}
-            "ipv6-only" => return Err(refused(kind, long, "IPv6 is not served by warren yet")),
-            "no-ndp" | "no-dhcpv6" | "no-ra" | "no-splice" | "no-copy-routes" | "no-copy-addrs" => {
-                // True in warren anyway: no IPv6 services, no splicing, nothing copied from the host.
+            "ipv4-only" => p.ipv4_only = true,
+            "ipv6-only" => p.ipv6_only = true,
+            "no-ndp" => no_ndp = true,
+            "no-ra" | "no-dhcpv6" => note(
+                "accepted; warren's router still sends router advertisements and answers DHCPv6 (with --config-net the namespace's IPv6 address and route are set statically anyway)".into(),
+            ),
+            "no-splice" | "no-copy-routes" | "no-copy-addrs" => {
+                // True in warren anyway: no splicing, nothing copied from the host.
             }
             "no-netns-quit" => p.no_netns_quit = true,
             "tcp-ports" | "udp-ports" => {
@@ -778,8 +797,26 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
         }
     }
     namespace_to_host(kind, &mut p)?;
-    if addr6 {
-        return Err(PasstError::Ipv6Address(kind));
+    if p.ipv4_only && p.ipv6_only {
+        return Err(refused(
+            kind,
+            "ipv6-only",
+            "-4/--ipv4-only and -6/--ipv6-only exclude each other",
+        ));
+    }
+    if no_ndp && !p.ipv4_only {
+        return Err(refused(
+            kind,
+            "no-ndp",
+            "warren's IPv6 needs neighbour discovery (guests resolve its router and DNS addresses with it); add -4 for IPv4 only",
+        ));
+    }
+    if p.ipv4_only && (p.address6.is_some() || p.gateway6.is_some() || p.dns_forward6.is_some()) {
+        return Err(refused(
+            kind,
+            "ipv4-only",
+            "IPv6 addresses given (-a/-g/--dns-forward) but IPv6 is off",
+        ));
     }
     if kind == Kind::Passt && !p.operands.is_empty() && !p.help && !p.version {
         return Err(PasstError::PasstOperands(p.operands.join(" ")));
@@ -893,6 +930,16 @@ impl Parsed {
         if let Some(d) = self.dns_forward {
             push("--dns-addr", d.to_string());
         }
+        if let Some(a6) = self.address6 {
+            let net = u128::from(a6) & (u128::MAX << 64);
+            push("--net6", format!("{}/64", Ipv6Addr::from(net)));
+        }
+        if let Some(g) = self.gateway6 {
+            push("--gateway6", g.to_string());
+        }
+        if let Some(d) = self.dns_forward6 {
+            push("--dns-addr6", d.to_string());
+        }
         for d in self.dns.iter().chain(self.dns_host.iter()) {
             push("--dns-upstream", d.to_string());
         }
@@ -912,6 +959,12 @@ impl Parsed {
         }
         if self.no_map_gw {
             a.push("--no-host-loopback".into());
+        }
+        if self.ipv4_only {
+            a.push("--no-ipv6".into());
+        }
+        if self.ipv6_only {
+            a.push("--no-ipv4".into());
         }
         match self.verbosity {
             v if v < 0 => a.push("-q".into()),
@@ -945,7 +998,8 @@ warren's {name} drop-in: warren's NAT gateway under {name}'s command line.\n\n\
   --dns-forward ADDR     the guest's DNS address (warren's DNS proxy; may lie outside the network)\n\
   -t, -u SPEC            host-to-guest forwards: none | [ADDR/]P[-Q][:R[-S]][,~X]...\n\
   -p, --pcap FILE        capture\n\
-  -4, --ipv4-only; --no-map-gw; -i/--interface, -M/--mac-addr, --map-guest-addr (accepted, see README)\n\
+  -4, --ipv4-only        IPv4 only; -6, --ipv6-only: IPv6 only (-a/-g/--dns-forward take either family)\n\
+  --no-map-gw; --no-ra, --no-dhcpv6, -i/--interface, -M/--mac-addr, --map-guest-addr (accepted, see README)\n\
   -h, --help; --version\n",
         if kind == Kind::Pasta { "[PID|PATH|COMMAND [ARGS]...]" } else { "" }
     )
@@ -1164,6 +1218,42 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_options() {
+        let p = parse(
+            Kind::Pasta,
+            &s(&[
+                "-a",
+                "fd12:3::77",
+                "-g",
+                "fd12:3::1",
+                "--dns-forward",
+                "fd12:3::53",
+                "-D",
+                "2001:db8::53",
+                "--no-ra",
+                "--no-dhcpv6",
+                "-6",
+                "1234",
+            ]),
+        )
+        .expect("IPv6 options");
+        assert_eq!(p.address6, Some("fd12:3::77".parse().unwrap()));
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        let a = p.plan_args().join(" ");
+        for want in [
+            "--net6 fd12:3::/64",
+            "--gateway6 fd12:3::1",
+            "--dns-addr6 fd12:3::53",
+            "--dns-upstream 2001:db8::53",
+            "--no-ipv4",
+        ] {
+            assert!(a.contains(want), "{want:?} missing from {a:?}");
+        }
+        let p = parse(Kind::Pasta, &s(&["-4", "--no-ndp", "1234"])).expect("-4 --no-ndp");
+        assert!(p.plan_args().contains(&"--no-ipv6".to_string()));
+    }
+
+    #[test]
     fn refused_and_noted() {
         for bad in [
             &["--outbound-if4", "eth0"][..],
@@ -1175,8 +1265,9 @@ mod tests {
             &["-t", "22-21"],
             &["-t", "22-23:80"],
             &["-t", "0"],
-            &["-6"],
-            &["-a", "fd00::5"],
+            &["-4", "-6"],
+            &["--no-ndp"],
+            &["-4", "-a", "fd00::5"],
             &["--vhost-user"],
             &["--mtu", "100"],
             &["-n", "255.0.255.0"],
@@ -1216,5 +1307,12 @@ mod tests {
         assert_eq!(parse_netmask("255.255.255.0"), Ok(24));
         let p = parse(Kind::Passt, &s(&["-t", "[::1]/2222:22", "-u", "53"])).expect("v6 bind");
         assert_eq!(p.hostfwd_specs(), vec!["tcp:[::1]:2222-:22", "udp::53-:53"]);
+        // The IPv6 listener resolves (no guest: it follows the listener's family at run time).
+        let r = crate::hostfwd::HostFwd::parse(&p.hostfwd_specs()[0])
+            .expect("spec")
+            .resolve(&netstack::config::Config::default())
+            .expect("resolves");
+        assert_eq!(r[0].host, "[::1]:2222".parse().expect("sa"));
+        assert!(r[0].follow_family);
     }
 }

@@ -137,7 +137,8 @@ pub struct DaemonArgs {
         help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
     )]
     pub tap: Option<String>,
-    /// Set 10.0.2.100/24 (.100 of --net), default route via the gateway, MTU, link up
+    /// Set 10.0.2.100/24 (.100 of --net) and fd00::100/64 (::100 of --net6), default routes via
+    /// the gateway, MTU, link up
     #[arg(
         long,
         help_heading = "Namespaces (rootless containers; as slirp4netns and pasta)"
@@ -169,7 +170,7 @@ pub struct DaemonArgs {
     /// The gateway address does not reach the host's 127.0.0.1
     #[arg(long, help_heading = "Address plan")]
     pub no_host_loopback: bool,
-    /// IPv6 prefix of the LAN (default fec0::/64; router ::2, DNS ::3 of it)
+    /// IPv6 prefix of the LAN (default fec0::/64, namespaces fd00::/64; router ::2, DNS ::3 of it)
     #[arg(long, value_name = "PREFIX/LEN", help_heading = "Address plan")]
     pub net6: Option<String>,
     /// IPv6 router address, = host ::1 (default ::2 of --net6)
@@ -181,6 +182,9 @@ pub struct DaemonArgs {
     /// IPv4 only: no NDP, router advertisements or DHCPv6
     #[arg(long, help_heading = "Address plan")]
     pub no_ipv6: bool,
+    /// IPv6 only: the gateway answers nothing on IPv4 (no ARP, DHCP, DNS or NAT over IPv4)
+    #[arg(long, help_heading = "Address plan")]
+    pub no_ipv4: bool,
 
     // DNS and DHCP
     /// Upstream DNS server (repeatable; default: /etc/resolv.conf's)
@@ -504,6 +508,9 @@ pub enum OptionsError {
     Ipv6(String),
     #[error("--no-ipv6 contradicts --net6/--gateway6/--dns-addr6")]
     NoIpv6Contradiction,
+    /// `--no-ipv4` with an IPv4 setting, or with `--no-ipv6` (the option names).
+    #[error("--no-ipv4 contradicts {0}")]
+    NoIpv4Contradiction(String),
     /// A `--guestfwd` (or `guestfwd=` in `--slirp-options`) the gateway's plan cannot take.
     #[error("--guestfwd {spec}: {why}")]
     GuestFwd { spec: String, why: String },
@@ -608,6 +615,12 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
     .map_err(OptionsError::Vxlan)?;
     let mut hostfwd = a.hostfwd;
     let mut guestfwd = a.guestfwd;
+    let slirp_v6_given = slirp.as_ref().is_some_and(|so| {
+        so.ipv6_prefix.is_some()
+            || so.ipv6_prefix_len.is_some()
+            || so.ipv6_host.is_some()
+            || so.ipv6_dns.is_some()
+    });
     // A -netdev user option string: same meaning and defaults as QEMU's.
     if let Some(so) = slirp {
         so.apply(&mut config)
@@ -640,6 +653,11 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
         }
     }
     let v6_given = a.net6.is_some() || a.gateway6.is_some() || a.dns_addr6.is_some();
+    // Namespaces (--netns, warren run, the slirp4netns and pasta drop-ins) follow slirp4netns'
+    // IPv6 plan, fd00::/64 (the namespace gets ::100); QEMU front ends keep QEMU's fec0::/64.
+    if (a.netns.is_some() || command.is_some()) && !slirp_v6_given && config.v6.is_some() {
+        config.v6 = Some(netstack::addr6::Plan6::slirp4netns(config.gateway_mac));
+    }
     if a.no_ipv6 {
         if v6_given {
             return Err(OptionsError::NoIpv6Contradiction);
@@ -656,6 +674,32 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
             .map_err(OptionsError::Ipv6)?;
             config.v6 = Some(p);
         }
+    }
+    if a.no_ipv4 {
+        let v4_opts: Vec<&str> = [
+            (a.no_ipv6, "--no-ipv6"),
+            (a.net.is_some(), "--net"),
+            (a.gateway.is_some(), "--gateway"),
+            (a.dns_addr.is_some(), "--dns-addr"),
+            (a.dhcp_start.is_some(), "--dhcp-start"),
+            (
+                config.mtu < netstack::addr6::MIN_MTU,
+                "an MTU below 1280 (IPv6's minimum)",
+            ),
+        ]
+        .iter()
+        .filter(|(given, _)| *given)
+        .map(|&(_, name)| name)
+        .collect();
+        if !v4_opts.is_empty() {
+            return Err(OptionsError::NoIpv4Contradiction(v4_opts.join("/")));
+        }
+        config.ipv4 = false;
+    }
+    if !config.ipv4 && config.v6.is_none() {
+        return Err(OptionsError::NoIpv4Contradiction(
+            "an IPv4-only setup (no IPv6 plan: MTU below 1280, ipv6=off or --no-ipv6)".into(),
+        ));
     }
     for g in &guestfwd {
         g.resolved_addr(&config)
@@ -714,6 +758,7 @@ fn options(a: DaemonArgs, command: Option<Vec<String>>) -> Result<Options, Optio
             exit_fd: a.exit_fd,
             command,
             address: None,
+            address6: None,
         },
         sandbox,
         sandbox_selftest: a.sandbox_selftest,
@@ -839,6 +884,53 @@ mod tests {
         assert!(p(&["--vde-mode", "0800"]).is_err());
         assert!(p(&["--vde-mode", "1777"]).is_err());
         assert!(p(&["--vde-group", "no-such-group-here"]).is_err());
+    }
+
+    #[test]
+    fn no_ipv4_and_the_namespace_plan() {
+        let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let o = p(&["--no-ipv4"]).expect("IPv6 only");
+        assert!(!o.config.ipv4 && o.config.v6.is_some());
+        assert!(p(&[]).unwrap().config.ipv4);
+        for (args, named) in [
+            (&["--no-ipv4", "--no-ipv6"][..], "--no-ipv6"),
+            (&["--no-ipv4", "--net", "10.1.0.0/24"][..], "--net"),
+            (&["--no-ipv4", "--gateway", "10.0.2.9"][..], "--gateway"),
+            (&["--no-ipv4", "--dns-addr", "10.0.2.9"][..], "--dns-addr"),
+            (
+                &["--no-ipv4", "--dhcp-start", "10.0.2.20"][..],
+                "--dhcp-start",
+            ),
+            (&["--no-ipv4", "--mtu", "1000"][..], "MTU below 1280"),
+        ] {
+            let e = p(args).expect_err(named);
+            assert!(
+                e.starts_with("--no-ipv4 contradicts") && e.contains(named),
+                "{e}"
+            );
+            assert!(!e.contains('\n'));
+        }
+        // slirp's ipv4=off is --no-ipv4; both off is refused.
+        let o = p(&["--slirp-options", "ipv4=off"]).expect("IPv6 only");
+        assert!(!o.config.ipv4);
+        assert!(p(&["--slirp-options", "ipv4=off,ipv6=off"]).is_err());
+        // Namespaces follow slirp4netns' plan, QEMU front ends QEMU's, explicit options win.
+        let ns = p(&["--netns", "1234"]).unwrap().config.v6.expect("v6");
+        assert_eq!((ns.router, ns.dns), (six("fd00::2"), six("fd00::3")));
+        let q = p(&["--socket", "/tmp/x.sock"])
+            .unwrap()
+            .config
+            .v6
+            .expect("v6");
+        assert_eq!(q.router, six("fec0::2"));
+        let e = p(&["--netns", "1234", "--net6", "fd00:9::/64"]).unwrap();
+        assert_eq!(e.config.v6.expect("v6").router, six("fd00:9::2"));
+        let words = ["run", "--no-ipv4", "--", "true"].map(String::from);
+        let Ok(Invocation::Serve(o)) = parse_command_line(words) else {
+            panic!("warren run --no-ipv4")
+        };
+        assert!(!o.config.ipv4);
+        assert_eq!(o.config.v6.expect("v6").router, six("fd00::2"));
     }
 
     #[test]

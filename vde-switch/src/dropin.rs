@@ -34,6 +34,8 @@ pub struct Extras {
     pub stream_fd: Option<i32>,
     /// pasta `-a` with `--config-net`: the tap's address.
     pub tap_address: Option<Ipv4Addr>,
+    /// pasta `-a` with an IPv6 address and `--config-net`: the tap's IPv6 address.
+    pub tap_address6: Option<std::net::Ipv6Addr>,
     /// pasta `--netns PATH`: stop when it disappears.
     pub watch_path: Option<PathBuf>,
     /// Daemonize (neither `-f` nor a command to run).
@@ -78,6 +80,7 @@ fn common(p: &Parsed) -> Extras {
         one_off: p.one_off,
         stream_fd: p.fd,
         tap_address: None,
+        tap_address6: None,
         watch_path: None,
         daemon: !p.foreground,
         gateway_tcp: p.gateway_forwards(),
@@ -140,6 +143,7 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, DropInError> {
             if p.config_net {
                 ns.push("--configure".into());
                 x.tap_address = p.address;
+                x.tap_address6 = p.address6;
             }
             match pa.target {
                 Target::Netns { target, userns } => {
@@ -210,6 +214,9 @@ impl Extras {
     pub fn apply(&self, opts: &mut crate::cli::Options) {
         if self.tap_address.is_some() {
             opts.netns.address = self.tap_address;
+        }
+        if self.tap_address6.is_some() {
+            opts.netns.address6 = self.tap_address6;
         }
         // pasta -T: GATEWAY:P leads to the host's 127.0.0.1:Q, with or without --no-map-gw
         // (`Options::resolve` keeps these next to the `--guestfwd` ones).
@@ -436,6 +443,45 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn pasta_ipv6_options() {
+        let (a, x) = run(
+            Kind::Pasta,
+            &[
+                "--config-net",
+                "-a",
+                "fd12:3::77",
+                "-g",
+                "fd12:3::1",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "--netns",
+                "/run/user/1000/netns/x",
+            ],
+        );
+        let mut o = crate::cli::parse(a).expect("warren accepts it");
+        x.apply(&mut o);
+        assert_eq!(o.netns.address6, Some("fd12:3::77".parse().unwrap()));
+        let v6 = o.config.v6.expect("IPv6 on");
+        assert_eq!(v6.net.to_string(), "fd12:3::/64");
+        assert_eq!(
+            v6.router,
+            "fd12:3::1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        let (a, _) = run(Kind::Pasta, &["-6", "-t", "none", "-u", "none", "4242"]);
+        let o = crate::cli::parse(a).expect("IPv6 only");
+        assert!(!o.config.ipv4 && o.config.v6.is_some());
+        let (a, _) = run(Kind::Pasta, &["-4", "-t", "none", "-u", "none", "4242"]);
+        let o = crate::cli::parse(a).expect("IPv4 only");
+        assert!(o.config.ipv4 && o.config.v6.is_none());
+        // -6 with an IPv4 address: warren's one-line contradiction.
+        let (a, _) = run(Kind::Pasta, &["-6", "-a", "10.0.2.100", "4242"]);
+        let e = crate::cli::parse(a).expect_err("contradiction").to_string();
+        assert!(e.starts_with("--no-ipv4 contradicts --net"), "{e}");
     }
 
     #[test]

@@ -53,10 +53,24 @@ impl Backend<'_> {
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+        follow_family: bool,
     ) -> Result<(), ForwardError> {
-        let id = self.driver.add_forward(flow_proto(proto), host, guest)?;
+        // The API names any address; the command line checked its own already.
+        let cfg = self.driver.gw.config();
+        let checked = match guest.ip() {
+            IpAddr::V4(a) => slirp_compat::hostfwd::check_guest_addr(cfg, a),
+            IpAddr::V6(a) => slirp_compat::hostfwd::check_guest_addr6(cfg, a),
+        };
+        checked.map_err(|e| ForwardError::Table(e.to_string()))?;
+        let id = self
+            .driver
+            .add_forward_with(flow_proto(proto), host, guest, follow_family)?;
         self.driver_ids.insert((proto, host), id);
-        log::info!("forwarding {proto} {host} -> {guest}");
+        if follow_family && host.is_ipv6() {
+            log::info!("forwarding {proto} {host} -> {guest} (or the guest's IPv6 address)");
+        } else {
+            log::info!("forwarding {proto} {host} -> {guest}");
+        }
         Ok(())
     }
 }
@@ -68,13 +82,17 @@ impl ApiBackend for Backend<'_> {
                 .unwrap_or(self.driver.gw.config().dhcp_start),
         )
     }
+    fn ipv6_enabled(&self) -> bool {
+        self.driver.gw.v6().is_some()
+    }
     fn open_hostfwd(
         &mut self,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+        follow_family: bool,
     ) -> Result<(), api::OpenError> {
-        Ok(self.open(proto, host, guest)?)
+        Ok(self.open(proto, host, guest, follow_family)?)
     }
     fn close_hostfwd(&mut self, entry: &HostFwdEntry) {
         if let Some(id) = self.driver_ids.remove(&(entry.proto, entry.host)) {
@@ -93,7 +111,9 @@ impl ApiBackend for Backend<'_> {
             .dhcp()
             .leases()
             .iter()
-            .map(|l| LeaseInfo::from_lease(l, self.now))
+            .map(|l| {
+                LeaseInfo::from_lease(l, self.now).with_ipv6(self.driver.gw.guest_addrs6(l.mac))
+            })
             .collect()
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
@@ -115,12 +135,14 @@ impl Forwards {
     }
 
     /// Adds a forward (command line or API): checked against the table, bound, then recorded.
+    /// `follow_family`: the rule named no guest (see `ResolvedHostFwd::follow_family`).
     pub fn add(
         &mut self,
         driver: &mut Driver,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+        follow_family: bool,
     ) -> Result<u32, ForwardError> {
         self.table
             .check(proto, host)
@@ -132,7 +154,7 @@ impl Forwards {
             now: Instant::now(),
             switch: Vec::new(),
         };
-        backend.open(proto, host, guest)?;
+        backend.open(proto, host, guest, follow_family)?;
         self.table
             .add(proto, host, guest)
             .map_err(|e| ForwardError::Table(e.to_string()))

@@ -336,7 +336,7 @@ fn main() -> ExitCode {
             let rules = spec.resolve(&fwd_cfg).map_err(std::io::Error::other)?;
             for r in rules {
                 server
-                    .add_hostfwd(&mut driver, r.proto, r.host, r.guest)
+                    .add_hostfwd(&mut driver, r.proto, r.host, r.guest, r.follow_family)
                     .map_err(|e| std::io::Error::other(format!("--hostfwd {spec}: {e}")))?;
                 println!("warren: forwarding {} {} -> {}", r.proto, r.host, r.guest);
             }

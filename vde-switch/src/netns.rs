@@ -17,7 +17,7 @@ use crate::helper::{
 };
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,9 @@ pub struct NetnsOptions {
     pub command: Option<Vec<String>>,
     /// The address `--configure` gives the tap, instead of .100 of the network (pasta's `-a`).
     pub address: Option<Ipv4Addr>,
+    /// The IPv6 address `--configure` gives the tap, instead of `::100` of the prefix (pasta's
+    /// `-a` with an IPv6 address).
+    pub address6: Option<Ipv6Addr>,
 }
 
 impl NetnsOptions {
@@ -64,20 +67,34 @@ impl NetnsOptions {
 /// What `--configure` sets inside the namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapConfig {
+    /// IPv4 address, prefix and default route (skipped with `--no-ipv4`).
+    pub ipv4: bool,
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub mtu: u16,
+    /// The IPv6 address, prefix length and router (default route), unless `--no-ipv6`.
+    pub v6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
 }
 
 impl TapConfig {
-    /// The slirp4netns plan within warren's network: host .100, default route via the gateway.
+    /// The slirp4netns plan within warren's network: host .100, default route via the gateway;
+    /// on IPv6 `::100` of the prefix (slirp4netns' API's default guest address), default route
+    /// via the router.
     pub fn for_config(cfg: &netstack::config::Config) -> Self {
         TapConfig {
+            ipv4: cfg.ipv4,
             addr: Ipv4Addr::from(u32::from(cfg.net.network()) | CONFIGURED_HOST),
             prefix: cfg.net.prefix,
             gateway: cfg.gateway,
             mtu: cfg.mtu,
+            v6: cfg.v6.as_ref().map(|p| {
+                (
+                    p.net.host(netstack::addr6::NAMESPACE_HOST),
+                    p.net.prefix_len(),
+                    p.router,
+                )
+            }),
         }
     }
 }
@@ -117,9 +134,18 @@ pub fn attach(
         tap.into(),
     ];
     if let Some(c) = cfg {
-        args.push(format!("{}/{}", c.addr, c.prefix).into());
-        args.push(c.gateway.to_string().into());
+        if c.ipv4 {
+            args.push(format!("{}/{}", c.addr, c.prefix).into());
+            args.push(c.gateway.to_string().into());
+        } else {
+            args.push("-".into());
+            args.push("-".into());
+        }
         args.push(c.mtu.to_string().into());
+        if let Some((a, p, r)) = c.v6 {
+            args.push(format!("{a}/{p}").into());
+            args.push(r.to_string().into());
+        }
     }
     let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let mut child = spawn_helper(&refs, &theirs)?;
@@ -140,7 +166,8 @@ pub fn attach(
     }
 }
 
-/// `warren __attach NETNS USERNS|- TAP [ADDR/PREFIX GATEWAY MTU]`, run by [`attach`].
+/// `warren __attach NETNS USERNS|- TAP [ADDR/PREFIX|- GATEWAY|- MTU [ADDR6/PREFIX ROUTER6]]`, run
+/// by [`attach`].
 pub fn attach_main(args: &[String]) -> ExitCode {
     let Some(sock) = helper_socket() else {
         eprintln!("warren __attach: internal helper, not for direct use");
@@ -183,7 +210,7 @@ pub fn netns_path(target: &str) -> PathBuf {
 
 fn attach_here(args: &[String]) -> io::Result<OwnedFd> {
     let (netns, userns, tap, rest) = match args {
-        [n, u, t, rest @ ..] if rest.is_empty() || rest.len() == 3 => (n, u, t, rest),
+        [n, u, t, rest @ ..] if matches!(rest.len(), 0 | 3 | 5) => (n, u, t, rest),
         _ => return Err(err("internal: bad __attach arguments".into())),
     };
     let net = open_path(Path::new(netns), rustix::fs::OFlags::RDONLY)
@@ -211,20 +238,35 @@ fn attach_here(args: &[String]) -> io::Result<OwnedFd> {
     setns(net.as_fd(), rustix::thread::LinkNameSpaceType::Network)
         .map_err(|e| err(format!("cannot enter network namespace {netns}: {e}")))?;
     let fd = open_tap(tap)?;
-    if let [addr, gw, mtu] = rest {
-        let (a, p) = addr
-            .split_once('/')
-            .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))
-            .ok_or_else(|| err(format!("internal: bad address {addr}")))?;
+    if let [addr, gw, mtu, v6 @ ..] = rest {
+        let bad = |what: &str, v: &str| err(format!("internal: bad {what} {v}"));
+        let ipv4 = addr != "-";
+        let (a, p) = if ipv4 {
+            addr.split_once('/')
+                .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))
+                .ok_or_else(|| bad("address", addr))?
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0)
+        };
+        let v6 = match v6 {
+            [a6, r6] => Some(
+                a6.split_once('/')
+                    .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?, r6.parse().ok()?)))
+                    .ok_or_else(|| bad("IPv6 address", a6))?,
+            ),
+            _ => None,
+        };
         let cfg = TapConfig {
+            ipv4,
             addr: a,
             prefix: p,
-            gateway: gw
-                .parse()
-                .map_err(|_| err(format!("internal: bad gateway {gw}")))?,
-            mtu: mtu
-                .parse()
-                .map_err(|_| err(format!("internal: bad MTU {mtu}")))?,
+            gateway: if ipv4 {
+                gw.parse().map_err(|_| bad("gateway", gw))?
+            } else {
+                Ipv4Addr::UNSPECIFIED
+            },
+            mtu: mtu.parse().map_err(|_| bad("MTU", mtu))?,
+            v6,
         };
         configure(tap, &cfg)?;
     }
@@ -302,37 +344,103 @@ pub fn configure(tap: &str, c: &TapConfig) -> io::Result<()> {
     let mut r = ifreq(tap)?;
     r.set_i32(TAP_TXQUEUELEN); // ifr_qlen
     let _ = ioctl(&sock, IfReqIoctl::SetTxQueueLen, &mut r, "txqueuelen");
-    let mut r = ifreq(tap)?;
-    r.set_ipv4(c.addr);
-    ioctl(
-        &sock,
-        IfReqIoctl::SetAddr,
-        &mut r,
-        &format!("cannot give {tap} address {}", c.addr),
-    )?;
-    let mask = if c.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(c.prefix.min(32)))
-    };
-    let mut r = ifreq(tap)?;
-    r.set_ipv4(Ipv4Addr::from(mask));
-    ioctl(
-        &sock,
-        IfReqIoctl::SetNetmask,
-        &mut r,
-        &format!("cannot set the netmask of {tap}"),
-    )?;
+    if c.ipv4 {
+        let mut r = ifreq(tap)?;
+        r.set_ipv4(c.addr);
+        ioctl(
+            &sock,
+            IfReqIoctl::SetAddr,
+            &mut r,
+            &format!("cannot give {tap} address {}", c.addr),
+        )?;
+        let mask = if c.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(c.prefix.min(32)))
+        };
+        let mut r = ifreq(tap)?;
+        r.set_ipv4(Ipv4Addr::from(mask));
+        ioctl(
+            &sock,
+            IfReqIoctl::SetNetmask,
+            &mut r,
+            &format!("cannot set the netmask of {tap}"),
+        )?;
+    }
+    if c.v6.is_some() {
+        // The namespace's addresses are the only ones on this link (the gateway never claims
+        // them): no duplicate address detection, so they are usable at once. If the write
+        // fails, configure_v6 waits for DAD instead.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/accept_dad"), "0");
+    }
     set_up(&sock, tap)?;
-    if let Err(e) = crate::sys::add_default_route(sock.as_fd(), c.gateway) {
+    if c.ipv4 {
+        if let Err(e) = crate::sys::add_default_route(sock.as_fd(), c.gateway) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(err(format!(
+                    "cannot add a default route via {}: {e}",
+                    c.gateway
+                )));
+            }
+        }
+    }
+    if let Some((addr, prefix, router)) = c.v6 {
+        configure_v6(tap, addr, prefix, router)?;
+    }
+    Ok(())
+}
+
+/// The IPv6 part of [`configure`] (the tap is up): address, default route via the router, and a
+/// wait (at most 3 s) until the address is no longer tentative, so the first connect works.
+fn configure_v6(tap: &str, addr: Ipv6Addr, prefix: u8, router: Ipv6Addr) -> io::Result<()> {
+    let sock = match rustix::net::socket_with(
+        rustix::net::AddressFamily::INET6,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    ) {
+        Ok(s) => s,
+        // IPv6 disabled in this kernel (ipv6.disable=1): IPv4 only, as a kernel without it.
+        Err(rustix::io::Errno::AFNOSUPPORT) => return Ok(()),
+        Err(e) => return Err(err(format!("socket(AF_INET6): {}", io::Error::from(e)))),
+    };
+    let index = crate::sys::if_index(tap).map_err(|e| err(format!("{tap}: {e}")))?;
+    if let Err(e) = crate::sys::add_ipv6_address(sock.as_fd(), index, addr, prefix) {
         if e.raw_os_error() != Some(libc::EEXIST) {
             return Err(err(format!(
-                "cannot add a default route via {}: {e}",
-                c.gateway
+                "cannot give {tap} address {addr}/{prefix}: {e}"
             )));
         }
     }
+    if let Err(e) = crate::sys::add_ipv6_default_route(sock.as_fd(), index, router) {
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(err(format!(
+                "cannot add an IPv6 default route via {router}: {e}"
+            )));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while tentative(index, addr) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Ok(())
+}
+
+/// Whether `addr` on interface `index` is still tentative (DAD running), from /proc/net/if_inet6
+/// (this process's network namespace). Unreadable: not tentative.
+fn tentative(index: u32, addr: Ipv6Addr) -> bool {
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    let hex: String = addr.octets().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::read_to_string("/proc/self/net/if_inet6")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|f| {
+            f.len() >= 5
+                && f[0] == hex
+                && u32::from_str_radix(f[1], 16).ok() == Some(index)
+                && u32::from_str_radix(f[4], 16).is_ok_and(|fl| fl & IFA_F_TENTATIVE != 0)
+        })
 }
 
 /// `pidfd_open(pid)`: readable once the process exits.
@@ -383,7 +491,14 @@ pub fn prepare(
             ));
         }
         let tc = TapConfig::for_config(cfg);
-        let running = crate::run::start(command, cfg.dns, dns_search)?;
+        let mut dns = Vec::new();
+        if cfg.ipv4 {
+            dns.push(std::net::IpAddr::V4(cfg.dns));
+        }
+        if let Some(p) = &cfg.v6 {
+            dns.push(std::net::IpAddr::V6(p.dns));
+        }
+        let running = crate::run::start(command, &dns, dns_search)?;
         let pid = running.pid();
         // The command owns stdout: warren's own lines go to stderr (with -v) or nowhere.
         let to = if log::log_enabled!(log::Level::Info) {
@@ -423,9 +538,15 @@ pub fn prepare(
         return Ok(None);
     };
     let path = netns_path(target);
-    let tc = n.configure.then(|| TapConfig {
-        addr: n.address.unwrap_or_else(|| TapConfig::for_config(cfg).addr),
-        ..TapConfig::for_config(cfg)
+    let tc = n.configure.then(|| {
+        let mut t = TapConfig::for_config(cfg);
+        if let Some(a) = n.address {
+            t.addr = a;
+        }
+        if let (Some(a), Some(v6)) = (n.address6, t.v6.as_mut()) {
+            v6.0 = a;
+        }
+        t
     });
     // A PID is watched before attaching: if it exits meanwhile, the pidfd is readable at once.
     if let Ok(pid) = target.parse::<libc::pid_t>() {
@@ -437,13 +558,15 @@ pub fn prepare(
     let fd = attach(&path, n.userns.as_deref(), &tap, tc.as_ref())
         .map_err(|e| err(format!("--netns {target}: {e}")))?;
     if let Some(c) = &tc {
-        log::info!(
-            "namespace {target}: {tap} {}/{} via {}, MTU {}",
-            c.addr,
-            c.prefix,
-            c.gateway,
-            c.mtu
-        );
+        let v4 = if c.ipv4 {
+            format!(" {}/{} via {}", c.addr, c.prefix, c.gateway)
+        } else {
+            String::new()
+        };
+        let v6 =
+            c.v6.map(|(a, p, r)| format!(" {a}/{p} via {r}"))
+                .unwrap_or_default();
+        log::info!("namespace {target}: {tap}{v4}{v6}, MTU {}", c.mtu);
     }
     Ok(Some((
         Attachment {
@@ -500,8 +623,18 @@ mod tests {
             (t.prefix, t.gateway, t.mtu),
             (24, Ipv4Addr::new(10, 0, 2, 2), 1500)
         );
+        assert!(t.ipv4);
+        assert_eq!(
+            t.v6,
+            Some(("fec0::100".parse().unwrap(), 64, "fec0::2".parse().unwrap()))
+        );
         cfg.mtu = 65520;
-        assert_eq!(TapConfig::for_config(&cfg).mtu, 65520);
+        cfg.ipv4 = false;
+        cfg.v6 = Some(netstack::addr6::Plan6::slirp4netns(cfg.gateway_mac));
+        let t = TapConfig::for_config(&cfg);
+        assert_eq!(t.mtu, 65520);
+        assert!(!t.ipv4);
+        assert_eq!(t.v6.map(|v| v.0), Some("fd00::100".parse().unwrap()));
     }
 
     #[test]

@@ -146,14 +146,17 @@ impl Server {
     }
 
     /// Adds a forward (command line or API): checked against the table, bound, then recorded.
+    /// `follow_family`: the rule named no guest (an IPv6 listener then leads to the default
+    /// guest's IPv6 address when the gateway knows one).
     pub fn add_hostfwd(
         &mut self,
         driver: &mut Driver,
         proto: Proto,
         host: SocketAddr,
         guest: SocketAddr,
+        follow_family: bool,
     ) -> Result<u32, ForwardError> {
-        self.forwards.add(driver, proto, host, guest)
+        self.forwards.add(driver, proto, host, guest, follow_family)
     }
 
     /// The switch's counters summed over every port that ever existed, and its table sizes.

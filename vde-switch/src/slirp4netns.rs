@@ -81,10 +81,11 @@ pub fn translate<I: IntoIterator<Item = String>>(
     if o.disable_host_loopback {
         a.push("--no-host-loopback".into());
     }
-    if o.enable_ipv6 {
-        eprintln!(
-            "WARNING: --enable-ipv6: warren's IPv6 support is not there yet; serving IPv4 only"
-        );
+    // slirp4netns serves IPv6 only with --enable-ipv6 (fd00::/64, router ::2, DNS ::3, the
+    // namespace autoconfigures from the router advertisements); warren's namespace plan is the
+    // same, and --configure adds fd00::100 and a default route via fd00::2.
+    if !o.enable_ipv6 {
+        a.push("--no-ipv6".into());
     }
     if o.outbound_addr.is_some() || o.outbound_addr6.is_some() {
         return Err(DropInError::OutboundAddr);
@@ -173,6 +174,24 @@ mod tests {
         };
         // Without --enable-sandbox/--enable-seccomp the sandbox stays on, best effort.
         assert!(!a.iter().any(|x| x == "--require-sandbox"), "{a:?}");
+        // IPv6 is off unless --enable-ipv6, as in slirp4netns.
+        assert!(a.iter().any(|x| x == "--no-ipv6"), "{a:?}");
+        let o = crate::cli::parse(a).expect("warren accepts it");
+        assert!(o.config.v6.is_none());
+        let DropIn::Run(a) = t(&["-c", "--enable-ipv6", "1234", "tap0"]).expect("ok") else {
+            panic!("run expected")
+        };
+        assert!(!a.iter().any(|x| x == "--no-ipv6"), "{a:?}");
+        let o = crate::cli::parse(a).expect("warren accepts it");
+        let v6 = o.config.v6.expect("IPv6 on with --enable-ipv6");
+        assert_eq!(
+            (v6.net.to_string(), v6.router, v6.dns),
+            (
+                "fd00::/64".to_string(),
+                "fd00::2".parse().unwrap(),
+                "fd00::3".parse().unwrap()
+            )
+        );
         let DropIn::Run(a) = t(&["-c", "1234", "tap0"]).expect("ok") else {
             panic!()
         };

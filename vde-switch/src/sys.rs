@@ -114,6 +114,82 @@ pub fn add_default_route(sock: BorrowedFd<'_>, gateway: Ipv4Addr) -> io::Result<
     Ok(())
 }
 
+/// The index of interface `name` (`if_nametoindex`).
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::other("interface name contains NUL"))?;
+    // SAFETY: c is a NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+/// `SIOCSIFADDR` on an IPv6 socket: adds `addr/prefix` to interface `ifindex`.
+pub fn add_ipv6_address(
+    sock: BorrowedFd<'_>,
+    ifindex: u32,
+    addr: std::net::Ipv6Addr,
+    prefix: u8,
+) -> io::Result<()> {
+    let mut r = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: u32::from(prefix),
+        ifr6_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one in6_ifreq, which r is.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &mut r) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The kernel's `struct in6_rtmsg` (linux/ipv6_route.h; libc's has private fields).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    rtype: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// `SIOCADDRT` on an IPv6 socket: a default route (`::/0`) via `gateway` on interface `ifindex`,
+/// metric 1 (ahead of the router advertisement's, 1024).
+pub fn add_ipv6_default_route(
+    sock: BorrowedFd<'_>,
+    ifindex: u32,
+    gateway: std::net::Ipv6Addr,
+) -> io::Result<()> {
+    let zero = libc::in6_addr { s6_addr: [0; 16] };
+    let mut rt = In6Rtmsg {
+        dst: zero,
+        src: zero,
+        gateway: libc::in6_addr {
+            s6_addr: gateway.octets(),
+        },
+        rtype: 0,
+        dst_len: 0,
+        src_len: 0,
+        metric: 1,
+        info: 0,
+        flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
+        ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: SIOCADDRT on an AF_INET6 socket reads one in6_rtmsg, which rt is (same layout).
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS)`. Call it only while the process is
 /// single-threaded (warren run's child, a fresh exec): then no other thread can observe the change.
 pub fn unshare_user_net_mount() -> io::Result<()> {
