@@ -99,6 +99,16 @@ impl Netns {
         &self.name
     }
 
+    /// Sets this namespace's TCP congestion control (`net.ipv4.tcp_congestion_control`). A namespace
+    /// other than the initial one may only choose an allowed algorithm
+    /// (`net.ipv4.tcp_allowed_congestion_control`).
+    pub fn set_cc(&self, cc: &str) -> Result<(), String> {
+        run(self
+            .command("sysctl")
+            .args(["-qw", &format!("net.ipv4.tcp_congestion_control={cc}")]))
+        .map(|_| ())
+    }
+
     /// A command that runs `program` inside this namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

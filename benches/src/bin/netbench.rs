@@ -77,6 +77,9 @@ options:
                          A tap drops frames when its ring is full, where a
                          VM's virtio queue would push back instead; a ring
                          larger than the TCP send buffer avoids those drops
+  --cc NAME              TCP congestion control of every namespace (default: reno;
+                         inherit keeps the machine's). Namespaces may only pick an
+                         allowed one (net.ipv4.tcp_allowed_congestion_control)
   --markdown             print the result table as Markdown
   --keep-logs            keep the logs directory (/tmp/wbench-<pid>)
   -h, --help             this text
@@ -110,6 +113,7 @@ struct Options {
     keep_logs: bool,
     adapter_tx: adapter::TxMode,
     txqueuelen: u32,
+    cc: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -211,6 +215,7 @@ fn parse_options(args: &[String]) -> Res<Options> {
         keep_logs: false,
         adapter_tx: adapter::TxMode::Mmsg,
         txqueuelen: 10000,
+        cc: Some("reno".into()),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -270,6 +275,13 @@ fn parse_options(args: &[String]) -> Res<Options> {
                 ))?;
             }
             "--keep-logs" => o.keep_logs = true,
+            "--cc" => {
+                let v = val()?;
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("bad --cc {v:?}"));
+                }
+                o.cc = (v != "inherit").then_some(v);
+            }
             _ => return Err(format!("unknown option {a:?}\n{USAGE}")),
         }
     }
@@ -403,6 +415,7 @@ struct Ctx {
     secs: u32,
     adapter_tx: adapter::TxMode,
     txqueuelen: u32,
+    cc: Option<String>,
 }
 
 impl Ctx {
@@ -411,7 +424,11 @@ impl Ctx {
     }
 
     fn netns(&self, role: &str) -> Res<Netns> {
-        Netns::create(&format!("{NETNS_PREFIX}{}-{role}", self.tag))
+        let ns = Netns::create(&format!("{NETNS_PREFIX}{}-{role}", self.tag))?;
+        if let Some(cc) = &self.cc {
+            ns.set_cc(cc)?;
+        }
+        Ok(ns)
     }
 
     /// The "host": loopback plus a veth pair that leads nowhere, carrying
@@ -845,6 +862,7 @@ fn bench_main(args: &[String]) -> Res<()> {
         secs: o.secs,
         adapter_tx: o.adapter_tx,
         txqueuelen: o.txqueuelen,
+        cc: o.cc.clone(),
     };
     eprintln!(
         "netbench: {} s x {} rounds per point; logs in {}{}",
@@ -1034,7 +1052,7 @@ fn render(rows: &[Row], o: &Options, skipped: &[String]) -> String {
     let _ = writeln!(
         s,
         "\niperf3 TCP, 1 stream, {} s (+1 s omitted warm-up) x {} rounds, median shown; \
-         adapter tx mode {}, tap txqueuelen {}; \
+         adapter tx mode {}, tap txqueuelen {}; TCP congestion control {}; load average {}; \
          guest = Linux TCP stack on a tap, bridged by the QEMU-stream adapter; \
          adapter<->adapter = two adapters back to back (the adapter's own ceiling; \
          \"guest->host\" = a->b there); CPU = % of one core, median (adapter<->adapter: both adapters); \
@@ -1043,7 +1061,12 @@ fn render(rows: &[Row], o: &Options, skipped: &[String]) -> String {
         o.secs,
         o.rounds,
         o.adapter_tx.name(),
-        o.txqueuelen
+        o.txqueuelen,
+        o.cc.as_deref().unwrap_or("inherited"),
+        fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default()
     );
     for e in errors {
         let _ = writeln!(s, "error: {e}");

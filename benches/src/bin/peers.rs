@@ -1,14 +1,17 @@
-//! peers: warren, slirp4netns and pasta side by side, each serving a tap inside an identical
-//! `unshare -Urn` network namespace (the rootless-container setup), in one run on one machine.
+//! peers: warren, slirp4netns and pasta (current and Debian's) side by side, each serving a tap inside
+//! an identical `unshare -Urn` network namespace (the rootless-container setup), in one run on one
+//! machine, against a kernel veth pair as the ceiling.
 //!
 //! ```text
 //!  guest netns (unshare -Urn)                 netns wbench-<pid>-peers ("host")
-//!  10.0.2.100/24 tap0, default via 10.0.2.2   iperf3 -s -B 127.0.0.1, probe/RR/idle servers
+//!  10.0.2.100/24 tap0, default via 10.0.2.2   iperf3 -s -B 0.0.0.0, probe/RR/idle servers
 //!   └ tap0 ══ warren --netns | slirp4netns --configure | pasta --config-net ──▶ 127.0.0.1
+//!   └ tap0 ══ veth ══ wbv0 10.0.2.2/24 (veth baseline: the kernel forwards, no tool)
 //! ```
 //!
-//! The "host" is an isolated namespace whose only other interface is a dummy device, so nothing any
-//! tool does can leave the machine; every tool maps the gateway 10.0.2.2 to that namespace's loopback.
+//! The "host" is an isolated namespace whose only other interfaces are a veth pair with both ends in
+//! it (and the baseline's veth while it runs), so nothing any tool does can leave the machine; every
+//! tool maps the gateway 10.0.2.2 to that namespace's loopback.
 //! Measured: iperf3 TCP both ways and UDP guest→host at each MTU (medians of rounds, tools
 //! interleaved), TCP request/response latency, TCP connection setup rate, each tool's RSS idle and with
 //! 10,000 idle connections, and the tool's CPU time per packet with 10 and with 10,000 flows open.
@@ -38,6 +41,10 @@ type Res<T> = Result<T, String>;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const IPERF_PORT: u16 = 5201;
+/// The IPv6 iperf3 server's port (on the host's `::`).
+const IPERF6_PORT: u16 = 5202;
+/// The host end of the veth baseline's pair (the guest end is `tap0`, like the tools' taps).
+const VETH_HOST: &str = "wbv0";
 
 const USAGE: &str = "\
 usage: peers [options]
@@ -48,11 +55,18 @@ setup rate, RSS idle and with N idle connections, CPU per packet with 10 vs N fl
 Must run as root; needs iproute2, util-linux (unshare, nsenter), iperf3, slirp4netns, passt (pasta).
 
 options:
-  --tools LIST       comma-separated (default: warren,slirp4netns,pasta)
+  --tools LIST       comma-separated from warren, slirp4netns, pasta, pasta-debian, veth
+                     (default: warren,slirp4netns,pasta,veth); veth is a kernel veth pair, the
+                     ceiling every row is also divided by
   --warren PATH      warren binary (default: $WARREN_BIN, else newest of target/release/warren and
                      $CARGO_TARGET_DIR/release/warren)
   --pasta PATH       pasta binary (default: $PASTA_BIN, else pasta from PATH); e.g. the current
                      passt built by ../shared/peers/build-passt.sh DIR: --pasta DIR/pasta
+  --pasta-debian PATH  the second pasta column, pasta-debian (default /usr/bin/pasta, Debian's)
+  --cc NAME          TCP congestion control of the guest and host namespaces (default reno; `inherit`
+                     keeps the machine's). A namespace may only pick an allowed one
+                     (net.ipv4.tcp_allowed_congestion_control): reno and the machine's default.
+                     pasta collapses guest->host under bbr (see benches/README.md)
   --mtus LIST        default: 1500,65520
   --rounds N         throughput rounds per tool and MTU; medians are reported (default 3)
   --secs S           iperf3 seconds per run, after 1 s omitted (default 5)
@@ -62,6 +76,13 @@ options:
   --out FILE         also write the Markdown table to FILE
   --keep-logs        keep /tmp/wbench-<pid>-peers (tool logs)
   --no-throughput    only the latency, connection, RSS and flow measurements
+  --no-small         only the throughput rows (no latency, connection, RSS and flow measurements)
+  --ipv6             also TCP both ways over IPv6 at each MTU: the guest reaches the host's [::1]
+                     through its IPv6 default router (warren --net6 fd00::/64, slirp4netns
+                     --enable-ipv6, pasta's copy of the host's address and route, veth fd00::2).
+                     A tool that configures no IPv6 in the namespace gets fd00::100/64 via fd00::2
+                     set by hand if it is warren (its gateway serves the LAN either way; the
+                     namespace set-up may not), and a failed cell otherwise
   --perf             perf record the tools during the per-packet cost runs (implies --keep-logs)
   -h, --help
 ";
@@ -71,6 +92,8 @@ enum Tool {
     Warren,
     Slirp,
     Pasta,
+    PastaDebian,
+    Veth,
 }
 
 impl Tool {
@@ -79,6 +102,8 @@ impl Tool {
             Tool::Warren => "warren",
             Tool::Slirp => "slirp4netns",
             Tool::Pasta => "pasta",
+            Tool::PastaDebian => "pasta-debian",
+            Tool::Veth => "veth",
         }
     }
     fn parse(s: &str) -> Option<Tool> {
@@ -86,6 +111,8 @@ impl Tool {
             "warren" => Some(Tool::Warren),
             "slirp4netns" | "slirp" => Some(Tool::Slirp),
             "pasta" => Some(Tool::Pasta),
+            "pasta-debian" | "pasta-deb" => Some(Tool::PastaDebian),
+            "veth" => Some(Tool::Veth),
             _ => None,
         }
     }
@@ -95,6 +122,8 @@ struct Options {
     tools: Vec<Tool>,
     warren: Option<PathBuf>,
     pasta: PathBuf,
+    pasta_debian: PathBuf,
+    cc: Option<String>,
     mtus: Vec<u16>,
     rounds: usize,
     secs: u32,
@@ -104,13 +133,17 @@ struct Options {
     keep_logs: bool,
     throughput: bool,
     perf: bool,
+    ipv6: bool,
+    small: bool,
 }
 
 fn parse_options(args: &[String]) -> Res<Option<Options>> {
     let mut o = Options {
-        tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta],
+        tools: vec![Tool::Warren, Tool::Slirp, Tool::Pasta, Tool::Veth],
         warren: std::env::var_os("WARREN_BIN").map(PathBuf::from),
         pasta: std::env::var_os("PASTA_BIN").map_or_else(|| PathBuf::from("pasta"), PathBuf::from),
+        pasta_debian: PathBuf::from("/usr/bin/pasta"),
+        cc: Some("reno".into()),
         mtus: vec![1500, 65520],
         rounds: 3,
         secs: 5,
@@ -120,6 +153,8 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
         keep_logs: false,
         throughput: true,
         perf: false,
+        ipv6: false,
+        small: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -138,6 +173,14 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
             }
             "--warren" => o.warren = Some(PathBuf::from(val(a)?)),
             "--pasta" => o.pasta = PathBuf::from(val(a)?),
+            "--pasta-debian" => o.pasta_debian = PathBuf::from(val(a)?),
+            "--cc" => {
+                let v = val(a)?;
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("bad --cc {v:?}"));
+                }
+                o.cc = (v != "inherit").then_some(v);
+            }
             "--mtus" => {
                 o.mtus = val(a)?
                     .split(',')
@@ -156,6 +199,8 @@ fn parse_options(args: &[String]) -> Res<Option<Options>> {
             "--out" => o.out = Some(PathBuf::from(val(a)?)),
             "--keep-logs" => o.keep_logs = true,
             "--no-throughput" => o.throughput = false,
+            "--ipv6" => o.ipv6 = true,
+            "--no-small" => o.small = false,
             "--perf" => {
                 o.perf = true;
                 o.keep_logs = true;
@@ -215,9 +260,9 @@ impl HostServers {
     fn start(host_ns: &Path) -> Res<HostServers> {
         let (p, r, i) = in_ns(host_ns, || -> std::io::Result<_> {
             Ok((
-                TcpListener::bind("127.0.0.1:0")?,
-                TcpListener::bind("127.0.0.1:0")?,
-                TcpListener::bind("127.0.0.1:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
+                TcpListener::bind("0.0.0.0:0")?,
             ))
         })?
         .map_err(|e| format!("host servers: {e}"))?;
@@ -267,6 +312,8 @@ struct Instance {
     /// `unshare -Urn sleep`: holds the guest namespace.
     _ns: Proc,
     guest_ns: PathBuf,
+    /// veth: the host namespace holding the host end (`wbv0`), deleted on drop.
+    veth_host: Option<String>,
 }
 
 impl Instance {
@@ -279,6 +326,9 @@ impl Drop for Instance {
     fn drop(&mut self) {
         // The tool goes first: it may exit by itself when the namespace goes.
         drop(self.proc_.take());
+        if let Some(h) = self.veth_host.take() {
+            let _ = ip(&["-n", &h, "link", "del", VETH_HOST]);
+        }
     }
 }
 
@@ -289,6 +339,7 @@ struct Ctx {
     host: Netns,
     servers: HostServers,
     _iperf: Proc,
+    _iperf6: Option<Proc>,
 }
 
 impl Ctx {
@@ -319,14 +370,47 @@ impl Ctx {
             }
             thread::sleep(Duration::from_millis(10));
         }
+        if let Some(cc) = &self.o.cc {
+            set_cc(&guest_ns, cc)?;
+        }
         let m = mtu.to_string();
         let p = gpid.to_string();
+        if tool == Tool::Veth {
+            let h = self.host.name().to_string();
+            let inst = Instance {
+                proc_: None,
+                _ns: ns,
+                guest_ns,
+                veth_host: Some(h.clone()),
+            };
+            veth_pair(&h, &p, &m, self.o.ipv6)?;
+            return self.ready(inst, tool);
+        }
         let mut cmd = self.host.command(match tool {
             Tool::Warren => self.warren.as_os_str(),
             Tool::Slirp => "slirp4netns".as_ref(),
             Tool::Pasta => self.o.pasta.as_os_str(),
+            Tool::PastaDebian => self.o.pasta_debian.as_os_str(),
+            Tool::Veth => unreachable!("handled above"),
         });
         match tool {
+            Tool::Warren if self.o.ipv6 => cmd.args([
+                "--netns",
+                &p,
+                "--configure",
+                "--mtu",
+                &m,
+                "--dns-upstream",
+                "127.0.0.1",
+                "-q",
+                "--max-flows",
+                "40000",
+                "--net6",
+                "fd00::/64",
+            ]),
+            Tool::Slirp if self.o.ipv6 => {
+                cmd.args(["--configure", "--enable-ipv6", "--mtu", &m, &p, "tap0"])
+            }
             Tool::Warren => cmd.args([
                 "--netns",
                 &p,
@@ -340,33 +424,35 @@ impl Ctx {
                 "40000",
             ]),
             Tool::Slirp => cmd.args(["--configure", "--mtu", &m, &p, "tap0"]),
-            Tool::Pasta => cmd.args([
-                "-f",
-                "-q",
-                "-4",
-                "--config-net",
-                "-I",
-                "tap0",
-                "-a",
-                "10.0.2.100",
-                "-n",
-                "24",
-                "-g",
-                "10.0.2.2",
-                "-m",
-                &m,
-                "-t",
-                "none",
-                "-u",
-                "none",
-                "-T",
-                "none",
-                "-U",
-                "none",
-                "--runas",
-                "0",
-                &p,
-            ]),
+            Tool::Pasta | Tool::PastaDebian => cmd
+                // -4 only without --ipv6: then the IPv6 of the host namespace is copied in.
+                .args(["-f", "-q"])
+                .args((!self.o.ipv6).then_some("-4"))
+                .args([
+                    "--config-net",
+                    "-I",
+                    "tap0",
+                    "-a",
+                    "10.0.2.100",
+                    "-n",
+                    "24",
+                    "-g",
+                    "10.0.2.2",
+                    "-m",
+                    &m,
+                    "-t",
+                    "none",
+                    "-u",
+                    "none",
+                    "-T",
+                    "none",
+                    "-U",
+                    "none",
+                    "--runas",
+                    "0",
+                    &p,
+                ]),
+            Tool::Veth => &mut cmd,
         };
         let proc_ = Proc::spawn(
             tool.name(),
@@ -378,7 +464,16 @@ impl Ctx {
             proc_: Some(proc_),
             _ns: ns,
             guest_ns,
+            veth_host: None,
         };
+        if let Some(p) = inst.proc_.as_mut() {
+            p.check_alive()?;
+        }
+        self.ready(inst, tool)
+    }
+
+    /// Waits until the guest of `inst` reaches the host's probe server through 10.0.2.2.
+    fn ready(&self, mut inst: Instance, tool: Tool) -> Res<Instance> {
         // Ready once the guest reaches the host's loopback through the gateway.
         let probe = SocketAddr::from((GW, self.servers.probe));
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -405,15 +500,27 @@ impl Ctx {
 
     /// iperf3 from the guest; returns (receiver) Gbit/s.
     fn iperf(&self, inst: &Instance, args: &[&str], label: &str) -> Res<f64> {
+        self.iperf_to(inst, "10.0.2.2", IPERF_PORT, args, label)
+    }
+
+    /// iperf3 from the guest to `server`:`port`; returns (receiver) Gbit/s.
+    fn iperf_to(
+        &self,
+        inst: &Instance,
+        server: &str,
+        port: u16,
+        args: &[&str],
+        label: &str,
+    ) -> Res<f64> {
         check_interrupted()?;
         let secs = self.o.secs.to_string();
-        let port = IPERF_PORT.to_string();
+        let port = port.to_string();
         let log = self.log(&format!("iperf-{label}"));
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", inst.guest_ns.display()))
             .args([
-                "iperf3", "-c", "10.0.2.2", "-p", &port, "-t", &secs, "-O", "1", "-J",
+                "iperf3", "-c", server, "-p", &port, "-t", &secs, "-O", "1", "-J",
             ])
             .args(args)
             .stdout(out)
@@ -583,7 +690,10 @@ impl Table {
         let mut head = vec!["metric".to_string()];
         head.extend(self.tools.iter().map(|t| t.name().to_string()));
         let w = self.tools.iter().position(|t| *t == Tool::Warren);
-        let peers: Vec<usize> = (0..self.tools.len()).filter(|i| Some(*i) != w).collect();
+        let veth = self.tools.iter().position(|t| *t == Tool::Veth);
+        let peers: Vec<usize> = (0..self.tools.len())
+            .filter(|i| Some(*i) != w && Some(*i) != veth)
+            .collect();
         if w.is_some() {
             head.extend(
                 peers
@@ -591,6 +701,15 @@ impl Table {
                     .map(|&p| format!("warren/{}", self.tools[p].name())),
             );
         }
+        // Each tool's ratio to the veth ceiling.
+        let to_veth: Vec<usize> = (0..self.tools.len())
+            .filter(|i| veth.is_some() && Some(*i) != veth)
+            .collect();
+        head.extend(
+            to_veth
+                .iter()
+                .map(|&p| format!("{}/veth", self.tools[p].name())),
+        );
         let mut lines = vec![head];
         for r in &self.rows {
             let mut l = vec![format!(
@@ -616,13 +735,19 @@ impl Table {
                     None => "–".into(),
                 });
             }
+            let ratio = |a: usize, b: usize| match (r.cells[a].value(), r.cells[b].value()) {
+                (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                _ => "–".into(),
+            };
             if let Some(w) = w {
                 for &p in &peers {
-                    l.push(match (r.cells[w].value(), r.cells[p].value()) {
-                        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
-                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-                        _ => "–".into(),
-                    });
+                    l.push(ratio(w, p));
+                }
+            }
+            if let Some(v) = veth {
+                for &p in &to_veth {
+                    l.push(ratio(p, v));
                 }
             }
             lines.push(l);
@@ -676,7 +801,7 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn host_netns(dir: &TempDir) -> Res<Netns> {
+fn host_netns(dir: &TempDir, ipv6: bool) -> Res<Netns> {
     let name = format!("{NETNS_PREFIX}{}-peers", std::process::id());
     let h = Netns::create(&name)?;
     // An interface with a default route (pasta derives its defaults from one) that leads nowhere: a
@@ -688,8 +813,168 @@ fn host_netns(dir: &TempDir) -> Res<Netns> {
     ip(&["-n", &name, "link", "set", "wb0", "up"])?;
     ip(&["-n", &name, "link", "set", "wb1", "up"])?;
     ip(&["-n", &name, "route", "add", "default", "via", "192.0.2.254"])?;
+    if ipv6 {
+        // Netns::create turned IPv6 off; the host's [::1] and a global address with a default route
+        // (pasta copies both into the namespace) that leads nowhere either.
+        run(h.command("sh").args([
+            "-c",
+            "for i in all default lo wb0 wb1; do echo 0 > /proc/sys/net/ipv6/conf/$i/disable_ipv6; done",
+        ]))?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "wb0",
+            "nodad",
+        ])?;
+        ip(&[
+            "-n",
+            &name,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::fe",
+        ])?;
+    }
     let _ = dir;
     Ok(h)
+}
+
+/// Sets the TCP congestion control of the namespace `ns` (a path to a netns file).
+fn set_cc(ns: &Path, cc: &str) -> Res<()> {
+    let cc = cc.to_string();
+    let f = "/proc/sys/net/ipv4/tcp_congestion_control";
+    in_ns(ns, move || {
+        fs::write(f, &cc).map_err(|e| {
+            format!(
+                "set {f} to {cc}: {e} (allowed in namespaces: {})",
+                fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+                    .unwrap_or_default()
+                    .trim()
+            )
+        })?;
+        match fs::read_to_string(f) {
+            Ok(v) if v.trim() == cc => Ok(()),
+            Ok(v) => Err(format!("{f} is {} after writing {cc}", v.trim())),
+            Err(e) => Err(format!("read {f}: {e}")),
+        }
+    })?
+}
+
+/// The veth baseline: a veth pair from host namespace `host` (`wbv0`, 10.0.2.2/24) to the guest
+/// namespace of process `gpid` (`tap0`, 10.0.2.100/24, default route via 10.0.2.2), both at MTU `mtu`,
+/// with the kernel's default offloads. The host servers listen on all addresses of the host
+/// namespace, so the guest reaches them at 10.0.2.2 as it does through the tools.
+fn veth_pair(host: &str, gpid: &str, mtu: &str, ipv6: bool) -> Res<()> {
+    let gns = format!("/proc/{gpid}/ns/net");
+    ip(&[
+        "-n", host, "link", "add", VETH_HOST, "mtu", mtu, "type", "veth", "peer", "name", "tap0",
+        "mtu", mtu, "netns", gpid,
+    ])?;
+    ip(&["-n", host, "addr", "add", "10.0.2.2/24", "dev", VETH_HOST])?;
+    ip(&["-n", host, "link", "set", VETH_HOST, "up"])?;
+    let g = |args: &[&str]| {
+        run(Command::new("nsenter")
+            .arg(format!("--net={gns}"))
+            .arg("ip")
+            .args(args))
+        .map(|_| ())
+    };
+    g(&["link", "set", "lo", "up"])?;
+    g(&["addr", "add", "10.0.2.100/24", "dev", "tap0"])?;
+    if ipv6 {
+        ip(&[
+            "-n",
+            host,
+            "addr",
+            "add",
+            "fd00::2/64",
+            "dev",
+            VETH_HOST,
+            "nodad",
+        ])?;
+        g(&["addr", "add", "fd00::100/64", "dev", "tap0", "nodad"])?;
+    }
+    g(&["link", "set", "tap0", "up"])?;
+    if ipv6 {
+        g(&["-6", "route", "add", "default", "via", "fd00::2"])?;
+    }
+    g(&["route", "add", "default", "via", "10.0.2.2"])
+}
+
+/// A global address for the IPv6 router `via` of a default route: itself if global; for a link-local
+/// router (slirp4netns announces fe80::2 in its RAs), `::2` of the prefix of the first global
+/// address in `addrs` (`ip -6 -o addr` lines), which is where slirp4netns and warren put the router.
+fn router_global(via: &str, addrs: &str) -> Option<String> {
+    let via: std::net::Ipv6Addr = via.parse().ok()?;
+    if via.segments()[0] & 0xffc0 != 0xfe80 {
+        return Some(via.to_string());
+    }
+    let a: std::net::Ipv6Addr = addrs
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let s = a.segments();
+    Some(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 2).to_string())
+}
+
+/// The guest's IPv6 router, once it has a global address that passed DAD and a default route via a
+/// global router; warren gets fd00::100/64 via fd00::2 by hand if its namespace set-up left none.
+fn guest_router6(inst: &Instance, tool: Tool) -> Res<String> {
+    let g = |args: &[&str]| -> Res<String> {
+        run(Command::new("nsenter")
+            .arg(format!("--net={}", inst.guest_ns.display()))
+            .arg("ip")
+            .args(args))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut by_hand = false;
+    loop {
+        let addrs = g(&["-6", "-o", "addr", "show", "dev", "tap0", "scope", "global"])?;
+        let route = g(&["-6", "route", "show", "default"])?;
+        let via = route
+            .split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .and_then(|v| router_global(v, &addrs));
+        if !addrs.trim().is_empty() && !addrs.contains("tentative") {
+            if let Some(v) = via {
+                return Ok(v);
+            }
+        }
+        if Instant::now() > deadline {
+            if tool != Tool::Warren || by_hand {
+                return Err(format!(
+                    "no global IPv6 address and router in the namespace (addresses: {:?}, \
+                     routes: {:?})",
+                    addrs.trim(),
+                    route.trim()
+                ));
+            }
+            eprintln!(
+                "  warren: its namespace set-up configured no IPv6; fd00::100/64 via fd00::2 set \
+                 by hand"
+            );
+            let _ = g(&["-6", "addr", "flush", "dev", "tap0", "scope", "global"]);
+            g(&["addr", "add", "fd00::100/64", "dev", "tap0", "nodad"])?;
+            let _ = g(&["-6", "route", "del", "default"]);
+            g(&[
+                "-6", "route", "add", "default", "via", "fd00::2", "dev", "tap0",
+            ])?;
+            by_hand = true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> Res<()> {
@@ -718,6 +1003,22 @@ fn throughput(ctx: &Ctx, t: &mut Table, tool: Tool, mtu: u16, round: usize) -> R
             &format!("{tag}-udp"),
         ),
     );
+    if ctx.o.ipv6 {
+        let up = format!("TCP guest→host IPv6, MTU {mtu} (Gbit/s)");
+        let down = format!("TCP host→guest IPv6, MTU {mtu} (Gbit/s)");
+        match guest_router6(&inst, tool) {
+            Ok(gw) => {
+                let r = ctx.iperf_to(&inst, &gw, IPERF6_PORT, &[], &format!("{tag}-up6"));
+                t.add(&up, true, tool, r);
+                let r = ctx.iperf_to(&inst, &gw, IPERF6_PORT, &["-R"], &format!("{tag}-down6"));
+                t.add(&down, true, tool, r);
+            }
+            Err(e) => {
+                t.add(&up, true, tool, Err(e.clone()));
+                t.add(&down, true, tool, Err(e));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -726,6 +1027,28 @@ fn small_packets(ctx: &Ctx, t: &mut Table, tool: Tool) -> Res<()> {
     let inst = ctx.start(tool, 1500, &format!("{}-small", tool.name()))?;
     let pid = inst.pid();
     thread::sleep(Duration::from_millis(300));
+    if tool == Tool::Veth {
+        // No process of its own: latency and connection rate only.
+        let lat = rr(
+            &inst.guest_ns,
+            ctx.servers.rr,
+            20_000,
+            Duration::from_secs(10),
+        )?;
+        t.add(
+            "TCP request/response latency (µs, median)",
+            false,
+            tool,
+            median(&lat).ok_or_else(|| "no samples".into()),
+        );
+        t.add(
+            "TCP connections set up per second",
+            true,
+            tool,
+            conn_rate(&inst.guest_ns, ctx.servers.probe, 2.0),
+        );
+        return Ok(());
+    }
     t.add(
         "RSS idle (MiB)",
         false,
@@ -843,6 +1166,14 @@ fn small_packets(ctx: &Ctx, t: &mut Table, tool: Tool) -> Res<()> {
     Ok(())
 }
 
+/// The 1-minute load average, as text.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn raise_nofile() {
     let lim = libc::rlimit {
         rlim_cur: 200_000,
@@ -877,19 +1208,27 @@ fn bench(o: Options) -> Res<String> {
             Tool::Warren => continue,
             Tool::Slirp => "slirp4netns".to_string(),
             Tool::Pasta => o.pasta.display().to_string(),
+            Tool::PastaDebian => o.pasta_debian.display().to_string(),
+            Tool::Veth => continue,
         };
         run(Command::new("sh").args(["-c", &format!("command -v '{bin}'")])).map_err(|_| {
             format!("{bin} not found (apt-get install slirp4netns passt, or --pasta PATH)")
         })?;
     }
-    if o.tools.contains(&Tool::Pasta) {
-        if let Ok(out) = Command::new(&o.pasta).arg("--version").output() {
-            let v = String::from_utf8_lossy(&out.stdout);
-            eprintln!(
-                "pasta: {} ({})",
-                o.pasta.display(),
-                v.lines().next().unwrap_or("?")
-            );
+    for (tool, bin) in [
+        (Tool::Pasta, &o.pasta),
+        (Tool::PastaDebian, &o.pasta_debian),
+    ] {
+        if o.tools.contains(&tool) {
+            if let Ok(out) = Command::new(bin).arg("--version").output() {
+                let v = String::from_utf8_lossy(&out.stdout);
+                eprintln!(
+                    "{}: {} ({})",
+                    tool.name(),
+                    bin.display(),
+                    v.lines().next().unwrap_or("?")
+                );
+            }
         }
     }
     let warren = o
@@ -917,15 +1256,34 @@ fn bench(o: Options) -> Res<String> {
         std::process::id()
     )))?;
     dir.keep = o.keep_logs;
-    let host = host_netns(&dir)?;
+    let host = host_netns(&dir, o.ipv6)?;
     let host_ns = PathBuf::from(format!("/run/netns/{}", host.name()));
+    let machine_cc = fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if let Some(cc) = &o.cc {
+        set_cc(&host_ns, cc)?;
+    }
+    let load0 = loadavg();
     let iperf = Proc::spawn(
         "iperf3 server",
         host.command("iperf3")
-            .args(["-s", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()]),
+            .args(["-s", "-B", "0.0.0.0", "-p", &IPERF_PORT.to_string()]),
         &dir.path.join("iperf3-server.log"),
         false,
     )?;
+    let iperf6 = if o.ipv6 {
+        Some(Proc::spawn(
+            "iperf3 IPv6 server",
+            host.command("iperf3")
+                .args(["-s", "-B", "::", "-p", &IPERF6_PORT.to_string()]),
+            &dir.path.join("iperf3-server6.log"),
+            false,
+        )?)
+    } else {
+        None
+    };
     let servers = HostServers::start(&host_ns)?;
     thread::sleep(Duration::from_millis(300));
     let ctx = Ctx {
@@ -934,6 +1292,7 @@ fn bench(o: Options) -> Res<String> {
         host,
         servers,
         _iperf: iperf,
+        _iperf6: iperf6,
         o,
     };
     eprintln!("warren: {}", ctx.warren.display());
@@ -956,7 +1315,7 @@ fn bench(o: Options) -> Res<String> {
             }
         }
     }
-    for &tool in &ctx.o.tools {
+    for &tool in ctx.o.tools.iter().filter(|_| ctx.o.small) {
         eprintln!("latency, connection rate, RSS, flows: {}", tool.name());
         if let Err(e) = small_packets(&ctx, &mut t, tool) {
             eprintln!("  {}: {e}", tool.name());
@@ -973,6 +1332,12 @@ fn bench(o: Options) -> Res<String> {
         ctx.o.rounds,
         ctx.o.secs,
         thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str(&format!(
+        "TCP congestion control in the namespaces: {} (machine default {machine_cc}); load average \
+         (1 min) {load0} at start, {} at end\n",
+        ctx.o.cc.as_deref().unwrap_or(&machine_cc),
+        loadavg()
     ));
     out.push_str(&t.render(ctx.o.markdown));
     Ok(out)
@@ -1065,6 +1430,35 @@ mod tests {
         assert_eq!(o.tools, vec![Tool::Warren, Tool::Pasta]);
         assert_eq!((o.rounds, o.secs, o.flows), (1, 2, 2000));
         assert!(a(&["--tools", "qemu"]).is_err());
+        let o = a(&[]).expect("ok").expect("some");
+        assert_eq!(
+            o.tools,
+            vec![Tool::Warren, Tool::Slirp, Tool::Pasta, Tool::Veth]
+        );
+        assert_eq!(o.cc.as_deref(), Some("reno"));
+        assert!(!o.ipv6 && o.small);
+        let o = a(&[
+            "--cc",
+            "inherit",
+            "--tools",
+            "pasta-debian,veth",
+            "--ipv6",
+            "--no-small",
+        ])
+        .expect("ok")
+        .expect("some");
+        assert_eq!(o.cc, None);
+        assert_eq!(o.tools, vec![Tool::PastaDebian, Tool::Veth]);
+        assert!(o.ipv6 && !o.small);
+        assert_eq!(
+            a(&["--cc", "bbr"])
+                .expect("ok")
+                .expect("some")
+                .cc
+                .as_deref(),
+            Some("bbr")
+        );
+        assert!(a(&["--cc", "x; rm"]).is_err());
         assert!(a(&["--help"]).expect("ok").is_none());
     }
 
@@ -1085,5 +1479,46 @@ mod tests {
             "{md}"
         );
         assert!(t.render(false).contains("warren/slirp4netns"));
+    }
+
+    #[test]
+    fn ipv6_router_address() {
+        let addrs = "2: tap0    inet6 fd00::24ee:4ff:fe47:ccfa/64 scope global dynamic mngtmpaddr";
+        assert_eq!(router_global("fe80::2", addrs).as_deref(), Some("fd00::2"));
+        assert_eq!(
+            router_global("2001:db8:1::fe", addrs).as_deref(),
+            Some("2001:db8:1::fe")
+        );
+        assert_eq!(router_global("fe80::2", ""), None);
+        assert_eq!(router_global("bogus", addrs), None);
+    }
+
+    #[test]
+    fn table_ratios_to_veth() {
+        let mut t = Table {
+            tools: vec![Tool::Warren, Tool::Pasta, Tool::Veth],
+            rows: Vec::new(),
+        };
+        t.add("TCP", true, Tool::Warren, Ok(7.0));
+        t.add("TCP", true, Tool::Pasta, Ok(3.5));
+        t.add("TCP", true, Tool::Veth, Ok(10.0));
+        t.add("RSS", false, Tool::Warren, Ok(4.0));
+        t.add("RSS", false, Tool::Pasta, Ok(8.0));
+        let md = t.render(true);
+        assert!(
+            md.starts_with(
+                "| metric | warren | pasta | veth | warren/pasta | warren/veth | pasta/veth |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| TCP | 7.00 | 3.50 | 10.00 | 2.00× | 0.70× | 0.35× |"),
+            "{md}"
+        );
+        // No veth value: no ratio to it, and veth is never a "peer" of warren.
+        assert!(
+            md.contains("| RSS (lower is better) | 4.00 | 8.00 | – | 0.50× | – | – |"),
+            "{md}"
+        );
     }
 }
