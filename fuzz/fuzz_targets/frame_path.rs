@@ -265,7 +265,11 @@ fuzz_target!(|data: &[u8]| {
                 gw.handle_event(now, Event::LinkReady, &mut host);
             }
             Op::FailNextOpen => {
-                host.fail_open = Some(match inp.u8() % 3 {
+                let k = inp.u8();
+                host.fail_open = Some(match k % 3 {
+                    // The top bit: no route (an ICMP echo then gets a destination unreachable).
+                    _ if k & 0x80 != 0 && k & 1 == 0 => HostError::NetUnreachable,
+                    _ if k & 0x80 != 0 => HostError::HostUnreachable,
                     0 => HostError::NotPermitted("simulated failure".into()),
                     1 => HostError::Other("simulated failure".into()),
                     _ => HostError::NoBuffers,

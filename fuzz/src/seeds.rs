@@ -59,7 +59,8 @@ pub enum Op {
     Congest = 12,
     /// The link drains: `Event::LinkReady`.
     LinkReady = 13,
-    /// kind u8: the next socket the gateway opens fails.
+    /// kind u8: the next socket the gateway opens fails (top bit set: with no route to the
+    /// destination, network or host by the low bit).
     FailNextOpen = 14,
     /// connection u8, flags u8, seq u16, ack i16, window u16, chunk: a TCP segment from the guest
     /// on a connection seen on the LAN, its sequence numbers relative to both sides' ISNs + 1

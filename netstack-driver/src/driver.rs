@@ -620,9 +620,6 @@ impl IoCtx<'_> {
     }
 
     fn os_icmp_open(&mut self, id: FlowId, dst: IpAddr) -> io::Result<()> {
-        if !dst.is_ipv4() {
-            return Err(io::Error::from(io::ErrorKind::Unsupported));
-        }
         let (ty, raw) = match self.socks.icmp_mode {
             IcmpMode::PingSocket => (Type::DGRAM, false),
             IcmpMode::Raw => (Type::RAW, true),
@@ -633,7 +630,12 @@ impl IoCtx<'_> {
                 ))
             }
         };
-        let s = Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?;
+        // net.ipv4.ping_group_range governs ICMPv6 ping sockets too.
+        let s = if dst.is_ipv4() {
+            Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?
+        } else {
+            Socket::new(Domain::IPV6, ty, Some(Protocol::ICMPV6))?
+        };
         s.set_nonblocking(true)?;
         s.connect(&SockAddr::from(SocketAddr::new(dst, 0)))?;
         self.socks.install(id, s, false, raw.then_some((dst, 0)))
@@ -663,9 +665,17 @@ impl IoCtx<'_> {
                 Err(e) => return Err(e),
                 Ok(n) => n,
             };
-            let Some((_, ident)) = s.raw_icmp else {
+            let Some((dst, ident)) = s.raw_icmp else {
                 return Ok(n);
             };
+            if dst.is_ipv6() {
+                // Raw ICMPv6 sockets see every ICMPv6 message (no IP header): keep only our
+                // echo replies.
+                if n < 8 || buf[0] != 129 || u16::from_be_bytes([buf[4], buf[5]]) != ident {
+                    continue;
+                }
+                return Ok(n);
+            }
             // Raw sockets see every ICMP message with its IP header: keep only our echo replies.
             let ihl = usize::from(buf.first().copied().unwrap_or(0) & 0x0f) * 4;
             if ihl < 20

@@ -282,8 +282,8 @@ impl Gateway {
         }
     }
 
-    /// A guest's IPv6 TCP or UDP packet that [`Lan6::input`] passed on: the DNS proxy on the DNS
-    /// address, else the NATs.
+    /// A guest's IPv6 TCP, UDP or ICMPv6 echo packet that [`Lan6::input`] passed on: the DNS proxy
+    /// on the DNS address, else the NATs.
     fn handle_ip6(&mut self, now: Instant, src_mac: Mac, packet: &[u8], io: &mut dyn HostIo) {
         let Ok(p6) = Ipv6Packet::parse(packet) else {
             return;
@@ -316,6 +316,7 @@ impl Gateway {
                     self.udp.input(&mut self.ctx, now, src_mac, &p, &d, io);
                 }
             }
+            ip::PROTO_ICMPV6 => self.icmp.input(&mut self.ctx, now, &p, io),
             _ => self.ctx.stats.v6_dropped += 1,
         }
     }

@@ -61,7 +61,7 @@ pub struct Stats {
     pub icmp_echo_sent: u64,
     /// ICMP echo flows not opened because the host refused an ICMP socket (e.g. `net.ipv4.ping_group_range`).
     pub icmp_unavailable: u64,
-    /// IPv4 fragments (not reassembled: dropped).
+    /// IPv4 fragments and IPv6 packets with a Fragment header (not reassembled: dropped).
     pub drop_fragment: u64,
     /// Flows to destinations that are never NATed (loopback, 0/8, broadcast, multicast, the LAN).
     pub drop_bad_dest: u64,
@@ -81,7 +81,8 @@ pub struct Stats {
     pub guestfwd_cmd_refused: u64,
     /// IPv6 frames that reached the gateway.
     pub v6_frames_in: u64,
-    /// IPv6 packets that are not for the gateway's own services (IPv6 NAT comes later): dropped.
+    /// IPv6 packets neither for the gateway's own services nor for the NATs (other upper-layer
+    /// protocols, ICMPv6 other than echo and NDP, echo to multicast): dropped.
     pub v6_dropped: u64,
     /// Malformed IPv6 packets (bad header, extension chain, fragment, checksum).
     pub v6_malformed: u64,
@@ -101,6 +102,9 @@ pub struct Stats {
     pub dhcp6_bad: u64,
     /// IPv6 packets above the link MTU, answered with ICMPv6 Packet Too Big.
     pub v6_too_big: u64,
+    /// Guest echo requests (either family) answered with a destination unreachable because the
+    /// host has no route to the destination.
+    pub icmp_unreachable_sent: u64,
 }
 
 impl Stats {
@@ -156,6 +160,7 @@ impl Stats {
             ("dhcp6_replies", self.dhcp6_replies),
             ("dhcp6_bad", self.dhcp6_bad),
             ("v6_too_big", self.v6_too_big),
+            ("icmp_unreachable_sent", self.icmp_unreachable_sent),
         ]
     }
 }

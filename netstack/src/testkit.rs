@@ -58,6 +58,8 @@ pub struct Rec {
     pub connect_error: Option<HostError>,
     /// Messages waiting on ICMP sockets (header first).
     pub icmp_rx: VecDeque<Vec<u8>>,
+    /// What the next `icmp_open` returns (`Ok` when unset).
+    pub icmp_open_error: Option<HostError>,
     /// Bytes written to TCP sockets, and the number of writes.
     pub written: Vec<u8>,
     pub writes: usize,
@@ -131,7 +133,10 @@ impl HostIo for Rec {
     }
     fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> HostResult<()> {
         self.calls.push(Call::IcmpOpen(id, dst));
-        Ok(())
+        match self.icmp_open_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
     fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()> {
         self.calls.push(Call::IcmpSend(id, msg.to_vec()));

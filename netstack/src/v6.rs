@@ -1,7 +1,7 @@
 //! The gateway's IPv6 side on the LAN: neighbour discovery and router advertisements
 //! ([`NdpResponder`]), DHCPv6 ([`Dhcpv6Server`]) and ICMPv6 echo to the router and DNS addresses.
-//! Guest TCP and UDP go on to the NATs (see [`Lan6::input`]); everything else IPv6 is counted
-//! (`v6_dropped`) and dropped.
+//! Guest TCP, UDP and ICMPv6 echo to other addresses go on to the NATs (see [`Lan6::input`]);
+//! everything else IPv6 is counted (`v6_dropped`) and dropped.
 
 use crate::addr6::{link_local, Plan6};
 use crate::ctx::Ctx;
@@ -102,9 +102,9 @@ impl Lan6 {
         self.dhcp.advance(now);
     }
 
-    /// One IPv6 packet (the Ethernet payload) from `src_mac`. True when it is TCP or UDP for the
-    /// NAT (or the DNS proxy), from a valid guest source now known as a neighbour: the gateway
-    /// hands it on.
+    /// One IPv6 packet (the Ethernet payload) from `src_mac`. True when it is TCP, UDP or an ICMPv6
+    /// echo request for the NAT (or the DNS proxy), from a valid guest source now known as a
+    /// neighbour: the gateway hands it on.
     pub fn input(
         &mut self,
         ctx: &mut Ctx,
@@ -130,7 +130,11 @@ impl Lan6 {
             }
         };
         if u.is_fragmented() {
+            // Like IPv4: never reassembled (no memory to bound, no overlaps to judge), counted.
             ctx.stats.drop_fragment += 1;
+            ctx.note(now, || {
+                "dropped an IPv6 fragment (fragments are not reassembled)".into()
+            });
             return false;
         }
         if packet.len() > usize::from(ctx.cfg.mtu) {
@@ -151,6 +155,10 @@ impl Lan6 {
                     }
                     icmpv6::ECHO_REQUEST if self.is_local(&dst) => {
                         self.echo(ctx, now, src_mac, src, dst, u.data, io)
+                    }
+                    // Echo to the outside world: the ICMP NAT (which checks the destination).
+                    icmpv6::ECHO_REQUEST if !dst.is_multicast() && !dst.is_unspecified() => {
+                        return self.for_nat(ctx, now, src_mac, src);
                     }
                     _ => ctx.stats.v6_dropped += 1,
                 }
@@ -478,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn echo_to_the_router_is_answered_and_other_ipv6_is_counted() {
+    fn echo_to_the_router_is_answered_and_echo_elsewhere_goes_to_the_nat() {
         let now = Instant::now();
         let mut c = ctx(now);
         let mut l = lan(now, &c);
@@ -507,15 +515,24 @@ mod tests {
             }
         );
         assert_eq!(c.stats.icmp6_echo_replies, 1);
-        // Echo to the outside world: counted and dropped (no IPv6 NAT yet), nothing sent.
+        // Echo to the outside world goes on to the ICMP NAT (nothing answered here); echo to a
+        // multicast group is counted and dropped.
         let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        l.input(
+        assert!(l.input(
             &mut c,
             now,
             GUEST_MAC,
             &icmp_packet(g, far, 64, &echo),
             &mut io,
-        );
+        ));
+        let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+        assert!(!l.input(
+            &mut c,
+            now,
+            GUEST_MAC,
+            &icmp_packet(g, all_nodes, 64, &echo),
+            &mut io,
+        ));
         assert!(io.take_frames().is_empty());
         assert_eq!(c.stats.v6_dropped, 1);
         // Truncated and garbage packets: counted, never a panic.
@@ -803,5 +820,86 @@ mod tests {
         let f = io.take_frames();
         assert_eq!(f.len(), 1);
         assert!(f[0].len() <= 576 + ethernet::HEADER_LEN, "{}", f[0].len());
+    }
+
+    // ---- bad input through the whole gateway ----
+
+    /// An ICMPv6 echo request from the guest to `dst` behind the extension headers `ext` (whose
+    /// first Next Header is `first`; the last one must name ICMPv6).
+    fn echo_behind(dst: Ipv6Addr, first: u8, ext: &[u8]) -> Vec<u8> {
+        let m = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq: 1,
+            data: b"fragment",
+        }
+        .to_bytes(g6(), dst);
+        let mut payload = ext.to_vec();
+        payload.extend_from_slice(&m);
+        frame(&Ipv6Repr::new(g6(), dst, first, payload.len() as u16, 64).packet(&payload))
+    }
+
+    #[test]
+    fn fragments_jumbograms_and_bad_chains_are_counted_never_natted() {
+        use crate::wire::ipv6::{NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP};
+        let now = Instant::now();
+        let mut gw = Gateway::new(Config::default());
+        let mut io = Rec::default();
+        let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        // First fragment (offset 0, more), a later one (offset 8), and a last one.
+        let frag = |off_flags: u16| {
+            let mut h = vec![NH_ICMPV6, 0];
+            h.extend_from_slice(&off_flags.to_be_bytes());
+            h.extend_from_slice(&7u32.to_be_bytes());
+            h
+        };
+        gw.handle_frame(now, &echo_behind(far, NH_FRAGMENT, &frag(1)), &mut io);
+        gw.handle_frame(now, &echo_behind(far, NH_FRAGMENT, &frag(8)), &mut io);
+        gw.handle_frame(now, &echo_behind(far, NH_FRAGMENT, &frag(16)), &mut io);
+        let s = gw.stats().clone();
+        assert_eq!((s.drop_fragment, s.v6_malformed), (3, 0), "{s:?}");
+        // A jumbogram (payload length 0, Jumbo Payload option), a truncated extension header,
+        // a chain longer than the bound, an option running past its header, a zero-length
+        // option header (Pad1 only, which must still end).
+        let mut jumbo = echo_behind(far, NH_HOP_BY_HOP, &[NH_ICMPV6, 0, 0xc2, 4, 0, 1, 0, 0]);
+        jumbo[ethernet::HEADER_LEN + 4..ethernet::HEADER_LEN + 6].copy_from_slice(&[0, 0]);
+        gw.handle_frame(now, &jumbo, &mut io);
+        let mut truncated = echo_behind(far, NH_DEST_OPTS, &[]);
+        truncated.truncate(ethernet::HEADER_LEN + 44);
+        truncated[ethernet::HEADER_LEN + 4..ethernet::HEADER_LEN + 6].copy_from_slice(&[0, 4]);
+        gw.handle_frame(now, &truncated, &mut io);
+        let mut chain = Vec::new();
+        for i in 0..9 {
+            let next = if i == 8 { NH_ICMPV6 } else { NH_DEST_OPTS };
+            chain.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        gw.handle_frame(now, &echo_behind(far, NH_DEST_OPTS, &chain), &mut io);
+        gw.handle_frame(
+            now,
+            &echo_behind(far, NH_DEST_OPTS, &[NH_ICMPV6, 0, 1, 200, 0, 0, 0, 0]),
+            &mut io,
+        );
+        let s2 = gw.stats().clone();
+        assert_eq!(s2.v6_malformed - s.v6_malformed, 4, "{s2:?}");
+        assert!(
+            !io.calls.iter().any(|c| matches!(c, Call::IcmpOpen(..))),
+            "{:?}",
+            io.calls
+        );
+        assert!(io.take_frames().is_empty(), "no answer to any of them");
+        // Six Pad1 options and a PadN of length zero: a valid header that ends; an atomic fragment
+        // (offset 0, no more) holds the whole packet (RFC 6946): both reach the ICMP NAT.
+        gw.handle_frame(
+            now,
+            &echo_behind(far, NH_DEST_OPTS, &[NH_ICMPV6, 0, 0, 0, 0, 0, 1, 0]),
+            &mut io,
+        );
+        gw.handle_frame(now, &echo_behind(far, NH_FRAGMENT, &frag(0)), &mut io);
+        let sends = io
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::IcmpSend(..)))
+            .count();
+        assert_eq!(sends, 2, "{:?}", io.calls);
+        assert_eq!(gw.stats().v6_malformed, s2.v6_malformed);
     }
 }

@@ -4,7 +4,8 @@
 //! the gateway itself). Through the IPv6 NAT it fetches a file over HTTP from a server the test
 //! runs on the host's `[::1]` (via `[fec0::2]:PORT`) and one over TFTP (UDP) from `[::1]`, and it
 //! resolves a name through the DNS proxy on `fec0::3` (the test's own DNS server upstream).
-//! Busybox has no DHCPv6 client; DHCPv6 is covered by the core's tests.
+//! Busybox has no DHCPv6 client: DHCPv6 is covered by the core's tests and by `dhcpv6.rs` (a scripted
+//! client against the real binary); ICMPv6 echo to the outside by `ipv6_icmp.rs`.
 //!
 //! One guest boot runs every check; each `#[test]` asserts its own part.
 

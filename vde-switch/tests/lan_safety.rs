@@ -926,3 +926,126 @@ fn a_client_that_stops_reading_does_not_stall_another_download() {
     let c = w.closed_port_counters(stalled_port);
     assert!(c["drop_peer_full"] > 0, "{c:?}");
 }
+
+// ---------------------------------------------------------------- IPv6 (appended)
+
+/// An IPv6 frame (hop limit 255) carrying `payload` of protocol `next`; checksums are not filled in
+/// (the switch does not look at them).
+fn ipv6_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    next: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 255]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    eth(dst_mac, src_mac, 0x86dd, &p)
+}
+
+/// A neighbour advertisement (override) for `target`.
+fn na(target: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    m.extend_from_slice(&target.octets());
+    m
+}
+
+#[test]
+fn ipv6_claims_of_the_router_dns_or_another_guest_and_rogue_servers_are_dropped() {
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("addr");
+    let all_nodes = [0x33, 0x33, 0, 0, 0, 1];
+    let w = Warren::start("spoof6", &[]);
+    let (mut victim, _) = w.connect(mac(40));
+    let (mut attacker, attacker_port) = w.connect(mac(41));
+    let (mut observer, _) = w.connect(mac(42));
+    let (vip, aip) = (v6("fec0::40"), v6("fec0::41"));
+    // The victim announces its address first (it is bound to the victim's MAC): the observer
+    // sees it.
+    victim.send(&ipv6_frame(
+        all_nodes,
+        mac(40),
+        vip,
+        v6("ff02::1"),
+        58,
+        &na(vip),
+    ));
+    assert!(
+        observer
+            .recv_until(EXCHANGE, |r| r.ethertype() == 0x86dd
+                && r.f[6..12] == mac(40))
+            .is_some(),
+        "the victim's own NA did not reach a neighbour: {}",
+        w.log()
+    );
+    // The attacker's own address is fine too.
+    attacker.send(&ipv6_frame(
+        all_nodes,
+        mac(41),
+        aip,
+        v6("ff02::1"),
+        58,
+        &na(aip),
+    ));
+    assert!(observer
+        .recv_until(EXCHANGE, |r| r.ethertype() == 0x86dd
+            && r.f[6..12] == mac(41))
+        .is_some());
+    // NAs for the router's address, the DNS address and the victim's; traffic from the router's
+    // link-local address and from the victim's address; an RA behind a Hop-by-Hop header; a
+    // DHCPv6 Advertise.
+    let ll_router = v6("fe80::2");
+    let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];
+    let mut hbh_ra = vec![58u8, 0, 1, 4, 0, 0, 0, 0];
+    hbh_ra.extend_from_slice(&[134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let advertise = [2u8, 35, 2, 34, 0, 12, 0, 0, 2, 0, 0, 1];
+    let frames = [
+        ipv6_frame(
+            all_nodes,
+            mac(41),
+            aip,
+            v6("ff02::1"),
+            58,
+            &na(v6("fec0::2")),
+        ),
+        ipv6_frame(
+            all_nodes,
+            mac(41),
+            aip,
+            v6("ff02::1"),
+            58,
+            &na(v6("fec0::3")),
+        ),
+        ipv6_frame(all_nodes, mac(41), aip, v6("ff02::1"), 58, &na(vip)),
+        ipv6_frame(mac(42), mac(41), vip, v6("fec0::42"), 58, &echo),
+        ipv6_frame(mac(42), mac(41), v6("fec0::3"), v6("fec0::42"), 58, &echo),
+        ipv6_frame(all_nodes, mac(41), ll_router, v6("ff02::1"), 0, &hbh_ra),
+        ipv6_frame(
+            mac(42),
+            mac(41),
+            v6("fe80::41"),
+            v6("fe80::42"),
+            17,
+            &advertise,
+        ),
+    ];
+    for f in &frames {
+        attacker.send(f);
+    }
+    let leaked = observer.recv_until(Duration::from_millis(800), |r| r.f[6..12] == mac(41));
+    assert!(
+        leaked.is_none(),
+        "a spoofed IPv6 frame reached a neighbour: {leaked:02x?}"
+    );
+    drop(attacker);
+    let c = w.closed_port_counters(attacker_port);
+    // The router's link-local address is the gateway's own (fe80::2 is not: the RA is dropped as
+    // an RA).
+    assert_eq!(c["drop_spoofed"], 5, "{c:?}");
+    assert_eq!(c["drop_rogue_ra"], 1, "{c:?}");
+    assert_eq!(c["drop_dhcp_server"], 1, "{c:?}");
+}

@@ -1,6 +1,8 @@
-//! ICMPv4 (RFC 792): echo and destination-unreachable.
+//! ICMPv4 (RFC 792): echo and destination-unreachable; echo messages of either family (ICMPv6's
+//! echo, RFC 4443, has the same layout with other type numbers and a pseudo-header checksum).
 
 use super::{be16, checksum, WireError};
+use std::net::IpAddr;
 
 /// ICMPv4 header length in bytes: type, code, checksum and 4 type-specific bytes.
 pub const HEADER_LEN: usize = 8;
@@ -53,6 +55,62 @@ impl<'a> IcmpMessage<'a> {
     }
 }
 
+impl<'a> IcmpMessage<'a> {
+    /// Parses an ICMP message of the family of `src`/`dst`: ICMPv4 as [`IcmpMessage::parse`],
+    /// ICMPv6 with its pseudo-header checksum (`BadChecksum` when either fails).
+    pub fn parse_for(src: IpAddr, dst: IpAddr, b: &'a [u8]) -> Result<Self, WireError> {
+        if src.is_ipv4() {
+            return Self::parse(b);
+        }
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if checksum::transport(src, dst, super::ip::PROTO_ICMPV6, b) != 0 {
+            return Err(WireError::BadChecksum);
+        }
+        Ok(IcmpMessage {
+            kind: b[0],
+            code: b[1],
+            ident: be16(b, 4),
+            seq: be16(b, 6),
+            payload: &b[HEADER_LEN..],
+        })
+    }
+}
+
+/// The echo request and echo reply types of the family of `addr` (8/0 for ICMPv4, 128/129 for
+/// ICMPv6).
+pub fn echo_types(addr: IpAddr) -> (u8, u8) {
+    if addr.is_ipv4() {
+        (ECHO_REQUEST, ECHO_REPLY)
+    } else {
+        (super::icmpv6::ECHO_REQUEST, super::icmpv6::ECHO_REPLY)
+    }
+}
+
+/// The IP protocol number of ICMP in the family of `addr` (1, or 58 for ICMPv6).
+pub fn proto_for(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        super::ip::PROTO_ICMP
+    } else {
+        super::ip::PROTO_ICMPV6
+    }
+}
+
+/// Like [`write`] for a message from `src` to `dst`: ICMPv6 messages get their pseudo-header
+/// checksum.
+pub fn write_for(msg: &mut [u8], src: IpAddr, dst: IpAddr, kind: u8, code: u8, rest: [u8; 4]) {
+    if src.is_ipv4() {
+        return write(msg, kind, code, rest);
+    }
+    msg[0] = kind;
+    msg[1] = code;
+    msg[2..4].copy_from_slice(&[0, 0]);
+    msg[4..8].copy_from_slice(&rest);
+    let c = checksum::transport(src, dst, super::ip::PROTO_ICMPV6, msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Writes an ICMP header (type, code, bytes 4..8) for the payload at `msg[8..]`, with its checksum.
 pub fn write(msg: &mut [u8], kind: u8, code: u8, rest: [u8; 4]) {
     msg[0] = kind;
@@ -87,6 +145,46 @@ mod tests {
         assert_eq!(
             IcmpMessage::parse(&b[..7]).err(),
             Some(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn icmpv6_echo_uses_the_pseudo_header_checksum() {
+        let s: IpAddr = "fec0::15".parse().unwrap();
+        let d: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut b = vec![0u8; HEADER_LEN + 3];
+        b[HEADER_LEN..].copy_from_slice(b"abc");
+        write_for(&mut b, s, d, echo_types(s).0, 0, [0, 7, 0, 1]);
+        // The same bytes the ICMPv6 wire module builds.
+        let r = crate::wire::icmpv6::Icmpv6Repr::EchoRequest {
+            ident: 7,
+            seq: 1,
+            data: b"abc",
+        };
+        let (IpAddr::V6(s6), IpAddr::V6(d6)) = (s, d) else {
+            unreachable!()
+        };
+        assert_eq!(b, r.to_bytes(s6, d6));
+        let m = IcmpMessage::parse_for(s, d, &b).expect("valid");
+        assert_eq!(
+            (m.kind, m.ident, m.seq, m.payload),
+            (128, 7, 1, &b"abc"[..])
+        );
+        // The addresses are part of the checksum.
+        let other: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(
+            IcmpMessage::parse_for(s, other, &b).err(),
+            Some(WireError::BadChecksum)
+        );
+        assert_eq!(
+            IcmpMessage::parse_for(s, d, &b[..7]).err(),
+            Some(WireError::Truncated)
+        );
+        let v4: IpAddr = "10.0.2.15".parse().unwrap();
+        assert_eq!(echo_types(v4), (ECHO_REQUEST, ECHO_REPLY));
+        assert_eq!(
+            (proto_for(v4), proto_for(s)),
+            (crate::wire::ip::PROTO_ICMP, 58)
         );
     }
 }

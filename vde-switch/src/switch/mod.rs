@@ -85,6 +85,10 @@ pub struct Switch {
     pcap: Option<PcapWriter<BufWriter<File>>>,
     /// Addresses only the gateway may claim (its own, the DNS forwarder's, the guestfwd services').
     protected_ips: Vec<[u8; 4]>,
+    /// IPv6 addresses only the gateway may claim (the router's global and link-local, the DNS).
+    protected6: Vec<[u8; 16]>,
+    /// The IPv6 prefix (claims of its addresses and of link-local ones are bound, like IPv4's).
+    net6: Option<netstack::addr6::Ipv6Net>,
     isolate: bool,
     /// IP source guard: addresses bound to MACs.
     guard: Guard,
@@ -139,6 +143,15 @@ impl Switch {
                 protected_ips.push(g.addr.octets());
             }
         }
+        let mut protected6 = Vec::new();
+        if let Some(plan) = &cfg.v6 {
+            let ll = netstack::addr6::link_local(&gw.mac());
+            for a in [plan.router, plan.dns, plan.router_ll, ll] {
+                if !protected6.contains(&a.octets()) {
+                    protected6.push(a.octets());
+                }
+            }
+        }
         Switch {
             queue,
             stopper,
@@ -152,6 +165,8 @@ impl Switch {
             mtu_frame: usize::from(cfg.mtu) + ethernet::HEADER_LEN,
             pcap,
             protected_ips,
+            protected6,
+            net6: cfg.v6.as_ref().map(|p| p.net),
             isolate,
             guard: Guard::new(lan.max_bindings),
             net: cfg.net,
@@ -337,6 +352,12 @@ impl Switch {
             log::debug!("port {port}: dropped a frame that {claim}");
             return false;
         }
+        if let Some(claim) = guard::claims6(frame, &self.protected6).filter(|_| !trusted) {
+            record(frame);
+            p.counters.drop_spoofed += 1;
+            log::debug!("port {port}: dropped a frame that {claim}");
+            return false;
+        }
         let (dst, src) = (mac_at(frame, 0), mac_at(frame, 6));
         let dest = match self.macs.forward(now, port, src, dst, self.gateway_mac) {
             Ok(d) => d,
@@ -366,6 +387,7 @@ impl Switch {
         }
         record(frame);
         // DHCP snooping and IP source guard.
+        let mut claimed6 = [None, None];
         let claimed = match guard::inspect(frame) {
             L3::Ipv4 {
                 dhcp_server: true, ..
@@ -377,23 +399,58 @@ impl Switch {
             L3::Ipv6 {
                 router_advert: true,
                 ..
-            } => {
+            } if !trusted => {
                 p.counters.drop_rogue_ra += 1;
                 log::debug!("port {port}: dropped an IPv6 router advertisement");
                 return false;
             }
             L3::Ipv6 {
                 dhcp_server: true, ..
-            } => {
+            } if !trusted => {
                 p.counters.drop_dhcp_server += 1;
                 log::debug!("port {port}: dropped a DHCPv6 server message");
                 return false;
             }
             L3::Arp { spa } => Some(spa),
             L3::Ipv4 { src, .. } => Some(src),
-            // IPv6 source guard (ND/DHCPv6 snooping): not yet.
+            // IPv6 source guard: the source, and the target a neighbour advertisement claims.
+            L3::Ipv6 { src, na_target, .. } if !trusted => {
+                claimed6 = [Some(src), na_target];
+                None
+            }
             L3::Ipv6 { .. } | L3::Other => None,
         };
+        for ip in claimed6.into_iter().flatten().map(std::net::Ipv6Addr::from) {
+            if ip.is_unspecified() {
+                // Duplicate address detection, before the guest has an address.
+                continue;
+            }
+            if ip.is_multicast() {
+                p.counters.drop_spoofed += 1;
+                log::debug!("port {port}: dropped a frame claiming the group address {ip}");
+                return false;
+            }
+            let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+            if !link_local && !self.net6.is_some_and(|n| n.contains(ip)) {
+                continue;
+            }
+            match self.guard.check(now, src, ip.into(), None) {
+                Verdict::Ok => {}
+                Verdict::Spoofed(owner) => {
+                    p.counters.drop_spoofed += 1;
+                    log::debug!(
+                        "port {port}: dropped a frame claiming {ip}, which belongs to {}",
+                        fmt_mac(&owner)
+                    );
+                    return false;
+                }
+                Verdict::Full => {
+                    p.counters.drop_bind_limit += 1;
+                    log::debug!("port {port}: address table full; dropped a claim of {ip}");
+                    return false;
+                }
+            }
+        }
         if let Some(ip) = claimed.map(std::net::Ipv4Addr::from) {
             if ip.is_unspecified() {
                 // ARP probes and DHCP clients before they have an address.
@@ -753,5 +810,114 @@ mod tests {
         assert_ne!(a, c);
         assert!(!sw.switch_in(now, a, &frame([0xff; 6], ma), gw.dhcp()));
         assert_eq!(sw.port_counters(b).map(|c| c.frames_in), Some(1));
+    }
+
+    /// An IPv6 frame `dst` <- `src` from address `from` carrying ICMPv6 `icmp` (checksum not set:
+    /// the switch does not look at it).
+    fn ipv6_frame(dst: Mac, src: Mac, from: std::net::Ipv6Addr, icmp: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        ethernet::write_header(&mut f, dst, src, ethernet::ETHERTYPE_IPV6);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+        f[20] = 58;
+        f[21] = 255;
+        f[22..38].copy_from_slice(&from.octets());
+        f[38..54].copy_from_slice(&std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets());
+        f.extend_from_slice(icmp);
+        f
+    }
+
+    fn na6(target: std::net::Ipv6Addr) -> Vec<u8> {
+        let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m
+    }
+
+    #[test]
+    fn ipv6_source_guard_router_addresses_and_other_guests() {
+        let queue = Arc::new(ReadyQueue::default());
+        let reactor: Reactor<u32> = Reactor::new(queue.clone());
+        let gw = Gateway::new(netstack::config::Config::default());
+        let mut sw = Switch::new(
+            queue,
+            reactor.stopper(),
+            &gw,
+            &LanOptions::default(),
+            false,
+            None,
+        );
+        let (seen_a, seen_b) = (Rc::<RefCell<Vec<Vec<u8>>>>::default(), Rc::default());
+        let a = sw.add_port(
+            "a".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_a)))),
+            9000,
+        );
+        let b = sw.add_port(
+            "b".into(),
+            Tx::Custom(Box::new(Record(Rc::clone(&seen_b)))),
+            9000,
+        );
+        let (ma, mb) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let all = [0x33, 0x33, 0, 0, 0, 1];
+        let now = Instant::now();
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let (ga, gb) = (v6("fec0::a"), v6("fec0::b"));
+        let ll_gw = netstack::addr6::link_local(&gw.mac());
+        // a's own unsolicited NA, from its own address: reaches b (and binds fec0::a to a).
+        sw.switch_in(now, a, &ipv6_frame(all, ma, ga, &na6(ga)), gw.dhcp());
+        assert_eq!(seen_b.borrow().len(), 1);
+        sw.switch_in(now, b, &ipv6_frame(all, mb, gb, &na6(gb)), gw.dhcp());
+        assert_eq!(seen_a.borrow().len(), 1);
+        let spoofed = |sw: &Switch, p| sw.port_counters(p).map_or(0, |c| c.drop_spoofed);
+        // b claims the router's global and link-local addresses, the DNS address, a's address (as
+        // an NA target and as its source): dropped and counted, a sees none of it.
+        for f in [
+            ipv6_frame(all, mb, gb, &na6(v6("fec0::2"))),
+            ipv6_frame(all, mb, gb, &na6(ll_gw)),
+            ipv6_frame(all, mb, v6("fec0::3"), &[128, 0, 0, 0, 0, 1, 0, 1]),
+            ipv6_frame(all, mb, ll_gw, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            ipv6_frame(all, mb, gb, &na6(ga)),
+            ipv6_frame(ma, mb, ga, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            ipv6_frame(all, mb, v6("ff02::1"), &[128, 0, 0, 0, 0, 1, 0, 1]),
+        ] {
+            sw.switch_in(now, b, &f, gw.dhcp());
+        }
+        assert_eq!(seen_a.borrow().len(), 1, "nothing reached a");
+        assert_eq!(spoofed(&sw, b), 7);
+        // DAD from the unspecified address is fine; so are addresses outside the LAN's prefix
+        // (the gateway judges those).
+        let mut ns = na6(ga);
+        ns[0] = 135;
+        sw.switch_in(
+            now,
+            b,
+            &ipv6_frame(all, mb, "::".parse().unwrap(), &ns),
+            gw.dhcp(),
+        );
+        sw.switch_in(
+            now,
+            b,
+            &ipv6_frame(all, mb, v6("2001:db8::1"), &ns),
+            gw.dhcp(),
+        );
+        assert_eq!(seen_a.borrow().len(), 3);
+        // A router advert from b never reaches a, wherever it hides it.
+        let mut hbh = vec![58u8, 0, 0, 0, 0, 0, 0, 0];
+        hbh.extend_from_slice(&[134, 0, 0, 0]);
+        let mut ra = ipv6_frame(all, mb, v6("fe80::2:0:0:2"), &hbh);
+        ra[20] = 0;
+        sw.switch_in(now, b, &ra, gw.dhcp());
+        assert_eq!(seen_a.borrow().len(), 3);
+        assert_eq!(sw.port_counters(b).map(|c| c.drop_rogue_ra), Some(1));
+        // When a's port goes away, its address is free for b.
+        sw.close_port(a, "test");
+        let c = sw.add_port(
+            "c".into(),
+            Tx::Custom(Box::new(Record(Rc::default()))),
+            9000,
+        );
+        sw.switch_in(now, b, &ipv6_frame(all, mb, ga, &na6(ga)), gw.dhcp());
+        assert_eq!(spoofed(&sw, b), 7);
+        assert!(sw.port_counters(c).is_some_and(|c| c.frames_out >= 1));
     }
 }
