@@ -842,7 +842,7 @@ mod tests {
     fn fragments_jumbograms_and_bad_chains_are_counted_never_natted() {
         use crate::wire::ipv6::{NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP};
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
         // First fragment (offset 0, more), a later one (offset 8), and a last one.

@@ -837,7 +837,7 @@ mod tests {
     fn ipv6_source_guard_router_addresses_and_other_guests() {
         let queue = Arc::new(ReadyQueue::default());
         let reactor: Reactor<u32> = Reactor::new(queue.clone());
-        let gw = Gateway::new(netstack::config::Config::default());
+        let gw = Gateway::new(netstack::config::Config::default(), 7);
         let mut sw = Switch::new(
             queue,
             reactor.stopper(),
