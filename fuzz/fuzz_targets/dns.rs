@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         .take(n_up)
         .map(|s| s.parse().expect("addr"))
         .collect();
-    let mut fwd = DnsForwarder::with_seed(upstreams.clone(), TIMEOUT, 7);
+    let mut fwd = DnsForwarder::new(upstreams.clone(), TIMEOUT, 7);
     fwd.set_max_pending(16);
     let mut now = Instant::now();
     // (client, id) pairs that asked and may get a reply.

@@ -8,15 +8,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use netstack::batch::FrameBatch;
 use netstack::config::{Config, GuestFwd, GuestFwdTarget, Ipv4Net};
 use netstack::gateway::Gateway;
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::tcp::SYN;
-use netstack::host::HostError;
+use netstack::host::{Event, HostError};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use warren_fuzz::seeds::{cfg_flags, tcp_seg, Op};
-use warren_fuzz::sim::SimHost;
+use warren_fuzz::sim::{drain, SimHost};
 use warren_fuzz::Input;
 
 const MAX_OPS: usize = 400;
@@ -31,7 +32,6 @@ fn config(flags: u8) -> Config {
             2 => 65520,
             _ => 9000,
         },
-        seed: Some(0x5eed), // fixed: a crash replays byte for byte
         ..Config::default()
     };
     if flags & cfg_flags::SMALL_NET != 0 {
@@ -96,7 +96,7 @@ fn addr(inp: &mut Input, cfg: &Config) -> IpAddr {
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input::new(data);
     let cfg = config(inp.u8());
-    let mut gw = Gateway::new(cfg.clone());
+    let mut gw = Gateway::new(cfg.clone(), 0x5eed); // fixed seed: a crash replays byte for byte
     let mut host = SimHost::new(cfg.clone());
     let mut now = Instant::now();
     let upstreams = cfg.dns_upstreams.clone();
@@ -117,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
                 let frames: Vec<&[u8]> = (0..n).map(|_| inp.chunk()).collect();
                 let frames: Vec<&[u8]> =
                     frames.into_iter().filter(|f| admit(&mut host, f)).collect();
-                gw.handle_frames(now, &frames, &mut host);
+                gw.handle_batch(now, FrameBatch::new(&frames), &mut host);
             }
             Op::Advance => {
                 let v = inp.u16();
@@ -126,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     Duration::from_millis(u64::from(v))
                 };
-                gw.poll_timers(now, &mut host);
+                gw.handle_timeout(now, &mut host);
             }
             Op::TcpConnected => {
                 let (n, r) = (inp.u8(), inp.u8());
@@ -136,7 +136,7 @@ fuzz_target!(|data: &[u8]| {
                         2 => Err(HostError::Refused),
                         _ => Err(HostError::HostUnreachable),
                     };
-                    gw.on_tcp_connected(now, id, result, &mut host);
+                    gw.handle_event(now, Event::TcpConnected { id, result }, &mut host);
                 }
             }
             Op::TcpData => {
@@ -146,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.tcp.get_mut(&id) {
                         s.rx.extend(d);
                     }
-                    gw.on_tcp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::TcpReadable(id), &mut host);
                 }
             }
             Op::TcpEof => {
@@ -154,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.tcp.get_mut(&id) {
                         s.rx_eof = true;
                     }
-                    gw.on_tcp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::TcpReadable(id), &mut host);
                 }
             }
             Op::TcpWritable => {
@@ -166,7 +166,7 @@ fuzz_target!(|data: &[u8]| {
                         wake = std::mem::take(&mut s.want_write);
                     }
                     if wake {
-                        gw.on_tcp_writable(now, id, &mut host);
+                        gw.handle_event(now, Event::TcpWritable(id), &mut host);
                     }
                 }
             }
@@ -177,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.udp.get_mut(&id) {
                         s.rx.push_back(d.to_vec());
                     }
-                    gw.on_udp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::UdpReadable(id), &mut host);
                 }
             }
             Op::IcmpFromHost => {
@@ -187,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(s) = host.icmp.get_mut(&id) {
                         s.rx.push_back(d.to_vec());
                     }
-                    gw.on_icmp_readable(now, id, &mut host);
+                    gw.handle_event(now, Event::IcmpReadable(id), &mut host);
                 }
             }
             Op::DnsAnswer => {
@@ -211,7 +211,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(m) = msg {
                     host.dns_rx.push_back(m);
                 }
-                gw.on_dns_readable(now, &mut host);
+                gw.handle_event(now, Event::DnsReadable, &mut host);
             }
             Op::TcpInbound => {
                 let client = SocketAddr::new(addr(&mut inp, &cfg), inp.u16());
@@ -262,7 +262,7 @@ fuzz_target!(|data: &[u8]| {
             Op::Congest => host.congested = !host.congested,
             Op::LinkReady => {
                 host.congested = false;
-                gw.on_link_ready(now, &mut host);
+                gw.handle_event(now, Event::LinkReady, &mut host);
             }
             Op::FailNextOpen => {
                 let k = inp.u8();
@@ -276,8 +276,10 @@ fuzz_target!(|data: &[u8]| {
                 })
             }
         }
+        drain(&mut gw, &mut host, now);
         gw.end_batch(now, &mut host);
-        if let Some(d) = gw.next_deadline() {
+        drain(&mut gw, &mut host, now);
+        if let Some(d) = gw.poll_timeout() {
             assert!(
                 d <= now + Duration::from_secs(7 * 86400),
                 "a timer is set more than a week ahead"
@@ -287,11 +289,14 @@ fuzz_target!(|data: &[u8]| {
 
     // Idle UDP and ICMP flows expire, and their host sockets with them.
     host.congested = false;
-    gw.on_link_ready(now, &mut host);
+    gw.handle_event(now, Event::LinkReady, &mut host);
+    drain(&mut gw, &mut host, now);
     for _ in 0..3 {
         now += Duration::from_secs(3600);
-        gw.poll_timers(now, &mut host);
+        gw.handle_timeout(now, &mut host);
+        drain(&mut gw, &mut host, now);
         gw.end_batch(now, &mut host);
+        drain(&mut gw, &mut host, now);
     }
     let (_, udp, icmp) = gw.flow_counts();
     assert_eq!(

@@ -57,7 +57,7 @@ pub enum Op {
     UdpInbound = 11,
     /// The link to the guests toggles between congested and not.
     Congest = 12,
-    /// The link drains: `on_link_ready`.
+    /// The link drains: `Event::LinkReady`.
     LinkReady = 13,
     /// kind u8: the next socket the gateway opens fails (top bit set: with no route to the
     /// destination, network or host by the low bit).

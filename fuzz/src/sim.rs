@@ -7,7 +7,8 @@
 use crate::check;
 use netstack::config::Config;
 use netstack::flow::FlowId;
-use netstack::host::HostIo;
+use netstack::gateway::Gateway;
+use netstack::host::{Action, Event, HostIo};
 use netstack::Mac;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use netstack::host::{HostError, HostResult};
@@ -180,24 +181,52 @@ fn copy_out(d: &[u8], buf: &mut [u8]) -> usize {
     n
 }
 
+impl SimHost {
+    /// Carries out one action of the gateway, as the driver would. A connect or command start that
+    /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
+    pub fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+        match a {
+            Action::TcpConnect { id, .. } | Action::TcpSpawn { id, .. } => {
+                if let Err(e) = self.open() {
+                    return Some((id, e));
+                }
+                self.tcp.insert(id, SimTcp::default());
+            }
+            Action::TcpWantWrite(id) => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.want_write = true;
+                }
+            }
+            Action::TcpShutdownWrite(id) => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.shut_wr = true;
+                }
+            }
+            Action::TcpClose { id, .. } => {
+                // Forget it: the gateway must not use a closed flow's socket again.
+                self.tcp.remove(&id);
+            }
+        }
+        None
+    }
+}
+
+/// Carries out everything `gw` queued, as the driver does after each call into the gateway.
+pub fn drain(gw: &mut Gateway, host: &mut SimHost, now: netstack::Instant) {
+    while let Some(a) = gw.poll_action() {
+        if let Some((id, e)) = host.apply(a) {
+            let ev = Event::TcpConnected { id, result: Err(e) };
+            gw.handle_event(now, ev, host);
+        }
+    }
+}
+
 impl HostIo for SimHost {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         check::gateway_frame(&self.cfg, &self.known_macs, frame);
         self.note_syn(frame, false);
         self.frames_out += 1;
         !self.congested
-    }
-
-    fn tcp_connect(&mut self, id: FlowId, _dst: SocketAddr) -> HostResult<()> {
-        self.open()?;
-        self.tcp.insert(id, SimTcp::default());
-        Ok(())
-    }
-
-    fn tcp_spawn(&mut self, id: FlowId, _command: &str) -> HostResult<()> {
-        self.open()?;
-        self.tcp.insert(id, SimTcp::default());
-        Ok(())
     }
 
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
@@ -260,23 +289,6 @@ impl HostIo for SimHost {
             );
             s.rx.drain(..n);
         }
-    }
-
-    fn tcp_want_write(&mut self, id: FlowId) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.want_write = true;
-        }
-    }
-
-    fn tcp_shutdown_write(&mut self, id: FlowId) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.shut_wr = true;
-        }
-    }
-
-    fn tcp_close(&mut self, id: FlowId, _reset: bool) {
-        // Forget it: the gateway must not use a closed flow's socket again.
-        self.tcp.remove(&id);
     }
 
     fn udp_open_forward(&mut self, id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {

@@ -1,13 +1,15 @@
-//! The tokio driver: owns the host sockets and implements [`HostIo`] for the core.
+//! The tokio driver: owns the host sockets, carries out the core's [`Action`]s, reports host
+//! [`Event`]s and implements the core's data path ([`HostIo`]).
 //!
 //! Every host socket is a tokio `AsyncFd`. Readiness is delivered without scanning: each socket polls its
 //! readiness with its own waker, which pushes the socket's [`Token`] onto one [`ReadyQueue`] and wakes the
 //! event loop. The loop (in the switch) drains the queue in batches and calls [`Driver::handle`] per token,
 //! so the cost per event does not depend on how many flows exist.
 
+use netstack::batch::FrameBatch;
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
-use netstack::host::{HostError, HostIo, HostResult};
+use netstack::host::{Action, Event, HostError, HostIo, HostResult};
 use netstack::Instant;
 use rustc_hash::FxHashMap;
 use rustix::net::{RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendFlags};
@@ -725,12 +727,6 @@ impl HostIo for IoCtx<'_> {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.os_transmit(frame)
     }
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.os_tcp_connect(id, dst).map_err(host_error)
-    }
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()> {
-        self.os_tcp_spawn(id, command).map_err(host_error)
-    }
     fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
         self.os_udp_open_forward(id, fwd, client)
             .map_err(host_error)
@@ -755,15 +751,6 @@ impl HostIo for IoCtx<'_> {
     }
     fn tcp_consume(&mut self, id: FlowId, n: usize) {
         self.os_tcp_consume(id, n)
-    }
-    fn tcp_want_write(&mut self, id: FlowId) {
-        self.os_tcp_want_write(id)
-    }
-    fn tcp_shutdown_write(&mut self, id: FlowId) {
-        self.os_tcp_shutdown_write(id)
-    }
-    fn tcp_close(&mut self, id: FlowId, reset: bool) {
-        self.os_tcp_close(id, reset)
     }
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
         self.os_udp_open(id, dst).map_err(host_error)
@@ -848,22 +835,71 @@ impl Driver {
         }
     }
 
-    /// Several frames from the LAN for the gateway (see `Gateway::handle_frames`).
+    /// One call into the core with the sockets as its data path, then every [`Action`] it queued,
+    /// carried out in order before the next call (a connect that fails at once is reported back
+    /// as [`Event::TcpConnected`] right away, so the guest's RST or ICMP error goes out now).
+    fn call<R>(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+        f: impl FnOnce(&mut Gateway, &mut IoCtx<'_>) -> R,
+    ) -> R {
+        let r = {
+            let mut io = IoCtx {
+                socks: &mut self.socks,
+                sink: &mut *sink,
+            };
+            f(&mut self.gw, &mut io)
+        };
+        self.run_actions(now, sink);
+        r
+    }
+
+    /// Carries out the core's queued [`Action`]s.
+    fn run_actions(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
+        while let Some(a) = self.gw.poll_action() {
+            let mut io = IoCtx {
+                socks: &mut self.socks,
+                sink: &mut *sink,
+            };
+            let failed = match a {
+                Action::TcpConnect { id, dst } => io.os_tcp_connect(id, dst).err().map(|e| (id, e)),
+                Action::TcpSpawn { id, command } => {
+                    io.os_tcp_spawn(id, &command).err().map(|e| (id, e))
+                }
+                Action::TcpWantWrite(id) => {
+                    io.os_tcp_want_write(id);
+                    None
+                }
+                Action::TcpShutdownWrite(id) => {
+                    io.os_tcp_shutdown_write(id);
+                    None
+                }
+                Action::TcpClose { id, reset } => {
+                    io.os_tcp_close(id, reset);
+                    None
+                }
+            };
+            if let Some((id, e)) = failed {
+                let result = Err(host_error(e));
+                self.gw
+                    .handle_event(now, Event::TcpConnected { id, result }, &mut io);
+            }
+        }
+    }
+
+    /// Several frames from the LAN for the gateway (see [`Gateway::handle_batch`]).
     pub fn handle_frames(
         &mut self,
         now: Instant,
         frames: &[&[u8]],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.handle_frames(now, frames, &mut io);
+        let batch = FrameBatch::new(frames);
+        self.call(now, sink, |gw, io| gw.handle_batch(now, batch, io));
     }
 
-    /// One frame from the LAN for the gateway.
-    /// [`Gateway::handle_frames_from`]: frames that all came in on switch port `port`.
+    /// Frames that all came in on switch port `port` ([`FrameBatch::from_port`]).
     pub fn handle_frames_from(
         &mut self,
         now: Instant,
@@ -871,37 +907,27 @@ impl Driver {
         frames: &[&[u8]],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.handle_frames_from(now, port, frames, &mut io);
+        let batch = FrameBatch::from_port(port, frames);
+        self.call(now, sink, |gw, io| gw.handle_batch(now, batch, io));
     }
 
+    /// One frame from the LAN for the gateway.
     pub fn handle_frame(
         &mut self,
         now: Instant,
         frame: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.handle_frame(now, frame, &mut io);
+        self.call(now, sink, |gw, io| gw.handle_frame(now, frame, io));
     }
 
     /// A token from the ready queue that belongs to the driver.
     pub fn handle(&mut self, now: Instant, t: Token, sink: &mut dyn FnMut(&[u8]) -> bool) {
         match t {
             Token::Flow(id) => self.handle_flow(now, id, sink),
-            Token::Dns(_) => {
-                let mut io = IoCtx {
-                    socks: &mut self.socks,
-                    sink,
-                };
-                self.gw.on_dns_readable(now, &mut io);
-            }
+            Token::Dns(_) => self.call(now, sink, |gw, io| {
+                gw.handle_event(now, Event::DnsReadable, io)
+            }),
             Token::Fwd(fwd) => self.handle_forward(now, fwd, sink),
             Token::Reap => self.socks.reap_children(),
             Token::Ext(_) => {}
@@ -1025,11 +1051,8 @@ impl Driver {
                         let _ = conn.set_nonblocking(true);
                         let _ = conn.set_tcp_nodelay(true);
                         set_peek_off(&conn, 0);
-                        let mut io = IoCtx {
-                            socks: &mut self.socks,
-                            sink: &mut *sink,
-                        };
-                        match self.gw.tcp_inbound(now, client, guest, &mut io) {
+                        match self.call(now, sink, |gw, io| gw.tcp_inbound(now, client, guest, io))
+                        {
                             Ok(id) => {
                                 if let Err(e) = self.socks.install(id, conn, false, None) {
                                     log::warn!(
@@ -1069,14 +1092,10 @@ impl Driver {
                         let Some(client) = from else {
                             continue;
                         };
-                        let mut io = IoCtx {
-                            socks: &mut self.socks,
-                            sink: &mut *sink,
-                        };
-                        if let Err(e) =
-                            self.gw
-                                .udp_inbound(now, fwd, client, guest, &buf[..n], &mut io)
-                        {
+                        let payload = &buf[..n];
+                        if let Err(e) = self.call(now, sink, |gw, io| {
+                            gw.udp_inbound(now, fwd, client, guest, payload, io)
+                        }) {
                             log::debug!("UDP forward {client} -> {guest}: {e}");
                         }
                     }
@@ -1111,43 +1130,34 @@ impl Driver {
                     Err(_) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
                 },
             };
-            let mut io = IoCtx {
-                socks: &mut self.socks,
-                sink,
-            };
-            self.gw
-                .on_tcp_connected(now, id, res.map_err(host_error), &mut io);
+            let result = res.map_err(host_error);
+            self.call(now, sink, |gw, io| {
+                gw.handle_event(now, Event::TcpConnected { id, result }, io)
+            });
         }
         let Some(s) = self.socks.get(id) else { return };
         if s.want_write && poll_ready(&s.fd, &s.waker, true) {
             s.want_write = false;
-            let mut io = IoCtx {
-                socks: &mut self.socks,
-                sink: &mut *sink,
-            };
-            self.gw.on_tcp_writable(now, id, &mut io);
+            self.call(now, sink, |gw, io| {
+                gw.handle_event(now, Event::TcpWritable(id), io)
+            });
         }
         let Some(s) = self.socks.get(id) else { return };
         if poll_ready(&s.fd, &s.waker, false) {
-            let mut io = IoCtx {
-                socks: &mut self.socks,
-                sink,
+            let ev = match id.proto {
+                Proto::Tcp => Event::TcpReadable(id),
+                Proto::Udp => Event::UdpReadable(id),
+                Proto::Icmp => Event::IcmpReadable(id),
             };
-            match id.proto {
-                Proto::Tcp => self.gw.on_tcp_readable(now, id, &mut io),
-                Proto::Udp => self.gw.on_udp_readable(now, id, &mut io),
-                Proto::Icmp => self.gw.on_icmp_readable(now, id, &mut io),
-            }
+            self.call(now, sink, |gw, io| gw.handle_event(now, ev, io));
         }
     }
 
     /// The way to the guests has room again: resumes flows that paused on congestion.
     pub fn link_ready(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.on_link_ready(now, &mut io);
+        self.call(now, sink, |gw, io| {
+            gw.handle_event(now, Event::LinkReady, io)
+        });
     }
 
     /// Like [`Driver::link_ready`], but flows towards guest MACs for which `still_blocked` holds stay
@@ -1158,32 +1168,24 @@ impl Driver {
         still_blocked: &dyn Fn(&netstack::Mac) -> bool,
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.on_link_ready_except(now, still_blocked, &mut io);
+        self.call(now, sink, |gw, io| {
+            gw.handle_event(now, Event::LinkReadyExcept(still_blocked), io)
+        });
     }
 
     /// Sends deferred ACKs after a batch.
     pub fn end_batch(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.end_batch(now, &mut io);
+        self.call(now, sink, |gw, io| gw.end_batch(now, io));
     }
 
-    pub fn poll_timers(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
-        let mut io = IoCtx {
-            socks: &mut self.socks,
-            sink,
-        };
-        self.gw.poll_timers(now, &mut io);
+    /// Runs the gateway's timers due at `now` ([`Gateway::handle_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8]) -> bool) {
+        self.call(now, sink, |gw, io| gw.handle_timeout(now, io));
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.gw.next_deadline()
+    /// When the gateway's next timer is due ([`Gateway::poll_timeout`]).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.gw.poll_timeout()
     }
 }
 
@@ -1211,7 +1213,7 @@ mod tests {
                     idx: i,
                     gen: 0,
                 };
-                io.tcp_spawn(id, "sleep 0.3").expect("spawn");
+                io.os_tcp_spawn(id, "sleep 0.3").expect("spawn");
             }
             assert_eq!(socks.children(), 3);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -6,10 +6,11 @@
 //! `cargo build --release -p netstack --example bulk_workload` then
 //! `valgrind --tool=callgrind target/release/examples/bulk_workload [MTU]`.
 
+use netstack::batch::FrameBatch;
 use netstack::config::Config;
 use netstack::flow::FlowId;
 use netstack::gateway::Gateway;
-use netstack::host::{HostError, HostIo, HostResult};
+use netstack::host::{Action, Event, HostError, HostIo, HostResult};
 use netstack::wire::ethernet;
 use netstack::wire::ip;
 use netstack::wire::tcp::{self as tcpw, TcpHeader, ACK, SYN};
@@ -50,13 +51,6 @@ impl HostIo for Host {
         }
         true
     }
-    fn tcp_connect(&mut self, id: FlowId, _dst: SocketAddr) -> HostResult<()> {
-        self.conn = Some(id);
-        Ok(())
-    }
-    fn tcp_spawn(&mut self, _id: FlowId, _command: &str) -> HostResult<()> {
-        would_block()
-    }
     fn tcp_send(&mut self, _id: FlowId, data: &[u8]) -> HostResult<usize> {
         self.written += data.len();
         Ok(data.len())
@@ -80,9 +74,6 @@ impl HostIo for Host {
         Ok(n)
     }
     fn tcp_consume(&mut self, _id: FlowId, _n: usize) {}
-    fn tcp_want_write(&mut self, _id: FlowId) {}
-    fn tcp_shutdown_write(&mut self, _id: FlowId) {}
-    fn tcp_close(&mut self, _id: FlowId, _reset: bool) {}
     fn udp_open_forward(&mut self, _id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
         would_block()
     }
@@ -130,6 +121,17 @@ fn segment(gw_mac: [u8; 6], h: &TcpHeader, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+impl Host {
+    /// Carries out the gateway's queued actions, as the driver does after every call.
+    fn drain(&mut self, gw: &mut Gateway) {
+        while let Some(a) = gw.poll_action() {
+            if let Action::TcpConnect { id, .. } = a {
+                self.conn = Some(id);
+            }
+        }
+    }
+}
+
 fn main() {
     let mtu: u16 = std::env::args()
         .nth(1)
@@ -137,10 +139,9 @@ fn main() {
         .unwrap_or(1500);
     let cfg = Config {
         mtu,
-        seed: Some(1),
         ..Config::default()
     };
-    let mut gw = Gateway::new(cfg);
+    let mut gw = Gateway::new(cfg, 1);
     let gw_mac = gw.mac();
     let mut host = Host::default();
     let now = std::time::Instant::now();
@@ -160,8 +161,10 @@ fn main() {
         &segment(gw_mac, &hdr(isn, 0, SYN, Some((mss, Some(7)))), b""),
         &mut host,
     );
+    host.drain(&mut gw);
     let id = host.conn.expect("the SYN made a host connect");
-    gw.on_tcp_connected(now, id, Ok(()), &mut host);
+    gw.handle_event(now, Event::TcpConnected { id, result: Ok(()) }, &mut host);
+    host.drain(&mut gw);
     let ours = host.guest_ack;
     gw.handle_frame(
         now,
@@ -181,15 +184,20 @@ fn main() {
             .collect();
         seq = seq.wrapping_add(32 * u32::from(mss));
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-        gw.handle_frames(now, &refs, &mut host);
+        gw.handle_batch(now, FrameBatch::new(&refs), &mut host);
+        host.drain(&mut gw);
         gw.end_batch(now, &mut host);
+        host.drain(&mut gw);
     }
     // Download: the host has data; the guest acknowledges what it got after every push.
     for _ in 0..DOWN {
-        gw.on_tcp_readable(now, id, &mut host);
+        gw.handle_event(now, Event::TcpReadable(id), &mut host);
+        host.drain(&mut gw);
         let ack = segment(gw_mac, &hdr(seq, host.guest_ack, ACK, None), b"");
-        gw.handle_frames(now, &[&ack], &mut host);
+        gw.handle_batch(now, FrameBatch::new(&[&ack]), &mut host);
+        host.drain(&mut gw);
         gw.end_batch(now, &mut host);
+        host.drain(&mut gw);
     }
     println!(
         "mtu {mtu}: {} bytes written to the host, {} frames to the guest",

@@ -195,11 +195,6 @@ pub struct Config {
     pub restrict: bool,
     /// Virtual services in the LAN that lead to host addresses or commands.
     pub guestfwds: Vec<GuestFwd>,
-    /// Seed of every random choice in the core (TCP initial sequence numbers, upstream DNS query
-    /// ids). `None` (the default): a random seed per gateway, drawn once from std's `RandomState`.
-    /// A fixed seed makes the core deterministic (replayable fuzz crashes and simulation tests) but
-    /// makes DNS ids and ISNs predictable: for tests and fuzzing only, never in production.
-    pub seed: Option<u64>,
     /// The IPv6 side of the LAN (NDP, router advertisements, DHCPv6); `None` = IPv4 only
     /// (`--no-ipv6`). Default: slirp's plan `fec0::/64`, router `::2`, DNS `::3`. The plan's MAC
     /// and link-local address follow `gateway_mac` when the gateway starts.
@@ -241,7 +236,6 @@ impl Default for Config {
             icmp_idle: Duration::from_secs(30),
             restrict: false,
             guestfwds: Vec::new(),
-            seed: None,
             v6: Some(Plan6::slirp([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02])),
             ipv4: true,
         }
@@ -371,7 +365,7 @@ mod tests {
             };
             assert_eq!(cfg.validate(), Ok(()));
             let router = cfg.v6.as_ref().expect("v6 on by default").router;
-            let mut g = Gateway::new(cfg);
+            let mut g = Gateway::new(cfg, 7);
             let mut io = Rec::default();
             g.handle_frame(now, &arp_request(Ipv4Addr::new(10, 0, 2, 2)), &mut io);
             assert_eq!(

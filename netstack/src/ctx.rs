@@ -1,15 +1,17 @@
 //! What the protocol NATs and services see: [`Ctx`], the gateway's shared parts.
 //!
-//! The TCP, UDP and ICMP NATs and ARP take `&mut Ctx` (plus `&mut dyn HostIo`), never the
-//! [`Gateway`](crate::gateway::Gateway): the configuration, counters, neighbour table and DHCP
-//! leases (who is which MAC), the flow table (budget, idle timers, eviction), the frame builder and
-//! the seeded randomness. The gateway owns a `Ctx` and the NATs and only dispatches.
+//! The TCP, UDP and ICMP NATs and ARP take `&mut Ctx` (plus `&mut dyn HostIo` for the data path),
+//! never the [`Gateway`](crate::gateway::Gateway): the configuration, counters, neighbour table and
+//! DHCP leases (who is which MAC), the flow table (budget, idle timers, eviction), the frame
+//! builder, the seeded randomness and the queue of [`Action`]s for the driver. The gateway owns a
+//! `Ctx` and the NATs and only dispatches.
 
+use crate::batch::FrameIdx;
 use crate::config::Config;
 use crate::dhcp::DhcpServer;
 use crate::flow::{FlowBudget, FlowKey, FlowTable, Owner, Proto};
 use crate::fwd::{self, Dest};
-use crate::host::{HostError, HostIo};
+use crate::host::{Action, HostError, HostIo};
 use crate::neigh::{Learned, NeighTable};
 use crate::rng::{Rng, STREAM_TCP_ISN};
 use crate::stats::Stats;
@@ -19,6 +21,7 @@ use crate::wire::ip;
 use crate::wire::udp;
 use crate::wire::WireError;
 use crate::{Instant, Mac};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -27,14 +30,6 @@ pub const MAX_FRAME: usize = 65535 + ethernet::HEADER_LEN;
 
 /// A UDP/ICMP flow must have been idle this long before the fd budget evicts it.
 pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
-
-/// The frame being handled in the batch of `handle_frames`: guest TCP payload is remembered as
-/// (frame index, offset in the frame, length) and written with one `writev` per flow at the batch's
-/// end; no pointers are kept.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BatchPos {
-    pub(crate) frame: usize,
-}
 
 /// The gateway's shared state, as the protocol modules see it.
 pub struct Ctx {
@@ -48,15 +43,18 @@ pub struct Ctx {
     pub dhcp: DhcpServer,
     /// Every NAT flow: budget, owners, idle timers, eviction.
     pub flows: FlowTable,
-    /// The switch port the frames being handled came in on (`handle_frames_from`): new flows are
+    /// The switch port the frames being handled came in on (`FrameBatch::from_port`): new flows are
     /// charged to it.
     pub(crate) ingress: Option<u32>,
     /// Scratch buffer for building one frame.
     pub(crate) tx: Vec<u8>,
-    /// While `handle_frames` runs: the current frame.
-    pub(crate) batch: Option<BatchPos>,
+    /// While `Gateway::handle_batch` runs: the frame being handled (guest TCP payload is
+    /// remembered as a span of it and written per flow at the batch's end).
+    pub(crate) batch: Option<FrameIdx>,
     /// TCP initial sequence numbers (seeded).
     pub(crate) isn: Rng,
+    /// Control decisions waiting for the driver (`Gateway::poll_action`), oldest first.
+    pub(crate) actions: VecDeque<Action>,
     log: LogLimiter,
 }
 
@@ -85,9 +83,20 @@ impl Ctx {
             tx: vec![0; MAX_FRAME],
             batch: None,
             isn: Rng::new(seed, STREAM_TCP_ISN),
+            actions: VecDeque::new(),
             log: LogLimiter::default(),
             cfg,
         }
+    }
+
+    /// Queues a control decision for the driver (`Gateway::poll_action`).
+    pub(crate) fn act(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    /// The oldest control decision the driver has not taken yet.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
     }
 
     /// Whom a new flow of `guest` is charged to: the port its frames came in on, else its address.

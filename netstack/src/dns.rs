@@ -129,14 +129,9 @@ pub struct DnsForwarder {
 
 impl DnsForwarder {
     /// A forwarder to `upstreams` (tried in order, the last good one first) with a per-query
-    /// budget of `timeout`, seeded from [`crate::rng::random_seed`].
-    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Self::with_seed(upstreams, timeout, crate::rng::random_seed())
-    }
-
-    /// Like [`DnsForwarder::new`] with a fixed seed for the id generator. Upstream query ids must
-    /// stay unpredictable to a spoofer: a fixed seed is for tests and fuzzing only.
-    pub fn with_seed(upstreams: Vec<SocketAddr>, timeout: Duration, seed: u64) -> Self {
+    /// budget of `timeout`; upstream query ids come from `seed`. They must stay unpredictable to a
+    /// spoofer: the driver draws the seed at random, a fixed seed is for tests and fuzzing only.
+    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration, seed: u64) -> Self {
         DnsForwarder {
             upstreams,
             timeout,
@@ -559,7 +554,7 @@ mod tests {
     }
 
     fn fwd(n: usize) -> DnsForwarder {
-        DnsForwarder::with_seed((1..=n as u8).map(up).collect(), TIMEOUT, 42)
+        DnsForwarder::new((1..=n as u8).map(up).collect(), TIMEOUT, 42)
     }
 
     fn sent(actions: &[DnsAction]) -> (SocketAddr, Vec<u8>) {
@@ -864,7 +859,7 @@ mod tests {
 
     #[test]
     fn no_upstream_servfails_at_once() {
-        let mut f = DnsForwarder::new(Vec::new(), TIMEOUT);
+        let mut f = DnsForwarder::new(Vec::new(), TIMEOUT, 3);
         let now = Instant::now();
         let (client, resp) = replied(
             &f.on_guest_query(now, guest(9), &query(0x4242, "any.example."))
@@ -889,7 +884,7 @@ mod tests {
             Name::from_ascii("second.example.").unwrap(),
             RecordType::MX,
         ));
-        let mut f = DnsForwarder::new(Vec::new(), TIMEOUT);
+        let mut f = DnsForwarder::new(Vec::new(), TIMEOUT, 3);
         let (_, resp) = replied(
             &f.on_guest_query(Instant::now(), guest(1), &m.to_vec().unwrap())
                 .unwrap(),
@@ -1057,9 +1052,9 @@ mod tests {
                 .count()
                 < 2
         );
-        // Two forwarders from `new` are seeded differently.
-        let mut a = DnsForwarder::new(vec![up(1)], TIMEOUT);
-        let mut b = DnsForwarder::new(vec![up(1)], TIMEOUT);
+        // Two forwarders with different seeds pick different ids.
+        let mut a = DnsForwarder::new(vec![up(1)], TIMEOUT, 1);
+        let mut b = DnsForwarder::new(vec![up(1)], TIMEOUT, 2);
         let ia: Vec<u16> = (0..4).map(|_| a.fresh_id()).collect();
         let ib: Vec<u16> = (0..4).map(|_| b.fresh_id()).collect();
         assert_ne!(ia, ib);
@@ -1109,7 +1104,7 @@ mod tests {
 
     #[test]
     fn zero_timeout_does_not_spin() {
-        let mut f = DnsForwarder::with_seed(vec![up(1), up(2)], Duration::ZERO, 1);
+        let mut f = DnsForwarder::new(vec![up(1), up(2)], Duration::ZERO, 1);
         let now = Instant::now();
         sent(
             &f.on_guest_query(now, guest(1), &query(1, "z.example."))

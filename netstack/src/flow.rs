@@ -403,7 +403,7 @@ pub enum Refusal {
 }
 
 /// Whom a flow's file descriptor is charged to: the switch port the guest's frames came in on, when
-/// the driver says (`Gateway::handle_frames_from`), so that one port cannot multiply its share by
+/// the driver says (`FrameBatch::from_port`), so that one port cannot multiply its share by
 /// using many addresses or MACs; otherwise (host-initiated forwards, callers that name no port) the
 /// guest's address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

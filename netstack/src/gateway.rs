@@ -1,4 +1,4 @@
-//! The gateway: takes guest frames and host events, emits frames and socket operations.
+//! The gateway: takes guest frames and host events, emits frames and actions (socket operations).
 //!
 //! This file only dispatches: a frame goes to ARP, the DHCP server, the DNS forwarder or the TCP,
 //! UDP or ICMP NAT; host events go to the NAT that owns the flow. The shared parts (configuration,
@@ -6,13 +6,14 @@
 //! see; the protocol state is theirs.
 
 use crate::arp;
+use crate::batch::FrameBatch;
 use crate::config::Config;
-use crate::ctx::{BatchPos, Ctx};
+use crate::ctx::Ctx;
 use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsError, DnsForwarder};
 use crate::error::InboundError;
 use crate::flow::{FlowBudget, FlowId, Proto};
-use crate::host::{HostError, HostIo, HostResult};
+use crate::host::{Action, Event, HostError, HostIo};
 use crate::icmp::IcmpNat;
 use crate::stats::Stats;
 use crate::tcp::TcpNat;
@@ -29,7 +30,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 pub use crate::ctx::{EVICT_MIN_IDLE, MAX_FRAME};
 pub use crate::fwd::Target;
 
-/// The sans-IO gateway: takes guest frames, host events and the time; emits frames to guests and socket operations through `HostIo`.
+/// The sans-IO gateway: takes guest frames, host [`Event`]s and the time; emits frames to guests
+/// through [`HostIo`] and control decisions as [`Action`]s.
 pub struct Gateway {
     ctx: Ctx,
     dns: DnsForwarder,
@@ -42,16 +44,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with `cfg` (`cfg.dns_upstreams` are the resolved upstream servers, decided by the
-    /// caller).
-    pub fn new(mut cfg: Config) -> Self {
+    /// caller) whose every random choice (TCP initial sequence numbers, upstream DNS query ids, NDP
+    /// jitter) comes from `seed`. The core draws no randomness of its own: the driver draws the seed
+    /// (`netstack_driver::random_seed`). A fixed seed makes the core deterministic (replayable fuzz
+    /// crashes and simulation tests) but makes DNS ids and ISNs predictable: tests and fuzzing only.
+    pub fn new(mut cfg: Config, seed: u64) -> Self {
         // The IPv6 plan's MAC and link-local address follow the gateway's MAC.
         if let Some(p) = cfg.v6.as_mut() {
             p.router_mac = cfg.gateway_mac;
             p.router_ll = crate::addr6::link_local(&cfg.gateway_mac);
         }
-        // The only non-deterministic input of the core: a random seed unless the config fixes one.
-        let seed = cfg.seed.unwrap_or_else(crate::rng::random_seed);
-        let mut dns = DnsForwarder::with_seed(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
+        let mut dns = DnsForwarder::new(cfg.dns_upstreams.clone(), cfg.dns_timeout, seed);
         dns.set_max_pending_per_client(cfg.dns_max_pending_per_guest);
         let v6 = cfg
             .v6
@@ -174,30 +177,19 @@ impl Gateway {
         ]
     }
 
-    /// Several frames at once (e.g. all those one read from a guest produced). Guest TCP payload for the
-    /// same flow is gathered and written to the host socket with one `writev` at the end.
-    pub fn handle_frames(&mut self, now: Instant, frames: &[&[u8]], io: &mut dyn HostIo) {
-        for (i, f) in frames.iter().enumerate() {
-            self.ctx.batch = Some(BatchPos { frame: i });
+    /// Several frames at once (all those one read from a port produced; see [`FrameBatch`]). Guest
+    /// TCP payload for the same flow is gathered and written to the host socket with one vectored
+    /// send at the end, straight from the batch's frames. With [`FrameBatch::from_port`], the flows
+    /// the frames open are charged to that port.
+    pub fn handle_batch(&mut self, now: Instant, batch: FrameBatch<'_>, io: &mut dyn HostIo) {
+        self.ctx.ingress = batch.port();
+        for (i, f) in batch.frames() {
+            self.ctx.batch = Some(i);
             self.handle_frame(now, f, io);
         }
         self.ctx.batch = None;
-        self.tcp.flush_writes(&mut self.ctx, frames, io);
+        self.tcp.flush_writes(&mut self.ctx, &batch, io);
         self.tcp.flush_pushes(&mut self.ctx, now, io);
-    }
-
-    /// Like [`Gateway::handle_frames`] for frames that all came in on switch port `port`: the flows
-    /// they open are charged to that port, so one port cannot multiply its share of the fd budget
-    /// by using many addresses.
-    pub fn handle_frames_from(
-        &mut self,
-        now: Instant,
-        port: u32,
-        frames: &[&[u8]],
-        io: &mut dyn HostIo,
-    ) {
-        self.ctx.ingress = Some(port);
-        self.handle_frames(now, frames, io);
         self.ctx.ingress = None;
     }
 
@@ -468,7 +460,7 @@ impl Gateway {
     }
 
     /// The upstream DNS socket is readable.
-    pub fn on_dns_readable(&mut self, now: Instant, io: &mut dyn HostIo) {
+    fn on_dns_readable(&mut self, now: Instant, io: &mut dyn HostIo) {
         let mut buf = vec![0u8; 65535];
         loop {
             match io.dns_recv(&mut buf) {
@@ -523,56 +515,32 @@ impl Gateway {
         r
     }
 
-    /// The host connect() for `id` finished.
-    pub fn on_tcp_connected(
-        &mut self,
-        now: Instant,
-        id: FlowId,
-        result: HostResult<()>,
-        io: &mut dyn HostIo,
-    ) {
-        self.tcp.on_connected(&mut self.ctx, now, id, result, io);
+    /// Everything the host reports (see [`Event`]): a connect finished, a socket is readable or
+    /// writable, the DNS upstream answered, the link drained. Control decisions this takes come out
+    /// as [`Action`]s ([`Gateway::poll_action`]).
+    pub fn handle_event(&mut self, now: Instant, ev: Event<'_>, io: &mut dyn HostIo) {
+        let cx = &mut self.ctx;
+        match ev {
+            Event::TcpConnected { id, result } => self.tcp.on_connected(cx, now, id, result, io),
+            Event::TcpReadable(id) => self.tcp.on_readable(cx, now, id, io),
+            Event::TcpWritable(id) => self.tcp.on_writable(cx, now, id, io),
+            Event::UdpReadable(id) => self.udp.on_readable(cx, now, id, io),
+            Event::IcmpReadable(id) => self.icmp.on_readable(cx, now, id, io),
+            Event::DnsReadable => self.on_dns_readable(now, io),
+            Event::LinkReady => self.tcp.on_link_ready(cx, now, io),
+            Event::LinkReadyExcept(blocked) => self.tcp.on_link_ready_except(cx, now, blocked, io),
+        }
     }
 
-    /// The host socket has data (or EOF) for the guest.
-    pub fn on_tcp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        self.tcp.on_readable(&mut self.ctx, now, id, io);
+    /// The oldest control decision ([`Action`]) the driver has not carried out yet. The driver
+    /// drains these after every call into the gateway, in order, before its next call; results
+    /// come back through [`Gateway::handle_event`].
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.ctx.poll_action()
     }
 
-    /// The host socket can take the guest bytes we are holding.
-    pub fn on_tcp_writable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        self.tcp.on_writable(&mut self.ctx, now, id, io);
-    }
-
-    /// The host socket of `id` has datagrams (or an error) for the guest.
-    pub fn on_udp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        self.udp.on_readable(&mut self.ctx, now, id, io);
-    }
-
-    /// The ICMP socket of `id` has replies.
-    pub fn on_icmp_readable(&mut self, now: Instant, id: FlowId, io: &mut dyn HostIo) {
-        self.icmp.on_readable(&mut self.ctx, now, id, io);
-    }
-
-    /// The way to the guests has room again: resumes the flows that paused on congestion.
-    pub fn on_link_ready(&mut self, now: Instant, io: &mut dyn HostIo) {
-        self.tcp.on_link_ready(&mut self.ctx, now, io);
-    }
-
-    /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
-    /// holds stay paused (the way to that guest is still congested; others must not wait for it).
-    pub fn on_link_ready_except(
-        &mut self,
-        now: Instant,
-        still_blocked: &dyn Fn(&Mac) -> bool,
-        io: &mut dyn HostIo,
-    ) {
-        self.tcp
-            .on_link_ready_except(&mut self.ctx, now, still_blocked, io);
-    }
-
-    /// Runs every timer due at `now`.
-    pub fn poll_timers(&mut self, now: Instant, io: &mut dyn HostIo) {
+    /// Runs every timer due at `now` (call it at [`Gateway::poll_timeout`] or later).
+    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn HostIo) {
         if self.ctx.neigh.next_sweep().is_some_and(|t| t <= now) {
             self.ctx.stats.neigh_expired += self.ctx.neigh.sweep(now) as u64;
         }
@@ -595,8 +563,8 @@ impl Gateway {
         }
     }
 
-    /// When `poll_timers` next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When [`Gateway::handle_timeout`] next has work (`None`: no timer armed).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.tcp.next_deadline(),
             self.ctx.flows.next_deadline(),

@@ -1,14 +1,31 @@
-//! The host side of the core: every socket operation the gateway asks for goes through [`HostIo`].
+//! The host side of the core, in three parts (the quinn-proto shape: events in, actions out, time
+//! passed in):
 //!
-//! The tokio driver implements it over real non-blocking sockets; tests implement it with a simulated
-//! host. All calls are non-blocking: "would block" is [`HostError::WouldBlock`], and the driver later
-//! reports readiness through the gateway's `on_*` methods.
+//! * [`Action`]s: the control decisions the core makes (connect this flow, run this command, tell me
+//!   when it is writable, shut down, close). The core queues them; the driver drains them with
+//!   `Gateway::poll_action` after every call into the gateway and carries them out.
+//! * [`Event`]s: what the host has to say (a connect finished, a socket is readable or writable, the
+//!   link drained). They all come in through one entry point, `Gateway::handle_event`. Timers are
+//!   `Gateway::poll_timeout` / `Gateway::handle_timeout`. A host forward's accepted connection or
+//!   datagram (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it
+//!   answers with the flow id the driver binds the accepted socket to.
+//! * [`HostIo`]: only the borrowed, zero-copy data path that cannot be an owned action without a copy
+//!   per byte: frames out (written into the core's own buffer and lent to the driver), host bytes
+//!   peeked straight into the frame being built, gathered guest writes, datagram send/receive into
+//!   the core's buffers, and the UDP/ICMP socket lifetime (opened synchronously because the datagram
+//!   that opens a flow goes out in the same call). It is the analogue of quinn's
+//!   `poll_transmit(now, buf)`: memory one side lends the other for the length of a call.
+//!
+//! The tokio driver implements all of it over real non-blocking sockets; tests with a simulated host.
+//! All calls are non-blocking: "would block" is [`HostError::WouldBlock`], and the driver later
+//! reports readiness as an [`Event`].
 //!
 //! Failures arrive as a [`HostError`], never as an errno: the driver maps the OS's errors once
 //! (`netstack_driver::host_error`), and the core decides on the variant (RST, which ICMP code, a
 //! counted drop, a budget reaction).
 
 use crate::flow::FlowId;
+use crate::Mac;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
@@ -51,20 +68,94 @@ pub enum HostError {
 /// The result of a host operation.
 pub type HostResult<T> = Result<T, HostError>;
 
-/// Everything the sans-IO gateway asks of the host: frames out to the LAN and the sockets of
-/// NAT flows, addressed by [`FlowId`]. Implemented by the tokio driver (`netstack-driver`) and by the
-/// test kit's simulated host; results come back as `Gateway` events.
+/// A control decision of the core for the driver to carry out (drained with
+/// `Gateway::poll_action`). The driver executes every queued action after each call into the
+/// gateway, before the next one, in order (a close before a later connect may reuse its fd).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a non-blocking TCP connect for flow `id` to `dst`. The result comes back as
+    /// [`Event::TcpConnected`], also when the connect fails at once (`Err`: refused, unreachable,
+    /// out of fds — the core answers the guest with RST, an ICMP unreachable or a budget reaction).
+    TcpConnect {
+        /// The flow the socket belongs to.
+        id: FlowId,
+        /// Where to connect.
+        dst: SocketAddr,
+    },
+    /// Run `command` (through `/bin/sh -c`) with one end of a socket pair on its stdin/stdout; the
+    /// other end becomes the flow's host socket. Reported like a connect ([`Event::TcpConnected`]).
+    TcpSpawn {
+        /// The flow the socket pair belongs to.
+        id: FlowId,
+        /// The `guestfwd ... cmd:` command line.
+        command: String,
+    },
+    /// Report [`Event::TcpWritable`] once, when the socket can take more data.
+    TcpWantWrite(FlowId),
+    /// Half-close the socket (FIN to the host peer) after the guest's FIN and the data before it.
+    TcpShutdownWrite(FlowId),
+    /// Close the socket; `reset` aborts it (RST to the peer). The id is not used again.
+    TcpClose {
+        /// The flow whose socket to close.
+        id: FlowId,
+        /// Abort (RST) rather than close gracefully.
+        reset: bool,
+    },
+}
+
+/// Something the host reports to the core, through `Gateway::handle_event`.
+pub enum Event<'a> {
+    /// The connect (or command start) of [`Action::TcpConnect`] / [`Action::TcpSpawn`] for `id`
+    /// finished.
+    TcpConnected {
+        /// The flow.
+        id: FlowId,
+        /// `Ok` when connected; otherwise why not.
+        result: HostResult<()>,
+    },
+    /// The flow's TCP socket has data (or EOF) for the guest.
+    TcpReadable(FlowId),
+    /// The flow's TCP socket can take the guest bytes the core holds (after [`Action::TcpWantWrite`]).
+    TcpWritable(FlowId),
+    /// The flow's UDP socket has datagrams (or an error) for the guest.
+    UdpReadable(FlowId),
+    /// The flow's ICMP socket has replies.
+    IcmpReadable(FlowId),
+    /// The upstream DNS socket is readable.
+    DnsReadable,
+    /// The way to the guests has room again: flows that paused on congestion resume.
+    LinkReady,
+    /// Like [`Event::LinkReady`], but flows towards a guest MAC for which the function holds stay
+    /// paused (the way to that guest is still congested; others must not wait for it).
+    LinkReadyExcept(&'a dyn Fn(&Mac) -> bool),
+}
+
+impl std::fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::TcpConnected { id, result } => write!(f, "TcpConnected({id:?}, {result:?})"),
+            Event::TcpReadable(id) => write!(f, "TcpReadable({id:?})"),
+            Event::TcpWritable(id) => write!(f, "TcpWritable({id:?})"),
+            Event::UdpReadable(id) => write!(f, "UdpReadable({id:?})"),
+            Event::IcmpReadable(id) => write!(f, "IcmpReadable({id:?})"),
+            Event::DnsReadable => f.write_str("DnsReadable"),
+            Event::LinkReady => f.write_str("LinkReady"),
+            Event::LinkReadyExcept(_) => f.write_str("LinkReadyExcept(..)"),
+        }
+    }
+}
+
+/// The borrowed data path between the core and the host: frames out to the LAN, bytes and datagrams
+/// to and from the sockets of NAT flows (addressed by [`FlowId`]), in memory one side lends the other
+/// for the length of the call (no copies beyond the one into or out of the kernel). Control decisions
+/// are [`Action`]s and results [`Event`]s, not calls here. Implemented by the tokio driver
+/// (`netstack-driver`) and by the test kit's simulated host.
 pub trait HostIo {
     /// Delivers a frame from the gateway to the LAN. Returns false when the way to that guest is
     /// congested: the frame was still accepted, but bulk senders should pause until
-    /// `Gateway::on_link_ready`.
+    /// [`Event::LinkReady`].
     fn transmit(&mut self, frame: &[u8]) -> bool;
 
-    /// Starts a non-blocking connect; completion comes back as `Gateway::on_tcp_connected`.
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()>;
-    /// Runs `command` (through `/bin/sh -c`) with one end of a socket pair on its stdin/stdout; the other
-    /// end becomes the flow's host socket. Completion is reported like a connect.
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()>;
     /// Writes what the socket accepts now.
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize>;
     /// Writes what the socket accepts now from several buffers, in order.
@@ -79,12 +170,6 @@ pub trait HostIo {
     ) -> HostResult<usize>;
     /// Drops the oldest `n` received bytes (the guest acknowledged them).
     fn tcp_consume(&mut self, id: FlowId, n: usize);
-    /// Asks for one `on_tcp_writable` call when the socket can take more data.
-    fn tcp_want_write(&mut self, id: FlowId);
-    /// Half-closes the socket (FIN to the host peer) after the guest's FIN and the data before it.
-    fn tcp_shutdown_write(&mut self, id: FlowId);
-    /// Closes the socket; `reset` aborts it (RST to the peer).
-    fn tcp_close(&mut self, id: FlowId, reset: bool);
 
     /// Makes `id` a flow of UDP forward `fwd`: datagrams to the host go out of the forward's socket to
     /// `client`; datagrams from `client` arrive through `Gateway::udp_inbound`.

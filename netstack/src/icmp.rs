@@ -293,6 +293,7 @@ mod tests {
 
     use crate::config::Config;
     use crate::gateway::Gateway;
+    use crate::host::Event;
     use crate::wire::icmpv6::{self as i6, Icmpv6Repr};
     use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr, NH_ICMPV6};
     use std::net::Ipv6Addr;
@@ -329,7 +330,7 @@ mod tests {
     #[test]
     fn icmpv6_echo_goes_out_and_the_reply_gets_the_guests_identifier_back() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut rec = Rec::default();
         gw.handle_frame(
             now,
@@ -379,7 +380,7 @@ mod tests {
             .to_bytes(far6(), g6()),
         );
         rec.icmp_rx.push_back(reply.clone());
-        gw.on_icmp_readable(now, id, &mut rec);
+        gw.handle_event(now, Event::IcmpReadable(id), &mut rec);
         let f = rec.take_frames();
         assert_eq!(f.len(), 1);
         let (src, m) = icmp6_to_guest(&f[0]);
@@ -395,18 +396,18 @@ mod tests {
         // A truncated reply is skipped, never a panic.
         reply.truncate(5);
         rec.icmp_rx.push_back(reply);
-        gw.on_icmp_readable(now, id, &mut rec);
+        gw.handle_event(now, Event::IcmpReadable(id), &mut rec);
         assert!(rec.take_frames().is_empty());
         // Idle expiry closes the socket.
         let idle = Config::default().icmp_idle;
-        gw.poll_timers(now + idle, &mut rec);
+        gw.handle_timeout(now + idle, &mut rec);
         assert!(rec.calls.contains(&Call::IcmpClose(id)));
     }
 
     #[test]
     fn icmpv6_echo_with_a_bad_checksum_or_to_non_outside_addresses_never_leaves() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut rec = Rec::default();
         let mut bad = echo6_frame(g6(), far6(), 1, 1, b"x");
         let n = bad.len();
@@ -439,7 +440,7 @@ mod tests {
     fn no_route_becomes_a_destination_unreachable_of_the_guests_family() {
         let now = Instant::now();
         // IPv6: the host cannot reach the destination.
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut rec = Rec {
             icmp_open_error: Some(HostError::NetUnreachable),
             ..Rec::default()

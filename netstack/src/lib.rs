@@ -1,13 +1,15 @@
 #![warn(missing_docs)]
 //! warren's gateway library.
 //!
-//! The core is sans-IO: [`gateway::Gateway`] takes Ethernet frames from guests and events from the host,
-//! and emits frames to guests and socket operations through the [`host::HostIo`] trait; time is passed in.
+//! The core is sans-IO, events in and actions out: [`gateway::Gateway`] takes Ethernet frames from
+//! guests ([`batch::FrameBatch`]) and [`host::Event`]s from the host with the time, queues its control
+//! decisions as [`host::Action`]s for the driver, and moves bytes over the borrowed data path of the
+//! [`host::HostIo`] trait (see [`host`] for why that part stays a trait).
 //! Tests drive it deterministically with a simulated host. The crate does no I/O, reads no clock and
 //! has no `unsafe`; the tokio driver that owns the real sockets and timers is `netstack-driver`.
 //!
-//! Host failures arrive as typed [`host::HostError`]s, and every random choice comes from
-//! `Config::seed`.
+//! Host failures arrive as typed [`host::HostError`]s, and every random choice comes from the seed
+//! `Gateway::new` takes (the driver draws it; the core draws no randomness of its own).
 //!
 //! One protocol per file: [`arp`], [`dhcp`], [`dns`], [`tcp`], [`udp`], [`icmp`]; packet views live in
 //! [`wire`]. The gateway only dispatches; the protocol modules see a [`ctx::Ctx`] (configuration,
@@ -18,6 +20,7 @@
 
 pub mod addr6;
 pub mod arp;
+pub mod batch;
 pub mod config;
 pub mod ctx;
 pub mod dhcp;

@@ -1,17 +1,18 @@
 //! The gateway core's only source of randomness: a seeded generator.
 //!
 //! Every random choice in the core (TCP initial sequence numbers, upstream DNS query ids) is drawn
-//! from an [`Rng`] derived from one 64-bit seed (`Config::seed`). With a fixed seed the core is
-//! deterministic: the same frames at the same (virtual) times produce byte-identical output, so a
-//! fuzz crash or a simulation test replays exactly. With `seed: None` the seed is drawn once per
-//! gateway from std's `RandomState` ([`random_seed`]), the only non-deterministic input.
+//! from an [`Rng`] derived from one 64-bit seed, the one `Gateway::new` takes. The core never draws
+//! randomness itself: the driver (`netstack_driver::random_seed`) draws the seed once per gateway, and
+//! tests and the fuzzer pass a fixed one. With a fixed seed the core is deterministic: the same
+//! events at the same (virtual) times produce byte-identical output, so a fuzz crash or a
+//! simulation test replays exactly.
 //!
 //! Each output is a keyed hash (std's `DefaultHasher`, SipHash) of (seed, stream, counter), so
 //! outputs seen by a guest (TCP ISNs) reveal neither the seed nor another stream (DNS ids). This is
 //! not a vetted CSPRNG; a fixed seed is for tests and fuzzing only, never for production.
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::hash::{BuildHasher, Hasher};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
 
 /// Stream labels, one per consumer, so consumers never share outputs.
 pub(crate) const STREAM_TCP_ISN: u64 = 1;
@@ -58,16 +59,6 @@ impl Rng {
     }
 }
 
-/// A fresh random seed (std's `RandomState` keys are random per process; a counter and the stack
-/// address make calls within a process differ too). Called once per gateway when `Config::seed` is
-/// `None`.
-pub fn random_seed() -> u64 {
-    let marker = 0u8;
-    let mut h = RandomState::new().build_hasher();
-    h.write_usize(std::ptr::addr_of!(marker) as usize);
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,11 +86,5 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), base.len());
-    }
-
-    #[test]
-    fn random_seeds_differ() {
-        // RandomState::new() increments its per-thread keys, so two calls differ.
-        assert_ne!(random_seed(), random_seed());
     }
 }

@@ -11,11 +11,12 @@
 //! - Half-close both ways (FIN ↔ shutdown), RST both ways, window scaling.
 
 use crate::arp;
+use crate::batch::{FrameBatch, Span};
 use crate::ctx::Ctx;
 use crate::error::InboundError;
 use crate::flow::{FlowId, FlowKey, Proto, Slab, TimerHeap};
 use crate::fwd::{Dest, Target};
-use crate::host::{HostError, HostIo, HostResult};
+use crate::host::{Action, HostError, HostIo, HostResult};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -179,14 +180,12 @@ pub struct TcpNat {
     arp_waiting: Vec<(IpAddr, u32, u32)>,
 }
 
-/// One in-order guest segment waiting in the batch: bytes `off..off+len` of frame `frame`.
+/// One in-order guest segment of flow (`idx`, `gen`) waiting in the batch, as a span of its frame.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchWrite {
     idx: u32,
     gen: u32,
-    frame: usize,
-    off: usize,
-    len: usize,
+    span: Span,
 }
 
 /// The MAC of a guest not yet resolved by ARP.
@@ -333,13 +332,12 @@ impl TcpNat {
         if let Some(f) = self.flows.get_mut(idx, gen) {
             arm(&mut self.timers, f, idx, gen, now + CONNECT_TIMEOUT);
         }
-        let started = match &target {
-            Target::Addr(a) => io.tcp_connect(fid(idx, gen), *a),
-            Target::Command(c) => io.tcp_spawn(fid(idx, gen), c),
-        };
-        if let Err(e) = started {
-            self.on_connected(ctx, now, fid(idx, gen), Err(e), io);
-        }
+        // The result (also an immediate failure) comes back as `Event::TcpConnected`.
+        let id = fid(idx, gen);
+        ctx.act(match target {
+            Target::Addr(dst) => Action::TcpConnect { id, dst },
+            Target::Command(command) => Action::TcpSpawn { id, command },
+        });
     }
 
     /// A host client connected to a TCP forward for `guest`. Sends SYN to the guest from the client's
@@ -434,7 +432,7 @@ impl TcpNat {
                 let (key, irs) = (f.key, f.rcv_nxt.wrapping_sub(1));
                 let rcv_nxt = f.rcv_nxt;
                 let mac = f.guest_mac;
-                self.remove(ctx, id, io, false);
+                self.remove(ctx, id, false);
                 if e == HostError::Refused {
                     ctx.stats.tcp_refused += 1;
                     self.emit(ctx, mac, key, 0, rcv_nxt, RST | ACK, 0, None, 0, io);
@@ -480,7 +478,7 @@ impl TcpNat {
             let synsent_ok =
                 f.state == State::SynSent && seg.has(ACK) && seg.ack == f.iss.wrapping_add(1);
             if ok || f.state == State::Connecting || synsent_ok {
-                self.remove(ctx, id, io, true);
+                self.remove(ctx, id, true);
             }
             return;
         }
@@ -686,18 +684,13 @@ impl TcpNat {
             let room = f.adv_window() as usize;
             let take = data.len().min(room);
             let data = &data[..take];
-            if let (true, true, Some(b)) = (take > 0, f.pending.is_empty(), ctx.batch) {
+            if let (true, true, Some(frame)) = (take > 0, f.pending.is_empty(), ctx.batch) {
                 // Gathered: written with the flow's other segments of this batch in one writev.
-                let (frame, off) = (b.frame, at);
-                if !f.in_batch {
-                    f.in_batch = true;
-                }
+                f.in_batch = true;
                 self.wbatch.push(BatchWrite {
                     idx,
                     gen,
-                    frame,
-                    off,
-                    len: take,
+                    span: frame.span(at, take),
                 });
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
             } else if take > 0 {
@@ -716,7 +709,7 @@ impl TcpNat {
                     f.pending.extend_from_slice(&data[written..]);
                     if !f.want_write {
                         f.want_write = true;
-                        io.tcp_want_write(id);
+                        ctx.act(Action::TcpWantWrite(id));
                     }
                 }
                 f.rcv_nxt = f.rcv_nxt.wrapping_add(take as u32);
@@ -736,7 +729,7 @@ impl TcpNat {
             // With gathered bytes still to write, the shutdown follows the batch's writes.
             if f.pending.is_empty() && !f.in_batch {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
             self.queue_ack(idx, gen);
         } else if seg.has(FIN) && f.guest_fin {
@@ -747,7 +740,12 @@ impl TcpNat {
 
     /// Writes the guest bytes gathered during a batch: one `writev` per flow, in order. What the socket
     /// does not take now is kept (as with single writes) until it is writable.
-    pub(crate) fn flush_writes(&mut self, ctx: &mut Ctx, frames: &[&[u8]], io: &mut dyn HostIo) {
+    pub(crate) fn flush_writes(
+        &mut self,
+        ctx: &mut Ctx,
+        frames: &FrameBatch<'_>,
+        io: &mut dyn HostIo,
+    ) {
         let mut batch = std::mem::take(&mut self.wbatch);
         if batch.is_empty() {
             self.wbatch = batch;
@@ -768,18 +766,15 @@ impl TcpNat {
             if self.flows.get(idx, gen).is_none() {
                 continue;
             }
-            let slice = |b: &BatchWrite| {
-                frames
-                    .get(b.frame)
-                    .and_then(|f| f.get(b.off..b.off + b.len))
-                    .unwrap_or(&[])
-            };
-            let total: usize = group.iter().map(|b| b.len).sum();
+            let total: usize = group.iter().map(|b| b.span.len()).sum();
             let mut written = 0;
             let mut failed = false;
             for chunk in group.chunks(512) {
-                let iov: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(slice(b))).collect();
-                let want: usize = chunk.iter().map(|b| b.len).sum();
+                let iov: Vec<IoSlice<'_>> = chunk
+                    .iter()
+                    .map(|b| IoSlice::new(frames.bytes(b.span)))
+                    .collect();
+                let want: usize = chunk.iter().map(|b| b.span.len()).sum();
                 match io.tcp_send_vectored(id, &iov) {
                     Ok(n) => {
                         written += n;
@@ -806,7 +801,7 @@ impl TcpNat {
                 ctx.stats.tcp_host_full += 1;
                 let mut skip = written;
                 for b in group {
-                    let s = slice(b);
+                    let s = frames.bytes(b.span);
                     if skip >= s.len() {
                         skip -= s.len();
                         continue;
@@ -816,11 +811,11 @@ impl TcpNat {
                 }
                 if !f.want_write {
                     f.want_write = true;
-                    io.tcp_want_write(id);
+                    ctx.act(Action::TcpWantWrite(id));
                 }
             } else if f.guest_fin && !f.shut_wr_done {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
             // A flow whose last segments waited in this batch may be done now.
             self.maybe_finish(ctx, idx, gen, io);
@@ -834,7 +829,7 @@ impl TcpNat {
         self.on_link_ready_except(ctx, now, &|_| false, io);
     }
 
-    /// Like [`Gateway::on_link_ready`], but flows towards a guest MAC for which `still_blocked`
+    /// Like `Event::LinkReady`, but flows towards a guest MAC for which `still_blocked`
     /// holds stay paused (the way to that guest is still congested; others must not wait for it).
     pub(crate) fn on_link_ready_except(
         &mut self,
@@ -903,12 +898,12 @@ impl TcpNat {
         }
         if !f.pending.is_empty() {
             f.want_write = true;
-            io.tcp_want_write(id);
+            ctx.act(Action::TcpWantWrite(id));
         } else {
             f.pending = Vec::new();
             if f.guest_fin && !f.shut_wr_done {
                 f.shut_wr_done = true;
-                io.tcp_shutdown_write(id);
+                ctx.act(Action::TcpShutdownWrite(id));
             }
         }
         // Tell the guest the window opened again if it had closed noticeably.
@@ -1039,7 +1034,7 @@ impl TcpNat {
                         arm(&mut tcp.timers, f, idx, gen, now + f.rto);
                     }
                     if congested {
-                        // The guest's link is full: wait for `on_link_ready` rather than drop.
+                        // The guest's link is full: wait for `Event::LinkReady` rather than drop.
                         f.tx_blocked = true;
                         tcp.tx_blocked.push((idx, gen));
                         ctx.stats.tcp_link_paused += 1;
@@ -1074,7 +1069,7 @@ impl TcpNat {
             if f.ack_due {
                 self.send_ctl(ctx, id, ACK, io);
             }
-            self.remove(ctx, id, io, false);
+            self.remove(ctx, id, false);
         }
     }
 
@@ -1085,10 +1080,10 @@ impl TcpNat {
         };
         let (mac, key, seq, ack) = (f.guest_mac, f.key, f.snd_nxt, f.rcv_nxt);
         self.emit(ctx, mac, key, seq, ack, RST | ACK, 0, None, 0, io);
-        self.remove(ctx, id, io, true);
+        self.remove(ctx, id, true);
     }
 
-    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo, reset: bool) {
+    fn remove(&mut self, ctx: &mut Ctx, id: FlowId, reset: bool) {
         let Some(f) = self.flows.remove(id.idx, id.gen) else {
             return;
         };
@@ -1101,7 +1096,7 @@ impl TcpNat {
         if self.connecting_per_guest.get(&f.key.guest) == Some(&0) {
             self.connecting_per_guest.remove(&f.key.guest);
         }
-        io.tcp_close(id, reset);
+        ctx.act(Action::TcpClose { id, reset });
         ctx.flows.close(id);
         ctx.stats.tcp_flows_closed += 1;
     }
@@ -1280,7 +1275,7 @@ impl TcpNat {
                         continue;
                     }
                     if f.retries > SYNACK_RETRIES {
-                        self.remove(ctx, id, io, true);
+                        self.remove(ctx, id, true);
                     } else {
                         let at = now + SYNACK_RTO * (1 << f.retries.min(5));
                         arm(&mut self.timers, f, id.idx, id.gen, at);
@@ -1401,12 +1396,22 @@ mod tests {
         testkit::tcp_packet(40000, SocketAddr::new(testkit::remote(), 80), h, b"")
     }
 
+    /// Carries out the queued actions as a driver would, reporting failed connects.
+    fn drain(ctx: &mut Ctx, nat: &mut TcpNat, rec: &mut Rec, now: Instant) {
+        while let Some(a) = ctx.poll_action() {
+            if let Some((id, e)) = rec.record(a) {
+                nat.on_connected(ctx, now, id, Err(e), rec);
+            }
+        }
+    }
+
     /// A guest SYN handled by a fresh NAT: the context, the NAT, the host, and the flow's id.
     fn connecting(rec: &mut Rec, now: Instant) -> (Ctx, TcpNat, Option<FlowId>) {
         let mut ctx = testkit::ctx(now);
         let mut nat = TcpNat::default();
         let b = syn();
         nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, rec);
+        drain(&mut ctx, &mut nat, rec, now);
         let id = rec.calls.iter().find_map(|c| match c {
             Call::TcpConnect(id, _) => Some(*id),
             _ => None,
@@ -1432,7 +1437,9 @@ mod tests {
         // A retransmitted SYN waits for the connect too.
         let b = syn();
         nat.input(&mut ctx, now, &testkit::parse_ip(&b), None, &mut rec);
+        drain(&mut ctx, &mut nat, &mut rec, now);
         assert!(rec.frames.is_empty());
+        assert_eq!(rec.calls.len(), 1, "one connect");
 
         nat.on_connected(&mut ctx, now, id, Ok(()), &mut rec);
         let f = rec.take_frames();
@@ -1463,6 +1470,7 @@ mod tests {
         let (mut ctx, mut nat, id) = connecting(&mut rec, now);
         let id = id.expect("id");
         nat.on_connected(&mut ctx, now, id, Err(HostError::Refused), &mut rec);
+        drain(&mut ctx, &mut nat, &mut rec, now);
         let f = rec.take_frames();
         assert_eq!(f.len(), 1);
         let s = testkit::tcp_to_guest(&f[0]);
@@ -1573,14 +1581,15 @@ mod tests {
             testkit::frame(&data(ISN + 4, false, b"lo world"), 6),
         ];
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-        for (i, f) in refs.iter().enumerate() {
-            ctx.batch = Some(crate::ctx::BatchPos { frame: i });
+        let batch = FrameBatch::new(&refs);
+        for (i, f) in batch.frames() {
+            ctx.batch = Some(i);
             let p = testkit::parse_ip(&f[ethernet::HEADER_LEN..]);
             nat.input(&mut ctx, now, &p, None, &mut rec);
         }
         ctx.batch = None;
         assert!(rec.written.is_empty(), "gathered until the batch ends");
-        nat.flush_writes(&mut ctx, &refs, &mut rec);
+        nat.flush_writes(&mut ctx, &batch, &mut rec);
         assert_eq!(rec.written, b"hello world");
         assert_eq!(rec.writes, 1, "one writev for the flow");
     }

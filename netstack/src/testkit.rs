@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::flow::FlowId;
-use crate::host::{HostError, HostIo, HostResult};
+use crate::host::{Action, HostError, HostIo, HostResult};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -35,7 +35,7 @@ pub fn ctx(now: Instant) -> Ctx {
     ctx_with(Config::default(), now)
 }
 
-/// What the core asked of the host, in order.
+/// What the core asked of the host (data-path calls and actions), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     TcpConnect(FlowId, SocketAddr),
@@ -54,7 +54,7 @@ pub enum Call {
 pub struct Rec {
     pub frames: Vec<Vec<u8>>,
     pub calls: Vec<Call>,
-    /// What the next `tcp_connect` returns (`Ok`: the connect completes later).
+    /// How the next `Action::TcpConnect` fails at once (`None`: it completes later).
     pub connect_error: Option<HostError>,
     /// Messages waiting on ICMP sockets (header first).
     pub icmp_rx: VecDeque<Vec<u8>>,
@@ -69,23 +69,28 @@ impl Rec {
     pub fn take_frames(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.frames)
     }
+
+    /// Records one action as a call. A connect the test made fail (`connect_error`) returns its
+    /// flow and error, for the caller to report as `Event::TcpConnected`.
+    pub fn record(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+        match a {
+            Action::TcpConnect { id, dst } => {
+                self.calls.push(Call::TcpConnect(id, dst));
+                return self.connect_error.take().map(|e| (id, e));
+            }
+            Action::TcpSpawn { .. } => self.calls.push(Call::Other("tcp_spawn")),
+            Action::TcpWantWrite(_) => {}
+            Action::TcpShutdownWrite(_) => self.calls.push(Call::Other("tcp_shutdown_write")),
+            Action::TcpClose { id, reset } => self.calls.push(Call::TcpClose(id, reset)),
+        }
+        None
+    }
 }
 
 impl HostIo for Rec {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.frames.push(frame.to_vec());
         true
-    }
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.calls.push(Call::TcpConnect(id, dst));
-        match self.connect_error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-    fn tcp_spawn(&mut self, _id: FlowId, _command: &str) -> HostResult<()> {
-        self.calls.push(Call::Other("tcp_spawn"));
-        Ok(())
     }
     fn tcp_send(&mut self, _id: FlowId, data: &[u8]) -> HostResult<usize> {
         self.writes += 1;
@@ -108,13 +113,6 @@ impl HostIo for Rec {
         Err(HostError::WouldBlock)
     }
     fn tcp_consume(&mut self, _id: FlowId, _n: usize) {}
-    fn tcp_want_write(&mut self, _id: FlowId) {}
-    fn tcp_shutdown_write(&mut self, _id: FlowId) {
-        self.calls.push(Call::Other("tcp_shutdown_write"));
-    }
-    fn tcp_close(&mut self, id: FlowId, reset: bool) {
-        self.calls.push(Call::TcpClose(id, reset));
-    }
     fn udp_open_forward(&mut self, _id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
         self.calls.push(Call::Other("udp_open_forward"));
         Ok(())

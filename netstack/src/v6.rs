@@ -598,9 +598,9 @@ mod tests {
             v6: None,
             ..Config::default()
         };
-        let g = crate::gateway::Gateway::new(c);
+        let g = crate::gateway::Gateway::new(c, 7);
         assert!(g.v6().is_none());
-        assert!(crate::gateway::Gateway::new(Config::default())
+        assert!(crate::gateway::Gateway::new(Config::default(), 7)
             .v6()
             .is_some());
     }
@@ -608,8 +608,18 @@ mod tests {
     // ---- the IPv6 NAT through the gateway ----
 
     use crate::gateway::Gateway;
-    use crate::host::HostError;
+    use crate::host::{Event, HostError};
     use crate::testkit::Call;
+
+    /// Carries out what `gw` queued, as a driver does after each call into the gateway.
+    fn drain(rec: &mut Rec, gw: &mut Gateway, now: Instant) {
+        while let Some(a) = gw.poll_action() {
+            if let Some((id, e)) = rec.record(a) {
+                let ev = Event::TcpConnected { id, result: Err(e) };
+                gw.handle_event(now, ev, rec);
+            }
+        }
+    }
     use crate::wire::tcp::{self as tcpw, TcpHeader, TcpSegment};
 
     fn g6() -> Ipv6Addr {
@@ -646,10 +656,11 @@ mod tests {
     #[test]
     fn tcp_to_the_router_reaches_host_loopback_with_an_ipv6_mss() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let router: Ipv6Addr = "fec0::2".parse().unwrap();
         gw.handle_frame(now, &syn6(router, 8080), &mut io);
+        drain(&mut io, &mut gw, now);
         let id = match io.calls.as_slice() {
             [Call::TcpConnect(id, to)] => {
                 assert_eq!(*to, "[::1]:8080".parse().unwrap());
@@ -658,7 +669,7 @@ mod tests {
             other => panic!("no connect to [::1]:8080: {other:?}"),
         };
         assert!(io.take_frames().is_empty(), "no SYN-ACK before connect()");
-        gw.on_tcp_connected(now, id, Ok(()), &mut io);
+        gw.handle_event(now, Event::TcpConnected { id, result: Ok(()) }, &mut io);
         let out = sent(&mut io);
         assert_eq!(out.len(), 1);
         let ip = Ipv6Packet::parse(&out[0]).unwrap();
@@ -678,13 +689,15 @@ mod tests {
             (HostError::Refused, true),
             (HostError::NetUnreachable, false),
         ] {
-            let mut gw = Gateway::new(Config::default());
+            let mut gw = Gateway::new(Config::default(), 7);
             let mut io = Rec::default();
             gw.handle_frame(now, &syn6(far, 80), &mut io);
+            drain(&mut io, &mut gw, now);
             let Some(Call::TcpConnect(id, _)) = io.calls.first().cloned() else {
                 panic!("no connect: {:?}", io.calls);
             };
-            gw.on_tcp_connected(now, id, Err(err.clone()), &mut io);
+            let result = Err(err.clone());
+            gw.handle_event(now, Event::TcpConnected { id, result }, &mut io);
             let out = sent(&mut io);
             assert_eq!(out.len(), 1, "{err:?}");
             let ip = Ipv6Packet::parse(&out[0]).unwrap();
@@ -709,13 +722,17 @@ mod tests {
     #[test]
     fn no_host_loopback_refuses_the_router_and_lan_addresses_are_never_natted() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config {
-            host_loopback: false,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                host_loopback: false,
+                ..Config::default()
+            },
+            7,
+        );
         let mut io = Rec::default();
         gw.handle_frame(now, &syn6("fec0::2".parse().unwrap(), 22), &mut io);
         gw.handle_frame(now, &syn6("fec0::99".parse().unwrap(), 22), &mut io);
+        drain(&mut io, &mut gw, now);
         assert!(
             !io.calls.iter().any(|c| matches!(c, Call::TcpConnect(..))),
             "{:?}",
@@ -731,7 +748,7 @@ mod tests {
     #[test]
     fn spoofed_sources_are_dropped() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let router: Ipv6Addr = "fec0::2".parse().unwrap();
         let h = TcpHeader {
@@ -750,6 +767,7 @@ mod tests {
             let p = Ipv6Repr::new(src, far, NH_TCP, seg.len() as u16, 64).packet(&seg);
             gw.handle_frame(now, &frame(&p), &mut io);
         }
+        drain(&mut io, &mut gw, now);
         assert!(io.calls.is_empty(), "{:?}", io.calls);
         assert_eq!(gw.stats().drop_spoofed, 2);
     }
@@ -757,10 +775,13 @@ mod tests {
     #[test]
     fn packets_above_the_mtu_get_packet_too_big() {
         let now = Instant::now();
-        let mut gw = Gateway::new(Config {
-            mtu: 1280,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                mtu: 1280,
+                ..Config::default()
+            },
+            7,
+        );
         let mut io = Rec::default();
         let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let p = udp_packet(g6(), far, 5000, 5001, &[7u8; 1300]);
@@ -784,10 +805,13 @@ mod tests {
         assert_eq!(gw.stats().v6_too_big, 1);
         assert_eq!(gw.stats().drop_spoofed, 1);
         // With a link MTU below IPv6's 1280 the error still fits the link.
-        let mut gw = Gateway::new(Config {
-            mtu: 576,
-            ..Config::default()
-        });
+        let mut gw = Gateway::new(
+            Config {
+                mtu: 576,
+                ..Config::default()
+            },
+            7,
+        );
         gw.handle_frame(
             now,
             &frame(&udp_packet(g6(), far, 1, 2, &[0; 700])),
@@ -818,7 +842,7 @@ mod tests {
     fn fragments_jumbograms_and_bad_chains_are_counted_never_natted() {
         use crate::wire::ipv6::{NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP};
         let now = Instant::now();
-        let mut gw = Gateway::new(Config::default());
+        let mut gw = Gateway::new(Config::default(), 7);
         let mut io = Rec::default();
         let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
         // First fragment (offset 0, more), a later one (offset 8), and a last one.

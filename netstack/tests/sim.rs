@@ -1,9 +1,10 @@
 //! Deterministic tests of the gateway core against a simulated host: virtual time, in-memory sockets.
 
+use netstack::batch::FrameBatch;
 use netstack::config::{Config, GuestFwd, GuestFwdTarget};
 use netstack::flow::{FlowId, Proto};
 use netstack::gateway::Gateway;
-use netstack::host::{HostError, HostIo, HostResult};
+use netstack::host::{Action, Event, HostError, HostIo, HostResult};
 use netstack::wire::arp::{self, ArpRepr};
 use netstack::wire::ethernet::{self, Frame};
 use netstack::wire::icmp as icmpw;
@@ -63,6 +64,8 @@ struct SimHost {
     dns_sent: usize,
     /// Their bytes, in order.
     dns_queries: Vec<Vec<u8>>,
+    /// Every action the gateway asked for, in order.
+    actions: Vec<Action>,
 }
 
 impl SimHost {
@@ -72,29 +75,51 @@ impl SimHost {
             None => Ok(()),
         }
     }
+
+    /// Carries out one action of the gateway, as the driver would. A connect or command start that
+    /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
+    fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+        self.actions.push(a.clone());
+        match a {
+            Action::TcpConnect { id, dst } => {
+                if let Err(e) = self.check_open() {
+                    return Some((id, e));
+                }
+                self.tcp.insert(
+                    id,
+                    SimTcp {
+                        dst: Some(dst),
+                        ..Default::default()
+                    },
+                );
+            }
+            Action::TcpSpawn { id, command } => {
+                if let Err(e) = self.check_open() {
+                    return Some((id, e));
+                }
+                self.spawned.push(command);
+                self.tcp.insert(id, SimTcp::default());
+            }
+            Action::TcpWantWrite(id) => self.want_write.push(id),
+            Action::TcpShutdownWrite(id) => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.shut_wr = true;
+                }
+            }
+            Action::TcpClose { id, reset } => {
+                if let Some(s) = self.tcp.get_mut(&id) {
+                    s.closed = Some(reset);
+                }
+            }
+        }
+        None
+    }
 }
 
 impl HostIo for SimHost {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.frames.push(frame.to_vec());
         self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
-    }
-    fn tcp_connect(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.check_open()?;
-        self.tcp.insert(
-            id,
-            SimTcp {
-                dst: Some(dst),
-                ..Default::default()
-            },
-        );
-        Ok(())
-    }
-    fn tcp_spawn(&mut self, id: FlowId, command: &str) -> HostResult<()> {
-        self.check_open()?;
-        self.spawned.push(command.to_string());
-        self.tcp.insert(id, SimTcp::default());
-        Ok(())
     }
     fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
         self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
@@ -151,19 +176,6 @@ impl HostIo for SimHost {
         self.consumes += 1;
         if let Some(s) = self.tcp.get_mut(&id) {
             s.rx.drain(..n.min(s.rx.len()));
-        }
-    }
-    fn tcp_want_write(&mut self, id: FlowId) {
-        self.want_write.push(id);
-    }
-    fn tcp_shutdown_write(&mut self, id: FlowId) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.shut_wr = true;
-        }
-    }
-    fn tcp_close(&mut self, id: FlowId, reset: bool) {
-        if let Some(s) = self.tcp.get_mut(&id) {
-            s.closed = Some(reset);
         }
     }
     fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
@@ -235,29 +247,57 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: Config) -> Self {
+        Self::with_seed(cfg, 7)
+    }
+
+    fn with_seed(cfg: Config, seed: u64) -> Self {
         Harness {
-            gw: Gateway::new(cfg),
+            gw: Gateway::new(cfg, seed),
             host: SimHost::default(),
             now: Instant::now(),
         }
     }
 
+    /// Carries out the gateway's queued actions, as the driver does after every call.
+    fn drain(&mut self) {
+        while let Some(a) = self.gw.poll_action() {
+            if let Some((id, e)) = self.host.apply(a) {
+                let ev = Event::TcpConnected { id, result: Err(e) };
+                self.gw.handle_event(self.now, ev, &mut self.host);
+            }
+        }
+    }
+
+    /// A host event, then the actions it led to.
+    fn event(&mut self, ev: Event<'_>) {
+        self.gw.handle_event(self.now, ev, &mut self.host);
+        self.drain();
+    }
+
+    /// The end of a batch (deferred ACKs), then the actions.
+    fn end_batch(&mut self) {
+        self.drain();
+        self.gw.end_batch(self.now, &mut self.host);
+        self.drain();
+    }
+
     fn send(&mut self, frame: Vec<u8>) {
         self.gw.handle_frame(self.now, &frame, &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        self.end_batch();
     }
 
     /// A frame that came in on switch port `port` (its flows are charged to the port).
     fn send_from(&mut self, port: u32, frame: Vec<u8>) {
-        self.gw
-            .handle_frames_from(self.now, port, &[&frame], &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        let frames = [frame.as_slice()];
+        let batch = FrameBatch::from_port(port, &frames);
+        self.gw.handle_batch(self.now, batch, &mut self.host);
+        self.end_batch();
     }
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.gw.poll_timers(self.now, &mut self.host);
-        self.gw.end_batch(self.now, &mut self.host);
+        self.gw.handle_timeout(self.now, &mut self.host);
+        self.end_batch();
     }
 
     fn take_frames(&mut self) -> Vec<Vec<u8>> {
@@ -355,7 +395,7 @@ fn establish(h: &mut Harness, dst: IpAddr, port: u16) -> u32 {
         "no SYN-ACK before the host connect succeeds"
     );
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    h.event(Event::TcpConnected { id, result: Ok(()) });
     let out = h.take_tcp();
     assert_eq!(out.len(), 1);
     let synack = &out[0];
@@ -440,7 +480,7 @@ fn tcp_full_exchange_and_orderly_close() {
         .expect("sock")
         .rx
         .extend(body.iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let segs = h.take_tcp();
     assert_eq!(
         segs.iter().map(|s| s.payload.len()).collect::<Vec<_>>(),
@@ -482,7 +522,7 @@ fn tcp_full_exchange_and_orderly_close() {
 
     // Host closes → FIN to the guest after the data.
     h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let fin = h.take_tcp();
     assert_eq!(fin.len(), 1);
     assert_eq!(fin[0].flags & FIN, FIN);
@@ -536,7 +576,7 @@ fn guest_half_close_keeps_host_to_guest_open() {
         .expect("sock")
         .rx
         .extend(b"ok".iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let d = h.take_tcp();
     assert_eq!(d[0].payload, b"ok");
     assert_eq!(h.gw.flow_counts().0, 1);
@@ -561,7 +601,10 @@ fn refused_connect_is_reset_at_once() {
         Some("127.0.0.1:9".parse().expect("addr")),
         "the gateway address is host loopback"
     );
-    h.gw.on_tcp_connected(h.now, id, Err(HostError::Refused), &mut h.host);
+    h.event(Event::TcpConnected {
+        id,
+        result: Err(HostError::Refused),
+    });
     let out = h.take_tcp();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].flags, RST | ACK);
@@ -575,7 +618,10 @@ fn unreachable_connect_becomes_icmp() {
     let mut h = Harness::new(Config::default());
     h.send(tcp_frame(remote_ip(), 80, ISN, 0, SYN, 65535, None, b""));
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Err(HostError::HostUnreachable), &mut h.host);
+    h.event(Event::TcpConnected {
+        id,
+        result: Err(HostError::HostUnreachable),
+    });
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
@@ -683,7 +729,7 @@ fn full_host_socket_buffers_within_window_then_flushes() {
         "the window shrinks by what we hold"
     );
     h.host.tcp.get_mut(&id).expect("sock").send_room = None;
-    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    h.event(Event::TcpWritable(id));
     assert_eq!(h.host.tcp[&id].written, b"0123456789");
 }
 
@@ -698,7 +744,7 @@ fn lost_segments_are_retransmitted_from_snd_una() {
         .expect("sock")
         .rx
         .extend(vec![7u8; 3000]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert_eq!(h.take_tcp().len(), 3);
     // Nothing is acknowledged: after the retransmission timeout everything goes again.
     h.advance(Duration::from_millis(300));
@@ -748,7 +794,7 @@ fn guest_window_limits_what_is_sent() {
         b"",
     ));
     let id = h.flow();
-    h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+    h.event(Event::TcpConnected { id, result: Ok(()) });
     let ours = h.take_tcp()[0].seq + 1;
     h.send(tcp_frame(
         remote_ip(),
@@ -766,7 +812,7 @@ fn guest_window_limits_what_is_sent() {
         .expect("sock")
         .rx
         .extend(vec![1u8; 10000]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let segs = h.take_tcp();
     assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 2000);
     // The window slides as the guest acknowledges.
@@ -925,7 +971,7 @@ fn udp_round_trip_and_idle_expiry() {
         .expect("udp")
         .2
         .push_back(b"pong".to_vec());
-    h.gw.on_udp_readable(h.now, id, &mut h.host);
+    h.event(Event::UdpReadable(id));
     let f = h.take_frames();
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
     assert_eq!(
@@ -1021,7 +1067,7 @@ fn tcp_forward_opens_to_guest_with_client_address() {
         .expect("sock")
         .rx
         .extend(b"SSH-2.0-client".iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let d = h.take_tcp();
     assert_eq!(d[0].payload, b"SSH-2.0-client");
     let data = {
@@ -1263,8 +1309,9 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
     // The socket takes 5 bytes now: the rest is held, and the shutdown waits for it.
     h.host.tcp.get_mut(&id).expect("sock").send_room = Some(5);
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
-    h.gw.end_batch(h.now, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
+    h.drain();
+    h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"aaabb");
     assert!(
         !h.host.tcp[&id].shut_wr,
@@ -1274,7 +1321,7 @@ fn batched_segments_are_written_together_before_the_shutdown() {
     assert_eq!(acks.len(), 1, "one ACK for the batch");
     assert_eq!(acks[0].ack, ISN + 11);
     h.host.tcp.get_mut(&id).expect("sock").send_room = None;
-    h.gw.on_tcp_writable(h.now, id, &mut h.host);
+    h.event(Event::TcpWritable(id));
     assert_eq!(h.host.tcp[&id].written, b"aaabbbccc");
     assert!(h.host.tcp[&id].shut_wr);
 }
@@ -1291,7 +1338,7 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
         .rx
         .extend(vec![3u8; 200 * 1460]);
     h.host.congest_after = Some(4);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let first = h.take_tcp();
     assert!(
         first.len() < 200,
@@ -1299,10 +1346,10 @@ fn congestion_pauses_host_to_guest_until_the_link_is_ready() {
         first.len()
     );
     // More readiness or ACK-less wakeups send nothing while paused.
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert!(h.take_frames().is_empty());
     h.host.congest_after = None;
-    h.gw.on_link_ready(h.now, &mut h.host);
+    h.event(Event::LinkReady);
     let rest = h.take_tcp();
     let total: usize = first
         .iter()
@@ -1328,7 +1375,7 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
         .expect("sock")
         .rx
         .extend(vec![9u8; 8 * 1460]);
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     assert_eq!(h.take_tcp().len(), 8);
     let (c0, p0) = (h.host.consumes, h.host.peeks);
     let acks: Vec<Vec<u8>> = (1..=4u32)
@@ -1346,7 +1393,8 @@ fn acks_of_one_batch_make_one_consume_and_one_read() {
         })
         .collect();
     let refs: Vec<&[u8]> = acks.iter().map(|f| f.as_slice()).collect();
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
+    h.drain();
     assert_eq!(h.host.consumes - c0, 1, "four ACKs, one consume");
     assert!(h.host.tcp[&id].rx.is_empty());
     // The socket had already said it was empty: no read until it signals readiness again.
@@ -1377,7 +1425,7 @@ fn fast_retransmit_after_fin_resends_the_data_before_the_fin() {
         sock.rx.extend(vec![5u8; 3000]);
         sock.rx_eof = true;
     }
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let first = h.take_tcp();
     assert_eq!(
         first.last().map(|s| (s.flags & FIN, s.seq)),
@@ -1432,7 +1480,7 @@ fn batched_tail_is_written_when_the_host_closed_first() {
     let ours = establish(&mut h, remote_ip(), 80);
     let id = h.flow();
     h.host.tcp.get_mut(&id).expect("sock").rx_eof = true;
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let fin = h.take_tcp();
     assert_eq!(fin.last().map(|s| s.flags & FIN), Some(FIN));
     let frames = [
@@ -1458,8 +1506,9 @@ fn batched_tail_is_written_when_the_host_closed_first() {
         ),
     ];
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    h.gw.handle_frames(h.now, &refs, &mut h.host);
-    h.gw.end_batch(h.now, &mut h.host);
+    h.gw.handle_batch(h.now, FrameBatch::new(&refs), &mut h.host);
+    h.drain();
+    h.end_batch();
     assert_eq!(h.host.tcp[&id].written, b"tail-1tail-2");
     assert!(h.host.tcp[&id].shut_wr);
     assert_eq!(
@@ -1985,7 +2034,10 @@ fn guestfwd_commands_are_capped_per_guest() {
         .keys()
         .min_by_key(|id| id.idx)
         .expect("a command flow");
-    h.gw.on_tcp_connected(h.now, first, Err(HostError::Refused), &mut h.host);
+    h.event(Event::TcpConnected {
+        id: first,
+        result: Err(HostError::Refused),
+    });
     h.send(syn_from(GUEST_MAC, guest_ip(), 1003, svc, 7));
     assert_eq!(h.host.spawned.len(), 4);
 }
@@ -2007,15 +2059,20 @@ fn ipv4_fragments_are_dropped_and_counted() {
 
 // ---- Seeded randomness (issue 10) ----
 
-/// What a gateway with `seed` emits for a fixed script: frames to the guest and DNS queries sent
-/// upstream. The script opens three TCP connections (three ISNs) and sends three DNS queries (three
-/// upstream ids).
-fn seeded_run(seed: Option<u64>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut h = Harness::new(Config {
+/// What a gateway with `seed` emits for a fixed script of events: frames to the guest, DNS queries
+/// sent upstream and the actions it asked of the host. The script opens three TCP connections
+/// (three ISNs; the second is refused), sends three DNS queries (three upstream ids), a UDP
+/// datagram, host data and EOF on the first connection, and lets time pass.
+type Run = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Action>);
+
+fn seeded_run(seed: u64) -> Run {
+    let mut h = Harness::with_seed(
+        Config {
+            dns_upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
+            ..Config::default()
+        },
         seed,
-        dns_upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
-        ..Config::default()
-    });
+    );
     let mut frames = Vec::new();
     let mut seen = Vec::new();
     for i in 0..3u16 {
@@ -2027,7 +2084,12 @@ fn seeded_run(seed: Option<u64>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .find(|id| !seen.contains(*id))
             .expect("a new host socket");
         seen.push(id);
-        h.gw.on_tcp_connected(h.now, id, Ok(()), &mut h.host);
+        let result = if i == 1 {
+            Err(HostError::Refused)
+        } else {
+            Ok(())
+        };
+        h.event(Event::TcpConnected { id, result });
         h.send(udp_from(
             GUEST_MAC,
             guest_ip(),
@@ -2038,7 +2100,17 @@ fn seeded_run(seed: Option<u64>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         ));
         frames.extend(h.take_frames());
     }
-    (frames, std::mem::take(&mut h.host.dns_queries))
+    h.send(udp_from(GUEST_MAC, guest_ip(), 7000, remote_ip(), 9, b"x"));
+    let first = seen[0];
+    let s = h.host.tcp.get_mut(&first).expect("first flow");
+    s.rx.extend(b"hello from the host");
+    s.rx_eof = true;
+    h.event(Event::TcpReadable(first));
+    h.end_batch();
+    h.advance(Duration::from_secs(10));
+    frames.extend(h.take_frames());
+    let actions = std::mem::take(&mut h.host.actions);
+    (frames, std::mem::take(&mut h.host.dns_queries), actions)
 }
 
 /// The gateway's ISNs in `frames` (the sequence numbers of its SYN-ACKs).
@@ -2062,35 +2134,43 @@ fn query_ids(queries: &[Vec<u8>]) -> Vec<u16> {
 }
 
 #[test]
-fn same_seed_gives_byte_identical_output() {
-    let (frames_a, dns_a) = seeded_run(Some(0x5eed));
-    let (frames_b, dns_b) = seeded_run(Some(0x5eed));
-    assert_eq!(synack_isns(&frames_a).len(), 3, "three SYN-ACKs");
+fn same_seed_same_events_give_identical_actions_and_frames() {
+    let (frames_a, dns_a, actions_a) = seeded_run(0x5eed);
+    let (frames_b, dns_b, actions_b) = seeded_run(0x5eed);
+    let mut isns = synack_isns(&frames_a);
+    isns.sort_unstable();
+    isns.dedup();
+    assert_eq!(isns.len(), 2, "two connections SYN-ACKed, one refused");
     assert_eq!(dns_a.len(), 3, "three queries upstream");
+    assert!(
+        actions_a.len() >= 4,
+        "three connects and a close at least: {actions_a:?}"
+    );
+    assert!(actions_a.contains(&Action::TcpClose {
+        id: match actions_a[1] {
+            Action::TcpConnect { id, .. } => id,
+            ref a => panic!("the second action is the second connect: {a:?}"),
+        },
+        reset: false
+    }));
     assert_eq!(frames_a, frames_b, "same seed, same frames to the guest");
     assert_eq!(dns_a, dns_b, "same seed, same upstream queries");
+    assert_eq!(actions_a, actions_b, "same seed, same actions");
 }
 
 #[test]
 fn different_seeds_give_different_isns_and_dns_ids() {
-    let (frames_a, dns_a) = seeded_run(Some(1));
-    let (frames_b, dns_b) = seeded_run(Some(2));
+    let (frames_a, dns_a, _) = seeded_run(1);
+    let (frames_b, dns_b, _) = seeded_run(2);
     let (isn_a, isn_b) = (synack_isns(&frames_a), synack_isns(&frames_b));
-    assert_eq!((isn_a.len(), isn_b.len()), (3, 3));
+    // Two SYN-ACKed connections, their SYN-ACKs retransmitted once as time passes.
+    assert_eq!((isn_a.len(), isn_b.len()), (4, 4));
     assert_ne!(isn_a, isn_b);
     let (ids_a, ids_b) = (query_ids(&dns_a), query_ids(&dns_b));
     assert_eq!((ids_a.len(), ids_b.len()), (3, 3));
     assert_ne!(ids_a, ids_b);
     // The guest's own ids (0, 1, 2) are not what goes upstream.
     assert_ne!(ids_a, vec![0, 1, 2]);
-}
-
-#[test]
-fn no_seed_is_random_per_gateway() {
-    let (frames_a, dns_a) = seeded_run(None);
-    let (frames_b, dns_b) = seeded_run(None);
-    assert_ne!(synack_isns(&frames_a), synack_isns(&frames_b));
-    assert_ne!(query_ids(&dns_a), query_ids(&dns_b));
 }
 
 // ---- IPv6 forwards (host -> guest over IPv6, and across families) ----
@@ -2209,7 +2289,7 @@ fn tcp_forward_over_ipv6_keeps_the_client_address_and_loopback_shows_as_the_rout
         .expect("sock")
         .rx
         .extend(b"hello guest".iter().copied());
-    h.gw.on_tcp_readable(h.now, id, &mut h.host);
+    h.event(Event::TcpReadable(id));
     let f = h.take_frames();
     let (src, dst, _, data) = parse6(&f[0]);
     let d = TcpSegment::parse(&data, src, dst).expect("tcp");

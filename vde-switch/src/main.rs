@@ -262,7 +262,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         let queue = Arc::new(ReadyQueue::default());
-        let mut driver = Driver::new(Gateway::new(cfg.clone()), queue.clone());
+        let mut driver = Driver::new(
+            Gateway::new(cfg.clone(), netstack_driver::random_seed()),
+            queue.clone(),
+        );
         let mut server = Server::bind(queue, &driver, &ServerOptions {
                 listen: listen.clone(),
                 pcap: opts.pcap.clone(),

@@ -178,7 +178,7 @@ impl Server {
         let mut waiter = Waiter::default();
         let mut last_expire = Instant::now();
         loop {
-            let deadline = driver.next_deadline();
+            let deadline = driver.poll_timeout();
             waiter.wait(&queue, deadline, &mut tokens).await;
             let now = Instant::now();
             for t in tokens.drain(..) {
@@ -197,7 +197,7 @@ impl Server {
             }
             let sw = &mut self.switch;
             if deadline.is_some_and(|d| d <= now) {
-                driver.poll_timers(now, &mut |f| sw.gateway_out(now, f));
+                driver.handle_timeout(now, &mut |f| sw.gateway_out(now, f));
             }
             driver.end_batch(now, &mut |f| sw.gateway_out(now, f));
             sw.flush_and_resume(now, &mut driver);

@@ -707,7 +707,7 @@ mod tests {
     fn too_big_no_gateway_and_a_trusted_port() {
         let queue = Arc::new(ReadyQueue::default());
         let reactor: Reactor<u32> = Reactor::new(queue.clone());
-        let gw = Gateway::new(netstack::config::Config::default());
+        let gw = Gateway::new(netstack::config::Config::default(), 7);
         let mut sw = Switch::new(
             queue,
             reactor.stopper(),
@@ -767,7 +767,7 @@ mod tests {
     fn ports_are_numbered_from_zero_and_custom_transmits_get_frames() {
         let queue = Arc::new(ReadyQueue::default());
         let reactor: Reactor<u32> = Reactor::new(queue.clone());
-        let gw = Gateway::new(netstack::config::Config::default());
+        let gw = Gateway::new(netstack::config::Config::default(), 7);
         let mut sw = Switch::new(
             queue,
             reactor.stopper(),
@@ -837,7 +837,7 @@ mod tests {
     fn ipv6_source_guard_router_addresses_and_other_guests() {
         let queue = Arc::new(ReadyQueue::default());
         let reactor: Reactor<u32> = Reactor::new(queue.clone());
-        let gw = Gateway::new(netstack::config::Config::default());
+        let gw = Gateway::new(netstack::config::Config::default(), 7);
         let mut sw = Switch::new(
             queue,
             reactor.stopper(),
