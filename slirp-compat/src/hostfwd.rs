@@ -22,7 +22,7 @@
 //!   pair). An IPv6 guest address must lie in the IPv6 prefix (or be link-local) and not be the
 //!   router's or the DNS address.
 //! - **An empty GUESTADDR follows the listener's family**: the forward goes to the default guest
-//!   (the first DHCP lease, [`ResolvedHostFwd::follow_family`]); for an IPv6 listener the gateway
+//!   (the first DHCP lease, [`ResolvedHostFwd::follow_family`]); for an IPv6 client the gateway
 //!   uses that guest's IPv6 address (its DHCPv6 lease, or the address it was seen using on the
 //!   prefix: traffic or duplicate address detection) when it knows one, else its IPv4 address.
 //! - Addresses must be dotted quads (QEMU's `inet_aton` also takes `127.1` or hex parts).
