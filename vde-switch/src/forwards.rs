@@ -57,10 +57,7 @@ impl Backend<'_> {
     ) -> Result<(), ForwardError> {
         // The API names any address; the command line checked its own already.
         let cfg = self.driver.gw.config();
-        let checked = match guest.ip() {
-            IpAddr::V4(a) => slirp_compat::hostfwd::check_guest_addr(cfg, a),
-            IpAddr::V6(a) => slirp_compat::hostfwd::check_guest_addr6(cfg, a),
-        };
+        let checked = slirp_compat::hostfwd::check_forward_guest(cfg, guest.ip(), follow_family);
         checked.map_err(|e| ForwardError::Table(e.to_string()))?;
         let id = self
             .driver
