@@ -1036,11 +1036,15 @@ impl Driver {
             if !poll_ready(&f.fd, &f.waker, false) {
                 break;
             }
-            let (proto, guest) = (f.proto, f.guest);
-            let guest = if f.follow_family {
-                self.gw.forward_guest(f.host.ip(), guest)
-            } else {
-                guest
+            let (proto, rule_guest, follow) = (f.proto, f.guest, f.follow_family);
+            // A rule without a guest follows the family the client came in on (a v4-mapped
+            // client of a dual-stack `[::]` listener counts as IPv4), as passt does.
+            let guest_for = |gw: &Gateway, client: SocketAddr| {
+                if follow {
+                    gw.forward_guest(client.ip(), rule_guest)
+                } else {
+                    rule_guest
+                }
             };
             if proto == Proto::Tcp {
                 match f.fd.get_ref().accept() {
@@ -1048,6 +1052,7 @@ impl Driver {
                         let Some(client) = addr.as_socket() else {
                             continue;
                         };
+                        let guest = guest_for(&self.gw, client);
                         let _ = conn.set_nonblocking(true);
                         let _ = conn.set_tcp_nodelay(true);
                         set_peek_off(&conn, 0);
@@ -1092,6 +1097,7 @@ impl Driver {
                         let Some(client) = from else {
                             continue;
                         };
+                        let guest = guest_for(&self.gw, client);
                         let payload = &buf[..n];
                         if let Err(e) = self.call(now, sink, |gw, io| {
                             gw.udp_inbound(now, fwd, client, guest, payload, io)

@@ -130,11 +130,45 @@ impl Gateway {
         out
     }
 
+    /// The guests known by an IPv6 address (a DHCPv6 lease, or a prefix or link-local address
+    /// they were seen using), each with [`Gateway::guest_addrs6`], ordered by their first
+    /// address. Empty with IPv6 off.
+    pub fn guests6(&self) -> Vec<(Mac, Vec<std::net::Ipv6Addr>)> {
+        let Some(v6) = &self.v6 else {
+            return Vec::new();
+        };
+        let mut macs: Vec<Mac> = v6.dhcp().leases().into_iter().map(|l| l.mac).collect();
+        macs.extend(self.ctx.neigh.entries().filter_map(|(ip, m)| match ip {
+            IpAddr::V6(_) => Some(m),
+            IpAddr::V4(_) => None,
+        }));
+        macs.sort_unstable();
+        macs.dedup();
+        let mut out: Vec<(Mac, Vec<std::net::Ipv6Addr>)> = macs
+            .into_iter()
+            .map(|m| (m, self.guest_addrs6(m)))
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
     /// Where a connection to a forward that named no guest goes (see `ResolvedHostFwd` in
     /// slirp-compat): `guest` is the default guest's IPv4 address; a listener of the other family
     /// (`listener` IPv6) leads to that guest's IPv6 address on the prefix when the gateway knows
     /// one (DHCPv6 lease, the SLAAC address it was seen using), else to `guest` itself.
+    ///
+    /// With IPv4 off (`Config::ipv4` false) every such connection goes to an IPv6 address: the
+    /// first prefix address of the first guest [`Gateway::guests6`] lists (`guest` itself
+    /// while no guest is known).
     pub fn forward_guest(&self, listener: IpAddr, guest: SocketAddr) -> SocketAddr {
+        if !self.ctx.cfg.ipv4 && guest.is_ipv4() {
+            return self
+                .guests6()
+                .into_iter()
+                .find_map(|(_, a)| a.into_iter().find(|a| !crate::wire::ipv6::is_link_local(a)))
+                .map_or(guest, |a| SocketAddr::new(IpAddr::V6(a), guest.port()));
+        }
         let v6_listener = match listener {
             IpAddr::V6(a) => a.to_ipv4_mapped().is_none(),
             IpAddr::V4(_) => false,

@@ -65,6 +65,10 @@ impl NeighTable {
             .filter(move |(_, e)| e.mac == mac)
             .map(|(ip, _)| *ip)
     }
+    /// Every remembered (address, MAC) pair (in no particular order).
+    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, Mac)> + '_ {
+        self.map.iter().map(|(ip, e)| (*ip, e.mac))
+    }
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()

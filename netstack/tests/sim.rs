@@ -2542,3 +2542,37 @@ fn forwards_without_a_guest_follow_the_listener_family() {
     announce_guest(&mut off);
     assert_eq!(off.gw.forward_guest(v6l, default), default);
 }
+
+#[test]
+fn ipv4_off_forwards_without_a_guest_go_to_the_ipv6_guest() {
+    let mut h = Harness::new(Config {
+        ipv4: false,
+        ..Config::default()
+    });
+    let default: SocketAddr = "10.0.2.15:80".parse().expect("addr");
+    let v4l: IpAddr = "127.0.0.1".parse().expect("v4");
+    let v6l: IpAddr = "::1".parse().expect("v6");
+    // Nobody known yet: unchanged (the connection is refused later).
+    assert!(h.gw.guests6().is_empty());
+    assert_eq!(h.gw.forward_guest(v4l, default), default);
+    let dad = Icmpv6Repr::Ndp(NdpRepr::NeighborSolicit {
+        target: guest6(),
+        source_lladdr: None,
+    });
+    let sn = netstack::wire::ipv6::solicited_node(&guest6());
+    h.send(ipv6_frame(
+        Ipv6Addr::UNSPECIFIED,
+        sn,
+        netstack::wire::ipv6::NH_ICMPV6,
+        255,
+        &dad.to_bytes(Ipv6Addr::UNSPECIFIED, sn),
+    ));
+    assert_eq!(h.gw.guests6(), vec![(GUEST_MAC, vec![guest6()])]);
+    let want = SocketAddr::new(IpAddr::V6(guest6()), 80);
+    // Both families of clients reach the guest's IPv6 address.
+    assert_eq!(h.gw.forward_guest(v4l, default), want);
+    assert_eq!(h.gw.forward_guest(v6l, default), want);
+    // An explicit IPv6 guest is never changed.
+    let other: SocketAddr = "[fec0::77]:80".parse().expect("v6");
+    assert_eq!(h.gw.forward_guest(v4l, other), other);
+}

@@ -536,11 +536,14 @@ pub fn list_response(entries: &[HostFwdEntry]) -> Vec<u8> {
 pub struct LeaseInfo {
     /// `52:54:00:12:34:56`
     pub mac: String,
-    pub ip: Ipv4Addr,
+    /// The guest's DHCP lease; left out for a guest known only by IPv6 addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Seconds until the lease (or offer) lapses.
-    pub expires_in: u64,
+    /// Seconds until the DHCP lease (or offer) lapses; left out with `ip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
     /// The guest's IPv6 addresses: its DHCPv6 leases and the addresses the gateway saw it use
     /// (traffic, duplicate address detection, neighbour advertisements). Left out when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -551,10 +554,21 @@ impl LeaseInfo {
     pub fn new(mac: [u8; 6], ip: Ipv4Addr, hostname: Option<String>, expires_in: u64) -> Self {
         LeaseInfo {
             mac: fmt_mac(mac),
-            ip,
+            ip: Some(ip),
             hostname,
-            expires_in,
+            expires_in: Some(expires_in),
             ipv6: Vec::new(),
+        }
+    }
+    /// A guest without a DHCP lease, known by its IPv6 addresses (IPv6 only: `--no-ipv4`, or
+    /// SLAAC/DHCPv6 alone): the IPv4 fields are left out.
+    pub fn ipv6_only(mac: [u8; 6], addrs: Vec<std::net::Ipv6Addr>) -> Self {
+        LeaseInfo {
+            mac: fmt_mac(mac),
+            ip: None,
+            hostname: None,
+            expires_in: None,
+            ipv6: addrs,
         }
     }
     /// The same with the guest's IPv6 addresses.
@@ -947,6 +961,13 @@ mod tests {
             leases_response(&[l, LeaseInfo::new([2; 6], Ipv4Addr::new(10, 0, 2, 16), None, 5)]),
             br#"{"return":{"leases":[{"mac":"52:54:00:12:34:56","ip":"10.0.2.15","hostname":"vm","expires_in":86000},{"mac":"02:02:02:02:02:02","ip":"10.0.2.16","expires_in":5}]}}"#.to_vec()
         );
+        // A guest known only by IPv6: the IPv4 fields are left out.
+        let only6 =
+            LeaseInfo::ipv6_only([2; 6], vec!["fec0::5054:ff:fe12:3456".parse().expect("v6")]);
+        assert_eq!(
+            leases_response(&[only6]),
+            br#"{"return":{"leases":[{"mac":"02:02:02:02:02:02","ipv6":["fec0::5054:ff:fe12:3456"]}]}}"#.to_vec()
+        );
         assert_eq!(
             stats_response([("frames_in", 3), ("we\"ird", 4)]),
             br#"{"return":{"frames_in":3,"we\"ird":4}}"#.to_vec()
@@ -968,10 +989,10 @@ mod tests {
         };
         let i = LeaseInfo::from_lease(&l, now);
         assert_eq!(i.mac, "01:02:03:04:05:06");
-        assert_eq!(i.expires_in, 100);
+        assert_eq!(i.expires_in, Some(100));
         // An expired lease reads 0, not a panic.
         let i = LeaseInfo::from_lease(&l, now + std::time::Duration::from_secs(200));
-        assert_eq!(i.expires_in, 0);
+        assert_eq!(i.expires_in, Some(0));
     }
 
     #[test]

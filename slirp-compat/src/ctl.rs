@@ -361,10 +361,12 @@ pub fn render_reply(req: &ApiRequest, reply: &[u8]) -> Result<String, ReplyError
                     .map(|a| a.iter().map(s).collect())
                     .unwrap_or_default();
                 out.push_str(&format!(
-                    "{}\t{}\t{}s\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\t{}\n",
                     l.get("mac").map(s).unwrap_or_default(),
-                    l.get("ip").map(s).unwrap_or_default(),
-                    l.get("expires_in").map(s).unwrap_or_default(),
+                    l.get("ip").map(s).unwrap_or_else(|| "-".into()),
+                    l.get("expires_in")
+                        .map(|e| format!("{}s", s(e)))
+                        .unwrap_or_else(|| "-".into()),
                     l.get("hostname").map(s).unwrap_or_else(|| "-".into()),
                     if v6.is_empty() {
                         "-".into()
@@ -592,6 +594,15 @@ mod tests {
         assert_eq!(
             render_reply(&ApiRequest::ListLeases, &leases),
             Ok("MAC\tIP\tEXPIRES_IN\tHOSTNAME\tIPV6\n02:00:00:00:00:01\t10.0.2.15\t60s\t-\t-\n02:00:00:00:00:02\t10.0.2.16\t61s\t-\tfec0::16,fe80::2\n".into())
+        );
+        // An IPv6-only guest: "-" for the IPv4 columns.
+        let leases = api::leases_response(&[LeaseInfo::ipv6_only(
+            [2, 0, 0, 0, 0, 3],
+            vec!["fec0::3".parse().expect("v6")],
+        )]);
+        assert_eq!(
+            render_reply(&ApiRequest::ListLeases, &leases),
+            Ok("MAC\tIP\tEXPIRES_IN\tHOSTNAME\tIPV6\n02:00:00:00:00:03\t-\t-\t-\tfec0::3\n".into())
         );
         assert_eq!(
             render_reply(&ApiRequest::Stats, &api::stats_response([("frames_in", 5)])),

@@ -22,7 +22,7 @@
 //!   pair). An IPv6 guest address must lie in the IPv6 prefix (or be link-local) and not be the
 //!   router's or the DNS address.
 //! - **An empty GUESTADDR follows the listener's family**: the forward goes to the default guest
-//!   (the first DHCP lease, [`ResolvedHostFwd::follow_family`]); for an IPv6 listener the gateway
+//!   (the first DHCP lease, [`ResolvedHostFwd::follow_family`]); for an IPv6 client the gateway
 //!   uses that guest's IPv6 address (its DHCPv6 lease, or the address it was seen using on the
 //!   prefix: traffic or duplicate address detection) when it knows one, else its IPv4 address.
 //! - Addresses must be dotted quads (QEMU's `inet_aton` also takes `127.1` or hex parts).
@@ -83,6 +83,10 @@ pub enum GuestAddrError {
     NetworkOrBroadcast(Ipv4Addr),
     #[error("guest address {0} is the gateway's or the DNS forwarder's")]
     GatewayOrDns(Ipv4Addr),
+    #[error(
+        "IPv4 guest address {0}: IPv4 is off (--no-ipv4; give the guest's IPv6 address or none)"
+    )]
+    Ipv4Off(Ipv4Addr),
     #[error("IPv6 guest address {0}: IPv6 is off")]
     Ipv6Off(Ipv6Addr),
     #[error("IPv6 guest address {ip} is outside {net} (and not link-local)")]
@@ -401,10 +405,7 @@ impl HostFwd {
     /// link-local). The listener's family does not have to match the guest's.
     pub fn resolve(&self, cfg: &Config) -> Result<Vec<ResolvedHostFwd>, HostFwdError> {
         let guest = self.guest_addr.unwrap_or(IpAddr::V4(cfg.dhcp_start));
-        let checked = match guest {
-            IpAddr::V4(a) => check_guest_addr(cfg, a),
-            IpAddr::V6(a) => check_guest_addr6(cfg, a),
-        };
+        let checked = check_forward_guest(cfg, guest, self.guest_addr.is_none());
         checked.map_err(|why| HostFwdError::Guest {
             rule: Box::new(self.clone()),
             why,
@@ -419,6 +420,22 @@ impl HostFwd {
                 follow_family: self.guest_addr.is_none(),
             })
             .collect())
+    }
+}
+
+/// Checks a forward's guest address: [`check_guest_addr`] or [`check_guest_addr6`], and an IPv4
+/// one is refused with IPv4 off. `follow_family` (the rule named no guest; `ip` is the default
+/// guest's IPv4 address): with IPv4 off it goes to that guest's IPv6 address, so it passes.
+pub fn check_forward_guest(
+    cfg: &Config,
+    ip: IpAddr,
+    follow_family: bool,
+) -> Result<(), GuestAddrError> {
+    match ip {
+        IpAddr::V4(_) if !cfg.ipv4 && follow_family => Ok(()),
+        IpAddr::V4(a) if !cfg.ipv4 => Err(GuestAddrError::Ipv4Off(a)),
+        IpAddr::V4(a) => check_guest_addr(cfg, a),
+        IpAddr::V6(a) => check_guest_addr6(cfg, a),
     }
 }
 
@@ -727,6 +744,22 @@ mod tests {
             .to_string();
         assert!(e.contains("IPv6 is off"), "{e}");
         assert!(p("tcp:[::1]:1-:2").resolve(&off).is_ok());
+        // IPv4 off: a v4 guest is refused (it could never be reached), either listener family;
+        // no guest address resolves (the gateway picks the guest's IPv6 address at run time);
+        // a v6 guest works from either listener family.
+        let no4 = Config {
+            ipv4: false,
+            ..Config::default()
+        };
+        for bad in ["tcp::1-10.0.2.15:2", "udp:[::1]:1-10.0.2.15:2"] {
+            let e = p(bad).resolve(&no4).unwrap_err().to_string();
+            assert!(e.contains("IPv4 is off"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for good in ["tcp::1-:2", "tcp:[::]:1-:2", "tcp:127.0.0.1:1-[fec0::15]:2"] {
+            let r = p(good).resolve(&no4).expect(good);
+            assert_eq!(r[0].follow_family, !good.contains("fec0"), "{good}");
+        }
     }
 
     #[test]

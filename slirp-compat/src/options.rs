@@ -16,8 +16,8 @@
 //! - `hostfwd`, `guestfwd` and `dnssearch` repeat; other keys may appear once (QEMU would keep
 //!   the last one silently; warren says so instead).
 //! - booleans (`restrict`, `ipv4`, `ipv6`) take on/off/yes/no/y/n/true/false; a bare key means on.
-//! - `ipv6=on` without `ipv4` turns IPv4 *off* in QEMU (and vice versa): see
-//!   [`SlirpOptions::ipv4_enabled`].
+//! - `ipv6=on` without `ipv4` turns IPv4 *off*, as in QEMU (and vice versa): see
+//!   [`SlirpOptions::ipv4_enabled`]; warren then serves IPv6 only (`--no-ipv4`).
 //! - `domainname` may not be empty; `domainname`, `hostname` and each `dnssearch` entry are at
 //!   most 255 bytes.
 //! - `tftp`, `bootfile`, `smb`, `smbserver`, `tftp-server-name` are valid QEMU keys that warren
@@ -85,11 +85,11 @@ pub enum OptionsError {
     /// netstack's `Ipv4Net::new` refused the legacy `ip=` network (its error is a `String`).
     #[error("{}", esc(.0))]
     LegacyIp(String),
-    #[error("ipv4=off and ipv6=off: nothing left to serve")]
+    #[error("IPv4 and IPv6 disabled (ipv4=off, or ipv6=on without ipv4=on, and ipv6=off or ipv4=on without ipv6=on): nothing left to serve")]
     Ipv4Off,
-    #[error("ipv6=on without ipv4=on turns IPv4 off (as in QEMU); add ipv4=on")]
-    Ipv6TurnsIpv4Off,
-    #[error("IPv6 disabled but ipv6-prefix/ipv6-host/ipv6-dns given")]
+    #[error("IPv4 disabled (ipv4=off, or ipv6=on without ipv4=on, as in QEMU) but net/ip/host/dns given")]
+    Ipv4Disabled,
+    #[error("IPv6 disabled (ipv6=off, or ipv4=on without ipv6=on, as in QEMU) but ipv6-prefix/ipv6-host/ipv6-dns given")]
     Ipv6Disabled,
     #[error("host {host} doesn't belong to network {cidr}")]
     HostOutside { host: Ipv4Addr, cidr: String },
@@ -396,7 +396,7 @@ impl SlirpOptions {
     }
 
     /// Whether IPv6 is on, by QEMU's rule (on by default; off if `ipv6=off` or if `ipv4=on`
-    /// was given without any `ipv6=`). warren does not do IPv6 yet; the daemon decides.
+    /// was given without any `ipv6=`).
     pub fn ipv6_enabled(&self) -> bool {
         !(self.ipv6 == Some(false) || (self.ipv4 == Some(true) && self.ipv6.is_none()))
     }
@@ -418,23 +418,25 @@ impl SlirpOptions {
     /// the LAN), guestfwd (addresses on the LAN, not the gateway/DNS, no duplicates). Not
     /// represented in `Config`, read them from `self`: restrict, hostname, ipv6*, id.
     pub fn apply(&self, cfg: &mut Config) -> Result<(), OptionsError> {
-        // ipv4=off: IPv6 only (the daemon's --no-ipv4). `ipv6=on` alone would turn IPv4 off too
-        // in QEMU; warren asks for it to be said.
-        if !self.ipv4_enabled() {
-            if self.ipv4 != Some(false) {
-                return Err(OptionsError::Ipv6TurnsIpv4Off);
-            }
-            if !self.ipv6_enabled() {
-                return Err(OptionsError::Ipv4Off);
-            }
+        // QEMU's net_init_slirp()/net_slirp_init(): `ipv6=on` alone turns IPv4 off (IPv6 only,
+        // the daemon's --no-ipv4) and `ipv4=on` alone IPv6; the addresses of a disabled family
+        // are refused (not `dhcpstart` nor `ipv6-prefixlen`, which QEMU does not check), and
+        // so is disabling both.
+        if !self.ipv4_enabled()
+            && (self.net.is_some()
+                || self.ip.is_some()
+                || self.host.is_some()
+                || self.dns.is_some())
+        {
+            return Err(OptionsError::Ipv4Disabled);
         }
         if !self.ipv6_enabled()
-            && (self.ipv6_prefix.is_some()
-                || self.ipv6_prefix_len.is_some()
-                || self.ipv6_host.is_some()
-                || self.ipv6_dns.is_some())
+            && (self.ipv6_prefix.is_some() || self.ipv6_host.is_some() || self.ipv6_dns.is_some())
         {
             return Err(OptionsError::Ipv6Disabled);
+        }
+        if !self.ipv4_enabled() && !self.ipv6_enabled() {
+            return Err(OptionsError::Ipv4Off);
         }
         let mut c = cfg.clone();
         c.ipv4 = self.ipv4_enabled();
@@ -709,7 +711,10 @@ mod tests {
                 "twice",
             ),
             ("ipv4=off,ipv6=off", "nothing left"),
-            ("ipv6=on", "add ipv4=on"),
+            ("ipv6=on,net=10.0.3.0/24", "IPv4 disabled"),
+            ("ipv4=off,host=10.0.2.2", "IPv4 disabled"),
+            ("ipv6=on,dns=10.0.2.3", "IPv4 disabled"),
+            ("ipv6=on,hostfwd=tcp::1-10.0.2.15:2", "IPv4 is off"),
             ("ipv6=off,ipv6-dns=fd00::3", "IPv6 disabled"),
             ("ipv4=on,ipv6-prefix=fd00::", "IPv6 disabled"),
         ] {
@@ -726,6 +731,13 @@ mod tests {
             Some(OptionsError::Ipv4Off)
         );
         assert!(!applied("ipv4=off").expect("IPv6 only").ipv4);
+        // QEMU: ipv6=on alone means IPv6 only; ipv4=on alone IPv4 only; both given: both.
+        let c = applied("ipv6=on,ipv6-prefix=fd00::,hostfwd=tcp::2222-:22").expect("IPv6 only");
+        assert!(!c.ipv4);
+        assert!(applied("ipv6=on,ipv4=on").expect("both").ipv4);
+        // What QEMU does not check: dhcpstart with IPv4 off, ipv6-prefixlen with IPv6 off.
+        assert!(applied("ipv6=on,dhcpstart=10.0.2.20").is_ok());
+        assert!(applied("ipv4=on,ipv6-prefixlen=64").is_ok());
         assert!(applied("ipv6=off").expect("IPv4 only").ipv4);
         assert_eq!(
             applied("dns=10.0.2.2").err(),

@@ -818,6 +818,35 @@ pub fn parse(kind: Kind, args: &[String]) -> Result<Parsed, PasstError> {
             "IPv6 addresses given (-a/-g/--dns-forward) but IPv6 is off",
         ));
     }
+    // passt refuses to listen on an address of a disabled family (EAFNOSUPPORT, fatal).
+    let fwd_addrs = (p.tcp.iter().chain(p.udp.iter()))
+        .filter_map(|ports| match ports {
+            Ports::Specs(f) => Some(f.iter().filter_map(|f| f.addr)),
+            Ports::None => None,
+        })
+        .flatten()
+        .chain(
+            p.tcp_auto
+                .iter()
+                .chain(p.udp_auto.iter())
+                .filter_map(|a| a.addr),
+        );
+    for a in fwd_addrs.collect::<Vec<_>>() {
+        if p.ipv4_only && a.is_ipv6() {
+            return Err(refused(
+                kind,
+                "ipv4-only",
+                "an IPv6 -t/-u address given but IPv6 is off",
+            ));
+        }
+        if p.ipv6_only && a.is_ipv4() {
+            return Err(refused(
+                kind,
+                "ipv6-only",
+                "an IPv4 -t/-u address given but IPv4 is off",
+            ));
+        }
+    }
     if kind == Kind::Passt && !p.operands.is_empty() && !p.help && !p.version {
         return Err(PasstError::PasstOperands(p.operands.join(" ")));
     }
@@ -882,8 +911,12 @@ impl Parsed {
             for ports in list {
                 let Ports::Specs(fw) = ports else { continue };
                 for f in fw {
+                    // No address: passt binds both families (one dual-stack socket on `::`),
+                    // only 0.0.0.0 with -4, only `::` with -6. warren's `[::]` is dual stack
+                    // and its connections follow the client's family.
                     let addr = match f.addr {
-                        None => String::new(),
+                        None if self.ipv4_only => String::new(),
+                        None => "[::]".to_string(),
                         Some(IpAddr::V4(a)) => a.to_string(),
                         Some(IpAddr::V6(a)) => format!("[{a}]"),
                     };
@@ -1062,9 +1095,9 @@ mod tests {
             p.hostfwd_specs(),
             vec![
                 "tcp:127.0.0.1:2222-:22",
-                "tcp::8000-8004-:8000-8004",
-                "tcp::8006-8010-:8006-8010",
-                "udp::5000-5002-:6000-6002"
+                "tcp:[::]:8000-8004-:8000-8004",
+                "tcp:[::]:8006-8010-:8006-8010",
+                "udp:[::]:5000-5002-:6000-6002"
             ]
         );
         let a = p.plan_args().join(" ");
@@ -1254,6 +1287,29 @@ mod tests {
     }
 
     #[test]
+    fn port_without_address_binds_both_families() {
+        // passt's pif_listen(): no address = one dual-stack socket on ::, -4 = 0.0.0.0 only,
+        // -6 = :: only; an address of a disabled family fails (EAFNOSUPPORT).
+        let specs = |a: &[&str]| parse(Kind::Passt, &s(a)).expect("ok").hostfwd_specs();
+        assert_eq!(
+            specs(&["-t", "22", "-u", "53"]),
+            vec!["tcp:[::]:22-:22", "udp:[::]:53-:53"]
+        );
+        assert_eq!(specs(&["-4", "-t", "22"]), vec!["tcp::22-:22"]);
+        assert_eq!(specs(&["-6", "-t", "22"]), vec!["tcp:[::]:22-:22"]);
+        assert_eq!(specs(&["-t", "0.0.0.0/22"]), vec!["tcp:0.0.0.0:22-:22"]);
+        assert_eq!(specs(&["-t", "::/22"]), vec!["tcp:[::]:22-:22"]);
+        for bad in [&["-4", "-t", "::1/22"][..], &["-6", "-u", "127.0.0.1/53"]] {
+            let e = parse(Kind::Passt, &s(bad))
+                .expect_err("family off")
+                .to_string();
+            assert!(e.contains("is off") && !e.contains('\n'), "{e}");
+        }
+        let e = parse(Kind::Pasta, &s(&["-6", "-t", "0.0.0.0/auto", "1"])).expect_err("auto");
+        assert!(e.to_string().contains("IPv4 is off"), "{e}");
+    }
+
+    #[test]
     fn refused_and_noted() {
         for bad in [
             &["--outbound-if4", "eth0"][..],
@@ -1306,7 +1362,10 @@ mod tests {
         assert_eq!(p.notes.len(), 2);
         assert_eq!(parse_netmask("255.255.255.0"), Ok(24));
         let p = parse(Kind::Passt, &s(&["-t", "[::1]/2222:22", "-u", "53"])).expect("v6 bind");
-        assert_eq!(p.hostfwd_specs(), vec!["tcp:[::1]:2222-:22", "udp::53-:53"]);
+        assert_eq!(
+            p.hostfwd_specs(),
+            vec!["tcp:[::1]:2222-:22", "udp:[::]:53-:53"]
+        );
         // The IPv6 listener resolves (no guest: it follows the listener's family at run time).
         let r = crate::hostfwd::HostFwd::parse(&p.hostfwd_specs()[0])
             .expect("spec")

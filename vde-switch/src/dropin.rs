@@ -158,8 +158,8 @@ pub fn translate(kind: Kind, args: &[String]) -> Result<DropIn, DropInError> {
                             api,
                             netns: target.clone(),
                             userns: userns.clone(),
-                            tcp: p.tcp_auto.clone(),
-                            udp: p.udp_auto.clone(),
+                            tcp: p.tcp_auto.clone().map(|a| auto_both(a, p.ipv4_only)),
+                            udp: p.udp_auto.clone().map(|a| auto_both(a, p.ipv4_only)),
                         }));
                     }
                     ns.push(format!("--netns={target}"));
@@ -344,6 +344,15 @@ pub fn detach_if_daemon() {
     if std::env::var_os(DAEMON_ENV).is_some() {
         let _ = rustix::process::setsid();
     }
+}
+
+/// pasta `-t auto` without an address binds both families (a dual-stack `[::]`; warren's
+/// connections then follow the client's family), only 0.0.0.0 with `-4`.
+fn auto_both(mut a: passt::AutoPorts, ipv4_only: bool) -> passt::AutoPorts {
+    if a.addr.is_none() && !ipv4_only {
+        a.addr = Some(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    }
+    a
 }
 
 #[cfg(test)]

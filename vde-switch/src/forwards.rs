@@ -57,10 +57,7 @@ impl Backend<'_> {
     ) -> Result<(), ForwardError> {
         // The API names any address; the command line checked its own already.
         let cfg = self.driver.gw.config();
-        let checked = match guest.ip() {
-            IpAddr::V4(a) => slirp_compat::hostfwd::check_guest_addr(cfg, a),
-            IpAddr::V6(a) => slirp_compat::hostfwd::check_guest_addr6(cfg, a),
-        };
+        let checked = slirp_compat::hostfwd::check_forward_guest(cfg, guest.ip(), follow_family);
         checked.map_err(|e| ForwardError::Table(e.to_string()))?;
         let id = self
             .driver
@@ -106,15 +103,20 @@ impl ApiBackend for Backend<'_> {
         }
     }
     fn leases(&self) -> Vec<LeaseInfo> {
-        self.driver
-            .gw
-            .dhcp()
-            .leases()
+        let gw = &self.driver.gw;
+        let v4 = gw.dhcp().leases();
+        let mut out: Vec<LeaseInfo> = v4
             .iter()
-            .map(|l| {
-                LeaseInfo::from_lease(l, self.now).with_ipv6(self.driver.gw.guest_addrs6(l.mac))
-            })
-            .collect()
+            .map(|l| LeaseInfo::from_lease(l, self.now).with_ipv6(gw.guest_addrs6(l.mac)))
+            .collect();
+        // Then the guests known only by IPv6 (--no-ipv4, or SLAAC/DHCPv6 alone).
+        out.extend(
+            gw.guests6()
+                .into_iter()
+                .filter(|(m, _)| !v4.iter().any(|l| l.mac == *m))
+                .map(|(m, a)| LeaseInfo::ipv6_only(m, a)),
+        );
+        out
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.driver.gw.stats().pairs();

@@ -338,7 +338,16 @@ fn main() -> ExitCode {
                 server
                     .add_hostfwd(&mut driver, r.proto, r.host, r.guest, r.follow_family)
                     .map_err(|e| std::io::Error::other(format!("--hostfwd {spec}: {e}")))?;
-                println!("warren: forwarding {} {} -> {}", r.proto, r.host, r.guest);
+                if r.follow_family && !fwd_cfg.ipv4 {
+                    println!(
+                        "warren: forwarding {} {} -> the guest's IPv6 address, port {}",
+                        r.proto,
+                        r.host,
+                        r.guest.port()
+                    );
+                } else {
+                    println!("warren: forwarding {} {} -> {}", r.proto, r.host, r.guest);
+                }
             }
         }
         for g in &cfg.guestfwds {
