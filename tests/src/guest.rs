@@ -19,13 +19,14 @@ pub const DONE_MARKER: &str = "@@DONE";
 /// (applies the address and default route, records the address in `/tmp/ip`), bring `eth0` up, run
 /// `udhcpc` for at most `timeout_secs` with `tries` discovers `gap_secs` apart, then report
 /// `@@RESULT dhcp_exit=N` and `@@RESULT ip=ADDR`. Expects the script to define `r()` (report a result).
+/// Only IPv4 addresses are flushed on a new lease, so a SLAAC address taken before survives.
 pub fn dhcp_lease(timeout_secs: u32, tries: u32, gap_secs: u32) -> String {
     format!(
         r#"cat > /tmp/dhcp.sh <<'EOS'
 #!/bin/sh
 case "$1" in
 bound|renew)
-  ip addr flush dev "$interface"
+  ip -4 addr flush dev "$interface"
   ip addr add "$ip/$mask" dev "$interface"
   for gw in $router; do ip route add default via "$gw" dev "$interface"; done
   echo "$ip" > /tmp/ip
@@ -38,6 +39,24 @@ ip link set eth0 up
 timeout {timeout_secs} udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t {tries} -T {gap_secs}
 r dhcp_exit $?
 r ip "$(cat /tmp/ip 2>/dev/null)"
+"#
+    )
+}
+
+/// Shell snippet for a guest script: accept router advertisements on eth0, bring it up, wait up to
+/// 30 s for a usable (not tentative) SLAAC address in `prefix` (e.g. `"fec0:"`) and report it as
+/// `@@RESULT slaac=ADDR` (empty when none came); the address is left in `$a`. Expects `r()`.
+pub fn slaac_address(prefix: &str) -> String {
+    format!(
+        r#"echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
+ip link set eth0 up
+a=""
+for i in $(seq 1 60); do
+  a=$(ip -6 addr show dev eth0 | grep 'inet6 {prefix}' | grep -v tentative | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)
+  [ -n "$a" ] && break
+  sleep 0.5
+done
+r slaac "$a"
 "#
     )
 }

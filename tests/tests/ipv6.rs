@@ -48,20 +48,15 @@ impl Run {
     }
 }
 
-const SCRIPT_HEAD: &str = r#"
-r() { echo "@@RESULT $1=$2"; }
+fn script_head() -> String {
+    let slaac = warren_tests::guest::slaac_address("fec0:");
+    format!(
+        r#"
+r() {{ echo "@@RESULT $1=$2"; }}
 r ipv6_kernel "$([ -d /proc/sys/net/ipv6 ] && echo yes || echo no)"
-echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
-ip link set eth0 up
-a=""
-for i in $(seq 1 60); do
-  a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)
-  [ -n "$a" ] && break
-  sleep 0.5
-done
+{slaac}
 ip -6 addr show dev eth0
 ip -6 route
-r slaac "$a"
 r route6 "$(ip -6 route show default | head -n1 | sed 's/ *$//' | tr ' ' '_')"
 out=$(timeout 30 ping6 -c 3 -W 3 fec0::2 2>&1); rc=$?
 echo "$out"
@@ -71,11 +66,14 @@ out=$(timeout 30 ping6 -c 2 -W 3 fec0::3 2>&1); rc=$?
 echo "$out"
 r ping_dns_exit $rc
 r ping_dns_replies "$(echo "$out" | grep -c 'bytes from fec0::3')"
-"#;
+"#
+    )
+}
 
 fn script(http: u16, upload: u16, tftp: u16) -> String {
+    let head = script_head();
     format!(
-        r#"{SCRIPT_HEAD}
+        r#"{head}
 ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
 t0=$(ms)
 timeout 240 wget -q -O /tmp/big "http://[fec0::2]:{http}/big.bin"

@@ -118,41 +118,14 @@ fn udp_echo_binary() -> Vec<u8> {
     std::fs::read(&out).expect("read udp-echo helper")
 }
 
-/// DHCP (as `guest::dhcp_lease`, but flushing only the IPv4 addresses: the SLAAC address may
-/// already be there).
-const DHCP: &str = r#"
-r() { echo "@@RESULT $1=$2"; }
-cat > /tmp/dhcp.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-bound|renew)
-  ip -4 addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
-  for gw in $router; do ip route add default via "$gw" dev "$interface"; done
-  echo "$ip" > /tmp/ip
-  ;;
-esac
-exit 0
-EOS
-chmod +x /tmp/dhcp.sh
-ip link set eth0 up
-timeout 60 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 5 -T 2
-r dhcp_exit $?
-r ip "$(cat /tmp/ip 2>/dev/null)"
-"#;
-
 fn script() -> String {
+    let slaac = warren_tests::guest::slaac_address("fec0:");
+    let dhcp = warren_tests::guest::dhcp_lease(60, 5, 2);
     format!(
-        r#"{DHCP}
-echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
-a=""
-for i in $(seq 1 60); do
-  a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)
-  [ -n "$a" ] && break
-  sleep 0.5
-done
+        r#"
+r() {{ echo "@@RESULT $1=$2"; }}
+{dhcp}{slaac}
 ip -6 addr show dev eth0
-r slaac "$a"
 mkdir -p /www
 dd if=/dev/urandom of=/www/big.bin bs=1M count=3 2>/dev/null
 r big_sha "$(sha256sum /www/big.bin | cut -d' ' -f1)"

@@ -86,18 +86,11 @@ impl Run {
 }
 
 fn script() -> String {
+    let slaac = warren_tests::guest::slaac_address("fec0:");
     format!(
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
-echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
-ip link set eth0 up
-a=""
-for i in $(seq 1 60); do
-  a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)
-  [ -n "$a" ] && break
-  sleep 0.5
-done
-r slaac "$a"
+{slaac}
 # Wait for the default route from the RA as well.
 for i in $(seq 1 20); do ip -6 route show default | grep -q via && break; sleep 0.5; done
 out=$(timeout 40 ping6 -c 3 -W 5 {OUTSIDE6} 2>&1); rc=$?

@@ -94,6 +94,7 @@ impl Run {
 
 /// The script for the guest whose peer has MAC `peer_mac`.
 fn script(peer_mac: &str) -> String {
+    let slaac = warren_tests::guest::slaac_address("fec0:");
     let global = eui64(0xfec0, peer_mac);
     let link_local = eui64(0xfe80, peer_mac);
     let blocks = TCP_LEN / 65536;
@@ -101,15 +102,7 @@ fn script(peer_mac: &str) -> String {
         r#"
 r() {{ echo "@@RESULT $1=$2"; }}
 ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
-echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra 2>/dev/null
-ip link set eth0 up
-a=""
-for i in $(seq 1 60); do
-  a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)
-  [ -n "$a" ] && break
-  sleep 0.5
-done
-r slaac "$a"
+{slaac}
 r link_local "$(ip -6 addr show dev eth0 | grep 'inet6 fe80:' | sed 's/.*inet6 \([0-9a-f:]*\).*/\1/' | head -n1)"
 ip -6 addr show dev eth0
 
