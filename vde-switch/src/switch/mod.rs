@@ -434,21 +434,9 @@ impl Switch {
             if !link_local && !self.net6.is_some_and(|n| n.contains(ip)) {
                 continue;
             }
-            match self.guard.check(now, src, ip.into(), None) {
-                Verdict::Ok => {}
-                Verdict::Spoofed(owner) => {
-                    p.counters.drop_spoofed += 1;
-                    log::debug!(
-                        "port {port}: dropped a frame claiming {ip}, which belongs to {}",
-                        fmt_mac(&owner)
-                    );
-                    return false;
-                }
-                Verdict::Full => {
-                    p.counters.drop_bind_limit += 1;
-                    log::debug!("port {port}: address table full; dropped a claim of {ip}");
-                    return false;
-                }
+            let verdict = self.guard.check(now, src, ip.into(), None);
+            if !admit(&mut p.counters, port, ip.into(), verdict) {
+                return false;
             }
         }
         if let Some(ip) = claimed.map(std::net::Ipv4Addr::from) {
@@ -459,21 +447,9 @@ impl Switch {
                 log::debug!("port {port}: dropped a frame from the group address {ip}");
                 return false;
             } else if self.net.contains(ip) {
-                match self.guard.check(now, src, ip.into(), dhcp.mac_for_ip(ip)) {
-                    Verdict::Ok => {}
-                    Verdict::Spoofed(owner) => {
-                        p.counters.drop_spoofed += 1;
-                        log::debug!(
-                            "port {port}: dropped a frame claiming {ip}, which belongs to {}",
-                            fmt_mac(&owner)
-                        );
-                        return false;
-                    }
-                    Verdict::Full => {
-                        p.counters.drop_bind_limit += 1;
-                        log::debug!("port {port}: address table full; dropped a claim of {ip}");
-                        return false;
-                    }
+                let verdict = self.guard.check(now, src, ip.into(), dhcp.mac_for_ip(ip));
+                if !admit(&mut p.counters, port, ip.into(), verdict) {
+                    return false;
                 }
             }
         }
@@ -657,6 +633,31 @@ fn fmt_mac(m: &Mac) -> String {
 /// The MAC at byte `at` of `f` (which must hold 6 bytes there).
 pub fn mac_at(f: &[u8], at: usize) -> Mac {
     [f[at], f[at + 1], f[at + 2], f[at + 3], f[at + 4], f[at + 5]]
+}
+
+/// Counts and logs a source-guard verdict; true when the frame may pass.
+fn admit(
+    counters: &mut port::PortCounters,
+    port: impl std::fmt::Display,
+    ip: std::net::IpAddr,
+    verdict: Verdict,
+) -> bool {
+    match verdict {
+        Verdict::Ok => true,
+        Verdict::Spoofed(owner) => {
+            counters.drop_spoofed += 1;
+            log::debug!(
+                "port {port}: dropped a frame claiming {ip}, which belongs to {}",
+                fmt_mac(&owner)
+            );
+            false
+        }
+        Verdict::Full => {
+            counters.drop_bind_limit += 1;
+            log::debug!("port {port}: address table full; dropped a claim of {ip}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
