@@ -13,7 +13,7 @@ use netstack::Mac;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use netstack::host::{HostError, HostResult};
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// A TCP socket on the host side of one flow.
 #[derive(Default)]

@@ -2,18 +2,21 @@
 //! passed in):
 //!
 //! * [`Action`]s: the control decisions the core makes (connect this flow, run this command, tell me
-//!   when it is writable, shut down, close; open or close a flow's UDP or ICMP socket). The core queues them; the driver drains them with
-//!   `Gateway::poll_action` after every call into the gateway and carries them out.
+//!   when it is writable, shut down, close; open or close a flow's UDP or ICMP socket). The core
+//!   queues them; the driver drains them with `Gateway::poll_action` after every call into the
+//!   gateway and carries them out in order (an eviction's close before the open that replaces it).
 //! * [`Event`]s: what the host has to say (a connect finished, a UDP/ICMP socket opened or could not
-//!   be opened, a socket is readable or writable, the link drained). They all come in through one entry point, `Gateway::handle_event`. Timers are
-//!   `Gateway::poll_timeout` / `Gateway::handle_timeout`. A host forward's accepted connection or
-//!   datagram (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it
-//!   answers with the flow id the driver binds the accepted socket to.
+//!   be opened, a socket is readable or writable, the link drained). They all come in through one
+//!   entry point, `Gateway::handle_event`. Timers are `Gateway::poll_timeout` /
+//!   `Gateway::handle_timeout`. A host forward's accepted connection or datagram
+//!   (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it answers with
+//!   the flow id the driver binds the accepted socket to. Until a UDP/ICMP flow's [`Event::Opened`],
+//!   the core holds its first datagrams (a few, bounded) and sends them once it is open.
 //! * [`HostIo`]: only the borrowed, zero-copy data path that cannot be an owned action without a copy
 //!   per byte: frames out (written into the core's own buffer and lent to the driver), host bytes
 //!   peeked straight into the frame being built, gathered guest writes, datagram send/receive into
-//!   the core's buffers. It is the analogue of quinn's
-//!   `poll_transmit(now, buf)`: memory one side lends the other for the length of a call.
+//!   the core's buffers. It is the analogue of quinn's `poll_transmit(now, buf)`: memory one side
+//!   lends the other for the length of a call.
 //!
 //! The tokio driver implements all of it over real non-blocking sockets; tests with a simulated host.
 //! All calls are non-blocking: "would block" is [`HostError::WouldBlock`], and the driver later

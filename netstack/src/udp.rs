@@ -449,6 +449,78 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_wait_for_the_open_and_go_out_in_order() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        // Three datagrams of a new flow in one call (one batch), before the driver opens it.
+        for (i, p) in [&b"1"[..], b"2", b"3"].into_iter().enumerate() {
+            let b = testkit::udp_packet(5000, dst(53), p);
+            let ip = testkit::parse_ip(&b);
+            let d = UdpDatagram::parse(ip.payload, ip.src, ip.dst).expect("udp");
+            nat.input(&mut ctx, now, testkit::GUEST_MAC, &ip, &d, &mut rec);
+            assert!(rec.calls.is_empty(), "nothing sent before the open ({i})");
+        }
+        assert_eq!(ctx.stats.udp_flows_opened, 0);
+        assert_eq!(ctx.flows.budget().total(), 1, "counted while opening");
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::UdpOpen(id, dst(53)),
+                Call::UdpSend(id, b"1".to_vec()),
+                Call::UdpSend(id, b"2".to_vec()),
+                Call::UdpSend(id, b"3".to_vec()),
+            ]
+        );
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        // Past MAX_HELD datagrams, a burst is dropped and counted.
+        for i in 0..MAX_HELD + 2 {
+            let b = testkit::udp_packet(6000, dst(53), &[i as u8]);
+            let ip = testkit::parse_ip(&b);
+            let d = UdpDatagram::parse(ip.payload, ip.src, ip.dst).expect("udp");
+            nat.input(&mut ctx, now, testkit::GUEST_MAC, &ip, &d, &mut rec);
+        }
+        assert_eq!(ctx.stats.drop_tx_queue_full, 2);
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        let sent = rec
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::UdpSend(i, _) if *i == fid(1, 0)))
+            .count();
+        assert_eq!(sent, MAX_HELD);
+    }
+
+    #[test]
+    fn an_open_out_of_fds_is_a_budget_reaction_and_frees_the_flow() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec {
+            udp_open_error: Some(HostError::NoBuffers),
+            ..Rec::default()
+        };
+        send(&mut nat, &mut ctx, now, 5000, dst(53), b"x", &mut rec);
+        assert_eq!(ctx.stats.flows_refused_fd, 1);
+        assert_eq!(ctx.stats.udp_flows_opened, 0);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        assert!(!rec.calls.iter().any(|c| matches!(c, Call::UdpSend(..))));
+        // The next datagram tries again, and this time the socket opens.
+        send(&mut nat, &mut ctx, now, 5000, dst(53), b"y", &mut rec);
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        assert_eq!(
+            rec.calls.last(),
+            Some(&Call::UdpSend(fid(0, 1), b"y".to_vec()))
+        );
+        // An open reported for a flow the core forgot meanwhile closes the socket again.
+        nat.on_opened(&mut ctx, now, fid(5, 0), Ok(()), &mut rec);
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::UdpClose(fid(5, 0))));
+    }
+
+    #[test]
     fn a_full_budget_evicts_the_oldest_idle_flow() {
         let t0 = Instant::now();
         let cfg = Config {
@@ -465,11 +537,15 @@ mod tests {
         let t2 = t1 + Duration::from_millis(500);
         send(&mut nat, &mut ctx, t2, 5002, dst(3), b"c", &mut rec);
         let first = fid(0, 0);
-        assert!(
-            rec.calls.contains(&Call::UdpClose(first)),
-            "{:?}",
-            rec.calls
-        );
+        // The close frees the fd before the open that replaces it (actions run in order).
+        let at = |c: &Call| rec.calls.iter().position(|x| x == c);
+        let close = at(&Call::UdpClose(first)).expect("evicted flow closed");
+        let open = rec
+            .calls
+            .iter()
+            .position(|c| matches!(c, Call::UdpOpen(_, d) if *d == dst(3)))
+            .expect("new flow opened");
+        assert!(close < open, "{:?}", rec.calls);
         assert_eq!(ctx.stats.flows_evicted, 1);
         assert_eq!(ctx.flows.take_evicted(), vec![first]);
         nat.forget(first);
