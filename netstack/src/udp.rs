@@ -129,7 +129,6 @@ impl UdpNat {
             return;
         };
         f.guest_mac = src_mac;
-        f.last_len = d.payload.len() as u16;
         ctx.flows.touch(fid(idx, gen), now);
         if let Some(held) = &mut f.opening {
             if held.len() < MAX_HELD {
@@ -152,9 +151,11 @@ impl UdpNat {
         payload: &[u8],
         io: &mut dyn HostIo,
     ) {
-        let Some(f) = self.flows.get(idx, gen) else {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
             return;
         };
+        // A port unreachable quotes the datagram sent last.
+        f.last_len = payload.len() as u16;
         let key = f.key;
         match io.udp_send(fid(idx, gen), payload) {
             Ok(()) => {}
