@@ -13,7 +13,7 @@ use netstack::Mac;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use netstack::host::{HostError, HostResult};
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// A TCP socket on the host side of one flow.
 #[derive(Default)]
@@ -183,14 +183,40 @@ fn copy_out(d: &[u8], buf: &mut [u8]) -> usize {
 
 impl SimHost {
     /// Carries out one action of the gateway, as the driver would. A connect or command start that
-    /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
-    pub fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+    /// fails at once, and every UDP/ICMP open, returns the event to report right away.
+    pub fn apply(&mut self, a: Action) -> Option<Event<'static>> {
+        let opened = |id, r: HostResult<()>| {
+            Some(match r {
+                Ok(()) => Event::Opened(id),
+                Err(e) => Event::OpenFailed(id, e),
+            })
+        };
         match a {
             Action::TcpConnect { id, .. } | Action::TcpSpawn { id, .. } => {
                 if let Err(e) = self.open() {
-                    return Some((id, e));
+                    return Some(Event::TcpConnected { id, result: Err(e) });
                 }
                 self.tcp.insert(id, SimTcp::default());
+            }
+            Action::UdpOpen { id, .. } | Action::UdpOpenForward { id, .. } => {
+                let r = self.open();
+                if r.is_ok() {
+                    self.udp.insert(id, SimDgram::default());
+                }
+                return opened(id, r);
+            }
+            Action::IcmpOpen { id, .. } => {
+                let r = self.open();
+                if r.is_ok() {
+                    self.icmp.insert(id, SimDgram::default());
+                }
+                return opened(id, r);
+            }
+            Action::UdpClose(id) => {
+                self.udp.remove(&id);
+            }
+            Action::IcmpClose(id) => {
+                self.icmp.remove(&id);
             }
             Action::TcpWantWrite(id) => {
                 if let Some(s) = self.tcp.get_mut(&id) {
@@ -214,8 +240,7 @@ impl SimHost {
 /// Carries out everything `gw` queued, as the driver does after each call into the gateway.
 pub fn drain(gw: &mut Gateway, host: &mut SimHost, now: netstack::Instant) {
     while let Some(a) = gw.poll_action() {
-        if let Some((id, e)) = host.apply(a) {
-            let ev = Event::TcpConnected { id, result: Err(e) };
+        if let Some(ev) = host.apply(a) {
             gw.handle_event(now, ev, host);
         }
     }
@@ -291,18 +316,6 @@ impl HostIo for SimHost {
         }
     }
 
-    fn udp_open_forward(&mut self, id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
-        self.open()?;
-        self.udp.insert(id, SimDgram::default());
-        Ok(())
-    }
-
-    fn udp_open(&mut self, id: FlowId, _dst: SocketAddr) -> HostResult<()> {
-        self.open()?;
-        self.udp.insert(id, SimDgram::default());
-        Ok(())
-    }
-
     fn udp_send(&mut self, id: FlowId, _data: &[u8]) -> HostResult<()> {
         self.udp.get_mut(&id).ok_or(HostError::NotOpen)?.sent += 1;
         Ok(())
@@ -322,16 +335,6 @@ impl HostIo for SimHost {
         Ok(copy_out(&d, buf))
     }
 
-    fn udp_close(&mut self, id: FlowId) {
-        self.udp.remove(&id);
-    }
-
-    fn icmp_open(&mut self, id: FlowId, _dst: IpAddr) -> HostResult<()> {
-        self.open()?;
-        self.icmp.insert(id, SimDgram::default());
-        Ok(())
-    }
-
     fn icmp_send(&mut self, id: FlowId, _msg: &[u8]) -> HostResult<()> {
         self.icmp.get_mut(&id).ok_or(HostError::NotOpen)?.sent += 1;
         Ok(())
@@ -341,10 +344,6 @@ impl HostIo for SimHost {
         let s = self.icmp.get_mut(&id).ok_or(HostError::NotOpen)?;
         let d = s.rx.pop_front().ok_or(HostError::WouldBlock)?;
         Ok(copy_out(&d, buf))
-    }
-
-    fn icmp_close(&mut self, id: FlowId) {
-        self.icmp.remove(&id);
     }
 
     fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> HostResult<()> {

@@ -727,10 +727,6 @@ impl HostIo for IoCtx<'_> {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.os_transmit(frame)
     }
-    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
-        self.os_udp_open_forward(id, fwd, client)
-            .map_err(host_error)
-    }
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
         self.os_tcp_send(id, data).map_err(host_error)
     }
@@ -752,29 +748,17 @@ impl HostIo for IoCtx<'_> {
     fn tcp_consume(&mut self, id: FlowId, n: usize) {
         self.os_tcp_consume(id, n)
     }
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.os_udp_open(id, dst).map_err(host_error)
-    }
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()> {
         self.os_udp_send(id, data).map_err(host_error)
     }
     fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
         self.os_udp_recv(id, buf).map_err(host_error)
     }
-    fn udp_close(&mut self, id: FlowId) {
-        self.os_udp_close(id)
-    }
-    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> HostResult<()> {
-        self.os_icmp_open(id, dst).map_err(host_error)
-    }
     fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()> {
         self.os_icmp_send(id, msg).map_err(host_error)
     }
     fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize> {
         self.os_icmp_recv(id, buf).map_err(host_error)
-    }
-    fn icmp_close(&mut self, id: FlowId) {
-        self.os_icmp_close(id)
     }
     fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> HostResult<()> {
         self.os_dns_send(upstream, query).map_err(host_error)
@@ -862,11 +846,21 @@ impl Driver {
                 socks: &mut self.socks,
                 sink: &mut *sink,
             };
-            let failed = match a {
-                Action::TcpConnect { id, dst } => io.os_tcp_connect(id, dst).err().map(|e| (id, e)),
-                Action::TcpSpawn { id, command } => {
-                    io.os_tcp_spawn(id, &command).err().map(|e| (id, e))
-                }
+            let opened = |id, r: io::Result<()>| {
+                Some(match r {
+                    Ok(()) => Event::Opened(id),
+                    Err(e) => Event::OpenFailed(id, host_error(e)),
+                })
+            };
+            let connected = |id, r: io::Result<()>| {
+                r.err().map(|e| Event::TcpConnected {
+                    id,
+                    result: Err(host_error(e)),
+                })
+            };
+            let ev = match a {
+                Action::TcpConnect { id, dst } => connected(id, io.os_tcp_connect(id, dst)),
+                Action::TcpSpawn { id, command } => connected(id, io.os_tcp_spawn(id, &command)),
                 Action::TcpWantWrite(id) => {
                     io.os_tcp_want_write(id);
                     None
@@ -879,11 +873,24 @@ impl Driver {
                     io.os_tcp_close(id, reset);
                     None
                 }
+                // Opened here and reported at once: the core holds the flow's first datagrams
+                // until then. A close queued before an open frees its fd first.
+                Action::UdpOpen { id, dst } => opened(id, io.os_udp_open(id, dst)),
+                Action::UdpOpenForward { id, fwd, client } => {
+                    opened(id, io.os_udp_open_forward(id, fwd, client))
+                }
+                Action::UdpClose(id) => {
+                    io.os_udp_close(id);
+                    None
+                }
+                Action::IcmpOpen { id, dst } => opened(id, io.os_icmp_open(id, dst)),
+                Action::IcmpClose(id) => {
+                    io.os_icmp_close(id);
+                    None
+                }
             };
-            if let Some((id, e)) = failed {
-                let result = Err(host_error(e));
-                self.gw
-                    .handle_event(now, Event::TcpConnected { id, result }, &mut io);
+            if let Some(ev) = ev {
+                self.gw.handle_event(now, ev, &mut io);
             }
         }
     }

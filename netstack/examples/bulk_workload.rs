@@ -74,20 +74,10 @@ impl HostIo for Host {
         Ok(n)
     }
     fn tcp_consume(&mut self, _id: FlowId, _n: usize) {}
-    fn udp_open_forward(&mut self, _id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
-        would_block()
-    }
-    fn udp_open(&mut self, _id: FlowId, _dst: SocketAddr) -> HostResult<()> {
-        would_block()
-    }
     fn udp_send(&mut self, _id: FlowId, _data: &[u8]) -> HostResult<()> {
         would_block()
     }
     fn udp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> HostResult<usize> {
-        would_block()
-    }
-    fn udp_close(&mut self, _id: FlowId) {}
-    fn icmp_open(&mut self, _id: FlowId, _dst: IpAddr) -> HostResult<()> {
         would_block()
     }
     fn icmp_send(&mut self, _id: FlowId, _msg: &[u8]) -> HostResult<()> {
@@ -96,7 +86,6 @@ impl HostIo for Host {
     fn icmp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> HostResult<usize> {
         would_block()
     }
-    fn icmp_close(&mut self, _id: FlowId) {}
     fn dns_send(&mut self, _upstream: SocketAddr, _query: &[u8]) -> HostResult<()> {
         would_block()
     }

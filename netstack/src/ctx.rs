@@ -232,7 +232,7 @@ impl Ctx {
     /// flow idle for at least [`EVICT_MIN_IDLE`] is closed to make room (`flows_evicted`), except
     /// that the guest holding the most flows may only recycle its own; otherwise the flow is refused
     /// (`flows_refused_budget`).
-    pub(crate) fn admit(&mut self, now: Instant, key: &FlowKey, io: &mut dyn HostIo) -> bool {
+    pub(crate) fn admit(&mut self, now: Instant, key: &FlowKey) -> bool {
         let g = self.owner_for(key.guest);
         let budget = self.flows.budget();
         if budget.of(g) >= budget.max_per_guest {
@@ -247,7 +247,7 @@ impl Ctx {
             return true;
         }
         let only_own = budget.is_top_holder(g);
-        if self.evict_idle(now, only_own.then_some(g), io) {
+        if self.evict_idle(now, only_own.then_some(g)) {
             return true;
         }
         self.stats.flows_refused_budget += 1;
@@ -261,7 +261,7 @@ impl Ctx {
     /// Closes the least recently active UDP or ICMP flow if it has been idle for
     /// [`EVICT_MIN_IDLE`] (and belongs to `owner`, if given). No scan: the idle timers' heaps know
     /// the oldest flow. Its NAT forgets it when the gateway drains the flow table's evictions.
-    fn evict_idle(&mut self, now: Instant, owner: Option<Owner>, io: &mut dyn HostIo) -> bool {
+    fn evict_idle(&mut self, now: Instant, owner: Option<Owner>) -> bool {
         let Some((id, last, holder)) = self.flows.oldest_idle() else {
             return false;
         };
@@ -272,10 +272,11 @@ impl Ctx {
             return false;
         }
         self.flows.evict(id);
-        match id.proto {
-            Proto::Udp => io.udp_close(id),
-            _ => io.icmp_close(id),
-        }
+        // Queued before the open that replaces it: the driver frees the fd first.
+        self.act(match id.proto {
+            Proto::Udp => Action::UdpClose(id),
+            _ => Action::IcmpClose(id),
+        });
         self.stats.flows_evicted += 1;
         true
     }

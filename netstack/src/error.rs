@@ -1,7 +1,6 @@
 //! Errors of the gateway's entry points that are not about one packet (packets are counted drops,
 //! see [`crate::stats`]).
 
-use crate::host::HostError;
 use std::net::{IpAddr, SocketAddr};
 
 /// Why a host-initiated flow (a forward's connection or datagram) could not be made for a guest.
@@ -30,12 +29,4 @@ pub enum InboundError {
     /// and this datagram dropped.
     #[error("guest {0} is not known yet (asked by ARP or neighbour solicitation)")]
     Unresolved(IpAddr),
-    /// The host refused a socket for a UDP forward's new peer (e.g. out of file descriptors).
-    #[error("cannot track UDP peer {client}: {error}")]
-    Host {
-        /// The host-side peer the forward's datagram came from.
-        client: SocketAddr,
-        /// What the host said.
-        error: HostError,
-    },
 }

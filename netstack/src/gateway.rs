@@ -13,7 +13,7 @@ use crate::dhcp::DhcpServer;
 use crate::dns::{DnsAction, DnsError, DnsForwarder};
 use crate::error::InboundError;
 use crate::flow::{FlowBudget, FlowId, Proto};
-use crate::host::{Action, Event, HostError, HostIo};
+use crate::host::{Action, Event, HostError, HostIo, HostResult};
 use crate::icmp::IcmpNat;
 use crate::stats::Stats;
 use crate::tcp::TcpNat;
@@ -550,12 +550,14 @@ impl Gateway {
     }
 
     /// Everything the host reports (see [`Event`]): a connect finished, a socket is readable or
-    /// writable, the DNS upstream answered, the link drained. Control decisions this takes come out
+    /// writable, a UDP/ICMP socket opened or failed to, the DNS upstream answered, the link drained. Control decisions this takes come out
     /// as [`Action`]s ([`Gateway::poll_action`]).
     pub fn handle_event(&mut self, now: Instant, ev: Event<'_>, io: &mut dyn HostIo) {
         let cx = &mut self.ctx;
         match ev {
             Event::TcpConnected { id, result } => self.tcp.on_connected(cx, now, id, result, io),
+            Event::Opened(id) => self.on_opened(now, id, Ok(()), io),
+            Event::OpenFailed(id, e) => self.on_opened(now, id, Err(e), io),
             Event::TcpReadable(id) => self.tcp.on_readable(cx, now, id, io),
             Event::TcpWritable(id) => self.tcp.on_writable(cx, now, id, io),
             Event::UdpReadable(id) => self.udp.on_readable(cx, now, id, io),
@@ -563,6 +565,16 @@ impl Gateway {
             Event::DnsReadable => self.on_dns_readable(now, io),
             Event::LinkReady => self.tcp.on_link_ready(cx, now, io),
             Event::LinkReadyExcept(blocked) => self.tcp.on_link_ready_except(cx, now, blocked, io),
+        }
+    }
+
+    /// A UDP or ICMP socket the core asked for ([`Action::UdpOpen`], [`Action::UdpOpenForward`],
+    /// [`Action::IcmpOpen`]) opened or could not be made.
+    fn on_opened(&mut self, now: Instant, id: FlowId, r: HostResult<()>, io: &mut dyn HostIo) {
+        match id.proto {
+            Proto::Udp => self.udp.on_opened(&mut self.ctx, now, id, r, io),
+            Proto::Icmp => self.icmp.on_opened(&mut self.ctx, now, id, r, io),
+            Proto::Tcp => {}
         }
     }
 
@@ -581,8 +593,8 @@ impl Gateway {
         self.tcp.timers(&mut self.ctx, now, io);
         for id in self.ctx.flows.expire(now) {
             match id.proto {
-                Proto::Udp => self.udp.expired(&mut self.ctx, id, io),
-                Proto::Icmp => self.icmp.expired(id, io),
+                Proto::Udp => self.udp.expired(&mut self.ctx, id),
+                Proto::Icmp => self.icmp.expired(&mut self.ctx, id),
                 Proto::Tcp => {}
             }
         }

@@ -2,19 +2,21 @@
 //! passed in):
 //!
 //! * [`Action`]s: the control decisions the core makes (connect this flow, run this command, tell me
-//!   when it is writable, shut down, close). The core queues them; the driver drains them with
-//!   `Gateway::poll_action` after every call into the gateway and carries them out.
-//! * [`Event`]s: what the host has to say (a connect finished, a socket is readable or writable, the
-//!   link drained). They all come in through one entry point, `Gateway::handle_event`. Timers are
-//!   `Gateway::poll_timeout` / `Gateway::handle_timeout`. A host forward's accepted connection or
-//!   datagram (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it
-//!   answers with the flow id the driver binds the accepted socket to.
+//!   when it is writable, shut down, close; open or close a flow's UDP or ICMP socket). The core
+//!   queues them; the driver drains them with `Gateway::poll_action` after every call into the
+//!   gateway and carries them out in order (an eviction's close before the open that replaces it).
+//! * [`Event`]s: what the host has to say (a connect finished, a UDP/ICMP socket opened or could not
+//!   be opened, a socket is readable or writable, the link drained). They all come in through one
+//!   entry point, `Gateway::handle_event`. Timers are `Gateway::poll_timeout` /
+//!   `Gateway::handle_timeout`. A host forward's accepted connection or datagram
+//!   (`Gateway::tcp_inbound` / `Gateway::udp_inbound`) stays a method of its own: it answers with
+//!   the flow id the driver binds the accepted socket to. Until a UDP/ICMP flow's [`Event::Opened`],
+//!   the core holds its first datagrams (a few, bounded) and sends them once it is open.
 //! * [`HostIo`]: only the borrowed, zero-copy data path that cannot be an owned action without a copy
 //!   per byte: frames out (written into the core's own buffer and lent to the driver), host bytes
 //!   peeked straight into the frame being built, gathered guest writes, datagram send/receive into
-//!   the core's buffers, and the UDP/ICMP socket lifetime (opened synchronously because the datagram
-//!   that opens a flow goes out in the same call). It is the analogue of quinn's
-//!   `poll_transmit(now, buf)`: memory one side lends the other for the length of a call.
+//!   the core's buffers. It is the analogue of quinn's `poll_transmit(now, buf)`: memory one side
+//!   lends the other for the length of a call.
 //!
 //! The tokio driver implements all of it over real non-blocking sockets; tests with a simulated host.
 //! All calls are non-blocking: "would block" is [`HostError::WouldBlock`], and the driver later
@@ -101,6 +103,38 @@ pub enum Action {
         /// Abort (RST) rather than close gracefully.
         reset: bool,
     },
+    /// Open a UDP socket for flow `id`, connected to `dst`. The result comes back as
+    /// [`Event::Opened`] or [`Event::OpenFailed`]; until then the core holds the flow's first
+    /// datagrams (a few, bounded) and sends them once it is open.
+    UdpOpen {
+        /// The flow the socket belongs to.
+        id: FlowId,
+        /// Where the socket is connected.
+        dst: SocketAddr,
+    },
+    /// Make `id` a flow of UDP forward `fwd`: datagrams to the host go out of the forward's socket
+    /// to `client`; datagrams from `client` arrive through `Gateway::udp_inbound`. Reported like
+    /// [`Action::UdpOpen`].
+    UdpOpenForward {
+        /// The flow.
+        id: FlowId,
+        /// The forward's index.
+        fwd: u32,
+        /// The forward's client the flow answers.
+        client: SocketAddr,
+    },
+    /// Release the flow's UDP socket (or its forward client); the id is not used again.
+    UdpClose(FlowId),
+    /// Open an ICMP echo socket for flow `id` towards `dst` (ping socket or raw socket). Reported
+    /// like [`Action::UdpOpen`].
+    IcmpOpen {
+        /// The flow the socket belongs to.
+        id: FlowId,
+        /// The echo's destination.
+        dst: IpAddr,
+    },
+    /// Close the flow's ICMP echo socket; the id is not used again.
+    IcmpClose(FlowId),
 }
 
 /// Something the host reports to the core, through `Gateway::handle_event`.
@@ -113,6 +147,13 @@ pub enum Event<'a> {
         /// `Ok` when connected; otherwise why not.
         result: HostResult<()>,
     },
+    /// The socket of [`Action::UdpOpen`], [`Action::UdpOpenForward`] or [`Action::IcmpOpen`] for
+    /// this flow is open: the core sends the datagrams it held.
+    Opened(FlowId),
+    /// The socket of [`Action::UdpOpen`], [`Action::UdpOpenForward`] or [`Action::IcmpOpen`] could
+    /// not be made: the core forgets the flow and answers the guest (an ICMP unreachable, a budget
+    /// reaction on [`HostError::NoBuffers`], a counted drop).
+    OpenFailed(FlowId, HostError),
     /// The flow's TCP socket has data (or EOF) for the guest.
     TcpReadable(FlowId),
     /// The flow's TCP socket can take the guest bytes the core holds (after [`Action::TcpWantWrite`]).
@@ -134,6 +175,8 @@ impl std::fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Event::TcpConnected { id, result } => write!(f, "TcpConnected({id:?}, {result:?})"),
+            Event::Opened(id) => write!(f, "Opened({id:?})"),
+            Event::OpenFailed(id, e) => write!(f, "OpenFailed({id:?}, {e:?})"),
             Event::TcpReadable(id) => write!(f, "TcpReadable({id:?})"),
             Event::TcpWritable(id) => write!(f, "TcpWritable({id:?})"),
             Event::UdpReadable(id) => write!(f, "UdpReadable({id:?})"),
@@ -171,26 +214,15 @@ pub trait HostIo {
     /// Drops the oldest `n` received bytes (the guest acknowledged them).
     fn tcp_consume(&mut self, id: FlowId, n: usize);
 
-    /// Makes `id` a flow of UDP forward `fwd`: datagrams to the host go out of the forward's socket to
-    /// `client`; datagrams from `client` arrive through `Gateway::udp_inbound`.
-    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()>;
-    /// Opens a UDP socket connected to `dst`.
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()>;
     /// Sends one datagram on the flow's socket (to its connected destination or forward client).
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()>;
     /// Receives one datagram into `buf`, returning its length; `WouldBlock` when none is queued.
     fn udp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize>;
-    /// Releases the flow's UDP socket (or its forward client); the id is not used again.
-    fn udp_close(&mut self, id: FlowId);
 
-    /// Opens an ICMP echo socket towards `dst` (ping socket or raw socket).
-    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> HostResult<()>;
     /// Sends one ICMP echo request (header included; the socket may rewrite the identifier).
     fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()>;
     /// Receives one ICMP message (header first, no IP header).
     fn icmp_recv(&mut self, id: FlowId, buf: &mut [u8]) -> HostResult<usize>;
-    /// Closes the flow's ICMP echo socket.
-    fn icmp_close(&mut self, id: FlowId);
 
     /// Sends a DNS query to an upstream over UDP.
     fn dns_send(&mut self, upstream: SocketAddr, query: &[u8]) -> HostResult<()>;

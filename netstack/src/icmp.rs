@@ -8,7 +8,7 @@
 use crate::ctx::Ctx;
 use crate::flow::{FlowId, FlowKey, Proto, Slab};
 use crate::fwd::{Dest, Target};
-use crate::host::{HostError, HostIo};
+use crate::host::{Action, HostError, HostIo, HostResult};
 use crate::wire::ethernet;
 use crate::wire::icmp::{self as icmpw, IcmpMessage};
 use crate::wire::ip::{self, IpPacket};
@@ -19,7 +19,38 @@ use std::net::IpAddr;
 struct IcmpFlow {
     key: FlowKey,
     guest_mac: Mac,
+    /// While the socket is being opened ([`Action::IcmpOpen`] until [`Event::Opened`]): the guest's
+    /// echo requests held for it, at most [`MAX_HELD`]. `None` once open.
+    ///
+    /// [`Event::Opened`]: crate::host::Event::Opened
+    opening: Option<Vec<Held>>,
 }
+
+/// A guest's echo request kept (with its IP header, for the unreachable that may quote it) until
+/// its flow's socket opens.
+struct Held {
+    proto: u8,
+    ttl: u8,
+    header: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Held {
+    fn packet(&self, key: &FlowKey) -> IpPacket<'_> {
+        IpPacket {
+            src: key.guest,
+            dst: key.remote,
+            proto: self.proto,
+            ttl: self.ttl,
+            header: &self.header,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// The most echo requests of a flow the core holds while its socket opens. More are dropped and
+/// counted.
+const MAX_HELD: usize = 16;
 
 /// The ICMP echo flows, indexed by guest-side key (the echo identifier is the guest "port"). Their
 /// owners and idle timers live in the flow table ([`Ctx::flows`]).
@@ -92,42 +123,87 @@ impl IcmpNat {
                         return;
                     }
                 };
-                if !ctx.admit(now, &key, io) {
+                if !ctx.admit(now, &key) {
                     return;
                 }
                 let owner = ctx.owner_for(key.guest);
                 let (idx, gen) = self.flows.insert(IcmpFlow {
                     key,
                     guest_mac: mac,
+                    opening: Some(Vec::new()),
                 });
-                if let Err(e) = io.icmp_open(fid(idx, gen), target) {
-                    self.flows.remove(idx, gen);
-                    if ctx.out_of_fds(now, &e) || unreachable(ctx, mac, p, &e, io) {
-                        return;
-                    }
-                    ctx.stats.icmp_unavailable += 1;
-                    if !self.unavailable_logged {
-                        self.unavailable_logged = true;
-                        log::warn!("ping from guests cannot be forwarded: {e} (allow it with sysctl net.ipv4.ping_group_range)");
-                    }
-                    return;
-                }
+                // Counted in the budget from now on: the socket takes an fd once open.
                 self.by_key.insert(key, (idx, gen));
                 ctx.flows.open(fid(idx, gen), owner, None, now);
+                ctx.act(Action::IcmpOpen {
+                    id: fid(idx, gen),
+                    dst: target,
+                });
                 (idx, gen)
             }
         };
-        if let Some(f) = self.flows.get_mut(idx, gen) {
-            f.guest_mac = mac;
-        }
         ctx.flows.touch(fid(idx, gen), now);
-        match io.icmp_send(fid(idx, gen), p.payload) {
-            Ok(()) => ctx.stats.icmp_echo_sent += 1,
-            Err(HostError::WouldBlock) => ctx.stats.drop_tx_queue_full += 1,
-            Err(e) if unreachable(ctx, mac, p, &e, io) => {}
-            Err(e) => {
-                let d = p.dst;
-                ctx.note(now, || format!("ping to {d} failed: {e}"));
+        let Some(f) = self.flows.get_mut(idx, gen) else {
+            return;
+        };
+        f.guest_mac = mac;
+        if let Some(held) = &mut f.opening {
+            if held.len() < MAX_HELD {
+                held.push(Held {
+                    proto: p.proto,
+                    ttl: p.ttl,
+                    header: p.header.to_vec(),
+                    payload: p.payload.to_vec(),
+                });
+            } else {
+                ctx.stats.drop_tx_queue_full += 1;
+            }
+            return;
+        }
+        send(ctx, now, fid(idx, gen), mac, p, io);
+    }
+
+    /// The socket of `id` opened (`Ok`) or could not be made: sends the echoes held for it, or
+    /// forgets the flow and answers each held echo (a destination unreachable when the host has no
+    /// route, a budget reaction when out of fds, otherwise `icmp_unavailable`).
+    pub(crate) fn on_opened(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        result: HostResult<()>,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
+            // Forgotten meanwhile: a socket that did open must not leak.
+            if result.is_ok() {
+                ctx.act(Action::IcmpClose(id));
+            }
+            return;
+        };
+        let Some(held) = f.opening.take() else {
+            return;
+        };
+        let (key, mac) = (f.key, f.guest_mac);
+        let e = match result {
+            Ok(()) => {
+                for h in &held {
+                    send(ctx, now, id, mac, &h.packet(&key), io);
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        self.forget(id);
+        ctx.flows.close(id);
+        for h in &held {
+            if ctx.out_of_fds(now, &e) || unreachable(ctx, mac, &h.packet(&key), &e, io) {
+                continue;
+            }
+            ctx.stats.icmp_unavailable += 1;
+            if !self.unavailable_logged {
+                self.unavailable_logged = true;
+                log::warn!("ping from guests cannot be forwarded: {e} (allow it with sysctl net.ipv4.ping_group_range)");
             }
         }
     }
@@ -181,9 +257,22 @@ impl IcmpNat {
     }
 
     /// A flow the flow table expired: its socket closes.
-    pub(crate) fn expired(&mut self, id: FlowId, io: &mut dyn HostIo) {
+    pub(crate) fn expired(&mut self, ctx: &mut Ctx, id: FlowId) {
         self.forget(id);
-        io.icmp_close(id);
+        ctx.act(Action::IcmpClose(id));
+    }
+}
+
+/// Sends a guest's echo request on the flow's open socket.
+fn send(ctx: &mut Ctx, now: Instant, id: FlowId, mac: Mac, p: &IpPacket<'_>, io: &mut dyn HostIo) {
+    match io.icmp_send(id, p.payload) {
+        Ok(()) => ctx.stats.icmp_echo_sent += 1,
+        Err(HostError::WouldBlock) => ctx.stats.drop_tx_queue_full += 1,
+        Err(e) if unreachable(ctx, mac, p, &e, io) => {}
+        Err(e) => {
+            let d = p.dst;
+            ctx.note(now, || format!("ping to {d} failed: {e}"));
+        }
     }
 }
 
@@ -229,6 +318,38 @@ mod tests {
     use super::*;
     use crate::testkit::{self, Call, Rec};
 
+    /// Carries out a gateway's queued actions the way the driver does (in order, results reported at
+    /// once): failed connects as `Event::TcpConnected`, UDP/ICMP opens as `Event::Opened` /
+    /// `Event::OpenFailed`.
+    fn run(gw: &mut Gateway, now: Instant, rec: &mut Rec) {
+        while let Some(a) = gw.poll_action() {
+            if let Some((id, e)) = rec.record(a) {
+                gw.handle_event(now, Event::TcpConnected { id, result: Err(e) }, rec);
+            }
+            while let Some((id, r)) = rec.opened.pop_front() {
+                let ev = match r {
+                    Ok(()) => Event::Opened(id),
+                    Err(e) => Event::OpenFailed(id, e),
+                };
+                gw.handle_event(now, ev, rec);
+            }
+        }
+    }
+
+    /// A guest packet (none when empty) into the NAT, then the queued actions carried out the way
+    /// the driver does: in order, each open's result reported right away.
+    fn input(nat: &mut IcmpNat, ctx: &mut Ctx, now: Instant, b: &[u8], rec: &mut Rec) {
+        if !b.is_empty() {
+            nat.input(ctx, now, &testkit::parse_ip(b), rec);
+        }
+        while let Some(a) = ctx.poll_action() {
+            rec.record(a);
+            while let Some((id, r)) = rec.opened.pop_front() {
+                nat.on_opened(ctx, now, id, r, rec);
+            }
+        }
+    }
+
     #[test]
     fn echo_round_trip_restores_the_guests_identifier() {
         let now = Instant::now();
@@ -237,7 +358,7 @@ mod tests {
         let mut rec = Rec::default();
         let req = testkit::icmp_message(icmpw::ECHO_REQUEST, 0x1234, 7, b"ping!");
         let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &req);
-        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        input(&mut nat, &mut ctx, now, &b, &mut rec);
         let id = fid(0, 0);
         assert_eq!(
             rec.calls,
@@ -271,7 +392,8 @@ mod tests {
         // Idle expiry closes it.
         let idle = ctx.cfg.icmp_idle;
         assert_eq!(ctx.flows.expire(now + idle), vec![id]);
-        nat.expired(id, &mut rec);
+        nat.expired(&mut ctx, id);
+        input(&mut nat, &mut ctx, now, &[], &mut rec);
         assert_eq!(rec.calls.last(), Some(&Call::IcmpClose(id)));
         assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
     }
@@ -284,7 +406,7 @@ mod tests {
         let mut rec = Rec::default();
         let m = testkit::icmp_message(icmpw::TIME_EXCEEDED, 0, 0, b"");
         let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &m);
-        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        input(&mut nat, &mut ctx, now, &b, &mut rec);
         assert!(rec.calls.is_empty());
         assert_eq!(ctx.stats.drop_unsupported, 1);
     }
@@ -337,6 +459,7 @@ mod tests {
             &echo6_frame(g6(), far6(), 0x4242, 1, b"v6 ping"),
             &mut rec,
         );
+        run(&mut gw, now, &mut rec);
         let id = fid(0, 0);
         let sent = Icmpv6Repr::EchoRequest {
             ident: 0x4242,
@@ -359,6 +482,7 @@ mod tests {
             &echo6_frame(g6(), far6(), 0x4242, 2, b"v6 ping"),
             &mut rec,
         );
+        run(&mut gw, now, &mut rec);
         assert_eq!(rec.calls.len(), 3);
         assert!(matches!(rec.calls[2], Call::IcmpSend(i, _) if i == id));
         // The ping socket's reply carries the kernel's identifier and a checksum for other
@@ -401,6 +525,7 @@ mod tests {
         // Idle expiry closes the socket.
         let idle = Config::default().icmp_idle;
         gw.handle_timeout(now + idle, &mut rec);
+        run(&mut gw, now + idle, &mut rec);
         assert!(rec.calls.contains(&Call::IcmpClose(id)));
     }
 
@@ -446,6 +571,7 @@ mod tests {
             ..Rec::default()
         };
         gw.handle_frame(now, &echo6_frame(g6(), far6(), 5, 1, b"abc"), &mut rec);
+        run(&mut gw, now, &mut rec);
         let f = rec.take_frames();
         assert_eq!(f.len(), 1);
         let (src, m) = icmp6_to_guest(&f[0]);
@@ -478,7 +604,7 @@ mod tests {
         ctx.learn_neighbour(now, testkit::guest(), testkit::GUEST_MAC);
         let req = testkit::icmp_message(icmpw::ECHO_REQUEST, 7, 1, b"abc");
         let b = testkit::ip_packet(testkit::guest(), testkit::remote(), ip::PROTO_ICMP, &req);
-        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        input(&mut nat, &mut ctx, now, &b, &mut rec);
         let f = rec.take_frames();
         assert_eq!(f.len(), 1);
         let p = testkit::to_guest(&f[0]);
@@ -492,7 +618,7 @@ mod tests {
         assert_eq!(&m.payload[20..], &req[..8], "and 8 bytes of the echo");
         // Other failures stay counted as unavailable, with no error to the guest.
         rec.icmp_open_error = Some(HostError::NotPermitted("no ping".into()));
-        nat.input(&mut ctx, now, &testkit::parse_ip(&b), &mut rec);
+        input(&mut nat, &mut ctx, now, &b, &mut rec);
         assert!(rec.take_frames().is_empty());
         assert_eq!(ctx.stats.icmp_unavailable, 1);
         assert_eq!(nat.len(), 0);

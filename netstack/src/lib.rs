@@ -4,7 +4,7 @@
 //! The core is sans-IO, events in and actions out: [`gateway::Gateway`] takes Ethernet frames from
 //! guests ([`batch::FrameBatch`]) and [`host::Event`]s from the host with the time, queues its control
 //! decisions as [`host::Action`]s for the driver, and moves bytes over the borrowed data path of the
-//! [`host::HostIo`] trait (see [`host`] for why that part stays a trait).
+//! [`host::HostIo`] trait (see [`host`] for why that part is a trait).
 //! Tests drive it deterministically with a simulated host. The crate does no I/O, reads no clock and
 //! has no `unsafe`; the tokio driver that owns the real sockets and timers is `netstack-driver`.
 //!

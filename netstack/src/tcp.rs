@@ -290,7 +290,7 @@ impl TcpNat {
             return;
         }
         let owner = ctx.owner_for(key.guest);
-        if !ctx.admit(now, &key, io) {
+        if !ctx.admit(now, &key) {
             self.send_reset_for(ctx, key, seg, io);
             return;
         }
@@ -375,7 +375,7 @@ impl TcpNat {
                 guest,
             });
         }
-        if !ctx.admit(now, &key, io) {
+        if !ctx.admit(now, &key) {
             return Err(InboundError::TooManyFlows(guest.ip()));
         }
         let iss = ctx.isn.next_u32();

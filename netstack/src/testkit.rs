@@ -58,8 +58,13 @@ pub struct Rec {
     pub connect_error: Option<HostError>,
     /// Messages waiting on ICMP sockets (header first).
     pub icmp_rx: VecDeque<Vec<u8>>,
-    /// What the next `icmp_open` returns (`Ok` when unset).
+    /// How the next `Action::IcmpOpen` fails (`Ok` when unset).
     pub icmp_open_error: Option<HostError>,
+    /// How the next `Action::UdpOpen` fails (`Ok` when unset).
+    pub udp_open_error: Option<HostError>,
+    /// Results of recorded UDP/ICMP opens, for the caller to report as `Event::Opened` /
+    /// `Event::OpenFailed`.
+    pub opened: VecDeque<(FlowId, HostResult<()>)>,
     /// Bytes written to TCP sockets, and the number of writes.
     pub written: Vec<u8>,
     pub writes: usize,
@@ -82,6 +87,22 @@ impl Rec {
             Action::TcpWantWrite(_) => {}
             Action::TcpShutdownWrite(_) => self.calls.push(Call::Other("tcp_shutdown_write")),
             Action::TcpClose { id, reset } => self.calls.push(Call::TcpClose(id, reset)),
+            Action::UdpOpen { id, dst } => {
+                self.calls.push(Call::UdpOpen(id, dst));
+                let r = self.udp_open_error.take().map_or(Ok(()), Err);
+                self.opened.push_back((id, r));
+            }
+            Action::UdpOpenForward { id, .. } => {
+                self.calls.push(Call::Other("udp_open_forward"));
+                self.opened.push_back((id, Ok(())));
+            }
+            Action::UdpClose(id) => self.calls.push(Call::UdpClose(id)),
+            Action::IcmpOpen { id, dst } => {
+                self.calls.push(Call::IcmpOpen(id, dst));
+                let r = self.icmp_open_error.take().map_or(Ok(()), Err);
+                self.opened.push_back((id, r));
+            }
+            Action::IcmpClose(id) => self.calls.push(Call::IcmpClose(id)),
         }
         None
     }
@@ -113,30 +134,12 @@ impl HostIo for Rec {
         Err(HostError::WouldBlock)
     }
     fn tcp_consume(&mut self, _id: FlowId, _n: usize) {}
-    fn udp_open_forward(&mut self, _id: FlowId, _fwd: u32, _client: SocketAddr) -> HostResult<()> {
-        self.calls.push(Call::Other("udp_open_forward"));
-        Ok(())
-    }
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.calls.push(Call::UdpOpen(id, dst));
-        Ok(())
-    }
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()> {
         self.calls.push(Call::UdpSend(id, data.to_vec()));
         Ok(())
     }
     fn udp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> HostResult<usize> {
         Err(HostError::WouldBlock)
-    }
-    fn udp_close(&mut self, id: FlowId) {
-        self.calls.push(Call::UdpClose(id));
-    }
-    fn icmp_open(&mut self, id: FlowId, dst: IpAddr) -> HostResult<()> {
-        self.calls.push(Call::IcmpOpen(id, dst));
-        match self.icmp_open_error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
     fn icmp_send(&mut self, id: FlowId, msg: &[u8]) -> HostResult<()> {
         self.calls.push(Call::IcmpSend(id, msg.to_vec()));
@@ -146,9 +149,6 @@ impl HostIo for Rec {
         let m = self.icmp_rx.pop_front().ok_or(HostError::WouldBlock)?;
         buf[..m.len()].copy_from_slice(&m);
         Ok(m.len())
-    }
-    fn icmp_close(&mut self, id: FlowId) {
-        self.calls.push(Call::IcmpClose(id));
     }
     fn dns_send(&mut self, _upstream: SocketAddr, _query: &[u8]) -> HostResult<()> {
         Ok(())

@@ -8,7 +8,7 @@ use crate::ctx::Ctx;
 use crate::error::InboundError;
 use crate::flow::{FlowId, FlowKey, Proto, Slab};
 use crate::fwd::{Dest, Target};
-use crate::host::{HostError, HostIo};
+use crate::host::{Action, HostError, HostIo, HostResult};
 use crate::wire::ethernet;
 use crate::wire::icmp as icmpw;
 use crate::wire::ip::{self, IpPacket};
@@ -21,7 +21,16 @@ struct UdpFlow {
     key: FlowKey,
     guest_mac: Mac,
     last_len: u16,
+    /// While the socket is being opened ([`Action::UdpOpen`] until [`Event::Opened`]): the guest's
+    /// datagrams held for it, at most [`MAX_HELD`]. `None` once open.
+    ///
+    /// [`Event::Opened`]: crate::host::Event::Opened
+    opening: Option<Vec<Vec<u8>>>,
 }
+
+/// The most datagrams of a flow the core holds while its socket opens (the driver opens it right
+/// after the call that asked, so only a burst within one batch waits). More are dropped and counted.
+const MAX_HELD: usize = 16;
 
 /// The UDP flows, indexed by guest-side key. Their owners and idle timers live in the flow table
 /// ([`Ctx::flows`]).
@@ -49,9 +58,9 @@ impl UdpNat {
     }
 
     /// A flow the flow table expired: its socket closes.
-    pub(crate) fn expired(&mut self, ctx: &mut Ctx, id: FlowId, io: &mut dyn HostIo) {
+    pub(crate) fn expired(&mut self, ctx: &mut Ctx, id: FlowId) {
         self.forget(id);
-        io.udp_close(id);
+        ctx.act(Action::UdpClose(id));
         ctx.stats.udp_flows_expired += 1;
     }
 }
@@ -96,7 +105,7 @@ impl UdpNat {
                         return;
                     }
                 };
-                if !ctx.admit(now, &key, io) {
+                if !ctx.admit(now, &key) {
                     return;
                 }
                 let owner = ctx.owner_for(key.guest);
@@ -104,17 +113,15 @@ impl UdpNat {
                     key,
                     guest_mac: src_mac,
                     last_len: 0,
+                    opening: Some(Vec::new()),
                 });
-                if let Err(e) = io.udp_open(fid(idx, gen), target) {
-                    self.flows.remove(idx, gen);
-                    if !ctx.out_of_fds(now, &e) {
-                        ctx.note(now, || format!("cannot open a UDP socket to {target}: {e}"));
-                    }
-                    return;
-                }
+                // Counted in the budget from now on: the socket takes an fd once open.
                 self.by_key.insert(key, (idx, gen));
                 ctx.flows.open(fid(idx, gen), owner, None, now);
-                ctx.stats.udp_flows_opened += 1;
+                ctx.act(Action::UdpOpen {
+                    id: fid(idx, gen),
+                    dst: target,
+                });
                 (idx, gen)
             }
         };
@@ -122,9 +129,35 @@ impl UdpNat {
             return;
         };
         f.guest_mac = src_mac;
-        f.last_len = d.payload.len() as u16;
         ctx.flows.touch(fid(idx, gen), now);
-        match io.udp_send(fid(idx, gen), d.payload) {
+        if let Some(held) = &mut f.opening {
+            if held.len() < MAX_HELD {
+                held.push(d.payload.to_vec());
+            } else {
+                ctx.stats.drop_tx_queue_full += 1;
+            }
+            return;
+        }
+        self.send(ctx, now, idx, gen, d.payload, io);
+    }
+
+    /// Sends one guest datagram on the flow's open socket.
+    fn send(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: u32,
+        gen: u32,
+        payload: &[u8],
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.flows.get_mut(idx, gen) else {
+            return;
+        };
+        // A port unreachable quotes the datagram sent last.
+        f.last_len = payload.len() as u16;
+        let key = f.key;
+        match io.udp_send(fid(idx, gen), payload) {
             Ok(()) => {}
             Err(HostError::Refused) => self.refused(ctx, idx, gen, io),
             Err(HostError::WouldBlock) => ctx.stats.drop_tx_queue_full += 1,
@@ -169,7 +202,7 @@ impl UdpNat {
         let (idx, gen) = match self.by_key.get(&key) {
             Some(&v) => v,
             None => {
-                if !ctx.admit(now, &key, io) {
+                if !ctx.admit(now, &key) {
                     return Err(InboundError::TooManyFlows(guest.ip()));
                 }
                 let owner = ctx.owner_for(key.guest);
@@ -177,15 +210,15 @@ impl UdpNat {
                     key,
                     guest_mac: mac,
                     last_len: 0,
+                    opening: Some(Vec::new()),
                 });
-                if let Err(e) = io.udp_open_forward(fid(idx, gen), fwd, client) {
-                    self.flows.remove(idx, gen);
-                    ctx.out_of_fds(now, &e);
-                    return Err(InboundError::Host { client, error: e });
-                }
                 self.by_key.insert(key, (idx, gen));
                 ctx.flows.open(fid(idx, gen), owner, None, now);
-                ctx.stats.udp_flows_opened += 1;
+                ctx.act(Action::UdpOpenForward {
+                    id: fid(idx, gen),
+                    fwd,
+                    client,
+                });
                 (idx, gen)
             }
         };
@@ -206,6 +239,47 @@ impl UdpNat {
             io,
         );
         Ok(fid(idx, gen))
+    }
+
+    /// The socket of `id` opened (`Ok`) or could not be made: sends the datagrams held for it, or
+    /// forgets the flow (a budget reaction when out of fds, otherwise a one-line note).
+    pub(crate) fn on_opened(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        id: FlowId,
+        result: HostResult<()>,
+        io: &mut dyn HostIo,
+    ) {
+        let Some(f) = self.flows.get_mut(id.idx, id.gen) else {
+            // Forgotten meanwhile: a socket that did open must not leak.
+            if result.is_ok() {
+                ctx.act(Action::UdpClose(id));
+            }
+            return;
+        };
+        let Some(held) = f.opening.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                ctx.stats.udp_flows_opened += 1;
+                for d in held {
+                    self.send(ctx, now, id.idx, id.gen, &d, io);
+                }
+            }
+            Err(e) => {
+                let key = f.key;
+                self.forget(id);
+                ctx.flows.close(id);
+                if !ctx.out_of_fds(now, &e) {
+                    let (r, port) = (key.remote, key.remote_port);
+                    ctx.note(now, || {
+                        format!("cannot open a UDP socket to {r}:{port}: {e}")
+                    });
+                }
+            }
+        }
     }
 
     /// The host socket of `id` has datagrams (or an error) for the guest.
@@ -322,6 +396,18 @@ mod tests {
         let p = testkit::parse_ip(&b);
         let d = UdpDatagram::parse(p.payload, p.src, p.dst).expect("udp");
         nat.input(ctx, now, testkit::GUEST_MAC, &p, &d, rec);
+        drive(nat, ctx, now, rec);
+    }
+
+    /// Carries out the queued actions the way the driver does: in order, each open's result
+    /// reported right away.
+    fn drive(nat: &mut UdpNat, ctx: &mut Ctx, now: Instant, rec: &mut Rec) {
+        while let Some(a) = ctx.poll_action() {
+            rec.record(a);
+            while let Some((id, r)) = rec.opened.pop_front() {
+                nat.on_opened(ctx, now, id, r, rec);
+            }
+        }
     }
 
     #[test]
@@ -353,13 +439,86 @@ mod tests {
             .is_empty());
         let expired = ctx.flows.expire(t1 + idle);
         assert_eq!(expired, vec![id]);
-        nat.expired(&mut ctx, id, &mut rec);
+        nat.expired(&mut ctx, id);
+        drive(&mut nat, &mut ctx, t1, &mut rec);
         assert_eq!(rec.calls.last(), Some(&Call::UdpClose(id)));
         assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
         assert_eq!(ctx.stats.udp_flows_expired, 1);
         // The same 4-tuple later is a new flow.
         send(&mut nat, &mut ctx, t1 + idle, 5000, dst(53), b"3", &mut rec);
         assert_eq!(nat.len(), 1);
+    }
+
+    #[test]
+    fn datagrams_wait_for_the_open_and_go_out_in_order() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec::default();
+        // Three datagrams of a new flow in one call (one batch), before the driver opens it.
+        for (i, p) in [&b"1"[..], b"2", b"3"].into_iter().enumerate() {
+            let b = testkit::udp_packet(5000, dst(53), p);
+            let ip = testkit::parse_ip(&b);
+            let d = UdpDatagram::parse(ip.payload, ip.src, ip.dst).expect("udp");
+            nat.input(&mut ctx, now, testkit::GUEST_MAC, &ip, &d, &mut rec);
+            assert!(rec.calls.is_empty(), "nothing sent before the open ({i})");
+        }
+        assert_eq!(ctx.stats.udp_flows_opened, 0);
+        assert_eq!(ctx.flows.budget().total(), 1, "counted while opening");
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        let id = fid(0, 0);
+        assert_eq!(
+            rec.calls,
+            vec![
+                Call::UdpOpen(id, dst(53)),
+                Call::UdpSend(id, b"1".to_vec()),
+                Call::UdpSend(id, b"2".to_vec()),
+                Call::UdpSend(id, b"3".to_vec()),
+            ]
+        );
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        // Past MAX_HELD datagrams, a burst is dropped and counted.
+        for i in 0..MAX_HELD + 2 {
+            let b = testkit::udp_packet(6000, dst(53), &[i as u8]);
+            let ip = testkit::parse_ip(&b);
+            let d = UdpDatagram::parse(ip.payload, ip.src, ip.dst).expect("udp");
+            nat.input(&mut ctx, now, testkit::GUEST_MAC, &ip, &d, &mut rec);
+        }
+        assert_eq!(ctx.stats.drop_tx_queue_full, 2);
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        let sent = rec
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::UdpSend(i, _) if *i == fid(1, 0)))
+            .count();
+        assert_eq!(sent, MAX_HELD);
+    }
+
+    #[test]
+    fn an_open_out_of_fds_is_a_budget_reaction_and_frees_the_flow() {
+        let now = Instant::now();
+        let mut ctx = testkit::ctx(now);
+        let mut nat = UdpNat::default();
+        let mut rec = Rec {
+            udp_open_error: Some(HostError::NoBuffers),
+            ..Rec::default()
+        };
+        send(&mut nat, &mut ctx, now, 5000, dst(53), b"x", &mut rec);
+        assert_eq!(ctx.stats.flows_refused_fd, 1);
+        assert_eq!(ctx.stats.udp_flows_opened, 0);
+        assert_eq!((nat.len(), ctx.flows.budget().total()), (0, 0));
+        assert!(!rec.calls.iter().any(|c| matches!(c, Call::UdpSend(..))));
+        // The next datagram tries again, and this time the socket opens.
+        send(&mut nat, &mut ctx, now, 5000, dst(53), b"y", &mut rec);
+        assert_eq!(ctx.stats.udp_flows_opened, 1);
+        assert_eq!(
+            rec.calls.last(),
+            Some(&Call::UdpSend(fid(0, 1), b"y".to_vec()))
+        );
+        // An open reported for a flow the core forgot meanwhile closes the socket again.
+        nat.on_opened(&mut ctx, now, fid(5, 0), Ok(()), &mut rec);
+        drive(&mut nat, &mut ctx, now, &mut rec);
+        assert_eq!(rec.calls.last(), Some(&Call::UdpClose(fid(5, 0))));
     }
 
     #[test]
@@ -379,11 +538,15 @@ mod tests {
         let t2 = t1 + Duration::from_millis(500);
         send(&mut nat, &mut ctx, t2, 5002, dst(3), b"c", &mut rec);
         let first = fid(0, 0);
-        assert!(
-            rec.calls.contains(&Call::UdpClose(first)),
-            "{:?}",
-            rec.calls
-        );
+        // The close frees the fd before the open that replaces it (actions run in order).
+        let at = |c: &Call| rec.calls.iter().position(|x| x == c);
+        let close = at(&Call::UdpClose(first)).expect("evicted flow closed");
+        let open = rec
+            .calls
+            .iter()
+            .position(|c| matches!(c, Call::UdpOpen(_, d) if *d == dst(3)))
+            .expect("new flow opened");
+        assert!(close < open, "{:?}", rec.calls);
         assert_eq!(ctx.stats.flows_evicted, 1);
         assert_eq!(ctx.flows.take_evicted(), vec![first]);
         nat.forget(first);

@@ -618,6 +618,13 @@ mod tests {
                 let ev = Event::TcpConnected { id, result: Err(e) };
                 gw.handle_event(now, ev, rec);
             }
+            while let Some((id, r)) = rec.opened.pop_front() {
+                let ev = match r {
+                    Ok(()) => Event::Opened(id),
+                    Err(e) => Event::OpenFailed(id, e),
+                };
+                gw.handle_event(now, ev, rec);
+            }
         }
     }
     use crate::wire::tcp::{self as tcpw, TcpHeader, TcpSegment};
@@ -893,7 +900,9 @@ mod tests {
             &echo_behind(far, NH_DEST_OPTS, &[NH_ICMPV6, 0, 0, 0, 0, 0, 1, 0]),
             &mut io,
         );
+        drain(&mut io, &mut gw, now);
         gw.handle_frame(now, &echo_behind(far, NH_FRAGMENT, &frag(0)), &mut io);
+        drain(&mut io, &mut gw, now);
         let sends = io
             .calls
             .iter()

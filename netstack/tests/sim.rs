@@ -77,13 +77,20 @@ impl SimHost {
     }
 
     /// Carries out one action of the gateway, as the driver would. A connect or command start that
-    /// fails at once returns the flow and error, to be reported as `Event::TcpConnected`.
-    fn apply(&mut self, a: Action) -> Option<(FlowId, HostError)> {
+    /// fails at once, and every UDP/ICMP open, returns the event to report right away.
+    fn apply(&mut self, a: Action) -> Option<Event<'static>> {
         self.actions.push(a.clone());
+        let failed = |id, e| Some(Event::TcpConnected { id, result: Err(e) });
+        let opened = |id, r: HostResult<()>| {
+            Some(match r {
+                Ok(()) => Event::Opened(id),
+                Err(e) => Event::OpenFailed(id, e),
+            })
+        };
         match a {
             Action::TcpConnect { id, dst } => {
                 if let Err(e) = self.check_open() {
-                    return Some((id, e));
+                    return failed(id, e);
                 }
                 self.tcp.insert(
                     id,
@@ -95,7 +102,7 @@ impl SimHost {
             }
             Action::TcpSpawn { id, command } => {
                 if let Err(e) = self.check_open() {
-                    return Some((id, e));
+                    return failed(id, e);
                 }
                 self.spawned.push(command);
                 self.tcp.insert(id, SimTcp::default());
@@ -111,6 +118,26 @@ impl SimHost {
                     s.closed = Some(reset);
                 }
             }
+            Action::UdpOpen { id, dst } => {
+                let r = self.check_open();
+                if r.is_ok() {
+                    self.udp.insert(id, (dst, Vec::new(), VecDeque::new()));
+                }
+                return opened(id, r);
+            }
+            Action::UdpOpenForward { id, fwd, client } => {
+                self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
+                self.udp_forwards.push((id, fwd));
+                return opened(id, Ok(()));
+            }
+            Action::UdpClose(id) => {
+                self.udp.remove(&id);
+            }
+            Action::IcmpOpen { id, .. } => {
+                let e = HostError::NotPermitted("no ping sockets in the simulation".into());
+                return opened(id, Err(e));
+            }
+            Action::IcmpClose(_) => {}
         }
         None
     }
@@ -120,11 +147,6 @@ impl HostIo for SimHost {
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.frames.push(frame.to_vec());
         self.frames.len() < self.congest_after.unwrap_or(usize::MAX)
-    }
-    fn udp_open_forward(&mut self, id: FlowId, fwd: u32, client: SocketAddr) -> HostResult<()> {
-        self.udp.insert(id, (client, Vec::new(), VecDeque::new()));
-        self.udp_forwards.push((id, fwd));
-        Ok(())
     }
     fn tcp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<usize> {
         let s = self.tcp.get_mut(&id).ok_or(HostError::NotOpen)?;
@@ -178,11 +200,6 @@ impl HostIo for SimHost {
             s.rx.drain(..n.min(s.rx.len()));
         }
     }
-    fn udp_open(&mut self, id: FlowId, dst: SocketAddr) -> HostResult<()> {
-        self.check_open()?;
-        self.udp.insert(id, (dst, Vec::new(), VecDeque::new()));
-        Ok(())
-    }
     fn udp_send(&mut self, id: FlowId, data: &[u8]) -> HostResult<()> {
         self.udp
             .get_mut(&id)
@@ -202,21 +219,12 @@ impl HostIo for SimHost {
         buf[..d.len()].copy_from_slice(&d);
         Ok(d.len())
     }
-    fn udp_close(&mut self, id: FlowId) {
-        self.udp.remove(&id);
-    }
-    fn icmp_open(&mut self, _id: FlowId, _dst: IpAddr) -> HostResult<()> {
-        Err(HostError::NotPermitted(
-            "no ping sockets in the simulation".into(),
-        ))
-    }
     fn icmp_send(&mut self, _id: FlowId, _msg: &[u8]) -> HostResult<()> {
         Ok(())
     }
     fn icmp_recv(&mut self, _id: FlowId, _buf: &mut [u8]) -> HostResult<usize> {
         Err(HostError::WouldBlock)
     }
-    fn icmp_close(&mut self, _id: FlowId) {}
     fn dns_send(&mut self, _upstream: SocketAddr, query: &[u8]) -> HostResult<()> {
         self.dns_sent += 1;
         self.dns_queries.push(query.to_vec());
@@ -261,8 +269,7 @@ impl Harness {
     /// Carries out the gateway's queued actions, as the driver does after every call.
     fn drain(&mut self) {
         while let Some(a) = self.gw.poll_action() {
-            if let Some((id, e)) = self.host.apply(a) {
-                let ev = Event::TcpConnected { id, result: Err(e) };
+            if let Some(ev) = self.host.apply(a) {
                 self.gw.handle_event(self.now, ev, &mut self.host);
             }
         }
@@ -1195,6 +1202,7 @@ fn udp_forward_round_trip_keeps_client_address() {
             &mut h.host,
         )
         .expect("ok");
+    h.drain();
     assert_eq!(h.host.udp_forwards, vec![(id, 3)]);
     let f = h.take_frames();
     let p = IpPacket::parse_v4(&f[0][14..]).expect("ip");
@@ -2455,6 +2463,7 @@ fn udp_forward_over_ipv6_round_trip() {
             &mut h.host,
         )
         .expect("ok");
+    h.drain();
     assert_eq!(h.host.udp_forwards, vec![(id, 4)]);
     let f = h.take_frames();
     let (src, dst, proto, data) = parse6(&f[0]);
