@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
     if let TooBig::Reply(r) = vxlan::frag_needed(frame, mtu, gw_mac, gw) {
         let eth = ethernet::Frame::parse(&r).expect("reply has an Ethernet header");
         assert_eq!(eth.src(), gw_mac);
-        assert_eq!(eth.dst(), ethernet::Frame::parse(frame).expect("frame").src());
+        assert_eq!(
+            eth.dst(),
+            ethernet::Frame::parse(frame).expect("frame").src()
+        );
         assert!(!ethernet::is_group(&eth.dst()));
         let p = ip::IpPacket::parse_v4(eth.payload()).expect("reply is valid IPv4");
         assert_eq!(p.src, IpAddr::V4(gw));

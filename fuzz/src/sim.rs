@@ -9,9 +9,9 @@ use netstack::config::Config;
 use netstack::flow::FlowId;
 use netstack::gateway::Gateway;
 use netstack::host::{Action, Event, HostIo};
+use netstack::host::{HostError, HostResult};
 use netstack::Mac;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use netstack::host::{HostError, HostResult};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
