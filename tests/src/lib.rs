@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod cpio;
 pub mod guest;
+pub mod hostcheck;
 pub mod hostile;
 pub mod kernel;
 pub mod paths;

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,10 +31,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use warren_tests::guest::{Image, READY_MARKER};
+use warren_tests::hostcheck::{
+    connect, ctl, echo_check, peer_check, udp_check, udp_echo_binary, Check,
+};
 use warren_tests::qemu::{Guest, NetAttach, DEFAULT_MAC};
 use warren_tests::servers::{closed_port, pseudo_random, DnsServer, HttpServer};
 use warren_tests::sha256_hex;
-use warren_tests::warren::{warren_binary, Warren, WarrenConfig};
+use warren_tests::warren::{Warren, WarrenConfig};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Until a guest has run its own checks and started waiting for the host's.
@@ -57,9 +60,6 @@ const GF_CMD_LINE: &str = "hello through the cmd guestfwd";
 const DNS_NAME: &str = "fwd.warren.example";
 const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 55);
 const DNS_SEARCH: &str = "example.test";
-
-/// What a host-side check found: `Ok(details)` or `Err(why it failed)`.
-type Check = Result<String, String>;
 
 /// One guest run: the guest's `@@RESULT`s and console, plus the host-side checks made while it ran.
 struct Run {
@@ -137,162 +137,10 @@ timeout 60 udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 5 -T 2 -O search
 r dhcp_exit $?
 "#;
 
-/// The static UDP echo helper for the guest, built once per process with rustc (cached by source
-/// hash in the e2e cache).
-fn udp_echo_binary() -> Vec<u8> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/udp_echo.rs");
-    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
-    let dir = warren_tests::paths::cache_dir().join("bin");
-    std::fs::create_dir_all(&dir).expect("create helper cache dir");
-    let out = dir.join(format!("udp-echo-{}", &sha256_hex(&code)[..16]));
-    if !out.is_file() {
-        let tmp = dir.join(format!("udp-echo.tmp{}", std::process::id()));
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        warren_tests::run_checked(
-            Command::new(rustc)
-                .args([
-                    "--edition",
-                    "2021",
-                    "-O",
-                    "-C",
-                    "target-feature=+crt-static",
-                ])
-                .args(["-C", "strip=symbols", "-o"])
-                .arg(&tmp)
-                .arg(&src),
-        );
-        std::fs::rename(&tmp, &out).expect("move helper into place");
-    }
-    std::fs::read(&out).expect("read udp-echo helper")
-}
-
 // ------------------------------------------------------------------ host-side helpers
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    c.set_write_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    Ok(c)
-}
-
-/// Sends `data` to the echo service at `addr`, half-closes, reads until EOF: the bytes must come back.
-fn echo_check(addr: SocketAddr, data: &[u8]) -> Check {
-    let t = Instant::now();
-    let c = connect(addr)?;
-    let mut w = c.try_clone().map_err(|e| e.to_string())?;
-    let payload = data.to_vec();
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        w.write_all(&payload)?;
-        w.shutdown(Shutdown::Write)
-    });
-    let mut got = Vec::with_capacity(data.len());
-    let read = (&c).read_to_end(&mut got);
-    let wrote = writer.join().map_err(panic_message)?;
-    wrote.map_err(|e| format!("writing to {addr}: {e}"))?;
-    read.map_err(|e| format!("reading from {addr} after {} bytes: {e}", got.len()))?;
-    if got != data {
-        return Err(format!(
-            "echo through {addr} returned {} bytes (sha {}), sent {} (sha {})",
-            got.len(),
-            sha256_hex(&got),
-            data.len(),
-            sha256_hex(data)
-        ));
-    }
-    Ok(format!(
-        "{} bytes echoed through {addr} in {:?}",
-        data.len(),
-        t.elapsed()
-    ))
-}
-
-/// Connects to the guest's netstat service at `addr` and returns the guest's view of this
-/// connection: the `netstat -tn` line for local port `guest_port`, which must show `want_peer`
-/// with the client's port.
-fn peer_check(addr: SocketAddr, guest_port: u16, want_peer: &str) -> Check {
-    let c = connect(addr)?;
-    let me = c.local_addr().map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    (&c).read_to_string(&mut out)
-        .map_err(|e| format!("reading the guest's netstat from {addr}: {e}"))?;
-    let line = out
-        .lines()
-        .find(|l| l.contains(&format!(":{guest_port} ")) && l.contains("ESTABLISHED"))
-        .ok_or_else(|| format!("no ESTABLISHED line for port {guest_port} in:\n{out}"))?;
-    let want = format!("{want_peer}:{}", me.port());
-    // busybox netstat shows connections on a dual-stack listener as v4-mapped IPv6 addresses.
-    if !line
-        .split_whitespace()
-        .any(|f| f.strip_prefix("::ffff:").unwrap_or(f) == want)
-    {
-        return Err(format!(
-            "client {me} should appear as {want} in the guest; its netstat says:\n{line}\n(all:\n{out})"
-        ));
-    }
-    Ok(format!("client {me} seen by the guest as {want}: {line}"))
-}
-
-/// Sends datagrams to the UDP echo forward at `addr` until one comes back (UDP may drop).
-fn udp_check(addr: SocketAddr) -> Result<(String, u16), String> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let me = s.local_addr().map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
-    for attempt in 0..5u8 {
-        let msg = format!("warren udp forward check {attempt} {}", "x".repeat(900));
-        s.send_to(msg.as_bytes(), addr)
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                if from != addr {
-                    return Err(format!(
-                        "reply came from {from}, not from the forward {addr}"
-                    ));
-                }
-                if &buf[..n] != msg.as_bytes() {
-                    return Err(format!(
-                        "reply differs: {:?}",
-                        String::from_utf8_lossy(&buf[..n])
-                    ));
-                }
-                return Ok((
-                    format!("datagram of {n} bytes echoed from {from} (attempt {attempt})"),
-                    me.port(),
-                ));
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => return Err(format!("receive from {addr}: {e}")),
-        }
-    }
-    Err(format!("no reply from {addr} to 5 datagrams"))
-}
-
-/// `warren ctl --api PATH ARGS...`: stdout, or the failure.
-fn ctl(api: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(warren_binary())
-        .arg("ctl")
-        .arg("--api")
-        .arg(api)
-        .args(args)
-        .output()
-        .map_err(|e| format!("run warren ctl: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "warren ctl {args:?} failed ({}): {stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(stdout)
 }
 
 /// One raw JSON request on the control socket (one request per connection); the reply.
@@ -538,7 +386,7 @@ fn main_host_checks(
         "hostfwd_peer_loopback",
         peer_check(loopback(p.peer), G_PEER, "10.0.2.2"),
     );
-    let udp = udp_check(loopback(p.udp)).and_then(|(details, port)| {
+    let udp = udp_check(loopback(p.udp), loopback(0), 900).and_then(|(details, port)| {
         // The helper logs every datagram's source: the host loopback client is the gateway.
         let seen = format!("@@UDPECHO from 10.0.2.2:{port} ");
         wait_console(guest, &seen, Duration::from_secs(10))

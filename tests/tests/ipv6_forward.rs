@@ -15,18 +15,20 @@
 //! warren (the forwards and the control socket are warren's).
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use warren_tests::guest::{Image, READY_MARKER};
+use warren_tests::hostcheck::{
+    connect, ctl, echo_check, peer_check, udp_check, udp_echo_binary, Check,
+};
 use warren_tests::qemu::{Guest, NetAttach, DEFAULT_MAC};
 use warren_tests::servers::closed_port;
 use warren_tests::sha256_hex;
-use warren_tests::warren::{warren_binary, Warren, WarrenConfig};
+use warren_tests::warren::{Warren, WarrenConfig};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -63,8 +65,6 @@ fn guest6() -> Ipv6Addr {
     ])
 }
 
-type Check = Result<String, String>;
-
 struct Run {
     results: BTreeMap<String, String>,
     context: String,
@@ -88,34 +88,6 @@ impl Run {
             None => panic!("host-side check {name} did not run\n{}", self.context),
         }
     }
-}
-
-/// The static UDP echo helper (as in the forwarding test), cached by source hash.
-fn udp_echo_binary() -> Vec<u8> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/udp_echo.rs");
-    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
-    let dir = warren_tests::paths::cache_dir().join("bin");
-    std::fs::create_dir_all(&dir).expect("create helper cache dir");
-    let out = dir.join(format!("udp-echo-{}", &sha256_hex(&code)[..16]));
-    if !out.is_file() {
-        let tmp = dir.join(format!("udp-echo6.tmp{}", std::process::id()));
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        warren_tests::run_checked(
-            Command::new(rustc)
-                .args([
-                    "--edition",
-                    "2021",
-                    "-O",
-                    "-C",
-                    "target-feature=+crt-static",
-                ])
-                .args(["-C", "strip=symbols", "-o"])
-                .arg(&tmp)
-                .arg(&src),
-        );
-        std::fs::rename(&tmp, &out).expect("move helper into place");
-    }
-    std::fs::read(&out).expect("read udp-echo helper")
 }
 
 fn script() -> String {
@@ -165,14 +137,6 @@ fn v4(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    Ok(c)
-}
-
 /// HTTP/1.0 GET of `path` through `addr`: the body's SHA-256.
 fn http_sha(addr: SocketAddr, path: &str) -> Check {
     let mut c = connect(addr)?;
@@ -192,101 +156,10 @@ fn http_sha(addr: SocketAddr, path: &str) -> Check {
     Ok(sha256_hex(&all[end + 4..]))
 }
 
-/// Sends `data` through the echo forward at `addr`, half-closes, reads until EOF.
-fn echo_check(addr: SocketAddr, data: &[u8]) -> Check {
-    let c = connect(addr)?;
-    let mut w = c.try_clone().map_err(|e| e.to_string())?;
-    let payload = data.to_vec();
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        w.write_all(&payload)?;
-        w.shutdown(Shutdown::Write)
-    });
-    let mut got = Vec::new();
-    let read = (&c).read_to_end(&mut got);
-    writer
-        .join()
-        .map_err(|_| "writer panicked".to_string())?
-        .map_err(|e| format!("write to {addr}: {e}"))?;
-    read.map_err(|e| format!("read from {addr} after {} bytes: {e}", got.len()))?;
-    if got != data {
-        return Err(format!(
-            "echo through {addr}: {} bytes back, {} sent",
-            got.len(),
-            data.len()
-        ));
-    }
-    Ok(format!("{} bytes echoed through {addr}", data.len()))
-}
-
-/// The guest's `netstat` line for this connection must show the client as `want_peer`.
-fn peer_check(addr: SocketAddr, want_peer: &str) -> Check {
-    let c = connect(addr)?;
-    let me = c.local_addr().map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    (&c).read_to_string(&mut out)
-        .map_err(|e| format!("reading the guest's netstat from {addr}: {e}"))?;
-    let line = out
-        .lines()
-        .find(|l| l.contains(&format!(":{G_PEER} ")) && l.contains("ESTABLISHED"))
-        .ok_or_else(|| format!("no ESTABLISHED line for port {G_PEER} in:\n{out}"))?;
-    let want = format!("{want_peer}:{}", me.port());
-    if !line
-        .split_whitespace()
-        .any(|f| f.strip_prefix("::ffff:").unwrap_or(f) == want)
-    {
-        return Err(format!(
-            "client {me} should appear as {want} in the guest; its netstat says:\n{line}\n(all:\n{out})"
-        ));
-    }
-    Ok(format!("client {me} seen by the guest as {want}"))
-}
-
-/// Datagrams to the UDP echo forward at `addr` (from `[::1]`) until one comes back.
-fn udp_check(addr: SocketAddr) -> Result<(String, u16), String> {
-    let s = UdpSocket::bind("[::1]:0").map_err(|e| e.to_string())?;
-    let me = s.local_addr().map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
-    for attempt in 0..5u8 {
-        let msg = format!("warren v6 udp forward check {attempt}");
-        s.send_to(msg.as_bytes(), addr)
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) if from == addr && &buf[..n] == msg.as_bytes() => {
-                return Ok((format!("echoed from {from} (attempt {attempt})"), me.port()))
-            }
-            Ok((n, from)) => return Err(format!("odd reply of {n} bytes from {from}")),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => return Err(format!("receive from {addr}: {e}")),
-        }
-    }
-    Err(format!("no reply from {addr} to 5 datagrams"))
-}
-
-fn ctl(api: &Path, args: &[&str]) -> Check {
-    let out = Command::new(warren_binary())
-        .arg("ctl")
-        .arg("--api")
-        .arg(api)
-        .args(args)
-        .output()
-        .map_err(|e| format!("run warren ctl: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "warren ctl {args:?} failed ({}): {stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(stdout)
-}
-
 fn host_checks(p: &Ports, api: &Path, guest: &Guest, checks: &mut BTreeMap<&'static str, Check>) {
     checks.insert("http6", http_sha(v6(p.http6), "/big.bin"));
-    checks.insert("peer6", peer_check(v6(p.peer6), "fec0::2"));
-    checks.insert("peer_auto", peer_check(v6(p.peer_auto), "fec0::2"));
+    checks.insert("peer6", peer_check(v6(p.peer6), G_PEER, "fec0::2"));
+    checks.insert("peer_auto", peer_check(v6(p.peer_auto), G_PEER, "fec0::2"));
     checks.insert(
         "echo4to6",
         echo_check(
@@ -294,7 +167,7 @@ fn host_checks(p: &Ports, api: &Path, guest: &Guest, checks: &mut BTreeMap<&'sta
             &warren_tests::servers::pseudo_random(256 * 1024, 46),
         ),
     );
-    checks.insert("peer4to6", peer_check(v4(p.peer4to6), "fec0::2"));
+    checks.insert("peer4to6", peer_check(v4(p.peer4to6), G_PEER, "fec0::2"));
     checks.insert(
         "echo6to4",
         echo_check(
@@ -302,8 +175,8 @@ fn host_checks(p: &Ports, api: &Path, guest: &Guest, checks: &mut BTreeMap<&'sta
             &warren_tests::servers::pseudo_random(256 * 1024, 64),
         ),
     );
-    checks.insert("peer6to4", peer_check(v6(p.peer6to4), "10.0.2.2"));
-    let udp = udp_check(v6(p.udp6)).and_then(|(details, port)| {
+    checks.insert("peer6to4", peer_check(v6(p.peer6to4), G_PEER, "10.0.2.2"));
+    let udp = udp_check(v6(p.udp6), v6(0), 0).and_then(|(details, port)| {
         let seen = format!("@@UDPECHO from [fec0::2]:{port} ");
         guest
             .wait_for(&seen, Duration::from_secs(10))
